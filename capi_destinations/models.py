@@ -1,0 +1,475 @@
+"""Models: tenants and their members, destinations, events, delivery attempts, health checks, audit.
+
+Invariants live here: a destination's token is validated and its hint refreshed whenever the
+token changes, whichever code path saves it; statuses are ``TextChoices``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.signals import setting_changed
+from django.core.validators import RegexValidator
+from django.db import models
+from fernet_fields import EncryptedTextField
+
+from capi_destinations import clock, tokens
+from capi_destinations.conf import app_settings
+
+
+class Tenant(models.Model):
+    """A client account: a brand, a shop, an agency's client. Everything else hangs off one."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"  # manage destinations, tokens and members
+    EDITOR = "editor", "Editor"  # manage destinations and tokens
+    VIEWER = "viewer", "Viewer"  # read only
+
+
+class Membership(models.Model):
+    """A user's role in one tenant. Every page and admin query is scoped through these."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="capi_memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="capi_membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.tenant} ({self.role})"
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role in (Role.ADMIN, Role.EDITOR)
+
+    @property
+    def can_manage_members(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "Not checked yet"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class ConsentPolicy(models.TextChoices):
+    SEND_ALWAYS = "send_always", "Send regardless of consent"
+    REQUIRE_CONSENT = "require_consent", "Require advertising consent (suppress when denied)"
+    LIMITED_DATA_USE = "limited_data_use", "Send with Limited Data Use"
+
+
+class MissingConsent(models.TextChoices):
+    GRANTED = "granted", "Treat as granted"
+    DENIED = "denied", "Treat as denied"
+
+
+pixel_id_validator = RegexValidator(
+    r"^[0-9]{10,20}$",
+    "A Pixel ID is digits only, usually 15 or 16 (Events Manager → Data Sources → your pixel).",
+    code="pixel_id_format",
+)
+
+country_validator = RegexValidator(
+    r"^[a-z]{2}$", "Use a two-letter ISO country code such as “us” or “de”.", code="country"
+)
+
+
+def new_ingest_key() -> str:
+    """A public, URL-safe key that names a destination in the ingest endpoint."""
+    return "pk_" + secrets.token_urlsafe(24)
+
+
+def new_ingest_secret() -> str:
+    """A server-side secret for the ingest endpoint; only its hash is stored."""
+    return "sk_" + secrets.token_urlsafe(32)
+
+
+def hash_ingest_secret(secret: str) -> str:
+    # The secret has 256 bits of entropy, so a plain SHA-256 is enough (no password hashing).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class DestinationQuerySet(models.QuerySet["Destination"]):
+    def for_user(self, user: Any) -> DestinationQuerySet:
+        """Destinations of the tenants ``user`` belongs to (all of them for a superuser)."""
+        if user.is_superuser:
+            return self
+        return self.filter(tenant__memberships__user=user)
+
+
+class Destination(models.Model):
+    """One Meta pixel (dataset) that events are sent to, with its encrypted token and health."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="destinations")
+    name = models.CharField(max_length=200)
+    pixel_id = models.CharField("Pixel ID", max_length=20, validators=[pixel_id_validator])
+    access_token = EncryptedTextField()
+    token_hint = models.CharField(max_length=16, blank=True, editable=False)
+    app_secret = EncryptedTextField(
+        blank=True,
+        default="",
+        help_text="Optional: your Meta app's secret, to sign requests with appsecret_proof.",
+    )
+    enabled = models.BooleanField(
+        "Send events via Conversions API",
+        default=True,
+        help_text="Unticked, events are still recorded but nothing is sent to Meta.",
+    )
+    test_event_code = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="From Events Manager → Test Events. Remove it to go live.",
+    )
+    api_version = models.CharField(
+        "Graph API version", max_length=10, blank=True, help_text="Blank uses the app default."
+    )
+    default_country = models.CharField(
+        max_length=2,
+        blank=True,
+        validators=[country_validator],
+        help_text="Country used to read phone numbers that have no country code.",
+    )
+    consent_policy = models.CharField(
+        max_length=20, choices=ConsentPolicy.choices, default=ConsentPolicy.SEND_ALWAYS
+    )
+    missing_consent = models.CharField(
+        "When an event carries no consent state",
+        max_length=10,
+        choices=MissingConsent.choices,
+        default=MissingConsent.GRANTED,
+    )
+    ingest_key = models.CharField(max_length=64, unique=True, default=new_ingest_key)
+    ingest_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    allowed_origins = models.TextField(
+        blank=True,
+        help_text="Browser origins allowed to post events with the public key, one per line "
+        "(https://shop.example.com).",
+    )
+
+    # Health, written by health.py.
+    health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
+    health_reasons = models.JSONField(default=list, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_changed_at = models.DateTimeField(null=True, blank=True)
+    health_transient_failures = models.PositiveIntegerField(default=0)
+    pixel_name = models.CharField(max_length=255, blank=True)
+
+    # Delivery state, written by dispatch.py.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+    blocked_reason = models.TextField(
+        blank=True, help_text="Set when Meta refused the token; sending stops until it is fixed."
+    )
+    blocked_at = models.DateTimeField(null=True, blank=True)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DestinationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "pixel_id"], name="capi_destination_unique_pixel_per_tenant"
+            )
+        ]
+        indexes = [models.Index(fields=["health"], name="capi_dest_health")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.pixel_id})"
+
+    def __repr__(self) -> str:
+        return (
+            f"<Destination {self.pk}: {self.name!r} pixel={self.pixel_id} token={self.token_hint}>"
+        )
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Destination:
+        instance = super().from_db(db, field_names, values)
+        # Remember the stored token so save() can tell whether it changed.
+        instance._stored_token = instance.__dict__.get("access_token")
+        return instance
+
+    @property
+    def graph_api_version(self) -> str:
+        return self.api_version or app_settings.GRAPH_API_VERSION
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.access_token)
+
+    @property
+    def is_blocked(self) -> bool:
+        return bool(self.blocked_reason)
+
+    @property
+    def is_test_mode(self) -> bool:
+        return bool(self.test_event_code)
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [
+            line.strip().rstrip("/") for line in self.allowed_origins.splitlines() if line.strip()
+        ]
+
+    def set_ingest_secret(self) -> str:
+        """Make a new ingest secret, store its hash, and return it (shown to the user once)."""
+        secret = new_ingest_secret()
+        self.ingest_secret_hash = hash_ingest_secret(secret)
+        return secret
+
+    def check_ingest_secret(self, secret: str) -> bool:
+        if not self.ingest_secret_hash or not secret:
+            return False
+        return secrets.compare_digest(self.ingest_secret_hash, hash_ingest_secret(secret))
+
+    def token_changed(self) -> bool:
+        return self.access_token != getattr(self, "_stored_token", None)
+
+    def clean(self) -> None:
+        super().clean()
+        if self.token_changed():
+            try:
+                self.access_token = tokens.clean_access_token(self.access_token)
+            except ValidationError as error:
+                raise ValidationError({"access_token": error.messages}) from None
+        if self.default_country:
+            self.default_country = self.default_country.lower()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Whatever path saves a new token (form, admin, shell, API), it is validated and the hint
+        # follows it, so a bad paste can never be stored and the hint never goes stale.
+        if self.token_changed():
+            self.access_token = tokens.clean_access_token(self.access_token)
+            self.token_hint = tokens.token_hint(self.access_token)
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None and "access_token" in update_fields:
+                kwargs["update_fields"] = {*update_fields, "token_hint"}
+        super().save(*args, **kwargs)
+        self._stored_token = self.access_token
+
+
+class EventStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # waiting to be sent (or to be retried)
+    SENDING = "sending", "Sending"  # claimed by a worker under a lease
+    DELIVERED = "delivered", "Delivered"
+    REJECTED = "rejected", "Rejected"  # local validation errors; never sent
+    SUPPRESSED = "suppressed", "Suppressed"  # consent policy; never sent
+    FAILED = "failed", "Failed"  # Meta rejected this event itself
+    EXPIRED = "expired", "Expired"  # not delivered inside Meta's 7-day window
+
+
+FINAL_EVENT_STATUSES = (
+    EventStatus.DELIVERED,
+    EventStatus.REJECTED,
+    EventStatus.SUPPRESSED,
+    EventStatus.FAILED,
+    EventStatus.EXPIRED,
+)
+
+
+class Event(models.Model):
+    """One server event for one destination. Holds hashed PII only, never plaintext."""
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="events")
+    event_name = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=255)
+    event_time = models.DateTimeField()
+    action_source = models.CharField(max_length=32, blank=True)
+    # The Meta-ready server event as it will be sent (user_data hashed where Meta hashes).
+    payload = models.JSONField(default=dict)
+    # SHA-256 of the canonical payload: tells a retry from an event_id reused for another event.
+    payload_hash = models.CharField(max_length=64, blank=True)
+    consent = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=EventStatus.choices, default=EventStatus.PENDING
+    )
+    status_reason = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    diagnostics = models.JSONField(default=list, blank=True)
+    match_quality = models.FloatField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # From the app clock (not auto_now) so tests can move time; bulk_create fills them too.
+    created_at = models.DateTimeField(default=clock.now)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["destination", "event_name", "event_id"], name="capi_event_unique_id"
+            )
+        ]
+        indexes = [
+            # The dispatcher's query: due pending events.
+            models.Index(fields=["status", "next_attempt_at"], name="capi_event_due"),
+            # Expired leases.
+            models.Index(fields=["status", "lease_expires_at"], name="capi_event_lease"),
+            # Pages: a destination's log and its 24-hour counts.
+            models.Index(fields=["destination", "-created_at"], name="capi_event_dest_created"),
+            models.Index(
+                fields=["destination", "status", "updated_at"], name="capi_event_dest_status"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} {self.event_id} ({self.status})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Queryset .update() calls must set updated_at themselves.
+        self.updated_at = clock.now()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "updated_at"}
+        super().save(*args, **kwargs)
+
+
+class AttemptOutcome(models.TextChoices):
+    DELIVERED = "delivered", "Delivered"
+    RETRY = "retry", "Will retry"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    BLOCKED = "blocked", "Token refused"
+    INVALID = "invalid", "Invalid request"
+    BISECTED = "bisected", "Split to find the bad event"
+
+
+class DeliveryAttempt(models.Model):
+    """One request to Meta carrying some events, with Meta's answer (never the token)."""
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="attempts")
+    events = models.ManyToManyField(Event, related_name="delivery_attempts", blank=True)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    test_event_code = models.CharField(max_length=50, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    events_received = models.PositiveIntegerField(null=True, blank=True)
+    fbtrace_id = models.CharField(max_length=100, blank=True)
+    category = models.CharField(max_length=20, blank=True)
+    error_code = models.IntegerField(null=True, blank=True)
+    error_subcode = models.IntegerField(null=True, blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    error_user_title = models.CharField(max_length=255, blank=True)
+    error_user_msg = models.TextField(blank=True)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["destination", "-started_at"], name="capi_attempt_dest_started")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def received_mismatch(self) -> bool:
+        return (
+            self.outcome == AttemptOutcome.DELIVERED
+            and self.events_received is not None
+            and self.events_received != self.event_count
+        )
+
+
+class HealthCheck(models.Model):
+    """One run of the health checks for a destination."""
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="health_checks"
+    )
+    checked_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Health.choices)
+    # [{"name", "ok", "message", "fix", "severity"}]
+    checks = models.JSONField(default=list)
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_changed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        indexes = [
+            models.Index(fields=["destination", "-checked_at"], name="capi_check_dest_checked")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.checked_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class AuditAction(models.TextChoices):
+    CREATED = "created", "Created"
+    UPDATED = "updated", "Updated"
+    TOKEN_REPLACED = "token_replaced", "Token replaced"
+    ENABLED = "enabled", "Enabled"
+    DISABLED = "disabled", "Disabled"
+    DELETED = "deleted", "Deleted"
+    REDELIVERED = "redelivered", "Events redelivered"
+    KEYS_REGENERATED = "keys_regenerated", "Ingest keys regenerated"
+    TEST_EVENT_SENT = "test_event_sent", "Test event sent"
+
+
+class AuditEntry(models.Model):
+    """Who did what to a destination and when. Never holds a token."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_entries")
+    destination = models.ForeignKey(
+        Destination, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_entries"
+    )
+    # Kept so the entry still reads well after the destination is deleted.
+    destination_label = models.CharField(max_length=255, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    action = models.CharField(max_length=20, choices=AuditAction.choices)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.destination_label}"
+
+
+def _forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
+    # fernet_fields caches the keys on each field instance; drop them when FERNET_KEYS changes
+    # (tests with override_settings, key rotation) so the new keys take effect.
+    if setting not in ("FERNET_KEYS", "SECRET_KEY"):
+        return
+    for model in (Destination,):
+        for field in model._meta.concrete_fields:
+            if isinstance(field, EncryptedTextField):
+                for cached in ("keys", "fernet_keys", "fernet"):
+                    field.__dict__.pop(cached, None)
+
+
+setting_changed.connect(_forget_fernet_keys)

@@ -1,0 +1,84 @@
+"""Access-token hygiene: format checks with exact messages, a display hint, key rotation.
+
+Meta documents tokens as opaque; the checks here catch broken pastes (whitespace, a cut-off
+copy, the wrong kind of token) before anything is saved. The final word is the health check's
+Graph call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
+
+from capi_destinations.conf import app_settings
+
+TYPICAL_TOKEN_LENGTH = 190
+
+
+def clean_access_token(value: object) -> str:
+    """Return the token with surrounding whitespace removed, or raise ``ValidationError``.
+
+    Every message names the exact problem and never repeats the token itself.
+    """
+    if not isinstance(value, str):
+        raise ValidationError("The access token must be text.", code="token_type")
+    token = value.strip()
+    if not token:
+        raise ValidationError("Paste the Conversions API access token.", code="token_missing")
+    if any(character.isspace() for character in token):
+        raise ValidationError(
+            "The token contains a space or line break: it was probably broken while copying. "
+            "Copy it again from Events Manager in one piece.",
+            code="token_whitespace",
+        )
+    if not token.isascii() or not token.isalnum():
+        raise ValidationError(
+            "The token contains characters other than letters and digits "
+            "(quotes, punctuation or an invisible character?). Paste only the token itself.",
+            code="token_characters",
+        )
+    prefixes: tuple[str, ...] = tuple(app_settings.TOKEN_PREFIXES)
+    if prefixes and not token.startswith(prefixes):
+        expected = " or ".join(f"“{prefix}”" for prefix in prefixes)
+        raise ValidationError(
+            f"A Conversions API token starts with {expected}; this one starts with "
+            f"“{token[:3]}”. Generate a token in Events Manager → your pixel → Settings → "
+            "Conversions API, or for a system user in Business Settings.",
+            code="token_prefix",
+        )
+    minimum = app_settings.TOKEN_MIN_LENGTH
+    if len(token) < minimum:
+        raise ValidationError(
+            f"The token looks truncated: {len(token)} characters, a CAPI token is about "
+            f"{TYPICAL_TOKEN_LENGTH}. Copy it again, all of it.",
+            code="token_truncated",
+        )
+    return token
+
+
+def token_hint(token: str) -> str:
+    """What pages may show of a token: its first three and last four characters."""
+    if not token:
+        return ""
+    if len(token) < 12:
+        return "…"
+    return f"{token[:3]}…{token[-4:]}"
+
+
+def validate_token_field(value: object) -> None:
+    """Django field validator wrapper around :func:`clean_access_token`."""
+    clean_access_token(value)
+
+
+def rotate_encryption_keys(destinations: Iterable[object]) -> int:
+    """Re-encrypt each destination's secrets with the first of ``FERNET_KEYS``.
+
+    Reading decrypts with any configured key; saving encrypts with the first, so after this an
+    old key can be removed. Returns the number of destinations re-encrypted.
+    """
+    count = 0
+    for destination in destinations:
+        destination.save(update_fields=["access_token", "app_secret"])  # type: ignore[attr-defined]
+        count += 1
+    return count

@@ -1,0 +1,109 @@
+"""Shared fixtures: a controllable clock, tenants, users with roles, destinations, tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from capi_destinations import clock as app_clock
+from capi_destinations.models import Destination, Membership, Role, Tenant
+
+pytest_plugins = ["tests.fixtures.sandbox"]
+
+FROZEN_AT = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+_counter = itertools.count(1)
+
+
+def make_token(seed: str = "token") -> str:
+    """A well-formed fake CAPI token (EAA + letters and digits, 190 characters)."""
+    body = ""
+    index = 0
+    while len(body) < 187:
+        body += hashlib.sha256(f"{seed}-{index}".encode()).hexdigest()
+        index += 1
+    # Mix cases so it looks like a real token but stays letters and digits only.
+    mixed = "".join(c.upper() if i % 3 == 0 else c for i, c in enumerate(body[:187]))
+    return "EAA" + mixed
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """The app clock, frozen at FROZEN_AT; move it with ``clock.advance(timedelta(...))``."""
+    app_clock.freeze(FROZEN_AT)
+    yield app_clock
+    app_clock.unfreeze()
+
+
+@pytest.fixture
+def token() -> str:
+    return make_token("default")
+
+
+@pytest.fixture
+def make_tenant(db: None) -> Callable[..., Tenant]:
+    def factory(name: str | None = None, slug: str | None = None) -> Tenant:
+        number = next(_counter)
+        name = name or f"Client {number}"
+        return Tenant.objects.create(name=name, slug=slug or f"client-{number}")
+
+    return factory
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant("Acme Shoes", "acme")
+
+
+@pytest.fixture
+def other_tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant("Globex Coffee", "globex")
+
+
+@pytest.fixture
+def make_user(db: None, django_user_model: Any) -> Callable[..., Any]:
+    """``make_user(tenant, role)`` → a user with that membership (no tenant → no membership)."""
+
+    def factory(
+        tenant: Tenant | None = None,
+        role: str = Role.VIEWER,
+        *,
+        username: str | None = None,
+        is_staff: bool = False,
+        is_superuser: bool = False,
+    ) -> Any:
+        username = username or f"user{next(_counter)}"
+        user = django_user_model.objects.create_user(
+            username=username,
+            password="correct horse battery staple",
+            is_staff=is_staff,
+            is_superuser=is_superuser,
+        )
+        if tenant is not None:
+            Membership.objects.create(user=user, tenant=tenant, role=role)
+        return user
+
+    return factory
+
+
+@pytest.fixture
+def make_destination(db: None, tenant: Tenant) -> Callable[..., Destination]:
+    def factory(**fields: Any) -> Destination:
+        number = next(_counter)
+        fields.setdefault("tenant", tenant)
+        fields.setdefault("name", f"Shop pixel {number}")
+        fields.setdefault("pixel_id", str(1_000_000_000_000_000 + number))
+        fields.setdefault("access_token", make_token(f"destination-{number}"))
+        return Destination.objects.create(**fields)
+
+    return factory
+
+
+@pytest.fixture
+def destination(make_destination: Callable[..., Destination]) -> Destination:
+    return make_destination(name="Acme web pixel")

@@ -1,0 +1,75 @@
+"""Test settings: a minimal host site; SQLite by default, PostgreSQL via DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+
+import environ
+
+env = environ.Env()
+
+DEBUG = False
+SECRET_KEY = "tests-secret-key-not-for-production"
+FERNET_KEYS = ["tests-fernet-key-one"]
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "capi_destinations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="sqlite:///:memory:")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    # A file (not :memory:) so threads and subprocesses of a test see the same database.
+    DATABASES["default"]["TEST"] = (
+        {"NAME": os.environ.get("CAPI_TEST_SQLITE", "")}
+        if os.environ.get("CAPI_TEST_SQLITE")
+        else {}
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "static/"
+LOGIN_URL = "/accounts/login/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# django-q2 reads its settings once at import: sync mode runs tasks inline in tests.
+Q_CLUSTER = {"name": "capi-tests", "orm": "default", "sync": True, "timeout": 60, "retry": 120}
+
+CAPI_DESTINATIONS: dict[str, object] = {}

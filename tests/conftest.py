@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from capi_destinations import clock as app_clock
-from capi_destinations.models import Destination, Membership, Role, Tenant
+from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
 
 pytest_plugins = ["tests.fixtures.sandbox"]
 
@@ -107,3 +107,52 @@ def make_destination(db: None, tenant: Tenant) -> Callable[..., Destination]:
 @pytest.fixture
 def destination(make_destination: Callable[..., Destination]) -> Destination:
     return make_destination(name="Acme web pixel")
+
+
+def server_event(
+    event_id: str,
+    *,
+    event_name: str = "Purchase",
+    event_time: datetime | None = None,
+    email: str = "jane.doe@example.com",
+) -> dict[str, Any]:
+    """A Meta-ready server event (user_data already hashed), as the dispatcher sends it."""
+    when = event_time or app_clock.now()
+    return {
+        "event_name": event_name,
+        "event_time": int(when.timestamp()),
+        "event_id": event_id,
+        "action_source": "website",
+        "event_source_url": "https://shop.example.com/checkout",
+        "user_data": {
+            "em": [hashlib.sha256(email.encode()).hexdigest()],
+            "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "client_ip_address": "203.0.113.7",
+        },
+        "custom_data": {"value": 49.9, "currency": "EUR"},
+    }
+
+
+@pytest.fixture
+def make_event(db: None, destination: Destination) -> Callable[..., Event]:
+    """``make_event(destination=..., event_id=..., **fields)`` → a pending, due Event row."""
+
+    def factory(**fields: Any) -> Event:
+        event_id = fields.pop("event_id", f"evt-{next(_counter)}")
+        event_name = fields.pop("event_name", "Purchase")
+        event_time = fields.pop("event_time", app_clock.now())
+        fields.setdefault("destination", destination)
+        fields.setdefault(
+            "payload", server_event(event_id, event_name=event_name, event_time=event_time)
+        )
+        fields.setdefault("status", EventStatus.PENDING)
+        fields.setdefault("next_attempt_at", app_clock.now())
+        return Event.objects.create(
+            event_id=event_id,
+            event_name=event_name,
+            event_time=event_time,
+            action_source=fields["payload"].get("action_source", ""),
+            **fields,
+        )
+
+    return factory

@@ -13,6 +13,17 @@ $BIN/ruff format --check .
 
 ran=()
 
+# Browser tests drive Debian's Chromium (a browser download is impossible on these machines).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "== installing Debian's chromium for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "WARNING: /usr/bin/chromium is missing and this is not root: the browser tests (-m e2e) will be"
+    echo "WARNING: SKIPPED. Install it with 'sudo apt-get install chromium' to run them."
+  fi
+fi
+
 echo "== pytest on SQLite"
 env -u DATABASE_URL $BIN/python -m pytest "$@"
 ran+=("SQLite")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import environ
 
 env = environ.Env()
+
+# The demo site's templates (login page) stand in for a host site's.
+SITE_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 DEBUG = False
 SECRET_KEY = "tests-secret-key-not-for-production"
@@ -40,7 +44,7 @@ ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [SITE_TEMPLATES],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

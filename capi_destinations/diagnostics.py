@@ -1,0 +1,1001 @@
+"""Per-field checks of an incoming event, in words a marketer or a developer can act on.
+
+``diagnose`` reads the raw event as a developer sends it and returns ``Diagnostic`` records:
+``error`` blocks sending (Meta would reject the event, and one bad event fails a whole batch),
+``warning`` and ``info`` do not. ``match_quality`` estimates how well Meta can match the
+normalized user_data. Diagnostics are stored on the event, so they never contain customer
+information: messages name fields, not values.
+
+Pure functions over plain dicts: no database, no network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+# normalize.py imports this module (to build Diagnostic records) and this one calls it, so
+# each imports the other as a module and touches its attributes only inside functions: that
+# keeps either import order working. Do not use ``normalize.*`` at module level here.
+from capi_destinations import clock, normalize
+
+__all__ = [
+    "ACTION_SOURCES",
+    "CUSTOMER_INFO_KEYS",
+    "ERROR",
+    "INFO",
+    "MAX_CLOCK_SKEW",
+    "MAX_EVENT_AGE",
+    "SEVERITIES",
+    "STANDARD_EVENTS",
+    "WARNING",
+    "WEAK_KEY_SETS",
+    "Diagnostic",
+    "MatchQuality",
+    "diagnose",
+    "has_errors",
+    "match_quality",
+    "parse_event_time",
+]
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+SEVERITIES: tuple[str, ...] = (ERROR, WARNING, INFO)
+
+#: Meta's standard event names (case-sensitive); PageView is the one the Pixel sends itself.
+STANDARD_EVENTS: tuple[str, ...] = (
+    "AddPaymentInfo",
+    "AddToCart",
+    "AddToWishlist",
+    "CompleteRegistration",
+    "Contact",
+    "CustomizeProduct",
+    "Donate",
+    "FindLocation",
+    "InitiateCheckout",
+    "Lead",
+    "PageView",
+    "Purchase",
+    "Schedule",
+    "Search",
+    "StartTrial",
+    "SubmitApplication",
+    "Subscribe",
+    "ViewContent",
+)
+
+#: Every ``action_source`` value Meta accepts.
+ACTION_SOURCES: tuple[str, ...] = (
+    "website",
+    "app",
+    "email",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "business_messaging",
+    "other",
+)
+
+#: Every user_data key that counts as customer information (normalize.HASHED_KEYS followed
+#: by normalize.CLEAR_KEYS; spelled out because of the import note above, and tested equal).
+CUSTOMER_INFO_KEYS: tuple[str, ...] = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "ge",
+    "db",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+    "client_ip_address",
+    "client_user_agent",
+    "fbc",
+    "fbp",
+    "subscription_id",
+    "lead_id",
+    "fb_login_id",
+    "anon_id",
+    "madid",
+    "page_id",
+    "page_scoped_user_id",
+    "ctwa_clid",
+    "ig_account_id",
+    "ig_sid",
+)
+
+#: Meta's baseline rule: an event whose customer-information keys all fall inside one of
+#: these sets is rejected as having too little to match on.
+WEAK_KEY_SETS: tuple[frozenset[str], ...] = (
+    frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
+    frozenset({"db", "client_user_agent"}),
+    frozenset({"fn", "ge"}),
+    frozenset({"ln", "ge"}),
+)
+
+#: Meta rejects a request holding any event older than this.
+MAX_EVENT_AGE = timedelta(days=7)
+#: How far in the future an event_time may be before we call it wrong (clocks drift).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: Meta asks for events within an hour; later ones still count but are worth a note.
+RECOMMENDED_DELAY = timedelta(hours=1)
+
+_STANDARD_BY_SQUASHED = {name.lower(): name for name in STANDARD_EVENTS}
+_MAX_CUSTOM_EVENT_NAME = 50
+# Unix seconds above this (year 5138) are almost certainly milliseconds sent by mistake.
+_MILLISECONDS_THRESHOLD = 100_000_000_000
+_META_INVALID_PARAMETER = 100
+_SUBCODE_TOO_OLD = 2804003
+_SUBCODE_CUSTOMER_INFO = 2804050
+
+_KNOWN_EVENT_KEYS = frozenset(
+    {
+        "event_name",
+        "event_time",
+        "event_id",
+        "action_source",
+        "event_source_url",
+        "user_data",
+        "custom_data",
+        "opt_out",
+        "data_processing_options",
+        "data_processing_options_country",
+        "data_processing_options_state",
+        "referrer_url",
+        "app_data",
+        "original_event_data",
+        "customer_segmentation",
+        "messaging_channel",
+        "attribution_data",
+        "advanced_measurement_table",
+        # Our own: the consent state travels with the event and is evaluated per destination.
+        "consent",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding about one field of an event, with a fix someone can act on.
+
+    ``field`` is a path into the event (``user_data.em``, ``custom_data.contents[2].id``).
+    ``meta_code``/``meta_subcode`` are the Graph API error Meta would answer with, when known.
+    """
+
+    code: str
+    field: str
+    severity: str
+    message: str
+    fix: str
+    meta_code: int | None = None
+    meta_subcode: int | None = None
+
+    @property
+    def blocks_sending(self) -> bool:
+        """Whether this finding stops the event from being sent to Meta."""
+        return self.severity == ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, as stored on the Event row."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostic:
+        """Rebuild a Diagnostic from ``to_dict()`` output."""
+        return cls(
+            code=str(data["code"]),
+            field=str(data.get("field", "")),
+            severity=str(data.get("severity", WARNING)),
+            message=str(data.get("message", "")),
+            fix=str(data.get("fix", "")),
+            meta_code=data.get("meta_code"),
+            meta_subcode=data.get("meta_subcode"),
+        )
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    """Whether any of the diagnostics blocks sending."""
+    return any(diagnostic.severity == ERROR for diagnostic in diagnostics)
+
+
+@dataclass(frozen=True)
+class MatchQuality:
+    """Our estimate of how well Meta can match an event (0-10), and what would raise it."""
+
+    score: float
+    present: list[str]
+    missing: list[str]
+
+
+# How much each key adds on its own (chance-like, combined as 1 - Π(1 - w)), ordered from the
+# most valuable down, after the identifier value ranking users are given: email, phone,
+# external_id, fbp, fbc, IP + user agent, then name and address fields.
+_MATCH_WEIGHTS: dict[str, float] = {
+    "em": 0.55,
+    "ph": 0.40,
+    "external_id": 0.25,
+    "fbp": 0.20,
+    "fbc": 0.15,
+    "client_ip_address": 0.25,
+    "client_user_agent": 0.13,
+    "fn": 0.06,
+    "ln": 0.06,
+    "zp": 0.05,
+    "ct": 0.04,
+    "country": 0.04,
+    "st": 0.03,
+    "db": 0.04,
+    "ge": 0.02,
+}
+# Keys that identify a person in other channels; they count when present but are not asked
+# for, since most events cannot have them.
+_CHANNEL_WEIGHTS: dict[str, float] = {
+    "lead_id": 0.40,
+    "fb_login_id": 0.40,
+    "ctwa_clid": 0.30,
+    "madid": 0.25,
+    "anon_id": 0.15,
+    "page_scoped_user_id": 0.30,
+    "ig_sid": 0.30,
+    "ig_account_id": 0.10,
+    "subscription_id": 0.05,
+    "page_id": 0.0,
+}
+
+
+def match_quality(user_data: Mapping[str, Any]) -> MatchQuality:
+    """Estimate match quality (0-10, one decimal) of NORMALIZED user_data.
+
+    This is our own estimate from the identifier ranking Meta's guides give, not Meta's Event
+    Match Quality score, which only Events Manager shows. Calibrated so that email, phone,
+    external_id, fbp, fbc, IP and user agent together score about 9, IP and user agent alone
+    about 3.5. ``missing`` lists the absent keys, most valuable first.
+    """
+    if not isinstance(user_data, Mapping):
+        user_data = {}
+    present: list[str] = []
+    missing: list[str] = []
+    unmatched = 1.0
+    for key, weight in (*_MATCH_WEIGHTS.items(), *_CHANNEL_WEIGHTS.items()):
+        if _has_value(user_data.get(key)):
+            present.append(key)
+            unmatched *= 1.0 - weight
+        elif key in _MATCH_WEIGHTS:
+            missing.append(key)
+    return MatchQuality(score=round(10 * (1 - unmatched), 1), present=present, missing=missing)
+
+
+def _has_value(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_has_value(item) for item in value)
+    return value is not None and value != ""
+
+
+def parse_event_time(value: Any) -> datetime | None:
+    """The event_time as an aware UTC datetime, or None when it cannot be read as seconds.
+
+    Accepted: Unix seconds as an int, a float (fraction dropped) or a numeric string; an
+    aware ``datetime`` (a naive one is taken as UTC); an ISO 8601 string. Values that look
+    like milliseconds are refused (``diagnose`` says so), as are booleans.
+    """
+    seconds = _event_time_seconds(value)
+    if seconds is None or seconds >= _MILLISECONDS_THRESHOLD:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _event_time_seconds(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return math.floor(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return _datetime_seconds(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                return _datetime_seconds(datetime.fromisoformat(text))
+            except ValueError:
+                return None
+        return math.floor(number) if math.isfinite(number) else None
+    return None
+
+
+def _datetime_seconds(moment: datetime) -> int | None:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return math.floor(moment.timestamp())
+    except (OverflowError, OSError, ValueError):  # year 1 with a positive offset, and such
+        return None
+
+
+def diagnose(
+    event: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    default_country: str | None = None,
+    user_data_report: normalize.NormalizedUserData | None = None,
+) -> list[Diagnostic]:
+    """Check a raw incoming event and return every finding, most serious first.
+
+    ``event`` is the dict a developer sends (event_name, event_time, event_id, action_source,
+    event_source_url, user_data with raw or hashed values, custom_data, …), after any
+    enrichment from the request. ``default_country`` is the destination's country for
+    national phone numbers. ``user_data_report`` lets a caller that already normalized the
+    user_data pass the result instead of normalizing twice. Never raises: junk of any shape
+    yields diagnostics.
+    """
+    if not isinstance(event, Mapping):
+        return [
+            _error(
+                "invalid_event",
+                "event",
+                "The event is not an object, so nothing in it could be read.",
+                "Send each event as a JSON object with event_name, event_time, action_source "
+                'and user_data, e.g. {"event_name": "Purchase", …}.',
+            )
+        ]
+    moment = now if now is not None else clock.now()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+
+    found: list[Diagnostic] = []
+    event_name = _check_event_name(event.get("event_name"), found)
+    _check_event_time(event.get("event_time"), "event_time" in event, moment, found)
+    _check_event_id(event.get("event_id"), found)
+    action_source = _check_action_source(event.get("action_source"), found)
+    _check_event_source_url(event, action_source, found)
+    user_data = _check_user_data(event, default_country, user_data_report, found)
+    if action_source == "website" and user_data is not None:
+        _check_website_user_data(user_data, found)
+    _check_custom_data(event.get("custom_data"), event_name, found)
+    _check_other_keys(event, found)
+
+    rank = {ERROR: 0, WARNING: 1, INFO: 2}
+    return sorted(found, key=lambda diagnostic: rank.get(diagnostic.severity, 3))
+
+
+# --- building diagnostics ----------------------------------------------------------------------
+
+
+def _error(
+    code: str,
+    field: str,
+    message: str,
+    fix: str,
+    *,
+    meta_code: int | None = None,
+    meta_subcode: int | None = None,
+) -> Diagnostic:
+    return Diagnostic(code, field, ERROR, message, fix, meta_code, meta_subcode)
+
+
+def _warning(code: str, field: str, message: str, fix: str) -> Diagnostic:
+    return Diagnostic(code, field, WARNING, message, fix)
+
+
+def _info(code: str, field: str, message: str, fix: str) -> Diagnostic:
+    return Diagnostic(code, field, INFO, message, fix)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A short printable form of a non-personal value (event names, sources, currencies)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        tuple: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+# --- checks of the event's own fields ---------------------------------------------------------
+
+
+def _check_event_name(value: Any, found: list[Diagnostic]) -> str | None:
+    if value is None or value == "":
+        found.append(
+            _error(
+                "missing_event_name",
+                "event_name",
+                "The event has no event_name, so Meta cannot tell what happened.",
+                "Set event_name to a standard event such as Purchase, Lead or AddToCart, or to "
+                "your custom event's name.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return None
+    if not isinstance(value, str):
+        found.append(
+            _error(
+                "invalid_event_name",
+                "event_name",
+                f"event_name is {_kind(value)}, not text.",
+                'Send event_name as a string, e.g. "Purchase".',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return None
+    name = value.strip()
+    if not name:
+        found.append(
+            _error(
+                "missing_event_name",
+                "event_name",
+                "The event_name is blank, so Meta cannot tell what happened.",
+                "Set event_name to a standard event such as Purchase, or your custom event.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return None
+    if name != value:
+        found.append(
+            _warning(
+                "event_name_whitespace",
+                "event_name",
+                f'The event_name "{_shown(value)}" has spaces around it; Meta would count it '
+                "as a different event.",
+                f'Send "{_shown(name)}" without surrounding spaces.',
+            )
+        )
+    standard = _STANDARD_BY_SQUASHED.get("".join(c for c in name if c.isalnum()).lower())
+    if standard is not None and standard != name:
+        found.append(
+            _warning(
+                "event_name_casing",
+                "event_name",
+                f'"{_shown(name)}" is not spelled like Meta\'s standard event "{standard}"; '
+                "event names are case-sensitive, so Meta would record a custom event and the "
+                f"{standard} conversions would not count.",
+                f'Send event_name "{standard}" exactly (in the Pixel code too).',
+            )
+        )
+    elif standard is None and len(name) > _MAX_CUSTOM_EVENT_NAME:
+        found.append(
+            _warning(
+                "event_name_too_long",
+                "event_name",
+                f"The custom event name is {len(name)} characters; Meta allows at most "
+                f"{_MAX_CUSTOM_EVENT_NAME}.",
+                "Use a shorter custom event name.",
+            )
+        )
+    return standard if standard is not None else name
+
+
+def _check_event_time(value: Any, present: bool, now: datetime, found: list[Diagnostic]) -> None:
+    if not present or value is None or value == "":
+        found.append(
+            _error(
+                "missing_event_time",
+                "event_time",
+                "The event has no event_time, which Meta requires.",
+                "Set event_time to the moment the action happened, in Unix seconds "
+                "(e.g. int(time.time()) in Python, Math.floor(Date.now() / 1000) in JavaScript).",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    if isinstance(value, datetime) and value.tzinfo is None:
+        found.append(
+            _warning(
+                "naive_event_time",
+                "event_time",
+                "event_time is a date and time without a time zone; it was read as UTC.",
+                "Pass a timezone-aware datetime (django.utils.timezone.now()) or Unix seconds.",
+            )
+        )
+    seconds = _event_time_seconds(value)
+    if seconds is None:
+        found.append(
+            _error(
+                "invalid_event_time",
+                "event_time",
+                f"event_time is {_kind(value)} that is not a time we can read.",
+                "Send event_time as Unix seconds, an integer such as 1700000000.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    if seconds >= _MILLISECONDS_THRESHOLD:
+        found.append(
+            _error(
+                "event_time_in_milliseconds",
+                "event_time",
+                "event_time looks like milliseconds (or finer), but Meta wants seconds; as "
+                "seconds it would be thousands of years in the future.",
+                "Divide by 1000: Math.floor(Date.now() / 1000) in JavaScript, int(time.time()) "
+                "in Python.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    age = now - datetime.fromtimestamp(max(seconds, 0), tz=UTC)
+    if age > MAX_EVENT_AGE:
+        found.append(
+            _error(
+                "event_time_too_old",
+                "event_time",
+                f"The event happened {age.days} days ago; Meta refuses events older than "
+                f"{MAX_EVENT_AGE.days} days (and would refuse the whole batch with it).",
+                "Send events as soon as they happen (within an hour is best); older ones "
+                "cannot be delivered. If the time is wrong, send the real moment in Unix seconds.",
+                meta_code=_META_INVALID_PARAMETER,
+                meta_subcode=_SUBCODE_TOO_OLD,
+            )
+        )
+    elif -age > MAX_CLOCK_SKEW:
+        found.append(
+            _error(
+                "event_time_in_future",
+                "event_time",
+                f"event_time is {_duration(-age)} in the future; Meta refuses events from the "
+                "future.",
+                "Use the real moment of the action in Unix seconds, UTC; check the sending "
+                "server's clock and time zone handling.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+    elif age > RECOMMENDED_DELAY:
+        found.append(
+            _info(
+                "event_time_delayed",
+                "event_time",
+                f"The event is {_duration(age)} old; Meta asks for events within an hour, "
+                "and late events help optimization less.",
+                "Send events as soon as they happen instead of in delayed batches.",
+            )
+        )
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
+
+
+def _check_event_id(value: Any, found: list[Diagnostic]) -> None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        found.append(
+            _warning(
+                "missing_event_id",
+                "event_id",
+                "The event has no event_id, so Meta cannot deduplicate it against the same "
+                "event from the Pixel: it may be counted twice.",
+                "Make one event_id per action (an order number works), and send the same value "
+                "to the Pixel (eventID) and here.",
+            )
+        )
+        return
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        found.append(
+            _error(
+                "invalid_event_id",
+                "event_id",
+                f"event_id is {_kind(value)}; it must be text (or a whole number).",
+                'Send event_id as a string, e.g. "order-1234", the same one the Pixel gets.',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+
+
+def _check_action_source(value: Any, found: list[Diagnostic]) -> str | None:
+    valid = ", ".join(ACTION_SOURCES)
+    if value is None or value == "":
+        found.append(
+            _error(
+                "missing_action_source",
+                "action_source",
+                "The event has no action_source, which Meta requires to know where it happened.",
+                f'Set action_source, e.g. "website" for events on your site (one of: {valid}).',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return None
+    if isinstance(value, str) and value in ACTION_SOURCES:
+        return value
+    suggestion = value.strip().lower().replace(" ", "_") if isinstance(value, str) else None
+    if suggestion in ACTION_SOURCES:
+        fix = f'Send action_source "{suggestion}" exactly (lowercase).'
+    else:
+        fix = f"Use one of: {valid}."
+    found.append(
+        _error(
+            "unknown_action_source",
+            "action_source",
+            f"action_source {_shown(value)!r} is not one Meta accepts.",
+            fix,
+            meta_code=_META_INVALID_PARAMETER,
+        )
+    )
+    return suggestion if suggestion in ACTION_SOURCES else None
+
+
+def _check_event_source_url(
+    event: Mapping[str, Any], action_source: str | None, found: list[Diagnostic]
+) -> None:
+    url = event.get("event_source_url")
+    if url is None or url == "":
+        if action_source == "website":
+            found.append(
+                _error(
+                    "missing_event_source_url",
+                    "event_source_url",
+                    "Website events need event_source_url, the page where the event happened.",
+                    "Send the full URL of the page (window.location.href in the browser, "
+                    "request.build_absolute_uri() in Django).",
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+        return
+    if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
+        found.append(
+            _warning(
+                "invalid_event_source_url",
+                "event_source_url",
+                "event_source_url is not a web address starting with http:// or https://.",
+                "Send the full URL of the page, e.g. https://shop.example.com/checkout.",
+            )
+        )
+
+
+def _check_user_data(
+    event: Mapping[str, Any],
+    default_country: str | None,
+    report: normalize.NormalizedUserData | None,
+    found: list[Diagnostic],
+) -> dict[str, Any] | None:
+    raw = event.get("user_data")
+    if raw is not None and not isinstance(raw, Mapping):
+        found.append(
+            _error(
+                "invalid_user_data",
+                "user_data",
+                f"user_data is {_kind(raw)}, not an object, so no customer information could "
+                "be read.",
+                'Send user_data as an object, e.g. {"em": "name@example.com", "fbp": "fb.1.…"}.',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return None
+    if report is None:
+        report = normalize.normalize_user_data_report(raw or {}, country=default_country)
+    found.extend(report.diagnostics)
+    user_data = report.user_data
+    keys = {key for key in user_data if key in CUSTOMER_INFO_KEYS}
+    if not keys:
+        found.append(
+            _error(
+                "no_customer_information",
+                "user_data",
+                "The event carries no usable customer information (none sent, or all of it "
+                "empty or invalid); Meta rejects such events.",
+                "Send at least one strong key: email (em), phone (ph), external_id, or the "
+                "browser's fbp/fbc cookies with the client IP address and user agent.",
+                meta_code=_META_INVALID_PARAMETER,
+                meta_subcode=_SUBCODE_CUSTOMER_INFO,
+            )
+        )
+    elif any(keys <= weak for weak in WEAK_KEY_SETS):
+        found.append(
+            _error(
+                "insufficient_customer_information",
+                "user_data",
+                f"The only customer information is {', '.join(sorted(keys))}; Meta rejects "
+                "events matched on so little.",
+                "Add a strong key: email (em), phone (ph), external_id, fbp/fbc, or the "
+                "client IP address; first and last name together also help.",
+                meta_code=_META_INVALID_PARAMETER,
+                meta_subcode=_SUBCODE_CUSTOMER_INFO,
+            )
+        )
+    return user_data
+
+
+def _check_website_user_data(user_data: Mapping[str, Any], found: list[Diagnostic]) -> None:
+    if "client_user_agent" not in user_data:
+        found.append(
+            _error(
+                "missing_client_user_agent",
+                "user_data.client_user_agent",
+                "Website events need the visitor's browser user agent, and none was sent.",
+                "Send the User-Agent header of the visitor's request as client_user_agent "
+                "(the ingest endpoint and track(request=…) add it for you).",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+
+
+def _check_custom_data(value: Any, event_name: str | None, found: list[Diagnostic]) -> None:
+    is_purchase = event_name == "Purchase"
+    if value is not None and not isinstance(value, Mapping):
+        found.append(
+            _error(
+                "invalid_custom_data",
+                "custom_data",
+                f"custom_data is {_kind(value)}, not an object.",
+                'Send custom_data as an object, e.g. {"value": 19.99, "currency": "USD"}.',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        value = None
+    custom_data: Mapping[str, Any] = value or {}
+    _check_value(custom_data, is_purchase, found)
+    _check_currency(custom_data, is_purchase, found)
+    if "contents" in custom_data:
+        _check_contents(custom_data["contents"], found)
+    content_ids = custom_data.get("content_ids")
+    if content_ids is not None and not (
+        isinstance(content_ids, list)
+        and all(isinstance(i, str | int) and not isinstance(i, bool) for i in content_ids)
+    ):
+        found.append(
+            _warning(
+                "invalid_content_ids",
+                "custom_data.content_ids",
+                "content_ids is not a list of product IDs.",
+                'Send content_ids as a list of strings, e.g. ["SKU-1", "SKU-2"].',
+            )
+        )
+    num_items = custom_data.get("num_items")
+    if num_items is not None and (isinstance(num_items, bool) or not isinstance(num_items, int)):
+        found.append(
+            _warning(
+                "invalid_num_items",
+                "custom_data.num_items",
+                f"num_items is {_kind(num_items)}, not a whole number.",
+                "Send num_items as an integer, e.g. 3.",
+            )
+        )
+
+
+def _check_value(
+    custom_data: Mapping[str, Any], is_purchase: bool, found: list[Diagnostic]
+) -> None:
+    amount = custom_data.get("value")
+    if amount is None or amount == "":
+        if is_purchase:
+            found.append(
+                _error(
+                    "missing_value",
+                    "custom_data.value",
+                    "This Purchase has no value, which Meta requires to report revenue and "
+                    "optimize for it.",
+                    "Send the order total as a number in custom_data.value, e.g. 49.90, with "
+                    'its currency, e.g. "EUR".',
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+        return
+    if isinstance(amount, int | float) and not isinstance(amount, bool):
+        number = float(amount)
+    elif isinstance(amount, str) and _is_number(amount):
+        number = float(amount)
+        found.append(
+            _warning(
+                "value_not_number",
+                "custom_data.value",
+                "custom_data.value is a number written as text; Meta expects a JSON number.",
+                'Send the value as a number (49.9), not a string ("49.90").',
+            )
+        )
+    else:
+        found.append(
+            _error(
+                "invalid_value",
+                "custom_data.value",
+                f"custom_data.value is {_kind(amount)} that is not a number, so Meta cannot "
+                "record the purchase value.",
+                "Send the order total as a plain number with a dot for decimals, e.g. 1234.50, "
+                "without currency signs or thousands separators.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    if not math.isfinite(number):
+        found.append(
+            _error(
+                "invalid_value",
+                "custom_data.value",
+                "custom_data.value is not a finite number.",
+                "Send the order total as a plain number, e.g. 1234.50.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+    elif number < 0:
+        found.append(
+            _warning(
+                "negative_value",
+                "custom_data.value",
+                "custom_data.value is negative; refunds are not sent as negative purchases.",
+                "Send the positive amount of the sale; leave refunds out of the Conversions API.",
+            )
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return False
+    return math.isfinite(number)
+
+
+def _check_currency(
+    custom_data: Mapping[str, Any], is_purchase: bool, found: list[Diagnostic]
+) -> None:
+    currency = custom_data.get("currency")
+    if currency is None or currency == "":
+        has_value = custom_data.get("value") not in (None, "")
+        if is_purchase:
+            found.append(
+                _error(
+                    "missing_currency",
+                    "custom_data.currency",
+                    "This Purchase has no currency, which Meta requires with the value.",
+                    'Send the 3-letter ISO 4217 code in custom_data.currency, e.g. "USD".',
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+        elif has_value:
+            found.append(
+                _warning(
+                    "missing_currency",
+                    "custom_data.currency",
+                    "The event has a value but no currency, so Meta cannot use the value.",
+                    'Send the 3-letter ISO 4217 code in custom_data.currency, e.g. "USD".',
+                )
+            )
+        return
+    if normalize.normalize_currency(currency) is None:
+        found.append(
+            _error(
+                "invalid_currency",
+                "custom_data.currency",
+                f"The currency {_shown(currency, 20)!r} is not an ISO 4217 currency code.",
+                'Send the 3-letter code, e.g. "USD", "EUR" or "GBP", not a symbol or a name.',
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+
+
+def _check_contents(contents: Any, found: list[Diagnostic]) -> None:
+    fix = 'Send contents as a list of objects like {"id": "SKU-1", "quantity": 2}.'
+    if not isinstance(contents, list):
+        found.append(
+            _error(
+                "invalid_contents",
+                "custom_data.contents",
+                f"custom_data.contents is {_kind(contents)}, not a list of line items.",
+                fix,
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    for index, item in enumerate(contents):
+        path = f"custom_data.contents[{index}]"
+        if not isinstance(item, Mapping):
+            found.append(
+                _error(
+                    "invalid_contents",
+                    path,
+                    f"Line item {index} is {_kind(item)}, not an object.",
+                    fix,
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+            continue
+        item_id = item.get("id")
+        if (
+            item_id is None
+            or item_id == ""
+            or isinstance(item_id, bool)
+            or not isinstance(item_id, str | int)
+        ):
+            found.append(
+                _error(
+                    "invalid_contents",
+                    f"{path}.id",
+                    f"Line item {index} has no product id.",
+                    'Give every line item the product\'s id or SKU as text, e.g. "SKU-1".',
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+        quantity = item.get("quantity")
+        if quantity is None:
+            found.append(
+                _warning(
+                    "missing_quantity",
+                    f"{path}.quantity",
+                    f"Line item {index} has no quantity.",
+                    "Give every line item its quantity as a whole number, e.g. 1.",
+                )
+            )
+        elif isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            found.append(
+                _error(
+                    "invalid_contents",
+                    f"{path}.quantity",
+                    f"Line item {index} has a quantity that is not a whole number above zero.",
+                    "Send quantity as a positive integer, e.g. 2.",
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+        price = item.get("item_price")
+        if price is not None and (
+            isinstance(price, bool)
+            or not isinstance(price, int | float)
+            or not math.isfinite(price)
+        ):
+            found.append(
+                _error(
+                    "invalid_contents",
+                    f"{path}.item_price",
+                    f"Line item {index} has an item_price that is not a number.",
+                    "Send item_price as a plain number, e.g. 19.99.",
+                    meta_code=_META_INVALID_PARAMETER,
+                )
+            )
+
+
+def _check_other_keys(event: Mapping[str, Any], found: list[Diagnostic]) -> None:
+    opt_out = event.get("opt_out")
+    if opt_out is not None and not isinstance(opt_out, bool):
+        found.append(
+            _warning(
+                "invalid_opt_out",
+                "opt_out",
+                f"opt_out is {_kind(opt_out)}, not true or false.",
+                "Send opt_out as a JSON boolean, or leave it out.",
+            )
+        )
+    if event.get("action_source") == "app" and event.get("app_data") is None:
+        found.append(
+            _error(
+                "missing_app_data",
+                "app_data",
+                "App events need app_data with the device information (extinfo).",
+                "Send app_data with advertiser_tracking_enabled, "
+                "application_tracking_enabled and the 16-slot extinfo array, or use another "
+                "action_source if the event did not happen in an app.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+    for key in event:
+        if key not in _KNOWN_EVENT_KEYS:
+            shown = _shown(str(key), 40)
+            found.append(
+                _info(
+                    "unknown_event_key",
+                    shown,
+                    f'"{shown}" is not an event field Meta knows, so it is not sent.',
+                    "Check the spelling; product details belong in custom_data and customer "
+                    "details in user_data.",
+                )
+            )

@@ -1,0 +1,935 @@
+"""Normalization and SHA-256 hashing of ``user_data``, the way Meta documents it.
+
+Meta matches customer information against its own canonical forms (lowercase email, phone as
+E.164 digits, ``YYYYMMDD`` birth dates, …), so every hashed key is normalized before hashing.
+Where Meta's official Python SDK departs from Meta's documented rules we follow the rules; on
+input already in canonical form the hashes are identical to the SDK's. The rules, the accepted
+alias keys and the differences from the SDK are written down in ``docs/NORMALIZATION.md``.
+
+Everything here is a pure function over plain values: no database, no network, no Django.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache, lru_cache
+from typing import Any
+
+import phonenumbers
+import pycountry
+
+# diagnostics.py imports this module and this module builds its Diagnostic records, so each
+# imports the other as a module and touches its attributes only inside functions: that keeps
+# either import order working. Do not use ``diagnostics.*`` at module level here.
+from capi_destinations import diagnostics
+
+__all__ = [
+    "ALIASES",
+    "CLEAR_KEYS",
+    "HASHED_KEYS",
+    "NormalizedUserData",
+    "hash_value",
+    "normalize_currency",
+    "normalize_field",
+    "normalize_user_data",
+    "normalize_user_data_report",
+]
+
+#: Keys Meta wants SHA-256 hashed after normalization, in the order Meta documents them.
+HASHED_KEYS: tuple[str, ...] = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "ge",
+    "db",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+)
+
+#: Keys Meta wants in clear text: hashing them makes them useless for matching.
+CLEAR_KEYS: tuple[str, ...] = (
+    "client_ip_address",
+    "client_user_agent",
+    "fbc",
+    "fbp",
+    "subscription_id",
+    "lead_id",
+    "fb_login_id",
+    "anon_id",
+    "madid",
+    "page_id",
+    "page_scoped_user_id",
+    "ctwa_clid",
+    "ig_account_id",
+    "ig_sid",
+)
+
+#: Friendlier input names accepted for Meta's short keys (matched case-insensitively).
+ALIASES: dict[str, str] = {
+    "email": "em",
+    "phone": "ph",
+    "phone_number": "ph",
+    "first_name": "fn",
+    "last_name": "ln",
+    "date_of_birth": "db",
+    "dob": "db",
+    "gender": "ge",
+    "city": "ct",
+    "state": "st",
+    "zip": "zp",
+    "zip_code": "zp",
+    "postal_code": "zp",
+    "postcode": "zp",
+    "ip": "client_ip_address",
+    "ip_address": "client_ip_address",
+    "user_agent": "client_user_agent",
+}
+
+_HASHED_KEY_SET = frozenset(HASHED_KEYS)
+_KEY_LOOKUP: dict[str, str] = {
+    **{key: key for key in HASHED_KEYS + CLEAR_KEYS},
+    **ALIASES,
+}
+
+# Clear keys whose value, if it looks like a SHA-256 digest, was certainly hashed by mistake.
+_CLEAR_KEYS_NEVER_HEX = frozenset({"client_ip_address", "client_user_agent", "fbc", "fbp"})
+
+_FIELD_LABELS: dict[str, str] = {
+    "em": "email address",
+    "ph": "phone number",
+    "fn": "first name",
+    "ln": "last name",
+    "ge": "gender",
+    "db": "date of birth",
+    "ct": "city",
+    "st": "state",
+    "zp": "postal code",
+    "country": "country",
+    "external_id": "external ID",
+    "client_ip_address": "IP address",
+    "client_user_agent": "user agent",
+    "fbc": "click ID (fbc)",
+    "fbp": "browser ID (fbp)",
+}
+
+
+@dataclass(frozen=True)
+class NormalizedUserData:
+    """Meta-ready ``user_data`` plus one diagnostic per value that was dropped or doubtful.
+
+    ``country`` is the context country (ISO alpha-2, lowercase) that phone numbers, states and
+    postal codes were read with: the event's own ``country`` if usable, else the default.
+    """
+
+    user_data: dict[str, Any]
+    diagnostics: list[diagnostics.Diagnostic]
+    country: str | None = None
+
+
+class _Dropped(Exception):
+    """Raised inside a field normalizer when a value cannot be normalized."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# --- shared text preparation ------------------------------------------------------------------
+
+_sha256 = hashlib.sha256
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_NON_DIGITS = re.compile(r"\D")
+_ASCII_PUNCTUATION = str.maketrans("", "", "!\"#%&'()*,-./:;?@[\\]_{}")  # Unicode category P
+_NON_ASCII_LOWER_LETTERS = re.compile(r"[^a-z]")
+# Every character of Unicode category Pd (dash punctuation) plus the minus sign.
+_DASHES_AND_SPACES = re.compile(
+    "[\\s\\-\u058a\u05be\u1400\u1806\u2010-\u2015\u2e17\u2e1a\u2e3a\u2e3b\u2e40\u2e5d"
+    "\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d\U00010ead\u2212]"
+)
+
+
+def _clean_text(text: str) -> str:
+    """NFC, zero-width characters removed, surrounding whitespace stripped."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)
+    return text.strip()
+
+
+def _as_text(key: str, value: Any) -> str:
+    """The raw value as text; numbers are accepted (IDs, ZIPs), other types are not."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""  # null is an empty value, dropped without a diagnostic
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if key == "db" and isinstance(value, date):
+        return f"{value.year:04d}{value.month:02d}{value.day:02d}"
+    raise _Dropped("invalid_value_type")
+
+
+def _letters_and_marks(value: str) -> str:
+    """Only letters (any script) and combining marks; digits, spaces, punctuation removed."""
+    if value.isascii():
+        return _NON_ASCII_LOWER_LETTERS.sub("", value)
+    return "".join(c for c in value if c.isalpha() or unicodedata.category(c)[0] == "M")
+
+
+# --- per-key normalizers (text already cleaned, not empty, not a digest) ---------------------
+
+
+# One @, a non-empty local part, a domain of non-empty dot-separated labels, no whitespace.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+
+
+def _email(text: str, country: str | None) -> str:
+    value = text.lower()
+    if _EMAIL.fullmatch(value) is None:
+        raise _Dropped("invalid_email")
+    return value
+
+
+class _AsciiDigitTable(dict[int, int]):
+    """A ``str.translate`` table mapping any Unicode decimal digit to its ASCII digit."""
+
+    def __missing__(self, codepoint: int) -> int:
+        digit = unicodedata.decimal(chr(codepoint), None)
+        mapped = ord("0") + digit if digit is not None else codepoint
+        self[codepoint] = mapped
+        return mapped
+
+
+_ASCII_DIGITS = _AsciiDigitTable()
+_PHONE_EXTENSION = re.compile(r"(?:;\s*ext=|\s*(?:ext\.?|extension|x|#)\s*)\d+\s*$", re.IGNORECASE)
+_LEADING_PLUS = re.compile(r"^[\s(]*\+")
+_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
+_PHONE_REGIONS = frozenset(region.lower() for region in phonenumbers.SUPPORTED_REGIONS)
+_CALLING_CODES = {str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+
+
+@cache  # one entry per calling code, a few hundred at most
+def _calling_code_rules(calling_code: str) -> tuple[re.Pattern[str] | None, frozenset[int]]:
+    """(national prefix pattern, lengths of fully possible national numbers), per libphonenumber.
+
+    A length that is possible only for local dialling (no area code) is not fully possible.
+    """
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(calling_code)]
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        int(calling_code), regions[0]
+    )
+    if metadata is None:
+        return None, frozenset()
+    prefix = metadata.national_prefix_for_parsing
+    general = metadata.general_desc
+    lengths = set(general.possible_length or ()) - set(general.possible_length_local_only or ())
+    return (re.compile(prefix) if prefix else None), frozenset(lengths)
+
+
+def _possible_international(digits: str) -> bool:
+    """Whether ``+digits`` is certainly a fully possible number, without a full parse.
+
+    This is libphonenumber's own rule (calling code, then the possible lengths of the
+    national number) for the common case where no national prefix could be stripped; any
+    other case returns False and goes through ``phonenumbers.parse``, which decides. Parsing
+    is ~20x slower and would otherwise dominate the cost of a record.
+    """
+    # Calling codes are prefix-free, so the first one that matches is the only one.
+    if digits[:1] in _CALLING_CODES:
+        size = 1
+    elif digits[:2] in _CALLING_CODES:
+        size = 2
+    elif digits[:3] in _CALLING_CODES:
+        size = 3
+    else:
+        return False  # also every number starting with 0: no calling code does
+    prefix, lengths = _calling_code_rules(digits[:size])
+    national = digits[size:]
+    if len(national) not in lengths or not national.strip("0"):
+        return False
+    return prefix is None or prefix.match(national) is None
+
+
+def _phone(text: str, country: str | None) -> tuple[str | None, str | None]:
+    """(E.164 digits without +, or None; problem code or None) for a cleaned phone text."""
+    if not text.isascii():
+        text = text.translate(_ASCII_DIGITS)
+    if text[0] == "+":
+        # str.replace is several times faster than a regex or translate for this.
+        digits = text[1:].replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
+        if digits.isdigit() and digits.isascii() and _possible_international(digits):
+            return digits, None
+    if text[:4].lower() == "tel:":
+        text = text[4:].strip()
+    text = _PHONE_EXTENSION.sub("", text)
+    digits = _NON_DIGITS.sub("", text)
+    if not digits:
+        return None, "invalid_phone"
+
+    # "00" is the international call prefix only when a country code (never 0) follows it.
+    international = _LEADING_PLUS.match(text) is not None or (
+        digits.startswith("00") and digits[2:3] not in ("", "0")
+    )
+    if international or (country is not None and country in _PHONE_REGIONS):
+        if international and not _LEADING_PLUS.match(text):
+            text = text.replace("00", "+", 1) if "00" in text else "+" + digits[2:]
+        region = None if international or country is None else country.upper()
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            return None, "invalid_phone"
+        # A local-only number (no area code) cannot be matched by Meta: drop it.
+        if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
+            return None, "invalid_phone"
+        return f"{number.country_code}{phonenumbers.national_significant_number(number)}", None
+
+    digits = digits.lstrip("0")
+    if not 7 <= len(digits) <= 15:
+        return None, "invalid_phone"
+    return digits, "phone_missing_country_code"
+
+
+def _phone_value(text: str, country: str | None) -> str:
+    value, problem = _phone(text, country)
+    if value is None:
+        raise _Dropped(problem or "invalid_phone")
+    return value
+
+
+def _name(text: str, country: str | None) -> str:
+    value = text.lower()
+    if value.isascii():
+        value = value.translate(_ASCII_PUNCTUATION)
+    else:
+        value = "".join(c for c in value if unicodedata.category(c)[0] != "P")
+    value = " ".join(value.split())
+    if not value:
+        raise _Dropped("invalid_name")
+    return value
+
+
+_GENDERS = {"m": "m", "male": "m", "man": "m", "f": "f", "female": "f", "woman": "f"}
+
+
+def _gender(text: str, country: str | None) -> str:
+    try:
+        return _GENDERS[text.lower()]
+    except KeyError:
+        raise _Dropped("invalid_gender") from None
+
+
+_MONTHS: dict[str, int] = {}
+for _number, _full in enumerate(
+    (
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ),
+    start=1,
+):
+    _MONTHS[_full] = _MONTHS[_full[:3]] = _number
+_MONTHS["sept"] = 9
+
+_DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})"), "numeric"),
+    (re.compile(r"(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"), "numeric"),
+    # Slashes with the year last are US order, as in Meta's own example 2/16/1997.
+    (re.compile(r"(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})"), "numeric"),
+    (re.compile(r"(?P<d>\d{1,2})[.-](?P<m>\d{1,2})[.-](?P<y>\d{4})"), "numeric"),
+    (re.compile(r"(?P<m>[a-z]+)\.? (?P<d>\d{1,2}),? (?P<y>\d{4})"), "month name"),
+    (re.compile(r"(?P<d>\d{1,2}) (?P<m>[a-z]+)\.?,? (?P<y>\d{4})"), "month name"),
+)
+
+
+def _date_of_birth(text: str, country: str | None) -> str:
+    value = " ".join(text.lower().split())
+    for pattern, kind in _DATE_PATTERNS:
+        match = pattern.fullmatch(value)
+        if match is None:
+            continue
+        month_text = match["m"]
+        month = _MONTHS.get(month_text, 0) if kind == "month name" else int(month_text)
+        try:
+            born = date(int(match["y"]), month, int(match["d"]))
+        except ValueError:
+            break
+        # Meta accepts years 1900..this year; the exact day of "today" does not matter here.
+        if not 1900 <= born.year <= datetime.now(UTC).year:
+            break
+        return f"{born.year:04d}{born.month:02d}{born.day:02d}"
+    raise _Dropped("invalid_date_of_birth")
+
+
+def _city(text: str, country: str | None) -> str:
+    value = _letters_and_marks(text.lower())
+    if not value:
+        raise _Dropped("invalid_city")
+    return value
+
+
+def _build_us_states() -> dict[str, str]:
+    states: dict[str, str] = {}
+    for subdivision in pycountry.subdivisions.get(country_code="US") or ():
+        code = subdivision.code.split("-", 1)[1].lower()
+        states[_letters_and_marks(subdivision.name.lower())] = code
+    return states
+
+
+_US_STATES = _build_us_states()
+
+
+def _state(text: str, country: str | None) -> str:
+    value = _letters_and_marks(text.lower())
+    if not value:
+        raise _Dropped("invalid_state")
+    if country is None or country == "us":
+        return _US_STATES.get(value, value)
+    return value
+
+
+_US_ZIP = re.compile(r"\d{5}(?:\d{4})?")
+
+
+def _postal_code(text: str, country: str | None) -> str:
+    # Most postal codes are plain digits with nothing to remove.
+    plain = text.isdigit() and text.isascii()
+    value = text if plain else _DASHES_AND_SPACES.sub("", text.lower())
+    if not value:
+        raise _Dropped("invalid_zip")
+    if country == "us" or (country is None and _US_ZIP.fullmatch(value)):
+        head = value[:5]
+        if head.isdigit() and head.isascii():
+            return head
+    return value
+
+
+# Common English names and abbreviations that are not in ISO 3166's own names.
+_COUNTRY_ALIASES = {
+    "uk": "gb",
+    "britain": "gb",
+    "greatbritain": "gb",
+    "england": "gb",
+    "scotland": "gb",
+    "wales": "gb",
+    "northernireland": "gb",
+    "america": "us",
+    "unitedstatesofamerica": "us",
+    "holland": "nl",
+    "thenetherlands": "nl",
+    "russia": "ru",
+    "turkey": "tr",
+    "czechrepublic": "cz",
+    "ivorycoast": "ci",
+    "southkorea": "kr",
+    "northkorea": "kp",
+}
+
+
+def _build_country_lookup() -> tuple[frozenset[str], dict[str, str]]:
+    alpha_2: set[str] = set()
+    lookup: dict[str, str] = {}
+    for country in pycountry.countries:
+        code = country.alpha_2.lower()
+        alpha_2.add(code)
+        lookup[country.alpha_3.lower()] = code
+        for attribute in ("name", "official_name", "common_name"):
+            name = getattr(country, attribute, None)
+            if name:
+                lookup.setdefault(_letters_and_marks(name.lower()), code)
+    for alias, code in _COUNTRY_ALIASES.items():
+        lookup.setdefault(alias, code)
+    return frozenset(alpha_2), lookup
+
+
+_COUNTRY_CODES, _COUNTRY_LOOKUP = _build_country_lookup()
+
+
+@lru_cache(maxsize=4096)
+def _country_code(text: str) -> str | None:
+    key = _letters_and_marks(text.lower())
+    if len(key) == 2 and key in _COUNTRY_CODES:
+        return key
+    return _COUNTRY_LOOKUP.get(key)
+
+
+def _country(text: str, country: str | None) -> str:
+    code = _country_code(text)
+    if code is None:
+        raise _Dropped("unknown_country")
+    return code
+
+
+def _external_id(text: str, country: str | None) -> str:
+    # IDs may be case-sensitive, so the case is kept; only the cleaning above applies.
+    return text
+
+
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# Canonical dotted IPv4 (no leading zeros) is already what ipaddress would print.
+_CANONICAL_IPV4 = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}")
+
+
+def _ip_address(text: str, country: str | None) -> str:
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _Dropped("invalid_ip_address") from None
+
+
+def _user_agent(text: str, country: str | None) -> str:
+    return text
+
+
+# fb.<subdomain index>.<creation time in ms>.<fbclid or random>, plus the optional appendix
+# segment Meta's parameter builder adds; the case is kept because fbclid is case-sensitive.
+_FB_COOKIE = re.compile(r"fb\.\d{1,2}\.\d{1,16}\.[^.\s]+(?:\.[A-Za-z0-9_-]+)?")
+
+
+def _fbc(text: str, country: str | None) -> str:
+    if _FB_COOKIE.fullmatch(text) is None:
+        raise _Dropped("invalid_fbc")
+    return text
+
+
+def _fbp(text: str, country: str | None) -> str:
+    if _FB_COOKIE.fullmatch(text) is None:
+        raise _Dropped("invalid_fbp")
+    return text
+
+
+def _clear_id(text: str, country: str | None) -> str:
+    return text
+
+
+_NORMALIZERS: dict[str, Callable[[str, str | None], str]] = {
+    "em": _email,
+    "ph": _phone_value,
+    "fn": _name,
+    "ln": _name,
+    "ge": _gender,
+    "db": _date_of_birth,
+    "ct": _city,
+    "st": _state,
+    "zp": _postal_code,
+    "country": _country,
+    "external_id": _external_id,
+    "client_ip_address": _ip_address,
+    "client_user_agent": _user_agent,
+    "fbc": _fbc,
+    "fbp": _fbp,
+}
+for _key in CLEAR_KEYS:
+    _NORMALIZERS.setdefault(_key, _clear_id)
+
+
+def _normalize_one(key: str, value: Any, country: str | None) -> str | None:
+    """Normalized value of a canonical key; None when empty; raises _Dropped when unusable."""
+    if type(value) is str and value.isascii():
+        text = value.strip()  # the common case, without the Unicode clean-up
+    else:
+        text = _clean_text(_as_text(key, value))
+    if not text:
+        return None
+    if len(text) == 64 and _HEX64.fullmatch(text):
+        if key in _HASHED_KEY_SET:
+            return text.lower()
+        if key in _CLEAR_KEYS_NEVER_HEX:
+            raise _Dropped("hashed_clear_value")
+    return _NORMALIZERS[key](text, country)
+
+
+def _digest(key: str, value: Any, country: str | None) -> tuple[str | None, str | None]:
+    """(SHA-256 hex or None, problem code or None) for one value of a hashed key.
+
+    (digest, None) is clean, (digest, code) kept with a warning, (None, code) dropped,
+    (None, None) empty.
+    """
+    try:
+        if type(value) is str and value.isascii():
+            text = value.strip()
+        else:
+            text = _clean_text(_as_text(key, value))
+        if not text:
+            return None, None
+        if len(text) == 64 and _HEX64.fullmatch(text):
+            return text.lower(), None
+        if key == "ph":
+            normalized, note = _phone(text, country)
+            if normalized is None:
+                return None, note
+        else:
+            normalized, note = _NORMALIZERS[key](text, country), None
+    except _Dropped as dropped:
+        return None, dropped.code
+    return _sha256(normalized.encode("utf-8")).hexdigest(), note
+
+
+# Values that repeat across many events (names, places, genders) are worth remembering;
+# emails, phones and IDs are nearly unique and are not kept in memory.
+_REPEATING_KEYS = frozenset({"fn", "ln", "ge", "db", "ct", "st", "zp", "country"})
+_cached_digest = lru_cache(maxsize=16384)(_digest)
+# Read with the context country, so handled once the event's own country is known.
+_COUNTRY_DEPENDENT_KEYS = frozenset({"ph", "st", "zp"})
+
+# How the loop treats each accepted input key: (Meta's key, kind), looked up once per key.
+_REPEATING, _UNIQUE, _COUNTRY_DEPENDENT, _CLEAR = "repeating", "unique", "country", "clear"
+
+
+def _kind_of(key: str) -> str:
+    if key in _COUNTRY_DEPENDENT_KEYS:
+        return _COUNTRY_DEPENDENT
+    if key in _REPEATING_KEYS:
+        return _REPEATING
+    return _UNIQUE if key in _HASHED_KEY_SET else _CLEAR
+
+
+_KEY_PLANS: dict[str, tuple[str, str]] = {
+    name: (key, _kind_of(key)) for name, key in _KEY_LOOKUP.items()
+}
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def canonical_key(key: Any) -> str | None:
+    """Meta's key for an input key or alias (``"email"`` → ``"em"``); None if unknown."""
+    if not isinstance(key, str):
+        return None
+    return _KEY_LOOKUP.get(key) or _KEY_LOOKUP.get(key.strip().lower())
+
+
+def normalize_country(value: Any) -> str | None:
+    """ISO 3166-1 alpha-2 lowercase for a code, alpha-3 code or English name; None if unknown."""
+    if not isinstance(value, str):
+        return None
+    text = _clean_text(value)
+    return _country_code(text) if text else None
+
+
+def normalize_field(field: str, value: Any, *, country: str | None = None) -> str | None:
+    """The normalized (not hashed) value of one user_data key, or None when it is dropped.
+
+    ``field`` is Meta's key or an alias. ``country`` is the context country (any form
+    ``normalize_country`` understands) used for phone numbers, states and postal codes.
+    An existing SHA-256 digest in a hashed key comes back lowercased, unchanged otherwise.
+    """
+    key = canonical_key(field)
+    if key is None:
+        return None
+    try:
+        return _normalize_one(key, value, normalize_country(country))
+    except _Dropped:
+        return None
+
+
+def hash_value(normalized: str) -> str:
+    """SHA-256 of a normalized value as lowercase hex; an existing digest is returned as is."""
+    if len(normalized) == 64 and _HEX64.fullmatch(normalized):
+        return normalized.lower()
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+_CURRENCIES = frozenset(currency.alpha_3 for currency in pycountry.currencies)
+
+
+def normalize_currency(value: Any) -> str | None:
+    """Uppercase ISO 4217 code (``" usd "`` → ``"USD"``), or None when it is not a real one."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().upper()
+    return code if code in _CURRENCIES else None
+
+
+def normalize_user_data(
+    user_data: Mapping[str, Any], *, country: str | None = None
+) -> dict[str, Any]:
+    """Meta-ready user_data: aliases resolved, hashed keys normalized and SHA-256 hashed.
+
+    Hashed keys come out as lists of lowercase hex digests (deduplicated, first-seen order);
+    keys Meta wants in clear come out as single stripped strings. Empty, unusable and unknown
+    values are left out; ``normalize_user_data_report`` says which and why.
+    """
+    return _normalize_user_data(user_data, country)[0]
+
+
+def normalize_user_data_report(
+    user_data: Mapping[str, Any], *, country: str | None = None
+) -> NormalizedUserData:
+    """``normalize_user_data`` plus a diagnostic for every dropped or doubtful value.
+
+    The context country is the event's own ``country`` key when it can be read, else
+    ``country=`` (for example the destination's default country).
+    """
+    result, found, context_country = _normalize_user_data(user_data, country)
+    return NormalizedUserData(user_data=result, diagnostics=found, country=context_country)
+
+
+# --- the loop behind both public functions ----------------------------------------------------
+
+_SEQUENCES = (list, tuple)
+
+
+def _normalize_user_data(
+    user_data: Mapping[str, Any], default_country: str | None
+) -> tuple[dict[str, Any], list[diagnostics.Diagnostic], str | None]:
+    # This runs for every event, so the common shape (one string per key) takes a short path.
+    found: list[diagnostics.Diagnostic] = []
+    result: dict[str, Any] = {}
+    if not isinstance(user_data, Mapping):
+        found.append(_problem("user_data", "invalid_user_data", type_name=_type_name(user_data)))
+        return result, found, None
+
+    event_country: str | None = None
+    country_dependent: list[tuple[str, Any]] = []
+    for raw_key, raw_value in user_data.items():
+        plan = _KEY_PLANS.get(raw_key)
+        if plan is None:
+            key = canonical_key(raw_key)
+            if key is None:
+                found.append(_unknown_key(raw_key))
+                continue
+            plan = _KEY_PLANS[key]
+        key, kind = plan
+        if kind is _COUNTRY_DEPENDENT:
+            country_dependent.append((key, raw_value))
+        elif kind is _CLEAR:
+            if key in result:
+                continue
+            if type(raw_value) is str and raw_value.isascii():
+                text = raw_value.strip()
+                if text and len(text) != 64:
+                    try:
+                        result[key] = _NORMALIZERS[key](text, None)
+                        continue
+                    except _Dropped:
+                        pass  # the full path below reports it
+            _add_clear_value(key, raw_value, result, found)
+        else:
+            if key == "country" and event_country is None:
+                event_country = _event_country(raw_value)
+            if type(raw_value) is str and key not in result:
+                digest_of = _cached_digest if kind is _REPEATING else _digest
+                digest, problem = digest_of(key, raw_value, None)
+                if problem is None:
+                    if digest is not None:
+                        result[key] = [digest]
+                    continue
+            _add_digests(key, raw_value, None, result, found)
+
+    context_country = event_country
+    if context_country is None and default_country is not None:
+        context_country = normalize_country(default_country)
+    for key, raw_value in country_dependent:
+        if type(raw_value) is str and key not in result:
+            digest_of = _digest if key == "ph" else _cached_digest
+            digest, problem = digest_of(key, raw_value, context_country)
+            if problem is None:
+                if digest is not None:
+                    result[key] = [digest]
+                continue
+        _add_digests(key, raw_value, context_country, result, found)
+    return result, found, context_country
+
+
+def _event_country(raw_value: Any) -> str | None:
+    values = raw_value if isinstance(raw_value, _SEQUENCES) else (raw_value,)
+    for value in values:
+        code = normalize_country(value)
+        if code is not None:
+            return code
+    return None
+
+
+def _add_digests(
+    key: str,
+    raw_value: Any,
+    country: str | None,
+    result: dict[str, Any],
+    found: list[diagnostics.Diagnostic],
+) -> None:
+    digest_of = _cached_digest if key in _REPEATING_KEYS else _digest
+    digests: list[str] | None = result.get(key)
+    for value in raw_value if isinstance(raw_value, _SEQUENCES) else (raw_value,):
+        if type(value) is str:
+            digest, problem = digest_of(key, value, country)
+        else:  # maybe unhashable, so never through the cache
+            digest, problem = _digest(key, value, country)
+        if problem is not None:
+            found.append(_problem(key, problem, type_name=_type_name(value)))
+        if digest is None:
+            continue
+        if digests is None:
+            digests = result[key] = [digest]
+        elif digest not in digests:
+            digests.append(digest)
+
+
+def _add_clear_value(
+    key: str, raw_value: Any, result: dict[str, Any], found: list[diagnostics.Diagnostic]
+) -> None:
+    # Meta takes one value for these keys; the first usable one wins.
+    for value in raw_value if isinstance(raw_value, _SEQUENCES) else (raw_value,):
+        try:
+            normalized = _normalize_one(key, value, None)
+        except _Dropped as dropped:
+            found.append(_problem(key, dropped.code, type_name=_type_name(value)))
+            continue
+        if normalized is not None:
+            result[key] = normalized
+            return
+
+
+def _type_name(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        tuple: "a list",
+        float: "a decimal number",
+        bool: "true/false",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+# The values of diagnostics.WARNING / INFO (see the import note at the top).
+_WARNING = "warning"
+_INFO = "info"
+
+# code → (severity, message, fix); {label} is the field's plain name. Never include the value: it is
+# personal data and diagnostics are stored.
+_PROBLEMS: dict[str, tuple[str, str, str]] = {
+    "invalid_value_type": (
+        _WARNING,
+        "The {label} was {type_name}, not text, so it was left out of the event.",
+        "Send the {label} as a string (or a list of strings).",
+    ),
+    "invalid_user_data": (
+        _WARNING,
+        "user_data was {type_name}, not an object, so no customer information could be read.",
+        'Send user_data as an object, e.g. {{"em": "name@example.com"}}.',
+    ),
+    "invalid_email": (
+        _WARNING,
+        "An email address is not valid (it needs exactly one @, a domain with a dot and no "
+        "spaces), so it was left out of the event.",
+        "Send the customer's full email address, such as name@example.com.",
+    ),
+    "invalid_phone": (
+        _WARNING,
+        "A phone number could not be read as a complete number with an area code, so it was "
+        "left out of the event.",
+        "Send the full number with its country code, such as +1 650 555 1212, or set the "
+        "event's country (or the destination's default country) for national numbers.",
+    ),
+    "phone_missing_country_code": (
+        _WARNING,
+        "A phone number has no country code and no country is known, so it was sent as "
+        "digits only; Meta may not match it.",
+        "Send phone numbers with the country code (+44 …), or send the customer's country, or "
+        "set a default country on the destination.",
+    ),
+    "invalid_name": (
+        _WARNING,
+        "The {label} has no letters left after removing punctuation, so it was left out.",
+        "Send the customer's {label} as written, e.g. Mary.",
+    ),
+    "invalid_gender": (
+        _WARNING,
+        "The gender is not one Meta understands, so it was left out of the event.",
+        'Send "m" or "f" (male/female are accepted too), or leave the field out.',
+    ),
+    "invalid_date_of_birth": (
+        _WARNING,
+        "The date of birth is not a real date between 1900 and this year in a format we "
+        "read, so it was left out of the event.",
+        "Send the date as YYYYMMDD or YYYY-MM-DD, e.g. 19970216.",
+    ),
+    "invalid_city": (
+        _WARNING,
+        "The city has no letters in it, so it was left out of the event.",
+        "Send the city's name, e.g. Paris.",
+    ),
+    "invalid_state": (
+        _WARNING,
+        "The state has no letters in it, so it was left out of the event.",
+        "Send the state's name or its 2-letter code, e.g. CA.",
+    ),
+    "invalid_zip": (
+        _WARNING,
+        "The postal code is empty once spaces and dashes are removed, so it was left out.",
+        "Send the customer's postal code, e.g. 94025.",
+    ),
+    "unknown_country": (
+        _WARNING,
+        "The country is not a country code or name we recognise, so it was left out.",
+        "Send the 2-letter ISO 3166 code, e.g. US or GB.",
+    ),
+    "invalid_ip_address": (
+        _WARNING,
+        "The IP address is not a valid IPv4 or IPv6 address, so it was left out.",
+        "Send the visitor's IP address exactly as the web server saw it, e.g. 203.0.113.7.",
+    ),
+    "hashed_clear_value": (
+        _WARNING,
+        "The {label} looks SHA-256 hashed, but Meta needs it in clear text, so it was left out.",
+        "Send the {label} unhashed; only email, phone, names, dates, address fields, country "
+        "and external ID are hashed.",
+    ),
+    "invalid_fbc": (
+        _WARNING,
+        "The fbc value does not look like fb.<n>.<time in ms>.<fbclid>, so it was left out.",
+        "Send the _fbc cookie as it is, or build it as fb.1.<first seen ms>.<fbclid> from "
+        "the landing page's fbclid parameter.",
+    ),
+    "invalid_fbp": (
+        _WARNING,
+        "The fbp value does not look like fb.<n>.<time in ms>.<random>, so it was left out.",
+        "Send the _fbp cookie exactly as the Meta Pixel set it.",
+    ),
+}
+
+
+def _problem(key: str, code: str, *, type_name: str = "") -> diagnostics.Diagnostic:
+    severity, message, fix = _PROBLEMS[code]
+    label = _FIELD_LABELS.get(key, key)
+    field_path = key if key == "user_data" else f"user_data.{key}"
+    return diagnostics.Diagnostic(
+        code=code,
+        field=field_path,
+        severity=severity,
+        message=message.format(label=label, type_name=type_name),
+        fix=fix.format(label=label, type_name=type_name),
+    )
+
+
+def _unknown_key(raw_key: Any) -> diagnostics.Diagnostic:
+    shown = str(raw_key)[:40]
+    return diagnostics.Diagnostic(
+        code="unknown_user_data_key",
+        field=f"user_data.{shown}",
+        severity=_INFO,
+        message=f'"{shown}" is not a user_data key Meta knows, so it was not sent.',
+        fix="Use Meta's keys (em, ph, fn, ln, ge, db, ct, st, zp, country, external_id, "
+        "client_ip_address, client_user_agent, fbc, fbp, …) or one of the documented aliases "
+        "(email, phone, first_name, …).",
+    )

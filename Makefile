@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format migrations bench bench-quick clean
+.PHONY: install run test lint format migrations bench bench-quick soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,25 @@ migrations: install
 	rm -f capi_destinations/migrations/0*.py
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django makemigrations capi_destinations --name initial
 	$(BIN)/ruff format capi_destinations/migrations >/dev/null
+
+# Bounded soak (loopback only; PostgreSQL database `soak`, Redis db 8): `make soak SOAK_SECONDS=120`.
+SOAK_SECONDS ?= 120
+soak: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,soak]'
+	$(BIN)/python -m soak --seconds $(SOAK_SECONDS)
+
+# Benchmarks (docs/BENCHMARKS.md): `make bench` runs every row at full size and writes the table;
+# `make bench-quick` (or `make bench ARGS=--quick`) is the same in under two minutes.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	@bash bench/run.sh $(ARGS)
+
+bench-quick: install $(BENCH_STAMP)
+	@bash bench/run.sh --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dist build *.egg-info

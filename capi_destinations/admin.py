@@ -1,22 +1,32 @@
-"""Admin: health badges, masked write-only tokens, tenant scoping for non-superuser staff."""
+"""Admin: health badges, masked write-only tokens, tenant scoping for non-superuser staff.
+
+Destinations are saved, enabled, redelivered and deleted through ``destinations.py``, the same
+functions the pages use, so both write the same audit entries and send the same signals.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
-from capi_destinations import tokens
+from capi_destinations import destinations, dispatch, health, tokens
 from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
     Destination,
     Event,
+    Health,
     HealthCheck,
     Membership,
     Tenant,
@@ -131,8 +141,75 @@ class MembershipAdmin(TenantScopedAdmin):
     raw_id_fields = ["user"]
 
 
+class RecentRowsFormSet(BaseInlineFormSet):
+    """An inline formset that shows only the newest rows (a destination has thousands)."""
+
+    max_rows = 10
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if not hasattr(self, "_recent_rows"):
+            self._recent_rows = super().get_queryset()[: self.max_rows]
+        return self._recent_rows
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Records written by the engine, shown on the destination's change page."""
+
+    formset = RecentRowsFormSet
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RecentAttemptsInline(ReadOnlyInline):
+    model = DeliveryAttempt
+    verbose_name_plural = "Recent delivery attempts (newest 10)"
+    fields = readonly_fields = [
+        "started_at",
+        "event_count",
+        "test_event_code",
+        "http_status",
+        "events_received",
+        "outcome",
+        "error_code",
+        "error_subcode",
+        "error_message",
+        "fbtrace_id",
+    ]
+
+
+class RecentChecksInline(ReadOnlyInline):
+    model = HealthCheck
+    verbose_name_plural = "Recent health checks (newest 10)"
+    fields = readonly_fields = ["checked_at", "status", "failing_checks", "duration_ms"]
+
+    @admin.display(description="Failing checks")
+    def failing_checks(self, obj: HealthCheck) -> str:
+        failing = [
+            str(check.get("message", check.get("name", "")))
+            for check in obj.checks or []
+            if isinstance(check, dict) and not check.get("ok") and check.get("severity") != "info"
+        ]
+        return "; ".join(failing) or "—"
+
+
 @admin.register(Destination)
 class DestinationAdmin(TenantScopedAdmin):
+    """Destinations, saved through the same service functions as the pages.
+
+    So the admin writes the same audit entries and sends the same signals (a new token is
+    health-checked at once, enabling resumes delivery) as the HTMX pages.
+    """
+
     form = DestinationAdminForm
     list_display = [
         "name",
@@ -144,7 +221,8 @@ class DestinationAdmin(TenantScopedAdmin):
         "token_hint",
         "health_checked_at",
     ]
-    list_filter = ["health", "enabled", "tenant"]
+    # Only the tenants the user can see are offered as filter choices.
+    list_filter = ["health", "enabled", ("tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "pixel_id", "pixel_name"]
     readonly_fields = [
         "code",
@@ -161,6 +239,8 @@ class DestinationAdmin(TenantScopedAdmin):
         "last_delivered_at",
     ]
     list_select_related = ["tenant"]
+    inlines = [RecentChecksInline, RecentAttemptsInline]
+    actions = ["run_health_check", "enable", "disable", "redeliver_failed_events"]
 
     @admin.display(description="Health", ordering="health")
     def health_badge(self, obj: Destination) -> str:
@@ -168,6 +248,105 @@ class DestinationAdmin(TenantScopedAdmin):
             '<span style="color:#fff;background:{};padding:2px 8px;border-radius:9px">{}</span>',
             HEALTH_COLOURS.get(obj.health, "#6b7280"),
             obj.get_health_display(),
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Moving a destination to another client is not an edit: its audit trail stays put.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "tenant"] if obj is not None else fields
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        # The inlines are read-only: a POST has nothing of theirs to save or to carry.
+        if obj is None or request.method == "POST":
+            return []
+        return list(self.inlines)
+
+    def save_model(self, request: HttpRequest, obj: Destination, form: Any, change: bool) -> None:
+        values = {
+            name: form.cleaned_data[name]
+            for name in form.cleaned_data
+            if name in destinations.EDITABLE_FIELDS
+        }
+        if change:
+            stored = Destination.objects.get(pk=obj.pk)
+            changes = {name: values[name] for name in form.changed_data if name in values}
+            destinations.update_destination(stored, actor=request.user, **changes)
+            return
+        created, secret = destinations.create_destination(
+            form.cleaned_data["tenant"], actor=request.user, **values
+        )
+        # The admin goes on with ``obj`` (log entry, redirect): make it the saved destination.
+        obj.__dict__.update(
+            {key: value for key, value in created.__dict__.items() if key != "_state"}
+        )
+        obj._state.adding = False
+        obj._state.db = created._state.db
+        # Shown once by response_add; kept on the request only, never stored.
+        request._capi_ingest_secret = secret  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: Destination, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        secret = getattr(request, "_capi_ingest_secret", None)
+        if secret is None or "_addanother" in request.POST or IS_POPUP_VAR in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        # Not a redirect: the server key exists only in this response.
+        return TemplateResponse(
+            request,
+            "capi_destinations/admin_ingest_secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"{obj.name} added",
+                "destination": obj,
+                "ingest_secret": secret,
+                "change_url": reverse("admin:capi_destinations_destination_change", args=[obj.pk]),
+                "changelist_url": reverse("admin:capi_destinations_destination_changelist"),
+            },
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Destination) -> None:
+        destinations.delete_destination(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination in queryset:
+            destinations.delete_destination(destination, actor=request.user)
+
+    @admin.action(description="Run health check", permissions=["view"])
+    def run_health_check(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        checks = health.check_all_destinations(
+            destination_ids=list(queryset.values_list("pk", flat=True))
+        )
+        outcome = Counter(Health(check.status).label for check in checks)
+        summary = ", ".join(f"{count} {label}" for label, count in sorted(outcome.items()))
+        self.message_user(request, f"Checked {len(checks)}: {summary or 'nothing'}.")
+
+    @admin.action(description="Enable sending via Conversions API", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        changed = sum(
+            destinations.set_enabled(destination, True, actor=request.user)
+            for destination in queryset
+        )
+        self.message_user(request, f"Enabled {changed} destination(s).")
+
+    @admin.action(description="Disable sending (events are still recorded)", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        changed = sum(
+            destinations.set_enabled(destination, False, actor=request.user)
+            for destination in queryset
+        )
+        self.message_user(request, f"Disabled {changed} destination(s).")
+
+    @admin.action(description="Redeliver failed events", permissions=["change"])
+    def redeliver_failed_events(
+        self, request: HttpRequest, queryset: QuerySet[Destination]
+    ) -> None:
+        count = sum(
+            destinations.redeliver_failed(destination, actor=request.user)
+            for destination in queryset
+        )
+        self.message_user(
+            request, f"{count} failed event(s) inside Meta's 7-day window put back in the queue."
         )
 
 
@@ -183,8 +362,17 @@ class EventAdmin(TenantScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    actions = ["redeliver"]
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in Event._meta.fields]
+
+    @admin.action(
+        description="Redeliver (failed or expired, inside Meta's window)", permissions=["change"]
+    )
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        count = dispatch.redeliver(queryset, actor=request.user)
+        self.message_user(request, f"{count} event(s) put back in the queue.")
 
 
 class ReadOnlyScopedAdmin(TenantScopedAdmin):

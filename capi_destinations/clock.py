@@ -6,6 +6,8 @@ fixture (``tests/conftest.py``) to freeze and advance it without sleeping.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -38,3 +40,19 @@ def unfreeze() -> None:
     """Let the clock follow real time again."""
     global _frozen_at
     _frozen_at = None
+
+
+@contextmanager
+def held_at(moment: datetime) -> Iterator[datetime]:
+    """Hold the clock at ``moment`` inside the block, then put it back as it was.
+
+    A clock that was frozen before stays frozen at its old time afterwards; a running one runs
+    again. The demo uses it to record a day of sample history in a few seconds.
+    """
+    global _frozen_at
+    previous = _frozen_at
+    _frozen_at = moment
+    try:
+        yield moment
+    finally:
+        _frozen_at = previous

@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
     # a 1000-event request needs more.
     "GRAPH_CONNECT_TIMEOUT": 3.05,
     "GRAPH_READ_TIMEOUT": 15.0,
+    # Sign appsecret_proof over "token|unix time" and send appsecret_time (Meta's current Login
+    # Security page) instead of over the token alone (what the official SDK sends). Off by
+    # default: whether the events endpoint accepts the time-stamped form is unconfirmed.
+    "GRAPH_APPSECRET_TIME": False,
     # --- Tokens ------------------------------------------------------------------------------
     # Prefixes a pasted access token must start with; an empty tuple accepts any.
     "TOKEN_PREFIXES": ("EAA",),
@@ -37,9 +41,27 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_BYTES": 4_000_000,
     # Seconds a worker owns the events it claimed; after that another worker may take them back.
     "LEASE_SECONDS": 300,
+    # Seconds during which recording more events for a destination does not queue another
+    # dispatch task while one is already waiting (the task clears the mark when it starts).
+    "DISPATCH_ENQUEUE_DEDUP_SECONDS": 30,
     # --- Health checks -----------------------------------------------------------------------
     # Seconds between scheduled health checks of every destination.
     "HEALTH_CHECK_INTERVAL": 300,
+    # Graph calls running at once when many destinations are checked together.
+    "HEALTH_CHECK_CONCURRENCY": 16,
+    # Checks in a row that cannot reach Meta (outage, timeout, rate limit) before a destination
+    # is marked unhealthy; fewer keep its previous status.
+    "HEALTH_TRANSIENT_FAILURE_THRESHOLD": 3,
+    # Share (0-1) of the last HEALTH_FAILURE_RATE_ATTEMPTS requests to Meta (last 24 hours)
+    # that may fail before the destination is unhealthy.
+    "HEALTH_MAX_FAILURE_RATE": 0.5,
+    "HEALTH_FAILURE_RATE_ATTEMPTS": 20,
+    # Seconds a due event may wait unsent before the queue counts as stuck.
+    "HEALTH_MAX_QUEUE_DELAY": 900,
+    # Average estimated match quality (0-10) of recent events below which a note is shown.
+    "HEALTH_LOW_MATCH_QUALITY": 5.0,
+    # Email the tenant's admins when a destination turns unhealthy or recovers.
+    "HEALTH_EMAIL_ADMINS": False,
     # --- Ingestion ---------------------------------------------------------------------------
     # ISO 3166-1 alpha-2 country used to read phone numbers without a country code when neither
     # the event nor the destination says which country they belong to ("" = none).
@@ -47,6 +69,16 @@ DEFAULTS: dict[str, Any] = {
     # WSGI ``META`` key of a header set by *your* reverse proxy holding the client's IP
     # (for example "HTTP_X_FORWARDED_FOR"); None trusts only REMOTE_ADDR.
     "TRUSTED_PROXY_HEADER": None,
+    # Largest body in bytes the ingest endpoint reads; bigger requests get 413. Django's own
+    # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default) still applies on top of it.
+    "INGEST_MAX_BODY_BYTES": 1_000_000,
+    # Requests per ingest key the endpoint accepts per second/minute/hour ("6000/m", "100/s",
+    # "50000/h"); more get 429. Counted in Django's cache, so share one cache (Redis, Memcached)
+    # between processes for the limit to hold across them. None turns the limit off.
+    "INGEST_RATE_LIMIT": "6000/m",
+    # Seconds a process remembers a destination found by its ingest key, sparing the database a
+    # query per request; a changed key or origin list takes at most this long to apply.
+    "INGEST_KEY_CACHE_SECONDS": 5,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

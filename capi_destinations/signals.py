@@ -16,3 +16,7 @@ destination_enabled_changed = Signal()
 
 # Sent once per change of Destination.health. kwargs: destination, old, new, check (HealthCheck).
 destination_health_changed = Signal()
+
+# Sent after commit once ingestion stored events that are waiting to be sent.
+# kwargs: destination_id, count (how many pending events that call stored).
+events_recorded = Signal()

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from capi_destinations.models import Destination, Role
+from capi_destinations import signals
+from capi_destinations.models import (
+    AttemptOutcome,
+    AuditAction,
+    AuditEntry,
+    DeliveryAttempt,
+    Destination,
+    EventStatus,
+    Health,
+    HealthCheck,
+    Role,
+)
+from tests.conftest import make_token
 
 
 @pytest.fixture
@@ -112,3 +126,218 @@ def test_bad_token_in_admin_shows_the_exact_problem(admin_client, tenant) -> Non
     assert response.status_code == 200
     assert "looks truncated: 58 characters" in response.content.decode()
     assert not Destination.objects.exists()
+
+
+# --- saving through the service functions ---------------------------------------------------
+
+
+def admin_form(destination, **changes):
+    form = {
+        "name": destination.name,
+        "pixel_id": destination.pixel_id,
+        "access_token": "",
+        "app_secret": "",
+        "enabled": "on" if destination.enabled else "",
+        "test_event_code": destination.test_event_code,
+        "api_version": "",
+        "default_country": "",
+        "consent_policy": destination.consent_policy,
+        "missing_consent": destination.missing_consent,
+        "allowed_origins": "",
+    }
+    form.update(changes)
+    return {key: value for key, value in form.items() if value != ""}
+
+
+@pytest.fixture
+def token_signals():
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    signals.destination_token_replaced.connect(receiver, weak=False)
+    yield received
+    signals.destination_token_replaced.disconnect(receiver)
+
+
+def test_admin_add_goes_through_the_service_and_shows_the_secret_once(
+    admin_client, admin_user, tenant, token, token_signals
+) -> None:
+    response = admin_client.post(
+        reverse("admin:capi_destinations_destination_add"),
+        {
+            "tenant": tenant.pk,
+            "name": "From the admin",
+            "pixel_id": "1234567890123456",
+            "access_token": token,
+            "enabled": "on",
+            "consent_policy": "send_always",
+            "missing_consent": "granted",
+        },
+    )
+    assert response.status_code == 200, response.content.decode()[:2000]
+    content = response.content.decode()
+    destination = Destination.objects.get(name="From the admin")
+    secret = re.search(r'data-testid="ingest-secret">(sk_[^<]+)<', content).group(1)
+    assert destination.check_ingest_secret(secret)
+    assert token not in content
+    assert token[:20] not in content
+    entry = AuditEntry.objects.get(action=AuditAction.CREATED)
+    assert (entry.actor, entry.destination) == (admin_user, destination)
+    assert [kwargs["destination"] for kwargs in token_signals] == [destination]
+
+
+def test_admin_token_replacement_is_audited_and_signalled(
+    admin_client, destination, token_signals
+) -> None:
+    new_token = make_token("admin-replacement")
+    url = reverse("admin:capi_destinations_destination_change", args=[destination.pk])
+    response = admin_client.post(url, admin_form(destination, access_token=new_token))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    destination.refresh_from_db()
+    assert destination.access_token == new_token
+    entry = AuditEntry.objects.get(action=AuditAction.TOKEN_REPLACED)
+    assert entry.detail == {"token_hint": destination.token_hint}
+    assert len(token_signals) == 1
+
+
+def test_admin_tenant_cannot_be_changed_on_an_existing_destination(
+    admin_client, destination, other_tenant
+) -> None:
+    url = reverse("admin:capi_destinations_destination_change", args=[destination.pk])
+    admin_client.post(url, admin_form(destination, tenant=other_tenant.pk))
+    destination.refresh_from_db()
+    assert destination.tenant.slug == "acme"
+
+
+def test_admin_delete_is_audited(admin_client, destination) -> None:
+    url = reverse("admin:capi_destinations_destination_delete", args=[destination.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert not Destination.objects.exists()
+    assert AuditEntry.objects.get().action == AuditAction.DELETED
+
+
+# --- list, filters, inlines -------------------------------------------------------------------
+
+
+def test_changelist_shows_badge_and_pixel_name_and_scoped_tenant_filter(
+    client, staff_of_acme, two_destinations
+) -> None:
+    mine, _ = two_destinations
+    mine.health = Health.UNHEALTHY
+    mine.pixel_name = "Acme - Web"
+    mine.save()
+    client.force_login(staff_of_acme)
+    page = client.get(reverse("admin:capi_destinations_destination_changelist")).content.decode()
+    assert ">Unhealthy</span>" in page
+    assert "Acme - Web" in page
+    assert "Globex Coffee" not in page  # not even as a filter choice
+    assert "Run health check" in page
+    assert "Redeliver failed events" in page
+
+
+def test_change_page_shows_recent_attempts_and_checks_without_the_token(
+    admin_client, destination, clock
+) -> None:
+    for number in range(12):
+        DeliveryAttempt.objects.create(
+            destination=destination,
+            started_at=clock.now(),
+            event_count=1,
+            fbtrace_id=f"trace-{number:02d}",
+            outcome=AttemptOutcome.DELIVERED,
+        )
+    HealthCheck.objects.create(
+        destination=destination,
+        checked_at=clock.now(),
+        status=Health.UNHEALTHY,
+        checks=[{"name": "meta_accepts_token", "ok": False, "message": "Meta refused it."}],
+    )
+    url = reverse("admin:capi_destinations_destination_change", args=[destination.pk])
+    page = admin_client.get(url).content.decode()
+    assert "Recent delivery attempts" in page
+    assert page.count("trace-") == 10  # only the newest ten
+    assert "Meta refused it." in page
+    assert destination.access_token not in page
+    assert destination.access_token[:20] not in page
+
+
+def test_no_admin_page_shows_the_token(admin_client, destination, make_event, clock) -> None:
+    event = make_event()
+    attempt = DeliveryAttempt.objects.create(
+        destination=destination, started_at=clock.now(), outcome=AttemptOutcome.DELIVERED
+    )
+    check = HealthCheck.objects.create(
+        destination=destination, checked_at=clock.now(), status=Health.HEALTHY
+    )
+    entry = AuditEntry.objects.create(
+        tenant=destination.tenant, destination=destination, action=AuditAction.CREATED
+    )
+    urls = [
+        reverse("admin:capi_destinations_destination_changelist"),
+        reverse("admin:capi_destinations_destination_change", args=[destination.pk]),
+        reverse("admin:capi_destinations_event_changelist"),
+        reverse("admin:capi_destinations_event_change", args=[event.pk]),
+        reverse("admin:capi_destinations_deliveryattempt_change", args=[attempt.pk]),
+        reverse("admin:capi_destinations_healthcheck_change", args=[check.pk]),
+        reverse("admin:capi_destinations_auditentry_change", args=[entry.pk]),
+    ]
+    for url in urls:
+        page = admin_client.get(url).content.decode()
+        assert destination.access_token not in page, url
+        assert destination.access_token[:20] not in page, url
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+def run_action(client, action, destinations):
+    return client.post(
+        reverse("admin:capi_destinations_destination_changelist"),
+        {"action": action, "_selected_action": [d.pk for d in destinations]},
+        follow=True,
+    )
+
+
+def test_enable_and_disable_actions_use_the_service(admin_client, admin_user, destination):
+    response = run_action(admin_client, "disable", [destination])
+    assert "Disabled 1 destination(s)." in response.content.decode()
+    destination.refresh_from_db()
+    assert not destination.enabled
+    run_action(admin_client, "enable", [destination])
+    destination.refresh_from_db()
+    assert destination.enabled
+    assert list(AuditEntry.objects.order_by("pk").values_list("action", "actor")) == [
+        (AuditAction.DISABLED, admin_user.pk),
+        (AuditAction.ENABLED, admin_user.pk),
+    ]
+
+
+def test_redeliver_action(admin_client, destination, make_event, clock) -> None:
+    failed = make_event(status=EventStatus.FAILED)
+    response = run_action(admin_client, "redeliver_failed_events", [destination])
+    assert "1 failed event(s)" in response.content.decode()
+    failed.refresh_from_db()
+    assert failed.status == EventStatus.PENDING
+
+
+def test_event_redeliver_action(admin_client, destination, make_event, clock) -> None:
+    failed = make_event(status=EventStatus.FAILED)
+    admin_client.post(
+        reverse("admin:capi_destinations_event_changelist"),
+        {"action": "redeliver", "_selected_action": [failed.pk]},
+    )
+    failed.refresh_from_db()
+    assert failed.status == EventStatus.PENDING
+
+
+def test_run_health_check_action(admin_client, graph_settings, make_destination) -> None:
+    good = make_destination(name="Good")
+    bad = make_destination(name="Bad")
+    graph_settings.revoke(bad.access_token)
+    response = run_action(admin_client, "run_health_check", [good, bad])
+    assert "Checked 2: 1 Healthy, 1 Unhealthy." in response.content.decode()
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert (good.health, bad.health) == (Health.HEALTHY, Health.UNHEALTHY)

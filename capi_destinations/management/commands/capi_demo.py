@@ -1,23 +1,517 @@
+"""``manage.py capi_demo``: an agency, two clients and destinations in every state, for a demo.
+
+Creates (or completes) two tenants, an agency user who administers both and a client user who
+views one, destinations that point at the Graph API sandbox — healthy ones, one whose token the
+sandbox has revoked, one with sending turned off — and a day of sample events of varied quality
+recorded through ``capi_destinations.track_many``, each at the time it would have arrived, and
+delivered by dispatch passes through that day, so that diagnostics, match quality, delivery
+attempts and charts are the app's own work. The health checks run at the end, so the cards are
+green or red at first sight. It prints the logins and two sandbox-only tokens to try.
+
+Running it again changes nothing harmful: users, tenants and destinations are only created when
+missing (passwords only on creation), the sandbox — which forgets everything when it restarts —
+is told again about the demo's pixels, and a day of events is added only when the demo has none
+from the last 24 hours. Never run this on a production site.
+"""
+
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import requests
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from capi_destinations import clock, destinations, dispatch, health, track_many
+from capi_destinations.conf import app_settings
+from capi_destinations.management.commands._demo_traffic import SampleTraffic, Site
+from capi_destinations.models import (
+    ConsentPolicy,
+    Destination,
+    Event,
+    Membership,
+    Role,
+    Tenant,
+)
+from capi_destinations.sandbox import errors as sandbox_errors
 
 DEMO_ADMIN = ("admin", "capi-demo-admin")
+AGENCY_LOGIN = ("agency", "capi-demo-agency")
+CLIENT_LOGIN = ("client", "capi-demo-client")
+
+ACME = ("Acme Shoes", "acme-shoes")
+GLOBEX = ("Globex Coffee", "globex-coffee")
+
+# Hours of history recorded when the demo has no events from the last day.
+HISTORY_HOURS = 24
+# The sandbox's control API answers at once; a slow answer means something else is listening.
+CONTROL_TIMEOUT = 5.0
+
+
+ACME_SHOP_URL = "https://shop.acme-shoes.example"
+GLOBEX_SHOP_URL = "https://www.globex-coffee.example"
+
+
+@dataclass(frozen=True)
+class DemoDestination:
+    """One destination of the demo and the site whose events it gets."""
+
+    tenant_slug: str
+    name: str
+    pixel_id: str
+    pixel_name: str  # what the sandbox (standing in for Meta) calls the pixel
+    site: Site
+    enabled: bool = True
+    revoked: bool = False  # the sandbox refuses its token from REVOKED_HOURS_AGO on
+    test_event_code: str = ""
+    consent_policy: str = ConsentPolicy.SEND_ALWAYS
+
+
+ACME_WEB_SHOP = DemoDestination(
+    ACME[1],
+    "Acme web shop",
+    "1100000000000001",
+    "Acme Shoes Website",
+    Site(ACME_SHOP_URL, "web_shop", events_per_hour=9, event_id_prefix="web"),
+)
+ACME_CHECKOUT = DemoDestination(
+    ACME[1],
+    "Acme mobile checkout",
+    "1100000000000002",
+    "Acme Shoes Checkout",
+    Site(ACME_SHOP_URL, "thin", events_per_hour=4, event_id_prefix="app"),
+)
+ACME_OUTLET = DemoDestination(
+    ACME[1],
+    "Acme outlet store",
+    "1100000000000003",
+    "Acme Outlet",
+    Site(ACME_SHOP_URL, "web_shop", events_per_hour=3, event_id_prefix="outlet"),
+    revoked=True,
+)
+GLOBEX_SHOP = DemoDestination(
+    GLOBEX[1],
+    "Globex coffee shop",
+    "2200000000000001",
+    "Globex Coffee Shop",
+    Site(
+        GLOBEX_SHOP_URL,
+        "consent",
+        events_per_hour=6,
+        event_id_prefix="gx",
+        currency="EUR",
+        asks_consent=True,
+    ),
+    test_event_code="TEST24680",
+    consent_policy=ConsentPolicy.REQUIRE_CONSENT,
+)
+GLOBEX_WHOLESALE = DemoDestination(
+    GLOBEX[1],
+    "Globex wholesale leads",
+    "2200000000000002",
+    "Globex Wholesale",
+    Site(GLOBEX_SHOP_URL, "leads", events_per_hour=2, event_id_prefix="b2b", currency="EUR"),
+    enabled=False,
+)
+DEMO_DESTINATIONS = (ACME_WEB_SHOP, ACME_CHECKOUT, ACME_OUTLET, GLOBEX_SHOP, GLOBEX_WHOLESALE)
+
+# A pixel no destination uses yet, for trying "Add destination" (printed with its token).
+TRY_PIXEL_ID = "3300000000000009"
+TRY_PIXEL_NAME = "Initech Website"
+
+# The worker's rhythm in the recorded day, and how long an event takes to reach the app.
+DISPATCH_EVERY = timedelta(minutes=15)
+PASSES_PER_HOUR = timedelta(hours=1) // DISPATCH_EVERY
+ARRIVAL_DELAY = timedelta(seconds=2)
+
+# When things happen in the recorded day (hours before now).
+REVOKED_HOURS_AGO = 3
+META_OUTAGE_HOURS_AGO = 16
+REJECTED_EVENT_HOURS_AGO = 7
+
+
+def demo_token(label: str) -> str:
+    """A well-formed, sandbox-only token (``EAA`` + 187 letters and digits) named by ``label``.
+
+    The same label always gives the same token, so a restarted sandbox can be told again which
+    tokens the demo's destinations hold. Meta has never seen these.
+    """
+    body = ""
+    counter = 0
+    while len(body) < 187:
+        digest = hashlib.sha256(f"capi-demo:{label}:{counter}".encode()).hexdigest()
+        # Mixed case, like a real token; still letters and digits only.
+        body += "".join(c.upper() if i % 3 == 0 else c for i, c in enumerate(digest))
+        counter += 1
+    return "EAA" + body[:187]
+
+
+def replacement_token(spec: DemoDestination) -> str:
+    """A second token the sandbox accepts for ``spec``'s pixel: the fix for the revoked one."""
+    return demo_token(f"{spec.pixel_id}:replacement")
+
+
+TRY_TOKEN = demo_token(f"{TRY_PIXEL_ID}:try")
+
+
+# --- the sandbox's control API ---------------------------------------------------------------
+
+
+class SandboxError(Exception):
+    """The sandbox stopped answering, or refused what the demo asked of it."""
+
+
+class SandboxControl:
+    """The demo's handle on the sandbox's control API (``<base URL>/_sandbox/…``).
+
+    This is not the Graph API (``graph.py`` stays the only code that talks to that): it is how
+    the demo tells the sandbox which pixels exist and which token Meta has revoked.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    @classmethod
+    def find(cls, base_url: str) -> SandboxControl | None:
+        """The sandbox at ``base_url``, or None when nothing there answers as a sandbox."""
+        control = cls(base_url)
+        try:
+            answer = requests.get(f"{control.base_url}/_sandbox/", timeout=CONTROL_TIMEOUT)
+            is_sandbox = answer.ok and answer.json().get("sandbox") is True
+        except (requests.RequestException, ValueError, AttributeError):
+            return None
+        return control if is_sandbox else None
+
+    def _post(self, route: str, body: dict[str, Any]) -> None:
+        url = f"{self.base_url}/_sandbox/{route}"
+        # Messages name the route, never the body we sent: it may hold a token.
+        try:
+            answer = requests.post(url, json=body, timeout=CONTROL_TIMEOUT)
+        except requests.RequestException as problem:
+            raise SandboxError(f"{url}: {type(problem).__name__}") from None
+        if not answer.ok:
+            raise SandboxError(f"{url} answered HTTP {answer.status_code}")
+
+    def register_pixel(self, pixel_id: str, name: str, tokens: Sequence[str]) -> None:
+        """Make ``pixel_id`` exist under ``name``, usable with ``tokens``."""
+        self._post("pixels", {"pixel_id": pixel_id, "name": name, "tokens": list(tokens)})
+
+    def revoke(self, token: str) -> None:
+        """Make Meta refuse ``token`` from now on (error 190)."""
+        self._post("revoke", {"token": token, "reason": "revoked"})
+
+    def fail_next_send(self, error: sandbox_errors.GraphAnswerError) -> None:
+        """Answer the next POST of events with Meta's ``error`` (health checks use GET)."""
+        self._post(
+            "answers",
+            {
+                "status": error.http_status,
+                "error": error.body()["error"],
+                "method": "POST",
+                "times": 1,
+            },
+        )
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One sample event reaching the app at ``moment``."""
+
+    moment: datetime
+    destination: Destination
+    event: dict[str, Any]
+    refused_by_meta: bool = False
+
+
+@dataclass
+class DemoUsers:
+    """The demo's logins."""
+
+    admin: Any
+    agency: Any
+    client: Any
 
 
 class Command(BaseCommand):
-    help = "Create the demo site's logins (idempotent). Never run this on a production site."
+    help = (
+        "Create the demo: two clients, an agency and a client login, destinations in every "
+        "state pointing at the Graph API sandbox, and a day of sample events (idempotent). "
+        "Never run this on a production site."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--hours",
+            type=int,
+            default=HISTORY_HOURS,
+            help="Hours of sample history to record when there is none yet (default 24).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        username, password = DEMO_ADMIN
-        user, created = user_model.objects.get_or_create(
-            username=username, defaults={"is_staff": True, "is_superuser": True}
+        # A day of deliveries logs hundreds of lines; the summary at the end says what matters.
+        with _quiet_logs(unless=options["verbosity"] >= 2):
+            try:
+                self.create_demo(hours=max(1, options["hours"]))
+            except SandboxError as problem:
+                raise CommandError(
+                    f"The Graph API sandbox failed during the demo ({problem}). Restart it and "
+                    "run capi_demo again."
+                ) from None
+
+    def create_demo(self, *, hours: int) -> None:
+        """Everything the command does, in order; see the module docstring."""
+        base_url = str(app_settings.GRAPH_API_BASE_URL)
+        sandbox = SandboxControl.find(base_url)
+        users = self.ensure_users()
+        tenants = self.ensure_tenants(users)
+        if sandbox is not None:
+            self.register_pixels(sandbox)
+        demo = self.ensure_destinations(tenants, users)
+        if sandbox is not None:
+            # New destinations learn their pixel's name now, as a save in the pages does.
+            never_checked = [d.pk for d in demo.values() if d.health_checked_at is None]
+            health.check_all_destinations(destination_ids=never_checked)
+
+        since = clock.now() - timedelta(hours=HISTORY_HOURS)
+        has_recent_events = Event.objects.filter(
+            destination__in=demo.values(), created_at__gte=since
+        ).exists()
+        if has_recent_events:
+            self.stdout.write("Sample events from the last 24 hours exist: none added.")
+        else:
+            recorded = self.record_history(demo, sandbox, users, hours=hours)
+            self.stdout.write(f"Recorded {recorded} sample events over {hours} hours.")
+
+        if sandbox is not None:
+            self.revoke_old_tokens(sandbox, demo)
+            dispatch.dispatch_pending()
+            health.check_all_destinations(destination_ids=[d.pk for d in demo.values()])
+        self.report(demo, users, sandbox, base_url)
+
+    # --- people and tenants --------------------------------------------------------------------
+
+    def ensure_users(self) -> DemoUsers:
+        """The superuser, the agency user and the client user (passwords set on creation)."""
+        return DemoUsers(
+            admin=self._user(*DEMO_ADMIN, is_staff=True, is_superuser=True),
+            agency=self._user(*AGENCY_LOGIN),
+            client=self._user(*CLIENT_LOGIN),
         )
+
+    def _user(self, username: str, password: str, **flags: bool) -> Any:
+        user, created = get_user_model().objects.get_or_create(username=username, defaults=flags)
         if created:
             user.set_password(password)
             user.save()
-        self.stdout.write(f"Demo superuser: {username} / {password}")
+        return user
+
+    def ensure_tenants(self, users: DemoUsers) -> dict[str, Tenant]:
+        """Both clients; the agency administers both, the client views Acme Shoes only."""
+        tenants = {}
+        for name, slug in (ACME, GLOBEX):
+            tenants[slug], _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
+            Membership.objects.get_or_create(
+                user=users.agency, tenant=tenants[slug], defaults={"role": Role.ADMIN}
+            )
+        Membership.objects.get_or_create(
+            user=users.client, tenant=tenants[ACME[1]], defaults={"role": Role.VIEWER}
+        )
+        return tenants
+
+    # --- destinations and the sandbox ----------------------------------------------------------
+
+    def register_pixels(self, sandbox: SandboxControl) -> None:
+        """Tell the sandbox which pixels exist and which tokens may use them."""
+        for spec in DEMO_DESTINATIONS:
+            tokens = [demo_token(spec.pixel_id)]
+            if spec.revoked:
+                tokens.append(replacement_token(spec))
+            sandbox.register_pixel(spec.pixel_id, spec.pixel_name, tokens)
+        sandbox.register_pixel(TRY_PIXEL_ID, TRY_PIXEL_NAME, [TRY_TOKEN])
+
+    def ensure_destinations(
+        self, tenants: dict[str, Tenant], users: DemoUsers
+    ) -> dict[DemoDestination, Destination]:
+        """Every demo destination, created through the same service the pages use if missing.
+
+        One that exists is left as the user left it (enabled or not, token replaced or not).
+        """
+        found = {}
+        for spec in DEMO_DESTINATIONS:
+            tenant = tenants[spec.tenant_slug]
+            destination = Destination.objects.filter(tenant=tenant, pixel_id=spec.pixel_id).first()
+            if destination is None:
+                destination, _secret = destinations.create_destination(
+                    tenant,
+                    actor=users.agency,
+                    name=spec.name,
+                    pixel_id=spec.pixel_id,
+                    access_token=demo_token(spec.pixel_id),
+                    test_event_code=spec.test_event_code,
+                    consent_policy=spec.consent_policy,
+                    allowed_origins=spec.site.url,
+                )
+                if not spec.enabled:
+                    destinations.set_enabled(destination, False, actor=users.agency)
+            found[spec] = destination
+        return found
+
+    def revoke_old_tokens(
+        self, sandbox: SandboxControl, demo: dict[DemoDestination, Destination]
+    ) -> None:
+        """Have Meta refuse the revoked destination's token, unless someone replaced it."""
+        for spec, destination in demo.items():
+            destination.refresh_from_db()
+            if spec.revoked and destination.access_token == demo_token(spec.pixel_id):
+                sandbox.revoke(destination.access_token)
+
+    # --- a day of events -----------------------------------------------------------------------
+
+    def record_history(
+        self,
+        demo: dict[DemoDestination, Destination],
+        sandbox: SandboxControl | None,
+        users: DemoUsers,
+        *,
+        hours: int,
+    ) -> int:
+        """Record ``hours`` of events as they would have arrived, and deliver them as they go.
+
+        The app clock is held at each event's arrival and at each dispatch pass (every
+        ``DISPATCH_EVERY``), so events, attempts and charts carry the times they would have
+        had. Without a sandbox, events are recorded but not sent. Returns how many events were
+        recorded.
+        """
+        traffic = SampleTraffic()
+        web_shop = demo[ACME_WEB_SHOP]
+        recorded = 0
+        for hours_ago, hour in _past_hours(clock.now(), hours):
+            if sandbox is not None and hours_ago == REVOKED_HOURS_AGO:
+                self.revoke_old_tokens(sandbox, demo)
+            arrivals = self._arrivals(demo, traffic, hour, hours_ago)
+            for tick in range(1, PASSES_PER_HOUR + 1):
+                pass_at = hour + tick * DISPATCH_EVERY
+                while arrivals and arrivals[0].moment < pass_at:
+                    self._receive(arrivals.pop(0), sandbox)
+                    recorded += 1
+                if sandbox is None:
+                    continue
+                with clock.held_at(pass_at):
+                    if hours_ago == META_OUTAGE_HOURS_AGO and tick == 1:
+                        sandbox.fail_next_send(sandbox_errors.server_failure())
+                        dispatch.dispatch_pending(web_shop.pk)
+                    dispatch.dispatch_pending()
+        if sandbox is not None:
+            destinations.send_test_event(demo[GLOBEX_SHOP], actor=users.agency)
+        return recorded
+
+    def _arrivals(
+        self,
+        demo: dict[DemoDestination, Destination],
+        traffic: SampleTraffic,
+        hour: datetime,
+        hours_ago: int,
+    ) -> list[Arrival]:
+        """The hour's events of every destination, in the order they arrive."""
+        arrivals = [
+            Arrival(moment, destination, event)
+            for spec, destination in demo.items()
+            for moment, event in traffic.events(spec.site, hour)
+        ]
+        if hours_ago == REJECTED_EVENT_HOURS_AGO:
+            # A newsletter form that passes on only a first name and a gender.
+            moment = hour + timedelta(minutes=42)
+            lead = traffic.event(ACME_WEB_SHOP.site, "Lead", moment)
+            lead["event_source_url"] = f"{ACME_WEB_SHOP.site.url}/newsletter"
+            lead["user_data"] = {
+                "first_name": "Ana",
+                "gender": "f",
+                "client_user_agent": lead["user_data"]["client_user_agent"],
+            }
+            arrivals.append(Arrival(moment, demo[ACME_WEB_SHOP], lead, refused_by_meta=True))
+        return sorted(arrivals, key=lambda arrival: arrival.moment)
+
+    def _receive(self, arrival: Arrival, sandbox: SandboxControl | None) -> None:
+        destination = arrival.destination
+        with clock.held_at(arrival.moment + ARRIVAL_DELAY):
+            if not (arrival.refused_by_meta and sandbox is not None):
+                track_many(destination, [arrival.event])
+                return
+            # Alone in its request, so Meta's refusal fails this event and no other.
+            dispatch.dispatch_pending(destination.pk)
+            track_many(destination, [arrival.event])
+            sandbox.fail_next_send(sandbox_errors.insufficient_customer_information(0))
+            dispatch.dispatch_pending(destination.pk)
+
+    # --- what the user reads -------------------------------------------------------------------
+
+    def report(
+        self,
+        demo: dict[DemoDestination, Destination],
+        users: DemoUsers,
+        sandbox: SandboxControl | None,
+        base_url: str,
+    ) -> None:
+        """Print the logins, the destinations' states and what to try first."""
+        write = self.stdout.write
+        write("")
+        write("Demo logins:")
+        for (username, password), role in (
+            (AGENCY_LOGIN, "the agency: admin of Acme Shoes and Globex Coffee"),
+            (CLIENT_LOGIN, "a client: viewer of Acme Shoes only"),
+            (DEMO_ADMIN, "superuser, also for /admin/"),
+        ):
+            write(f"  {username + ' / ' + password:<26} {role}")
+        write("")
+        write("Destinations:")
+        for destination in demo.values():
+            destination.refresh_from_db()
+            state = destination.get_health_display()
+            if not destination.enabled:
+                state += ", sending off"
+            write(f"  {destination.tenant.name:<14} {destination.name:<24} {state}")
+        if sandbox is None:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"\nNo Graph API sandbox answers at {base_url}: the demo data was created, "
+                    "but nothing was sent and no health check ran. Start one with "
+                    "`python manage.py capi_sandbox` (make run does) and run capi_demo again."
+                )
+            )
+            return
+        write("")
+        write("Try it (sandbox-only tokens; Meta has never seen them):")
+        write(f'  Fix the red "{ACME_OUTLET.name}" card: Replace token, and paste')
+        write(f"    {replacement_token(ACME_OUTLET)}")
+        write(f"  Add a destination: Pixel ID {TRY_PIXEL_ID}, token")
+        write(f"    {TRY_TOKEN}")
+
+
+@contextmanager
+def _quiet_logs(*, unless: bool) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("capi_destinations", "django-q")]
+    levels = [logger.level for logger in loggers]
+    if not unless:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _past_hours(now: datetime, hours: int) -> Iterator[tuple[int, datetime]]:
+    """``(hours ago, start)`` of the last ``hours`` whole hours before ``now``, oldest first."""
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    for hours_ago in range(hours, 0, -1):
+        yield hours_ago, this_hour - timedelta(hours=hours_ago)

@@ -1,0 +1,205 @@
+"""Who may see and do what: membership lookups, role checks and the tenant's member list.
+
+A user sees the tenants they are a member of (a superuser sees every tenant and counts as an
+admin in each). Someone who is not a member gets a 404 for a tenant's URLs, never a 403: a 403
+would confirm that the tenant or destination exists. A member whose role is too low gets a 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import Http404
+
+from capi_destinations.models import Destination, Membership, Role, Tenant
+
+# Higher rank, more rights; each role can do everything the roles below it can.
+ROLE_RANK: dict[str, int] = {Role.VIEWER: 1, Role.EDITOR: 2, Role.ADMIN: 3}
+
+
+def role_allows(role: str | None, needed: str) -> bool:
+    """Whether ``role`` (None: no membership) is at least ``needed``."""
+    return role is not None and ROLE_RANK.get(role, 0) >= ROLE_RANK[needed]
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    """A user's standing in one tenant: the tenant and the role they act with."""
+
+    tenant: Tenant
+    role: str
+
+    @property
+    def can_edit(self) -> bool:
+        """Create, edit, test, redeliver, enable/disable, replace tokens."""
+        return role_allows(self.role, Role.EDITOR)
+
+    @property
+    def can_manage_members(self) -> bool:
+        """Add, re-role and remove the tenant's members."""
+        return role_allows(self.role, Role.ADMIN)
+
+    def require(self, needed: str) -> None:
+        """Raise ``PermissionDenied`` (403) unless the role is at least ``needed``."""
+        if not role_allows(self.role, needed):
+            raise PermissionDenied(f"This needs the {Role(needed).label.lower()} role or higher.")
+
+
+def tenants_for(user: Any) -> QuerySet[Tenant]:
+    """The tenants ``user`` may see: their memberships' tenants, or all for a superuser."""
+    if not user.is_authenticated:
+        return Tenant.objects.none()
+    if user.is_superuser:
+        return Tenant.objects.all()
+    return Tenant.objects.filter(memberships__user=user)
+
+
+def roles_by_tenant(user: Any) -> dict[int, str]:
+    """``{tenant_id: role}`` for every tenant ``user`` belongs to, in one query.
+
+    Superusers get no entries here; callers treat them as admins everywhere.
+    """
+    if not user.is_authenticated:
+        return {}
+    return dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
+
+
+def editable_tenants(user: Any) -> QuerySet[Tenant]:
+    """The tenants where ``user`` may create and edit destinations."""
+    if not user.is_authenticated:
+        return Tenant.objects.none()
+    if user.is_superuser:
+        return Tenant.objects.all()
+    return Tenant.objects.filter(
+        memberships__user=user, memberships__role__in=[Role.EDITOR, Role.ADMIN]
+    )
+
+
+def _role_subquery(user: Any, tenant_ref: str) -> Subquery:
+    return Subquery(
+        Membership.objects.filter(tenant=OuterRef(tenant_ref), user=user).values("role")[:1]
+    )
+
+
+def tenant_access(user: Any, slug: str, *, needed: str = Role.VIEWER) -> TenantAccess:
+    """The tenant with ``slug`` and ``user``'s role in it, in one query.
+
+    Raises ``Http404`` when the tenant does not exist or ``user`` is not a member (the two are
+    indistinguishable on purpose) and ``PermissionDenied`` when the role is below ``needed``.
+    """
+    if not user.is_authenticated:
+        raise Http404("No such tenant.")
+    tenant = Tenant.objects.filter(slug=slug).annotate(user_role=_role_subquery(user, "pk")).first()
+    role = _effective_role(user, getattr(tenant, "user_role", None))
+    if tenant is None or role is None:
+        raise Http404("No such tenant.")
+    access = TenantAccess(tenant=tenant, role=role)
+    access.require(needed)
+    return access
+
+
+def destination_access(
+    user: Any, code: uuid.UUID | str, *, needed: str = Role.VIEWER
+) -> tuple[Destination, TenantAccess]:
+    """The destination with public ``code``, its tenant and ``user``'s role there, in one query.
+
+    Same rules as :func:`tenant_access`: 404 for outsiders and unknown codes, 403 for a role
+    below ``needed``.
+    """
+    if not user.is_authenticated:
+        raise Http404("No such destination.")
+    try:
+        code = uuid.UUID(str(code))
+    except ValueError:
+        raise Http404("No such destination.") from None
+    destination = (
+        Destination.objects.select_related("tenant")
+        .filter(code=code)
+        .annotate(user_role=_role_subquery(user, "tenant_id"))
+        .first()
+    )
+    role = _effective_role(user, getattr(destination, "user_role", None))
+    if destination is None or role is None:
+        raise Http404("No such destination.")
+    access = TenantAccess(tenant=destination.tenant, role=role)
+    access.require(needed)
+    return destination, access
+
+
+def _effective_role(user: Any, membership_role: str | None) -> str | None:
+    # A superuser acts as an admin of every tenant, whatever their own memberships say.
+    if user.is_superuser:
+        return Role.ADMIN
+    return membership_role
+
+
+# --- The tenant's member list -------------------------------------------------------------------
+
+
+def members_of(tenant: Tenant) -> QuerySet[Membership]:
+    """The tenant's memberships with their users, admins first."""
+    return (
+        Membership.objects.filter(tenant=tenant)
+        .select_related("user")
+        .order_by("role", "user__username")
+    )
+
+
+def add_member(tenant: Tenant, username: str, role: str) -> Membership:
+    """Give the existing user ``username`` a ``role`` in ``tenant``.
+
+    Raises ``ValidationError`` when no such user exists or they are already a member.
+    """
+    user_model = get_user_model()
+    try:
+        user = user_model.objects.get(**{user_model.USERNAME_FIELD: username.strip()})
+    except user_model.DoesNotExist:
+        raise ValidationError(
+            f"There is no user “{username.strip()}”. Ask them to sign up first, or check "
+            "the spelling.",
+            code="no_such_user",
+        ) from None
+    if Membership.objects.filter(tenant=tenant, user=user).exists():
+        raise ValidationError(
+            f"{username.strip()} is already a member of {tenant}.", code="already_member"
+        )
+    return Membership.objects.create(tenant=tenant, user=user, role=Role(role))
+
+
+def change_role(membership: Membership, role: str) -> Membership:
+    """Set a member's role; the last admin of a tenant cannot be demoted."""
+    role = Role(role)
+    with transaction.atomic():
+        if membership.role == Role.ADMIN and role != Role.ADMIN:
+            _refuse_if_last_admin(membership)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def remove_member(membership: Membership) -> None:
+    """Remove a member; the last admin of a tenant cannot be removed."""
+    with transaction.atomic():
+        if membership.role == Role.ADMIN:
+            _refuse_if_last_admin(membership)
+        membership.delete()
+
+
+def _refuse_if_last_admin(membership: Membership) -> None:
+    # Without an admin nobody (but a superuser) could manage the tenant's members again.
+    other_admins = (
+        Membership.objects.select_for_update()
+        .filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
+        .exclude(pk=membership.pk)
+    )
+    if not other_admins.exists():
+        raise ValidationError(
+            "This is the tenant's last admin. Make someone else an admin first.",
+            code="last_admin",
+        )

@@ -1,0 +1,450 @@
+"""Destination services: create, edit, enable, re-key, delete, check a token, send a test event.
+
+The pages, the admin and the shell all change destinations through these functions, so every
+change writes the same AuditEntry and sends the same signals whichever path it came from. An
+audit entry never holds a token: token changes record only the new hint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from capi_destinations import clock, dispatch, graph, signals, tokens
+from capi_destinations.models import (
+    AttemptOutcome,
+    AuditAction,
+    AuditEntry,
+    DeliveryAttempt,
+    Destination,
+    Event,
+    EventStatus,
+    Tenant,
+    new_ingest_key,
+    pixel_id_validator,
+)
+
+# Fields a person may set on a destination (through a page, the admin or the shell).
+EDITABLE_FIELDS = frozenset(
+    {
+        "name",
+        "pixel_id",
+        "access_token",
+        "app_secret",
+        "enabled",
+        "test_event_code",
+        "api_version",
+        "default_country",
+        "consent_policy",
+        "missing_consent",
+        "allowed_origins",
+    }
+)
+# Secrets: an audit entry names them as changed, never their values.
+SECRET_FIELDS = frozenset({"access_token", "app_secret"})
+
+# Events a "Redeliver failed" puts back in the queue (dispatch keeps only those still inside
+# Meta's 7-day window).
+REDELIVERABLE_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED)
+
+TEST_EVENT_NAME = "PageView"
+TEST_EVENT_SOURCE_URL = "https://example.com/capi-destinations-test"
+TEST_EVENT_USER_AGENT = "django-capi-destinations test event"
+# A documentation address (RFC 5737): the test event stands for nobody.
+TEST_EVENT_IP = "192.0.2.1"
+
+
+def audit(
+    destination: Destination,
+    action: str,
+    *,
+    actor: Any,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Record that ``actor`` did ``action`` to ``destination`` (never pass a token in detail)."""
+    return AuditEntry.objects.create(
+        tenant_id=destination.tenant_id,
+        destination=destination if destination.pk else None,
+        destination_label=str(destination),
+        actor=_user_or_none(actor),
+        action=action,
+        detail=detail or {},
+    )
+
+
+def _user_or_none(actor: Any) -> Any:
+    # Anonymous users and system actions (commands, tasks) are recorded as "no actor".
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return None
+    return actor
+
+
+def _refuse_unknown_fields(fields: Iterable[str]) -> None:
+    unknown = sorted(set(fields) - EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"Not an editable destination field: {', '.join(unknown)}")
+
+
+def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[Destination, str]:
+    """Create a destination in ``tenant`` and return it with its ingest secret.
+
+    The secret is shown to the user once; only its hash is stored. Raises ``ValidationError``
+    for invalid fields (a malformed token, a Pixel ID the tenant already has, …).
+    """
+    _refuse_unknown_fields(fields)
+    destination = Destination(tenant=tenant, **fields)
+    secret = destination.set_ingest_secret()
+    destination.full_clean()
+    with transaction.atomic():
+        destination.save()
+        audit(
+            destination,
+            AuditAction.CREATED,
+            actor=actor,
+            detail={"pixel_id": destination.pixel_id, "token_hint": destination.token_hint},
+        )
+    # A new token is a token put in place: the health check runs at once through the receivers.
+    signals.destination_token_replaced.send(
+        sender=Destination, destination=destination, actor=actor
+    )
+    return destination, secret
+
+
+def update_destination(destination: Destination, *, actor: Any, **changes: Any) -> list[str]:
+    """Apply ``changes`` to ``destination``, save, audit, and return the changed field names.
+
+    A blank ``access_token`` or ``app_secret`` keeps the stored one. A new token sends
+    ``destination_token_replaced``; a change of ``enabled`` sends ``destination_enabled_changed``.
+    Raises ``ValidationError`` for invalid values (nothing is saved then).
+    """
+    _refuse_unknown_fields(changes)
+    for secret_field in SECRET_FIELDS:
+        if secret_field in changes:
+            # Surrounding whitespace is a paste artefact, not a different secret.
+            changes[secret_field] = (changes[secret_field] or "").strip()
+            if not changes[secret_field]:
+                del changes[secret_field]
+    changed = [name for name, value in changes.items() if getattr(destination, name) != value]
+    if not changed:
+        return []
+    previous = {name: getattr(destination, name) for name in changed}
+    was_enabled = destination.enabled
+    for name in changed:
+        setattr(destination, name, changes[name])
+    token_replaced = destination.token_changed()
+    try:
+        destination.full_clean()
+    except ValidationError:
+        # Leave the caller's instance as it was: nothing was saved.
+        for name, value in previous.items():
+            setattr(destination, name, value)
+        raise
+    with transaction.atomic():
+        destination.save()
+        plain = sorted(name for name in changed if name not in SECRET_FIELDS)
+        if plain:
+            audit(
+                destination,
+                AuditAction.UPDATED,
+                actor=actor,
+                detail={
+                    "fields": plain,
+                    **({"app_secret": "replaced"} if "app_secret" in changed else {}),
+                },
+            )
+        elif "app_secret" in changed:
+            audit(destination, AuditAction.UPDATED, actor=actor, detail={"app_secret": "replaced"})
+        if token_replaced:
+            audit(
+                destination,
+                AuditAction.TOKEN_REPLACED,
+                actor=actor,
+                detail={"token_hint": destination.token_hint},
+            )
+        if destination.enabled != was_enabled:
+            audit(
+                destination,
+                AuditAction.ENABLED if destination.enabled else AuditAction.DISABLED,
+                actor=actor,
+            )
+    if token_replaced:
+        signals.destination_token_replaced.send(
+            sender=Destination, destination=destination, actor=actor
+        )
+    if destination.enabled != was_enabled:
+        signals.destination_enabled_changed.send(
+            sender=Destination, destination=destination, enabled=destination.enabled, actor=actor
+        )
+    return changed
+
+
+def set_enabled(destination: Destination, enabled: bool, *, actor: Any) -> bool:
+    """Turn sending on or off; returns whether anything changed.
+
+    A disabled destination still records events; nothing is sent until it is enabled again.
+    """
+    if destination.enabled == enabled:
+        return False
+    with transaction.atomic():
+        destination.enabled = enabled
+        destination.save(update_fields=["enabled", "updated_at"])
+        audit(destination, AuditAction.ENABLED if enabled else AuditAction.DISABLED, actor=actor)
+    signals.destination_enabled_changed.send(
+        sender=Destination, destination=destination, enabled=enabled, actor=actor
+    )
+    return True
+
+
+def regenerate_ingest_keys(destination: Destination, *, actor: Any) -> str:
+    """Replace the public ingest key and the server secret; return the new secret (shown once).
+
+    The old key and secret stop working at once: update the snippet and the servers that post
+    events.
+    """
+    with transaction.atomic():
+        destination.ingest_key = new_ingest_key()
+        secret = destination.set_ingest_secret()
+        destination.save(update_fields=["ingest_key", "ingest_secret_hash", "updated_at"])
+        audit(destination, AuditAction.KEYS_REGENERATED, actor=actor)
+    return secret
+
+
+def delete_destination(destination: Destination, *, actor: Any) -> None:
+    """Delete a destination with its events, attempts and checks; the audit entry stays."""
+    with transaction.atomic():
+        audit(
+            destination, AuditAction.DELETED, actor=actor, detail={"pixel_id": destination.pixel_id}
+        )
+        destination.delete()
+
+
+def redeliver_failed(
+    destination: Destination, *, actor: Any, event_ids: Iterable[int] | None = None
+) -> int:
+    """Put the destination's failed and expired events (or the given ones) back in the queue.
+
+    Only events still inside Meta's 7-day window go back; returns how many did. The delivery
+    engine writes the audit entry.
+    """
+    events = Event.objects.filter(destination=destination, status__in=REDELIVERABLE_STATUSES)
+    if event_ids is not None:
+        events = events.filter(pk__in=list(event_ids))
+    return dispatch.redeliver(events, actor=_user_or_none(actor))
+
+
+# --- Checking a token before it is saved --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What the "validate as you type" box shows: Connected to pixel '…', or why not."""
+
+    ok: bool
+    message: str
+    pixel_name: str = ""
+    field_errors: dict[str, list[str]] = field(default_factory=dict)
+    fix: str = ""
+
+
+def check_token(
+    pixel_id: str,
+    token: str,
+    *,
+    app_secret: str = "",
+    api_version: str = "",
+) -> TokenCheck:
+    """Check a Pixel ID and token pair: format rules at once, then Meta's answer.
+
+    Nothing is saved. The answer never repeats the token.
+    """
+    field_errors: dict[str, list[str]] = {}
+    pixel_id = (pixel_id or "").strip()
+    try:
+        pixel_id_validator(pixel_id)
+    except ValidationError as error:
+        field_errors["pixel_id"] = list(error.messages)
+    try:
+        token = tokens.clean_access_token(token)
+    except ValidationError as error:
+        field_errors["access_token"] = list(error.messages)
+    if field_errors:
+        first = next(iter(field_errors.values()))[0]
+        return TokenCheck(ok=False, message=first, field_errors=field_errors)
+
+    # An unsaved stand-in carries what the Graph client reads: pixel, version, app secret.
+    candidate = Destination(
+        pixel_id=pixel_id, access_token=token, app_secret=app_secret, api_version=api_version
+    )
+    try:
+        pixel = graph.get_pixel(candidate, access_token=token)
+    except graph.GraphError as error:
+        if error.category == graph.TRANSIENT:
+            return TokenCheck(
+                ok=False,
+                message=f"Could not reach Meta to check the token: {error.explanation}",
+                fix="You can still save; the health check tries again within minutes.",
+            )
+        return TokenCheck(ok=False, message=error.explanation, fix=error.fix)
+    name = pixel.name or f"Pixel {pixel_id}"
+    return TokenCheck(ok=True, message=f"Connected to pixel '{name}'", pixel_name=name)
+
+
+# --- Test events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestEventResult:
+    """Meta's answer to a test event, for inline display."""
+
+    ok: bool
+    test_event_code: str
+    event_id: str
+    message: str
+    fix: str = ""
+    events_received: int | None = None
+    fbtrace_id: str = ""
+    http_status: int | None = None
+    attempt: DeliveryAttempt | None = None
+
+
+def new_test_event_code() -> str:
+    """A code in the form Events Manager gives (``TEST12345``) for a destination without one."""
+    return f"TEST{secrets.randbelow(100_000):05d}"
+
+
+def build_test_event(destination: Destination, *, now: Any = None) -> dict[str, Any]:
+    """A synthetic PageView that Meta accepts and that identifies nobody."""
+    now = now or clock.now()
+    origins = destination.allowed_origin_list
+    return {
+        "event_name": TEST_EVENT_NAME,
+        "event_time": int(now.timestamp()),
+        "event_id": f"capi_test_{uuid.uuid4().hex}",
+        "action_source": "website",
+        "event_source_url": f"{origins[0]}/" if origins else TEST_EVENT_SOURCE_URL,
+        "user_data": {
+            "external_id": [
+                hashlib.sha256(f"capi-destinations-test-{destination.code}".encode()).hexdigest()
+            ],
+            "client_ip_address": TEST_EVENT_IP,
+            "client_user_agent": TEST_EVENT_USER_AGENT,
+        },
+    }
+
+
+# How a failed test event is filed among the attempts (it is never retried).
+_OUTCOME_BY_CATEGORY = {
+    graph.AUTH: AttemptOutcome.BLOCKED,
+    graph.PERMISSION: AttemptOutcome.BLOCKED,
+    graph.RATE_LIMIT: AttemptOutcome.RATE_LIMITED,
+    graph.INVALID: AttemptOutcome.INVALID,
+}
+_ATTEMPT_FIELDS = frozenset(field.name for field in DeliveryAttempt._meta.concrete_fields)
+
+
+def send_test_event(destination: Destination, *, actor: Any) -> TestEventResult:
+    """Send one synthetic event with the destination's test code and return Meta's answer.
+
+    A destination without a test code gets a generated ``TEST…`` code so the event never counts
+    as live traffic. The request is recorded as a DeliveryAttempt and in the audit log.
+    """
+    test_code = destination.test_event_code or new_test_event_code()
+    started_at = clock.now()
+    event = build_test_event(destination, now=started_at)
+    started = time.monotonic()
+    # No transaction is open here: the HTTP call must not hold database locks.
+    try:
+        answer = graph.send_events(destination, [event], test_event_code=test_code)
+    except graph.GraphError as error:
+        record = {k: v for k, v in error.to_record().items() if k in _ATTEMPT_FIELDS}
+        record.pop("destination", None)
+        record.setdefault("http_status", error.http_status)
+        record.setdefault("fbtrace_id", error.fbtrace_id or "")
+        attempt = _record_test_attempt(
+            destination,
+            started_at=started_at,
+            duration_ms=_elapsed_ms(started),
+            test_code=test_code,
+            outcome=_OUTCOME_BY_CATEGORY.get(error.category, AttemptOutcome.RETRY),
+            **record,
+        )
+        result = TestEventResult(
+            ok=False,
+            test_event_code=test_code,
+            event_id=event["event_id"],
+            message=error.explanation,
+            fix=error.fix,
+            fbtrace_id=error.fbtrace_id or "",
+            http_status=error.http_status,
+            attempt=attempt,
+        )
+    else:
+        attempt = _record_test_attempt(
+            destination,
+            started_at=started_at,
+            duration_ms=answer.duration_ms,
+            test_code=test_code,
+            outcome=AttemptOutcome.DELIVERED,
+            http_status=answer.http_status,
+            events_received=answer.events_received,
+            fbtrace_id=answer.fbtrace_id or "",
+        )
+        result = TestEventResult(
+            ok=answer.events_received == 1,
+            test_event_code=test_code,
+            event_id=event["event_id"],
+            message=(
+                f"Meta received {answer.events_received} event. Open Events Manager → Test "
+                f"Events and look for code {test_code}."
+            ),
+            fix=""
+            if answer.events_received == 1
+            else "Meta answered but did not count the event; try again in a minute.",
+            events_received=answer.events_received,
+            fbtrace_id=answer.fbtrace_id or "",
+            http_status=answer.http_status,
+            attempt=attempt,
+        )
+    audit(
+        destination,
+        AuditAction.TEST_EVENT_SENT,
+        actor=actor,
+        detail={
+            "test_event_code": test_code,
+            "ok": result.ok,
+            "fbtrace_id": result.fbtrace_id,
+        },
+    )
+    return result
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _record_test_attempt(
+    destination: Destination,
+    *,
+    started_at: Any,
+    duration_ms: int,
+    test_code: str,
+    outcome: str,
+    **answer: Any,
+) -> DeliveryAttempt:
+    return DeliveryAttempt.objects.create(
+        destination=destination,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        event_count=1,
+        test_event_code=test_code,
+        outcome=outcome,
+        **{key: value for key, value in answer.items() if value is not None},
+    )

@@ -1,0 +1,969 @@
+"""Delivery: claim due events under a lease, send them to Meta in batches, record Meta's answer.
+
+One dispatch pass (:func:`dispatch_pending`):
+
+1. gives back the events of workers that died mid-batch (their lease ran out),
+2. expires waiting events that can no longer reach Meta inside its 7-day window because their
+   destination is disabled, blocked or paused,
+3. then, round after round, claims up to ``BATCH_SIZE`` due events of the destinations that may
+   send, sends them (one request per destination, within ``BATCH_SIZE`` and
+   ``BATCH_MAX_BYTES``), records every request as a :class:`DeliveryAttempt`, and moves each
+   event on according to Meta's answer, until nothing is due.
+
+Claim, send and record are three steps: the claim is one short transaction, the HTTP call runs
+with no transaction open, and the outcome is written in another short transaction whose
+updates only touch events still holding this worker's lease token. A worker whose lease ran out
+(and whose events another worker took over) can therefore never overwrite anything; at worst an
+event is sent twice with the same ``event_id``, which Meta deduplicates.
+
+What each answer does:
+
+- success → ``delivered``;
+- ``invalid`` for several events → split the request in halves and resend them until the bad
+  events stand alone; a lone bad event → ``failed`` with Meta's message as a diagnostic;
+- ``transient``/``unknown`` → back to ``pending`` on the retry schedule (:data:`RETRY_DELAYS`),
+  or ``expired`` once the next attempt would fall outside Meta's 7-day window;
+- ``rate_limit`` → the destination pauses until Meta's time (or :data:`RATE_LIMIT_BACKOFF`);
+  the events wait without spending their retry budget;
+- ``auth``/``permission`` → the destination is blocked and marked Unhealthy; its events wait
+  until the token is replaced or a health check passes (:func:`clear_block`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, QuerySet, TextField, Value, When
+from django.db.models.functions import Cast, Concat
+
+from capi_destinations import clock, graph, health, signals
+from capi_destinations.conf import app_settings
+from capi_destinations.diagnostics import ERROR, MAX_EVENT_AGE, Diagnostic
+from capi_destinations.models import (
+    AttemptOutcome,
+    AuditAction,
+    AuditEntry,
+    DeliveryAttempt,
+    Destination,
+    Event,
+    EventStatus,
+)
+
+logger = logging.getLogger("capi_destinations.dispatch")
+
+# Delay before the next attempt after the 1st, 2nd, … failed attempt; after the last entry
+# every further retry waits RETRY_DELAY_AFTER_SCHEDULE. Each delay varies by ±RETRY_JITTER so
+# batches that failed together do not all come back at the same second.
+RETRY_DELAYS: tuple[timedelta, ...] = (
+    timedelta(seconds=10),
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=6),
+)
+RETRY_DELAY_AFTER_SCHEDULE = timedelta(hours=12)
+RETRY_JITTER = 0.2
+
+# A request takes a moment to reach Meta: an event this close to the end of the 7-day window
+# would be refused (and refuse its whole batch with it), so it is expired instead.
+SEND_WINDOW_MARGIN = timedelta(minutes=1)
+
+# How long a destination pauses after a rate-limit answer that does not say how long.
+RATE_LIMIT_BACKOFF = timedelta(minutes=1)
+
+DISABLED_REASON = "Not delivered within Meta's 7-day window: sending was disabled."
+TOO_OLD_REASON = (
+    "Not delivered within Meta's 7-day window: Meta refuses events whose event_time is more "
+    "than 7 days old."
+)
+LAST_ERROR_PREFIX = "Not delivered within Meta's 7-day window; last error: "
+LEASE_RETURNED_REASON = "Returned to the queue: the worker sending it stopped before it finished."
+
+_A_SECOND = timedelta(seconds=1)
+
+# Extra bytes of a request besides its events (token, partner agent, test code, proof).
+_REQUEST_OVERHEAD_BYTES = 2048
+
+# Meta's subcodes that name the field at fault.
+_FIELD_OF_SUBCODE = {
+    2804003: "event_time",
+    2804016: "user_data",
+    2804019: "user_data",
+    2804030: "data_processing_options",
+    2804050: "user_data",
+}
+# A field named in Meta's message ("data[3].user_data.em must be …").
+_FIELD_IN_MESSAGE = re.compile(
+    r"\b((?:user_data|custom_data)(?:\.[a-z_]+)?|event_name|event_time|event_source_url|"
+    r"action_source|event_id|data_processing_options)\b"
+)
+
+
+# --- the retry schedule ----------------------------------------------------------------------
+
+
+def retry_delay(failures: int, *, rng: random.Random | None = None) -> timedelta:
+    """How long to wait after the ``failures``-th failed attempt (1 → about 10 s), with jitter."""
+    index = max(failures, 1) - 1
+    base = RETRY_DELAYS[index] if index < len(RETRY_DELAYS) else RETRY_DELAY_AFTER_SCHEDULE
+    factor = (rng or random).uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    return base * factor
+
+
+def send_deadline(event_time: datetime) -> datetime:
+    """The last moment an event with this ``event_time`` may still be sent to Meta."""
+    return event_time + MAX_EVENT_AGE - SEND_WINDOW_MARGIN
+
+
+def is_inside_window(event_time: datetime, *, now: datetime | None = None) -> bool:
+    """Whether Meta would still accept an event that happened at ``event_time``."""
+    return (now or clock.now()) < send_deadline(event_time)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class DispatchReport:
+    """What one dispatch pass did, in events (and requests)."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    retrying: int = 0
+    expired: int = 0
+    # Back to pending without spending an attempt: rate limited, or the token was refused.
+    held: int = 0
+    requests: int = 0
+    leases_released: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (what the django-q2 task returns)."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class ClaimedEvent:
+    """One event this worker holds a lease on, with the payload it will send (JSON text).
+
+    The payload stays the JSON text the database returns: it is spliced into the request body
+    as it is, never decoded and encoded again (the dispatcher's hottest path).
+    """
+
+    pk: int
+    destination_id: int
+    event_time: datetime
+    attempts: int
+    payload_json: str
+
+
+@dataclass
+class Claim:
+    """The events one claim took, all under one lease token."""
+
+    lease_token: uuid.UUID
+    lease_expires_at: datetime
+    events: list[ClaimedEvent] = field(default_factory=list)
+
+
+# --- database turns --------------------------------------------------------------------------
+
+# SQLite has one writer at a time anyway; threads of one process sharing an in-memory database
+# (shared cache) do not even wait for each other but fail with "table is locked". So on SQLite
+# the threads of a process take turns for each short database step (never across an HTTP call).
+_SQLITE_TURN = threading.RLock()
+
+
+@contextmanager
+def _database_turn() -> Iterator[None]:
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with _SQLITE_TURN:
+        yield
+
+
+@contextmanager
+def _step() -> Iterator[None]:
+    """One short transaction (taking its turn on SQLite)."""
+    with _database_turn(), transaction.atomic():
+        yield
+
+
+# --- claiming --------------------------------------------------------------------------------
+
+
+def sendable_destinations(
+    *, now: datetime | None = None, only: int | None = None
+) -> QuerySet[Destination]:
+    """Destinations whose events may be sent now: enabled, not blocked, not paused."""
+    now = now or clock.now()
+    destinations = Destination.objects.filter(enabled=True, blocked_reason="").filter(
+        Q(paused_until__isnull=True) | Q(paused_until__lte=now)
+    )
+    if only is not None:
+        destinations = destinations.filter(pk=only)
+    return destinations
+
+
+def claim_due_events(
+    destination_ids: Collection[int],
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> Claim:
+    """Lease up to ``limit`` due pending events of these destinations to this worker.
+
+    The oldest due events come first. On PostgreSQL the candidate rows are locked with
+    ``SKIP LOCKED``, so concurrent workers take different events; everywhere, the claim is a
+    conditional UPDATE (still ``pending``), so even without row locks (SQLite) no event is
+    claimed twice. Only events whose UPDATE succeeded are returned.
+    """
+    now = now or clock.now()
+    limit = limit or int(app_settings.BATCH_SIZE)
+    claim = Claim(
+        lease_token=uuid.uuid4(),
+        lease_expires_at=now + timedelta(seconds=int(app_settings.LEASE_SECONDS)),
+    )
+    if not destination_ids:
+        return claim
+    due = (
+        Event.objects.filter(
+            status=EventStatus.PENDING,
+            next_attempt_at__lte=now,
+            destination_id__in=list(destination_ids),
+        )
+        .order_by("next_attempt_at")
+        .select_for_update(skip_locked=True, of=("self",))
+        .values("pk")[:limit]
+    )
+    # One statement: the UPDATE takes the write lock before it reads (no lock upgrade on
+    # SQLite), and on PostgreSQL its subquery skips rows other workers are claiming.
+    with _step():
+        claimed = Event.objects.filter(pk__in=due, status=EventStatus.PENDING).update(
+            status=EventStatus.SENDING,
+            lease_token=claim.lease_token,
+            lease_expires_at=claim.lease_expires_at,
+            updated_at=now,
+        )
+    if not claimed:
+        return claim
+    rows = Event.objects.filter(
+        # (status, lease_expires_at) is indexed; the token tells this claim from another one
+        # made at the same instant.
+        status=EventStatus.SENDING,
+        lease_expires_at=claim.lease_expires_at,
+        lease_token=claim.lease_token,
+    ).values_list(
+        "pk",
+        "destination_id",
+        "event_time",
+        "attempts",
+        Cast("payload", output_field=TextField()),
+    )
+    with _database_turn():
+        fetched = list(rows)
+    claim.events = [ClaimedEvent(*row) for row in fetched]
+    return claim
+
+
+def release_expired_leases(*, now: datetime | None = None) -> int:
+    """Give the events of workers that died mid-batch back to the queue; returns how many.
+
+    Nothing is lost and nothing is counted as an attempt: the events are due again at once.
+    If the dead worker's request did reach Meta, the resend carries the same ``event_id`` and
+    Meta keeps one of them.
+    """
+    now = now or clock.now()
+    return Event.objects.filter(status=EventStatus.SENDING, lease_expires_at__lt=now).update(
+        status=EventStatus.PENDING,
+        lease_token=None,
+        lease_expires_at=None,
+        status_reason=LEASE_RETURNED_REASON,
+        updated_at=now,
+    )
+
+
+def expire_unsendable_events(*, now: datetime | None = None, only: int | None = None) -> int:
+    """Expire waiting events of disabled, blocked or paused destinations that left the window.
+
+    Events of destinations that may send are checked when they are claimed instead.
+    """
+    now = now or clock.now()
+    cutoff = now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN
+    destinations = Destination.objects.filter(
+        Q(enabled=False) | ~Q(blocked_reason="") | Q(paused_until__gt=now)
+    )
+    if only is not None:
+        destinations = destinations.filter(pk=only)
+    reasons: dict[str, list[int]] = defaultdict(list)
+    for pk, enabled, blocked_reason, pause_reason in destinations.values_list(
+        "pk", "enabled", "blocked_reason", "pause_reason"
+    ):
+        if not enabled:
+            reason = DISABLED_REASON
+        elif blocked_reason:
+            reason = LAST_ERROR_PREFIX + blocked_reason
+        else:
+            reason = LAST_ERROR_PREFIX + (pause_reason or "sending was paused by a rate limit.")
+        reasons[reason].append(pk)
+    expired = 0
+    for reason, destination_ids in reasons.items():
+        expired += Event.objects.filter(
+            status=EventStatus.PENDING,
+            destination_id__in=destination_ids,
+            event_time__lte=cutoff,
+        ).update(
+            status=EventStatus.EXPIRED,
+            status_reason=reason,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+    return expired
+
+
+def _schedule_orphans(now: datetime) -> None:
+    # A pending event without a time would never be claimed; make it due.
+    Event.objects.filter(status=EventStatus.PENDING, next_attempt_at__isnull=True).update(
+        next_attempt_at=now
+    )
+
+
+# --- one pass --------------------------------------------------------------------------------
+
+
+def dispatch_pending(
+    destination_id: int | None = None, *, max_batches: int | None = None
+) -> DispatchReport:
+    """Run one dispatch pass (all destinations, or one) until nothing is due; see the module."""
+    return _Dispatcher(destination_id, max_batches=max_batches).run()
+
+
+class _Dispatcher:
+    """The state of one pass: the report, the lease in hand, destinations already loaded."""
+
+    def __init__(self, destination_id: int | None, *, max_batches: int | None) -> None:
+        self.only = destination_id
+        self.max_batches = max_batches
+        self.report = DispatchReport()
+        # pk → (updated_at, instance): a destination is decrypted once per pass unless saved.
+        self._destinations: dict[int, tuple[datetime, Destination]] = {}
+        self._stopped: set[int] = set()
+
+    def run(self) -> DispatchReport:
+        now = clock.now()
+        with _database_turn():
+            self.report.leases_released = release_expired_leases(now=now)
+            _schedule_orphans(now)
+            self.report.expired += expire_unsendable_events(now=now, only=self.only)
+        batches = 0
+        while self.max_batches is None or batches < self.max_batches:
+            destinations = self._load_sendable()
+            if not destinations:
+                break
+            claim = claim_due_events(list(destinations))
+            if not claim.events:
+                break
+            batches += 1
+            self.report.claimed += len(claim.events)
+            self._deliver(claim, destinations)
+        return self.report
+
+    def _load_sendable(self) -> dict[int, Destination]:
+        with _database_turn():
+            versions = dict(sendable_destinations(only=self.only).values_list("pk", "updated_at"))
+            stale = [
+                pk
+                for pk, updated_at in versions.items()
+                if pk not in self._destinations or self._destinations[pk][0] != updated_at
+            ]
+            if stale:
+                for destination in Destination.objects.filter(pk__in=stale):
+                    self._destinations[destination.pk] = (destination.updated_at, destination)
+        return {pk: self._destinations[pk][1] for pk in versions if pk in self._destinations}
+
+    def _deliver(self, claim: Claim, destinations: dict[int, Destination]) -> None:
+        self._stopped = set()
+        now = clock.now()
+        groups: dict[int, list[ClaimedEvent]] = defaultdict(list)
+        too_old: list[int] = []
+        for event in claim.events:
+            if now >= send_deadline(event.event_time):
+                too_old.append(event.pk)
+            else:
+                groups[event.destination_id].append(event)
+        if too_old:
+            with _database_turn():
+                self.report.expired += _expire_too_old(too_old, claim.lease_token, now)
+        for destination_id, events in groups.items():
+            destination = destinations[destination_id]
+            pending_requests = list(_split_by_size(events))
+            # Last in, first out: the halves of a bisected request are sent before the rest.
+            pending_requests.reverse()
+            while pending_requests:
+                batch = pending_requests.pop()
+                if destination_id in self._stopped:
+                    with _database_turn():
+                        self.report.held += _hold(
+                            [event.pk for event in batch],
+                            claim.lease_token,
+                            reason=_held_reason(destination),
+                        )
+                    continue
+                self._extend_lease_if_needed(claim, pending_requests, batch)
+                halves = self._send(destination, batch, claim)
+                pending_requests.extend(reversed(halves))
+
+    def _extend_lease_if_needed(
+        self, claim: Claim, waiting: list[list[ClaimedEvent]], batch: list[ClaimedEvent]
+    ) -> None:
+        # Bisecting against a slow Meta can outlast a lease; renew it while half of it is left
+        # so no other worker takes these events over while this one still works on them.
+        lease = timedelta(seconds=int(app_settings.LEASE_SECONDS))
+        now = clock.now()
+        if claim.lease_expires_at - now > lease / 2:
+            return
+        pks = [event.pk for event in batch] + [event.pk for item in waiting for event in item]
+        claim.lease_expires_at = now + lease
+        with _database_turn():
+            Event.objects.filter(pk__in=pks, lease_token=claim.lease_token).update(
+                lease_expires_at=claim.lease_expires_at
+            )
+
+    def _send(
+        self, destination: Destination, batch: list[ClaimedEvent], claim: Claim
+    ) -> list[list[ClaimedEvent]]:
+        """Send one request; returns the halves to send next when Meta refused it as invalid."""
+        pks = [event.pk for event in batch]
+        started_at = clock.now()
+        started = time.perf_counter()
+        test_event_code = destination.test_event_code
+        self.report.requests += 1
+        try:
+            result = graph.send_events(
+                destination,
+                [event.payload_json for event in batch],
+                test_event_code=test_event_code or None,
+            )
+        except graph.GraphError as error:
+            duration_ms = _elapsed_ms(started)
+            return self._on_error(destination, batch, claim, error, started_at, duration_ms)
+        except Exception as error:
+            # A bug or an unforeseen failure must not leave the batch leased until expiry, nor
+            # crash the worker: treat it as Meta's "unknown" and retry on the schedule.
+            logger.exception("Sending %d events to destination %s failed", len(pks), destination.pk)
+            unknown = graph.GraphError(
+                f"{type(error).__name__} while sending: {error}",
+                info=graph.ErrorInfo(graph.UNKNOWN, "Sending failed unexpectedly.", ""),
+                secrets=(destination.access_token, destination.app_secret),
+            )
+            return self._on_error(
+                destination, batch, claim, unknown, started_at, _elapsed_ms(started)
+            )
+        mismatch = result.events_received != len(pks)
+        reason = (
+            f"Meta reported {result.events_received} events received for a request of {len(pks)}."
+            if mismatch
+            else ""
+        )
+        with _step():
+            now = clock.now()
+            self.report.delivered += _owned(pks, claim.lease_token).update(
+                status=EventStatus.DELIVERED,
+                status_reason=reason,
+                delivered_at=now,
+                attempts=F("attempts") + 1,
+                next_attempt_at=None,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            _record_attempt(
+                destination,
+                pks,
+                AttemptOutcome.DELIVERED,
+                started_at=started_at,
+                duration_ms=result.duration_ms,
+                test_event_code=test_event_code,
+                http_status=result.http_status,
+                events_received=result.events_received,
+                fbtrace_id=result.fbtrace_id[:100],
+            )
+        # Outside the transaction and at most about once a second: workers delivering for the
+        # same destination must not queue up behind each other's lock on its row.
+        with _database_turn():
+            Destination.objects.filter(pk=destination.pk).filter(
+                Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
+            ).update(last_delivered_at=now)
+        if mismatch:
+            logger.warning(
+                "Destination %s: Meta received %d of %d events (fbtrace_id %s)",
+                destination.pk,
+                result.events_received,
+                len(pks),
+                result.fbtrace_id,
+            )
+        return []
+
+    def _on_error(
+        self,
+        destination: Destination,
+        batch: list[ClaimedEvent],
+        claim: Claim,
+        error: graph.GraphError,
+        started_at: datetime,
+        duration_ms: int,
+    ) -> list[list[ClaimedEvent]]:
+        pks = [event.pk for event in batch]
+        record = {
+            "started_at": started_at,
+            "duration_ms": error.duration_ms if error.duration_ms is not None else duration_ms,
+            "test_event_code": destination.test_event_code,
+            **error.to_record(),
+        }
+        category = error.category
+        if category == graph.INVALID and len(batch) > 1:
+            with _step():
+                _record_attempt(destination, pks, AttemptOutcome.BISECTED, **record)
+            middle = len(batch) // 2
+            return [batch[:middle], batch[middle:]]
+        if category == graph.INVALID:
+            # Read before the transaction: on SQLite a transaction that reads before it writes
+            # can fail at once with "database is locked" instead of waiting its turn.
+            with _database_turn():
+                diagnostics = (
+                    _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
+                )
+            with _step():
+                if diagnostics is not None:
+                    self.report.failed += _fail(batch[0], claim.lease_token, error, diagnostics)
+                _record_attempt(destination, pks, AttemptOutcome.INVALID, **record)
+            return []
+        if category == graph.RATE_LIMIT:
+            self._pause(destination, batch, claim, error, record)
+            return []
+        if category in (graph.AUTH, graph.PERMISSION):
+            self._block(destination, batch, claim, error, record)
+            return []
+        with _step():
+            retrying, expired = _retry_later(batch, claim.lease_token, describe_error(error))
+            self.report.retrying += retrying
+            self.report.expired += expired
+            _record_attempt(destination, pks, AttemptOutcome.RETRY, **record)
+        return []
+
+    def _pause(
+        self,
+        destination: Destination,
+        batch: list[ClaimedEvent],
+        claim: Claim,
+        error: graph.GraphError,
+        record: dict[str, Any],
+    ) -> None:
+        now = clock.now()
+        wait = error.retry_after or RATE_LIMIT_BACKOFF
+        paused_until = now + wait
+        reason = f"Rate limited by Meta until {paused_until:%Y-%m-%d %H:%M:%S} UTC: " + (
+            describe_error(error)
+        )
+        destination.paused_until = paused_until
+        destination.pause_reason = reason
+        self._stopped.add(destination.pk)
+        with _step():
+            Destination.objects.filter(pk=destination.pk).update(
+                paused_until=paused_until, pause_reason=reason
+            )
+            self.report.held += _hold(
+                [event.pk for event in batch], claim.lease_token, reason=reason
+            )
+            _record_attempt(
+                destination, [event.pk for event in batch], AttemptOutcome.RATE_LIMITED, **record
+            )
+        logger.warning("Destination %s paused until %s: %s", destination.pk, paused_until, error)
+
+    def _block(
+        self,
+        destination: Destination,
+        batch: list[ClaimedEvent],
+        claim: Claim,
+        error: graph.GraphError,
+        record: dict[str, Any],
+    ) -> None:
+        now = clock.now()
+        reason = describe_error(error)
+        self._stopped.add(destination.pk)
+        with _step():
+            # Only if the token that failed is still the stored one: a token replaced while
+            # this request was in flight must not be blocked by the old token's refusal.
+            blocked = Destination.objects.filter(
+                pk=destination.pk, token_hint=destination.token_hint
+            ).update(blocked_reason=reason, blocked_at=now)
+            self.report.held += _hold(
+                [event.pk for event in batch],
+                claim.lease_token,
+                reason=f"Waiting for a working token: {reason}",
+            )
+            _record_attempt(
+                destination, [event.pk for event in batch], AttemptOutcome.BLOCKED, **record
+            )
+        if blocked:
+            destination.blocked_reason = reason
+            destination.blocked_at = now
+            with _database_turn():
+                _mark_unhealthy(destination, error)
+            logger.warning("Destination %s blocked: %s", destination.pk, error)
+        else:
+            # The token changed meanwhile: load the new one before sending again.
+            self._destinations.pop(destination.pk, None)
+
+
+# --- outcomes --------------------------------------------------------------------------------
+
+
+def _owned(pks: Sequence[int], lease_token: uuid.UUID) -> QuerySet[Event]:
+    """The events among ``pks`` this worker still holds the lease on."""
+    return Event.objects.filter(pk__in=pks, lease_token=lease_token)
+
+
+def _hold(pks: Sequence[int], lease_token: uuid.UUID, *, reason: str) -> int:
+    """Back to pending as they were (due, attempts unchanged), with the reason they wait."""
+    return _owned(pks, lease_token).update(
+        status=EventStatus.PENDING,
+        status_reason=reason,
+        lease_token=None,
+        lease_expires_at=None,
+        updated_at=clock.now(),
+    )
+
+
+def _expire_too_old(pks: Sequence[int], lease_token: uuid.UUID, now: datetime) -> int:
+    # The last error, when the event had one, says why it never made it.
+    reason = Case(
+        When(status_reason="", then=Value(TOO_OLD_REASON)),
+        When(status_reason=LEASE_RETURNED_REASON, then=Value(TOO_OLD_REASON)),
+        default=Concat(Value(LAST_ERROR_PREFIX), F("status_reason")),
+        output_field=TextField(),
+    )
+    return _owned(pks, lease_token).update(
+        status=EventStatus.EXPIRED,
+        status_reason=reason,
+        next_attempt_at=None,
+        lease_token=None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+
+
+def _retry_later(
+    batch: Sequence[ClaimedEvent], lease_token: uuid.UUID, reason: str
+) -> tuple[int, int]:
+    """Schedule the next attempt of each event, or expire it if that would be too late."""
+    now = clock.now()
+    by_failures: dict[int, list[ClaimedEvent]] = defaultdict(list)
+    for event in batch:
+        by_failures[event.attempts + 1].append(event)
+    retrying = expired = 0
+    for failures, events in by_failures.items():
+        next_attempt_at = now + retry_delay(failures)
+        too_late = [e.pk for e in events if next_attempt_at >= send_deadline(e.event_time)]
+        in_time = [e.pk for e in events if next_attempt_at < send_deadline(e.event_time)]
+        if in_time:
+            retrying += _owned(in_time, lease_token).update(
+                status=EventStatus.PENDING,
+                status_reason=f"Attempt {failures} failed, next at "
+                f"{next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: {reason}",
+                attempts=F("attempts") + 1,
+                next_attempt_at=next_attempt_at,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        if too_late:
+            expired += _owned(too_late, lease_token).update(
+                status=EventStatus.EXPIRED,
+                status_reason=LAST_ERROR_PREFIX + reason,
+                attempts=F("attempts") + 1,
+                next_attempt_at=None,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+    return retrying, expired
+
+
+def _fail(
+    event: ClaimedEvent,
+    lease_token: uuid.UUID,
+    error: graph.GraphError,
+    diagnostics: list[dict[str, Any]],
+) -> int:
+    """Meta refused this event on its own: ``failed``, with Meta's message as a diagnostic."""
+    diagnostic = diagnostic_from_error(error)
+    return _owned([event.pk], lease_token).update(
+        status=EventStatus.FAILED,
+        status_reason=f"Meta rejected this event: {diagnostic.message}",
+        diagnostics=[*(diagnostics or []), diagnostic.to_dict()],
+        attempts=F("attempts") + 1,
+        next_attempt_at=None,
+        lease_token=None,
+        lease_expires_at=None,
+        updated_at=clock.now(),
+    )
+
+
+def _record_attempt(
+    destination: Destination, pks: Sequence[int], outcome: str, **fields: Any
+) -> DeliveryAttempt:
+    """One DeliveryAttempt for one request, linked to the events it carried (never the token)."""
+    attempt = DeliveryAttempt.objects.create(
+        destination_id=destination.pk, event_count=len(pks), outcome=outcome, **fields
+    )
+    _link_events(attempt.pk, pks)
+    return attempt
+
+
+def _link_events(attempt_id: int, pks: Sequence[int]) -> None:
+    # The hot path links a thousand events per request: one statement of plain values, without
+    # building a model instance per row (which costs more than the insert itself).
+    through = DeliveryAttempt.events.through
+    quote = connection.ops.quote_name
+    table = quote(through._meta.db_table)
+    attempt_column = quote(through._meta.get_field("deliveryattempt").column)
+    event_column = quote(through._meta.get_field("event").column)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({attempt_column}, {event_column}) "
+                "SELECT %s, UNNEST(%s::bigint[])",
+                [attempt_id, list(pks)],
+            )
+        else:
+            cursor.executemany(
+                f"INSERT INTO {table} ({attempt_column}, {event_column}) VALUES (%s, %s)",  # noqa: S608
+                [(attempt_id, pk) for pk in pks],
+            )
+
+
+def _split_by_size(events: list[ClaimedEvent]) -> Iterator[list[ClaimedEvent]]:
+    """Requests of at most BATCH_SIZE events and BATCH_MAX_BYTES (a lone huge event still goes)."""
+    max_events = int(app_settings.BATCH_SIZE)
+    max_bytes = int(app_settings.BATCH_MAX_BYTES) - _REQUEST_OVERHEAD_BYTES
+    batch: list[ClaimedEvent] = []
+    size = 0
+    for event in events:
+        text = event.payload_json
+        event_size = (len(text) if text.isascii() else len(text.encode())) + 1
+        if batch and (len(batch) >= max_events or size + event_size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(event)
+        size += event_size
+    if batch:
+        yield batch
+
+
+def _held_reason(destination: Destination) -> str:
+    if destination.blocked_reason:
+        return f"Waiting for a working token: {destination.blocked_reason}"
+    return destination.pause_reason or "Waiting: sending to this destination is paused."
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def describe_error(error: graph.GraphError) -> str:
+    """One line for a status reason: what went wrong in plain words, and Meta's own words."""
+    code = ""
+    if error.code is not None:
+        code = f"code {error.code}" + (f"/{error.error_subcode}" if error.error_subcode else "")
+    status = f"HTTP {error.http_status}" if error.http_status is not None else ""
+    where = ", ".join(part for part in (status, code) if part)
+    text = error.explanation or error.message
+    if error.message and error.message != text:
+        text = f"{text} Meta said: {error.message}"
+    return f"{text} ({where})" if where else text
+
+
+def diagnostic_from_error(error: graph.GraphError) -> Diagnostic:
+    """Meta's refusal of a lone event as a field diagnostic the event page can show."""
+    return Diagnostic(
+        code="meta_rejected",
+        field=_field_of(error),
+        severity=ERROR,
+        message=error.error_user_msg or error.message or error.explanation,
+        fix=error.fix or error.explanation,
+        meta_code=error.code,
+        meta_subcode=error.error_subcode,
+    )
+
+
+def _field_of(error: graph.GraphError) -> str:
+    named = _FIELD_IN_MESSAGE.search(error.message or "")
+    by_subcode = _FIELD_OF_SUBCODE.get(error.error_subcode or 0)
+    # The message may name the exact key; the subcode only says which part of the event.
+    if named and (by_subcode is None or named.group(1).startswith(by_subcode)):
+        return named.group(1)
+    return by_subcode or ""
+
+
+def _mark_unhealthy(destination: Destination, error: graph.GraphError) -> None:
+    # health.py owns health transitions: the same compare-and-set and signal as a check.
+    health.mark_unhealthy_from_delivery(destination, error)
+
+
+# --- unblocking and redelivery ---------------------------------------------------------------
+
+
+def clear_block(destination: Destination) -> bool:
+    """Let a blocked destination send again (its token works now); returns whether it was.
+
+    Called when a health check passes and when the token is replaced. The held events are
+    dispatched right away (after the current transaction commits).
+    """
+    cleared = (
+        Destination.objects.filter(pk=destination.pk)
+        .exclude(blocked_reason="")
+        .update(blocked_reason="", blocked_at=None)
+    )
+    destination.blocked_reason = ""
+    destination.blocked_at = None
+    if cleared:
+        _dispatch_after_commit(destination.pk)
+    return bool(cleared)
+
+
+def resume_destination(destination: Destination) -> None:
+    """Clear a destination's block and pause and dispatch its waiting events (token replaced)."""
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="", blocked_at=None, paused_until=None, pause_reason=""
+    )
+    destination.blocked_reason = ""
+    destination.blocked_at = None
+    destination.paused_until = None
+    destination.pause_reason = ""
+    _dispatch_after_commit(destination.pk)
+
+
+def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
+    """Put failed/expired events still inside Meta's window back in the queue; returns how many.
+
+    ``events`` is a queryset or event ids. Each destination concerned gets an AuditEntry
+    (``redelivered``) naming ``actor`` (a user, or None for the system). The retry budget starts
+    over, and a dispatch is enqueued after commit.
+    """
+    now = clock.now()
+    chosen = events if isinstance(events, QuerySet) else Event.objects.filter(pk__in=list(events))
+    eligible = Event.objects.filter(
+        pk__in=chosen.values("pk"),
+        status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
+        event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
+    )
+    by_destination: dict[int, list[int]] = defaultdict(list)
+    for pk, destination_id in eligible.values_list("pk", "destination_id"):
+        by_destination[destination_id].append(pk)
+    if not by_destination:
+        return 0
+    actor_user = actor if getattr(actor, "is_authenticated", False) else None
+    who = getattr(actor_user, "username", "") or "the system"
+    total = 0
+    with transaction.atomic():
+        destinations = Destination.objects.in_bulk(list(by_destination))
+        for destination_id, pks in by_destination.items():
+            count = Event.objects.filter(
+                pk__in=pks, status__in=(EventStatus.FAILED, EventStatus.EXPIRED)
+            ).update(
+                status=EventStatus.PENDING,
+                status_reason=f"Redelivery requested by {who}.",
+                attempts=0,
+                next_attempt_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            destination = destinations[destination_id]
+            AuditEntry.objects.create(
+                tenant_id=destination.tenant_id,
+                destination=destination,
+                destination_label=str(destination),
+                actor=actor_user,
+                action=AuditAction.REDELIVERED,
+                detail={"count": count},
+            )
+            total += count
+            _dispatch_after_commit(destination_id)
+    return total
+
+
+def _dispatch_after_commit(destination_id: int) -> None:
+    from capi_destinations import tasks
+
+    transaction.on_commit(lambda: tasks.enqueue_dispatch(destination_id))
+
+
+# --- signal receivers (connected in apps.py) -------------------------------------------------
+
+
+def on_token_replaced(sender: Any, destination: Destination, **kwargs: Any) -> None:
+    """A new token may work where the old one was refused: resume sending at once."""
+    resume_destination(destination)
+
+
+def on_enabled_changed(sender: Any, destination: Destination, enabled: bool, **kwargs: Any) -> None:
+    """Events recorded while a destination was disabled go out as soon as it is enabled."""
+    if enabled:
+        _dispatch_after_commit(destination.pk)
+
+
+def connect_receivers() -> None:
+    """Connect the delivery engine to the app's signals (called once from ``AppConfig.ready``)."""
+    signals.destination_token_replaced.connect(
+        on_token_replaced, dispatch_uid="capi_destinations.dispatch.on_token_replaced"
+    )
+    signals.destination_enabled_changed.connect(
+        on_enabled_changed, dispatch_uid="capi_destinations.dispatch.on_enabled_changed"
+    )
+
+
+__all__ = [
+    "DISABLED_REASON",
+    "LAST_ERROR_PREFIX",
+    "LEASE_RETURNED_REASON",
+    "RATE_LIMIT_BACKOFF",
+    "RETRY_DELAYS",
+    "RETRY_DELAY_AFTER_SCHEDULE",
+    "RETRY_JITTER",
+    "SEND_WINDOW_MARGIN",
+    "TOO_OLD_REASON",
+    "Claim",
+    "ClaimedEvent",
+    "DispatchReport",
+    "claim_due_events",
+    "clear_block",
+    "connect_receivers",
+    "describe_error",
+    "diagnostic_from_error",
+    "dispatch_pending",
+    "expire_unsendable_events",
+    "is_inside_window",
+    "redeliver",
+    "release_expired_leases",
+    "resume_destination",
+    "retry_delay",
+    "send_deadline",
+    "sendable_destinations",
+]

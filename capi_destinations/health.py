@@ -1,0 +1,1026 @@
+"""Health checks: is each destination Healthy or Unhealthy, why, and what fixes it.
+
+One run of :func:`check_destination` asks five questions and records every answer (``ok``, a
+plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
+
+1. ``sending_enabled`` — is "Send events via Conversions API" ticked?
+2. ``token_format`` — is a token stored, and does it look whole (the rules of ``tokens.py``)?
+3. ``meta_accepts_token`` — does Meta accept the token for this pixel (``graph.get_pixel``)?
+   The pixel name Meta reports is stored.
+4. ``deliveries_accepted``, ``delivery_failure_rate``, ``queue_moving`` — has Meta refused the
+   token while delivering, do most recent requests succeed, are due events being sent?
+5. ``test_mode``, ``match_quality`` — informational: they never change the status.
+
+The destination is ``healthy`` when every ``error``-severity check passes, ``unhealthy``
+otherwise, ``unknown`` before its first check. Not reaching Meta (an outage, a timeout, a rate
+limit) is not a verdict on the destination: it keeps its status until
+``HEALTH_TRANSIENT_FAILURE_THRESHOLD`` checks in a row could not reach Meta.
+
+Status changes are written with a compare-and-set (``UPDATE … WHERE id = x AND health = old``)
+so two processes checking the same destination never both record one change, and each change
+sends ``signals.destination_health_changed`` once, after the transaction commits.
+
+Many destinations are checked by :func:`check_all_destinations`: a bounded thread pool makes
+only the Graph calls (each with the client's connect/read timeouts), while the calling thread
+reads and writes the database, recording each result as soon as its call returns, so one slow
+pixel never delays the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from cryptography.fernet import InvalidToken
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.db.models import Avg, Count, F, Min, Window
+from django.db.models.functions import RowNumber
+
+from capi_destinations import clock, diagnostics, graph, signals, tokens
+from capi_destinations.conf import app_settings
+from capi_destinations.models import (
+    AttemptOutcome,
+    DeliveryAttempt,
+    Destination,
+    Event,
+    EventStatus,
+    Health,
+    HealthCheck,
+    Membership,
+    Role,
+)
+
+logger = logging.getLogger("capi_destinations.health")
+
+ERROR = "error"
+INFO = "info"
+
+# Check names, in the order they run and are shown.
+SENDING_ENABLED = "sending_enabled"
+TOKEN_FORMAT = "token_format"  # noqa: S105 (a check name, not a secret)
+META_ACCEPTS_TOKEN = "meta_accepts_token"  # noqa: S105
+DELIVERIES_ACCEPTED = "deliveries_accepted"
+DELIVERY_FAILURE_RATE = "delivery_failure_rate"
+QUEUE_MOVING = "queue_moving"
+TEST_MODE = "test_mode"
+MATCH_QUALITY = "match_quality"
+
+# Deliveries older than this say nothing about the destination's health today.
+RECENT_DELIVERY_WINDOW = timedelta(hours=24)
+# A failure rate over fewer requests than this is noise (one retried 500 is not a trend).
+MIN_ATTEMPTS_FOR_FAILURE_RATE = 5
+# How many recent events are read to find the identifiers that are most often missing.
+MATCH_QUALITY_SAMPLE = 100
+
+# Attempt outcomes that count as a failed request. A "bisected" request is an intermediate
+# step of isolating a bad event, so it counts neither way.
+_FAILED_OUTCOMES = frozenset(
+    {
+        AttemptOutcome.RETRY,
+        AttemptOutcome.RATE_LIMITED,
+        AttemptOutcome.BLOCKED,
+        AttemptOutcome.INVALID,
+    }
+)
+_UNREACHABLE_CATEGORIES = frozenset({graph.TRANSIENT, graph.RATE_LIMIT, graph.UNKNOWN})
+
+_NEW_CREDENTIAL_FIX = (
+    "Generate a new token in Events Manager → your pixel → Settings → Conversions API → "
+    "Generate access token (or, better for production, a system user's token in Business "
+    "Settings → System Users, which does not expire), paste it into this destination and save."
+)
+_CONFIRM_PIXEL = "Confirm the Pixel ID matches the pixel you generated the token for."
+
+_TOKEN_FORMAT_FIXES: dict[str, str] = {
+    "token_missing": "Paste the token from Events Manager → your pixel → Settings → "
+    "Conversions API → Generate access token, and save.",
+    "token_type": "Paste the token from Events Manager again and save.",
+    "token_whitespace": "Copy the token again in one piece — no spaces or line breaks — "
+    "paste it into this destination and save.",
+    "token_characters": "Copy only the token itself (letters and digits, no quotes) and "
+    "paste it into this destination again.",
+    "token_prefix": "A Conversions API token starts with “EAA”. " + _NEW_CREDENTIAL_FIX,
+    "token_truncated": "Copy the whole token again (it is about 190 characters long) and "
+    "paste it into this destination.",
+}
+
+# Plain names of the user_data keys, most valuable for matching first.
+IDENTIFIER_LABELS: dict[str, str] = {
+    "em": "email",
+    "ph": "phone",
+    "external_id": "external ID",
+    "fbp": "fbp (the _fbp browser cookie)",
+    "fbc": "fbc (the click ID)",
+    "client_ip_address": "client IP address",
+    "client_user_agent": "user agent",
+    "fn": "first name",
+    "ln": "last name",
+    "zp": "postal code",
+    "ct": "city",
+    "country": "country",
+    "st": "state",
+    "db": "date of birth",
+    "ge": "gender",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The answer to one question about a destination, as stored in ``HealthCheck.checks``."""
+
+    name: str
+    ok: bool
+    message: str
+    fix: str = ""
+    severity: str = ERROR
+
+    @property
+    def failed(self) -> bool:
+        """Whether this check makes the destination unhealthy."""
+        return not self.ok and self.severity == ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: name, ok, message, fix, severity."""
+        return asdict(self)
+
+    def reason(self) -> dict[str, str]:
+        """What ``Destination.health_reasons`` keeps of a failed check."""
+        return {"name": self.name, "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class TokenProbe:
+    """What Meta said about the token (check 3), gathered without touching the database."""
+
+    pixel: graph.PixelInfo | None = None
+    error: graph.GraphError | None = None
+    # Set when the token could not be asked about at all (malformed, unreadable).
+    skipped: bool = False
+    # time.monotonic() when the probe began, so each check's duration is its own.
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def unreachable(self) -> bool:
+        """True when Meta gave no verdict on the token (outage, timeout, rate limit)."""
+        return self.error is not None and self.error.category in _UNREACHABLE_CATEGORIES
+
+
+@dataclass
+class DeliveryFacts:
+    """What the database says about a destination's recent deliveries and queue."""
+
+    # (outcome, category) of the most recent requests, newest first, bisect steps left out.
+    recent_attempts: list[tuple[str, str]] = field(default_factory=list)
+    # When the longest-overdue pending event became due (None: nothing overdue).
+    overdue_since: datetime | None = None
+    # When the oldest abandoned lease expired (a worker died and nobody took the events back).
+    stalled_since: datetime | None = None
+    # Our match-quality estimate averaged over recent events, and how many events that was.
+    match_quality: float | None = None
+    match_quality_events: int = 0
+
+
+# --- one destination -----------------------------------------------------------------------
+
+
+def check_destination(destination: Destination, *, now: datetime | None = None) -> HealthCheck:
+    """Run every check for ``destination``, store a HealthCheck and update its health.
+
+    Calls Meta once (``graph.get_pixel``) unless the token is malformed. ``destination`` is
+    updated in place with the new health fields. Returns the stored HealthCheck.
+    """
+    started = time.monotonic()
+    now = now or clock.now()
+    facts = collect_delivery_facts([destination.pk], now=now)[destination.pk]
+    probe = probe_token(destination)
+    return _evaluate_and_record(destination, probe, facts, now=now, started=started)
+
+
+def probe_token(destination: Destination) -> TokenProbe:
+    """Ask Meta about the destination's token and pixel (check 3's network half).
+
+    Needs no database, so it can run in a worker thread. A malformed or unreadable token is
+    not sent to Meta at all.
+    """
+    started = time.monotonic()
+    token = _readable_token(destination)
+    if token is None or _token_format_problem(token) is not None:
+        return TokenProbe(skipped=True, started=started)
+    try:
+        return TokenProbe(pixel=graph.get_pixel(destination), started=started)
+    except graph.GraphError as error:
+        return TokenProbe(error=error, started=started)
+
+
+# --- many destinations -----------------------------------------------------------------------
+
+
+def check_all_destinations(
+    *,
+    destination_ids: Iterable[int] | None = None,
+    tenant_slug: str | None = None,
+    max_workers: int | None = None,
+) -> list[HealthCheck]:
+    """Check many destinations at once (all of them by default); returns their HealthChecks.
+
+    The Graph calls run on at most ``max_workers`` threads (``HEALTH_CHECK_CONCURRENCY`` by
+    default); each result is recorded by the calling thread as soon as its call returns, so
+    the list comes back in the order the checks finished. A destination whose call hangs is
+    cut off by the Graph client's read timeout and delays nobody else.
+    """
+    destinations = _load_destinations(destination_ids, tenant_slug)
+    if not destinations:
+        return []
+    facts = collect_delivery_facts([destination.pk for destination in destinations])
+    workers = max(1, min(max_workers or app_settings.HEALTH_CHECK_CONCURRENCY, len(destinations)))
+    results: list[HealthCheck] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capi-health") as pool:
+        pending: dict[Future[TokenProbe], Destination] = {
+            pool.submit(_probe_in_worker_thread, destination): destination
+            for destination in destinations
+        }
+        for future in as_completed(pending):
+            destination = pending[future]
+            try:
+                probe = future.result()
+                results.append(
+                    _evaluate_and_record(
+                        destination,
+                        probe,
+                        facts[destination.pk],
+                        now=clock.now(),
+                        started=probe.started,
+                    )
+                )
+            except Exception:
+                # One destination's bad data must not stop the others from being checked.
+                logger.exception("Health check of destination %s failed", destination.pk)
+    return results
+
+
+def _probe_in_worker_thread(destination: Destination) -> TokenProbe:
+    try:
+        return probe_token(destination)
+    finally:
+        # Worker threads should not touch the database, but if anything did, its connection
+        # must not outlive the thread.
+        connection.close()
+
+
+def _load_destinations(
+    destination_ids: Iterable[int] | None, tenant_slug: str | None
+) -> list[Destination]:
+    queryset = Destination.objects.select_related("tenant").order_by("pk")
+    if destination_ids is not None:
+        queryset = queryset.filter(pk__in=list(destination_ids))
+    if tenant_slug is not None:
+        queryset = queryset.filter(tenant__slug=tenant_slug)
+    try:
+        return list(queryset)
+    except InvalidToken:
+        # Some token cannot be decrypted with the current FERNET_KEYS. Load the destinations
+        # one by one so the readable ones are checked and the others report the problem.
+        return [_load_one(pk) for pk in queryset.values_list("pk", flat=True)]
+
+
+def _load_one(pk: int) -> Destination:
+    try:
+        return Destination.objects.select_related("tenant").get(pk=pk)
+    except InvalidToken:
+        destination = (
+            Destination.objects.select_related("tenant")
+            .defer("access_token", "app_secret")
+            .get(pk=pk)
+        )
+        destination._unreadable_token = True  # type: ignore[attr-defined]
+        return destination
+
+
+# --- what the database knows -----------------------------------------------------------------
+
+
+def collect_delivery_facts(
+    destination_ids: Sequence[int], *, now: datetime | None = None
+) -> dict[int, DeliveryFacts]:
+    """Recent attempts, overdue events and match quality for many destinations at once.
+
+    A fixed number of grouped queries whatever the number of destinations, so checking a
+    thousand destinations does not cost thousands of queries.
+    """
+    now = now or clock.now()
+    facts = {pk: DeliveryFacts() for pk in destination_ids}
+    if not facts:
+        return facts
+    ids = list(facts)
+    recent_since = now - RECENT_DELIVERY_WINDOW
+    window_size = int(app_settings.HEALTH_FAILURE_RATE_ATTEMPTS)
+    ranked = (
+        DeliveryAttempt.objects.filter(destination_id__in=ids, started_at__gte=recent_since)
+        .exclude(outcome=AttemptOutcome.BISECTED)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("destination_id")],
+                order_by=[F("started_at").desc(), F("pk").desc()],
+            )
+        )
+        .filter(rank__lte=window_size)
+        .order_by("destination_id", "rank")
+        .values_list("destination_id", "outcome", "category")
+    )
+    for destination_id, outcome, category in ranked:
+        facts[destination_id].recent_attempts.append((outcome, category))
+
+    overdue_before = now - timedelta(seconds=app_settings.HEALTH_MAX_QUEUE_DELAY)
+    overdue = (
+        Event.objects.filter(
+            destination_id__in=ids,
+            status=EventStatus.PENDING,
+            next_attempt_at__lte=overdue_before,
+        )
+        .values("destination_id")
+        .annotate(oldest=Min("next_attempt_at"))
+        .values_list("destination_id", "oldest")
+    )
+    for destination_id, oldest in overdue:
+        facts[destination_id].overdue_since = oldest
+    stalled = (
+        Event.objects.filter(
+            destination_id__in=ids,
+            status=EventStatus.SENDING,
+            lease_expires_at__lte=overdue_before,
+        )
+        .values("destination_id")
+        .annotate(oldest=Min("lease_expires_at"))
+        .values_list("destination_id", "oldest")
+    )
+    for destination_id, oldest in stalled:
+        facts[destination_id].stalled_since = oldest
+
+    quality = (
+        Event.objects.filter(
+            destination_id__in=ids, created_at__gte=recent_since, match_quality__isnull=False
+        )
+        .values("destination_id")
+        .annotate(average=Avg("match_quality"), count=Count("pk"))
+        .values_list("destination_id", "average", "count")
+    )
+    for destination_id, average, count in quality:
+        facts[destination_id].match_quality = average
+        facts[destination_id].match_quality_events = count
+    return facts
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def _check_sending_enabled(destination: Destination) -> CheckResult:
+    if destination.enabled:
+        return CheckResult(SENDING_ENABLED, True, "Sending events via Conversions API is on.")
+    return CheckResult(
+        SENDING_ENABLED,
+        False,
+        "Sending is turned off: “Send events via Conversions API” is not ticked, so events are "
+        "recorded here but nothing is sent to Meta.",
+        "Tick “Send events via Conversions API” on this destination and save. Events recorded "
+        "in the last 7 days are then sent.",
+    )
+
+
+def _check_token_format(destination: Destination) -> CheckResult:
+    token = _readable_token(destination)
+    if token is None:
+        return CheckResult(
+            TOKEN_FORMAT,
+            False,
+            "The stored token cannot be decrypted with this server's encryption keys "
+            "(FERNET_KEYS changed or lost a key).",
+            "Ask the site's administrator to put the previous key back in FERNET_KEYS, or "
+            "paste the token into this destination again.",
+        )
+    problem = _token_format_problem(token)
+    if problem is None:
+        return CheckResult(TOKEN_FORMAT, True, "A token is stored and looks whole.")
+    return CheckResult(
+        TOKEN_FORMAT,
+        False,
+        problem.messages[0],
+        _TOKEN_FORMAT_FIXES.get(problem.code or "", _NEW_CREDENTIAL_FIX),
+    )
+
+
+def _readable_token(destination: Destination) -> str | None:
+    if getattr(destination, "_unreadable_token", False):
+        return None
+    return destination.access_token or ""
+
+
+def _token_format_problem(token: str) -> ValidationError | None:
+    try:
+        tokens.clean_access_token(token)
+    except ValidationError as error:
+        return error
+    return None
+
+
+def _check_meta_accepts_token(
+    destination: Destination, probe: TokenProbe, *, failures_in_a_row: int, threshold: int
+) -> CheckResult:
+    if probe.skipped:
+        return CheckResult(
+            META_ACCEPTS_TOKEN,
+            False,
+            "Not asked: Meta is asked about the token once the problem above is fixed.",
+            severity=INFO,
+        )
+    if probe.pixel is not None:
+        name = probe.pixel.name or destination.pixel_name
+        shown = f"“{name}” ({destination.pixel_id})" if name else destination.pixel_id
+        return CheckResult(META_ACCEPTS_TOKEN, True, f"Meta accepts the token for pixel {shown}.")
+    error = probe.error
+    assert error is not None
+    if probe.unreachable:
+        return _unreachable_result(error, failures_in_a_row=failures_in_a_row, threshold=threshold)
+    message, fix = _token_refusal(destination, error)
+    return CheckResult(META_ACCEPTS_TOKEN, False, message, fix)
+
+
+def _unreachable_result(
+    error: graph.GraphError, *, failures_in_a_row: int, threshold: int
+) -> CheckResult:
+    if error.category == graph.RATE_LIMIT:
+        why = "Meta asked to slow down (rate limit)"
+    elif error.category == graph.UNKNOWN:
+        why = f"Meta answered in an unexpected way: {error.explanation}"
+    else:
+        why = error.explanation
+    decided = failures_in_a_row >= threshold
+    if decided:
+        tail = f"This happened {failures_in_a_row} checks in a row."
+    else:
+        tail = (
+            f"The status stays as it was until {threshold} checks in a row fail "
+            f"(this was {failures_in_a_row})."
+        )
+    return CheckResult(
+        META_ACCEPTS_TOKEN,
+        False,
+        f"Could not reach Meta to check the token. {why.rstrip('.')}. {tail}",
+        "Usually an outage at Meta or a network problem of this server: events are kept and "
+        "retried, nothing is lost. If it lasts, check https://metastatus.com and that this "
+        "server can reach graph.facebook.com (or the GRAPH_API_BASE_URL setting).",
+        severity=ERROR if decided else INFO,
+    )
+
+
+def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[str, str]:
+    """Message and fix for a definite refusal, told apart by Meta's code and subcode."""
+    pixel_id = destination.pixel_id
+    if error.category == graph.AUTH and error.code == 190:
+        if error.error_subcode == 463:
+            return (
+                "Meta says the token has expired.",
+                _NEW_CREDENTIAL_FIX,
+            )
+        return (
+            "Meta refused the token: it is invalid or was revoked (for example, its user "
+            "left the business, changed their password or removed the app).",
+            _NEW_CREDENTIAL_FIX,
+        )
+    if error.code == 100 and error.error_subcode == 33:
+        # Meta answers the same for a pixel that does not exist and for one the token may
+        # not use. A pixel name Meta reported earlier (to this or another destination) proves
+        # the pixel exists, so then the token is the one at fault.
+        known_name = destination.pixel_name or _known_pixel_name(destination)
+        if known_name:
+            return (
+                f"Meta knows pixel “{known_name}” ({pixel_id}), but this token may not use it: "
+                "it was generated for another pixel or another business.",
+                f"{_CONFIRM_PIXEL} Generate the token from this pixel's own page (Events "
+                f"Manager → {known_name} → Settings → Conversions API), or assign the pixel to "
+                "the token's system user in Business Settings.",
+            )
+        return (
+            f"Meta found no pixel with ID {pixel_id} that this token can use: the Pixel ID is "
+            "probably mistyped, or the token was generated for another pixel.",
+            f"{_CONFIRM_PIXEL} Copy the Pixel ID again from Events Manager → Data Sources → "
+            "your pixel (digits only, usually 15 or 16).",
+        )
+    if error.code == 10 or (error.code is not None and 200 <= error.code < 300):
+        # Meta's permission codes: the token is valid but may not do this.
+        return (
+            f"Meta says this token has no permission to use pixel {pixel_id}.",
+            f"{_CONFIRM_PIXEL} For a system user's token, assign the pixel to the system user "
+            "(Business Settings → System Users → Assign assets) and generate the token with the "
+            "ads_management permission.",
+        )
+    return (f"Meta refused the check: {error.explanation}", error.fix)
+
+
+def _known_pixel_name(destination: Destination) -> str:
+    name = (
+        Destination.objects.filter(pixel_id=destination.pixel_id)
+        .exclude(pk=destination.pk)
+        .exclude(pixel_name="")
+        .values_list("pixel_name", flat=True)
+        .first()
+    )
+    return name or ""
+
+
+def _check_deliveries_accepted(destination: Destination) -> CheckResult:
+    if not destination.blocked_reason:
+        return CheckResult(
+            DELIVERIES_ACCEPTED, True, "Meta has not refused the token while delivering events."
+        )
+    attempt = (
+        DeliveryAttempt.objects.filter(
+            destination_id=destination.pk, outcome=AttemptOutcome.BLOCKED
+        )
+        .order_by("-started_at", "-pk")
+        .values("category", "error_code", "error_subcode", "error_message", "http_status")
+        .first()
+    )
+    fix = _NEW_CREDENTIAL_FIX
+    if attempt is not None:
+        info = graph.classify(
+            attempt["http_status"],
+            attempt["error_code"],
+            attempt["error_subcode"],
+            None,
+            message=attempt["error_message"] or "",
+        )
+        fix = info.fix
+    return CheckResult(
+        DELIVERIES_ACCEPTED,
+        False,
+        "Meta refused events for this destination, so sending is stopped until this is "
+        f"fixed: {destination.blocked_reason}",
+        fix,
+    )
+
+
+def _check_delivery_failure_rate(facts: DeliveryFacts) -> CheckResult:
+    attempts = facts.recent_attempts
+    failed = [category for outcome, category in attempts if outcome in _FAILED_OUTCOMES]
+    threshold = float(app_settings.HEALTH_MAX_FAILURE_RATE)
+    if len(attempts) < MIN_ATTEMPTS_FOR_FAILURE_RATE or len(failed) <= threshold * len(attempts):
+        if not attempts:
+            message = "No requests to Meta in the last 24 hours."
+        else:
+            message = f"{len(attempts) - len(failed)} of the last {len(attempts)} requests to Meta "
+            message += "succeeded."
+        return CheckResult(DELIVERY_FAILURE_RATE, True, message)
+    most_common = Counter(failed).most_common(1)[0][0]
+    message = f"{len(failed)} of the last {len(attempts)} requests to Meta failed"
+    if most_common == graph.INVALID:
+        return CheckResult(
+            DELIVERY_FAILURE_RATE,
+            False,
+            f"{message}, mostly because Meta rejected the events' data.",
+            "Open the failed events: each shows the field Meta rejected and how to fix what "
+            "your site sends.",
+        )
+    if most_common == graph.RATE_LIMIT:
+        return CheckResult(
+            DELIVERY_FAILURE_RATE,
+            False,
+            f"{message}, mostly because Meta asked to slow down (rate limits).",
+            "Sending resumes by itself after each pause. If it keeps happening, make sure only "
+            "one system sends this pixel's events, and send low-priority events in larger "
+            "batches.",
+        )
+    if most_common in (graph.AUTH, graph.PERMISSION):
+        return CheckResult(
+            DELIVERY_FAILURE_RATE,
+            False,
+            f"{message}, mostly because Meta refused the token.",
+            _NEW_CREDENTIAL_FIX,
+        )
+    return CheckResult(
+        DELIVERY_FAILURE_RATE,
+        False,
+        f"{message}, mostly because Meta could not be reached or had errors.",
+        "Events are kept and retried automatically. If it lasts, check https://metastatus.com "
+        "and that this server can reach graph.facebook.com.",
+    )
+
+
+def _check_queue_moving(
+    destination: Destination, facts: DeliveryFacts, *, now: datetime
+) -> CheckResult:
+    waiting_since = min(
+        (moment for moment in (facts.overdue_since, facts.stalled_since) if moment is not None),
+        default=None,
+    )
+    if waiting_since is None:
+        return CheckResult(QUEUE_MOVING, True, "Events are being sent as they become due.")
+    waited = _duration(now - waiting_since)
+    if not destination.enabled:
+        return CheckResult(
+            QUEUE_MOVING,
+            False,
+            f"Events have been waiting {waited} because sending is turned off.",
+            "Tick “Send events via Conversions API” to send them.",
+            severity=INFO,
+        )
+    if destination.blocked_reason:
+        return CheckResult(
+            QUEUE_MOVING,
+            False,
+            f"Events have been held {waited} until Meta accepts the token (see above).",
+            "They are sent as soon as the token problem is fixed.",
+            severity=INFO,
+        )
+    if destination.paused_until is not None and destination.paused_until > now:
+        return CheckResult(
+            QUEUE_MOVING,
+            False,
+            f"Sending is paused until {destination.paused_until:%Y-%m-%d %H:%M} UTC because "
+            f"Meta asked to slow down; events have been waiting {waited}.",
+            "Nothing to do: sending resumes by itself.",
+            severity=INFO,
+        )
+    return CheckResult(
+        QUEUE_MOVING,
+        False,
+        f"Events that are due have been waiting {waited} without being sent: no worker seems "
+        "to be sending them.",
+        "Make sure the task workers are running (python manage.py qcluster) or that "
+        "python manage.py capi_dispatch runs regularly, and look at their logs for errors.",
+    )
+
+
+def _check_test_mode(destination: Destination) -> CheckResult:
+    if not destination.test_event_code:
+        return CheckResult(
+            TEST_MODE, True, "Test mode is off: events count for your ads.", "", INFO
+        )
+    return CheckResult(
+        TEST_MODE,
+        False,
+        f"Test mode is on: events are sent with test code “{destination.test_event_code}” and "
+        "appear in Events Manager → Test Events; they do not count for your ads.",
+        "When a whole test journey looks clean for ten minutes, remove the test event code "
+        "from this destination to go live.",
+        INFO,
+    )
+
+
+def _check_match_quality(destination: Destination, facts: DeliveryFacts) -> CheckResult:
+    average = facts.match_quality
+    if average is None:
+        return CheckResult(
+            MATCH_QUALITY,
+            True,
+            "No events in the last 24 hours to estimate match quality.",
+            "",
+            INFO,
+        )
+    low = float(app_settings.HEALTH_LOW_MATCH_QUALITY)
+    score = f"{average:.1f} out of 10"
+    if average >= low:
+        return CheckResult(
+            MATCH_QUALITY,
+            True,
+            f"Estimated match quality of recent events: {score}.",
+            "",
+            INFO,
+        )
+    missing = most_often_missing_identifiers(destination)
+    named = ", ".join(IDENTIFIER_LABELS.get(key, key) for key in missing)
+    message = (
+        f"Estimated match quality of recent events is low: {score} on average over "
+        f"{facts.match_quality_events} events (our estimate; Meta's own score is in Events "
+        "Manager, 7 or more is good)."
+    )
+    if named:
+        message += f" Most often missing: {named}."
+    return CheckResult(
+        MATCH_QUALITY,
+        False,
+        message,
+        "Send the hashed email and phone with every event where you have them, plus an "
+        "external ID, and the fbp/fbc cookies and the client's IP address and user agent "
+        "(the browser helper adds these). Each event's diagnostics list what it lacks.",
+        INFO,
+    )
+
+
+def most_often_missing_identifiers(destination: Destination, *, limit: int = 3) -> list[str]:
+    """The user_data keys most often absent from the destination's recent events.
+
+    Only keys missing from at least half of the sample count, most valuable first, so the
+    advice names what would raise match quality most.
+    """
+    sample = list(
+        Event.objects.filter(destination_id=destination.pk)
+        .order_by("-created_at")
+        .values_list("payload__user_data", flat=True)[:MATCH_QUALITY_SAMPLE]
+    )
+    if not sample:
+        return []
+    missing: Counter[str] = Counter()
+    for user_data in sample:
+        missing.update(diagnostics.match_quality(user_data or {}).missing)
+    often = [key for key in IDENTIFIER_LABELS if missing[key] * 2 >= len(sample)]
+    return often[:limit]
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    return f"{hours // 24} days"
+
+
+# --- status and recording --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    health: str
+    reasons: list[dict[str, str]]
+    checks: list[CheckResult]
+    transient_failures: int
+
+
+def _decide(
+    destination: Destination,
+    probe: TokenProbe,
+    facts: DeliveryFacts,
+    *,
+    old_health: str,
+    old_reasons: list[dict[str, str]],
+    old_transient_failures: int,
+    now: datetime,
+) -> _Verdict:
+    threshold = max(1, int(app_settings.HEALTH_TRANSIENT_FAILURE_THRESHOLD))
+    transient_failures = old_transient_failures + 1 if probe.unreachable else 0
+    checks = [
+        _check_sending_enabled(destination),
+        _check_token_format(destination),
+        _check_meta_accepts_token(
+            destination, probe, failures_in_a_row=transient_failures, threshold=threshold
+        ),
+        _check_deliveries_accepted(destination),
+        _check_delivery_failure_rate(facts),
+        _check_queue_moving(destination, facts, now=now),
+        _check_test_mode(destination),
+        _check_match_quality(destination, facts),
+    ]
+    failed = [check for check in checks if check.failed]
+    if failed:
+        return _Verdict(Health.UNHEALTHY, [c.reason() for c in failed], checks, transient_failures)
+    if probe.unreachable:
+        # No verdict from Meta and nothing else wrong: keep the status. An unhealthy one keeps
+        # the old reasons this run could not clear (a refused token stays the likely cause).
+        unreachable = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
+        if old_health == Health.HEALTHY:
+            return _Verdict(old_health, [], checks, transient_failures)
+        passed_now = {check.name for check in checks if check.ok}
+        still_open = [reason for reason in old_reasons if reason.get("name") not in passed_now]
+        if old_health == Health.UNKNOWN or not still_open:
+            still_open = [unreachable.reason()]
+        return _Verdict(old_health, still_open, checks, transient_failures)
+    return _Verdict(Health.HEALTHY, [], checks, transient_failures)
+
+
+def _evaluate_and_record(
+    destination: Destination,
+    probe: TokenProbe,
+    facts: DeliveryFacts,
+    *,
+    now: datetime,
+    started: float,
+) -> HealthCheck:
+    if probe.pixel is not None and destination.blocked_reason:
+        # Meta accepts the token again (a fixed permission, a new token saved elsewhere):
+        # let the held events flow. dispatch imports this module, hence the late import.
+        from capi_destinations import dispatch
+
+        dispatch.clear_block(destination)
+        destination.blocked_reason = ""
+        destination.blocked_at = None
+    pixel_name = (probe.pixel.name or "") if probe.pixel is not None else None
+
+    def verdict_for(old: _Snapshot) -> _Verdict:
+        return _decide(
+            destination,
+            probe,
+            facts,
+            old_health=old.health,
+            old_reasons=old.reasons,
+            old_transient_failures=old.transient_failures,
+            now=now,
+        )
+
+    return _record(
+        destination,
+        verdict_for,
+        now=now,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        pixel_name=pixel_name,
+    )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    health: str
+    reasons: list[dict[str, str]]
+    transient_failures: int
+
+
+def _record(
+    destination: Destination,
+    verdict_for: Callable[[_Snapshot], _Verdict],
+    *,
+    now: datetime,
+    duration_ms: int,
+    pixel_name: str | None,
+    count_as_checked: bool = True,
+) -> HealthCheck:
+    """Write the verdict with a compare-and-set on ``health``; announce a change after commit.
+
+    When another process changed the status in the meantime, the verdict is worked out again
+    from what it wrote, so a change is recorded (and announced) exactly once.
+    """
+    old = _Snapshot(
+        destination.health,
+        list(destination.health_reasons or []),
+        destination.health_transient_failures,
+    )
+    with transaction.atomic():
+        for _ in range(5):
+            verdict: _Verdict = verdict_for(old)
+            changed = verdict.health != old.health
+            updates: dict[str, Any] = {
+                "health": verdict.health,
+                "health_reasons": verdict.reasons,
+                "health_transient_failures": verdict.transient_failures,
+            }
+            if count_as_checked:
+                updates["health_checked_at"] = now
+            if changed:
+                updates["health_changed_at"] = now
+            if pixel_name:
+                updates["pixel_name"] = pixel_name
+            written = Destination.objects.filter(pk=destination.pk, health=old.health).update(
+                **updates
+            )
+            if written:
+                break
+            current = (
+                Destination.objects.filter(pk=destination.pk)
+                .values_list("health", "health_reasons", "health_transient_failures")
+                .first()
+            )
+            if current is None:
+                raise Destination.DoesNotExist(f"Destination {destination.pk} was deleted")
+            old = _Snapshot(current[0], list(current[1] or []), current[2])
+        else:  # pragma: no cover - five concurrent changes in a row
+            raise RuntimeError(f"Could not record the health of destination {destination.pk}")
+        check = HealthCheck.objects.create(
+            destination_id=destination.pk,
+            checked_at=now,
+            status=verdict.health,
+            checks=[result.to_dict() for result in verdict.checks],
+            duration_ms=max(0, duration_ms),
+            status_changed=changed,
+        )
+        # Before the commit, so receivers of the signal see the destination as stored.
+        for name, value in updates.items():
+            setattr(destination, name, value)
+        if changed:
+            transaction.on_commit(
+                partial(_announce_change, destination, old.health, verdict.health, check)
+            )
+    return check
+
+
+def _announce_change(destination: Destination, old: str, new: str, check: HealthCheck) -> None:
+    signals.destination_health_changed.send(
+        sender=Destination, destination=destination, old=old, new=new, check=check
+    )
+    if app_settings.HEALTH_EMAIL_ADMINS:
+        try:
+            email_tenant_admins(destination, old=old, new=new, check=check)
+        except Exception:
+            # A mail server problem must not undo or hide the recorded change.
+            logger.exception("Could not email the admins about destination %s", destination.pk)
+
+
+# --- called by the delivery engine -------------------------------------------------------------
+
+
+def mark_unhealthy_from_delivery(
+    destination: Destination, error: graph.GraphError, *, now: datetime | None = None
+) -> HealthCheck:
+    """Record that Meta refused the token while delivering: unhealthy at once, with the reason.
+
+    For the dispatcher, on an ``auth`` or ``permission`` answer. Same compare-and-set and
+    signal as a full check; the failing check is stored as a HealthCheck of its own.
+    """
+    now = now or clock.now()
+    result = CheckResult(
+        DELIVERIES_ACCEPTED,
+        False,
+        f"Meta refused events for this destination: {error.explanation}",
+        error.fix,
+    )
+
+    def verdict_for(old: _Snapshot) -> _Verdict:
+        others = [reason for reason in old.reasons if reason.get("name") != DELIVERIES_ACCEPTED]
+        return _Verdict(
+            Health.UNHEALTHY, [result.reason(), *others], [result], old.transient_failures
+        )
+
+    return _record(
+        destination,
+        verdict_for,
+        now=now,
+        duration_ms=0,
+        pixel_name=None,
+        count_as_checked=False,
+    )
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+def email_tenant_admins(destination: Destination, *, old: str, new: str, check: HealthCheck) -> int:
+    """Email the admins of the destination's tenant about a health change; returns mails sent.
+
+    Only news worth an email is sent: turning unhealthy, and recovering from unhealthy.
+    """
+    if new != Health.UNHEALTHY and old != Health.UNHEALTHY:
+        return 0
+    recipients = sorted(
+        set(
+            Membership.objects.filter(
+                tenant_id=destination.tenant_id, role=Role.ADMIN, user__is_active=True
+            )
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+    )
+    if not recipients:
+        return 0
+    label = Health(new).label
+    subject = f"[{destination.tenant.name}] {destination.name} is now {label}"
+    lines = [
+        f"The Conversions API destination “{destination.name}” (pixel {destination.pixel_id}) "
+        f"changed from {Health(old).label} to {label} at {check.checked_at:%Y-%m-%d %H:%M} UTC.",
+        "",
+    ]
+    for item in check.checks:
+        if not item["ok"] and item["severity"] == ERROR:
+            lines += [f"- {item['message']}", f"  Fix: {item['fix']}", ""]
+    send_mail(subject, "\n".join(lines), None, recipients)
+    return len(recipients)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def purge_old_checks(now: datetime | None = None) -> int:
+    """Delete HealthChecks older than ``RETENTION_DAYS``; returns how many were deleted.
+
+    Each destination keeps at least its latest status change and its latest check, however
+    old, so its page can always say since when it has been in its current state.
+    """
+    now = now or clock.now()
+    cutoff = now - timedelta(days=app_settings.RETENTION_DAYS)
+    old_checks = HealthCheck.objects.filter(checked_at__lt=cutoff)
+    keep: set[int] = set()
+    for only_changes in (True, False):
+        latest = HealthCheck.objects.all()
+        if only_changes:
+            latest = latest.filter(status_changed=True)
+        ranked = (
+            latest.filter(destination_id__in=old_checks.values("destination_id"))
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("destination_id")],
+                    order_by=[F("checked_at").desc(), F("pk").desc()],
+                )
+            )
+            .filter(rank=1)
+            .values_list("pk", flat=True)
+        )
+        keep.update(ranked)
+    deleted, _ = old_checks.exclude(pk__in=keep).delete()
+    return deleted

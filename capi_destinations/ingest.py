@@ -1,0 +1,927 @@
+"""Recording events: ``track()`` and ``track_many()``.
+
+Every event goes the same way, whether it comes from server code, the HTTP endpoint or the
+browser helper: enrich it from the request (IP, user agent, ``_fbp``/``_fbc`` cookies, an
+``fbclid`` in the page URL), normalize and hash its user_data, diagnose it, apply the
+destination's consent policy, and insert it idempotently on (destination, event_name, event_id).
+
+Plaintext customer information never reaches the database: the stored payload is the
+Meta-ready server event with user_data already hashed, and a user_data that cannot be read is
+not stored at all. Recording never waits on Meta; after commit the ``events_recorded`` signal
+tells the delivery side that pending events are waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import AutoField
+from django.http import HttpRequest
+
+from capi_destinations import clock, consent, diagnostics, normalize
+from capi_destinations.conf import app_settings
+from capi_destinations.diagnostics import Diagnostic
+from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.signals import events_recorded
+
+__all__ = [
+    "DUPLICATE",
+    "REJECTED",
+    "SERVER_EVENT_KEYS",
+    "STORED",
+    "SUPPRESSED",
+    "TrackResult",
+    "track",
+    "track_many",
+]
+
+STORED = "stored"
+REJECTED = "rejected"
+SUPPRESSED = "suppressed"
+DUPLICATE = "duplicate"
+
+#: The server-event keys Meta knows; anything else is left out of the stored payload
+#: (``diagnose`` reports each one as ``unknown_event_key``).
+SERVER_EVENT_KEYS: frozenset[str] = frozenset(
+    {
+        "event_name",
+        "event_time",
+        "event_id",
+        "action_source",
+        "event_source_url",
+        "user_data",
+        "custom_data",
+        "opt_out",
+        "data_processing_options",
+        "data_processing_options_country",
+        "data_processing_options_state",
+        "referrer_url",
+        "app_data",
+        "original_event_data",
+        "customer_segmentation",
+        "messaging_channel",
+        "attribution_data",
+        "advanced_measurement_table",
+    }
+)
+
+# SQLite has one writer at a time anyway, and threads sharing an in-memory database (shared
+# cache: tests, some demos) fail with "table is locked" instead of waiting; so on SQLite the
+# threads of one process take turns to store.
+_SQLITE_WRITES = threading.Lock()
+
+# Rows per INSERT: big enough that a 1000-event request is two statements, small enough to stay
+# far below PostgreSQL's 65535 parameters (about 20 per row).
+CHUNK_SIZE = 500
+
+_EVENT_NAME_MAX = Event._meta.get_field("event_name").max_length or 100
+_EVENT_ID_MAX = Event._meta.get_field("event_id").max_length or 255
+_ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
+_ALL_ATTNAMES = [f.attname for f in Event._meta.concrete_fields]
+_INSERT_FIELDS = [f for f in Event._meta.concrete_fields if not isinstance(f, AutoField)]
+# Real fbclids are URL-safe base64; anything else is not turned into an fbc.
+_FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
+_RESULT_FOR_STATUS = {
+    EventStatus.PENDING: STORED,
+    EventStatus.REJECTED: REJECTED,
+    EventStatus.SUPPRESSED: SUPPRESSED,
+}
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """What became of one event handed to ``track``/``track_many``.
+
+    ``status`` is ``stored`` (pending, will be sent), ``rejected`` (stored with the errors that
+    stop it from being sent), ``suppressed`` (stored, never sent, because of consent) or
+    ``duplicate`` (not stored again: ``event`` is then the ORIGINAL row with that
+    event_name and event_id). ``diagnostics`` are the findings about the event as sent;
+    ``index`` is its position in the batch.
+    """
+
+    status: str
+    event: Event
+    diagnostics: list[Diagnostic]
+    index: int = 0
+
+    @property
+    def is_duplicate(self) -> bool:
+        """Whether the event was already recorded (``event`` is the original)."""
+        return self.status == DUPLICATE
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary, as the ingest endpoint answers it."""
+        return {
+            "index": self.index,
+            "status": self.status,
+            "id": self.event.pk,
+            "event_id": self.event.event_id,
+            "diagnostics": [diagnostic.to_dict() for diagnostic in self.diagnostics],
+        }
+
+
+def track(
+    destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
+) -> TrackResult:
+    """Record one event for ``destination``; see ``track_many``."""
+    return track_many(destination, [event], request=request)[0]
+
+
+def track_many(
+    destination: Destination,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    request: HttpRequest | None = None,
+) -> list[TrackResult]:
+    """Record events for ``destination`` in bulk and say what became of each, in order.
+
+    Each event is a dict as a developer writes it (``event_name``, ``event_time``,
+    ``event_id``, ``action_source``, ``event_source_url``, ``user_data`` with raw or hashed
+    values and Meta's keys or aliases, ``custom_data``, ``consent``). With ``request``, the
+    visitor's IP address (REMOTE_ADDR, or the ``TRUSTED_PROXY_HEADER``), user agent and
+    ``_fbp``/``_fbc`` cookies fill the user_data keys the event leaves empty. Always: a missing
+    ``event_time`` becomes now, a missing ``event_id`` becomes ``srv_<hex>`` (the
+    ``missing_event_id`` warning stays: the Pixel cannot share it), and an ``fbclid`` in
+    ``event_source_url`` becomes ``fbc`` when there is none.
+
+    Events already recorded (same destination, event_name and event_id, also earlier in the
+    same batch or from a concurrent request) are not stored again; if their content differs,
+    the original gets the ``event_id_reused`` diagnostic. Storing takes one INSERT per chunk of
+    up to 500 events (plus one SELECT and one UPDATE when there are duplicates); once that is
+    committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
+    is sent when events are waiting.
+    """
+    now = clock.now()
+    context = _Context(destination, now, _enrichment(request))
+    prepared = [_prepare(event, index, context) for index, event in enumerate(events)]
+    if not prepared:
+        return []
+    database = router.db_for_write(Event)
+    # No transaction of our own: every statement is safe alone (the insert is idempotent, the
+    # diagnostic append guarded), and BEGIN/COMMIT round trips would cost a single-event request
+    # more than the insert. Inside the caller's transaction the events commit with it.
+    if connections[database].vendor == "sqlite":
+        with _SQLITE_WRITES:
+            results, pending = _store(prepared, database)
+    else:
+        results, pending = _store(prepared, database)
+    if pending:
+        destination_id = destination.pk
+        transaction.on_commit(
+            lambda: events_recorded.send(
+                sender=Event, destination_id=destination_id, count=pending
+            ),
+            using=database,
+        )
+    return results
+
+
+# --- preparing one event ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Enrichment:
+    """What a request says about the visitor, read once per call."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    fbp: str | None = None
+    fbc: str | None = None
+
+
+def _enrichment(request: HttpRequest | None) -> _Enrichment:
+    if request is None:
+        return _Enrichment()
+    return _Enrichment(
+        ip=_client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT") or None,
+        fbp=request.COOKIES.get("_fbp") or None,
+        fbc=request.COOKIES.get("_fbc") or None,
+    )
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    # Only a header named in settings is trusted: anyone can send X-Forwarded-For, so reading it
+    # without a proxy of our own in front would let visitors choose their IP.
+    header = app_settings.TRUSTED_PROXY_HEADER
+    if header:
+        forwarded = str(request.META.get(header, "")).split(",", 1)[0].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class _Context:
+    """Per-call values every event of the batch shares."""
+
+    __slots__ = (
+        "default_country",
+        "destination",
+        "enrichment",
+        "has_enrichment",
+        "now",
+        "now_ms",
+        "now_seconds",
+    )
+
+    def __init__(self, destination: Destination, now: datetime, enrichment: _Enrichment) -> None:
+        self.destination = destination
+        self.now = now
+        self.now_seconds = int(now.timestamp())
+        self.now_ms = int(now.timestamp() * 1000)
+        self.enrichment = enrichment
+        self.has_enrichment = enrichment != _Enrichment()
+        self.default_country = destination.default_country or app_settings.DEFAULT_COUNTRY or None
+
+
+@dataclass
+class _Prepared:
+    """One event made ready to insert, with what the caller will be told about it."""
+
+    index: int
+    row: Event
+    diagnostics: list[Diagnostic]
+    key: tuple[str, str]
+    payload_json: str = ""
+    inserted: bool = False
+    original: Event | None = field(default=None, repr=False)
+
+
+def _prepare(raw: Any, index: int, context: _Context) -> _Prepared:
+    try:
+        return _prepare_event(raw, index, context)
+    except UnicodeEncodeError:
+        # A lone UTF-16 surrogate (valid in JSON escapes, not in UTF-8) cannot be hashed or
+        # stored; the event is read again with such characters replaced.
+        return _prepare_event(_json_safe(raw), index, context)
+
+
+def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
+    event: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    for key in ("event_name", "event_id", "action_source"):
+        # Cleaned before diagnosis, so that a name or id made only of characters no database
+        # stores (NUL, lone surrogates) is judged, and replaced, as the missing value it is.
+        value = event.get(key)
+        if isinstance(value, str):
+            event[key] = _storable_text(value)
+    time_was_filled = False
+    if event.get("event_time") in (None, ""):
+        event["event_time"] = context.now_seconds
+        time_was_filled = True
+
+    user_data = event.get("user_data")
+    if user_data is None:
+        user_data = event["user_data"] = {}
+    report: normalize.NormalizedUserData | None = None
+    fbc_was_built = False
+    if isinstance(user_data, Mapping):
+        user_data = event["user_data"] = dict(user_data)
+        fbc_was_built = _enrich_user_data(user_data, event.get("event_source_url"), context)
+        report = normalize.normalize_user_data_report(user_data, country=context.default_country)
+    _plain_numbers(event)
+
+    found = (
+        diagnostics.diagnose(
+            event,
+            now=context.now,
+            default_country=context.default_country,
+            user_data_report=report,
+        )
+        if isinstance(raw, Mapping)
+        else diagnostics.diagnose(raw, now=context.now)
+    )
+    consent_state, consent_findings = consent.parse_consent(event.get("consent"))
+    found.extend(consent_findings)
+
+    event_name, event_id = _storable_key(event, found)
+    event_time = diagnostics.parse_event_time(event["event_time"])
+    payload = {key: value for key, value in event.items() if key in SERVER_EVENT_KEYS}
+    payload["event_id"] = event_id
+    payload["user_data"] = report.user_data if report is not None else {}
+    if event_time is not None:
+        payload["event_time"] = int(event_time.timestamp())
+    custom_data = event.get("custom_data")
+    if isinstance(custom_data, Mapping):
+        payload["custom_data"] = _meta_custom_data(custom_data)
+    else:
+        payload.pop("custom_data", None)
+
+    destination = context.destination
+    verdict = consent.evaluate_consent(
+        consent_state,
+        policy=destination.consent_policy,
+        missing_consent=destination.missing_consent,
+    )
+    if verdict.data_processing_options is not None:
+        payload["data_processing_options"] = list(verdict.data_processing_options)
+        for key in ("data_processing_options_country", "data_processing_options_state"):
+            value = getattr(verdict, key)
+            if value is None:
+                payload.pop(key, None)
+            else:
+                payload[key] = value
+
+    if len(found) > 1:
+        # diagnose() sorted its own findings; consent's and ours were added after them.
+        found.sort(key=_severity_rank)
+    if diagnostics.has_errors(found):
+        status, reason = EventStatus.REJECTED, _rejection_reason(found)
+    elif not verdict.send:
+        status, reason = EventStatus.SUPPRESSED, verdict.reason
+    else:
+        status, reason = EventStatus.PENDING, ""
+
+    payload, payload_json, payload_hash = _canonical_payload(
+        payload, without_time=time_was_filled, without_fbc=fbc_was_built
+    )
+    action_source = event.get("action_source")
+    columns = {
+        "id": None,
+        "destination_id": destination.pk,
+        "event_name": event_name,
+        "event_id": event_id,
+        "event_time": event_time or context.now,
+        "action_source": _storable_text(action_source)[:_ACTION_SOURCE_MAX]
+        if isinstance(action_source, str)
+        else "",
+        "payload": payload,
+        "payload_hash": payload_hash,
+        "consent": _json_safe(consent_state) if consent_state is not None else None,
+        "status": status,
+        "status_reason": _storable_text(reason),
+        "attempts": 0,
+        "next_attempt_at": context.now if status == EventStatus.PENDING else None,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "diagnostics": [_stored_diagnostic(finding) for finding in found],
+        "match_quality": diagnostics.match_quality(report.user_data).score
+        if report is not None
+        else 0.0,
+        "delivered_at": None,
+        "created_at": context.now,
+        "updated_at": context.now,
+    }
+    # Positional construction is Django's fast path; the names above keep it readable.
+    row = Event(*[columns[name] for name in _ALL_ATTNAMES])
+    # Every row of the batch points at the same destination: spare a query per row on access.
+    row._state.fields_cache["destination"] = destination
+    return _Prepared(
+        index=index,
+        row=row,
+        diagnostics=found,
+        key=(event_name, event_id),
+        payload_json=payload_json,
+    )
+
+
+def _enrich_user_data(user_data: dict[str, Any], event_source_url: Any, context: _Context) -> bool:
+    """Fill empty keys from the request and the page URL; True when fbc was built here."""
+    enrichment = context.enrichment
+    fbclid = _fbclid(event_source_url)
+    if not context.has_enrichment and fbclid is None:
+        return False
+    # The caller's own values always win, whether given under Meta's key or an alias.
+    given = {
+        normalize.canonical_key(key)
+        for key, value in user_data.items()
+        if value is not None and value != "" and value != []
+    }
+    for key, value in (
+        ("client_ip_address", enrichment.ip),
+        ("client_user_agent", enrichment.user_agent),
+        ("fbp", enrichment.fbp),
+        ("fbc", enrichment.fbc),
+    ):
+        if value is not None and key not in given:
+            user_data[key] = value
+            given.add(key)
+    if fbclid is not None and "fbc" not in given:
+        # Meta's documented form: fb.<subdomain index 1>.<first seen, ms>.<fbclid as it is>.
+        user_data["fbc"] = f"fb.1.{context.now_ms}.{fbclid}"
+        return True
+    return False
+
+
+def _fbclid(url: Any) -> str | None:
+    if not isinstance(url, str) or "fbclid=" not in url:
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get("fbclid", ())
+    except ValueError:
+        return None
+    for value in values:
+        if _FBCLID.fullmatch(value):
+            return value
+    return None
+
+
+def _plain_numbers(event: dict[str, Any]) -> None:
+    """Decimals (what Django shops hold money in) become floats before anything reads them."""
+    custom_data = event.get("custom_data")
+    if not isinstance(custom_data, Mapping):
+        return
+    contents = custom_data.get("contents")
+    items = contents if isinstance(contents, list) else ()
+    needs_copy = isinstance(custom_data.get("value"), Decimal) or any(
+        isinstance(item, Mapping) and isinstance(item.get("item_price"), Decimal) for item in items
+    )
+    if not needs_copy:
+        return
+    copied = dict(custom_data)
+    if isinstance(copied.get("value"), Decimal):
+        copied["value"] = _decimal_to_float(copied["value"])
+    if isinstance(copied.get("contents"), list):
+        copied["contents"] = [
+            {**item, "item_price": _decimal_to_float(item["item_price"])}
+            if isinstance(item, Mapping) and isinstance(item.get("item_price"), Decimal)
+            else item
+            for item in copied["contents"]
+        ]
+    event["custom_data"] = copied
+
+
+def _decimal_to_float(value: Decimal) -> float | str:
+    # A non-finite Decimal stays text so diagnose reports it as not a number.
+    return float(value) if value.is_finite() else str(value)
+
+
+def _meta_custom_data(custom_data: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(custom_data)
+    currency = result.get("currency")
+    if currency is not None:
+        normalized = normalize.normalize_currency(currency)
+        if normalized is not None:
+            result["currency"] = normalized
+    value = result.get("value")
+    if isinstance(value, str):
+        # diagnose warned about it; Meta wants a JSON number, so send one.
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                result["value"] = number
+    return result
+
+
+def _storable_key(event: dict[str, Any], found: list[Diagnostic]) -> tuple[str, str]:
+    """The (event_name, event_id) the row is stored under, generating an id where needed."""
+    name = event.get("event_name")
+    event_name = _storable_text(name) if isinstance(name, str) else ""
+    if len(event_name) > _EVENT_NAME_MAX:
+        found.append(_too_long("event_name", _EVENT_NAME_MAX))
+        event_name = event_name[:_EVENT_NAME_MAX]
+
+    raw_id = event.get("event_id")
+    event_id: str | None = None
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        event_id = str(raw_id)
+    elif isinstance(raw_id, str) and raw_id.strip():
+        event_id = _storable_text(raw_id)
+    if event_id is not None and len(event_id) > _EVENT_ID_MAX:
+        found.append(_too_long("event_id", _EVENT_ID_MAX))
+        event_id = None
+    if event_id is None:
+        # Missing (diagnose already warned that the Pixel cannot share it) or unusable: a
+        # server-side id still keeps the row unique and retries of this exact call apart.
+        event_id = f"srv_{uuid.uuid4().hex}"
+    return event_name, event_id
+
+
+def _storable_text(text: str) -> str:
+    """Text any database can store: no NUL characters, no lone UTF-16 surrogates."""
+    if text.isascii():
+        return text.replace("\x00", "") if "\x00" in text else text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "")
+
+
+def _too_long(field_name: str, limit: int) -> Diagnostic:
+    return Diagnostic(
+        code="field_too_long",
+        field=field_name,
+        severity=diagnostics.ERROR,
+        message=f"{field_name} is longer than {limit} characters, more than can be stored.",
+        fix=f"Send a {field_name} of at most {limit} characters.",
+    )
+
+
+@lru_cache(maxsize=4096)
+def _stored_diagnostic(finding: Diagnostic) -> dict[str, Any]:
+    """``finding.to_dict()`` with text any database stores (messages quote event names).
+
+    Cached because most events share their findings, and ``to_dict`` is slow; the dicts are
+    never changed in place.
+    """
+    return {
+        key: _storable_text(value) if isinstance(value, str) else value
+        for key, value in finding.to_dict().items()
+    }
+
+
+_SEVERITY_RANK = {diagnostics.ERROR: 0, diagnostics.WARNING: 1, diagnostics.INFO: 2}
+
+
+def _severity_rank(finding: Diagnostic) -> int:
+    return _SEVERITY_RANK.get(finding.severity, 3)
+
+
+def _rejection_reason(found: list[Diagnostic]) -> str:
+    errors = [finding.message for finding in found if finding.severity == diagnostics.ERROR]
+    return "Not sent: " + " ".join(errors)
+
+
+# --- canonical JSON -----------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def _canonical_payload(
+    payload: dict[str, Any], *, without_time: bool, without_fbc: bool
+) -> tuple[dict[str, Any], str, str]:
+    """The payload made JSON-safe for every database, its JSON text, and its content hash.
+
+    The hash is SHA-256 of the canonical JSON (sorted keys). It leaves out what we filled in
+    ourselves (a defaulted event_time, an fbc built from fbclid with the current time), so a
+    retry of the same call hashes the same and only a real difference (another value, another
+    customer) counts as a reused event_id.
+    """
+    try:
+        text = _dumps(payload)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        payload = _json_safe(payload)
+        text = _dumps(payload)
+    else:
+        # NUL is valid JSON but PostgreSQL's jsonb refuses it.
+        if "\\u0000" in text:
+            payload = _json_safe(payload)
+            text = _dumps(payload)
+    hashed = text
+    if without_time or without_fbc:
+        fingerprint = dict(payload)
+        if without_time:
+            fingerprint.pop("event_time", None)
+        if without_fbc and isinstance(fingerprint.get("user_data"), dict):
+            user_data = dict(fingerprint["user_data"])
+            user_data.pop("fbc", None)
+            fingerprint["user_data"] = user_data
+        hashed = _dumps(fingerprint)
+    return payload, text, hashlib.sha256(hashed.encode("utf-8")).hexdigest()
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` that ``json.dumps`` and every database accept."""
+    if depth > 64:
+        return None
+    if isinstance(value, str):
+        return _storable_text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {
+            _storable_text(key if isinstance(key, str) else str(key)): _json_safe(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(item, depth + 1) for item in value]
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return _storable_text(str(value))
+
+
+# --- storing ------------------------------------------------------------------------------
+
+
+def _event_id_reused() -> Diagnostic:
+    return Diagnostic(
+        code="event_id_reused",
+        field="event_id",
+        severity=diagnostics.WARNING,
+        message="Another event arrived with this event_name and event_id but different "
+        "contents (another value, customer or time); it was not stored, and Meta would also "
+        "drop one of the two as a duplicate.",
+        fix="Make a new event_id for every action (an order number works for purchases) and "
+        "reuse it only for the same action's Pixel event and for retries.",
+    )
+
+
+def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult], int]:
+    """Insert the batch idempotently; (results in batch order, pending events stored)."""
+    reused = _event_id_reused()
+    reused_dict = _stored_diagnostic(reused)
+
+    # Duplicates inside the batch never reach the database: they point at the first one.
+    first_by_key: dict[tuple[str, str], _Prepared] = {}
+    unique: list[_Prepared] = []
+    later: list[tuple[_Prepared, _Prepared]] = []
+    for item in prepared:
+        first = first_by_key.get(item.key)
+        if first is None:
+            first_by_key[item.key] = item
+            unique.append(item)
+            continue
+        later.append((item, first))
+        if item.row.payload_hash != first.row.payload_hash:
+            item.diagnostics.append(reused)
+            if reused_dict not in first.row.diagnostics:
+                first.row.diagnostics.append(reused_dict)
+
+    # Every request inserts keys in the same (sorted) order, so two requests carrying the same
+    # events in another order wait for each other instead of deadlocking on PostgreSQL.
+    unique.sort(key=_insert_order)
+    connection = connections[database]
+    for chunk in _chunks(unique, _chunk_size(connection)):
+        _insert_chunk(chunk, database)
+        missing = _attach_originals([item for item in chunk if not item.inserted], database)
+        if missing:
+            # The row that blocked ours was deleted before we could read it: insert again.
+            _insert_chunk(missing, database)
+            _attach_originals([item for item in missing if not item.inserted], database)
+
+    # An original that another event with other contents tried to reuse gets told so.
+    originals_to_update: dict[int, Event] = {}
+    for item in unique:
+        if item.original is not None and item.original.payload_hash != item.row.payload_hash:
+            _note_reuse(item, item.original, reused, reused_dict, originals_to_update)
+    for item, first in later:
+        original = first.original
+        if original is not None and original.payload_hash != item.row.payload_hash:
+            _note_reuse(item, original, reused, reused_dict, originals_to_update)
+    if originals_to_update:
+        _add_reused_diagnostic(originals_to_update, reused_dict, database)
+
+    results: list[TrackResult | None] = [None] * len(prepared)
+    pending = 0
+    for item in unique:
+        if item.inserted:
+            results[item.index] = TrackResult(
+                _RESULT_FOR_STATUS[item.row.status], item.row, item.diagnostics, item.index
+            )
+            pending += item.row.status == EventStatus.PENDING
+        else:
+            assert item.original is not None
+            results[item.index] = TrackResult(
+                DUPLICATE, item.original, item.diagnostics, item.index
+            )
+    for item, first in later:
+        original = first.row if first.inserted else first.original
+        assert original is not None
+        results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
+    return [result for result in results if result is not None], pending
+
+
+def _insert_order(item: _Prepared) -> tuple[str, str]:
+    return item.key
+
+
+def _note_reuse(
+    item: _Prepared,
+    original: Event,
+    reused: Diagnostic,
+    reused_dict: dict[str, Any],
+    originals_to_update: dict[int, Event],
+) -> None:
+    if reused not in item.diagnostics:
+        item.diagnostics.append(reused)
+    if reused_dict not in original.diagnostics:
+        originals_to_update[original.pk] = original
+
+
+def _add_reused_diagnostic(
+    originals: dict[int, Event], reused_dict: dict[str, Any], database: str
+) -> None:
+    """Append ``event_id_reused`` to the originals' diagnostics in ONE UPDATE.
+
+    The append happens in SQL, guarded by "not there yet", so two requests reusing the same
+    event_id at once neither lose each other's write nor add the diagnostic twice.
+    """
+    connection = connections[database]
+    now = clock.now()
+    table = connection.ops.quote_name(Event._meta.db_table)
+    ids = list(originals)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"UPDATE {table} SET diagnostics = diagnostics || %s::jsonb, updated_at = %s "  # noqa: S608
+            "WHERE id = ANY(%s) AND NOT diagnostics @> %s::jsonb"
+        )
+        params: list[Any] = [
+            json.dumps([reused_dict]),
+            now,
+            ids,
+            json.dumps([{"code": reused_dict["code"]}]),
+        ]
+    elif connection.vendor == "sqlite":
+        sql = (
+            f"UPDATE {table} SET diagnostics = json_insert(diagnostics, '$[#]', json(%s)), "  # noqa: S608
+            f"updated_at = %s WHERE id IN ({', '.join(['%s'] * len(ids))}) AND NOT EXISTS "
+            f"(SELECT 1 FROM json_each({table}.diagnostics) AS finding "
+            "WHERE json_extract(finding.value, '$.code') = %s)"
+        )
+        params = [
+            json.dumps(reused_dict),
+            connection.ops.adapt_datetimefield_value(now),
+            *ids,
+            reused_dict["code"],
+        ]
+    else:
+        for original in originals.values():
+            original.diagnostics = [*original.diagnostics, reused_dict]
+            original.updated_at = now
+        Event.objects.using(database).bulk_update(originals.values(), ["diagnostics", "updated_at"])
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    for original in originals.values():
+        original.diagnostics = [*original.diagnostics, reused_dict]
+        original.updated_at = now
+
+
+def _chunks(items: list[_Prepared], size: int) -> Iterable[list[_Prepared]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _chunk_size(connection: Any) -> int:
+    limit = connection.features.max_query_params
+    if connection.vendor == "sqlite":
+        # Django assumes SQLite's historic 999 parameters; the linked library usually allows
+        # far more, and one statement per chunk is what keeps ingestion fast.
+        connection.ensure_connection()
+        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    if limit is None:
+        return CHUNK_SIZE
+    return max(1, min(CHUNK_SIZE, limit // len(_INSERT_FIELDS)))
+
+
+def _insert_chunk(chunk: list[_Prepared], database: str) -> None:
+    """INSERT the chunk in one statement, skipping rows whose key exists; mark the ones in.
+
+    The statement's RETURNING lists only the rows really inserted, so a row that a concurrent
+    request inserted first is told apart from ours without reading before writing
+    (``bulk_create(ignore_conflicts=True)`` cannot say which rows went in). It is written out
+    by hand because Django's bulk insert costs more than the rest of ingestion put together
+    (on PostgreSQL it builds one array per column; thousands of placeholders are slow to bind).
+    """
+    connection = connections[database]
+    if connection.vendor == "postgresql":
+        sql, params = _postgresql_insert(chunk, connection)
+    elif connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+        sql, params = _sqlite_insert(chunk, connection)
+    else:
+        _insert_one_by_one(chunk, database)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+    by_key = {item.key: item for item in chunk}
+    for pk, event_name, event_id in returned:
+        _mark_inserted(by_key[(event_name, event_id)], pk, database)
+
+
+def _returning(connection: Any) -> str:
+    quote = connection.ops.quote_name
+    return f" RETURNING {quote('id')}, {quote('event_name')}, {quote('event_id')}"
+
+
+def _postgresql_insert(chunk: list[_Prepared], connection: Any) -> tuple[str, list[Any]]:
+    # The whole chunk travels as ONE jsonb parameter, unpacked by jsonb_to_recordset.
+    sql = _POSTGRESQL_INSERT.get(connection.alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(model_field.column) for model_field in _INSERT_FIELDS)
+        types = ", ".join(
+            f"{quote(model_field.column)} {model_field.db_type(connection)}"
+            for model_field in _INSERT_FIELDS
+        )
+        # Only the model's own table and column names are formatted in; values are parameters.
+        sql = _POSTGRESQL_INSERT[connection.alias] = (
+            f"INSERT INTO {quote(Event._meta.db_table)} ({columns}) "  # noqa: S608
+            f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS chunk({types}) "
+            f"ON CONFLICT DO NOTHING{_returning(connection)}"
+        )
+    # Most rows share their timestamps (the batch's "now"): format each one once.
+    iso_times: dict[datetime, str] = {}
+    records = ",".join(_json_record(item, iso_times) for item in chunk)
+    return sql, [f"[{records}]"]
+
+
+# The INSERT statement per database alias, built once (the columns never change at run time).
+_POSTGRESQL_INSERT: dict[str, str] = {}
+# (column, attname) of every inserted column but the payload, whose JSON text is ready-made.
+_RECORD_COLUMNS = [(f.column, f.attname) for f in _INSERT_FIELDS if f.attname != "payload"]
+_PAYLOAD_COLUMN = Event._meta.get_field("payload").column
+
+
+def _json_record(item: _Prepared, iso_times: dict[datetime, str]) -> str:
+    row = item.row
+    record: dict[str, Any] = {}
+    for column, attname in _RECORD_COLUMNS:
+        value = getattr(row, attname)
+        if isinstance(value, datetime):
+            text = iso_times.get(value)
+            if text is None:
+                text = iso_times[value] = value.isoformat()
+            value = text
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        record[column] = value
+    text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    # The payload's JSON text already exists (it was hashed): splice it in, not encode again.
+    return f'{text[:-1]},"{_PAYLOAD_COLUMN}":{item.payload_json}}}'
+
+
+def _sqlite_insert(chunk: list[_Prepared], connection: Any) -> tuple[str, list[Any]]:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(model_field.column) for model_field in _INSERT_FIELDS)
+    row_sql = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    sql = (
+        f"INSERT OR IGNORE INTO {quote(Event._meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES {', '.join([row_sql] * len(chunk))}{_returning(connection)}"
+    )
+    params: list[Any] = []
+    adapt_datetime = connection.ops.adapt_datetimefield_value
+    for item in chunk:
+        row = item.row
+        for model_field in _INSERT_FIELDS:
+            value = getattr(row, model_field.attname)
+            if model_field.attname == "payload":
+                value = item.payload_json
+            elif isinstance(value, list | dict):
+                value = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            elif isinstance(value, datetime):
+                value = adapt_datetime(value)
+            elif isinstance(value, uuid.UUID):
+                value = value.hex
+            params.append(value)
+    return sql, params
+
+
+def _insert_one_by_one(chunk: list[_Prepared], database: str) -> None:
+    # For backends without INSERT … RETURNING of many rows: slower, equally safe.
+    for item in chunk:
+        try:
+            with transaction.atomic(using=database):
+                item.row.save(using=database, force_insert=True)
+        except IntegrityError:
+            continue
+        item.inserted = True
+
+
+def _mark_inserted(item: _Prepared, pk: int, database: str) -> None:
+    item.row.pk = pk
+    item.row._state.adding = False
+    item.row._state.db = database
+    item.inserted = True
+
+
+def _attach_originals(conflicted: list[_Prepared], database: str) -> list[_Prepared]:
+    """One SELECT for the rows that were already there; returns those no longer found."""
+    if not conflicted:
+        return []
+    destination_id = conflicted[0].row.destination_id
+    names = {item.key[0] for item in conflicted}
+    ids = {item.key[1] for item in conflicted}
+    originals = {
+        (event.event_name, event.event_id): event
+        for event in Event.objects.using(database).filter(
+            destination_id=destination_id, event_name__in=names, event_id__in=ids
+        )
+    }
+    destination = conflicted[0].row._state.fields_cache.get("destination")
+    missing: list[_Prepared] = []
+    for item in conflicted:
+        original = originals.get(item.key)
+        if original is None:
+            missing.append(item)
+            continue
+        if destination is not None:
+            original._state.fields_cache["destination"] = destination
+        item.original = original
+    return missing

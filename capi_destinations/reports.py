@@ -1,0 +1,435 @@
+"""Read-side figures for the pages: overview cards, hourly counts, diagnostics summary.
+
+Each function costs a fixed number of queries, whatever the number of destinations or events:
+the overview of 500 destinations runs the same queries as the overview of 3.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Avg, Case, Count, IntegerField, QuerySet, Value, When
+from django.db.models.functions import TruncHour
+
+from capi_destinations import clock, graph
+from capi_destinations.models import (
+    DeliveryAttempt,
+    Destination,
+    Event,
+    EventStatus,
+    Health,
+)
+
+DAY = timedelta(hours=24)
+
+# "Failed" on the pages: events that will not reach Meta without someone acting.
+FAILED_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED, EventStatus.REJECTED)
+# "Pending": still on their way.
+PENDING_STATUSES = (EventStatus.PENDING, EventStatus.SENDING)
+
+# The overview's status filter: a health value, or "disabled".
+STATUS_FILTERS = {
+    "unhealthy": "Unhealthy",
+    "unknown": "Not checked yet",
+    "healthy": "Healthy",
+    "disabled": "Disabled",
+}
+
+# Secrets are never needed to draw a page; not loading them also spares a decryption per row.
+SECRET_COLUMNS = ("access_token", "app_secret")
+
+# Identifiers whose absence the diagnostics summary reports, most valuable first (USERS.md).
+IDENTIFIER_LABELS = {
+    "em": "email",
+    "ph": "phone",
+    "external_id": "external_id",
+    "fbp": "fbp",
+    "fbc": "fbc",
+    "client_ip_address": "client IP address",
+    "client_user_agent": "user agent",
+}
+
+
+@dataclass(frozen=True)
+class DestinationCard:
+    """One overview card: the destination and its last-24-hour counts."""
+
+    destination: Destination
+    delivered_24h: int = 0
+    failed_24h: int = 0
+
+    @property
+    def first_reason(self) -> str:
+        """The first thing to fix, in plain words ("" when nothing is wrong)."""
+        return first_reason(self.destination)
+
+
+def first_reason(destination: Destination) -> str:
+    """The destination's first failing reason: a token block wins, then the health check's."""
+    if destination.blocked_reason:
+        return destination.blocked_reason
+    for reason in destination.health_reasons or []:
+        if isinstance(reason, Mapping) and reason.get("message"):
+            return str(reason["message"])
+        if isinstance(reason, str) and reason:
+            return reason
+    return ""
+
+
+def unhealthy_first() -> Case:
+    """An ordering expression: unhealthy, then not checked yet, then healthy."""
+    return Case(
+        When(health=Health.UNHEALTHY, then=Value(0)),
+        When(health=Health.UNKNOWN, then=Value(1)),
+        default=Value(2),
+        output_field=IntegerField(),
+    )
+
+
+def overview_destinations(
+    user: Any, *, tenant_slug: str = "", status: str = ""
+) -> QuerySet[Destination]:
+    """The destinations ``user`` may see, filtered, unhealthy first (no secrets loaded)."""
+    destinations = (
+        Destination.objects.for_user(user)
+        .select_related("tenant")
+        .defer(*SECRET_COLUMNS)
+        .order_by(unhealthy_first(), "tenant__name", "name", "pk")
+    )
+    if tenant_slug:
+        destinations = destinations.filter(tenant__slug=tenant_slug)
+    if status == "disabled":
+        destinations = destinations.filter(enabled=False)
+    elif status in Health.values:
+        destinations = destinations.filter(health=status)
+    return destinations
+
+
+def counts_last_24h(
+    destination_ids: Sequence[int], *, now: datetime | None = None
+) -> dict[int, dict[str, int]]:
+    """``{destination_id: {"delivered": n, "failed": n}}`` over the last 24 h, in one query.
+
+    An event counts in the hour of its latest status change (``updated_at``), which the
+    ``(destination, status, updated_at)`` index serves.
+    """
+    if not destination_ids:
+        return {}
+    since = (now or clock.now()) - DAY
+    rows = (
+        Event.objects.filter(
+            destination_id__in=list(destination_ids),
+            status__in=(EventStatus.DELIVERED, *FAILED_STATUSES),
+            updated_at__gte=since,
+        )
+        .values("destination_id", "status")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: {"delivered": 0, "failed": 0})
+    for row in rows:
+        bucket = "delivered" if row["status"] == EventStatus.DELIVERED else "failed"
+        counts[row["destination_id"]][bucket] += row["count"]
+    return dict(counts)
+
+
+def overview_cards(
+    user: Any, *, tenant_slug: str = "", status: str = "", now: datetime | None = None
+) -> list[DestinationCard]:
+    """The overview's cards for ``user``: two queries however many destinations there are."""
+    destinations = list(overview_destinations(user, tenant_slug=tenant_slug, status=status))
+    counts = counts_last_24h([destination.pk for destination in destinations], now=now)
+    return [card_for(destination, counts.get(destination.pk)) for destination in destinations]
+
+
+def card_for(destination: Destination, counts: Mapping[str, int] | None) -> DestinationCard:
+    """Pair a destination with its counts (missing counts mean zero)."""
+    counts = counts or {}
+    return DestinationCard(
+        destination=destination,
+        delivered_24h=counts.get("delivered", 0),
+        failed_24h=counts.get("failed", 0),
+    )
+
+
+def single_card(destination: Destination, *, now: datetime | None = None) -> DestinationCard:
+    """The overview card of one destination (for its own htmx refresh)."""
+    return card_for(destination, counts_last_24h([destination.pk], now=now).get(destination.pk))
+
+
+# --- The destination page -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourCounts:
+    """Events whose latest status change fell in one hour, by outcome."""
+
+    hour: datetime
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.failed + self.pending
+
+
+def hour_slots(now: datetime) -> list[datetime]:
+    """The 24 hour starts ending with the current hour, oldest first."""
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [current - timedelta(hours=offset) for offset in range(23, -1, -1)]
+
+
+def hourly_counts(destination: Destination, *, now: datetime | None = None) -> list[HourCounts]:
+    """24 hourly buckets of delivered / failed / pending events, in one grouped query."""
+    now = now or clock.now()
+    slots = hour_slots(now)
+    rows = (
+        Event.objects.filter(destination=destination, updated_at__gte=slots[0])
+        .annotate(hour=TruncHour("updated_at", tzinfo=UTC))
+        .values("hour", "status")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
+    for row in rows:
+        if row["status"] == EventStatus.DELIVERED:
+            outcome = "delivered"
+        elif row["status"] in FAILED_STATUSES:
+            outcome = "failed"
+        elif row["status"] in PENDING_STATUSES:
+            outcome = "pending"
+        else:
+            continue  # suppressed by consent: neither a delivery nor a failure
+        buckets[_as_utc_hour(row["hour"])][outcome] += row["count"]
+    return [
+        HourCounts(
+            hour=slot,
+            delivered=buckets[slot]["delivered"],
+            failed=buckets[slot]["failed"],
+            pending=buckets[slot]["pending"],
+        )
+        for slot in slots
+    ]
+
+
+def _as_utc_hour(value: datetime) -> datetime:
+    # Hours are truncated in UTC (whole hours in every time zone's offset would not line up).
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hourly_match_quality(
+    destination: Destination, *, now: datetime | None = None
+) -> list[tuple[datetime, float | None]]:
+    """The average match-quality estimate of the events received in each of the last 24 hours."""
+    now = now or clock.now()
+    slots = hour_slots(now)
+    rows = (
+        Event.objects.filter(
+            destination=destination, created_at__gte=slots[0], match_quality__isnull=False
+        )
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(average=Avg("match_quality"))
+        .order_by()
+    )
+    averages = {_as_utc_hour(row["hour"]): row["average"] for row in rows}
+    return [
+        (slot, round(averages[slot], 1) if averages.get(slot) is not None else None)
+        for slot in slots
+    ]
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """A delivery attempt with Meta's error in plain words."""
+
+    attempt: DeliveryAttempt
+    explanation: str
+    fix: str
+
+
+def recent_attempts(destination: Destination, *, limit: int = 20) -> list[AttemptRow]:
+    """The destination's latest delivery attempts, newest first."""
+    rows = []
+    for attempt in destination.attempts.all()[:limit]:
+        explanation = fix = ""
+        if attempt.error_code is not None or (attempt.http_status or 200) >= 300:
+            info = graph.classify(
+                attempt.http_status,
+                attempt.error_code,
+                attempt.error_subcode,
+                None,
+                message=attempt.error_message,
+            )
+            explanation, fix = info.explanation, info.fix
+        elif attempt.received_mismatch:
+            explanation = (
+                f"Meta counted {attempt.events_received} of the {attempt.event_count} events sent."
+            )
+        rows.append(AttemptRow(attempt=attempt, explanation=explanation, fix=fix))
+    return rows
+
+
+# --- Diagnostics summary ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiagnosticRow:
+    """One diagnostic code for one event name: how many events have it, and the fix."""
+
+    event_name: str
+    code: str
+    field: str
+    severity: str
+    message: str
+    fix: str
+    count: int
+    of_events: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.count / self.of_events) if self.of_events else 0
+
+
+@dataclass(frozen=True)
+class MissingIdentifierRow:
+    """The share of one event name's events without one identifier ("41% … have no fbc")."""
+
+    event_name: str
+    key: str
+    label: str
+    count: int
+    of_events: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.count / self.of_events) if self.of_events else 0
+
+
+@dataclass(frozen=True)
+class DiagnosticsSummary:
+    """The most frequent diagnostics and missing identifiers over the last 24 hours."""
+
+    events: int
+    sampled: bool
+    diagnostics: list[DiagnosticRow] = field(default_factory=list)
+    missing_identifiers: list[MissingIdentifierRow] = field(default_factory=list)
+
+
+def diagnostics_summary(
+    destination: Destination,
+    *,
+    now: datetime | None = None,
+    limit: int = 10,
+    sample_size: int = 2000,
+) -> DiagnosticsSummary:
+    """Summarize the diagnostics of the destination's events of the last 24 hours.
+
+    Reads at most ``sample_size`` of the most recent events (one query) and says so when the
+    figures are from a sample.
+    """
+    since = (now or clock.now()) - DAY
+    rows = list(
+        Event.objects.filter(destination=destination, created_at__gte=since)
+        .order_by("-created_at")
+        .values_list("event_name", "diagnostics", "payload__user_data")[: sample_size + 1]
+    )
+    sampled = len(rows) > sample_size
+    rows = rows[:sample_size]
+    return DiagnosticsSummary(
+        events=len(rows),
+        sampled=sampled,
+        diagnostics=_top_diagnostics(rows, limit),
+        missing_identifiers=_top_missing_identifiers(rows, limit),
+    )
+
+
+def _top_diagnostics(rows: Iterable[tuple[str, Any, Any]], limit: int) -> list[DiagnosticRow]:
+    per_name: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
+    example: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for event_name, diagnostics, _user_data in rows:
+        per_name[event_name] += 1
+        seen: set[str] = set()
+        for diagnostic in diagnostics or []:
+            if not isinstance(diagnostic, Mapping) or "code" not in diagnostic:
+                continue
+            code = str(diagnostic["code"])
+            if code in seen:
+                continue  # count an event once per code, however many fields it names
+            seen.add(code)
+            counts[(event_name, code)] += 1
+            example.setdefault((event_name, code), diagnostic)
+    return [
+        DiagnosticRow(
+            event_name=event_name,
+            code=code,
+            field=str(example[(event_name, code)].get("field", "")),
+            severity=str(example[(event_name, code)].get("severity", "")),
+            message=str(example[(event_name, code)].get("message", "")),
+            fix=str(example[(event_name, code)].get("fix", "")),
+            count=count,
+            of_events=per_name[event_name],
+        )
+        for (event_name, code), count in counts.most_common(limit)
+    ]
+
+
+def _top_missing_identifiers(
+    rows: Iterable[tuple[str, Any, Any]], limit: int
+) -> list[MissingIdentifierRow]:
+    per_name: Counter[str] = Counter()
+    missing: Counter[tuple[str, str]] = Counter()
+    for event_name, _diagnostics, user_data in rows:
+        per_name[event_name] += 1
+        present = user_data if isinstance(user_data, Mapping) else {}
+        for key in IDENTIFIER_LABELS:
+            if not present.get(key):
+                missing[(event_name, key)] += 1
+    rank = {key: position for position, key in enumerate(IDENTIFIER_LABELS)}
+    # Most events affected first, so one odd event does not push the real gaps off the list;
+    # then the more valuable identifier.
+    ordered = sorted(
+        missing.items(),
+        key=lambda item: (-item[1], rank[item[0][1]], item[0][0]),
+    )
+    return [
+        MissingIdentifierRow(
+            event_name=event_name,
+            key=key,
+            label=IDENTIFIER_LABELS[key],
+            count=count,
+            of_events=per_name[event_name],
+        )
+        for (event_name, key), count in ordered[:limit]
+    ]
+
+
+# --- The event log ------------------------------------------------------------------------------
+
+
+def event_log(
+    destination: Destination, *, status: str = "", event_name: str = ""
+) -> QuerySet[Event]:
+    """The destination's events, newest first, filtered by status and event name."""
+    events = Event.objects.filter(destination=destination).order_by("-created_at", "-pk")
+    if status in EventStatus.values:
+        events = events.filter(status=status)
+    if event_name:
+        events = events.filter(event_name=event_name)
+    return events.defer("payload", "consent")
+
+
+def event_names(destination: Destination, *, limit: int = 100) -> list[str]:
+    """The event names this destination has received (for the log's filter)."""
+    return list(
+        Event.objects.filter(destination=destination)
+        .values_list("event_name", flat=True)
+        .distinct()
+        .order_by("event_name")[:limit]
+    )

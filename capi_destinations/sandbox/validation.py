@@ -1,0 +1,237 @@
+"""The sandbox's checks of a ``POST /{pixel_id}/events`` body, as Meta documents them.
+
+One invalid event fails the whole request (FACTS §8), so :func:`validate_events` stops at the
+first problem and returns the answer that names that event's index. The checks run once per
+event on the hot path of the dispatch benchmark, so they stay plain dict and set look-ups.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pycountry
+
+from capi_destinations.sandbox import errors
+from capi_destinations.sandbox.errors import GraphAnswerError
+
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
+# Meta gives no figure for clock skew; a minute forgives a server clock that runs a bit fast
+# while still refusing real future timestamps (and milliseconds sent as seconds).
+FUTURE_TOLERANCE_SECONDS = 60
+MAX_CUSTOM_EVENT_NAME_LENGTH = 50
+
+ACTION_SOURCES = frozenset(
+    {
+        "email",
+        "website",
+        "app",
+        "phone_call",
+        "chat",
+        "physical_store",
+        "system_generated",
+        "business_messaging",
+        "other",
+    }
+)
+
+# Keys Meta requires to be SHA-256 hashed (FACTS §4). external_id is only recommended.
+HASHED_USER_DATA_KEYS = frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country"})
+
+CUSTOMER_INFORMATION_KEYS = HASHED_USER_DATA_KEYS | frozenset(
+    {
+        "external_id",
+        "client_ip_address",
+        "client_user_agent",
+        "fbc",
+        "fbp",
+        "subscription_id",
+        "fb_login_id",
+        "lead_id",
+        "anon_id",
+        "madid",
+        "page_id",
+        "page_scoped_user_id",
+        "ctwa_clid",
+        "ig_account_id",
+        "ig_sid",
+    }
+)
+
+# Since Graph v13.0 an event is invalid when its customer-information keys are only a subset of
+# one of these combinations (FACTS §4, "baseline matching rule").
+TOO_WEAK_KEY_COMBINATIONS = (
+    frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
+    frozenset({"db", "client_user_agent"}),
+    frozenset({"fn", "ge"}),
+    frozenset({"ln", "ge"}),
+)
+
+CURRENCY_CODES = frozenset(currency.alpha_3 for currency in pycountry.currencies)
+
+_is_sha256 = re.compile(r"[0-9a-fA-F]{64}").fullmatch
+_LARGEST_WEAK_COMBINATION = max(len(combination) for combination in TOO_WEAK_KEY_COMBINATIONS)
+_MILLISECONDS_THRESHOLD = 10**12
+
+
+def validate_events(data: object, *, now: float) -> GraphAnswerError | None:
+    """Check the ``data`` parameter of an events request; None when Meta would accept it."""
+    if not isinstance(data, list):
+        if data is None:
+            return errors.invalid_body("The parameter data is required")
+        return errors.invalid_body("The parameter data must be an array of events")
+    if not data:
+        return errors.invalid_body("The parameter data must contain at least one event")
+    if len(data) > MAX_EVENTS_PER_REQUEST:
+        return errors.invalid_body(
+            f"Too many events: data holds {len(data)}, the maximum is {MAX_EVENTS_PER_REQUEST}"
+        )
+    oldest_allowed = now - MAX_EVENT_AGE_SECONDS
+    newest_allowed = now + FUTURE_TOLERANCE_SECONDS
+    for index, event in enumerate(data):
+        problem = _validate_event(index, event, oldest_allowed, newest_allowed)
+        if problem is not None:
+            return problem
+    return None
+
+
+def event_time_of(value: object) -> int | None:
+    """``event_time`` as an int when it is whole Unix seconds (int or digit string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _validate_event(
+    index: int, event: object, oldest_allowed: float, newest_allowed: float
+) -> GraphAnswerError | None:
+    if not isinstance(event, dict):
+        return errors.invalid_event(index, "each event must be a JSON object")
+
+    event_name = event.get("event_name")
+    if not isinstance(event_name, str) or not event_name.strip():
+        return errors.invalid_event(index, "event_name is required")
+    if len(event_name) > MAX_CUSTOM_EVENT_NAME_LENGTH:
+        return errors.invalid_event(
+            index, f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
+        )
+
+    raw_time = event.get("event_time")
+    if raw_time is None:
+        return errors.invalid_event(index, "event_time is required")
+    event_time = event_time_of(raw_time)
+    if event_time is None:
+        return errors.invalid_event(index, "event_time must be whole Unix seconds")
+    if event_time < oldest_allowed:
+        return errors.event_time_too_old(index, event_time)
+    if event_time > newest_allowed:
+        if event_time > _MILLISECONDS_THRESHOLD:
+            return errors.invalid_event(
+                index,
+                f"event_time {event_time} looks like milliseconds; send Unix seconds",
+                subcode=2804003,
+            )
+        return errors.event_time_in_future(index, event_time)
+
+    action_source = event.get("action_source")
+    if action_source is None:
+        return errors.invalid_event(index, "action_source is required")
+    if action_source not in ACTION_SOURCES:
+        return errors.invalid_event(
+            index,
+            f"action_source {action_source!r} is not one of {', '.join(sorted(ACTION_SOURCES))}",
+        )
+
+    user_data = event.get("user_data")
+    if not isinstance(user_data, dict):
+        return errors.invalid_event(index, "user_data is required and must be an object")
+    problem = _validate_user_data(index, user_data)
+    if problem is not None:
+        return problem
+
+    if action_source == "website":
+        source_url = event.get("event_source_url")
+        if not isinstance(source_url, str) or not source_url.startswith(("http://", "https://")):
+            return errors.invalid_event(
+                index, "event_source_url (http:// or https://) is required for website events"
+            )
+        user_agent = user_data.get("client_user_agent")
+        if not isinstance(user_agent, str) or not user_agent.strip():
+            return errors.invalid_event(
+                index, "user_data.client_user_agent is required for website events"
+            )
+
+    custom_data = event.get("custom_data")
+    if custom_data is not None or event_name == "Purchase":
+        return _validate_custom_data(index, event_name, custom_data)
+    return None
+
+
+def _validate_user_data(index: int, user_data: dict[str, Any]) -> GraphAnswerError | None:
+    # Written for speed: it runs for every event of every request.
+    present = []
+    for key, value in user_data.items():
+        if not value or key not in CUSTOMER_INFORMATION_KEYS:
+            continue
+        if key in HASHED_USER_DATA_KEYS:
+            if value.__class__ is list:
+                for item in value:
+                    if item.__class__ is not str or _is_sha256(item) is None:
+                        return errors.unhashed_user_data(index, key)
+            elif value.__class__ is not str or _is_sha256(value) is None:
+                return errors.unhashed_user_data(index, key)
+        present.append(key)
+    if not present:
+        return errors.insufficient_customer_information(index)
+    if len(present) <= _LARGEST_WEAK_COMBINATION:
+        keys = frozenset(present)
+        if any(keys <= weak for weak in TOO_WEAK_KEY_COMBINATIONS):
+            return errors.insufficient_customer_information(index)
+    return None
+
+
+def _validate_custom_data(
+    index: int, event_name: str, custom_data: object
+) -> GraphAnswerError | None:
+    if custom_data is None:
+        custom_data = {}
+    if not isinstance(custom_data, dict):
+        return errors.invalid_event(index, "custom_data must be an object")
+    value = custom_data.get("value")
+    currency = custom_data.get("currency")
+    if event_name == "Purchase":
+        # Meta documents value and currency as required for Purchase (FACTS §6).
+        if value is None:
+            return errors.invalid_event(index, "custom_data.value is required for Purchase")
+        if currency is None:
+            return errors.invalid_event(index, "custom_data.currency is required for Purchase")
+    if value is not None and not _is_amount(value):
+        return errors.invalid_event(index, "custom_data.value must be a number")
+    if currency is not None and (
+        not isinstance(currency, str) or currency.upper() not in CURRENCY_CODES
+    ):
+        return errors.invalid_event(
+            index, "custom_data.currency must be an ISO 4217 currency code such as USD"
+        )
+    return None
+
+
+def _is_amount(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            return math.isfinite(float(value))
+        except ValueError:
+            return False
+    return False

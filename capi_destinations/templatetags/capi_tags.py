@@ -1,0 +1,47 @@
+"""Template tags: ``{% load capi_tags %}{% capi_snippet destination %}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.templatetags.static import static
+from django.urls import reverse
+from django.utils.safestring import SafeString
+
+from capi_destinations.models import Destination
+
+register = template.Library()
+
+
+def ingest_endpoint_url(destination: Destination, *, request: HttpRequest | None = None) -> str:
+    """The destination's ingest endpoint, absolute when a request says which host serves it."""
+    url = reverse("capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key})
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+def render_snippet(destination: Destination, *, request: HttpRequest | None = None) -> SafeString:
+    """The ``<script>`` tag that loads capi.js configured for ``destination``.
+
+    With ``request`` the URLs are absolute, so the snippet can be pasted into another site
+    (whose origin must then be among the destination's allowed origins).
+    """
+    script_url = static("capi_destinations/capi.js")
+    if request is not None:
+        script_url = request.build_absolute_uri(script_url)
+    return render_to_string(
+        "capi_destinations/snippet.html",
+        {
+            "destination": destination,
+            "script_url": script_url,
+            "endpoint_url": ingest_endpoint_url(destination, request=request),
+        },
+    )
+
+
+@register.simple_tag(takes_context=True)
+def capi_snippet(context: dict[str, Any], destination: Destination) -> SafeString:
+    """Render the browser helper's snippet for ``destination``."""
+    return render_snippet(destination, request=context.get("request"))

@@ -1,0 +1,278 @@
+"""The ingest endpoint: ``POST <mount>/v1/destinations/<ingest_key>/events``.
+
+Two kinds of caller share it. A browser (``capi.js``) presents the destination's public ingest
+key alone and is accepted only from the destination's allowed origins, with CORS answered for
+them. A server adds ``Authorization: Bearer <secret>`` and is accepted from anywhere. The body is
+one event, a list of events, or ``{"data": [...]}`` with up to 1000; the answer is 202 with one
+result per event, or a JSON error ``{"error": {"code", "message"}}`` — never a 500.
+
+The view is thin and lean (it is built for thousands of requests a second): a cached lookup of
+the destination, a cache counter for the rate limit, then ``ingest.track_many``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db.models.signals import post_delete, post_save
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from capi_destinations import ratelimit
+from capi_destinations.conf import app_settings
+from capi_destinations.ingest import track_many
+from capi_destinations.models import Destination
+
+__all__ = ["MAX_EVENTS_PER_REQUEST", "find_destination", "forget_destinations", "ingest_events"]
+
+#: Meta's own limit per request, kept here so one request never becomes two Graph calls' worth.
+MAX_EVENTS_PER_REQUEST = 1000
+
+_ALLOWED_METHODS = "POST, OPTIONS"
+_KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREFLIGHT_MAX_AGE = "86400"
+_MAX_CACHED_DESTINATIONS = 4096
+
+# ingest_key → (monotonic expiry, destination). Per process; other processes see a change after
+# at most INGEST_KEY_CACHE_SECONDS, this one at once (the signal handlers below).
+_destinations: dict[str, tuple[float, Destination]] = {}
+
+
+def find_destination(ingest_key: str) -> Destination | None:
+    """The destination with this public ingest key, from a short per-process cache."""
+    if not _KEY_FORMAT.fullmatch(ingest_key):
+        return None
+    now = time.monotonic()
+    cached = _destinations.get(ingest_key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    try:
+        # The token is not needed to record events, so it is neither decrypted nor kept here.
+        destination = Destination.objects.defer("access_token", "app_secret").get(
+            ingest_key=ingest_key
+        )
+    except Destination.DoesNotExist:
+        return None
+    seconds = app_settings.INGEST_KEY_CACHE_SECONDS
+    if seconds and seconds > 0:
+        if len(_destinations) >= _MAX_CACHED_DESTINATIONS:
+            _destinations.clear()
+        _destinations[ingest_key] = (now + seconds, destination)
+    return destination
+
+
+def forget_destinations(**kwargs: Any) -> None:
+    """Empty the destination cache (connected to Destination saves and deletes)."""
+    _destinations.clear()
+
+
+post_save.connect(forget_destinations, sender=Destination, dispatch_uid="capi_ingest_cache_save")
+post_delete.connect(
+    forget_destinations, sender=Destination, dispatch_uid="capi_ingest_cache_delete"
+)
+
+
+@csrf_exempt
+def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
+    """Record the events in the request body for the destination with ``ingest_key``."""
+    if request.method not in ("POST", "OPTIONS"):
+        return _error(
+            405,
+            "method_not_allowed",
+            "Send events with POST (OPTIONS answers CORS preflight requests).",
+            headers={"Allow": _ALLOWED_METHODS},
+        )
+    destination = find_destination(ingest_key)
+    if destination is None:
+        return _error(
+            404,
+            "unknown_key",
+            "No destination has this ingest key. Copy the endpoint URL from the destination's "
+            "page; the key changes when it is regenerated.",
+        )
+    origin = request.META.get("HTTP_ORIGIN")
+    cors = _cors_headers(destination, origin)
+
+    if request.method == "OPTIONS":
+        if not cors:
+            return _error(403, "origin_not_allowed", _origin_message(origin))
+        return HttpResponse(
+            status=204,
+            headers={
+                **cors,
+                "Access-Control-Allow-Methods": _ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
+            },
+        )
+
+    authorization = request.META.get("HTTP_AUTHORIZATION")
+    if authorization is not None:
+        scheme, _, secret = authorization.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            return _error(
+                401,
+                "invalid_authorization",
+                "The Authorization header must be 'Bearer <ingest secret>'.",
+                headers={**cors, "WWW-Authenticate": "Bearer"},
+            )
+        if not destination.check_ingest_secret(secret):
+            return _error(
+                403,
+                "wrong_secret",
+                "The ingest secret is not this destination's. Regenerate it on the "
+                "destination's page if it was lost.",
+                headers=cors,
+            )
+        from_browser = False
+    elif cors:
+        from_browser = True
+    elif origin:
+        return _error(403, "origin_not_allowed", _origin_message(origin))
+    else:
+        return _error(
+            401,
+            "missing_credentials",
+            "Server calls need 'Authorization: Bearer <ingest secret>'; browser calls must come "
+            "from one of the destination's allowed origins.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    limited = _rate_limited(ingest_key, cors)
+    if limited is not None:
+        return limited
+
+    body = _read_body(request, cors)
+    if isinstance(body, HttpResponse):
+        return body
+    events = _parse_events(body, cors)
+    if isinstance(events, HttpResponse):
+        return events
+
+    # Only a browser's own request describes the visitor; a server's request describes the
+    # server, whose IP and user agent must not be taken for the customer's.
+    results = track_many(destination, events, request=request if from_browser else None)
+    return JsonResponse(
+        {"received": len(results), "events": [result.as_dict() for result in results]},
+        status=202,
+        headers=cors,
+    )
+
+
+def _cors_headers(destination: Destination, origin: str | None) -> dict[str, str]:
+    """CORS headers for an allowed origin; empty when the origin is not allowed (or absent)."""
+    if not origin:
+        return {}
+    wanted = origin.strip().rstrip("/").lower()
+    if not any(wanted == allowed.lower() for allowed in destination.allowed_origin_list):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        # Same-site cookies (_fbp, _fbc) may ride along with the browser's request.
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+def _origin_message(origin: str | None) -> str:
+    shown = (origin or "")[:100]
+    return (
+        f"The origin {shown!r} is not among this destination's allowed origins. Add it on the "
+        "destination's page, or call from a server with 'Authorization: Bearer <ingest secret>'."
+    )
+
+
+def _rate_limited(ingest_key: str, cors: dict[str, str]) -> HttpResponse | None:
+    setting = app_settings.INGEST_RATE_LIMIT
+    if not setting:
+        return None
+    rate = ratelimit.parse_rate(setting)
+    result = ratelimit.hit(f"ingest:{ingest_key}", rate)
+    if result.allowed:
+        return None
+    return _error(
+        429,
+        "rate_limited",
+        f"More than {rate.limit} requests in {rate.period} seconds for this key; try again in "
+        f"{result.retry_after} seconds, or send events in batches ({{'data': [...]}}).",
+        headers={**cors, "Retry-After": str(max(1, result.retry_after))},
+    )
+
+
+def _read_body(request: HttpRequest, cors: dict[str, str]) -> bytes | HttpResponse:
+    limit = app_settings.INGEST_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return _too_big(limit, cors)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return _too_big(limit, cors)
+    if len(body) > limit:
+        return _too_big(limit, cors)
+    return body
+
+
+def _too_big(limit: int, cors: dict[str, str]) -> HttpResponse:
+    return _error(
+        413,
+        "body_too_large",
+        f"The body is larger than {limit} bytes; send fewer events per request.",
+        headers=cors,
+    )
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON (and the databases) do not have.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_events(body: bytes, cors: dict[str, str]) -> list[Any] | HttpResponse:
+    try:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if isinstance(error, json.JSONDecodeError) else "not readable"
+        return _error(
+            400, "invalid_json", f"The body is not valid UTF-8 JSON ({reason}).", headers=cors
+        )
+    if isinstance(data, list):
+        events = data
+    elif isinstance(data, dict) and "data" in data:
+        events = data["data"]
+        if not isinstance(events, list):
+            return _error(
+                400, "invalid_data", '"data" must be a list of event objects.', headers=cors
+            )
+    elif isinstance(data, dict):
+        events = [data]
+    else:
+        return _error(
+            400,
+            "invalid_body",
+            'The body must be an event object, a list of events or {"data": [...]}.',
+            headers=cors,
+        )
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        return _error(
+            400,
+            "too_many_events",
+            f"{len(events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST}.",
+            headers=cors,
+        )
+    return events
+
+
+def _error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )

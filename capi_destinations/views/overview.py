@@ -1,0 +1,56 @@
+"""The overview: every destination the user may see, as cards, unhealthy first."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from capi_destinations import access, reports
+from capi_destinations.forms import OverviewFilterForm
+from capi_destinations.models import Role
+from capi_destinations.views.common import is_htmx
+
+# The id of the card grid: the element htmx polls and swaps.
+CARD_GRID_ID = "capi-cards"
+
+
+@login_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    """All visible destinations as cards; the grid alone when htmx polls or filters it."""
+    user = request.user
+    tenants = list(access.tenants_for(user).order_by("name"))
+    form = OverviewFilterForm(request.GET, tenants=tenants)
+    cards = reports.overview_cards(user, **form.filters())
+    context = {
+        "cards": cards,
+        "filter_form": form,
+        "grid_id": CARD_GRID_ID,
+        "health_totals": Counter(card.destination.health for card in cards),
+    }
+    if is_htmx(request) and request.htmx.target == CARD_GRID_ID:  # type: ignore[attr-defined]
+        return render(request, "capi_destinations/_card_grid.html", context)
+    roles = access.roles_by_tenant(user)
+    context["tenant_rows"] = [
+        {
+            "tenant": tenant,
+            "role": Role.ADMIN if user.is_superuser else roles.get(tenant.pk, Role.VIEWER),
+            "can_edit": user.is_superuser or access.role_allows(roles.get(tenant.pk), Role.EDITOR),
+        }
+        for tenant in tenants
+    ]
+    context["can_add"] = any(row["can_edit"] for row in context["tenant_rows"])
+    return render(request, "capi_destinations/overview.html", context)
+
+
+@login_required
+@require_GET
+def destination_card(request: HttpRequest, code: str) -> HttpResponse:
+    """One overview card, for its own htmx refresh."""
+    destination, _ = access.destination_access(request.user, code)
+    card = reports.single_card(destination)
+    return render(request, "capi_destinations/_destination_card.html", {"card": card})

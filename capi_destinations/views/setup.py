@@ -1,0 +1,166 @@
+"""Setting a destination up: add, edit, replace the token, delete, check a token as typed."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from capi_destinations import access, destinations
+from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
+from capi_destinations.models import Role
+from capi_destinations.views.common import back_to_destination, destination_url, notify
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
+    """Add a destination to a tenant; on success show the ingest secret once."""
+    tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.EDITOR)
+    tenant = tenant_access.tenant
+    form = DestinationForm(request.POST or None, tenant=tenant)
+    if request.method == "POST" and form.is_valid():
+        try:
+            destination, secret = destinations.create_destination(
+                tenant, actor=request.user, **form.values()
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            destination.refresh_from_db()  # the health check may have run at once
+            return render(
+                request,
+                "capi_destinations/destination_created.html",
+                {"destination": destination, "ingest_secret": secret, "access": tenant_access},
+            )
+    return render(
+        request,
+        "capi_destinations/destination_form.html",
+        {
+            "form": form,
+            "tenant": tenant,
+            "check_url": reverse(
+                "capi_destinations:tenant_token_check", kwargs={"tenant_slug": tenant.slug}
+            ),
+            "cancel_url": reverse("capi_destinations:overview"),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
+    """Edit a destination; a blank token keeps the stored one."""
+    destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
+    form = DestinationForm(request.POST or None, instance=destination, tenant=destination.tenant)
+    if request.method == "POST" and form.is_valid():
+        try:
+            changed = destinations.update_destination(
+                destination, actor=request.user, **form.changes()
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            notify(request, messages.SUCCESS, "Saved." if changed else "Nothing changed.")
+            return back_to_destination(destination)
+    return render(
+        request,
+        "capi_destinations/destination_form.html",
+        {
+            "form": form,
+            "tenant": destination.tenant,
+            "destination": destination,
+            "check_url": destination_url(destination, "destination_token_check"),
+            "cancel_url": destination_url(destination),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def replace_token(request: HttpRequest, code: str) -> HttpResponse:
+    """Paste a new token; the health check runs at once."""
+    destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
+    form = ReplaceTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            destinations.update_destination(
+                destination, actor=request.user, access_token=form.cleaned_data["access_token"]
+            )
+        except ValidationError as error:
+            form.add_error("access_token", error)
+        else:
+            notify(request, messages.SUCCESS, "Token replaced. Meta is being asked about it now.")
+            return back_to_destination(destination)
+    return render(
+        request,
+        "capi_destinations/replace_token.html",
+        {
+            "form": form,
+            "destination": destination,
+            "check_url": destination_url(destination, "destination_token_check"),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def destination_delete(request: HttpRequest, code: str) -> HttpResponse:
+    """Confirm, then delete a destination with its events (the audit entry stays)."""
+    destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
+    if request.method == "POST":
+        name = str(destination)
+        destinations.delete_destination(destination, actor=request.user)
+        notify(request, messages.SUCCESS, f"Deleted {name}.")
+        return redirect("capi_destinations:overview")
+    return render(
+        request,
+        "capi_destinations/destination_confirm_delete.html",
+        {"destination": destination, "event_count": destination.events.count()},
+    )
+
+
+def _render_token_check(
+    request: HttpRequest, result: destinations.TokenCheck | None
+) -> HttpResponse:
+    return render(request, "capi_destinations/_token_check.html", {"check": result})
+
+
+@login_required
+@require_POST
+def tenant_token_check(request: HttpRequest, tenant_slug: str) -> HttpResponse:
+    """Check a Pixel ID and token typed into the add form (nothing is saved)."""
+    access.tenant_access(request.user, tenant_slug, needed=Role.EDITOR)
+    form = TokenCheckForm(request.POST)
+    form.is_valid()
+    pixel_id = form.cleaned_data.get("pixel_id", "")
+    token = form.cleaned_data.get("access_token", "")
+    if not token.strip():
+        return _render_token_check(request, None)
+    return _render_token_check(request, destinations.check_token(pixel_id, token))
+
+
+@login_required
+@require_POST
+def destination_token_check(request: HttpRequest, code: str) -> HttpResponse:
+    """Check the edit form's Pixel ID and token; blanks stand for what is stored."""
+    destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
+    form = TokenCheckForm(request.POST)
+    form.is_valid()
+    pixel_id = form.cleaned_data.get("pixel_id", "") or destination.pixel_id
+    token = form.cleaned_data.get("access_token", "")
+    if not token.strip():
+        if not destination.has_token:
+            return _render_token_check(request, None)
+        token = destination.access_token
+    result = destinations.check_token(
+        pixel_id,
+        token,
+        app_secret=destination.app_secret,
+        api_version=destination.api_version,
+    )
+    return _render_token_check(request, result)

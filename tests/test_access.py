@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+
+from capi_destinations import access
+from capi_destinations.models import Membership, Role
+
+
+@pytest.mark.parametrize(
+    ("role", "needed", "allowed"),
+    [
+        (Role.VIEWER, Role.VIEWER, True),
+        (Role.VIEWER, Role.EDITOR, False),
+        (Role.EDITOR, Role.EDITOR, True),
+        (Role.EDITOR, Role.ADMIN, False),
+        (Role.ADMIN, Role.EDITOR, True),
+        (Role.ADMIN, Role.ADMIN, True),
+        (None, Role.VIEWER, False),
+    ],
+)
+def test_role_allows_follows_the_role_ladder(role, needed, allowed) -> None:
+    assert access.role_allows(role, needed) is allowed
+
+
+def test_members_see_their_tenants_superusers_all_anonymous_none(
+    make_user, tenant, other_tenant
+) -> None:
+    member = make_user(tenant, Role.VIEWER)
+    superuser = make_user(is_superuser=True)
+    assert list(access.tenants_for(member)) == [tenant]
+    assert set(access.tenants_for(superuser)) == {tenant, other_tenant}
+    assert list(access.tenants_for(AnonymousUser())) == []
+
+
+def test_editable_tenants_leave_out_viewer_memberships(make_user, tenant, other_tenant) -> None:
+    user = make_user(tenant, Role.EDITOR)
+    Membership.objects.create(user=user, tenant=other_tenant, role=Role.VIEWER)
+    assert list(access.editable_tenants(user)) == [tenant]
+    assert access.roles_by_tenant(user) == {tenant.pk: Role.EDITOR, other_tenant.pk: Role.VIEWER}
+
+
+def test_tenant_access_gives_the_role_and_404s_outsiders(make_user, tenant, other_tenant) -> None:
+    editor = make_user(tenant, Role.EDITOR)
+    granted = access.tenant_access(editor, tenant.slug)
+    assert granted.tenant == tenant
+    assert granted.can_edit
+    assert not granted.can_manage_members
+    with pytest.raises(Http404):
+        access.tenant_access(editor, other_tenant.slug)
+    with pytest.raises(Http404):
+        access.tenant_access(editor, "no-such-tenant")
+    with pytest.raises(Http404):
+        access.tenant_access(AnonymousUser(), tenant.slug)
+
+
+def test_tenant_access_403s_members_below_the_needed_role(make_user, tenant) -> None:
+    viewer = make_user(tenant, Role.VIEWER)
+    with pytest.raises(PermissionDenied):
+        access.tenant_access(viewer, tenant.slug, needed=Role.EDITOR)
+
+
+def test_superuser_acts_as_admin_everywhere(make_user, other_tenant) -> None:
+    superuser = make_user(is_superuser=True)
+    granted = access.tenant_access(superuser, other_tenant.slug, needed=Role.ADMIN)
+    assert granted.role == Role.ADMIN
+
+
+def test_destination_access_by_code(
+    make_user, destination, make_destination, other_tenant, django_assert_num_queries
+) -> None:
+    viewer = make_user(destination.tenant, Role.VIEWER)
+    theirs = make_destination(tenant=other_tenant)
+    with django_assert_num_queries(1):
+        found, granted = access.destination_access(viewer, destination.code)
+    assert found == destination
+    assert granted.role == Role.VIEWER
+    assert found.tenant.name == "Acme Shoes"  # loaded with the destination
+    with pytest.raises(Http404):
+        access.destination_access(viewer, theirs.code)
+    with pytest.raises(Http404):
+        access.destination_access(viewer, uuid.uuid4())
+    with pytest.raises(Http404):
+        access.destination_access(viewer, "not-a-uuid")
+    with pytest.raises(PermissionDenied):
+        access.destination_access(viewer, destination.code, needed=Role.EDITOR)
+
+
+def test_add_member_by_username(make_user, tenant) -> None:
+    newcomer = make_user(username="newcomer")
+    membership = access.add_member(tenant, " newcomer ", Role.EDITOR)
+    assert membership.user == newcomer
+    assert membership.role == Role.EDITOR
+    with pytest.raises(ValidationError, match="already a member"):
+        access.add_member(tenant, "newcomer", Role.VIEWER)
+    with pytest.raises(ValidationError, match="There is no user “ghost”"):
+        access.add_member(tenant, "ghost", Role.VIEWER)
+
+
+def test_the_last_admin_can_be_neither_demoted_nor_removed(make_user, tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN)
+    membership = Membership.objects.get(user=admin)
+    with pytest.raises(ValidationError, match="last admin"):
+        access.change_role(membership, Role.VIEWER)
+    with pytest.raises(ValidationError, match="last admin"):
+        access.remove_member(membership)
+    membership.refresh_from_db()
+    assert membership.role == Role.ADMIN
+
+    second = Membership.objects.get(user=make_user(tenant, Role.ADMIN))
+    access.change_role(membership, Role.VIEWER)
+    membership.refresh_from_db()
+    assert membership.role == Role.VIEWER
+    with pytest.raises(ValidationError, match="last admin"):
+        access.remove_member(second)
+
+
+def test_members_are_listed_with_their_users(make_user, tenant, other_tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    viewer = make_user(tenant, Role.VIEWER, username="bob")
+    make_user(other_tenant, Role.ADMIN, username="carol")
+    assert [membership.user for membership in access.members_of(tenant)] == [admin, viewer]

@@ -1,0 +1,650 @@
+"""The delivery engine against the real Graph sandbox over a socket, with a controllable clock."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from capi_destinations import clock as app_clock
+from capi_destinations import dispatch, graph, signals
+from capi_destinations.models import (
+    AttemptOutcome,
+    AuditAction,
+    AuditEntry,
+    DeliveryAttempt,
+    Destination,
+    Event,
+    EventStatus,
+    Health,
+)
+from capi_destinations.sandbox import Sandbox
+from tests.conftest import make_token, server_event
+
+pytestmark = pytest.mark.django_db
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def env(clock: Any, use_sandbox: Sandbox) -> Sandbox:
+    """A frozen clock and the app pointed at a fresh sandbox."""
+    return use_sandbox
+
+
+def add_events(
+    destination: Destination,
+    count: int,
+    *,
+    prefix: str = "evt",
+    bad: Collection[int] = (),
+    event_time: Any = None,
+) -> list[Event]:
+    """``count`` due pending events in one INSERT; indexes in ``bad`` carry an unhashed email."""
+    when = event_time or app_clock.now()
+    rows = []
+    for index in range(count):
+        payload = server_event(f"{prefix}-{index}", event_time=when)
+        if index in bad:
+            payload["user_data"]["em"] = ["not-hashed@example.com"]
+        rows.append(
+            Event(
+                destination=destination,
+                event_name="Purchase",
+                event_id=f"{prefix}-{index}",
+                event_time=when,
+                action_source="website",
+                payload=payload,
+                next_attempt_at=app_clock.now(),
+            )
+        )
+    return Event.objects.bulk_create(rows)
+
+
+def statuses(destination: Destination | None = None) -> dict[str, int]:
+    events = Event.objects.all() if destination is None else destination.events.all()
+    counts: dict[str, int] = {}
+    for status in events.values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def sent_event_ids(sandbox: Sandbox, **filters: Any) -> list[str]:
+    return [record["event_id"] for record in sandbox.events(**filters)]
+
+
+# --- delivering --------------------------------------------------------------------------------
+
+
+def test_due_events_are_delivered_once_and_recorded(env: Sandbox, destination: Destination) -> None:
+    events = add_events(destination, 5)
+
+    report = dispatch.dispatch_pending()
+
+    assert report.delivered == 5
+    assert report.requests == 1
+    assert sorted(sent_event_ids(env)) == sorted(event.event_id for event in events)
+    for event in Event.objects.all():
+        assert event.status == EventStatus.DELIVERED
+        assert event.delivered_at == app_clock.now()
+        assert event.attempts == 1
+        assert event.lease_token is None
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.outcome == AttemptOutcome.DELIVERED
+    assert attempt.events_received == 5
+    assert attempt.event_count == 5
+    assert attempt.http_status == 200
+    assert attempt.fbtrace_id
+    assert set(attempt.events.values_list("pk", flat=True)) == {event.pk for event in events}
+    assert not attempt.received_mismatch
+    destination.refresh_from_db()
+    assert destination.last_delivered_at == app_clock.now()
+
+
+def test_the_payload_is_sent_as_stored(env: Sandbox, make_event: Callable[..., Event]) -> None:
+    event = make_event(event_id="order-1")
+
+    dispatch.dispatch_pending()
+
+    assert env.events()[0]["event"] == event.payload
+
+
+def test_the_token_never_reaches_the_attempt(env: Sandbox, destination: Destination) -> None:
+    add_events(destination, 1)
+    env.revoke(destination.access_token)
+
+    dispatch.dispatch_pending()
+
+    attempt = DeliveryAttempt.objects.get()
+    values = DeliveryAttempt.objects.filter(pk=attempt.pk).values().get()
+    assert destination.access_token not in repr(values)
+    assert attempt.outcome == AttemptOutcome.BLOCKED
+
+
+def test_requests_hold_at_most_batch_size_events(
+    env: Sandbox, destination: Destination, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "BATCH_SIZE": 10}
+    add_events(destination, 25)
+
+    report = dispatch.dispatch_pending()
+
+    assert report.delivered == 25
+    assert sorted(request["event_count"] for request in env.requests()) == [5, 10, 10]
+
+
+def test_requests_stay_under_the_byte_limit(
+    env: Sandbox, destination: Destination, settings: Any
+) -> None:
+    # Each stored payload is about 420 bytes: a 5 kB limit (less the request overhead) fits
+    # a handful per request.
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "BATCH_MAX_BYTES": 5000}
+    add_events(destination, 20)
+
+    dispatch.dispatch_pending()
+
+    counts = [request["event_count"] for request in env.requests()]
+    assert sum(counts) == 20
+    assert len(counts) > 1
+    assert max(counts) <= 8
+
+
+def test_one_request_per_destination(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    first, second = make_destination(), make_destination()
+    add_events(first, 3, prefix="a")
+    add_events(second, 4, prefix="b")
+
+    dispatch.dispatch_pending()
+
+    assert sorted(request["event_count"] for request in env.requests()) == [3, 4]
+    assert env.stats()["pixels"][first.pixel_id]["events"] == 3
+    assert env.stats()["pixels"][second.pixel_id]["events"] == 4
+
+
+def test_only_the_named_destination_is_dispatched(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    first, second = make_destination(), make_destination()
+    add_events(first, 2, prefix="a")
+    add_events(second, 2, prefix="b")
+
+    dispatch.dispatch_pending(first.pk)
+
+    assert statuses(first) == {EventStatus.DELIVERED: 2}
+    assert statuses(second) == {EventStatus.PENDING: 2}
+
+
+def test_queries_per_1000_event_batch_are_constant(env: Sandbox, destination: Destination) -> None:
+    def queries_for_one_pass() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            dispatch.dispatch_pending()
+        return len(captured.captured_queries)
+
+    empty = queries_for_one_pass()
+    add_events(destination, 1000, prefix="one")
+    one_batch = queries_for_one_pass()
+    add_events(destination, 2000, prefix="two")
+    two_batches = queries_for_one_pass()
+
+    per_batch = one_batch - empty
+    assert two_batches - empty == 2 * per_batch
+    # About ten statements (plus savepoints inside the test transaction), whatever the size.
+    assert per_batch <= 15
+    assert statuses() == {EventStatus.DELIVERED: 3000}
+
+
+def test_a_received_count_mismatch_is_recorded(env: Sandbox, destination: Destination) -> None:
+    add_events(destination, 3)
+    env.answer_next(status=200, body={"events_received": 2, "messages": [], "fbtrace_id": "Ax"})
+
+    dispatch.dispatch_pending()
+
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.received_mismatch
+    assert attempt.events_received == 2
+    event = Event.objects.first()
+    assert event.status == EventStatus.DELIVERED
+    assert "2 events received for a request of 3" in event.status_reason
+
+
+# --- invalid events: bisecting -----------------------------------------------------------------
+
+
+def test_bisecting_fails_exactly_the_bad_events_in_few_requests(
+    env: Sandbox, destination: Destination
+) -> None:
+    bad = {17, 500, 999}
+    events = add_events(destination, 1000, bad=bad)
+    bad_ids = {events[index].pk for index in bad}
+
+    report = dispatch.dispatch_pending()
+
+    assert report.delivered == 997
+    assert report.failed == 3
+    assert set(Event.objects.filter(status=EventStatus.FAILED).values_list("pk", flat=True)) == (
+        bad_ids
+    )
+    assert statuses() == {EventStatus.DELIVERED: 997, EventStatus.FAILED: 3}
+    # Each bad event costs at most two requests per level of a halving tree.
+    assert report.requests <= 1 + 2 * len(bad) * math.ceil(math.log2(1000))
+    assert len(env.requests()) == report.requests
+    assert len(env.events()) == 997
+    failed = Event.objects.filter(status=EventStatus.FAILED).first()
+    diagnostic = failed.diagnostics[-1]
+    assert diagnostic["code"] == "meta_rejected"
+    assert diagnostic["field"] == "user_data.em"
+    assert diagnostic["severity"] == "error"
+    assert diagnostic["meta_code"] == 100
+    assert diagnostic["meta_subcode"] == 2804016
+    assert diagnostic["message"]
+    assert diagnostic["fix"]
+    assert "Meta rejected this event" in failed.status_reason
+    outcomes = set(DeliveryAttempt.objects.values_list("outcome", flat=True))
+    assert outcomes == {AttemptOutcome.BISECTED, AttemptOutcome.INVALID, AttemptOutcome.DELIVERED}
+    assert DeliveryAttempt.objects.filter(outcome=AttemptOutcome.INVALID).count() == 3
+
+
+def test_a_lone_invalid_event_fails_without_bisecting(
+    env: Sandbox, make_event: Callable[..., Event]
+) -> None:
+    payload = server_event("lonely")
+    del payload["action_source"]
+    event = make_event(event_id="lonely", payload=payload)
+
+    report = dispatch.dispatch_pending()
+
+    event.refresh_from_db()
+    assert report.requests == 1
+    assert event.status == EventStatus.FAILED
+    assert event.diagnostics[-1]["field"] == "action_source"
+    assert event.attempts == 1
+
+
+# --- transient errors and the retry schedule ---------------------------------------------------
+
+
+def test_retry_delays_follow_the_schedule_with_jitter() -> None:
+    expected = [*dispatch.RETRY_DELAYS, dispatch.RETRY_DELAY_AFTER_SCHEDULE]
+    for failures, base in enumerate(expected, start=1):
+        for _ in range(20):
+            delay = dispatch.retry_delay(failures)
+            assert base * 0.8 <= delay <= base * 1.2
+    assert dispatch.RETRY_DELAYS[0] == timedelta(seconds=10)
+    assert dispatch.retry_delay(30) <= timedelta(hours=12) * 1.2
+
+
+def test_a_server_error_schedules_a_retry(env: Sandbox, make_event: Callable[..., Event]) -> None:
+    event = make_event()
+    env.set_faults(failure_rate=1.0)
+
+    report = dispatch.dispatch_pending()
+
+    event.refresh_from_db()
+    assert report.retrying == 1
+    assert event.status == EventStatus.PENDING
+    assert event.attempts == 1
+    wait = event.next_attempt_at - app_clock.now()
+    assert timedelta(seconds=8) <= wait <= timedelta(seconds=12)
+    assert "Attempt 1 failed" in event.status_reason
+    assert DeliveryAttempt.objects.get().outcome == AttemptOutcome.RETRY
+
+    # Not due yet: nothing is sent.
+    env.set_faults(failure_rate=0.0)
+    assert dispatch.dispatch_pending().requests == 0
+
+    app_clock.advance(timedelta(seconds=13))
+    dispatch.dispatch_pending()
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+    assert event.attempts == 2
+
+
+def test_dropped_connections_and_unreadable_answers_are_retried(
+    env: Sandbox, destination: Destination
+) -> None:
+    add_events(destination, 2)
+    env.set_faults(drop_next=1)
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.PENDING: 2}
+
+    app_clock.advance(timedelta(seconds=13))
+    env.answer_next(status=502, text="<html>Bad gateway</html>")
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.PENDING: 2}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {2}
+
+    app_clock.advance(timedelta(minutes=2))
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.DELIVERED: 2}
+
+
+def test_retries_walk_the_schedule_until_the_window_closes(
+    env: Sandbox, make_event: Callable[..., Event]
+) -> None:
+    event = make_event()
+    deadline = event.event_time + timedelta(days=7)
+    env.set_faults(failure_rate=1.0)
+    expected = [*dispatch.RETRY_DELAYS, *[dispatch.RETRY_DELAY_AFTER_SCHEDULE] * 20]
+
+    waits = []
+    for _ in range(40):
+        dispatch.dispatch_pending()
+        event.refresh_from_db()
+        if event.status != EventStatus.PENDING:
+            break
+        wait = event.next_attempt_at - app_clock.now()
+        waits.append(wait)
+        app_clock.advance(wait)
+
+    assert event.status == EventStatus.EXPIRED
+    assert event.status_reason.startswith(dispatch.LAST_ERROR_PREFIX)
+    assert "code 2" in event.status_reason
+    assert event.attempts == len(waits) + 1
+    assert app_clock.now() < deadline
+    for wait, base in zip(waits, expected, strict=False):
+        assert base * 0.8 <= wait <= base * 1.2
+    # It expired because the next attempt would have fallen outside the window.
+    assert app_clock.now() + dispatch.RETRY_DELAY_AFTER_SCHEDULE * 1.2 >= deadline - timedelta(
+        minutes=1
+    )
+    assert len(waits) >= len(dispatch.RETRY_DELAYS) + 10
+
+
+def test_the_lease_of_a_dead_worker_is_given_back(env: Sandbox, destination: Destination) -> None:
+    add_events(destination, 4)
+    # A worker claims the events and sends them, then dies before recording anything.
+    claim = dispatch.claim_due_events([destination.pk])
+    graph.send_events(destination, [event.payload_json for event in claim.events])
+    assert statuses() == {EventStatus.SENDING: 4}
+
+    # Its lease is still running: nobody else takes the events.
+    assert dispatch.dispatch_pending().claimed == 0
+
+    app_clock.advance(timedelta(seconds=301))
+    report = dispatch.dispatch_pending()
+
+    assert report.leases_released == 4
+    assert report.delivered == 4
+    assert statuses() == {EventStatus.DELIVERED: 4}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {1}
+    # Meta saw each event twice, with the same event_id, which it deduplicates.
+    assert env.stats()["duplicates"]
+    assert sorted(sent_event_ids(env)) == sorted([f"evt-{i}" for i in range(4)] * 2)
+
+
+# --- expiry and disabled destinations ----------------------------------------------------------
+
+
+def test_an_event_older_than_seven_days_expires_without_being_sent(
+    env: Sandbox, make_event: Callable[..., Event]
+) -> None:
+    event = make_event(event_time=app_clock.now() - timedelta(days=7, seconds=1))
+
+    report = dispatch.dispatch_pending()
+
+    event.refresh_from_db()
+    assert report.expired == 1
+    assert event.status == EventStatus.EXPIRED
+    assert event.status_reason == dispatch.TOO_OLD_REASON
+    assert env.requests() == []
+
+
+def test_an_expired_retry_keeps_its_last_error(
+    env: Sandbox, make_event: Callable[..., Event]
+) -> None:
+    event = make_event(event_time=app_clock.now() - timedelta(days=6, hours=23, minutes=58))
+    env.set_faults(failure_rate=1.0)
+    dispatch.dispatch_pending()
+    event.refresh_from_db()
+    assert event.status == EventStatus.PENDING
+
+    app_clock.advance(timedelta(minutes=2))
+    dispatch.dispatch_pending()
+
+    event.refresh_from_db()
+    assert event.status == EventStatus.EXPIRED
+    assert event.status_reason.startswith(dispatch.LAST_ERROR_PREFIX + "Attempt 1 failed")
+    assert len(env.requests()) == 1
+
+
+def test_a_disabled_destination_stores_but_never_sends(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination(enabled=False)
+    add_events(destination, 3)
+
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.PENDING: 3}
+    assert env.requests() == []
+
+    app_clock.advance(7 * DAY)
+    report = dispatch.dispatch_pending()
+
+    assert report.expired == 3
+    assert set(Event.objects.values_list("status_reason", flat=True)) == {dispatch.DISABLED_REASON}
+    assert "sending was disabled" in dispatch.DISABLED_REASON
+    assert env.requests() == []
+
+
+def test_enabling_a_destination_sends_what_it_held(
+    env: Sandbox,
+    make_destination: Callable[..., Destination],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    destination = make_destination(enabled=False)
+    add_events(destination, 3)
+
+    destination.enabled = True
+    destination.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        signals.destination_enabled_changed.send(
+            sender=Destination, destination=destination, enabled=True, actor=None
+        )
+
+    assert statuses() == {EventStatus.DELIVERED: 3}
+
+
+def test_test_mode_sends_the_test_event_code(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination(test_event_code="TEST4242")
+    add_events(destination, 2)
+
+    dispatch.dispatch_pending()
+
+    assert {record["test_event_code"] for record in env.events()} == {"TEST4242"}
+    assert env.requests()[0]["test_event_code"] == "TEST4242"
+    assert DeliveryAttempt.objects.get().test_event_code == "TEST4242"
+
+
+# --- rate limits -------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_pauses_the_destination_without_spending_attempts(
+    env: Sandbox, destination: Destination
+) -> None:
+    add_events(destination, 3)
+    env.set_faults(rate_limit_every=1, rate_limit_code=80004, rate_limit_minutes=5)
+
+    report = dispatch.dispatch_pending()
+
+    destination.refresh_from_db()
+    assert report.held == 3
+    assert destination.paused_until == app_clock.now() + timedelta(minutes=5)
+    assert "Rate limited" in destination.pause_reason
+    assert statuses() == {EventStatus.PENDING: 3}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {0}
+    assert DeliveryAttempt.objects.get().outcome == AttemptOutcome.RATE_LIMITED
+
+    env.set_faults(rate_limit_every=0)
+    app_clock.advance(timedelta(minutes=4))
+    assert dispatch.dispatch_pending().requests == 0
+
+    app_clock.advance(timedelta(minutes=1))
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.DELIVERED: 3}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_rate_limit_without_a_time_backs_off(env: Sandbox, destination: Destination) -> None:
+    add_events(destination, 1)
+    env.answer_error(4, 1504022, message="(#4) Application request limit reached")
+
+    dispatch.dispatch_pending()
+
+    destination.refresh_from_db()
+    assert destination.paused_until == app_clock.now() + dispatch.RATE_LIMIT_BACKOFF
+
+
+# --- refused tokens ----------------------------------------------------------------------------
+
+
+def test_a_revoked_token_blocks_only_its_destination(
+    env: Sandbox,
+    make_destination: Callable[..., Destination],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    revoked, healthy = make_destination(), make_destination()
+    add_events(revoked, 3, prefix="r")
+    add_events(healthy, 3, prefix="h")
+    env.revoke(revoked.access_token)
+
+    report = dispatch.dispatch_pending()
+
+    revoked.refresh_from_db()
+    assert report.held == 3
+    assert revoked.blocked_reason
+    assert revoked.blocked_at == app_clock.now()
+    assert revoked.health == Health.UNHEALTHY
+    assert revoked.token_hint not in revoked.blocked_reason
+    assert statuses(revoked) == {EventStatus.PENDING: 3}
+    assert set(revoked.events.values_list("attempts", flat=True)) == {0}
+    assert statuses(healthy) == {EventStatus.DELIVERED: 3}
+
+    # New events keep flowing for the healthy destination and wait for the blocked one.
+    add_events(revoked, 1, prefix="r-late")
+    add_events(healthy, 1, prefix="h-late")
+    dispatch.dispatch_pending()
+    assert statuses(revoked) == {EventStatus.PENDING: 4}
+    assert statuses(healthy) == {EventStatus.DELIVERED: 4}
+
+    # A new token clears the block and sends what was held.
+    revoked.access_token = make_token("a-brand-new-token")
+    revoked.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        signals.destination_token_replaced.send(sender=Destination, destination=revoked, actor=None)
+
+    revoked.refresh_from_db()
+    assert revoked.blocked_reason == ""
+    assert statuses(revoked) == {EventStatus.DELIVERED: 4}
+    assert len(sent_event_ids(env, pixel_id=revoked.pixel_id)) == 4
+
+
+def test_a_token_without_access_to_the_pixel_blocks_the_destination(
+    env: Sandbox, destination: Destination
+) -> None:
+    # The token is good, but for another pixel.
+    env.register_pixel("9990000000000001", "The token's own pixel", [destination.access_token])
+    env.register_pixel(destination.pixel_id, "Someone else's pixel", [make_token("other")])
+    add_events(destination, 2)
+
+    dispatch.dispatch_pending()
+
+    destination.refresh_from_db()
+    assert destination.is_blocked
+    assert destination.health == Health.UNHEALTHY
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.category == graph.PERMISSION
+    assert attempt.outcome == AttemptOutcome.BLOCKED
+    assert statuses() == {EventStatus.PENDING: 2}
+
+
+def test_clearing_a_block_sends_the_held_events(
+    env: Sandbox, destination: Destination, django_capture_on_commit_callbacks: Any
+) -> None:
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="Meta refused the token.", blocked_at=app_clock.now()
+    )
+    add_events(destination, 2)
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.PENDING: 2}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.clear_block(destination)
+
+    assert statuses() == {EventStatus.DELIVERED: 2}
+    assert not dispatch.clear_block(destination)
+
+
+def test_held_events_of_a_blocked_destination_expire_with_the_reason(
+    env: Sandbox, destination: Destination
+) -> None:
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="Meta refused the access token.", blocked_at=app_clock.now()
+    )
+    add_events(destination, 1)
+
+    app_clock.advance(7 * DAY)
+    dispatch.dispatch_pending()
+
+    event = Event.objects.get()
+    assert event.status == EventStatus.EXPIRED
+    assert event.status_reason == dispatch.LAST_ERROR_PREFIX + "Meta refused the access token."
+
+
+# --- redelivery --------------------------------------------------------------------------------
+
+
+def test_redeliver_puts_failed_and_expired_events_inside_the_window_back(
+    env: Sandbox,
+    make_event: Callable[..., Event],
+    make_user: Callable[..., Any],
+    tenant: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    user = make_user(tenant, "editor")
+    failed = make_event(status=EventStatus.FAILED, attempts=1)
+    expired = make_event(
+        status=EventStatus.EXPIRED, event_time=app_clock.now() - timedelta(days=6), attempts=9
+    )
+    too_old = make_event(status=EventStatus.EXPIRED, event_time=app_clock.now() - 8 * DAY)
+    delivered = make_event(status=EventStatus.DELIVERED)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        count = dispatch.redeliver(Event.objects.all(), actor=user)
+
+    assert count == 2
+    failed.refresh_from_db()
+    expired.refresh_from_db()
+    too_old.refresh_from_db()
+    delivered.refresh_from_db()
+    assert failed.status == expired.status == EventStatus.PENDING
+    assert failed.attempts == expired.attempts == 0
+    assert failed.next_attempt_at == app_clock.now()
+    assert user.username in failed.status_reason
+    assert too_old.status == EventStatus.EXPIRED
+    assert delivered.status == EventStatus.DELIVERED
+    entry = AuditEntry.objects.get()
+    assert entry.action == AuditAction.REDELIVERED
+    assert entry.actor == user
+    assert entry.detail == {"count": 2}
+
+    for callback in callbacks:
+        callback()
+    failed.refresh_from_db()
+    assert failed.status == EventStatus.DELIVERED
+
+
+def test_redeliver_accepts_ids(env: Sandbox, make_event: Callable[..., Event]) -> None:
+    failed = make_event(status=EventStatus.FAILED)
+
+    assert dispatch.redeliver([failed.pk], actor=None) == 1
+    assert dispatch.redeliver([failed.pk], actor=None) == 0
+    assert AuditEntry.objects.get().actor is None

@@ -1,0 +1,623 @@
+"""track() / track_many(): enrichment, hashing, diagnostics, consent, idempotent bulk storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import RequestFactory
+
+from capi_destinations import track, track_many
+from capi_destinations.diagnostics import Diagnostic
+from capi_destinations.ingest import TrackResult
+from capi_destinations.models import (
+    ConsentPolicy,
+    Destination,
+    Event,
+    EventStatus,
+    MissingConsent,
+)
+from capi_destinations.signals import events_recorded
+from tests.conftest import FROZEN_AT
+
+pytestmark = pytest.mark.usefixtures("clock")
+
+NOW_SECONDS = int(FROZEN_AT.timestamp())
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def purchase(event_id: str | None = "order-1001", **overrides: Any) -> dict[str, Any]:
+    """A raw Purchase as a developer writes it: plaintext PII, aliases, lowercase currency."""
+    event: dict[str, Any] = {
+        "event_name": "Purchase",
+        "event_time": NOW_SECONDS - 60,
+        "action_source": "website",
+        "event_source_url": "https://shop.example.com/checkout/done",
+        "user_data": {
+            "email": "  Jane.Doe@Example.COM ",
+            "phone": "+1 (650) 555-1212",
+            "first_name": "Janine",
+            "last_name": "Okonkwo-Smith",
+            "city": "Springfield Gardens",
+            "client_ip_address": "203.0.113.7",
+            "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        },
+        "custom_data": {"value": 49.9, "currency": "eur"},
+    }
+    if event_id is not None:
+        event["event_id"] = event_id
+    event.update(overrides)
+    return event
+
+
+def codes(findings: list[Diagnostic] | list[dict[str, Any]]) -> list[str]:
+    return [f.code if isinstance(f, Diagnostic) else f["code"] for f in findings]
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[dict[str, Any]]]:
+    """The events_recorded signals sent during the test."""
+    sent: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        sent.append({"sender": sender, **kwargs})
+
+    events_recorded.connect(receiver)
+    yield sent
+    events_recorded.disconnect(receiver)
+
+
+# --- storing one event ---------------------------------------------------------------------
+
+
+def test_a_good_event_is_stored_pending_and_due_now(destination: Destination) -> None:
+    result = track(destination, purchase())
+
+    assert isinstance(result, TrackResult)
+    assert result.status == "stored"
+    assert result.index == 0
+    row = Event.objects.get()
+    assert row.pk == result.event.pk
+    assert row.status == EventStatus.PENDING
+    assert row.next_attempt_at == FROZEN_AT
+    assert row.event_name == "Purchase"
+    assert row.event_id == "order-1001"
+    assert row.event_time == FROZEN_AT - timedelta(seconds=60)
+    assert row.action_source == "website"
+    assert row.status_reason == ""
+
+
+def test_the_stored_payload_is_the_meta_ready_server_event(destination: Destination) -> None:
+    row = track(destination, purchase()).event
+    row.refresh_from_db()
+
+    payload = row.payload
+    assert payload["event_time"] == NOW_SECONDS - 60
+    assert payload["event_id"] == "order-1001"
+    assert payload["user_data"]["em"] == [sha256("jane.doe@example.com")]
+    assert payload["user_data"]["ph"] == [sha256("16505551212")]
+    assert payload["user_data"]["fn"] == [sha256("janine")]
+    assert payload["user_data"]["client_ip_address"] == "203.0.113.7"
+    assert payload["custom_data"] == {"value": 49.9, "currency": "EUR"}
+    assert "email" not in payload["user_data"]
+
+
+def test_payload_hash_is_sha256_of_the_canonical_payload(destination: Destination) -> None:
+    row = track(destination, purchase()).event
+    row.refresh_from_db()
+
+    canonical = json.dumps(row.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert row.payload_hash == sha256(canonical)
+
+
+def test_diagnostics_and_match_quality_are_stored(destination: Destination) -> None:
+    event = purchase(custom_data={"value": "49.90", "currency": "EUR"})
+    result = track(destination, event)
+    row = Event.objects.get()
+
+    assert "value_not_number" in codes(result.diagnostics)
+    assert codes(row.diagnostics) == codes(result.diagnostics)
+    assert row.diagnostics == [finding.to_dict() for finding in result.diagnostics]
+    # email + phone + IP + UA + names + city: a well matched event.
+    assert row.match_quality is not None
+    assert row.match_quality >= 8
+    # Meta wants a number; the text was turned into one.
+    assert row.payload["custom_data"]["value"] == 49.9
+
+
+def test_plaintext_pii_reaches_no_table(destination: Destination) -> None:
+    track(destination, purchase("order-pii"))
+    track_many(destination, [purchase("order-pii-2"), purchase("order-pii")])
+
+    needles = [
+        "Jane.Doe@Example.COM",
+        "jane.doe@example.com",
+        "+1 (650) 555-1212",
+        "16505551212",
+        "6505551212",
+        "Janine",
+        "janine",
+        "Okonkwo",
+        "okonkwo",
+        "Springfield",
+        "springfield",
+    ]
+    found: list[tuple[str, str]] = []
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT * FROM {quote(table)}")  # noqa: S608 - names from the db
+            text = repr(cursor.fetchall())
+            found += [(table, needle) for needle in needles if needle in text]
+    assert Event.objects.count() == 2
+    assert found == []
+
+
+def test_aliases_and_meta_keys_give_the_same_hashes(destination: Destination) -> None:
+    with_aliases = track(destination, purchase("a", user_data={"email": "X@Example.com"}))
+    with_keys = track(destination, purchase("b", user_data={"em": "x@example.com"}))
+
+    assert with_aliases.event.payload["user_data"] == with_keys.event.payload["user_data"]
+
+
+def test_unknown_keys_are_dropped_with_an_info_diagnostic(destination: Destination) -> None:
+    user_data = {"email": "a@example.com", "user_agent": "Mozilla/5.0", "shoe_size": "42"}
+    event = purchase(coupon="SUMMER", user_data=user_data)
+    result = track(destination, event)
+
+    assert "coupon" not in result.event.payload
+    assert "shoe_size" not in result.event.payload["user_data"]
+    infos = {f.code: f.severity for f in result.diagnostics}
+    assert infos["unknown_event_key"] == "info"
+    assert infos["unknown_user_data_key"] == "info"
+    assert result.status == "stored"
+
+
+def test_decimal_values_are_sent_as_numbers(destination: Destination) -> None:
+    event = purchase(
+        custom_data={
+            "value": Decimal("49.90"),
+            "currency": "EUR",
+            "contents": [{"id": "SKU-1", "quantity": 1, "item_price": Decimal("49.90")}],
+        }
+    )
+    result = track(destination, event)
+
+    assert result.status == "stored"
+    assert result.event.payload["custom_data"]["value"] == 49.9
+    assert result.event.payload["custom_data"]["contents"][0]["item_price"] == 49.9
+
+
+def test_event_time_defaults_to_now(destination: Destination) -> None:
+    event = purchase()
+    del event["event_time"]
+    result = track(destination, event)
+
+    assert result.event.event_time == FROZEN_AT
+    assert result.event.payload["event_time"] == NOW_SECONDS
+    assert "missing_event_time" not in codes(result.diagnostics)
+
+
+def test_a_missing_event_id_is_generated_and_still_warned_about(
+    destination: Destination,
+) -> None:
+    first = track(destination, purchase(event_id=None))
+    second = track(destination, purchase(event_id=None))
+
+    assert first.event.event_id.startswith("srv_")
+    assert len(first.event.event_id) == len("srv_") + 32
+    assert first.event.payload["event_id"] == first.event.event_id
+    assert "missing_event_id" in codes(first.diagnostics)
+    # Two calls without an id are two events, not duplicates.
+    assert second.status == "stored"
+    assert second.event.event_id != first.event.event_id
+
+
+def test_a_numeric_event_id_is_kept_as_text(destination: Destination) -> None:
+    result = track(destination, purchase(event_id=123456))
+
+    assert result.event.event_id == "123456"
+    assert result.event.payload["event_id"] == "123456"
+
+
+# --- rejected and suppressed ---------------------------------------------------------------
+
+
+def test_an_event_with_errors_is_stored_as_rejected_with_the_reason(
+    destination: Destination,
+    recorded: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        result = track(destination, purchase(custom_data={"value": 10}))
+
+    assert result.status == "rejected"
+    row = Event.objects.get()
+    assert row.status == EventStatus.REJECTED
+    assert row.next_attempt_at is None
+    assert "currency" in row.status_reason
+    errors = [f for f in result.diagnostics if f.severity == "error"]
+    assert codes(errors) == ["missing_currency"]
+    # Nothing is waiting to be sent, so nobody is told to send.
+    assert recorded == []
+
+
+def test_events_older_than_seven_days_are_rejected(destination: Destination) -> None:
+    result = track(destination, purchase(event_time=NOW_SECONDS - 8 * 86400))
+
+    assert result.status == "rejected"
+    assert "event_time_too_old" in codes(result.diagnostics)
+
+
+def test_require_consent_suppresses_denied_events(make_destination: Callable) -> None:
+    destination = make_destination(consent_policy=ConsentPolicy.REQUIRE_CONSENT)
+    event = purchase(consent={"ad_storage": "granted", "ad_user_data": "denied", "region": "DE"})
+    result = track(destination, event)
+
+    assert result.status == "suppressed"
+    row = Event.objects.get()
+    assert row.status == EventStatus.SUPPRESSED
+    assert "ad_user_data denied" in row.status_reason
+    assert row.next_attempt_at is None
+    assert row.consent == {"ad_storage": "granted", "ad_user_data": "denied", "region": "DE"}
+    assert "consent" not in row.payload
+
+
+def test_missing_consent_follows_the_destination_default(make_destination: Callable) -> None:
+    strict = make_destination(
+        consent_policy=ConsentPolicy.REQUIRE_CONSENT, missing_consent=MissingConsent.DENIED
+    )
+    lenient = make_destination(
+        consent_policy=ConsentPolicy.REQUIRE_CONSENT, missing_consent=MissingConsent.GRANTED
+    )
+
+    assert track(strict, purchase()).status == "suppressed"
+    assert track(lenient, purchase()).status == "stored"
+
+
+def test_limited_data_use_adds_the_data_processing_options(make_destination: Callable) -> None:
+    destination = make_destination(consent_policy=ConsentPolicy.LIMITED_DATA_USE)
+    payload = track(destination, purchase()).event.payload
+
+    assert payload["data_processing_options"] == ["LDU"]
+    assert payload["data_processing_options_country"] == 0
+    assert payload["data_processing_options_state"] == 0
+
+
+def test_junk_of_any_shape_is_rejected_never_raised(destination: Destination) -> None:
+    junk: list[Any] = [
+        1,
+        "Purchase",
+        None,
+        [],
+        {},
+        {"event_name": {"nested": True}, "event_id": ["x"], "user_data": "jane@example.com"},
+        {"event_name": "Purchase", "event_time": "yesterday", "custom_data": [1, 2]},
+        {"event_name": "Purchase", "event_time": float("nan"), "event_id": "nan"},
+    ]
+    results = track_many(destination, junk)
+
+    assert [r.index for r in results] == list(range(len(junk)))
+    assert {r.status for r in results} == {"rejected"}
+    assert Event.objects.filter(status=EventStatus.REJECTED).count() == len(junk)
+    # A user_data that is not an object is never stored, not even as text.
+    stored = Event.objects.get(pk=results[5].event.pk)
+    assert stored.payload["user_data"] == {}
+    assert "jane@example.com" not in json.dumps(stored.payload)
+
+
+def test_text_no_database_accepts_is_cleaned(destination: Destination) -> None:
+    event = purchase(
+        "order-\x00-nul",
+        event_name="Pur\x00chase\ud800",
+        custom_data={"value": 1, "currency": "EUR", "note": "a\x00b", "bad": "\udcff"},
+        user_data={"email": "a\udcff@example.com", "external_id": "x\ud800", "ua": "\x00"},
+    )
+    result = track(destination, event)
+    row = Event.objects.get(pk=result.event.pk)
+
+    assert "\x00" not in row.event_id
+    assert "\x00" not in row.event_name
+    assert row.payload["custom_data"]["note"] == "ab"
+
+
+def test_overlong_keys_are_rejected_and_stored_under_a_generated_id(
+    destination: Destination,
+) -> None:
+    result = track(destination, purchase("x" * 300, event_name="E" * 150))
+
+    assert result.status == "rejected"
+    assert codes(result.diagnostics).count("field_too_long") == 2
+    assert result.event.event_id.startswith("srv_")
+    assert len(result.event.event_name) == 100
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+def test_the_same_event_twice_is_a_duplicate_of_the_original(destination: Destination) -> None:
+    original = track(destination, purchase())
+    again = track(destination, purchase())
+
+    assert again.status == "duplicate"
+    assert again.is_duplicate
+    assert again.event.pk == original.event.pk
+    assert Event.objects.count() == 1
+    assert "event_id_reused" not in codes(Event.objects.get().diagnostics)
+
+
+def test_a_retry_without_event_time_is_a_clean_duplicate(
+    destination: Destination, clock: Any
+) -> None:
+    event = purchase()
+    del event["event_time"]
+    track(destination, event)
+    clock.advance(timedelta(seconds=30))
+    again = track(destination, event)
+
+    assert again.status == "duplicate"
+    assert "event_id_reused" not in codes(again.diagnostics)
+
+
+def test_a_reused_event_id_with_other_contents_is_reported_on_the_original(
+    destination: Destination,
+) -> None:
+    original = track(destination, purchase())
+    other = purchase(custom_data={"value": 99.0, "currency": "EUR"})
+    again = track(destination, other)
+    third = track(destination, purchase(user_data={"email": "someone.else@example.com"}))
+
+    assert again.status == "duplicate"
+    assert again.event.pk == original.event.pk
+    assert "event_id_reused" in codes(again.diagnostics)
+    assert third.status == "duplicate"
+    row = Event.objects.get()
+    # Reported once, however often it happens; the original's payload is untouched.
+    assert codes(row.diagnostics).count("event_id_reused") == 1
+    assert row.payload["custom_data"]["value"] == 49.9
+
+
+def test_same_event_id_under_another_event_name_or_destination_is_another_event(
+    destination: Destination, make_destination: Callable
+) -> None:
+    other_destination = make_destination()
+    results = [
+        track(destination, purchase("shared")),
+        track(destination, purchase("shared", event_name="AddToCart")),
+        track(other_destination, purchase("shared")),
+    ]
+
+    assert [r.status for r in results] == ["stored", "stored", "stored"]
+    assert Event.objects.count() == 3
+
+
+def test_duplicates_inside_one_batch_point_at_the_first(destination: Destination) -> None:
+    changed = purchase("order-7", custom_data={"value": 1.0, "currency": "EUR"})
+    results = track_many(
+        destination, [purchase("order-7"), purchase("order-8"), purchase("order-7"), changed]
+    )
+
+    assert [r.status for r in results] == ["stored", "stored", "duplicate", "duplicate"]
+    assert results[2].event.pk == results[0].event.pk
+    assert results[3].event.pk == results[0].event.pk
+    assert "event_id_reused" not in codes(results[2].diagnostics)
+    assert "event_id_reused" in codes(results[3].diagnostics)
+    assert Event.objects.count() == 2
+    first = Event.objects.get(event_id="order-7")
+    assert codes(first.diagnostics).count("event_id_reused") == 1
+
+
+def test_a_row_a_concurrent_request_inserted_first_is_the_original(
+    destination: Destination, make_event: Callable
+) -> None:
+    # Another request commits the same event the instant before our INSERT runs: whatever we
+    # might have read before writing would be stale. The unique constraint decides.
+    competitor: list[Event] = []
+    started: list[bool] = []
+
+    def insert_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not started and sql.startswith("INSERT") and Event._meta.db_table in sql:
+            started.append(True)  # before creating it, which runs through this wrapper too
+            competitor.append(make_event(event_id="order-race"))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(insert_first):
+        result = track(destination, purchase("order-race"))
+
+    assert result.status == "duplicate"
+    assert result.event.pk == competitor[0].pk
+    assert Event.objects.count() == 1
+    # Its payload differs from ours, so the original is told its event_id was reused.
+    assert "event_id_reused" in codes(Event.objects.get().diagnostics)
+
+
+def test_bulk_storage_takes_one_query_per_chunk(
+    destination: Destination, django_assert_max_num_queries: Any
+) -> None:
+    events = [purchase(f"order-{n}") for n in range(500)]
+    with django_assert_max_num_queries(1):  # INSERT … RETURNING
+        results = track_many(destination, events)
+    assert {r.status for r in results} == {"stored"}
+
+    changed = [
+        purchase(f"order-{n}", custom_data={"value": 1, "currency": "EUR"}) for n in range(500)
+    ]
+    with django_assert_max_num_queries(3):  # INSERT, SELECT of the originals, UPDATE
+        again = track_many(destination, changed)
+    assert {r.status for r in again} == {"duplicate"}
+    assert Event.objects.count() == 500
+    assert all("event_id_reused" in codes(row.diagnostics) for row in Event.objects.all())
+
+
+def test_a_thousand_events_are_stored_in_order(destination: Destination) -> None:
+    results = track_many(destination, [purchase(f"o-{n}") for n in range(1000)])
+
+    assert [r.index for r in results] == list(range(1000))
+    assert [r.event.event_id for r in results] == [f"o-{n}" for n in range(1000)]
+    assert len({r.event.pk for r in results}) == 1000
+    assert Event.objects.count() == 1000
+
+
+def test_nothing_to_record_is_no_work(destination: Destination) -> None:
+    assert track_many(destination, []) == []
+
+
+# --- after commit ----------------------------------------------------------------------------
+
+
+def test_events_recorded_is_sent_after_commit_with_the_pending_count(
+    destination: Destination,
+    recorded: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        track_many(
+            destination,
+            [purchase("a"), purchase("b"), purchase("c", custom_data={}), purchase("a")],
+        )
+        assert recorded == []  # not before the transaction commits
+    for callback in callbacks:
+        callback()
+
+    assert len(recorded) == 1
+    assert recorded[0]["sender"] is Event
+    assert recorded[0]["destination_id"] == destination.pk
+    assert recorded[0]["count"] == 2
+
+
+def test_a_disabled_destination_still_records(make_destination: Callable) -> None:
+    destination = make_destination(enabled=False)
+
+    assert track(destination, purchase()).status == "stored"
+
+
+# --- request enrichment --------------------------------------------------------------------
+
+
+def browser_request(**extra: Any) -> Any:
+    request = RequestFactory().post(
+        "/",
+        REMOTE_ADDR="198.51.100.20",
+        HTTP_USER_AGENT="Mozilla/5.0 (Macintosh) Safari/605.1",
+        **extra,
+    )
+    request.COOKIES.update(
+        {"_fbp": "fb.1.1700000000000.987654321", "_fbc": "fb.1.1700000000001.AbC"}
+    )
+    return request
+
+
+def bare_event(**overrides: Any) -> dict[str, Any]:
+    """A Purchase whose user_data holds only an email: the rest must come from elsewhere."""
+    event = purchase(user_data={"email": "jane@example.com"})
+    event.update(overrides)
+    return event
+
+
+def test_the_request_fills_ip_user_agent_and_cookies(destination: Destination) -> None:
+    user_data = track(destination, bare_event(), request=browser_request()).event.payload[
+        "user_data"
+    ]
+
+    assert user_data["client_ip_address"] == "198.51.100.20"
+    assert user_data["client_user_agent"] == "Mozilla/5.0 (Macintosh) Safari/605.1"
+    assert user_data["fbp"] == "fb.1.1700000000000.987654321"
+    assert user_data["fbc"] == "fb.1.1700000000001.AbC"
+
+
+def test_the_callers_values_win_over_the_request(destination: Destination) -> None:
+    event = bare_event(
+        user_data={"email": "jane@example.com", "ip": "203.0.113.9", "fbp": "fb.1.1.own"}
+    )
+    user_data = track(destination, event, request=browser_request()).event.payload["user_data"]
+
+    assert user_data["client_ip_address"] == "203.0.113.9"
+    assert user_data["fbp"] == "fb.1.1.own"
+    assert user_data["client_user_agent"] == "Mozilla/5.0 (Macintosh) Safari/605.1"
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_header_is_trusted(
+    destination: Destination, settings: Any
+) -> None:
+    request = browser_request(HTTP_X_FORWARDED_FOR="192.0.2.1, 10.0.0.1")
+    untrusted = track(destination, bare_event(event_id="u"), request=request)
+    settings.CAPI_DESTINATIONS = {"TRUSTED_PROXY_HEADER": "HTTP_X_FORWARDED_FOR"}
+    trusted = track(destination, bare_event(event_id="t"), request=request)
+
+    assert untrusted.event.payload["user_data"]["client_ip_address"] == "198.51.100.20"
+    assert trusted.event.payload["user_data"]["client_ip_address"] == "192.0.2.1"
+
+
+def test_fbclid_in_the_page_url_becomes_fbc(destination: Destination) -> None:
+    url = "https://shop.example.com/landing?utm_source=fb&fbclid=IwAR2xYz_AbC-123"
+    result = track(destination, bare_event(event_source_url=url))
+
+    millis = int(FROZEN_AT.timestamp() * 1000)
+    assert result.event.payload["user_data"]["fbc"] == f"fb.1.{millis}.IwAR2xYz_AbC-123"
+
+
+def test_an_fbc_cookie_wins_over_fbclid(destination: Destination) -> None:
+    url = "https://shop.example.com/?fbclid=FromTheUrl"
+    result = track(destination, bare_event(event_source_url=url), request=browser_request())
+
+    assert result.event.payload["user_data"]["fbc"] == "fb.1.1700000000001.AbC"
+
+
+def test_a_retry_with_a_built_fbc_is_a_clean_duplicate(
+    destination: Destination, clock: Any
+) -> None:
+    event = bare_event(event_source_url="https://shop.example.com/?fbclid=Abc123")
+    track(destination, event)
+    clock.advance(timedelta(seconds=5))
+    again = track(destination, event)
+
+    assert again.status == "duplicate"
+    assert "event_id_reused" not in codes(again.diagnostics)
+
+
+def test_racing_requests_store_each_event_once(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination()
+    batch = [purchase(f"race-{n}") for n in range(50)]
+    # Each request carries the same events in another order (a deadlock risk if unhandled).
+    orders = [batch, batch[::-1], batch[25:] + batch[:25], batch[1::2] + batch[::2]]
+    start = threading.Barrier(len(orders))
+    outcomes: list[list[TrackResult]] = []
+    failures: list[BaseException] = []
+
+    def request(events: list[dict[str, Any]]) -> None:
+        try:
+            start.wait()
+            outcomes.append(track_many(destination, events))
+        except BaseException as error:  # reported below; a thread cannot fail the test itself
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request, args=(events,)) for events in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert Event.objects.count() == 50
+    by_event_id: dict[str, list[TrackResult]] = {}
+    for outcome in outcomes:
+        for result in outcome:
+            by_event_id.setdefault(result.event.event_id, []).append(result)
+    assert len(by_event_id) == 50
+    for results in by_event_id.values():
+        assert sorted(r.status for r in results) == ["duplicate"] * 3 + ["stored"]
+        assert len({r.event.pk for r in results}) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from argparse import ArgumentParser, ArgumentTypeError
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -44,6 +46,10 @@ def build_sandbox_app(
     for pixel_id, (name, tokens) in pixels.items():
         app.state.register_pixel(pixel_id, name, tokens)
     return app
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -109,6 +115,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Point the app at it: CAPI_GRAPH_API_BASE_URL={sandbox.url}")
         self.stdout.write("Quit with Ctrl-C.")
         self.stdout.flush()
+        # Ctrl-C and a plain `kill` both stop it cleanly, even when the parent process started
+        # us with SIGINT ignored (shells and supervisors may do that for background jobs).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             sandbox.server.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:

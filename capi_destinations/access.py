@@ -17,7 +17,20 @@ from django.db import transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from capi_destinations.models import Destination, Membership, Role, Tenant
+from capi_destinations.models import (
+    AuditAction,
+    AuditEntry,
+    Destination,
+    Membership,
+    Role,
+    Tenant,
+)
+
+MEMBER_ACTIONS = (
+    AuditAction.MEMBER_ADDED,
+    AuditAction.MEMBER_ROLE_CHANGED,
+    AuditAction.MEMBER_REMOVED,
+)
 
 # Higher rank, more rights; each role can do everything the roles below it can.
 ROLE_RANK: dict[str, int] = {Role.VIEWER: 1, Role.EDITOR: 2, Role.ADMIN: 3}
@@ -151,8 +164,8 @@ def members_of(tenant: Tenant) -> QuerySet[Membership]:
     )
 
 
-def add_member(tenant: Tenant, username: str, role: str) -> Membership:
-    """Give the existing user ``username`` a ``role`` in ``tenant``.
+def add_member(tenant: Tenant, username: str, role: str, *, actor: Any = None) -> Membership:
+    """Give the existing user ``username`` a ``role`` in ``tenant``, audited as ``actor``'s.
 
     Raises ``ValidationError`` when no such user exists or they are already a member.
     """
@@ -169,26 +182,61 @@ def add_member(tenant: Tenant, username: str, role: str) -> Membership:
         raise ValidationError(
             f"{username.strip()} is already a member of {tenant}.", code="already_member"
         )
-    return Membership.objects.create(tenant=tenant, user=user, role=Role(role))
-
-
-def change_role(membership: Membership, role: str) -> Membership:
-    """Set a member's role; the last admin of a tenant cannot be demoted."""
-    role = Role(role)
     with transaction.atomic():
-        if membership.role == Role.ADMIN and role != Role.ADMIN:
-            _refuse_if_last_admin(membership)
-        membership.role = role
-        membership.save(update_fields=["role"])
+        membership = Membership.objects.create(tenant=tenant, user=user, role=Role(role))
+        audit_member_change(membership, AuditAction.MEMBER_ADDED, actor=actor)
     return membership
 
 
-def remove_member(membership: Membership) -> None:
-    """Remove a member; the last admin of a tenant cannot be removed."""
+def change_role(membership: Membership, role: str, *, actor: Any = None) -> Membership:
+    """Set a member's role, audited as ``actor``'s; the last admin cannot be demoted."""
+    role = Role(role)
+    previous = membership.role
+    if role == previous:
+        return membership
+    with transaction.atomic():
+        if previous == Role.ADMIN:
+            _refuse_if_last_admin(membership)
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_member_change(
+            membership, AuditAction.MEMBER_ROLE_CHANGED, actor=actor, previous_role=previous
+        )
+    return membership
+
+
+def remove_member(membership: Membership, *, actor: Any = None) -> None:
+    """Remove a member, audited as ``actor``'s; the last admin of a tenant cannot be removed."""
     with transaction.atomic():
         if membership.role == Role.ADMIN:
             _refuse_if_last_admin(membership)
+        audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=actor)
         membership.delete()
+
+
+def audit_member_change(
+    membership: Membership, action: str, *, actor: Any = None, previous_role: str = ""
+) -> AuditEntry:
+    """Record that ``actor`` (None or anonymous: the system) did ``action`` to a membership."""
+    detail = {"member": membership.user.get_username(), "role": str(membership.role)}
+    if previous_role:
+        detail["previous_role"] = str(previous_role)
+    is_person = actor is not None and getattr(actor, "is_authenticated", False)
+    return AuditEntry.objects.create(
+        tenant_id=membership.tenant_id,
+        actor=actor if is_person else None,
+        action=action,
+        detail=detail,
+    )
+
+
+def member_history(tenant: Tenant, *, limit: int = 50) -> QuerySet[AuditEntry]:
+    """The latest changes to ``tenant``'s members, newest first, with who made them."""
+    return (
+        AuditEntry.objects.filter(tenant=tenant, action__in=MEMBER_ACTIONS)
+        .select_related("actor")
+        .order_by("-created_at", "-pk")[:limit]
+    )
 
 
 def _refuse_if_last_admin(membership: Membership) -> None:

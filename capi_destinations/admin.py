@@ -18,10 +18,13 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import destinations, dispatch, health, tokens
+from capi_destinations import access, destinations, dispatch, health, tokens
 from capi_destinations.models import (
+    AuditAction,
     AuditEntry,
     DeliveryAttempt,
     Destination,
@@ -140,6 +143,29 @@ class MembershipAdmin(TenantScopedAdmin):
     list_filter = ["role"]
     raw_id_fields = ["user"]
 
+    # Member changes made here are audited like those made on the members page.
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        previous_role = form.initial.get("role", "") if change else ""
+        super().save_model(request, obj, form, change)
+        if not change:
+            access.audit_member_change(obj, AuditAction.MEMBER_ADDED, actor=request.user)
+        elif "role" in form.changed_data:
+            access.audit_member_change(
+                obj,
+                AuditAction.MEMBER_ROLE_CHANGED,
+                actor=request.user,
+                previous_role=previous_role,
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        access.audit_member_change(obj, AuditAction.MEMBER_REMOVED, actor=request.user)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for membership in queryset.select_related("user"):
+            access.audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=request.user)
+        super().delete_queryset(request, queryset)
+
 
 class RecentRowsFormSet(BaseInlineFormSet):
     """An inline formset that shows only the newest rows (a destination has thousands)."""
@@ -250,6 +276,17 @@ class DestinationAdmin(TenantScopedAdmin):
             obj.get_health_display(),
         )
 
+    @method_decorator(sensitive_post_parameters("access_token", "app_secret"))
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The add and change forms carry the token: keep it out of Django's error reports.
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Moving a destination to another client is not an edit: its audit trail stays put.
         fields = list(super().get_readonly_fields(request, obj))
@@ -261,6 +298,7 @@ class DestinationAdmin(TenantScopedAdmin):
             return []
         return list(self.inlines)
 
+    @method_decorator(sensitive_variables("values", "changes"))
     def save_model(self, request: HttpRequest, obj: Destination, form: Any, change: bool) -> None:
         values = {
             name: form.cleaned_data[name]

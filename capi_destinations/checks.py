@@ -1,14 +1,18 @@
-"""System checks that tell a host site what it misconfigured (ids ``capi_destinations.E00x``)."""
+"""System checks that tell a host site what it misconfigured (ids ``capi_destinations.E0xx``)."""
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from capi_destinations.conf import app_settings
+from capi_destinations import normalize, ratelimit
+from capi_destinations.conf import DEFAULTS, app_settings
 
 
 @checks.register()
@@ -76,3 +80,173 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             )
         ]
     return []
+
+
+# --- settings with a format -------------------------------------------------------------------
+
+# Seconds, bytes and counts that only make sense above zero, and the whole numbers among them.
+_POSITIVE_NUMBERS = (
+    "GRAPH_CONNECT_TIMEOUT",
+    "GRAPH_READ_TIMEOUT",
+    "LEASE_SECONDS",
+    "HEALTH_CHECK_INTERVAL",
+    "HEALTH_MAX_QUEUE_DELAY",
+    "BATCH_MAX_BYTES",
+    "INGEST_MAX_BODY_BYTES",
+    "RETENTION_DAYS",
+    "HEALTH_CHECK_CONCURRENCY",
+    "HEALTH_TRANSIENT_FAILURE_THRESHOLD",
+    "HEALTH_FAILURE_RATE_ATTEMPTS",
+)
+# 0 turns these off.
+_NON_NEGATIVE_NUMBERS = ("DISPATCH_ENQUEUE_DEDUP_SECONDS", "INGEST_KEY_CACHE_SECONDS")
+_WHOLE_NUMBERS = frozenset(
+    {
+        "BATCH_MAX_BYTES",
+        "INGEST_MAX_BODY_BYTES",
+        "RETENTION_DAYS",
+        "HEALTH_CHECK_CONCURRENCY",
+        "HEALTH_TRANSIENT_FAILURE_THRESHOLD",
+        "HEALTH_FAILURE_RATE_ATTEMPTS",
+    }
+)
+# How Django names a request header in request.META: HTTP_ + upper case, "-" as "_".
+_META_HEADER_KEY = re.compile(r"HTTP_[A-Z0-9_]+")
+_GRAPH_API_VERSION = re.compile(r"v\d+\.\d+")
+
+
+@checks.register()
+def check_setting_formats(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Settings with a format: the ingest rate, the proxy header, numbers, version, URL, country.
+
+    Each of these would otherwise fail only later and quietly: a request at a time (the rate),
+    with every visitor's IP read as the proxy's, or as Meta unreachable (a URL without http).
+    Skipped while ``CAPI_DESTINATIONS`` itself cannot be read (``E005`` says why).
+    """
+    try:
+        app_settings.reload()
+        app_settings.BATCH_SIZE  # noqa: B018  (forces the load and its validation)
+    except ImproperlyConfigured:
+        return []
+    return [
+        *_check_rate_limit(),
+        *_check_proxy_header(),
+        *_check_numbers(),
+        *_check_graph_api(),
+        *_check_default_country(),
+    ]
+
+
+def _setting(key: str) -> str:
+    return f"CAPI_DESTINATIONS['{key}']"
+
+
+def _check_rate_limit() -> list[checks.CheckMessage]:
+    rate = app_settings.INGEST_RATE_LIMIT
+    if rate is None or rate == "":
+        return []
+    try:
+        if not isinstance(rate, str):
+            raise ImproperlyConfigured("a rate is text")
+        ratelimit.parse_rate(rate)
+    except ImproperlyConfigured:
+        return [
+            checks.Error(
+                f"{_setting('INGEST_RATE_LIMIT')} is {rate!r}, which is not a rate.",
+                hint="Write requests per period as a text such as '6000/m', '100/s', '50000/h' "
+                "or '10/5m' (s, m, h or d); None turns the ingest endpoint's limit off.",
+                id="capi_destinations.E007",
+            )
+        ]
+    return []
+
+
+def _check_proxy_header() -> list[checks.CheckMessage]:
+    header = app_settings.TRUSTED_PROXY_HEADER
+    if header is None or header == "":
+        return []
+    if isinstance(header, str) and _META_HEADER_KEY.fullmatch(header):
+        return []
+    hint = (
+        "Give the key under which Django's request.META holds the header your reverse proxy "
+        "sets: HTTP_ followed by its name in capitals, dashes as underscores"
+    )
+    if isinstance(header, str) and header.strip():
+        name = header.strip().upper().replace("-", "_")
+        if not name.startswith("HTTP_"):
+            name = f"HTTP_{name}"
+        hint += f' (for "{header}": "{name}")'
+    return [
+        checks.Error(
+            f"{_setting('TRUSTED_PROXY_HEADER')} is {header!r}, which is not a request.META key.",
+            hint=hint + ". None trusts only REMOTE_ADDR.",
+            id="capi_destinations.E008",
+        )
+    ]
+
+
+def _check_numbers() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for key in (*_POSITIVE_NUMBERS, *_NON_NEGATIVE_NUMBERS):
+        value = getattr(app_settings, key)
+        whole = key in _WHOLE_NUMBERS
+        allows_zero = key in _NON_NEGATIVE_NUMBERS
+        if _is_number(value, whole=whole) and (value > 0 or (allows_zero and value == 0)):
+            continue
+        wanted = "a whole number" if whole else "a number of seconds"
+        wanted += " of 0 or more" if allows_zero else " above 0"
+        errors.append(
+            checks.Error(
+                f"{_setting(key)} is {value!r}.",
+                hint=f"Set it to {wanted}, or leave it out for the default ({DEFAULTS[key]!r}).",
+                id="capi_destinations.E009",
+            )
+        )
+    return errors
+
+
+def _is_number(value: Any, *, whole: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    if whole:
+        return isinstance(value, int)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _check_graph_api() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    version = app_settings.GRAPH_API_VERSION
+    if not isinstance(version, str) or not _GRAPH_API_VERSION.fullmatch(version):
+        errors.append(
+            checks.Error(
+                f"{_setting('GRAPH_API_VERSION')} is {version!r}.",
+                hint="Write a Graph API version as Meta does, for example 'v26.0'.",
+                id="capi_destinations.E010",
+            )
+        )
+    base_url = app_settings.GRAPH_API_BASE_URL
+    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        errors.append(
+            checks.Error(
+                f"{_setting('GRAPH_API_BASE_URL')} is {base_url!r}, not an http(s) address.",
+                hint="Leave it out for Meta ('https://graph.facebook.com'), or give the full "
+                "address of a sandbox such as 'http://127.0.0.1:8765'.",
+                id="capi_destinations.E011",
+            )
+        )
+    return errors
+
+
+def _check_default_country() -> list[checks.CheckMessage]:
+    country = app_settings.DEFAULT_COUNTRY
+    if country == "" or country is None or normalize.normalize_country(country) is not None:
+        return []
+    return [
+        checks.Error(
+            f"{_setting('DEFAULT_COUNTRY')} is {country!r}, which is not a known country.",
+            hint="Give a two-letter ISO 3166-1 code such as 'us' or 'de' (or leave it empty): "
+            "it is the country of phone numbers sent without a country code.",
+            id="capi_destinations.E012",
+        )
+    ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, dispatch, graph, signals, tokens
 from capi_destinations.models import (
@@ -93,6 +94,8 @@ def _refuse_unknown_fields(fields: Iterable[str]) -> None:
         raise TypeError(f"Not an editable destination field: {', '.join(unknown)}")
 
 
+# Error reports (DEBUG pages, HTML mails to ADMINS) show local variables; not these.
+@sensitive_variables("fields")
 def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[Destination, str]:
     """Create a destination in ``tenant`` and return it with its ingest secret.
 
@@ -118,6 +121,7 @@ def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[De
     return destination, secret
 
 
+@sensitive_variables("changes", "previous")
 def update_destination(destination: Destination, *, actor: Any, **changes: Any) -> list[str]:
     """Apply ``changes`` to ``destination``, save, audit, and return the changed field names.
 
@@ -254,6 +258,7 @@ class TokenCheck:
     fix: str = ""
 
 
+@sensitive_variables("token", "app_secret", "candidate")
 def check_token(
     pixel_id: str,
     token: str,

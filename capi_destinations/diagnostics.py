@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 # normalize.py imports this module (to build Diagnostic records) and this one calls it, so
@@ -128,6 +129,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 RECOMMENDED_DELAY = timedelta(hours=1)
 
 _STANDARD_BY_SQUASHED = {name.lower(): name for name in STANDARD_EVENTS}
+_STANDARD_NAMES = frozenset(STANDARD_EVENTS)
 _MAX_CUSTOM_EVENT_NAME = 50
 # Unix seconds above this (year 5138) are almost certainly milliseconds sent by mistake.
 _MILLISECONDS_THRESHOLD = 100_000_000_000
@@ -260,21 +262,42 @@ def match_quality(user_data: Mapping[str, Any]) -> MatchQuality:
     """
     if not isinstance(user_data, Mapping):
         user_data = {}
+    # This runs for every recorded event: look only at the keys the event has (a handful),
+    # and work out each combination of them once.
+    found = [key for key, value in user_data.items() if key in _ALL_WEIGHTS and _filled(value)]
+    score, present, missing = _match_quality_of(frozenset(found))
+    return MatchQuality(score=score, present=list(present), missing=list(missing))
+
+
+_ALL_WEIGHTS: dict[str, float] = {**_MATCH_WEIGHTS, **_CHANNEL_WEIGHTS}
+
+
+@lru_cache(maxsize=4096)  # at most one entry per combination of keys present
+def _match_quality_of(keys: frozenset[str]) -> tuple[float, tuple[str, ...], tuple[str, ...]]:
     present: list[str] = []
     missing: list[str] = []
     unmatched = 1.0
-    for key, weight in (*_MATCH_WEIGHTS.items(), *_CHANNEL_WEIGHTS.items()):
-        if _has_value(user_data.get(key)):
+    for key, weight in _ALL_WEIGHTS.items():
+        if key in keys:
             present.append(key)
             unmatched *= 1.0 - weight
         elif key in _MATCH_WEIGHTS:
             missing.append(key)
-    return MatchQuality(score=round(10 * (1 - unmatched), 1), present=present, missing=missing)
+    return round(10 * (1 - unmatched), 1), tuple(present), tuple(missing)
+
+
+def _filled(value: Any) -> bool:
+    # Normalized user data holds a list whose first digest is there: decide that at once.
+    if type(value) is list and value and type(value[0]) is str and value[0]:
+        return True
+    return _has_value(value)
 
 
 def _has_value(value: Any) -> bool:
+    if type(value) is str:
+        return value != ""
     if isinstance(value, list | tuple):
-        return any(_has_value(item) for item in value)
+        return any(map(_has_value, value))
     return value is not None and value != ""
 
 
@@ -462,6 +485,8 @@ def _check_event_name(value: Any, found: list[Diagnostic]) -> str | None:
                 f'Send "{_shown(name)}" without surrounding spaces.',
             )
         )
+    if name in _STANDARD_NAMES:
+        return name  # spelled exactly right: the usual case, nothing more to check
     standard = _STANDARD_BY_SQUASHED.get("".join(c for c in name if c.isalnum()).lower())
     if standard is not None and standard != name:
         found.append(
@@ -711,6 +736,26 @@ def _check_user_data(
                 "events matched on so little.",
                 "Add a strong key: email (em), phone (ph), external_id, fbp/fbc, or the "
                 "client IP address; first and last name together also help.",
+                meta_code=_META_INVALID_PARAMETER,
+                meta_subcode=_SUBCODE_CUSTOMER_INFO,
+            )
+        )
+    elif (besides_agent := keys - {"client_user_agent"}) and any(
+        besides_agent <= weak for weak in WEAK_KEY_SETS
+    ):
+        # Every website event carries the browser's user agent, which identifies nobody; a
+        # name and a gender beside it are not in Meta's documented sets, yet Meta may refuse
+        # the event all the same, so a warning rather than a rejection.
+        found.append(
+            Diagnostic(
+                "weak_customer_information",
+                "user_data",
+                WARNING,
+                f"Besides the browser's user agent, the only customer information is "
+                f"{', '.join(sorted(besides_agent))}; Meta may refuse the event as matched on "
+                "too little.",
+                "Add a strong key: email (em), phone (ph), external_id, fbp/fbc, or the "
+                "client IP address (the browser helper sends fbp, fbc and the IP).",
                 meta_code=_META_INVALID_PARAMETER,
                 meta_subcode=_SUBCODE_CUSTOMER_INFO,
             )

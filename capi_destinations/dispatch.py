@@ -20,7 +20,11 @@ What each answer does:
 
 - success → ``delivered``;
 - ``invalid`` for several events → split the request in halves and resend them until the bad
-  events stand alone; a lone bad event → ``failed`` with Meta's message as a diagnostic;
+  events stand alone; a lone bad event → ``failed`` with Meta's message as a diagnostic. When
+  both halves are refused just like their request and Meta names no event, one synthetic test
+  event checks whether Meta refuses every request (a bad test event code, Limited Data Use
+  required): if so the destination is blocked like for a refused token, its events wait with
+  their retries unspent, instead of ~2n requests failing every event;
 - ``transient``/``unknown`` → back to ``pending`` on the retry schedule (:data:`RETRY_DELAYS`),
   or ``expired`` once the next attempt would fall outside Meta's 7-day window;
 - ``rate_limit`` → the destination pauses until Meta's time (or :data:`RATE_LIMIT_BACKOFF`);
@@ -45,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, QuerySet, TextField, Value, When
+from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
 from capi_destinations import clock, graph, health, signals
@@ -226,12 +230,16 @@ def claim_due_events(
     limit: int | None = None,
     now: datetime | None = None,
 ) -> Claim:
-    """Lease up to ``limit`` due pending events of these destinations to this worker.
+    """Lease up to ``limit`` due pending events of one of these destinations to this worker.
 
-    The oldest due events come first. On PostgreSQL the candidate rows are locked with
-    ``SKIP LOCKED``, so concurrent workers take different events; everywhere, the claim is a
-    conditional UPDATE (still ``pending``), so even without row locks (SQLite) no event is
-    claimed twice. Only events whose UPDATE succeeded are returned.
+    The destination whose oldest due event is the oldest goes first, with its due events
+    oldest first: one claim fills one request. (Claiming the oldest events across all
+    destinations instead cut a claim into as many small requests as there were destinations,
+    when their events arrive interleaved: 20 events per request over 50 destinations, at a
+    quarter of the throughput; docs/BENCHMARKS.md.) On PostgreSQL the candidate rows are
+    locked with ``SKIP LOCKED``, so concurrent workers take different events; everywhere, the
+    claim is a conditional UPDATE (still ``pending``), so even without row locks (SQLite) no
+    event is claimed twice. Only events whose UPDATE succeeded are returned.
     """
     now = now or clock.now()
     limit = limit or int(app_settings.BATCH_SIZE)
@@ -241,12 +249,20 @@ def claim_due_events(
     )
     if not destination_ids:
         return claim
+    waiting = Event.objects.filter(
+        status=EventStatus.PENDING,
+        next_attempt_at__lte=now,
+        destination_id__in=list(destination_ids),
+    )
+    # Skipping locked rows here too: a destination whose due events other workers hold
+    # must not make this worker's claim come back empty while other destinations wait.
+    first_destination = (
+        waiting.order_by("next_attempt_at")
+        .select_for_update(skip_locked=True, of=("self",))
+        .values("destination_id")[:1]
+    )
     due = (
-        Event.objects.filter(
-            status=EventStatus.PENDING,
-            next_attempt_at__lte=now,
-            destination_id__in=list(destination_ids),
-        )
+        waiting.filter(destination_id=Subquery(first_destination))
         .order_by("next_attempt_at")
         .select_for_update(skip_locked=True, of=("self",))
         .values("pk")[:limit]
@@ -411,22 +427,36 @@ class _Dispatcher:
                 self.report.expired += _expire_too_old(too_old, claim.lease_token, now)
         for destination_id, events in groups.items():
             destination = destinations[destination_id]
-            pending_requests = list(_split_by_size(events))
-            # Last in, first out: the halves of a bisected request are sent before the rest.
-            pending_requests.reverse()
-            while pending_requests:
-                batch = pending_requests.pop()
-                if destination_id in self._stopped:
-                    with _database_turn():
-                        self.report.held += _hold(
-                            [event.pk for event in batch],
-                            claim.lease_token,
-                            reason=_held_reason(destination),
-                        )
-                    continue
-                self._extend_lease_if_needed(claim, pending_requests, batch)
-                halves = self._send(destination, batch, claim)
-                pending_requests.extend(reversed(halves))
+            waiting = [_Requests([batch]) for batch in _split_by_size(events)]
+            # Last in, first out: the halves of a bisected request are sent before the rest,
+            # both halves before either is split again, so that a refusal of both is seen.
+            waiting.reverse()
+            while waiting:
+                requests = waiting.pop()
+                refusals: list[_Refusal] = []
+                splits: list[_Requests] = []
+                for position, batch in enumerate(requests.batches):
+                    if destination_id in self._stopped:
+                        with _database_turn():
+                            self.report.held += _hold(
+                                [event.pk for event in batch],
+                                claim.lease_token,
+                                reason=_held_reason(destination),
+                            )
+                        continue
+                    later = requests.batches[position + 1 :]
+                    later += [item for queued in waiting for item in queued.batches]
+                    self._extend_lease_if_needed(claim, later, batch)
+                    sent = self._send(
+                        destination, batch, claim, hold_refusal=requests.split_from is not None
+                    )
+                    if sent.refusal is not None:
+                        refusals.append(sent.refusal)
+                    elif sent.halves:
+                        splits.append(_Requests(sent.halves, split_from=sent.error))
+                if refusals:
+                    splits += self._settle_refusals(destination, claim, requests, refusals)
+                waiting.extend(reversed(splits))
 
     def _extend_lease_if_needed(
         self, claim: Claim, waiting: list[list[ClaimedEvent]], batch: list[ClaimedEvent]
@@ -445,9 +475,18 @@ class _Dispatcher:
             )
 
     def _send(
-        self, destination: Destination, batch: list[ClaimedEvent], claim: Claim
-    ) -> list[list[ClaimedEvent]]:
-        """Send one request; returns the halves to send next when Meta refused it as invalid."""
+        self,
+        destination: Destination,
+        batch: list[ClaimedEvent],
+        claim: Claim,
+        *,
+        hold_refusal: bool = False,
+    ) -> _Sent:
+        """Send one request; returns the halves to send next when Meta refused it as invalid.
+
+        With ``hold_refusal`` (the request is a half), an ``invalid`` answer is returned as is,
+        for :meth:`_settle_refusals` to handle once the other half's answer is known.
+        """
         pks = [event.pk for event in batch]
         started_at = clock.now()
         started = time.perf_counter()
@@ -461,7 +500,9 @@ class _Dispatcher:
             )
         except graph.GraphError as error:
             duration_ms = _elapsed_ms(started)
-            return self._on_error(destination, batch, claim, error, started_at, duration_ms)
+            return self._on_error(
+                destination, batch, claim, error, started_at, duration_ms, hold_refusal
+            )
         except Exception as error:
             # A bug or an unforeseen failure must not leave the batch leased until expiry, nor
             # crash the worker: treat it as Meta's "unknown" and retry on the schedule.
@@ -472,7 +513,7 @@ class _Dispatcher:
                 secrets=(destination.access_token, destination.app_secret),
             )
             return self._on_error(
-                destination, batch, claim, unknown, started_at, _elapsed_ms(started)
+                destination, batch, claim, unknown, started_at, _elapsed_ms(started), False
             )
         mismatch = result.events_received != len(pks)
         reason = (
@@ -517,7 +558,7 @@ class _Dispatcher:
                 len(pks),
                 result.fbtrace_id,
             )
-        return []
+        return _Sent()
 
     def _on_error(
         self,
@@ -527,7 +568,8 @@ class _Dispatcher:
         error: graph.GraphError,
         started_at: datetime,
         duration_ms: int,
-    ) -> list[list[ClaimedEvent]]:
+        hold_refusal: bool,
+    ) -> _Sent:
         pks = [event.pk for event in batch]
         record = {
             "started_at": started_at,
@@ -536,35 +578,162 @@ class _Dispatcher:
             **error.to_record(),
         }
         category = error.category
-        if category == graph.INVALID and len(batch) > 1:
-            with _step():
-                _record_attempt(destination, pks, AttemptOutcome.BISECTED, **record)
-            middle = len(batch) // 2
-            return [batch[:middle], batch[middle:]]
+        if category == graph.INVALID and hold_refusal:
+            return _Sent(refusal=_Refusal(batch, error, record))
         if category == graph.INVALID:
-            # Read before the transaction: on SQLite a transaction that reads before it writes
-            # can fail at once with "database is locked" instead of waiting its turn.
-            with _database_turn():
-                diagnostics = (
-                    _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
-                )
-            with _step():
-                if diagnostics is not None:
-                    self.report.failed += _fail(batch[0], claim.lease_token, error, diagnostics)
-                _record_attempt(destination, pks, AttemptOutcome.INVALID, **record)
-            return []
+            return _Sent(self._on_invalid(destination, batch, claim, error, record), error)
         if category == graph.RATE_LIMIT:
             self._pause(destination, batch, claim, error, record)
-            return []
+            return _Sent()
         if category in (graph.AUTH, graph.PERMISSION):
             self._block(destination, batch, claim, error, record)
-            return []
+            return _Sent()
         with _step():
             retrying, expired = _retry_later(batch, claim.lease_token, describe_error(error))
             self.report.retrying += retrying
             self.report.expired += expired
             _record_attempt(destination, pks, AttemptOutcome.RETRY, **record)
+        return _Sent()
+
+    def _on_invalid(
+        self,
+        destination: Destination,
+        batch: list[ClaimedEvent],
+        claim: Claim,
+        error: graph.GraphError,
+        record: dict[str, Any],
+    ) -> list[list[ClaimedEvent]]:
+        """Split a refused request in halves to send next, or fail its lone event."""
+        pks = [event.pk for event in batch]
+        if len(batch) > 1:
+            with _step():
+                _record_attempt(destination, pks, AttemptOutcome.BISECTED, **record)
+            middle = len(batch) // 2
+            return [batch[:middle], batch[middle:]]
+        # Read before the transaction: on SQLite a transaction that reads before it writes
+        # can fail at once with "database is locked" instead of waiting its turn.
+        with _database_turn():
+            diagnostics = (
+                _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
+            )
+        with _step():
+            if diagnostics is not None:
+                self.report.failed += _fail(batch[0], claim.lease_token, error, diagnostics)
+            _record_attempt(destination, pks, AttemptOutcome.INVALID, **record)
         return []
+
+    def _settle_refusals(
+        self,
+        destination: Destination,
+        claim: Claim,
+        halves: _Requests,
+        refusals: list[_Refusal],
+    ) -> list[_Requests]:
+        """Handle the halves Meta refused as invalid; returns the requests to send next.
+
+        When both halves are refused exactly as the request they come from (same code and
+        subcode) and Meta names no event, the events may not be at fault at all: a bad test
+        event code, partner agent or a Limited Data Use requirement refuses every request.
+        One synthetic test event tells: refused the same way too, the destination stops (its
+        events wait, their retries unspent, and it turns Unhealthy with Meta's message) instead
+        of bisecting on through ~2n requests that would each fail; accepted, bisecting goes on.
+        """
+        parent = halves.split_from
+        assert parent is not None
+        if (
+            len(refusals) == len(halves.batches) == 2
+            and not _names_an_event(parent)
+            and all(
+                _same_refusal(refusal.error, parent) and not _names_an_event(refusal.error)
+                for refusal in refusals
+            )
+            and self._refused_whatever_the_events(destination, parent)
+        ):
+            self._stop_refused_destination(destination, claim, refusals, parent)
+            return []
+        settled: list[_Requests] = []
+        for refusal in refusals:
+            split = self._on_invalid(
+                destination, refusal.batch, claim, refusal.error, refusal.record
+            )
+            if split:
+                settled.append(_Requests(split, split_from=refusal.error))
+        return settled
+
+    def _refused_whatever_the_events(
+        self, destination: Destination, refusal: graph.GraphError
+    ) -> bool:
+        """Send one synthetic test event: is it refused exactly like ``refusal``?"""
+        self.report.requests += 1
+        probe = health.send_probe_event(destination)
+        error = probe.error
+        if error is None:
+            assert probe.answer is not None
+            fields: dict[str, Any] = {
+                "http_status": probe.answer.http_status,
+                "events_received": probe.answer.events_received,
+                "fbtrace_id": probe.answer.fbtrace_id[:100],
+                "duration_ms": probe.answer.duration_ms,
+            }
+            outcome = AttemptOutcome.DELIVERED
+        else:
+            fields = {**error.to_record(), "duration_ms": error.duration_ms or 0}
+            outcome = _PROBE_OUTCOMES.get(error.category, AttemptOutcome.RETRY)
+        with _step():
+            # One synthetic event, linked to none of ours.
+            DeliveryAttempt.objects.create(
+                destination_id=destination.pk,
+                started_at=probe.started_at,
+                event_count=1,
+                test_event_code=probe.test_event_code,
+                outcome=outcome,
+                **fields,
+            )
+        return (
+            error is not None and error.category == graph.INVALID and _same_refusal(error, refusal)
+        )
+
+    def _stop_refused_destination(
+        self,
+        destination: Destination,
+        claim: Claim,
+        refusals: list[_Refusal],
+        refusal: graph.GraphError,
+    ) -> None:
+        """Meta refuses every request: hold the events, block and mark Unhealthy, as for a token."""
+        now = clock.now()
+        reason = health.REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
+        self._stopped.add(destination.pk)
+        with _step():
+            blocked = Destination.objects.filter(
+                pk=destination.pk, token_hint=destination.token_hint
+            ).update(blocked_reason=reason, blocked_at=now)
+            for held in refusals:
+                pks = [event.pk for event in held.batch]
+                self.report.held += _hold(pks, claim.lease_token, reason=f"Waiting: {reason}")
+                _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
+        if blocked:
+            destination.blocked_reason = reason
+            destination.blocked_at = now
+            explained = graph.GraphError(
+                refusal.message,
+                http_status=refusal.http_status,
+                code=refusal.code,
+                error_subcode=refusal.error_subcode,
+                type=refusal.type,
+                fbtrace_id=refusal.fbtrace_id,
+                info=graph.ErrorInfo(
+                    graph.INVALID,
+                    "Meta refuses every request for this destination, whatever the events it "
+                    f"carries. Meta said: {refusal.message}",
+                    health.REFUSED_WHATEVER_THE_EVENTS_FIX,
+                ),
+            )
+            with _database_turn():
+                _mark_unhealthy(destination, explained)
+            logger.warning("Destination %s stopped: %s", destination.pk, refusal)
+        else:
+            self._destinations.pop(destination.pk, None)
 
     def _pause(
         self,
@@ -629,6 +798,56 @@ class _Dispatcher:
         else:
             # The token changed meanwhile: load the new one before sending again.
             self._destinations.pop(destination.pk, None)
+
+
+@dataclass
+class _Requests:
+    """Requests to send one after the other: a batch of the claim, or two halves."""
+
+    batches: list[list[ClaimedEvent]]
+    # Meta's refusal of the request these are the halves of (None: a batch of the claim).
+    split_from: graph.GraphError | None = None
+
+
+@dataclass
+class _Refusal:
+    """A half Meta refused as invalid, handled once the other half's answer is known."""
+
+    batch: list[ClaimedEvent]
+    error: graph.GraphError
+    record: dict[str, Any]
+
+
+@dataclass
+class _Sent:
+    """What became of one request: nothing more to do, halves to send, or a held refusal.
+
+    ``halves`` come from splitting the request Meta refused with ``error``; ``refusal`` waits
+    for :meth:`_Dispatcher._settle_refusals`.
+    """
+
+    halves: list[list[ClaimedEvent]] = field(default_factory=list)
+    error: graph.GraphError | None = None
+    refusal: _Refusal | None = None
+
+
+# How a synthetic test event's answer is filed among the attempts.
+_PROBE_OUTCOMES = {
+    graph.AUTH: AttemptOutcome.BLOCKED,
+    graph.PERMISSION: AttemptOutcome.BLOCKED,
+    graph.RATE_LIMIT: AttemptOutcome.RATE_LIMITED,
+    graph.INVALID: AttemptOutcome.INVALID,
+}
+# Meta naming the event at fault: "data[3]…" in the message, "Event 3 …" for people.
+_EVENT_INDEX = re.compile(r"data\[\d+\]|\bevent \d+\b", re.IGNORECASE)
+
+
+def _same_refusal(error: graph.GraphError, other: graph.GraphError) -> bool:
+    return (error.code, error.error_subcode) == (other.code, other.error_subcode)
+
+
+def _names_an_event(error: graph.GraphError) -> bool:
+    return any(_EVENT_INDEX.search(text or "") for text in (error.message, error.error_user_msg))
 
 
 # --- outcomes --------------------------------------------------------------------------------
@@ -777,6 +996,8 @@ def _split_by_size(events: list[ClaimedEvent]) -> Iterator[list[ClaimedEvent]]:
 
 
 def _held_reason(destination: Destination) -> str:
+    if destination.blocked_reason.startswith(health.REFUSED_WHATEVER_THE_EVENTS):
+        return f"Waiting: {destination.blocked_reason}"
     if destination.blocked_reason:
         return f"Waiting for a working token: {destination.blocked_reason}"
     return destination.pause_reason or "Waiting: sending to this destination is paused."

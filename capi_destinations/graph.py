@@ -604,7 +604,8 @@ def _decode_answer(
     """The JSON object of a 2xx answer; a :class:`GraphError` for anything else."""
     try:
         answer = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser follows is as unreadable as a cut.
         answer = None
     rate_limit = parse_rate_limit_headers(response.headers)
     if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
@@ -767,7 +768,7 @@ def _json_header(value: str | None) -> Any:
         return None
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -160,8 +160,11 @@ def track_many(
 
     Events already recorded (same destination, event_name and event_id, also earlier in the
     same batch or from a concurrent request) are not stored again; if their content differs,
-    the original gets the ``event_id_reused`` diagnostic. Storing takes one INSERT per chunk of
-    up to 500 events (plus one SELECT and one UPDATE when there are duplicates); once that is
+    the original gets the ``event_id_reused`` diagnostic. The one exception is a ``rejected``
+    original (never sent): a copy that differs from it, or now passes the checks, replaces it in
+    place (same row id, the ``replaced_rejected`` note). Storing takes one INSERT per chunk of
+    up to 500 events (plus one SELECT and one UPDATE when there are duplicates or rejected
+    originals to replace); once that is
     committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
     is sent when events are waiting.
     """
@@ -637,15 +640,19 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
     reused = _event_id_reused()
     reused_dict = _stored_diagnostic(reused)
 
-    # Duplicates inside the batch never reach the database: they point at the first one.
+    # Duplicates inside the batch never reach the database: they point at the first one. A
+    # copy that follows a rejected one takes its place, as it would in a later call.
     first_by_key: dict[tuple[str, str], _Prepared] = {}
-    unique: list[_Prepared] = []
     later: list[tuple[_Prepared, _Prepared]] = []
+    superseded: list[_Prepared] = []
     for item in prepared:
         first = first_by_key.get(item.key)
         if first is None:
             first_by_key[item.key] = item
-            unique.append(item)
+            continue
+        if _corrects(item, first.row):
+            first_by_key[item.key] = item
+            superseded.append(first)
             continue
         later.append((item, first))
         if item.row.payload_hash != first.row.payload_hash:
@@ -655,7 +662,7 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
 
     # Every request inserts keys in the same (sorted) order, so two requests carrying the same
     # events in another order wait for each other instead of deadlocking on PostgreSQL.
-    unique.sort(key=_insert_order)
+    unique = sorted(first_by_key.values(), key=_insert_order)
     connection = connections[database]
     for chunk in _chunks(unique, _chunk_size(connection)):
         _insert_chunk(chunk, database)
@@ -664,6 +671,7 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
             # The row that blocked ours was deleted before we could read it: insert again.
             _insert_chunk(missing, database)
             _attach_originals([item for item in missing if not item.inserted], database)
+        _replace_rejected_originals(chunk, database)
 
     # An original that another event with other contents tried to reuse gets told so.
     originals_to_update: dict[int, Event] = {}
@@ -689,6 +697,19 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
             assert item.original is not None
             results[item.index] = TrackResult(
                 DUPLICATE, item.original, item.diagnostics, item.index
+            )
+    for item in superseded:
+        kept = first_by_key[item.key]
+        if kept.inserted:
+            # Stored, then replaced by the copy after it: the caller sees what a call of its own
+            # would have shown, the rejected row (whose id the correction now holds).
+            _mark_inserted(item, kept.row.pk, database)
+            results[item.index] = TrackResult(REJECTED, item.row, item.diagnostics, item.index)
+        else:
+            assert kept.original is not None
+            item.original = kept.original
+            results[item.index] = TrackResult(
+                DUPLICATE, kept.original, item.diagnostics, item.index
             )
     for item, first in later:
         original = first.row if first.inserted else first.original
@@ -925,3 +946,144 @@ def _attach_originals(conflicted: list[_Prepared], database: str) -> list[_Prepa
             original._state.fields_cache["destination"] = destination
         item.original = original
     return missing
+
+
+# --- replacing a rejected event -------------------------------------------------------------
+
+
+def _replaced_rejected() -> Diagnostic:
+    return Diagnostic(
+        code="replaced_rejected",
+        field="event_id",
+        severity=diagnostics.INFO,
+        message="An earlier event with this event_name and event_id was rejected by our checks "
+        "and never sent; this one took its place.",
+        fix="Nothing to do: the rejected copy never reached Meta.",
+    )
+
+
+# Everything but the key is replaced; the row keeps its id, so links to it stay valid.
+_REPLACED_FIELDS = [
+    f for f in _INSERT_FIELDS if f.attname not in ("destination_id", "event_name", "event_id")
+]
+
+
+def _corrects(item: _Prepared, original: Event) -> bool:
+    """Whether ``item`` takes the place of ``original``: a rejected row, and not the same copy.
+
+    A copy with the same contents that fails again would change nothing, so it stays a
+    duplicate; the same contents that now pass (our checks or the destination changed) do not.
+    """
+    return original.status == EventStatus.REJECTED and (
+        item.row.status != EventStatus.REJECTED or item.row.payload_hash != original.payload_hash
+    )
+
+
+def _replace_rejected_originals(chunk: list[_Prepared], database: str) -> None:
+    """Store the chunk's events whose original is ``rejected`` in that row, in ONE UPDATE.
+
+    A rejected row never reached Meta, so a later event under its key is the caller's
+    correction, not a duplicate. The UPDATE is conditional on the row still being rejected: when
+    a concurrent request replaced it first (or it was deleted), ours is read again and becomes
+    a duplicate of what is there now, exactly as if it had arrived second.
+    """
+    replaceable = [
+        item
+        for item in chunk
+        if not item.inserted and item.original is not None and _corrects(item, item.original)
+    ]
+    if not replaceable:
+        return
+    note = _replaced_rejected()
+    note_dict = _stored_diagnostic(note)
+    findings_before = {item.index: item.row.diagnostics for item in replaceable}
+    for item in replaceable:
+        item.row.diagnostics = [*item.row.diagnostics, note_dict]
+    replaced = _update_rejected_rows(replaceable, database)
+    changed: list[_Prepared] = []
+    for item in replaceable:
+        assert item.original is not None
+        if item.original.pk in replaced:
+            _mark_inserted(item, item.original.pk, database)
+            item.original = None
+            item.diagnostics.append(note)
+        else:
+            item.row.diagnostics = findings_before[item.index]
+            changed.append(item)
+    if changed:
+        missing = _attach_originals(changed, database)
+        if missing:
+            _insert_chunk(missing, database)
+            _attach_originals([item for item in missing if not item.inserted], database)
+
+
+def _update_rejected_rows(items: list[_Prepared], database: str) -> set[int]:
+    """UPDATE the items' original rows that are still rejected; returns their ids."""
+    connection = connections[database]
+    quote = connection.ops.quote_name
+    table = quote(Event._meta.db_table)
+    if connection.vendor == "postgresql":
+        assignments = ", ".join(
+            f"{quote(f.column)} = incoming.{quote(f.column)}" for f in _REPLACED_FIELDS
+        )
+        types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in _INSERT_FIELDS)
+        id_type = Event._meta.pk.rel_db_type(connection)
+        # Only the model's own table and column names are formatted in; values are parameters.
+        sql = (
+            f"UPDATE {table} AS stored SET {assignments} "  # noqa: S608
+            f"FROM jsonb_to_recordset(%s::jsonb) AS incoming(id {id_type}, {types}) "
+            "WHERE stored.id = incoming.id AND stored.status = %s RETURNING stored.id"
+        )
+        iso_times: dict[datetime, str] = {}
+        records = ",".join(
+            f'{{"id":{_original_pk(item)},{_json_record(item, iso_times)[1:]}' for item in items
+        )
+        params: list[Any] = [f"[{records}]", EventStatus.REJECTED.value]
+    elif connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+        columns = ", ".join(quote(f.column) for f in _REPLACED_FIELDS)
+        assignments = ", ".join(
+            f"{quote(f.column)} = incoming.{quote(f.column)}" for f in _REPLACED_FIELDS
+        )
+        row_sql = "(" + ", ".join(["%s"] * (len(_REPLACED_FIELDS) + 1)) + ")"
+        sql = (
+            f"WITH incoming (id, {columns}) AS (VALUES {', '.join([row_sql] * len(items))}) "  # noqa: S608
+            f"UPDATE {table} SET {assignments} FROM incoming "
+            f"WHERE {table}.id = incoming.id AND {table}.status = %s RETURNING {table}.id"
+        )
+        adapt_datetime = connection.ops.adapt_datetimefield_value
+        params = []
+        for item in items:
+            params.append(_original_pk(item))
+            params.extend(_sqlite_value(item, f, adapt_datetime) for f in _REPLACED_FIELDS)
+        params.append(EventStatus.REJECTED.value)
+    else:
+        # Other backends: one conditional UPDATE per row, equally safe.
+        replaced: set[int] = set()
+        for item in items:
+            values = {f.attname: getattr(item.row, f.attname) for f in _REPLACED_FIELDS}
+            pk = _original_pk(item)
+            rows = Event.objects.using(database).filter(pk=pk, status=EventStatus.REJECTED)
+            if rows.update(**values):
+                replaced.add(pk)
+        return replaced
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _original_pk(item: _Prepared) -> int:
+    assert item.original is not None
+    return int(item.original.pk)
+
+
+def _sqlite_value(item: _Prepared, model_field: Any, adapt_datetime: Any) -> Any:
+    value = getattr(item.row, model_field.attname)
+    if model_field.attname == "payload":
+        return item.payload_json
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    if isinstance(value, datetime):
+        return adapt_datetime(value)
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    return value

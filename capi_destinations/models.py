@@ -297,7 +297,11 @@ FINAL_EVENT_STATUSES = (
 class Event(models.Model):
     """One server event for one destination. Holds hashed PII only, never plaintext."""
 
-    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique constraint and the pages' indexes start with it, and every
+    # index costs each insert and status change (docs/BENCHMARKS.md, dispatch).
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     event_name = models.CharField(max_length=100)
     event_id = models.CharField(max_length=255)
     event_time = models.DateTimeField()
@@ -330,10 +334,20 @@ class Event(models.Model):
             )
         ]
         indexes = [
-            # The dispatcher's query: due pending events.
-            models.Index(fields=["status", "next_attempt_at"], name="capi_event_due"),
+            # The dispatcher's query: due pending events. Partial, like the next one, so that
+            # the rows of other statuses (nearly all of them) are not in it, and a claim or a
+            # delivery does not have to add an entry to it (docs/BENCHMARKS.md, dispatch).
+            models.Index(
+                fields=["next_attempt_at"],
+                name="capi_event_due",
+                condition=models.Q(status="pending"),
+            ),
             # Expired leases.
-            models.Index(fields=["status", "lease_expires_at"], name="capi_event_lease"),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="capi_event_lease",
+                condition=models.Q(status="sending"),
+            ),
             # Pages: a destination's log and its 24-hour counts.
             models.Index(fields=["destination", "-created_at"], name="capi_event_dest_created"),
             models.Index(
@@ -434,10 +448,14 @@ class AuditAction(models.TextChoices):
     REDELIVERED = "redelivered", "Events redelivered"
     KEYS_REGENERATED = "keys_regenerated", "Ingest keys regenerated"
     TEST_EVENT_SENT = "test_event_sent", "Test event sent"
+    # A tenant's members (no destination): written by access.add_member/change_role/remove_member.
+    MEMBER_ADDED = "member_added", "Member added"
+    MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
+    MEMBER_REMOVED = "member_removed", "Member removed"
 
 
 class AuditEntry(models.Model):
-    """Who did what to a destination and when. Never holds a token."""
+    """Who did what to a destination, or to a tenant's members, and when. Never holds a token."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_entries")
     destination = models.ForeignKey(

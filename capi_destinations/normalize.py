@@ -11,9 +11,12 @@ Everything here is a pure function over plain values: no database, no network, n
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import ipaddress
 import re
+import socket
+import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -218,6 +221,22 @@ _PHONE_REGIONS = frozenset(region.lower() for region in phonenumbers.SUPPORTED_R
 _CALLING_CODES = {str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
 
 
+def _calling_code_table() -> dict[str, str]:
+    # Calling codes are prefix-free, so the first three digits name at most one of them.
+    table: dict[str, str] = {}
+    for number in range(1000):
+        first = f"{number:03d}"
+        for size in (1, 2, 3):
+            if first[:size] in _CALLING_CODES:
+                table[first] = first[:size]
+                break
+    return table
+
+
+#: The calling code that a number's first three digits start with.
+_CALLING_CODE_OF_FIRST_DIGITS = _calling_code_table()
+
+
 @cache  # one entry per calling code, a few hundred at most
 def _calling_code_rules(calling_code: str) -> tuple[re.Pattern[str] | None, frozenset[int]]:
     """(national prefix pattern, lengths of fully possible national numbers), per libphonenumber.
@@ -244,17 +263,11 @@ def _possible_international(digits: str) -> bool:
     other case returns False and goes through ``phonenumbers.parse``, which decides. Parsing
     is ~20x slower and would otherwise dominate the cost of a record.
     """
-    # Calling codes are prefix-free, so the first one that matches is the only one.
-    if digits[:1] in _CALLING_CODES:
-        size = 1
-    elif digits[:2] in _CALLING_CODES:
-        size = 2
-    elif digits[:3] in _CALLING_CODES:
-        size = 3
-    else:
+    calling_code = _CALLING_CODE_OF_FIRST_DIGITS.get(digits[:3])
+    if calling_code is None:
         return False  # also every number starting with 0: no calling code does
-    prefix, lengths = _calling_code_rules(digits[:size])
-    national = digits[size:]
+    prefix, lengths = _calling_code_rules(calling_code)
+    national = digits[len(calling_code) :]
     if len(national) not in lengths or not national.strip("0"):
         return False
     return prefix is None or prefix.match(national) is None
@@ -360,7 +373,27 @@ _DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# (the Unix time the cached year ends, the current UTC year): the year is read per date of
+# birth, and asking the clock for a calendar date costs more than the rest of the check.
+_year_now: list[float] = [0.0, 0.0]
+
+
+def _current_year() -> int:
+    if time.time() >= _year_now[0]:
+        year = time.gmtime().tm_year
+        _year_now[:] = [calendar.timegm((year + 1, 1, 1, 0, 0, 0)), year]
+    return int(_year_now[1])
+
+
 def _date_of_birth(text: str, country: str | None) -> str:
+    if len(text) == 8 and text.isdigit() and text.isascii():
+        # Already YYYYMMDD, the form Meta wants and most senders use: only check the date.
+        year, month, day = int(text[:4]), int(text[4:6]), int(text[6:])
+        in_range = 1900 <= year <= _current_year() and 1 <= month <= 12 and day >= 1
+        # Every month has 28 days; only the last few need the calendar.
+        if in_range and (day <= 28 or day <= calendar.monthrange(year, month)[1]):
+            return text
+        raise _Dropped("invalid_date_of_birth")
     value = " ".join(text.lower().split())
     for pattern, kind in _DATE_PATTERNS:
         match = pattern.fullmatch(value)
@@ -488,8 +521,25 @@ _IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _CANONICAL_IPV4 = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}")
 
 
+def _is_canonical_ipv6(text: str) -> bool:
+    """Whether ``text`` is an IPv6 address already written the way ``ipaddress`` prints it.
+
+    ``ipaddress`` takes ~10 µs for an IPv6 address, the C library ~0.5 µs. Both print RFC 5952's
+    canonical form for addresses without an embedded IPv4 part (which prints differently and
+    is left to ``ipaddress``), so a text the C library prints back unchanged is canonical.
+    """
+    if "." in text or "%" in text:
+        return False
+    try:
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text)) == text
+    except (OSError, ValueError):
+        return False
+
+
 def _ip_address(text: str, country: str | None) -> str:
     if _CANONICAL_IPV4.fullmatch(text):
+        return text
+    if ":" in text and _is_canonical_ipv6(text):
         return text
     try:
         return str(ipaddress.ip_address(text))
@@ -586,8 +636,10 @@ def _digest(key: str, value: Any, country: str | None) -> tuple[str | None, str 
 
 
 # Values that repeat across many events (names, places, genders) are worth remembering;
-# emails, phones and IDs are nearly unique and are not kept in memory.
-_REPEATING_KEYS = frozenset({"fn", "ln", "ge", "db", "ct", "st", "zp", "country"})
+# emails, phones and IDs are nearly unique and are not kept in memory, and neither are birth
+# dates: tens of thousands of values, so a cache of them mostly misses and its memory slows
+# the caches that do hit (measured in docs/BENCHMARKS.md).
+_REPEATING_KEYS = frozenset({"fn", "ln", "ge", "ct", "st", "zp", "country"})
 _cached_digest = lru_cache(maxsize=16384)(_digest)
 # Read with the context country, so handled once the event's own country is known.
 _COUNTRY_DEPENDENT_KEYS = frozenset({"ph", "st", "zp"})
@@ -604,8 +656,127 @@ def _kind_of(key: str) -> str:
     return _UNIQUE if key in _HASHED_KEY_SET else _CLEAR
 
 
-_KEY_PLANS: dict[str, tuple[str, str]] = {
-    name: (key, _kind_of(key)) for name, key in _KEY_LOOKUP.items()
+# Fast paths. Each takes a raw text value and returns exactly what the general path gives
+# when that value is clean (no diagnostic): the digest of a hashed key, the text of a clear
+# key; or None to send the value down the general path, which decides and reports. They
+# skip the general path's generic steps, which cost as much as the hashing itself
+# (tests/test_normalize.py checks that both paths agree). Emails and phone numbers are
+# never cached: they are contact data and nearly unique anyway.
+_email_match = _EMAIL.fullmatch
+
+
+def _fast_email(value: str) -> str | None:
+    if value.isascii():
+        text = value.strip().lower()
+        if len(text) != 64 and _email_match(text) is not None:
+            return _sha256(text.encode()).hexdigest()
+    return None
+
+
+def _fast_phone(value: str) -> str | None:
+    # Only a number written with + is read the same whatever the context country is.
+    if value.isascii():
+        text = value.strip()
+        if text[:1] == "+":
+            digits = text[1:].replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
+            if digits.isdigit() and _possible_international(digits):
+                return _sha256(digits.encode()).hexdigest()
+    return None
+
+
+def _fast_external_id(value: str) -> str | None:
+    if value.isascii():
+        text = value.strip()
+        if text and len(text) != 64:
+            return _sha256(text.encode()).hexdigest()
+    return None
+
+
+def _clean_digest(key: str) -> Callable[[str], str | None]:
+    def clean_digest(value: str) -> str | None:
+        digest, problem = _digest(key, value, None)
+        return digest if problem is None else None
+
+    return clean_digest
+
+
+def _cached_fast_digest(key: str) -> Callable[[str], str | None]:
+    # One bounded cache per key, so one key's many values cannot push another key's few
+    # values, seen again and again, out of the cache.
+    return lru_cache(maxsize=4096)(_clean_digest(key))
+
+
+_canonical_ipv4 = _CANONICAL_IPV4.fullmatch
+_fb_cookie = _FB_COOKIE.fullmatch
+
+
+def _fast_ip_address(value: str) -> str | None:
+    if value.isascii():
+        text = value.strip()
+        if _canonical_ipv4(text) is not None:
+            return text
+        if ":" in text and _is_canonical_ipv6(text):
+            return text
+    return None
+
+
+def _fast_fb_cookie(value: str) -> str | None:
+    if value.isascii():
+        text = value.strip()
+        if len(text) != 64 and _fb_cookie(text) is not None:
+            return text
+    return None
+
+
+def _fast_user_agent(value: str) -> str | None:
+    if value.isascii():
+        text = value.strip()
+        if text and len(text) != 64:
+            return text
+    return None
+
+
+def _fast_clear(key: str) -> Callable[[str], str | None]:
+    if key == "client_ip_address":
+        return _fast_ip_address
+    if key in ("fbc", "fbp"):
+        return _fast_fb_cookie
+    if key == "client_user_agent":
+        return _fast_user_agent
+    normalizer = _NORMALIZERS[key]
+
+    def clear_value(value: str) -> str | None:
+        if value.isascii():
+            text = value.strip()
+            if text and len(text) != 64:
+                try:
+                    return normalizer(text, None)
+                except _Dropped:
+                    return None
+        return None
+
+    return clear_value
+
+
+def _fast_path(key: str) -> Callable[[str], str | None] | None:
+    if key == "em":
+        return _fast_email
+    if key == "ph":
+        return _fast_phone
+    if key == "external_id":
+        return _fast_external_id
+    if key in _COUNTRY_DEPENDENT_KEYS or key == "country":
+        return None  # read with the context country / it sets the context country
+    if key in _REPEATING_KEYS:
+        return _cached_fast_digest(key)
+    if key in _HASHED_KEY_SET:
+        return _clean_digest(key)
+    return _fast_clear(key)
+
+
+_FAST_PATHS = {key: _fast_path(key) for key in (*HASHED_KEYS, *CLEAR_KEYS)}
+_KEY_PLANS: dict[str, tuple[str, str, Callable[[str], str | None] | None]] = {
+    name: (key, _kind_of(key), _FAST_PATHS[key]) for name, key in _KEY_LOOKUP.items()
 }
 
 
@@ -696,12 +867,14 @@ def _normalize_user_data(
     # This runs for every event, so the common shape (one string per key) takes a short path.
     found: list[diagnostics.Diagnostic] = []
     result: dict[str, Any] = {}
-    if not isinstance(user_data, Mapping):
+    # isinstance() against the Mapping ABC is slow; a plain dict is by far the usual input.
+    if type(user_data) is not dict and not isinstance(user_data, Mapping):
         found.append(_problem("user_data", "invalid_user_data", type_name=_type_name(user_data)))
         return result, found, None
 
     event_country: str | None = None
     country_dependent: list[tuple[str, Any]] = []
+    phone_deferred = False
     for raw_key, raw_value in user_data.items():
         plan = _KEY_PLANS.get(raw_key)
         if plan is None:
@@ -710,8 +883,22 @@ def _normalize_user_data(
                 found.append(_unknown_key(raw_key))
                 continue
             plan = _KEY_PLANS[key]
-        key, kind = plan
+        key, kind, fast = plan
+        # A deferred phone must stay ahead of a later one, so the fast path waits behind it.
+        if fast is not None and key not in result and not (phone_deferred and key == "ph"):
+            if type(raw_value) is str:
+                value = fast(raw_value)
+                if value is not None:
+                    result[key] = value if kind is _CLEAR else [value]
+                    continue
+            elif type(raw_value) is list and kind is not _CLEAR:
+                digests = _fast_digests(raw_value, fast)
+                if digests is not None:
+                    if digests:
+                        result[key] = digests
+                    continue
         if kind is _COUNTRY_DEPENDENT:
+            phone_deferred = phone_deferred or key == "ph"
             country_dependent.append((key, raw_value))
         elif kind is _CLEAR:
             if key in result:
@@ -752,7 +939,26 @@ def _normalize_user_data(
     return result, found, context_country
 
 
+@lru_cache(maxsize=4096)  # countries repeat from event to event, and are not contact data
+def _country_of_text(value: str) -> str | None:
+    return normalize_country(value)
+
+
+def _fast_digests(values: list[Any], fast: Callable[[str], str | None]) -> list[str] | None:
+    """The deduplicated digests of a list of clean text values; None if any is not."""
+    digests: list[str] = []
+    for value in values:
+        digest = fast(value) if type(value) is str else None
+        if digest is None:
+            return None
+        if digest not in digests:
+            digests.append(digest)
+    return digests
+
+
 def _event_country(raw_value: Any) -> str | None:
+    if type(raw_value) is str:
+        return _country_of_text(raw_value)
     values = raw_value if isinstance(raw_value, _SEQUENCES) else (raw_value,)
     for value in values:
         code = normalize_country(value)

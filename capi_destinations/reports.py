@@ -26,8 +26,11 @@ from capi_destinations.models import (
 
 DAY = timedelta(hours=24)
 
-# "Failed" on the pages: events that will not reach Meta without someone acting.
-FAILED_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED, EventStatus.REJECTED)
+# "Failed" on the pages: events sent for Meta that will not reach it without someone acting
+# (Meta refused them, or they were not delivered inside its 7-day window).
+FAILED_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED)
+# "Rejected" is counted apart: our own checks refused them, so they were never sent.
+REJECTED_STATUSES = (EventStatus.REJECTED,)
 # "Pending": still on their way.
 PENDING_STATUSES = (EventStatus.PENDING, EventStatus.SENDING)
 
@@ -61,6 +64,7 @@ class DestinationCard:
     destination: Destination
     delivered_24h: int = 0
     failed_24h: int = 0
+    rejected_24h: int = 0
 
     @property
     def first_reason(self) -> str:
@@ -112,7 +116,7 @@ def overview_destinations(
 def counts_last_24h(
     destination_ids: Sequence[int], *, now: datetime | None = None
 ) -> dict[int, dict[str, int]]:
-    """``{destination_id: {"delivered": n, "failed": n}}`` over the last 24 h, in one query.
+    """``{destination_id: {"delivered": n, "failed": n, "rejected": n}}`` over 24 h, one query.
 
     An event counts in the hour of its latest status change (``updated_at``), which the
     ``(destination, status, updated_at)`` index serves.
@@ -123,18 +127,32 @@ def counts_last_24h(
     rows = (
         Event.objects.filter(
             destination_id__in=list(destination_ids),
-            status__in=(EventStatus.DELIVERED, *FAILED_STATUSES),
+            status__in=(EventStatus.DELIVERED, *FAILED_STATUSES, *REJECTED_STATUSES),
             updated_at__gte=since,
         )
         .values("destination_id", "status")
         .annotate(count=Count("id"))
         .order_by()
     )
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: {"delivered": 0, "failed": 0})
+    counts: dict[int, dict[str, int]] = defaultdict(
+        lambda: {"delivered": 0, "failed": 0, "rejected": 0}
+    )
     for row in rows:
-        bucket = "delivered" if row["status"] == EventStatus.DELIVERED else "failed"
-        counts[row["destination_id"]][bucket] += row["count"]
+        counts[row["destination_id"]][_outcome_of(row["status"])] += row["count"]
     return dict(counts)
+
+
+def _outcome_of(status: str) -> str:
+    """The word a status is counted under on the pages ("" for suppressed: none of them)."""
+    if status == EventStatus.DELIVERED:
+        return "delivered"
+    if status in FAILED_STATUSES:
+        return "failed"
+    if status in REJECTED_STATUSES:
+        return "rejected"
+    if status in PENDING_STATUSES:
+        return "pending"
+    return ""
 
 
 def overview_cards(
@@ -153,6 +171,7 @@ def card_for(destination: Destination, counts: Mapping[str, int] | None) -> Dest
         destination=destination,
         delivered_24h=counts.get("delivered", 0),
         failed_24h=counts.get("failed", 0),
+        rejected_24h=counts.get("rejected", 0),
     )
 
 
@@ -172,10 +191,11 @@ class HourCounts:
     delivered: int = 0
     failed: int = 0
     pending: int = 0
+    rejected: int = 0
 
     @property
     def total(self) -> int:
-        return self.delivered + self.failed + self.pending
+        return self.delivered + self.failed + self.rejected + self.pending
 
 
 def hour_slots(now: datetime) -> list[datetime]:
@@ -185,7 +205,7 @@ def hour_slots(now: datetime) -> list[datetime]:
 
 
 def hourly_counts(destination: Destination, *, now: datetime | None = None) -> list[HourCounts]:
-    """24 hourly buckets of delivered / failed / pending events, in one grouped query."""
+    """24 hourly buckets of delivered / failed / rejected / pending events, in one query."""
     now = now or clock.now()
     slots = hour_slots(now)
     rows = (
@@ -197,13 +217,8 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     )
     buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
     for row in rows:
-        if row["status"] == EventStatus.DELIVERED:
-            outcome = "delivered"
-        elif row["status"] in FAILED_STATUSES:
-            outcome = "failed"
-        elif row["status"] in PENDING_STATUSES:
-            outcome = "pending"
-        else:
+        outcome = _outcome_of(row["status"])
+        if not outcome:
             continue  # suppressed by consent: neither a delivery nor a failure
         buckets[_as_utc_hour(row["hour"])][outcome] += row["count"]
     return [
@@ -212,6 +227,7 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
             delivered=buckets[slot]["delivered"],
             failed=buckets[slot]["failed"],
             pending=buckets[slot]["pending"],
+            rejected=buckets[slot]["rejected"],
         )
         for slot in slots
     ]

@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 
 from capi_destinations import access
-from capi_destinations.models import Membership, Role
+from capi_destinations.models import AuditAction, AuditEntry, Membership, Role
 
 
 @pytest.mark.parametrize(
@@ -124,3 +124,89 @@ def test_members_are_listed_with_their_users(make_user, tenant, other_tenant) ->
     viewer = make_user(tenant, Role.VIEWER, username="bob")
     make_user(other_tenant, Role.ADMIN, username="carol")
     assert [membership.user for membership in access.members_of(tenant)] == [admin, viewer]
+
+
+# --- member changes are audited ------------------------------------------------------------------
+
+
+def member_entries(tenant) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(tenant=tenant).order_by("pk"))
+
+
+def test_adding_a_member_is_audited(make_user, tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    make_user(username="newcomer")
+
+    access.add_member(tenant, "newcomer", Role.EDITOR, actor=admin)
+
+    (entry,) = member_entries(tenant)
+    assert entry.action == AuditAction.MEMBER_ADDED
+    assert entry.actor == admin
+    assert entry.destination is None
+    assert entry.detail == {"member": "newcomer", "role": "editor"}
+
+
+def test_changing_a_role_is_audited_with_the_previous_role(make_user, tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    membership = Membership.objects.get(user=make_user(tenant, Role.VIEWER, username="bob"))
+
+    access.change_role(membership, Role.EDITOR, actor=admin)
+    access.change_role(membership, Role.EDITOR, actor=admin)  # no change, nothing to record
+
+    (entry,) = member_entries(tenant)
+    assert entry.action == AuditAction.MEMBER_ROLE_CHANGED
+    assert entry.actor == admin
+    assert entry.detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}
+
+
+def test_removing_a_member_is_audited(make_user, tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    membership = Membership.objects.get(user=make_user(tenant, Role.EDITOR, username="bob"))
+
+    access.remove_member(membership, actor=admin)
+
+    (entry,) = member_entries(tenant)
+    assert entry.action == AuditAction.MEMBER_REMOVED
+    assert entry.actor == admin
+    assert entry.detail == {"member": "bob", "role": "editor"}
+
+
+def test_refused_member_changes_are_not_audited(make_user, tenant) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    last_admin = Membership.objects.get(user=admin)
+
+    with pytest.raises(ValidationError):
+        access.change_role(last_admin, Role.VIEWER, actor=admin)
+    with pytest.raises(ValidationError):
+        access.remove_member(last_admin, actor=admin)
+    with pytest.raises(ValidationError):
+        access.add_member(tenant, "ghost", Role.VIEWER, actor=admin)
+
+    assert member_entries(tenant) == []
+
+
+def test_a_system_change_is_audited_without_an_actor(make_user, tenant) -> None:
+    make_user(username="newcomer")
+
+    access.add_member(tenant, "newcomer", Role.VIEWER)
+
+    assert member_entries(tenant)[0].actor is None
+
+
+def test_member_history_lists_the_tenants_member_changes_newest_first(
+    make_user, tenant, other_tenant, destination
+) -> None:
+    admin = make_user(tenant, Role.ADMIN, username="alice")
+    make_user(username="bob")
+    access.add_member(tenant, "bob", Role.VIEWER, actor=admin)
+    access.add_member(other_tenant, "bob", Role.VIEWER, actor=admin)
+    AuditEntry.objects.create(tenant=tenant, destination=destination, action=AuditAction.ENABLED)
+    bob = Membership.objects.get(tenant=tenant, user__username="bob")
+    access.change_role(bob, Role.EDITOR, actor=admin)
+
+    history = access.member_history(tenant)
+
+    assert [entry.action for entry in history] == [
+        AuditAction.MEMBER_ROLE_CHANGED,
+        AuditAction.MEMBER_ADDED,
+    ]

@@ -341,3 +341,23 @@ def test_run_health_check_action(admin_client, graph_settings, make_destination)
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.health, bad.health) == (Health.HEALTHY, Health.UNHEALTHY)
+
+
+def test_member_changes_in_the_admin_are_audited(admin_client, admin_user, make_user, tenant):
+    bob = make_user(username="bob")
+    add_url = reverse("admin:capi_destinations_membership_add")
+    response = admin_client.post(add_url, {"user": bob.pk, "tenant": tenant.pk, "role": "viewer"})
+    assert response.status_code == 302
+    membership = bob.capi_memberships.get()
+    change_url = reverse("admin:capi_destinations_membership_change", args=[membership.pk])
+    admin_client.post(change_url, {"user": bob.pk, "tenant": tenant.pk, "role": "editor"})
+    delete_url = reverse("admin:capi_destinations_membership_delete", args=[membership.pk])
+    admin_client.post(delete_url, {"post": "yes"})
+
+    entries = AuditEntry.objects.filter(tenant=tenant).order_by("pk")
+    assert [(entry.action, entry.actor) for entry in entries] == [
+        (AuditAction.MEMBER_ADDED, admin_user),
+        (AuditAction.MEMBER_ROLE_CHANGED, admin_user),
+        (AuditAction.MEMBER_REMOVED, admin_user),
+    ]
+    assert entries[1].detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}

@@ -83,3 +83,129 @@ def test_demo_settings_refuse_to_start_without_keys_when_debug_is_off() -> None:
     )
     assert result.returncode != 0
     assert "SECRET_KEY and FERNET_KEYS must be set when DEBUG is off" in result.stderr
+
+
+# --- settings with a format (E007+) ----------------------------------------------------------
+
+
+def check_ids(settings, **values) -> list[str]:
+    """The capi_destinations check ids raised with ``values`` in CAPI_DESTINATIONS."""
+    from django.core import checks
+
+    settings.CAPI_DESTINATIONS = values
+    return sorted(
+        message.id
+        for message in checks.run_checks()
+        if message.id and message.id.startswith("capi_destinations.")
+    )
+
+
+@pytest.mark.parametrize("rate", ["6000/m", "100/s", "50000/h", "10/5m", None, ""])
+def test_a_readable_rate_limit_passes(settings, rate) -> None:
+    assert check_ids(settings, INGEST_RATE_LIMIT=rate) == []
+
+
+@pytest.mark.parametrize("rate", ["6000", "6000 per minute", "0/m", "-5/s", 100, ["6000/m"]])
+def test_an_unreadable_rate_limit_is_reported(settings, rate) -> None:
+    assert check_ids(settings, INGEST_RATE_LIMIT=rate) == ["capi_destinations.E007"]
+
+
+def test_the_rate_limit_check_names_the_expected_form(settings) -> None:
+    from django.core import checks
+
+    settings.CAPI_DESTINATIONS = {"INGEST_RATE_LIMIT": "6000 per minute"}
+    (message,) = [m for m in checks.run_checks() if m.id == "capi_destinations.E007"]
+    assert "'6000 per minute'" in message.msg
+    assert "6000/m" in message.hint
+
+
+@pytest.mark.parametrize("header", [None, "", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP"])
+def test_a_meta_key_as_proxy_header_passes(settings, header) -> None:
+    assert check_ids(settings, TRUSTED_PROXY_HEADER=header) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "suggested"),
+    [
+        ("X-Forwarded-For", "HTTP_X_FORWARDED_FOR"),
+        ("x-real-ip", "HTTP_X_REAL_IP"),
+        ("X_FORWARDED_FOR", "HTTP_X_FORWARDED_FOR"),
+        ("http_x_forwarded_for", "HTTP_X_FORWARDED_FOR"),
+    ],
+)
+def test_a_header_name_as_proxy_header_is_reported_with_its_meta_key(
+    settings, header, suggested
+) -> None:
+    from django.core import checks
+
+    settings.CAPI_DESTINATIONS = {"TRUSTED_PROXY_HEADER": header}
+    (message,) = [m for m in checks.run_checks() if m.id and m.id.startswith("capi_destinations")]
+    assert message.id == "capi_destinations.E008"
+    assert f'"{suggested}"' in message.hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("GRAPH_CONNECT_TIMEOUT", 0),
+        ("GRAPH_READ_TIMEOUT", -1.5),
+        ("GRAPH_READ_TIMEOUT", "15"),
+        ("GRAPH_READ_TIMEOUT", float("nan")),
+        ("GRAPH_CONNECT_TIMEOUT", True),
+        ("LEASE_SECONDS", 0),
+        ("HEALTH_CHECK_INTERVAL", None),
+        ("INGEST_MAX_BODY_BYTES", 1.5),
+        ("RETENTION_DAYS", 0),
+        ("HEALTH_CHECK_CONCURRENCY", 0),
+        ("INGEST_KEY_CACHE_SECONDS", -1),
+    ],
+)
+def test_timeouts_and_sizes_must_be_positive_numbers(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == ["capi_destinations.E009"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("GRAPH_CONNECT_TIMEOUT", 1),
+        ("GRAPH_READ_TIMEOUT", 0.5),
+        ("INGEST_KEY_CACHE_SECONDS", 0),
+        ("DISPATCH_ENQUEUE_DEDUP_SECONDS", 0),
+    ],
+)
+def test_good_numbers_pass(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == []
+
+
+@pytest.mark.parametrize("version", ["v25.0", "v26.0", "v3.2"])
+def test_a_graph_api_version_passes(settings, version) -> None:
+    assert check_ids(settings, GRAPH_API_VERSION=version) == []
+
+
+@pytest.mark.parametrize("version", ["26.0", "v26", "latest", "", None])
+def test_a_malformed_graph_api_version_is_reported(settings, version) -> None:
+    assert check_ids(settings, GRAPH_API_VERSION=version) == ["capi_destinations.E010"]
+
+
+@pytest.mark.parametrize("url", ["graph.facebook.com", "ftp://graph.facebook.com", "", None])
+def test_a_graph_api_base_url_without_http_is_reported(settings, url) -> None:
+    assert check_ids(settings, GRAPH_API_BASE_URL=url) == ["capi_destinations.E011"]
+
+
+@pytest.mark.parametrize("url", ["https://graph.facebook.com", "http://127.0.0.1:8765/"])
+def test_a_graph_api_base_url_passes(settings, url) -> None:
+    assert check_ids(settings, GRAPH_API_BASE_URL=url) == []
+
+
+@pytest.mark.parametrize("country", ["", "us", "DE", "United Kingdom"])
+def test_a_known_default_country_passes(settings, country) -> None:
+    assert check_ids(settings, DEFAULT_COUNTRY=country) == []
+
+
+@pytest.mark.parametrize("country", ["Narnia", "zz", 49])
+def test_an_unknown_default_country_is_reported(settings, country) -> None:
+    assert check_ids(settings, DEFAULT_COUNTRY=country) == ["capi_destinations.E012"]
+
+
+def test_format_checks_wait_for_a_readable_settings_dict(settings) -> None:
+    assert check_ids(settings, INGEST_RATE_LIMITS="6000/m") == ["capi_destinations.E005"]

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from capi_destinations import clock as app_clock
-from capi_destinations import dispatch, graph, signals
+from capi_destinations import dispatch, graph, health, signals
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
@@ -648,3 +648,81 @@ def test_redeliver_accepts_ids(env: Sandbox, make_event: Callable[..., Event]) -
     assert dispatch.redeliver([failed.pk], actor=None) == 1
     assert dispatch.redeliver([failed.pk], actor=None) == 0
     assert AuditEntry.objects.get().actor is None
+
+
+# --- a request refused whatever its events ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subcode", "message"),
+    [
+        (None, "(#100) Invalid parameter: test_event_code is not valid for this pixel"),
+        (2804030, "(#100) Limited Data Use selection required"),
+    ],
+)
+def test_a_request_refused_whatever_its_events_stops_bisecting(
+    env: Sandbox,
+    destination: Destination,
+    django_capture_on_commit_callbacks: Any,
+    subcode: int | None,
+    message: str,
+) -> None:
+    add_events(destination, 1000)
+    # Meta refuses every request, whatever it carries, and names no event.
+    env.answer_error(100, subcode, message=message, times=100)
+
+    report = dispatch.dispatch_pending()
+
+    # The request, its two halves and one test event: not ~2000 requests failing every event.
+    assert report.requests == 4
+    assert len(env.requests()) == 4
+    assert report.failed == 0
+    assert statuses() == {EventStatus.PENDING: 1000}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {0}
+    destination.refresh_from_db()
+    assert destination.is_blocked
+    assert message in destination.blocked_reason
+    assert destination.health == Health.UNHEALTHY
+    assert message in destination.health_reasons[0]["message"]
+    assert "test event code" in destination.health_reasons[0]["fix"]
+    held = Event.objects.first()
+    assert message in held.status_reason
+    assert "working token" not in held.status_reason
+
+    # Once Meta takes requests again, the next health check's test event lifts the block.
+    env.reset()
+    with django_capture_on_commit_callbacks(execute=True):
+        health.check_destination(destination)
+    dispatch.dispatch_pending()
+
+    assert statuses() == {EventStatus.DELIVERED: 1000}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_halves_refused_alike_are_still_bisected_when_a_test_event_is_accepted(
+    env: Sandbox, destination: Destination
+) -> None:
+    add_events(destination, 1000)
+    # The request and both halves are refused without naming an event; the test event that
+    # checks whether Meta refuses everything is accepted, so the events were at fault.
+    env.answer_error(100, message="(#100) Invalid parameter", times=3)
+
+    report = dispatch.dispatch_pending()
+
+    assert not Destination.objects.get(pk=destination.pk).is_blocked
+    assert statuses() == {EventStatus.DELIVERED: 1000}
+    # The request, its halves, the test event, then the halves' halves.
+    assert len(env.requests()) == report.requests == 8
+
+
+def test_a_half_refused_for_another_reason_is_bisected(
+    env: Sandbox, destination: Destination
+) -> None:
+    add_events(destination, 4, bad={3})
+    env.answer_error(100, message="(#100) Invalid parameter", times=1)
+
+    dispatch.dispatch_pending()
+
+    # The first half goes through; the second names its bad event, which alone fails.
+    assert statuses() == {EventStatus.DELIVERED: 3, EventStatus.FAILED: 1}
+    assert not Destination.objects.get(pk=destination.pk).is_blocked

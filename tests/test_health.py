@@ -11,7 +11,7 @@ from django.core import mail
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from capi_destinations import graph, health, signals, tasks
+from capi_destinations import dispatch, graph, health, signals, tasks
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -887,3 +887,151 @@ def test_the_scheduled_task_checks_every_destination(
 
     assert tasks.run_health_checks() == 2
     assert {reload(first).health, reload(second).health} == {Health.HEALTHY}
+
+
+# --- a token Meta lets read the pixel but not send events ------------------------------------
+
+
+def refuse_events(meta: Sandbox, times: int = 50) -> None:
+    """Meta answers the pixel read but refuses every POST of events (a permission error)."""
+    meta.answer_next(
+        status=403,
+        error={"message": "(#200) Permissions error", "type": "OAuthException", "code": 200},
+        times=times,
+        method="POST",
+    )
+
+
+def block(destination: Destination) -> Destination:
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="Meta refused the access token.", blocked_at=health.clock.now()
+    )
+    return reload(destination)
+
+
+def posts(meta: Sandbox) -> list[dict[str, Any]]:
+    return [request for request in meta.requests() if request["method"] == "POST"]
+
+
+def test_while_blocked_a_check_proves_the_token_can_send_with_a_test_event(
+    meta: Sandbox, registered: Destination
+) -> None:
+    registered = block(registered)
+
+    check = health.check_destination(registered)
+
+    assert check.status == Health.HEALTHY
+    assert reload(registered).blocked_reason == ""
+    (sent,) = meta.events(pixel_id=registered.pixel_id)
+    assert sent["test_event_code"].startswith("TEST")
+    assert meta.events(pixel_id=registered.pixel_id, test=False) == []
+    entry = check_named(check, "deliveries_accepted")
+    assert entry["ok"] is True
+    assert sent["test_event_code"] in entry["message"]
+
+
+def test_a_blocked_destination_uses_its_own_test_event_code(
+    meta: Sandbox, registered: Destination
+) -> None:
+    Destination.objects.filter(pk=registered.pk).update(test_event_code="TEST4242")
+    registered = block(reload(registered))
+
+    health.check_destination(registered)
+
+    assert [request["test_event_code"] for request in posts(meta)] == ["TEST4242"]
+
+
+def test_a_block_stays_while_meta_reads_the_pixel_but_refuses_events(
+    meta: Sandbox, registered: Destination
+) -> None:
+    registered = block(registered)
+    refuse_events(meta)
+
+    check = health.check_destination(registered)
+
+    assert check.status == Health.UNHEALTHY
+    assert reload(registered).blocked_reason == "Meta refused the access token."
+    assert check_named(check, "meta_accepts_token")["ok"] is True
+    entry = check_named(check, "deliveries_accepted")
+    assert entry["ok"] is False
+    assert "A test event sent with this check" in entry["message"]
+    assert "refused too" in entry["message"]
+    assert "system user" in entry["fix"]
+    assert len(posts(meta)) == 1
+
+
+def test_a_test_event_that_cannot_reach_meta_keeps_the_block(
+    meta: Sandbox, registered: Destination
+) -> None:
+    registered = block(registered)
+    meta.answer_next(
+        status=500,
+        error={"message": "Service temporarily unavailable", "type": "OAuthException", "code": 2},
+        method="POST",
+    )
+
+    check = health.check_destination(registered)
+
+    assert reload(registered).blocked_reason == "Meta refused the access token."
+    entry = check_named(check, "deliveries_accepted")
+    assert entry["ok"] is False
+    assert "could not prove the token works" in entry["message"]
+
+
+def test_a_disabled_blocked_destination_is_sent_no_test_event(
+    meta: Sandbox, registered: Destination
+) -> None:
+    Destination.objects.filter(pk=registered.pk).update(enabled=False)
+    registered = block(reload(registered))
+
+    health.check_destination(registered)
+
+    assert posts(meta) == []
+    assert reload(registered).blocked_reason == "Meta refused the access token."
+
+
+def test_a_token_meta_lets_read_but_not_send_does_not_flap(
+    meta: Sandbox,
+    registered: Destination,
+    make_event: Callable[..., Any],
+    changes: list[dict[str, Any]],
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    held = make_event(event_id="held-1")
+    refuse_events(meta)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        health.check_destination(registered)
+        dispatch.dispatch_pending()  # Meta refuses the events: blocked, Unhealthy
+        for _ in range(4):  # the every-5-minutes health checks, each followed by a dispatch
+            clock.advance(timedelta(minutes=5))
+            health.check_destination(reload(registered))
+            dispatch.dispatch_pending()
+
+    # One change to Unhealthy, then nothing: no Healthy/Unhealthy round every check.
+    assert [(change["old"], change["new"]) for change in changes] == [
+        (Health.UNKNOWN, Health.HEALTHY),
+        (Health.HEALTHY, Health.UNHEALTHY),
+    ]
+    assert reload(registered).health == Health.UNHEALTHY
+    assert reload(registered).blocked_reason
+    # The delivery that was refused, then one test event per check; the event still waits.
+    assert [bool(request["test_event_code"]) for request in posts(meta)] == [False] + [True] * 4
+    held.refresh_from_db()
+    assert held.status == "pending"
+
+    # Meta lets the token send again: the next check lifts the block and the event goes.
+    meta.reset()
+    meta.register_pixel(registered.pixel_id, "Acme Shoes Pixel", [registered.access_token])
+    clock.advance(timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        recovered = health.check_destination(reload(registered))
+        dispatch.dispatch_pending()
+
+    assert recovered.status == Health.HEALTHY
+    assert check_named(recovered, "queue_moving")["severity"] == "info"
+    assert changes[-1]["new"] == Health.HEALTHY
+    assert len(changes) == 3
+    held.refresh_from_db()
+    assert held.status == "delivered"

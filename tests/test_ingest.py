@@ -621,3 +621,219 @@ def test_racing_requests_store_each_event_once(
     for results in by_event_id.values():
         assert sorted(r.status for r in results) == ["duplicate"] * 3 + ["stored"]
         assert len({r.event.pk for r in results}) == 1
+
+
+# --- a corrected resend after a rejection --------------------------------------------------
+
+
+def without_currency(event_id: str = "order-1001") -> dict[str, Any]:
+    """A Purchase our own checks reject (no currency): stored as rejected, never sent."""
+    return purchase(event_id, custom_data={"value": 49.9})
+
+
+def test_a_corrected_event_replaces_its_rejected_copy(
+    destination: Destination,
+    clock: Any,
+    recorded: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    rejected = track(destination, without_currency())
+    clock.advance(timedelta(minutes=3))
+    with django_capture_on_commit_callbacks(execute=True):
+        corrected = track(destination, purchase())
+
+    assert rejected.status == "rejected"
+    assert corrected.status == "stored"
+    assert corrected.event.pk == rejected.event.pk
+    row = Event.objects.get()
+    assert row.status == EventStatus.PENDING
+    assert row.status_reason == ""
+    assert row.next_attempt_at == clock.now()
+    assert row.payload["custom_data"] == {"value": 49.9, "currency": "EUR"}
+    assert row.payload_hash == corrected.event.payload_hash
+    assert "missing_currency" not in codes(row.diagnostics)
+    # The row says it replaced a rejected copy, and the caller is told the same.
+    assert "replaced_rejected" in codes(row.diagnostics)
+    assert "replaced_rejected" in codes(corrected.diagnostics)
+    assert corrected.event.diagnostics == row.diagnostics
+    # It is waiting to be sent now, so the delivery side is told.
+    assert [(r["destination_id"], r["count"]) for r in recorded] == [(destination.pk, 1)]
+
+
+def test_the_same_rejected_event_sent_again_is_a_duplicate(destination: Destination) -> None:
+    first = track(destination, without_currency())
+    again = track(destination, without_currency())
+
+    # Nothing would change: the identical copy fails the same checks.
+    assert again.status == "duplicate"
+    assert again.event.pk == first.event.pk
+    assert "replaced_rejected" not in codes(Event.objects.get().diagnostics)
+
+
+def test_a_resend_that_is_still_wrong_replaces_the_rejection_with_its_own(
+    destination: Destination,
+) -> None:
+    track(destination, without_currency())
+    again = track(destination, purchase(custom_data={"currency": "EUR"}))
+
+    assert again.status == "rejected"
+    row = Event.objects.get()
+    assert row.status == EventStatus.REJECTED
+    assert "missing_value" in codes(row.diagnostics)
+    assert "missing_currency" not in codes(row.diagnostics)
+    assert "value" in row.status_reason
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        EventStatus.PENDING,
+        EventStatus.SENDING,
+        EventStatus.DELIVERED,
+        EventStatus.SUPPRESSED,
+        EventStatus.FAILED,
+        EventStatus.EXPIRED,
+    ],
+)
+def test_only_a_rejected_row_is_replaced(
+    destination: Destination, make_event: Callable, status: str
+) -> None:
+    original = make_event(event_id="order-1001", status=status)
+    again = track(destination, purchase())
+
+    assert again.status == "duplicate"
+    assert again.event.pk == original.pk
+    row = Event.objects.get()
+    assert row.status == status
+    assert row.payload == original.payload
+    assert "replaced_rejected" not in codes(row.diagnostics)
+
+
+def test_inside_one_batch_a_corrected_copy_replaces_the_rejected_one(
+    destination: Destination,
+) -> None:
+    batch = [
+        without_currency("order-7"),
+        without_currency("order-7"),
+        purchase("order-8"),
+        purchase("order-7"),
+        purchase("order-7"),
+    ]
+    results = track_many(destination, batch)
+
+    # As if sent one after another: rejected, the same again, the correction stored in its
+    # place, then a duplicate of the correction.
+    statuses = ["rejected", "duplicate", "stored", "stored", "duplicate"]
+    assert [r.status for r in results] == statuses
+    assert len({results[n].event.pk for n in (0, 1, 3, 4)}) == 1
+    assert Event.objects.count() == 2
+    row = Event.objects.get(event_id="order-7")
+    assert row.status == EventStatus.PENDING
+    assert row.payload["custom_data"]["currency"] == "EUR"
+
+
+def test_a_corrected_copy_of_a_row_stored_elsewhere_as_not_rejected_stays_a_duplicate(
+    destination: Destination, make_event: Callable
+) -> None:
+    original = make_event(event_id="order-7", status=EventStatus.DELIVERED)
+    batch = [without_currency("order-7"), without_currency("order-7"), purchase("order-7")]
+    results = track_many(destination, batch)
+
+    assert [r.status for r in results] == ["duplicate", "duplicate", "duplicate"]
+    assert {r.event.pk for r in results} == {original.pk}
+    assert Event.objects.get().status == EventStatus.DELIVERED
+
+
+def test_replacing_rejected_events_takes_one_update_per_chunk(
+    destination: Destination, django_assert_max_num_queries: Any
+) -> None:
+    track_many(destination, [without_currency(f"order-{n}") for n in range(500)])
+
+    with django_assert_max_num_queries(3):  # INSERT, SELECT of the originals, one UPDATE
+        results = track_many(destination, [purchase(f"order-{n}") for n in range(500)])
+
+    assert {r.status for r in results} == {"stored"}
+    assert Event.objects.count() == 500
+    assert set(Event.objects.values_list("status", flat=True)) == {EventStatus.PENDING}
+
+
+def test_a_rejected_row_replaced_by_a_concurrent_request_first_makes_ours_a_duplicate(
+    destination: Destination,
+) -> None:
+    rejected = track(destination, without_currency()).event
+    theirs = purchase(custom_data={"value": 10.0, "currency": "EUR"})
+
+    started: list[bool] = []
+
+    def replace_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not started and " UPDATE " in f" {sql} ":
+            # Another request's replacement commits between our SELECT and our UPDATE.
+            started.append(True)  # the competitor's UPDATE runs through this wrapper too
+            Event.objects.filter(pk=rejected.pk).update(
+                status=EventStatus.PENDING, payload=theirs, diagnostics=[]
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(replace_first):
+        ours = track(destination, purchase())
+
+    assert ours.status == "duplicate"
+    assert ours.event.pk == rejected.pk
+    row = Event.objects.get()
+    assert row.status == EventStatus.PENDING
+    assert row.payload["custom_data"]["value"] == 10.0
+
+
+def test_racing_corrections_replace_a_rejected_row_once(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination()
+    track_many(destination, [without_currency(f"fix-{n}") for n in range(20)])
+    batch = [purchase(f"fix-{n}") for n in range(20)]
+    orders = [batch, batch[::-1], batch[10:] + batch[:10], batch[1::2] + batch[::2]]
+    start = threading.Barrier(len(orders))
+    outcomes: list[list[TrackResult]] = []
+    failures: list[BaseException] = []
+
+    def request(events: list[dict[str, Any]]) -> None:
+        try:
+            start.wait()
+            outcomes.append(track_many(destination, events))
+        except BaseException as error:  # reported below; a thread cannot fail the test itself
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request, args=(events,)) for events in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert Event.objects.filter(destination=destination).count() == 20
+    assert set(Event.objects.values_list("status", flat=True)) == {EventStatus.PENDING}
+    by_event_id: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        for result in outcome:
+            by_event_id.setdefault(result.event.event_id, []).append(result.status)
+    assert len(by_event_id) == 20
+    for statuses in by_event_id.values():
+        assert sorted(statuses) == ["duplicate"] * 3 + ["stored"]
+
+
+def test_a_lead_with_only_a_name_and_gender_is_rejected_never_sent(
+    destination: Destination,
+) -> None:
+    lead = {
+        "event_name": "Lead",
+        "event_id": "lead-1",
+        "action_source": "system_generated",
+        "user_data": {"first_name": "Jane", "gender": "female"},
+    }
+
+    result = track(destination, lead)
+
+    assert result.status == "rejected"
+    assert "insufficient_customer_information" in codes(result.diagnostics)
+    assert Event.objects.get().next_attempt_at is None

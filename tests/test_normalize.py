@@ -552,3 +552,131 @@ def test_normalize_user_data_is_the_report_without_diagnostics() -> None:
 def test_hashed_and_clear_keys_are_disjoint_and_complete() -> None:
     assert set(HASHED_KEYS).isdisjoint(CLEAR_KEYS)
     assert set(ALIASES.values()) <= set(HASHED_KEYS) | set(CLEAR_KEYS)
+
+
+# --- the fast paths give exactly what the general path gives ----------------------------------
+
+# Values near the edges of each fast path: clean ones it takes, and doubtful ones it must leave
+# to the general path (which reports them).
+_EDGE_TEXT = st.one_of(
+    st.text(alphabet="aAzZ09@.+-_ ()\t\n#:%xé", max_size=30),
+    st.sampled_from(
+        [
+            "Jane.Doe@Example.COM",
+            " user+tag@sub.example.co.uk ",
+            "a@b",
+            "a@@b.co",
+            "a@b..co",
+            "+1 650 555 1212",
+            "+44 (0) 20 7946 0958",
+            "+54 9 11 2345-6789",
+            "+0044 20 7946 0958",
+            "cust-0001",
+            "  ",
+            "",
+            "a" * 64,
+            "A" * 64,
+            "fb.1.1700000000000.AbC",
+            "fb.1.17.x.y.z",
+            "203.0.113.7",
+            "010.0.0.1",
+            "2001:db8::1",
+            "2001:DB8::1",
+            "::ffff:1.2.3.4",
+            "::ffff:102:304",
+            "fe80::1%eth0",
+            "Mozilla/5.0",
+        ]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from([*HASHED_KEYS, *CLEAR_KEYS]), value=_EDGE_TEXT)
+def test_a_fast_path_answers_only_what_the_general_path_would(key: str, value: str) -> None:
+    from capi_destinations import normalize
+
+    fast = normalize._FAST_PATHS[key]
+    answer = fast(value) if fast is not None else None
+    if answer is None:
+        return  # left to the general path, which decides and reports
+    if key in HASHED_KEYS:
+        assert (answer, None) == normalize._digest(key, value, None)
+    else:
+        assert answer == normalize._normalize_one(key, value, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.integers(min_value=0, max_value=2**128 - 1),
+    zeros=st.sampled_from([0, 0xFFFF << 16, (1 << 128) - (1 << 64)]),
+    style=st.sampled_from(["compressed", "exploded", "upper"]),
+)
+def test_canonical_ipv6_is_recognised_exactly_as_ipaddress_prints_it(
+    number: int, zeros: int, style: str
+) -> None:
+    import ipaddress
+
+    from capi_destinations import normalize
+
+    address = ipaddress.IPv6Address(number & ~zeros)
+    text = {
+        "compressed": address.compressed,
+        "exploded": address.exploded,
+        "upper": address.compressed.upper(),
+    }[style]
+
+    # Recognising too little only costs time (ipaddress decides); too much would be wrong.
+    if normalize._is_canonical_ipv6(text):
+        assert text == str(address)
+    assert normalize_field("client_ip_address", text) == str(address)
+
+
+def test_common_canonical_ipv6_addresses_take_the_fast_path() -> None:
+    from capi_destinations import normalize
+
+    assert normalize._is_canonical_ipv6("2001:db8::8a2e:370:7334")
+    assert normalize._is_canonical_ipv6("fe80::1")
+    assert not normalize._is_canonical_ipv6("2001:DB8::1")
+    assert not normalize._is_canonical_ipv6("2001:db8:0:0:0:0:0:1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(_EDGE_TEXT, max_size=4), key=st.sampled_from(["em", "ph", "external_id"]))
+def test_a_list_takes_the_fast_path_with_the_general_paths_answer(
+    values: list[str], key: str
+) -> None:
+    # A tuple always goes down the general path, a list may go down the fast one.
+    assert normalize_user_data_report({key: values}) == normalize_user_data_report(
+        {key: tuple(values)}
+    )
+
+
+def test_a_phone_left_to_the_general_path_keeps_its_place_before_a_later_one() -> None:
+    first, second = "06 12 34 56 78", "+33 6 12 34 56 79"
+
+    user_data = normalize_user_data({"phone": first, "ph": second, "country": "fr"})
+
+    assert user_data["ph"] == [sha("33612345678"), sha("33612345679")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.dates(min_value=date(1850, 1, 1), max_value=date(2100, 12, 31)).map(
+            lambda day: day.strftime("%Y%m%d")
+        ),
+        st.from_regex(r"[0-9]{8}", fullmatch=True),
+    )
+)
+def test_a_yyyymmdd_birth_date_is_kept_only_when_it_is_a_real_date_in_range(text: str) -> None:
+    try:
+        born = datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        born = None
+    valid = born is not None and 1900 <= born.year <= datetime.now(UTC).year
+
+    assert normalize_field("db", text) == (text if valid else None)
+    if valid:
+        assert born is not None
+        assert normalize_field("db", born.strftime("%Y-%m-%d")) == text

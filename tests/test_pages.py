@@ -352,6 +352,8 @@ def test_overview_cards_show_health_counts_and_reason_unhealthy_first(
     make_event(destination=healthy, status=EventStatus.DELIVERED)
     make_event(destination=healthy, status=EventStatus.DELIVERED)
     make_event(destination=healthy, status=EventStatus.FAILED)
+    make_event(destination=healthy, status=EventStatus.REJECTED)
+    make_event(destination=healthy, status=EventStatus.REJECTED)
     changed_at(
         make_event(destination=healthy, status=EventStatus.DELIVERED),
         clock.now() - timedelta(hours=25),
@@ -374,6 +376,7 @@ def test_overview_cards_show_health_counts_and_reason_unhealthy_first(
     assert "Alpha pixel" in cards["Alpha"]
     assert "2 delivered" in cards["Alpha"]
     assert "1 failed" in cards["Alpha"]
+    assert "2 rejected" in cards["Alpha"]
     assert 'class="capi-badge capi-badge--unhealthy"' in cards["Zulu"]
 
 
@@ -432,6 +435,7 @@ def test_overview_query_count_does_not_grow_with_destinations(
         destination = make_destination(name=f"Pixel {number:02d}")
         make_event(destination=destination, status=EventStatus.DELIVERED)
         make_event(destination=destination, status=EventStatus.FAILED)
+        make_event(destination=destination, status=EventStatus.REJECTED)
     client = logged_in(owner)
     client.get(reverse("capi_destinations:overview"))  # warm the session
     # session, user, tenants, destinations, 24-hour counts, memberships (roles)
@@ -595,6 +599,36 @@ def test_token_check_shows_metas_refusal(graph_settings, owner, tenant, known_to
     assert "Fix:" in content
 
 
+def test_the_attempts_table_leaves_room_for_metas_answer(owner, shown) -> None:
+    content = logged_in(owner).get(destination_urls(shown)["destination"]).content.decode()
+    table = re.search(
+        r'<table class="capi-table capi-attempts" data-testid="attempts">(.*?)</table>',
+        content,
+        re.S,
+    )
+    assert table is not None
+    # Four columns: the request's figures share one, so Meta's answer gets the room it needs.
+    headers = re.findall(r"<th[^>]*>([^<]+)</th>", table.group(1))
+    assert headers == ["Time (UTC)", "Request", "Outcome", "Meta's answer"]
+    row = re.search(r'data-testid="attempt-row".*?</tr>', table.group(1), re.S).group(0)
+    assert "2 events" in row
+    assert "HTTP 400" in row
+    answer = re.search(r'<td class="capi-answer">(.*?)</td>', row, re.S).group(1)
+    assert "#100/2804003" in answer
+    assert "AbCdTrace" in answer
+
+
+def test_the_match_quality_labels_stay_clear_of_each_other_and_the_line(owner, shown) -> None:
+    content = logged_in(owner).get(destination_urls(shown)["destination"]).content.decode()
+    chart = re.search(r'data-testid="match-quality-chart".*?</svg>', content, re.S).group(0)
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)"[^>]*>(\d [a-z]+)</text>', chart)
+    assert [label for _, _, label in labels] == ["7 good", "5 weak"]
+    plot_width = float(re.search(r'<line x1="0" y1="[\d.]+" x2="([\d.]+)"', chart).group(1))
+    # Right of the plotted hours, and farther apart than the labels are tall (11 units).
+    assert all(float(x) > plot_width for x, _, _ in labels)
+    assert abs(float(labels[0][1]) - float(labels[1][1])) >= 14
+
+
 def test_token_check_with_nothing_typed_waits(owner, tenant) -> None:
     url = reverse("capi_destinations:tenant_token_check", kwargs={"tenant_slug": tenant.slug})
     response = logged_in(owner).post(url, {"pixel_id": "", "access_token": ""}, **HTMX)
@@ -648,6 +682,8 @@ def test_chart_counts_the_last_24_hours_by_hour(owner, destination, make_event, 
     changed_at(make_event(status=EventStatus.DELIVERED), two_hours_ago)
     changed_at(make_event(status=EventStatus.DELIVERED), two_hours_ago)
     changed_at(make_event(status=EventStatus.FAILED), two_hours_ago)
+    changed_at(make_event(status=EventStatus.REJECTED), two_hours_ago)
+    changed_at(make_event(status=EventStatus.REJECTED), two_hours_ago)
     make_event(status=EventStatus.PENDING)
     changed_at(make_event(status=EventStatus.DELIVERED), clock.now() - timedelta(hours=30))
     response = logged_in(owner).get(
@@ -657,10 +693,21 @@ def test_chart_counts_the_last_24_hours_by_hour(owner, destination, make_event, 
     assert content.lstrip().startswith('<section id="delivery-card"')
     assert 'hx-trigger="every 30s' in content
     bars = re.findall(r'data-series="(\w+)" data-count="(\d+)"', content)
-    assert sorted(bars) == [("delivered", "2"), ("failed", "1"), ("pending", "1")]
+    assert sorted(bars) == [
+        ("delivered", "2"),
+        ("failed", "1"),
+        ("pending", "1"),
+        ("rejected", "2"),
+    ]
     assert "2 delivered" in content
+    # Rejected (our own checks, never sent) is not counted as failed by Meta.
     assert "1 failed" in content
+    assert "2 rejected" in content
     assert "1 pending" in content
+    legend = re.search(r'<figcaption class="capi-legend">(.*?)</figcaption>', content, re.S)
+    assert legend is not None
+    assert "capi-key--rejected" in legend.group(1)
+    assert "never sent" in legend.group(1)
 
 
 def test_diagnostics_summary_shows_shares(owner, destination, make_event) -> None:
@@ -842,6 +889,13 @@ def test_admin_manages_members(owner, viewer, make_user, tenant) -> None:
     response = client.post(last_admin, follow=True)
     assert "last admin" in response.content.decode()
     assert Membership.objects.filter(user=owner).exists()
+
+    # Every change is on the members page: who did what, newest first.
+    page = client.get(url).content.decode()
+    history = re.findall(r'data-testid="member-change" data-action="(\w+)"', page)
+    assert history == ["member_removed", "member_role_changed", "member_added"]
+    assert "Member removed" in page
+    assert "previous role: viewer" in page
 
 
 def test_viewer_sees_the_member_list_without_forms(viewer, tenant) -> None:

@@ -33,9 +33,10 @@ def test_counts_last_24h_in_one_query(
     make_event(destination=other, status=EventStatus.DELIVERED)
     with django_assert_num_queries(1):
         counts = reports.counts_last_24h([destination.pk, other.pk])
+    # Rejected events never went to Meta: counted apart from those Meta failed (or that expired).
     assert counts == {
-        destination.pk: {"delivered": 1, "failed": 3},
-        other.pk: {"delivered": 1, "failed": 0},
+        destination.pk: {"delivered": 1, "failed": 2, "rejected": 1},
+        other.pk: {"delivered": 1, "failed": 0, "rejected": 0},
     }
     assert reports.counts_last_24h([]) == {}
 
@@ -75,6 +76,7 @@ def test_hourly_counts_bucket_by_hour_and_skip_suppressed(clock, destination, ma
     three_hours_ago = clock.now() - timedelta(hours=3, minutes=10)
     changed_at(make_event(status=EventStatus.DELIVERED), three_hours_ago)
     changed_at(make_event(status=EventStatus.REJECTED), three_hours_ago)
+    changed_at(make_event(status=EventStatus.FAILED), three_hours_ago)
     make_event(status=EventStatus.SENDING)
     make_event(status=EventStatus.SUPPRESSED)
     hours = reports.hourly_counts(destination)
@@ -82,9 +84,9 @@ def test_hourly_counts_bucket_by_hour_and_skip_suppressed(clock, destination, ma
     assert hours[-1].hour == clock.now().replace(minute=0, second=0, microsecond=0)
     by_hour = {hour.hour: hour for hour in hours}
     earlier = by_hour[three_hours_ago.replace(minute=0, second=0, microsecond=0)]
-    assert (earlier.delivered, earlier.failed, earlier.pending) == (1, 1, 0)
+    assert (earlier.delivered, earlier.failed, earlier.rejected, earlier.pending) == (1, 1, 1, 0)
     assert (hours[-1].delivered, hours[-1].failed, hours[-1].pending) == (0, 0, 1)
-    assert sum(hour.total for hour in hours) == 3
+    assert sum(hour.total for hour in hours) == 4
 
 
 def test_hourly_match_quality_averages(clock, destination, make_event) -> None:
@@ -152,17 +154,18 @@ def test_recent_attempts_explain_metas_error(clock, destination) -> None:
 def test_stacked_chart_scales_to_the_busiest_hour(clock) -> None:
     slots = reports.hour_slots(clock.now())
     hours = [reports.HourCounts(hour=slot) for slot in slots]
-    hours[5] = reports.HourCounts(hour=slots[5], delivered=6, failed=2)
+    hours[5] = reports.HourCounts(hour=slots[5], delivered=5, failed=2, rejected=1)
     hours[6] = reports.HourCounts(hour=slots[6], pending=4)
     chart = stacked_hourly_chart(hours, width=480, height=120)
     assert chart.peak == 8
-    delivered, failed = chart.bars[5].segments
-    assert (delivered.series, delivered.height, delivered.y) == ("delivered", 90.0, 30.0)
-    assert (failed.series, failed.height, failed.y) == ("failed", 30.0, 0.0)
+    delivered, failed, rejected = chart.bars[5].segments
+    assert (delivered.series, delivered.height, delivered.y) == ("delivered", 75.0, 45.0)
+    assert (failed.series, failed.height, failed.y) == ("failed", 30.0, 15.0)
+    assert (rejected.series, rejected.height, rejected.y) == ("rejected", 15.0, 0.0)
     assert chart.bars[6].segments[0].height == 60.0
     assert chart.bars[0].segments == ()
     assert chart.bars[0].axis_label
-    assert "6 delivered, 2 failed" in chart.bars[5].title
+    assert "5 delivered, 2 failed, 1 rejected" in chart.bars[5].title
     assert stacked_hourly_chart([reports.HourCounts(hour=slots[0])]).is_empty
 
 

@@ -13,7 +13,12 @@ CHART_HEIGHT = 120
 # The bars' share of their hour's slot; the rest is the gap between bars.
 BAR_SHARE = 0.7
 # Stacked bottom to top, each with its CSS class (the colour) and its word.
-SERIES = (("delivered", "Delivered"), ("failed", "Failed"), ("pending", "Pending"))
+SERIES = (
+    ("delivered", "Delivered"),
+    ("failed", "Failed"),
+    ("rejected", "Rejected"),
+    ("pending", "Pending"),
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class HourlyChart:
 def stacked_hourly_chart(
     hours: Sequence[HourCounts], *, width: int = CHART_WIDTH, height: int = CHART_HEIGHT
 ) -> HourlyChart:
-    """Stacked bars (delivered / failed / pending) for hourly counts, scaled to the busiest hour."""
+    """Stacked bars (delivered / failed / rejected / pending), scaled to the busiest hour."""
     peak = max((hour.total for hour in hours), default=0)
     slot = width / max(len(hours), 1)
     bar_width = round(slot * BAR_SHARE, 2)
@@ -91,6 +96,11 @@ def stacked_hourly_chart(
 
 # Meta's guidance: 7 is the working threshold, below 5 attribution suffers (USERS.md).
 MATCH_QUALITY_GUIDES = ((7.0, "7 good"), (5.0, "5 weak"))
+# The guides' labels sit right of the plotted hours, in a margin of their own, so no hour's dot
+# hides them; the chart is tall enough that the two guides are farther apart than a label
+# (11 units) is tall.
+SPARKLINE_HEIGHT = 80
+SPARKLINE_LABEL_MARGIN = 52
 
 
 @dataclass(frozen=True)
@@ -102,12 +112,22 @@ class Sparkline:
     dots: tuple[tuple[float, float, str], ...]
     guides: tuple[tuple[float, str], ...] = ()
 
+    @property
+    def label_x(self) -> float:
+        """Where the guides' labels start: just right of the last hour."""
+        return self.width + 6
+
+    @property
+    def view_width(self) -> int:
+        """The drawing's width with the labels' margin."""
+        return self.width + SPARKLINE_LABEL_MARGIN
+
 
 def match_quality_sparkline(
     series: Sequence[tuple[datetime, float | None]],
     *,
     width: int = CHART_WIDTH,
-    height: int = 60,
+    height: int = SPARKLINE_HEIGHT,
     maximum: float = 10.0,
 ) -> Sparkline:
     """A polyline of hourly match-quality averages on a fixed 0-10 scale (gaps skipped)."""

@@ -84,6 +84,7 @@ def delivery_card_context(destination: Destination) -> dict[str, Any]:
         "totals": {
             "delivered": sum(hour.delivered for hour in hours),
             "failed": sum(hour.failed for hour in hours),
+            "rejected": sum(hour.rejected for hour in hours),
             "pending": sum(hour.pending for hour in hours),
         },
         "attempts": reports.recent_attempts(destination),

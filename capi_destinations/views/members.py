@@ -14,6 +14,7 @@ from capi_destinations import access
 from capi_destinations.forms import AddMemberForm, MemberRoleForm
 from capi_destinations.models import Membership, Role, Tenant
 from capi_destinations.views.common import notify
+from capi_destinations.views.destination import describe_audit_detail
 
 
 def _members_page(
@@ -28,6 +29,10 @@ def _members_page(
             "members": access.members_of(tenant_access.tenant),
             "add_form": form,
             "roles": Role.choices,
+            "history": [
+                (entry, describe_audit_detail(entry.detail))
+                for entry in access.member_history(tenant_access.tenant)
+            ],
         },
     )
 
@@ -42,7 +47,10 @@ def members(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             membership = access.add_member(
-                tenant_access.tenant, form.cleaned_data["username"], form.cleaned_data["role"]
+                tenant_access.tenant,
+                form.cleaned_data["username"],
+                form.cleaned_data["role"],
+                actor=request.user,
             )
         except ValidationError as error:
             form.add_error("username", error)
@@ -77,7 +85,7 @@ def member_role(request: HttpRequest, tenant_slug: str, username: str) -> HttpRe
     form = MemberRoleForm(request.POST)
     if form.is_valid():
         try:
-            access.change_role(membership, form.cleaned_data["role"])
+            access.change_role(membership, form.cleaned_data["role"], actor=request.user)
         except ValidationError as error:
             notify(request, messages.ERROR, " ".join(error.messages))
         else:
@@ -98,7 +106,7 @@ def member_remove(request: HttpRequest, tenant_slug: str, username: str) -> Http
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.ADMIN)
     membership = _membership(tenant_access.tenant, username)
     try:
-        access.remove_member(membership)
+        access.remove_member(membership, actor=request.user)
     except ValidationError as error:
         notify(request, messages.ERROR, " ".join(error.messages))
     else:

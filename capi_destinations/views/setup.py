@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from capi_destinations import access, destinations
@@ -15,7 +16,12 @@ from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenChec
 from capi_destinations.models import Role
 from capi_destinations.views.common import back_to_destination, destination_url, notify
 
+# Django's error reports (mailed to ADMINS, shown with DEBUG) print a request's POST data: these
+# fields never appear there, nor anywhere else a token must not be.
+hide_secrets = sensitive_post_parameters("access_token", "app_secret")
 
+
+@hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
 def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
@@ -51,6 +57,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     )
 
 
+@hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
 def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
@@ -80,6 +87,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
+@hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
 def replace_token(request: HttpRequest, code: str) -> HttpResponse:
@@ -130,6 +138,7 @@ def _render_token_check(
     return render(request, "capi_destinations/_token_check.html", {"check": result})
 
 
+@hide_secrets
 @login_required
 @require_POST
 def tenant_token_check(request: HttpRequest, tenant_slug: str) -> HttpResponse:
@@ -144,6 +153,7 @@ def tenant_token_check(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     return _render_token_check(request, destinations.check_token(pixel_id, token))
 
 
+@hide_secrets
 @login_required
 @require_POST
 def destination_token_check(request: HttpRequest, code: str) -> HttpResponse:

@@ -1,0 +1,120 @@
+"""Pages: the overview with 500 destinations across 20 tenants, SQL queries and server time.
+
+Two users open the overview: a superuser (every tenant) and an agency user who is a member
+of all 20 tenants (the membership join). The destinations have a day of traffic behind them
+(delivered and failed events in the last 24 hours) so the per-card counts are real work.
+Server time is the time Django takes for the request, in process, from the request to the
+rendered page (no network). Checks: the page answers 200 and shows all 500 cards, with the
+counts the database holds.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from datetime import timedelta
+
+from bench.harness import Result, analyze, empty_tables, percentile, sized
+
+GOAL_QUERIES = 15
+_DELIVERED = re.compile(r'data-testid="delivered-24h"[^>]*>(\d+) delivered<')
+_FAILED = re.compile(r'data-testid="failed-24h"[^>]*>(\d+) failed<')
+GOAL_MS = 150.0
+DESTINATIONS = 500
+TENANTS = 20
+
+
+def run(mode: str, database: str) -> Result:
+    """Render the overview repeatedly for both users; count queries, time it, check cards."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from bench.fixtures import create_destinations, insert_pending_events
+    from capi_destinations import clock
+    from capi_destinations.models import Event, EventStatus, Membership, Role, Tenant
+
+    events = sized(mode, full=200_000, quick=20_000, smoke=2_000)
+    requests = sized(mode, full=30, quick=10, smoke=3)
+
+    empty_tables()
+    get_user_model().objects.filter(username__in=["bench-admin", "bench-agency"]).delete()
+    destinations = create_destinations(DESTINATIONS, tenants=TENANTS, prefix="pages")
+    now = clock.now()
+    insert_pending_events([d.pk for d in destinations], events, now=now, prefix="page")
+    # A day of traffic: most delivered, some failed, the rest still pending.
+    Event.objects.filter(pk__in=Event.objects.order_by().values("pk")[: events * 8 // 10]).update(
+        status=EventStatus.DELIVERED, updated_at=now - timedelta(hours=3)
+    )
+    Event.objects.filter(status=EventStatus.PENDING).filter(
+        pk__in=Event.objects.filter(status=EventStatus.PENDING)
+        .order_by()
+        .values("pk")[: events // 10]
+    ).update(status=EventStatus.FAILED, updated_at=now - timedelta(hours=2))
+    analyze()
+
+    user_model = get_user_model()
+    superuser = user_model.objects.create_superuser("bench-admin", "a@example.com", "x")
+    agency = user_model.objects.create_user("bench-agency", "b@example.com", "x")
+    Membership.objects.bulk_create(
+        Membership(user=agency, tenant=tenant, role=Role.VIEWER) for tenant in Tenant.objects.all()
+    )
+
+    url = reverse("capi_destinations:overview")
+    result = Result(row="pages", title="pages", database=database, mode=mode)
+    worst_queries = 0
+    medians: dict[str, float] = {}
+    for label, user in (("superuser", superuser), ("agency user, 20 tenants", agency)):
+        client = Client(HTTP_HOST="localhost")  # a host the demo site's settings allow
+        client.force_login(user)
+        client.get(url)  # warm: templates compiled, connection open
+        durations: list[float] = []
+        query_counts: list[int] = []
+        response = None
+        for _ in range(requests):
+            with CaptureQueriesContext(connection) as queries:
+                started = time.perf_counter()
+                response = client.get(url)
+                durations.append((time.perf_counter() - started) * 1000)
+            query_counts.append(len(queries.captured_queries))
+        assert response is not None
+        body = response.content.decode()
+        cards = body.count('data-testid="destination-card"')
+        medians[label] = statistics.median(durations)
+        worst_queries = max(worst_queries, *query_counts)
+        result.details[label] = {
+            "median_ms": round(medians[label], 1),
+            "p95_ms": round(percentile(durations, 0.95), 1),
+            "queries": sorted(set(query_counts)),
+        }
+        result.check(
+            f"{label}: 200 with all {DESTINATIONS} cards",
+            response.status_code == 200 and cards == DESTINATIONS,
+            f"status {response.status_code}, {cards} cards",
+        )
+    delivered = Event.objects.filter(status=EventStatus.DELIVERED).count()
+    failed = Event.objects.filter(status=EventStatus.FAILED).count()
+    shown_delivered = sum(int(n) for n in _DELIVERED.findall(body))
+    shown_failed = sum(int(n) for n in _FAILED.findall(body))
+    result.check(
+        "the cards add up to the day's counts",
+        (shown_delivered, shown_failed) == (delivered, failed),
+        f"cards: {shown_delivered:,} delivered, {shown_failed:,} failed; database: "
+        f"{delivered:,} and {failed:,}",
+    )
+    slowest = max(medians.values())
+    result.summary = (
+        f"{worst_queries} queries; median server time "
+        + ", ".join(f"{label} {ms:.0f} ms" for label, ms in medians.items())
+        + f" ({DESTINATIONS} destinations, {TENANTS} tenants, {events:,} events)"
+    )
+    result.goal(
+        "SQL queries", f"≤ {GOAL_QUERIES}", str(worst_queries), worst_queries <= GOAL_QUERIES
+    )
+    result.goal(
+        "server time (median)", f"≤ {GOAL_MS:.0f} ms", f"{slowest:.0f} ms", slowest <= GOAL_MS
+    )
+    return result

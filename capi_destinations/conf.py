@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 300,
     # Seconds during which recording more events for a destination does not queue another
     # dispatch task while one is already waiting (the task clears the mark when it starts).
+    # Seconds a dispatch queued by newly recorded events waits before claiming, so events that
+    # arrive one by one leave together (fewer, fuller requests to Meta). 0 sends at once.
+    "DISPATCH_LINGER_SECONDS": 1.0,
     "DISPATCH_ENQUEUE_DEDUP_SECONDS": 30,
     # --- Health checks -----------------------------------------------------------------------
     # Seconds between scheduled health checks of every destination.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -45,8 +46,15 @@ def _queued_key(destination_id: int | None) -> str:
     return f"capi_destinations:dispatch-queued:{destination_id or 'all'}"
 
 
-def dispatch_due(destination_id: int | None = None) -> dict[str, int]:
-    """Task: one dispatch pass over every due destination, or only ``destination_id``."""
+def dispatch_due(destination_id: int | None = None, linger_seconds: float = 0) -> dict[str, int]:
+    """Task: one dispatch pass over every due destination, or only ``destination_id``.
+
+    ``linger_seconds`` (given by :func:`enqueue_dispatch`) waits briefly before claiming, while
+    the "already queued" mark still holds, so a stream of single events recorded in that
+    moment leaves in one request instead of one request each.
+    """
+    if linger_seconds > 0:
+        time.sleep(linger_seconds)
     # Forget the "already queued" mark before working: events recorded from now on need a
     # new task, those recorded before are picked up by this pass.
     cache.delete(_queued_key(destination_id))
@@ -70,6 +78,7 @@ def enqueue_dispatch(destination_id: int | None = None) -> bool:
     async_task(
         DISPATCH_TASK,
         destination_id,
+        float(app_settings.DISPATCH_LINGER_SECONDS),
         task_name=f"capi dispatch {destination_id or 'all'}",
         group="capi_destinations.dispatch",
     )

@@ -42,13 +42,13 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
@@ -66,6 +66,8 @@ from capi_destinations.models import (
 )
 
 logger = logging.getLogger("capi_destinations.dispatch")
+
+T = TypeVar("T")
 
 # Delay before the next attempt after the 1st, 2nd, … failed attempt; after the last entry
 # every further retry waits RETRY_DELAY_AFTER_SCHEDULE. Each delay varies by ±RETRY_JITTER so
@@ -521,29 +523,17 @@ class _Dispatcher:
             if mismatch
             else ""
         )
-        with _step():
-            now = clock.now()
-            self.report.delivered += _owned(pks, claim.lease_token).update(
-                status=EventStatus.DELIVERED,
-                status_reason=reason,
-                delivered_at=now,
-                attempts=F("attempts") + 1,
-                next_attempt_at=None,
-                lease_token=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            _record_attempt(
-                destination,
-                pks,
-                AttemptOutcome.DELIVERED,
-                started_at=started_at,
-                duration_ms=result.duration_ms,
-                test_event_code=test_event_code,
-                http_status=result.http_status,
-                events_received=result.events_received,
-                fbtrace_id=result.fbtrace_id[:100],
-            )
+        now = clock.now()
+
+        def record_delivery() -> int:
+            with _step():
+                return self._record_delivery(
+                    destination, pks, claim, result, reason, started_at, test_event_code, now
+                )
+
+        # Meta has the events now: losing this write to a dropped database connection would
+        # send them a second time when the lease ends, so it gets one more try on a new one.
+        self.report.delivered += _write_surviving_reconnect(record_delivery)
         # Outside the transaction and at most about once a second: workers delivering for the
         # same destination must not queue up behind each other's lock on its row.
         with _database_turn():
@@ -559,6 +549,41 @@ class _Dispatcher:
                 result.fbtrace_id,
             )
         return _Sent()
+
+    def _record_delivery(
+        self,
+        destination: Destination,
+        pks: list[int],
+        claim: Claim,
+        result: graph.SendResult,
+        reason: str,
+        started_at: datetime,
+        test_event_code: str,
+        now: datetime,
+    ) -> int:
+        """Mark the events of an accepted request delivered and record the attempt."""
+        delivered = _owned(pks, claim.lease_token).update(
+            status=EventStatus.DELIVERED,
+            status_reason=reason,
+            delivered_at=now,
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        _record_attempt(
+            destination,
+            pks,
+            AttemptOutcome.DELIVERED,
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            test_event_code=test_event_code,
+            http_status=result.http_status,
+            events_received=result.events_received,
+            fbtrace_id=result.fbtrace_id[:100],
+        )
+        return delivered
 
     def _on_error(
         self,
@@ -851,6 +876,22 @@ def _names_an_event(error: graph.GraphError) -> bool:
 
 
 # --- outcomes --------------------------------------------------------------------------------
+
+
+def _write_surviving_reconnect(write: Callable[[], T]) -> T:
+    """Run a short write; if the database connection was lost, run it once more on a new one.
+
+    The write is a whole transaction (``_step``), so after a failure nothing of it was kept and
+    running it again is safe. Inside an outer transaction (tests) there is nothing to reconnect.
+    """
+    try:
+        return write()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        logger.warning("Lost the database connection while recording an outcome; retrying once")
+        connection.close()
+        return write()
 
 
 def _owned(pks: Sequence[int], lease_token: uuid.UUID) -> QuerySet[Event]:

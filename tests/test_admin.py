@@ -361,3 +361,212 @@ def test_member_changes_in_the_admin_are_audited(admin_client, admin_user, make_
         (AuditAction.MEMBER_REMOVED, admin_user),
     ]
     assert entries[1].detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}
+
+
+# --- tenant roles decide what staff may change ---------------------------------------------------
+
+
+@pytest.fixture
+def make_staff(make_user):
+    """``make_staff(role, tenant, ...)``: a staff user with every model permission of the app,
+    so only their membership roles limit them."""
+
+    def factory(*memberships):
+        user = make_user(is_staff=True)
+        for tenant, role in memberships:
+            user.capi_memberships.create(tenant=tenant, role=role)
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="capi_destinations")
+        )
+        return user
+
+    return factory
+
+
+def change_url(model, obj):
+    return reverse(f"admin:capi_destinations_{model}_change", args=[obj.pk])
+
+
+def test_a_staff_viewer_gets_a_read_only_destination_page_without_the_token(
+    client, make_staff, tenant, destination
+) -> None:
+    destination.app_secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    destination.save()
+    client.force_login(make_staff((tenant, Role.VIEWER)))
+    response = client.get(change_url("destination", destination))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Acme web pixel" in page
+    assert 'name="_save"' not in page  # no change form, a view
+    assert 'name="access_token"' not in page
+    assert destination.access_token not in page
+    assert destination.access_token[:20] not in page
+    assert destination.app_secret not in page
+    assert destination.token_hint in page
+
+
+def test_a_staff_viewer_cannot_change_delete_or_add_destinations(
+    client, make_staff, tenant, destination
+) -> None:
+    client.force_login(make_staff((tenant, Role.VIEWER)))
+    edit = client.post(change_url("destination", destination), admin_form(destination, name="X"))
+    delete = client.post(
+        reverse("admin:capi_destinations_destination_delete", args=[destination.pk]),
+        {"post": "yes"},
+    )
+    add = client.post(
+        reverse("admin:capi_destinations_destination_add"),
+        {
+            "tenant": tenant.pk,
+            "name": "Sneaked in",
+            "pixel_id": "1234567890123456",
+            "access_token": make_token("sneaked"),
+            "consent_policy": "send_always",
+            "missing_consent": "granted",
+        },
+    )
+    assert (edit.status_code, delete.status_code, add.status_code) == (403, 403, 403)
+    destination.refresh_from_db()
+    assert destination.name == "Acme web pixel"
+    assert list(Destination.objects.values_list("name", flat=True)) == ["Acme web pixel"]
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_staff_viewer_has_no_actions(client, make_staff, tenant, destination, make_event):
+    failed = make_event(status=EventStatus.FAILED)
+    client.force_login(make_staff((tenant, Role.VIEWER)))
+    page = client.get(reverse("admin:capi_destinations_destination_changelist")).content.decode()
+    assert "Acme web pixel" in page  # viewers still see their client's destinations
+    for action in ("Run health check", "Enable sending", "Disable sending", "Redeliver", "Delete"):
+        assert action not in page, action
+    for action in ("disable", "redeliver_failed_events", "run_health_check", "delete_selected"):
+        run_action(client, action, [destination])
+    client.post(
+        reverse("admin:capi_destinations_event_changelist"),
+        {"action": "redeliver", "_selected_action": [failed.pk]},
+    )
+    destination.refresh_from_db()
+    failed.refresh_from_db()
+    assert destination.enabled
+    assert destination.health_checked_at is None
+    assert failed.status == EventStatus.FAILED
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_staff_editor_can_edit_and_run_actions(
+    client, make_staff, tenant, destination, graph_settings
+) -> None:
+    editor = make_staff((tenant, Role.EDITOR))
+    client.force_login(editor)
+    response = client.post(change_url("destination", destination), admin_form(destination, name="Y"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    response = run_action(client, "disable", [destination])
+    assert "Disabled 1 destination(s)." in response.content.decode()
+    response = run_action(client, "run_health_check", [destination])
+    assert "Checked 1:" in response.content.decode()
+    destination.refresh_from_db()
+    assert (destination.name, destination.enabled) == ("Y", False)
+    assert destination.health_checked_at is not None
+    assert list(AuditEntry.objects.order_by("pk").values_list("action", "actor")) == [
+        (AuditAction.UPDATED, editor.pk),
+        (AuditAction.DISABLED, editor.pk),
+    ]
+
+
+def test_roles_apply_per_tenant_for_a_user_of_two_tenants(
+    client, make_staff, tenant, other_tenant, two_destinations
+) -> None:
+    mine, theirs = two_destinations  # Acme: editor; Globex: only a viewer
+    client.force_login(make_staff((tenant, Role.EDITOR), (other_tenant, Role.VIEWER)))
+    page = client.get(change_url("destination", theirs)).content.decode()
+    assert 'name="_save"' not in page
+    assert theirs.access_token[:20] not in page
+    assert client.post(change_url("destination", theirs), admin_form(theirs)).status_code == 403
+    assert 'name="_save"' in client.get(change_url("destination", mine)).content.decode()
+
+    # An action over both is refused as a whole: nothing half-done.
+    response = run_action(client, "disable", [mine, theirs])
+    assert "needs the editor role" in response.content.decode()
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.enabled, theirs.enabled) == (True, True)
+    delete = client.post(
+        reverse("admin:capi_destinations_destination_changelist"),
+        {"action": "delete_selected", "_selected_action": [mine.pk, theirs.pk], "post": "yes"},
+    )
+    assert delete.status_code == 403
+    assert Destination.objects.count() == 2
+
+    # The add form offers only the tenants where the user is an editor.
+    add_page = client.get(reverse("admin:capi_destinations_destination_add")).content.decode()
+    assert "Acme Shoes" in add_page
+    assert "Globex Coffee" not in add_page
+
+
+def test_staff_of_another_tenant_sees_and_changes_nothing(
+    client, make_staff, other_tenant, destination
+) -> None:
+    client.force_login(make_staff((other_tenant, Role.ADMIN)))
+    page = client.get(reverse("admin:capi_destinations_destination_changelist")).content.decode()
+    assert "Acme web pixel" not in page
+    assert client.get(change_url("destination", destination)).status_code in (302, 404)
+    run_action(client, "disable", [destination])
+    response = client.post(
+        reverse("admin:capi_destinations_destination_delete", args=[destination.pk]),
+        {"post": "yes"},
+    )
+    assert response.status_code in (302, 404)
+    destination.refresh_from_db()
+    assert destination.enabled
+    membership_page = client.get(
+        reverse("admin:capi_destinations_membership_changelist")
+    ).content.decode()
+    assert "Acme Shoes" not in membership_page
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR])
+def test_memberships_and_the_tenant_need_the_admin_role(
+    client, make_staff, make_user, tenant, role
+) -> None:
+    user = make_staff((tenant, role))
+    bob = make_user(tenant, Role.VIEWER, username="bob")
+    membership = bob.capi_memberships.get()
+    client.force_login(user)
+    page = client.get(change_url("membership", membership)).content.decode()
+    assert "bob" in page
+    assert 'name="_save"' not in page
+    promote = client.post(
+        change_url("membership", membership), {"user": bob.pk, "tenant": tenant.pk, "role": "admin"}
+    )
+    add = client.post(
+        reverse("admin:capi_destinations_membership_add"),
+        {"user": user.pk, "tenant": tenant.pk, "role": "admin"},
+    )
+    rename = client.post(change_url("tenant", tenant), {"name": "Mine now", "slug": "acme"})
+    assert (promote.status_code, add.status_code, rename.status_code) == (403, 403, 403)
+    membership.refresh_from_db()
+    tenant.refresh_from_db()
+    assert (membership.role, tenant.name) == (Role.VIEWER, "Acme Shoes")
+
+
+def test_a_tenant_admin_manages_members_but_creates_no_tenants(
+    client, make_staff, make_user, tenant
+) -> None:
+    client.force_login(make_staff((tenant, Role.ADMIN)))
+    bob = make_user(tenant, Role.VIEWER, username="bob")
+    membership = bob.capi_memberships.get()
+    response = client.post(
+        change_url("membership", membership), {"user": bob.pk, "tenant": tenant.pk, "role": "editor"}
+    )
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == Role.EDITOR
+    renamed = client.post(change_url("tenant", tenant), {"name": "Acme Boots", "slug": "acme"})
+    assert renamed.status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.name == "Acme Boots"
+    # A new tenant would have no members, so nobody but a superuser could see it again.
+    add = client.post(
+        reverse("admin:capi_destinations_tenant_add"), {"name": "Orphan", "slug": "orphan"}
+    )
+    assert add.status_code == 403

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -289,3 +290,42 @@ if _database_is_shared():
         assert report.leases_released == 50
         assert report.delivered == 50
         assert_exactly_once(use_sandbox, set())
+
+
+if connection.vendor == "postgresql":
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_connection_cut_after_meta_accepted_sends_nothing_twice(
+        clock: Any, use_sandbox: Sandbox, destination: Destination
+    ) -> None:
+        seed_events([destination], 20)
+        worker_pid = connection.cursor().connection.info.backend_pid
+
+        def cut_the_worker_s_connection(method: str, path: str) -> None:
+            # Meta has accepted the events; the worker's database connection dies before it
+            # can record that.
+            if method == "POST":
+                use_sandbox.app.before_answer = None
+                with psycopg.connect(**_superuser_dsn()) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", [worker_pid])
+
+        use_sandbox.app.before_answer = cut_the_worker_s_connection
+
+        report = dispatch.dispatch_pending()
+
+        assert report.delivered == 20
+        assert set(Event.objects.values_list("status", flat=True)) == {EventStatus.DELIVERED}
+        app_clock.advance(timedelta(seconds=301))
+        assert dispatch.dispatch_pending().claimed == 0
+        received = [record["event_id"] for record in use_sandbox.events()]
+        assert len(received) == len(set(received)) == 20
+
+    def _superuser_dsn() -> dict[str, Any]:
+        database = connection.settings_dict
+        return {
+            "host": database["HOST"] or "127.0.0.1",
+            "port": database["PORT"] or 5432,
+            "user": database["USER"] or "postgres",
+            "dbname": database["NAME"],
+            "autocommit": True,
+        }

@@ -84,6 +84,9 @@ class SandboxApp:
         **faults: Any,
     ) -> None:
         self.state = SandboxState(time_source)
+        # Python-side only (tests): called with (method, path) after a Graph request was
+        # handled and before its answer leaves, e.g. to break something while a client waits.
+        self.before_answer: Callable[[str, str], None] | None = None
         self.token_prefix = token_prefix
         self.token_min_length = token_min_length
         if faults:
@@ -101,6 +104,8 @@ class SandboxApp:
             status, payload, headers = self._control(method, path, query, body)
         else:
             status, payload, headers = self._graph(environ, method, path, query, body)
+            if self.before_answer is not None:
+                self.before_answer(method, path)
         if isinstance(payload, bytes):
             content = payload
             content_type = headers.pop("Content-Type", "text/html; charset=utf-8")

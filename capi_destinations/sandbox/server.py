@@ -289,7 +289,8 @@ class Sandbox:
         self.answer_next(status=status, error=error, times=times, headers=headers)
 
     def reset(self) -> None:
-        """Back to an open sandbox with no faults and no recorded traffic."""
+        """Back to an open sandbox with no faults, no hook and no recorded traffic."""
+        self.app.before_answer = None
         self.app.state.reset()
 
     def events(self, **filters: Any) -> list[dict[str, Any]]:

@@ -397,12 +397,17 @@ def empty_tables() -> None:
     connection.ops.execute_sql_flush(statements)
 
 
-def analyze() -> None:
-    """Refresh the planner's statistics after a bulk load (PostgreSQL; SQLite's ANALYZE)."""
+def analyze(*, vacuum: bool = False) -> None:
+    """Refresh the planner's statistics after a bulk load (PostgreSQL; SQLite's ANALYZE).
+
+    ``vacuum`` also clears the dead rows bulk updates leave, as autovacuum does on a database
+    in steady state (PostgreSQL only).
+    """
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        full = vacuum and connection.vendor == "postgresql"
+        cursor.execute("VACUUM ANALYZE" if full else "ANALYZE")
 
 
 def write_json(path: str | None, payload: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -32,26 +32,44 @@ from capi_destinations.models import (
     Health,
     HealthCheck,
     Membership,
+    Role,
     Tenant,
 )
 
 HEALTH_COLOURS = {"healthy": "#15803d", "unhealthy": "#b91c1c", "unknown": "#6b7280"}
 
 
-def tenant_ids_for(request: HttpRequest) -> list[int] | None:
-    """The tenants a staff user may see in the admin; None means all (superuser)."""
+def tenant_ids_for(request: HttpRequest, *, role: str = Role.VIEWER) -> list[int] | None:
+    """The tenants where a staff user has at least ``role``; None means all (superuser)."""
     if request.user.is_superuser:
         return None
-    return list(Membership.objects.filter(user=request.user).values_list("tenant_id", flat=True))
+    return [
+        tenant_id
+        for tenant_id, member_role in _roles_of(request).items()
+        if access.role_allows(member_role, role)
+    ]
+
+
+def _roles_of(request: HttpRequest) -> dict[int, str]:
+    # One query per request: the permission hooks ask once per row of a list.
+    roles = getattr(request, "_capi_admin_roles", None)
+    if roles is None:
+        roles = access.roles_by_tenant(request.user)
+        request._capi_admin_roles = roles  # type: ignore[attr-defined]
+    return roles
 
 
 class TenantScopedAdmin(admin.ModelAdmin):
-    """Limits lists, change pages and related choices to the user's tenants.
+    """Limits lists, change pages and related choices to the user's tenants, and changes to
+    the tenants where the user's membership role allows them.
 
-    ``tenant_path`` is the lookup from the model to its tenant id.
+    Django's model permissions still apply on top: a staff user needs both. ``tenant_path`` is
+    the lookup from the model to its tenant id; ``role_to_change`` is the role the pages ask
+    for the same change (any member may view).
     """
 
     tenant_path = "tenant_id"
+    role_to_change: str = Role.EDITOR
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)
@@ -61,13 +79,59 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return queryset.filter(**{f"{self.tenant_path}__in": tenant_ids})
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        tenant_ids = tenant_ids_for(request)
+        # Only where the user may change things: a viewer cannot file a record under a tenant.
+        tenant_ids = tenant_ids_for(request, role=self.role_to_change)
         if tenant_ids is not None:
             if db_field.related_model is Tenant:
                 kwargs["queryset"] = Tenant.objects.filter(pk__in=tenant_ids)
             elif db_field.related_model is Destination:
                 kwargs["queryset"] = Destination.objects.filter(tenant_id__in=tenant_ids)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def tenant_id_of(self, obj: Any) -> int | None:
+        """The id of the tenant ``obj`` belongs to, followed along ``tenant_path``."""
+        value = obj
+        for name in self.tenant_path.split("__"):
+            value = getattr(value, name, None)
+        return value
+
+    def has_role_to_change(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Whether the user's role allows changes in ``obj``'s tenant (no ``obj``: in any)."""
+        if request.user.is_superuser:
+            return True
+        roles = _roles_of(request)
+        if obj is None:
+            return any(access.role_allows(role, self.role_to_change) for role in roles.values())
+        return access.role_allows(roles.get(self.tenant_id_of(obj)), self.role_to_change)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and self.has_role_to_change(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and self.has_role_to_change(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and self.has_role_to_change(request, obj)
+
+    def rows_to_change(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        """``queryset`` when the user may change every selected row; else None, and says why.
+
+        Actions check the rows themselves: the permission hooks of an action see no rows. All
+        or nothing, like "Delete selected", so an action is never half done.
+        """
+        tenant_ids = tenant_ids_for(request, role=self.role_to_change)
+        if tenant_ids is None:
+            return queryset
+        refused = queryset.exclude(**{f"{self.tenant_path}__in": tenant_ids}).count()
+        if not refused:
+            return queryset
+        self.message_user(
+            request,
+            f"Nothing done: {refused} of the selected rows belong to a client account where "
+            f"this needs the {Role(self.role_to_change).label.lower()} role or higher.",
+            messages.ERROR,
+        )
+        return None
 
 
 class DestinationAdminForm(forms.ModelForm):
@@ -132,9 +196,14 @@ class DestinationAdminForm(forms.ModelForm):
 @admin.register(Tenant)
 class TenantAdmin(TenantScopedAdmin):
     tenant_path = "id"
+    role_to_change = Role.ADMIN
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ("name",)}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new tenant has no members yet, so only a superuser could ever see it again.
+        return request.user.is_superuser and super().has_add_permission(request)
 
 
 @admin.register(Membership)
@@ -142,6 +211,7 @@ class MembershipAdmin(TenantScopedAdmin):
     list_display = ["user", "tenant", "role"]
     list_filter = ["role"]
     raw_id_fields = ["user"]
+    role_to_change = Role.ADMIN
 
     # Member changes made here are audited like those made on the members page.
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
@@ -276,6 +346,7 @@ class DestinationAdmin(TenantScopedAdmin):
             obj.get_health_display(),
         )
 
+    @method_decorator(sensitive_variables())
     @method_decorator(sensitive_post_parameters("access_token", "app_secret"))
     def changeform_view(
         self,
@@ -284,8 +355,16 @@ class DestinationAdmin(TenantScopedAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        # The add and change forms carry the token: keep it out of Django's error reports.
+        # The add and change forms carry the token: keep it out of Django's error reports, both
+        # the POST data and the local variables of every frame below (form validation's too).
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            # A view-only page shows every field as text: that would be the decrypted secrets.
+            fields = [name for name in fields if name not in destinations.SECRET_FIELDS]
+        return fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Moving a destination to another client is not an edit: its audit trail stays put.
@@ -298,7 +377,7 @@ class DestinationAdmin(TenantScopedAdmin):
             return []
         return list(self.inlines)
 
-    @method_decorator(sensitive_variables("values", "changes"))
+    @method_decorator(sensitive_variables("values", "changes", "secret"))
     def save_model(self, request: HttpRequest, obj: Destination, form: Any, change: bool) -> None:
         values = {
             name: form.cleaned_data[name]
@@ -322,6 +401,7 @@ class DestinationAdmin(TenantScopedAdmin):
         # Shown once by response_add; kept on the request only, never stored.
         request._capi_ingest_secret = secret  # type: ignore[attr-defined]
 
+    @method_decorator(sensitive_variables("secret"))
     def response_add(
         self, request: HttpRequest, obj: Destination, post_url_continue: str | None = None
     ) -> HttpResponse:
@@ -350,8 +430,12 @@ class DestinationAdmin(TenantScopedAdmin):
         for destination in queryset:
             destinations.delete_destination(destination, actor=request.user)
 
-    @admin.action(description="Run health check", permissions=["view"])
+    # "Check now" on the pages needs the editor role too: it calls Meta with the token.
+    @admin.action(description="Run health check", permissions=["change"])
     def run_health_check(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        queryset = self.rows_to_change(request, queryset)
+        if queryset is None:
+            return
         checks = health.check_all_destinations(
             destination_ids=list(queryset.values_list("pk", flat=True))
         )
@@ -361,6 +445,9 @@ class DestinationAdmin(TenantScopedAdmin):
 
     @admin.action(description="Enable sending via Conversions API", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        queryset = self.rows_to_change(request, queryset)
+        if queryset is None:
+            return
         changed = sum(
             destinations.set_enabled(destination, True, actor=request.user)
             for destination in queryset
@@ -369,6 +456,9 @@ class DestinationAdmin(TenantScopedAdmin):
 
     @admin.action(description="Disable sending (events are still recorded)", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        queryset = self.rows_to_change(request, queryset)
+        if queryset is None:
+            return
         changed = sum(
             destinations.set_enabled(destination, False, actor=request.user)
             for destination in queryset
@@ -379,6 +469,9 @@ class DestinationAdmin(TenantScopedAdmin):
     def redeliver_failed_events(
         self, request: HttpRequest, queryset: QuerySet[Destination]
     ) -> None:
+        queryset = self.rows_to_change(request, queryset)
+        if queryset is None:
+            return
         count = sum(
             destinations.redeliver_failed(destination, actor=request.user)
             for destination in queryset
@@ -409,6 +502,9 @@ class EventAdmin(TenantScopedAdmin):
         description="Redeliver (failed or expired, inside Meta's window)", permissions=["change"]
     )
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        queryset = self.rows_to_change(request, queryset)
+        if queryset is None:
+            return
         count = dispatch.redeliver(queryset, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
@@ -451,6 +547,8 @@ class HealthCheckAdmin(ReadOnlyScopedAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyScopedAdmin):
+    # Deleting history is for the tenant's admins only.
+    role_to_change = Role.ADMIN
     list_display = ["created_at", "tenant", "destination_label", "action", "actor"]
     list_filter = ["action"]
     list_select_related = ["tenant", "actor"]

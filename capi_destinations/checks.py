@@ -1,4 +1,4 @@
-"""System checks that tell a host site what it misconfigured (ids ``capi_destinations.E0xx``)."""
+"""System checks: what a host site misconfigured (ids ``capi_destinations.E0xx`` and ``W0xx``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from capi_destinations import normalize, ratelimit
 from capi_destinations.conf import DEFAULTS, app_settings
@@ -80,6 +83,47 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.caches)
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W001: in production the default cache must be one that every process shares.
+
+    The ingest rate limit, the dispatch enqueue dedup (and a host's login throttling) count in
+    Django's default cache; in a per-process memory cache each web process and worker counts
+    alone, so a limit of 6000/m across 4 processes lets 24000 through.
+    """
+    if settings.DEBUG:
+        return []
+    backend_path = getattr(settings, "CACHES", {}).get("default", {}).get("BACKEND", "")
+    try:
+        backend = import_string(backend_path)
+    except ImportError:
+        return []  # Django reports a cache it cannot load itself.
+    if not isinstance(backend, type):
+        return []
+    if issubclass(backend, DummyCache):
+        problem = (
+            "The default cache is Django's dummy cache, which remembers nothing: rate limits, "
+            "login throttling and dispatch dedup do not work."
+        )
+    elif issubclass(backend, LocMemCache):
+        problem = (
+            "The default cache is Django's local-memory cache: rate limits, login throttling and "
+            "dispatch dedup are per process."
+        )
+    else:
+        return []
+    return [
+        checks.Warning(
+            problem,
+            hint="Use a cache all web and worker processes share: Redis "
+            "('django.core.cache.backends.redis.RedisCache'), Memcached or the database cache. "
+            "A site that really runs as one process can add 'capi_destinations.W001' to "
+            "SILENCED_SYSTEM_CHECKS.",
+            id="capi_destinations.W001",
+        )
+    ]
 
 
 # --- settings with a format -------------------------------------------------------------------

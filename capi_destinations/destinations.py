@@ -94,8 +94,10 @@ def _refuse_unknown_fields(fields: Iterable[str]) -> None:
         raise TypeError(f"Not an editable destination field: {', '.join(unknown)}")
 
 
-# Error reports (DEBUG pages, HTML mails to ADMINS) show local variables; not these.
-@sensitive_variables("fields")
+# Error reports (HTML mails to ADMINS) show local variables, also those of the frames a function
+# calls, and Django's model and form code holds the token there under other names (``value``,
+# ``raw_value``, ``kwargs``): so these functions hide every variable, not just their own names.
+@sensitive_variables()
 def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[Destination, str]:
     """Create a destination in ``tenant`` and return it with its ingest secret.
 
@@ -121,7 +123,7 @@ def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[De
     return destination, secret
 
 
-@sensitive_variables("changes", "previous")
+@sensitive_variables()
 def update_destination(destination: Destination, *, actor: Any, **changes: Any) -> list[str]:
     """Apply ``changes`` to ``destination``, save, audit, and return the changed field names.
 
@@ -207,6 +209,7 @@ def set_enabled(destination: Destination, enabled: bool, *, actor: Any) -> bool:
     return True
 
 
+@sensitive_variables("secret")
 def regenerate_ingest_keys(destination: Destination, *, actor: Any) -> str:
     """Replace the public ingest key and the server secret; return the new secret (shown once).
 
@@ -258,7 +261,7 @@ class TokenCheck:
     fix: str = ""
 
 
-@sensitive_variables("token", "app_secret", "candidate")
+@sensitive_variables()
 def check_token(
     pixel_id: str,
     token: str,

@@ -10,6 +10,9 @@ secret; it is HMAC-SHA256 of the token keyed with the app secret (what Meta's of
 sends), or, with the ``GRAPH_APPSECRET_TIME`` setting, of ``token|unix time`` together with
 ``appsecret_time`` (Meta's current Login Security page). Neither the token nor the proof ever
 reaches a log line, an exception message, a repr or a record: :func:`redact` removes them.
+Django's error reports print the local variables of every frame; the functions that hold a
+secret are marked ``sensitive_variables()``, which hides every local of their frame and of the
+frames they call (the JSON encoder's, requests' and urllib3's, which hold the body and headers).
 
 Connections: one pooled :class:`requests.Session` per process, shared by all threads. Its
 cookie jar refuses every cookie and nothing else on it changes after creation, so concurrent
@@ -37,6 +40,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
@@ -132,6 +136,7 @@ _AUTHORIZATION = re.compile(r"(?i)\b(Bearer|OAuth)\s+[A-Za-z0-9._~+/=-]{8,}")
 _TOKEN_SHAPE = re.compile(r"\bEAA[A-Za-z0-9]{16,}")
 
 
+@sensitive_variables()
 def redact(text: str, *secrets: str | None) -> str:
     """``text`` with each secret, and anything shaped like a token or proof, replaced.
 
@@ -385,12 +390,14 @@ def _new_session() -> requests.Session:
 # --- the two calls -------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def appsecret_proof(access_token: str, app_secret: str, *, at: int | None = None) -> str:
     """HMAC-SHA256 (hex) of the token keyed with the app secret; over ``token|at`` if ``at``."""
     message = access_token if at is None else f"{access_token}|{at}"
     return hmac.new(app_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+@sensitive_variables()
 def send_events(
     destination: GraphDestination,
     events: Sequence[Mapping[str, Any]] | Sequence[str],
@@ -465,6 +472,7 @@ def send_events(
     return result
 
 
+@sensitive_variables()
 def get_pixel(
     destination: GraphDestination,
     *,
@@ -528,6 +536,7 @@ def _node_url(destination: GraphDestination) -> str:
     return f"{base}/{version}/{quote(str(destination.pixel_id), safe='')}"
 
 
+@sensitive_variables()
 def _appsecret_parameters(token: str, app_secret: str) -> dict[str, Any]:
     if not app_secret:
         return {}
@@ -547,6 +556,7 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+@sensitive_variables()
 def _request(
     method: str, url: str, secrets: tuple[str, ...], **kwargs: Any
 ) -> tuple[requests.Response, int]:

@@ -47,6 +47,7 @@ from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.db.models import Avg, Count, F, Min, Window
 from django.db.models.functions import RowNumber
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, diagnostics, graph, signals, tokens
 from capi_destinations.conf import app_settings
@@ -244,6 +245,8 @@ def check_destination(destination: Destination, *, now: datetime | None = None) 
     return _evaluate_and_record(destination, probe, facts, now=now, started=started)
 
 
+# Error reports print local variables (also of called frames): never the token.
+@sensitive_variables("token")
 def probe_token(destination: Destination) -> TokenProbe:
     """Ask Meta about the destination's token and pixel (check 3's network half).
 
@@ -473,6 +476,7 @@ def _check_sending_enabled(destination: Destination) -> CheckResult:
     )
 
 
+@sensitive_variables("token")
 def _check_token_format(destination: Destination) -> CheckResult:
     token = _readable_token(destination)
     if token is None:
@@ -501,6 +505,7 @@ def _readable_token(destination: Destination) -> str | None:
     return destination.access_token or ""
 
 
+@sensitive_variables("token")
 def _token_format_problem(token: str) -> ValidationError | None:
     try:
         tokens.clean_access_token(token)

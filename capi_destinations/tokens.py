@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations.conf import app_settings
 
 TYPICAL_TOKEN_LENGTH = 190
 
 
+# Django's error reports print local variables: never these.
+@sensitive_variables("value", "token")
 def clean_access_token(value: object) -> str:
     """Return the token with surrounding whitespace removed, or raise ``ValidationError``.
 

@@ -140,6 +140,20 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Login throttling, the ingest rate limit and the dispatch enqueue dedup count in the cache, so
+# with several processes it must be one they all share: with REDIS_URL, the same Redis as
+# django-q2, kept apart by a key prefix (a second database number is not offered by every hosted
+# Redis). Without it, Django's per-process memory cache: fine for one process, and system check
+# capi_destinations.W001 says so when DEBUG is off.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "capi-cache",
+        }
+    }
+
 CAPI_DESTINATIONS: dict[str, object] = {}
 if env.str("CAPI_GRAPH_API_BASE_URL", default=""):
     CAPI_DESTINATIONS["GRAPH_API_BASE_URL"] = env.str("CAPI_GRAPH_API_BASE_URL")

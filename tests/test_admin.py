@@ -458,7 +458,8 @@ def test_a_staff_editor_can_edit_and_run_actions(
 ) -> None:
     editor = make_staff((tenant, Role.EDITOR))
     client.force_login(editor)
-    response = client.post(change_url("destination", destination), admin_form(destination, name="Y"))
+    form = admin_form(destination, name="Y")
+    response = client.post(change_url("destination", destination), form)
     assert response.status_code == 302, response.content.decode()[:2000]
     response = run_action(client, "disable", [destination])
     assert "Disabled 1 destination(s)." in response.content.decode()
@@ -555,9 +556,8 @@ def test_a_tenant_admin_manages_members_but_creates_no_tenants(
     client.force_login(make_staff((tenant, Role.ADMIN)))
     bob = make_user(tenant, Role.VIEWER, username="bob")
     membership = bob.capi_memberships.get()
-    response = client.post(
-        change_url("membership", membership), {"user": bob.pk, "tenant": tenant.pk, "role": "editor"}
-    )
+    form = {"user": bob.pk, "tenant": tenant.pk, "role": "editor"}
+    response = client.post(change_url("membership", membership), form)
     assert response.status_code == 302
     membership.refresh_from_db()
     assert membership.role == Role.EDITOR

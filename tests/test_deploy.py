@@ -55,3 +55,52 @@ def test_production_settings_turn_on_secure_cookies_and_hsts() -> None:
         check=True,
     )
     assert result.stdout.split() == ["True"] * 5
+
+
+def demo_settings(code: str, **env: str) -> str:
+    """Run ``code`` after ``django.setup()`` with the production demo settings (+ ``env``)."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env={**production_env(), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_with_redis_url_the_demo_site_shares_its_cache_in_redis() -> None:
+    # Login throttling, the ingest rate limit and the dispatch dedup must count across processes.
+    code = (
+        "from django.conf import settings as s; from django.core.cache import caches; "
+        "c = s.CACHES['default']; "
+        "print(c['BACKEND'], c['LOCATION'], c['KEY_PREFIX'], type(caches['default']).__name__, "
+        "s.Q_CLUSTER['redis'])"
+    )
+    url = "redis://redis.internal:6379/0"
+    assert demo_settings(code, REDIS_URL=url).split() == [
+        "django.core.cache.backends.redis.RedisCache",
+        url,
+        "capi-cache",
+        "RedisCache",
+        url,  # the same Redis as django-q2, apart by the key prefix
+    ]
+
+
+def test_without_redis_url_check_deploy_warns_about_the_memory_cache() -> None:
+    def deploy_check(**env: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy"],
+            cwd=ROOT,
+            env={**production_env(), **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout + result.stderr
+
+    assert "capi_destinations.W001" in deploy_check()
+    assert "capi_destinations.W001" not in deploy_check(REDIS_URL="redis://127.0.0.1:6379/0")
+    code = "from django.conf import settings as s; print(s.CACHES['default']['BACKEND'])"
+    assert demo_settings(code).strip() == "django.core.cache.backends.locmem.LocMemCache"

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
 from capi_destinations import access, destinations, health, reports
@@ -232,6 +233,8 @@ def set_enabled(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
+# The new ingest secret is in this frame and in the template context rendered below it.
+@sensitive_variables()
 @login_required
 @require_POST
 def regenerate_keys(request: HttpRequest, code: str) -> HttpResponse:

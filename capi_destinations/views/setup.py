@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 
 from capi_destinations import access, destinations
@@ -19,8 +19,12 @@ from capi_destinations.views.common import back_to_destination, destination_url,
 # Django's error reports (mailed to ADMINS, shown with DEBUG) print a request's POST data: these
 # fields never appear there, nor anywhere else a token must not be.
 hide_secrets = sensitive_post_parameters("access_token", "app_secret")
+# They also print the local variables of every frame: below these views, form validation and
+# the Graph client hold the pasted or stored token under many names, so all of them are hidden.
+hide_variables = sensitive_variables()
 
 
+@hide_variables
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -57,6 +61,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     )
 
 
+@hide_variables
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -87,6 +92,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
+@hide_variables
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -138,6 +144,7 @@ def _render_token_check(
     return render(request, "capi_destinations/_token_check.html", {"check": result})
 
 
+@hide_variables
 @hide_secrets
 @login_required
 @require_POST
@@ -153,6 +160,7 @@ def tenant_token_check(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     return _render_token_check(request, destinations.check_token(pixel_id, token))
 
 
+@hide_variables
 @hide_secrets
 @login_required
 @require_POST

@@ -269,6 +269,17 @@ def match_quality(user_data: Mapping[str, Any]) -> MatchQuality:
     return MatchQuality(score=score, present=list(present), missing=list(missing))
 
 
+def match_quality_score(user_data: Mapping[str, Any]) -> float:
+    """The score alone of :func:`match_quality` (ingestion stores only the score).
+
+    Spares building the ``present``/``missing`` lists for every recorded event.
+    """
+    if not isinstance(user_data, Mapping):
+        return 0.0
+    found = [key for key, value in user_data.items() if key in _ALL_WEIGHTS and _filled(value)]
+    return _match_quality_of(frozenset(found))[0]
+
+
 _ALL_WEIGHTS: dict[str, float] = {**_MATCH_WEIGHTS, **_CHANNEL_WEIGHTS}
 
 

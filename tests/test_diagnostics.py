@@ -30,6 +30,7 @@ from capi_destinations.diagnostics import (
     diagnose,
     has_errors,
     match_quality,
+    match_quality_score,
     parse_event_time,
 )
 
@@ -789,6 +790,21 @@ def test_email_is_worth_more_than_phone_and_phone_more_than_external_id() -> Non
     external = match_quality(normalized(external_id="x")).score
 
     assert email > phone > external > 0
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        {},
+        {"em": [""]},
+        "not a mapping",
+        normalized(em="a@b.co"),
+        normalized(client_ip_address="203.0.113.7", client_user_agent="Mozilla/5.0"),
+        normalized(em="a@b.co", ph="+1 650 555 1212", external_id="x", fbp="fb.1.1.1"),
+    ],
+)
+def test_the_score_only_entry_point_gives_match_qualitys_score(user_data: Any) -> None:
+    assert match_quality_score(user_data) == match_quality(user_data).score
 
 
 def test_nothing_scores_zero_and_misses_everything_most_valuable_first() -> None:

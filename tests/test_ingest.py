@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models.signals import post_init, pre_init
 from django.test import RequestFactory
 
 from capi_destinations import track, track_many
@@ -95,6 +96,24 @@ def test_a_good_event_is_stored_pending_and_due_now(destination: Destination) ->
     assert row.event_time == FROZEN_AT - timedelta(seconds=60)
     assert row.action_source == "website"
     assert row.status_reason == ""
+
+
+def test_returned_events_hold_every_field_as_stored(destination: Destination) -> None:
+    # The instances are built without Model.__init__: every field must be set, and equal
+    # to what a read from the database gives.
+    (result,) = track_many(destination, [purchase()])
+
+    stored = Event.objects.get()
+    for model_field in Event._meta.concrete_fields:
+        assert model_field.attname in result.event.__dict__, model_field.attname
+        assert getattr(result.event, model_field.attname) == getattr(stored, model_field.attname)
+    assert result.event.destination == destination
+    assert result.event._state.adding is False
+
+
+def test_event_has_no_init_signal_receivers_to_skip() -> None:
+    assert not pre_init.has_listeners(Event)
+    assert not post_init.has_listeners(Event)
 
 
 def test_the_stored_payload_is_the_meta_ready_server_event(destination: Destination) -> None:

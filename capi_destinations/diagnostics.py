@@ -137,7 +137,8 @@ _META_INVALID_PARAMETER = 100
 _SUBCODE_TOO_OLD = 2804003
 _SUBCODE_CUSTOMER_INFO = 2804050
 
-_KNOWN_EVENT_KEYS = frozenset(
+#: The top-level keys of a server event that Meta accepts (anything else is dropped).
+SERVER_EVENT_KEYS: frozenset[str] = frozenset(
     {
         "event_name",
         "event_time",
@@ -157,10 +158,12 @@ _KNOWN_EVENT_KEYS = frozenset(
         "messaging_channel",
         "attribution_data",
         "advanced_measurement_table",
-        # Our own: the consent state travels with the event and is evaluated per destination.
-        "consent",
     }
 )
+
+# Our own key beside Meta's: the consent state travels with the event and is evaluated per
+# destination before anything is sent.
+_KNOWN_EVENT_KEYS = SERVER_EVENT_KEYS | {"consent"}
 
 
 @dataclass(frozen=True)

@@ -57,28 +57,7 @@ DUPLICATE = "duplicate"
 
 #: The server-event keys Meta knows; anything else is left out of the stored payload
 #: (``diagnose`` reports each one as ``unknown_event_key``).
-SERVER_EVENT_KEYS: frozenset[str] = frozenset(
-    {
-        "event_name",
-        "event_time",
-        "event_id",
-        "action_source",
-        "event_source_url",
-        "user_data",
-        "custom_data",
-        "opt_out",
-        "data_processing_options",
-        "data_processing_options_country",
-        "data_processing_options_state",
-        "referrer_url",
-        "app_data",
-        "original_event_data",
-        "customer_segmentation",
-        "messaging_channel",
-        "attribution_data",
-        "advanced_measurement_table",
-    }
-)
+SERVER_EVENT_KEYS = diagnostics.SERVER_EVENT_KEYS
 
 # SQLite has one writer at a time anyway, and threads sharing an in-memory database (shared
 # cache: tests, some demos) fail with "table is locked" instead of waiting; so on SQLite the

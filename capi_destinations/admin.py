@@ -152,20 +152,7 @@ class DestinationAdminForm(forms.ModelForm):
 
     class Meta:
         model = Destination
-        fields = [
-            "tenant",
-            "name",
-            "pixel_id",
-            "access_token",
-            "app_secret",
-            "enabled",
-            "test_event_code",
-            "api_version",
-            "default_country",
-            "consent_policy",
-            "missing_consent",
-            "allowed_origins",
-        ]
+        fields = ["tenant", *destinations.EDITABLE_FIELDS]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

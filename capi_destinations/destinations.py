@@ -33,22 +33,22 @@ from capi_destinations.models import (
     pixel_id_validator,
 )
 
-# Fields a person may set on a destination (through a page, the admin or the shell).
-EDITABLE_FIELDS = frozenset(
-    {
-        "name",
-        "pixel_id",
-        "access_token",
-        "app_secret",
-        "enabled",
-        "test_event_code",
-        "api_version",
-        "default_country",
-        "consent_policy",
-        "missing_consent",
-        "allowed_origins",
-    }
+# Fields a person may set on a destination (through a page, the admin or the shell), in the
+# order forms show them.
+EDITABLE_FIELDS: tuple[str, ...] = (
+    "name",
+    "pixel_id",
+    "access_token",
+    "app_secret",
+    "enabled",
+    "test_event_code",
+    "api_version",
+    "default_country",
+    "consent_policy",
+    "missing_consent",
+    "allowed_origins",
 )
+
 # Secrets: an audit entry names them as changed, never their values.
 SECRET_FIELDS = frozenset({"access_token", "app_secret"})
 
@@ -89,7 +89,7 @@ def _user_or_none(actor: Any) -> Any:
 
 
 def _refuse_unknown_fields(fields: Iterable[str]) -> None:
-    unknown = sorted(set(fields) - EDITABLE_FIELDS)
+    unknown = sorted(set(fields).difference(EDITABLE_FIELDS))
     if unknown:
         raise TypeError(f"Not an editable destination field: {', '.join(unknown)}")
 

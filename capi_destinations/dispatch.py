@@ -52,7 +52,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
-from capi_destinations import clock, graph, health, signals
+from capi_destinations import clock, counters, graph, health, signals
 from capi_destinations.conf import app_settings
 from capi_destinations.diagnostics import ERROR, MAX_EVENT_AGE, Diagnostic
 from capi_destinations.models import (
@@ -359,7 +359,9 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
     )
     if only is not None:
         destinations = destinations.filter(pk=only)
-    reasons: dict[str, list[int]] = defaultdict(list)
+    expired = 0
+    # One UPDATE per destination (those that may not send are few): each one's count goes to
+    # its own hourly counter, in the same transaction.
     for pk, enabled, blocked_reason, pause_reason in destinations.values_list(
         "pk", "enabled", "blocked_reason", "pause_reason"
     ):
@@ -369,19 +371,17 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
             reason = LAST_ERROR_PREFIX + blocked_reason
         else:
             reason = LAST_ERROR_PREFIX + (pause_reason or "sending was paused by a rate limit.")
-        reasons[reason].append(pk)
-    expired = 0
-    for reason, destination_ids in reasons.items():
-        expired += Event.objects.filter(
-            status=EventStatus.PENDING,
-            destination_id__in=destination_ids,
-            event_time__lte=cutoff,
-        ).update(
-            status=EventStatus.EXPIRED,
-            status_reason=reason,
-            next_attempt_at=None,
-            updated_at=now,
-        )
+        with _step():
+            count = Event.objects.filter(
+                status=EventStatus.PENDING, destination_id=pk, event_time__lte=cutoff
+            ).update(
+                status=EventStatus.EXPIRED,
+                status_reason=reason,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            counters.add(pk, failed=count, at=now)
+        expired += count
     return expired
 
 
@@ -449,15 +449,17 @@ class _Dispatcher:
         self._stopped = set()
         now = clock.now()
         groups: dict[int, list[ClaimedEvent]] = defaultdict(list)
-        too_old: list[int] = []
+        too_old: dict[int, list[int]] = defaultdict(list)
         for event in claim.events:
             if now >= send_deadline(event.event_time):
-                too_old.append(event.pk)
+                too_old[event.destination_id].append(event.pk)
             else:
                 groups[event.destination_id].append(event)
-        if too_old:
-            with _database_turn():
-                self.report.expired += _expire_too_old(too_old, claim.lease_token, now)
+        for destination_id, pks in too_old.items():
+            with _step():
+                expired = _expire_too_old(pks, claim.lease_token, now)
+                counters.add(destination_id, failed=expired, at=now)
+            self.report.expired += expired
         for destination_id, events in groups.items():
             destination = destinations[destination_id]
             waiting = [_Requests([batch]) for batch in _split_by_size(events)]
@@ -603,6 +605,7 @@ class _Dispatcher:
             lease_expires_at=None,
             updated_at=now,
         )
+        counters.add(destination.pk, delivered=delivered, at=now)
         _record_attempt(
             destination,
             pks,
@@ -674,7 +677,9 @@ class _Dispatcher:
             )
         with _step():
             if diagnostics is not None:
-                self.report.failed += _fail(batch[0], claim.lease_token, error, diagnostics)
+                failed = _fail(batch[0], claim.lease_token, error, diagnostics)
+                counters.add(destination.pk, failed=failed)
+                self.report.failed += failed
             _record_attempt(destination, pks, AttemptOutcome.INVALID, **record)
         return []
 
@@ -962,7 +967,10 @@ def _expire_too_old(pks: Sequence[int], lease_token: uuid.UUID, now: datetime) -
 def _retry_later(
     batch: Sequence[ClaimedEvent], lease_token: uuid.UUID, reason: str
 ) -> tuple[int, int]:
-    """Schedule the next attempt of each event, or expire it if that would be too late."""
+    """Schedule the next attempt of each event, or expire it if that would be too late.
+
+    The events of a batch belong to one destination.
+    """
     now = clock.now()
     by_failures: dict[int, list[ClaimedEvent]] = defaultdict(list)
     for event in batch:
@@ -993,6 +1001,8 @@ def _retry_later(
                 lease_expires_at=None,
                 updated_at=now,
             )
+    if batch:
+        counters.add(batch[0].destination_id, failed=expired, at=now)
     return retrying, expired
 
 

@@ -33,7 +33,7 @@ from django.db.models import AutoField
 from django.db.models.base import ModelState
 from django.http import HttpRequest
 
-from capi_destinations import clock, consent, diagnostics, normalize
+from capi_destinations import clock, consent, counters, diagnostics, normalize
 from capi_destinations.conf import app_settings
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import Destination, Event, EventStatus
@@ -678,13 +678,14 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
         _add_reused_diagnostic(originals_to_update, reused_dict, database)
 
     results: list[TrackResult | None] = [None] * len(prepared)
-    pending = 0
+    pending = rejected = 0
     for item in unique:
         if item.inserted:
             results[item.index] = TrackResult(
                 _RESULT_FOR_STATUS[item.row.status], item.row, item.diagnostics, item.index
             )
             pending += item.row.status == EventStatus.PENDING
+            rejected += item.row.status == EventStatus.REJECTED
         else:
             assert item.original is not None
             results[item.index] = TrackResult(
@@ -707,6 +708,10 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
         original = first.row if first.inserted else first.original
         assert original is not None
         results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
+    if rejected:
+        # Outside a caller's transaction this is a statement of its own, like the inserts: a
+        # crash between the two loses a count on the overview, never an event.
+        counters.add(unique[0].row.destination_id, rejected=rejected, using=database)
     return [result for result in results if result is not None], pending
 
 

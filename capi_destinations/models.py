@@ -367,6 +367,36 @@ class Event(models.Model):
         super().save(*args, **kwargs)
 
 
+class HourlyOutcomes(models.Model):
+    """How many of a destination's events reached each outcome in one UTC hour.
+
+    Written where the outcome happens (one UPSERT per request or batch, not per event), so the
+    overview sums 24 small rows per destination instead of counting a day of events
+    (docs/BENCHMARKS.md, pages). Counts only go up: an event that failed and was then
+    redelivered counts once as failed and once as delivered, as both happened.
+    """
+
+    # No index of its own: the unique constraint starts with it.
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="hourly_outcomes", db_index=False
+    )
+    hour = models.DateTimeField()  # the start of the UTC hour
+    delivered = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)  # Meta refused the event, or it expired
+    rejected = models.PositiveIntegerField(default=0)  # refused by our own checks at ingest
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "hour"], name="capi_hourly_unique")
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.destination_id} {self.hour:%Y-%m-%d %H:00}: {self.delivered} delivered, "
+            f"{self.failed} failed, {self.rejected} rejected"
+        )
+
+
 class AttemptOutcome(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     RETRY = "retry", "Will retry"

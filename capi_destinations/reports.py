@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import Avg, Case, Count, IntegerField, QuerySet, Value, When
 from django.db.models.functions import TruncHour
 
-from capi_destinations import clock, graph
+from capi_destinations import clock, counters, graph
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
@@ -28,9 +28,9 @@ DAY = timedelta(hours=24)
 
 # "Failed" on the pages: events sent for Meta that will not reach it without someone acting
 # (Meta refused them, or they were not delivered inside its 7-day window).
-FAILED_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED)
+FAILED_STATUSES = counters.STATUSES_OF_OUTCOME["failed"]
 # "Rejected" is counted apart: our own checks refused them, so they were never sent.
-REJECTED_STATUSES = (EventStatus.REJECTED,)
+REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]
 # "Pending": still on their way.
 PENDING_STATUSES = (EventStatus.PENDING, EventStatus.SENDING)
 
@@ -116,30 +116,12 @@ def overview_destinations(
 def counts_last_24h(
     destination_ids: Sequence[int], *, now: datetime | None = None
 ) -> dict[int, dict[str, int]]:
-    """``{destination_id: {"delivered": n, "failed": n, "rejected": n}}`` over 24 h, one query.
+    """``{destination_id: {"delivered": n, "failed": n, "rejected": n}}``, one query.
 
-    An event counts in the hour of its latest status change (``updated_at``), which the
-    ``(destination, status, updated_at)`` index serves.
+    The sum of the hourly counters (``counters``) of the current hour and the 23 before it: the
+    same hours as a destination's chart, without counting the day's events.
     """
-    if not destination_ids:
-        return {}
-    since = (now or clock.now()) - DAY
-    rows = (
-        Event.objects.filter(
-            destination_id__in=list(destination_ids),
-            status__in=(EventStatus.DELIVERED, *FAILED_STATUSES, *REJECTED_STATUSES),
-            updated_at__gte=since,
-        )
-        .values("destination_id", "status")
-        .annotate(count=Count("id"))
-        .order_by()
-    )
-    counts: dict[int, dict[str, int]] = defaultdict(
-        lambda: {"delivered": 0, "failed": 0, "rejected": 0}
-    )
-    for row in rows:
-        counts[row["destination_id"]][_outcome_of(row["status"])] += row["count"]
-    return dict(counts)
+    return counters.last_day(destination_ids, now=now)
 
 
 def _outcome_of(status: str) -> str:
@@ -198,10 +180,7 @@ class HourCounts:
         return self.delivered + self.failed + self.rejected + self.pending
 
 
-def hour_slots(now: datetime) -> list[datetime]:
-    """The 24 hour starts ending with the current hour, oldest first."""
-    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return [current - timedelta(hours=offset) for offset in range(23, -1, -1)]
+hour_slots = counters.hours_shown
 
 
 def hourly_counts(destination: Destination, *, now: datetime | None = None) -> list[HourCounts]:
@@ -233,9 +212,7 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     ]
 
 
-def _as_utc_hour(value: datetime) -> datetime:
-    # Hours are truncated in UTC (whole hours in every time zone's offset would not line up).
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+_as_utc_hour = counters.hour_of
 
 
 def hourly_match_quality(

@@ -23,7 +23,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
-from capi_destinations import clock, dispatch
+from capi_destinations import clock, counters, dispatch
 from capi_destinations.conf import app_settings
 from capi_destinations.models import DeliveryAttempt, Event, EventStatus
 
@@ -104,6 +104,7 @@ def purge_old_records() -> dict[str, int]:
     from capi_destinations import health
 
     purged["health_checks"] = health.purge_old_checks(now=now)
+    purged["hourly_counts"] = counters.purge(cutoff)
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
 

@@ -354,10 +354,8 @@ def test_overview_cards_show_health_counts_and_reason_unhealthy_first(
     make_event(destination=healthy, status=EventStatus.FAILED)
     make_event(destination=healthy, status=EventStatus.REJECTED)
     make_event(destination=healthy, status=EventStatus.REJECTED)
-    changed_at(
-        make_event(destination=healthy, status=EventStatus.DELIVERED),
-        clock.now() - timedelta(hours=25),
-    )
+    with clock.held_at(clock.now() - timedelta(hours=24)):  # the hour before the 24 shown
+        make_event(destination=healthy, status=EventStatus.DELIVERED)
     page = logged_in(owner).get(reverse("capi_destinations:overview")).content.decode()
     names = re.findall(r'data-testid="destination-link">([^<]+)<', page)
     # Unhealthy first, then not checked yet, then healthy; by name within each.

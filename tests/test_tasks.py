@@ -25,6 +25,7 @@ from capi_destinations.models import (
     Destination,
     Event,
     EventStatus,
+    HourlyOutcomes,
 )
 from capi_destinations.sandbox import Sandbox
 
@@ -156,6 +157,9 @@ def test_purge_deletes_old_delivered_and_expired_records_only(
     assert purged["events"] == 2
     assert purged["attempts"] == 1
     assert "health_checks" in purged
+    # The old hour's counts went with them; the recent hour's stayed.
+    assert purged["hourly_counts"] == 1
+    assert list(HourlyOutcomes.objects.values_list("delivered", flat=True)) == [1]
     remaining = set(Event.objects.values_list("pk", flat=True))
     assert remaining == {old_failed.pk, recent_delivered.pk}
     assert not Event.objects.filter(pk__in=[old_delivered.pk, old_expired.pk]).exists()

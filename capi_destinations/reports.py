@@ -6,14 +6,16 @@ the overview of 500 destinations runs the same queries as the overview of 3.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Avg, Case, Count, IntegerField, QuerySet, Value, When
 from django.db.models.functions import TruncHour
+from django.urls import reverse
 
 from capi_destinations import clock, counters, graph
 from capi_destinations.models import (
@@ -65,6 +67,7 @@ class DestinationCard:
     delivered_24h: int = 0
     failed_24h: int = 0
     rejected_24h: int = 0
+    url: str = ""  # the destination page
 
     @property
     def first_reason(self) -> str:
@@ -143,18 +146,39 @@ def overview_cards(
     """The overview's cards for ``user``: two queries however many destinations there are."""
     destinations = list(overview_destinations(user, tenant_slug=tenant_slug, status=status))
     counts = counts_last_24h([destination.pk for destination in destinations], now=now)
-    return [card_for(destination, counts.get(destination.pk)) for destination in destinations]
+    url_of = destination_url_maker()
+    return [
+        card_for(destination, counts.get(destination.pk), url_of) for destination in destinations
+    ]
 
 
-def card_for(destination: Destination, counts: Mapping[str, int] | None) -> DestinationCard:
-    """Pair a destination with its counts (missing counts mean zero)."""
+def card_for(
+    destination: Destination,
+    counts: Mapping[str, int] | None,
+    url_of: Callable[[Destination], str] | None = None,
+) -> DestinationCard:
+    """Pair a destination with its counts (missing counts mean zero) and its page's URL."""
     counts = counts or {}
     return DestinationCard(
         destination=destination,
         delivered_24h=counts.get("delivered", 0),
         failed_24h=counts.get("failed", 0),
         rejected_24h=counts.get("rejected", 0),
+        url=(url_of or destination_url_maker())(destination),
     )
+
+
+_URL_PLACEHOLDER = uuid.UUID(int=0)
+
+
+def destination_url_maker() -> Callable[[Destination], str]:
+    """``url_of(destination)``: its page's URL, from one ``reverse()`` for any number of them.
+
+    Reversing once per card was a quarter of the overview's template time with 500 cards.
+    """
+    pattern = reverse("capi_destinations:destination", kwargs={"code": _URL_PLACEHOLDER})
+    head, _, tail = pattern.partition(str(_URL_PLACEHOLDER))
+    return lambda destination: f"{head}{destination.code}{tail}"
 
 
 def single_card(destination: Destination, *, now: datetime | None = None) -> DestinationCard:

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from capi_destinations.models import Destination
@@ -45,3 +46,26 @@ def render_snippet(destination: Destination, *, request: HttpRequest | None = No
 def capi_snippet(context: dict[str, Any], destination: Destination) -> SafeString:
     """Render the browser helper's snippet for ``destination``."""
     return render_snippet(destination, request=context.get("request"))
+
+
+@register.simple_tag
+def health_badge(destination: Destination) -> SafeString:
+    """The health badge: the word and the colour, never the colour alone; plus "Sending off" and
+    "Test mode" when they apply. A tag, not an included template: the overview draws 500."""
+    badge = format_html(
+        '<span class="capi-badge capi-badge--{0}" data-testid="health-badge" data-health="{0}">'
+        "{1}</span>",
+        destination.health,
+        destination.get_health_display(),
+    )
+    if not destination.enabled:
+        badge += SafeString(
+            ' <span class="capi-badge capi-badge--off" data-testid="disabled-badge">'
+            "Sending off</span>"
+        )
+    if destination.is_test_mode:
+        badge += SafeString(
+            ' <span class="capi-badge capi-badge--test" data-testid="test-mode-badge">'
+            "Test mode</span>"
+        )
+    return badge

@@ -53,4 +53,4 @@ def destination_card(request: HttpRequest, code: str) -> HttpResponse:
     """One overview card, for its own htmx refresh."""
     destination, _ = access.destination_access(request.user, code)
     card = reports.single_card(destination)
-    return render(request, "capi_destinations/_destination_card.html", {"card": card})
+    return render(request, "capi_destinations/_destination_cards.html", {"cards": [card]})

@@ -594,22 +594,12 @@ class _Dispatcher:
         test_event_code: str,
         now: datetime,
     ) -> int:
-        """Mark the events of an accepted request delivered and record the attempt."""
-        delivered = _owned(pks, claim.lease_token).update(
-            status=EventStatus.DELIVERED,
-            status_reason=reason,
-            delivered_at=now,
-            attempts=F("attempts") + 1,
-            next_attempt_at=None,
-            lease_token=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-        counters.add(destination.pk, delivered=delivered, at=now)
-        _record_attempt(
+        """Record the accepted request and mark its events delivered by it."""
+        attempt = _record_attempt(
             destination,
             pks,
             AttemptOutcome.DELIVERED,
+            link=False,  # the events point at the attempt instead: no row per event
             started_at=started_at,
             duration_ms=result.duration_ms,
             test_event_code=test_event_code,
@@ -617,6 +607,18 @@ class _Dispatcher:
             events_received=result.events_received,
             fbtrace_id=result.fbtrace_id[:100],
         )
+        delivered = _owned(pks, claim.lease_token).update(
+            status=EventStatus.DELIVERED,
+            status_reason=reason,
+            delivered_at=now,
+            delivered_by_id=attempt.pk,
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        counters.add(destination.pk, delivered=delivered, at=now)
         return delivered
 
     def _on_error(
@@ -1027,13 +1029,20 @@ def _fail(
 
 
 def _record_attempt(
-    destination: Destination, pks: Sequence[int], outcome: str, **fields: Any
+    destination: Destination,
+    pks: Sequence[int],
+    outcome: str,
+    *,
+    link: bool = True,
+    **fields: Any,
 ) -> DeliveryAttempt:
-    """One DeliveryAttempt for one request, linked to the events it carried (never the token)."""
+    """One DeliveryAttempt for one request (never the token), linked to the events it carried
+    unless ``link`` is off (a delivery: its events name it in ``delivered_by``)."""
     attempt = DeliveryAttempt.objects.create(
         destination_id=destination.pk, event_count=len(pks), outcome=outcome, **fields
     )
-    _link_events(attempt.pk, pks)
+    if link:
+        _link_events(attempt.pk, pks)
     return attempt
 
 

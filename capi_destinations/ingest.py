@@ -354,6 +354,7 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         if report is not None
         else 0.0,
         "delivered_at": None,
+        "delivered_by_id": None,
         "created_at": context.now,
         "updated_at": context.now,
     }

@@ -322,6 +322,19 @@ class Event(models.Model):
     diagnostics = models.JSONField(default=list, blank=True)
     match_quality = models.FloatField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # The request that delivered the event. The delivering UPDATE sets it, instead of a row per
+    # event in ``DeliveryAttempt.events`` (those rows cost dispatch a fifth of its time;
+    # docs/BENCHMARKS.md). No constraint and no index: purging old attempts leaves old events
+    # alone, and a purged attempt simply reads as none.
+    delivered_by = models.ForeignKey(
+        "DeliveryAttempt",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="delivered_events",
+    )
     # From the app clock (not auto_now) so tests can move time; bulk_create fills them too.
     created_at = models.DateTimeField(default=clock.now)
     updated_at = models.DateTimeField(default=clock.now)
@@ -357,6 +370,14 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.event_id} ({self.status})"
+
+    def delivery_history(self, limit: int = 20) -> list[DeliveryAttempt]:
+        """The requests that carried this event, newest first: the failed ones and the one that
+        delivered it."""
+        attempts = list(self.delivery_attempts.order_by("-started_at")[:limit])
+        if self.delivered_by_id is not None:
+            attempts += DeliveryAttempt.objects.filter(pk=self.delivered_by_id)
+        return sorted(attempts, key=lambda attempt: attempt.started_at, reverse=True)[:limit]
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Queryset .update() calls must set updated_at themselves.
@@ -410,6 +431,9 @@ class DeliveryAttempt(models.Model):
     """One request to Meta carrying some events, with Meta's answer (never the token)."""
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="attempts")
+    # The events of a request that did not deliver them (retried, bisected, refused…). Those a
+    # request delivered point at it instead (``Event.delivered_by``); ``Event.delivery_history``
+    # reads both.
     events = models.ManyToManyField(Event, related_name="delivery_attempts", blank=True)
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)

@@ -100,7 +100,10 @@ def test_due_events_are_delivered_once_and_recorded(env: Sandbox, destination: D
     assert attempt.event_count == 5
     assert attempt.http_status == 200
     assert attempt.fbtrace_id
-    assert set(attempt.events.values_list("pk", flat=True)) == {event.pk for event in events}
+    # Delivered events name the request that delivered them (no link row per event).
+    assert set(attempt.delivered_events.values_list("pk", flat=True)) == {e.pk for e in events}
+    assert not attempt.events.exists()
+    assert Event.objects.get(pk=events[0].pk).delivery_history() == [attempt]
     assert not attempt.received_mismatch
     destination.refresh_from_db()
     assert destination.last_delivered_at == app_clock.now()
@@ -198,6 +201,29 @@ def test_queries_per_1000_event_batch_are_constant(env: Sandbox, destination: De
     # About ten statements (plus savepoints inside the test transaction), whatever the size.
     assert per_batch <= 15
     assert statuses() == {EventStatus.DELIVERED: 3000}
+
+
+def test_an_event_lists_its_failed_attempts_and_the_delivering_one(
+    env: Sandbox, destination: Destination
+) -> None:
+    (event,) = add_events(destination, 1)
+    env.set_faults(failure_rate=1.0)
+    dispatch.dispatch_pending()
+    env.set_faults(failure_rate=0.0)
+    app_clock.advance(timedelta(minutes=1))
+    dispatch.dispatch_pending()
+
+    event.refresh_from_db()
+    retry, delivery = DeliveryAttempt.objects.order_by("started_at")
+    assert (retry.outcome, delivery.outcome) == (AttemptOutcome.RETRY, AttemptOutcome.DELIVERED)
+    assert event.status == EventStatus.DELIVERED
+    assert event.delivered_by_id == delivery.pk
+    assert event.delivery_history() == [delivery, retry]  # newest first
+    assert event.delivery_history(limit=1) == [delivery]
+    # Purging the attempts leaves the event readable.
+    DeliveryAttempt.objects.all().delete()
+    event.refresh_from_db()
+    assert event.delivery_history() == []
 
 
 def test_a_received_count_mismatch_is_recorded(env: Sandbox, destination: Destination) -> None:

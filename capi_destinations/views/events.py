@@ -76,7 +76,7 @@ def event_detail(request: HttpRequest, code: str) -> HttpResponse:
         # The stored payload holds hashed customer data only; shown as Meta receives it.
         "payload_json": json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False),
         "event_diagnostics": _diagnostics_of(event),
-        "event_attempts": event.delivery_attempts.order_by("-started_at")[:20],
+        "event_attempts": event.delivery_history(limit=20),
         "can_redeliver": tenant_access.can_edit and event.status in REDELIVERABLE,
     }
     template = "_event_detail.html" if is_htmx(request) else "event_detail.html"

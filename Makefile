@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format migrations bench bench-quick soak clean
+.PHONY: install run test lint format migrations bench bench-quick bench-floor soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: install $(BENCH_STAMP)
 
 bench-quick: install $(BENCH_STAMP)
 	@bash bench/run.sh --quick $(ARGS)
+
+# PostgreSQL's per-row floor in plain SQL (own database, ~20 min): `make bench-floor ARGS=--help`.
+bench-floor: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.floor $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dist build *.egg-info

@@ -239,6 +239,31 @@ def member_history(tenant: Tenant, *, limit: int = 50) -> QuerySet[AuditEntry]:
     )
 
 
+def is_last_admin(membership: Membership) -> bool:
+    """Whether ``membership`` is its tenant's only admin (forms check it; services lock)."""
+    return (
+        membership.pk is not None
+        and Membership.objects.filter(pk=membership.pk, role=Role.ADMIN).exists()
+        and not Membership.objects.filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
+def tenants_left_without_admin(memberships: QuerySet[Membership]) -> list[str]:
+    """Names of the tenants that removing all of ``memberships`` would leave without an admin."""
+    selected = list(memberships.values_list("pk", flat=True))
+    tenant_ids = set(
+        memberships.filter(role=Role.ADMIN).values_list("tenant_id", flat=True).distinct()
+    )
+    kept = set(
+        Membership.objects.filter(tenant_id__in=tenant_ids, role=Role.ADMIN)
+        .exclude(pk__in=selected)
+        .values_list("tenant_id", flat=True)
+    )
+    return sorted(Tenant.objects.filter(pk__in=tenant_ids - kept).values_list("name", flat=True))
+
+
 def _refuse_if_last_admin(membership: Membership) -> None:
     # Without an admin nobody (but a superuser) could manage the tenant's members again.
     other_admins = (

@@ -11,11 +11,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -193,12 +194,53 @@ class TenantAdmin(TenantScopedAdmin):
         return request.user.is_superuser and super().has_add_permission(request)
 
 
+class MembershipAdminForm(forms.ModelForm):
+    """Refuses to leave a tenant without an admin, as the members page does."""
+
+    class Meta:
+        model = Membership
+        fields = ["user", "tenant", "role"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        instance = self.instance
+        leaves_admin = cleaned.get("role") != Role.ADMIN or (
+            cleaned.get("tenant") is not None and cleaned["tenant"].pk != instance.tenant_id
+        )
+        if instance.pk is not None and leaves_admin and access.is_last_admin(instance):
+            raise ValidationError(LAST_ADMIN_MESSAGE, code="last_admin")
+        return cleaned
+
+
+LAST_ADMIN_MESSAGE = "This is the tenant's last admin. Make someone else an admin first."
+
+
 @admin.register(Membership)
 class MembershipAdmin(TenantScopedAdmin):
+    form = MembershipAdminForm
     list_display = ["user", "tenant", "role"]
     list_filter = ["role"]
     raw_id_fields = ["user"]
     role_to_change = Role.ADMIN
+
+    # A tenant keeps an admin here too: without one nobody but a superuser could manage it.
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        membership = self.get_object(request, object_id)
+        if membership is not None and access.is_last_admin(membership):
+            self.message_user(request, LAST_ADMIN_MESSAGE, messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:capi_destinations_membership_change", args=[membership.pk])
+            )
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
+        return actions
 
     # Member changes made here are audited like those made on the members page.
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
@@ -222,6 +264,22 @@ class MembershipAdmin(TenantScopedAdmin):
         for membership in queryset.select_related("user"):
             access.audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=request.user)
         super().delete_queryset(request, queryset)
+
+
+def _delete_keeping_an_admin(
+    modeladmin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
+) -> HttpResponse | None:
+    """Django's "Delete selected", refused when it would leave a tenant without an admin."""
+    orphaned = access.tenants_left_without_admin(queryset)
+    if orphaned:
+        modeladmin.message_user(
+            request,
+            f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
+            "Make someone else an admin first.",
+            messages.ERROR,
+        )
+        return None
+    return delete_selected(modeladmin, request, queryset)
 
 
 class RecentRowsFormSet(BaseInlineFormSet):

@@ -22,6 +22,7 @@ from typing import Any
 # each imports the other as a module and touches its attributes only inside functions: that
 # keeps either import order working. Do not use ``normalize.*`` at module level here.
 from capi_destinations import clock, normalize
+from capi_destinations.user_data_keys import CUSTOMER_INFO_KEYS
 
 __all__ = [
     "ACTION_SOURCES",
@@ -82,35 +83,6 @@ ACTION_SOURCES: tuple[str, ...] = (
     "other",
 )
 
-#: Every user_data key that counts as customer information (normalize.HASHED_KEYS followed
-#: by normalize.CLEAR_KEYS; spelled out because of the import note above, and tested equal).
-CUSTOMER_INFO_KEYS: tuple[str, ...] = (
-    "em",
-    "ph",
-    "fn",
-    "ln",
-    "ge",
-    "db",
-    "ct",
-    "st",
-    "zp",
-    "country",
-    "external_id",
-    "client_ip_address",
-    "client_user_agent",
-    "fbc",
-    "fbp",
-    "subscription_id",
-    "lead_id",
-    "fb_login_id",
-    "anon_id",
-    "madid",
-    "page_id",
-    "page_scoped_user_id",
-    "ctwa_clid",
-    "ig_account_id",
-    "ig_sid",
-)
 
 #: Meta's baseline rule: an event whose customer-information keys all fall inside one of
 #: these sets is rejected as having too little to match on.

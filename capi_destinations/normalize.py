@@ -31,6 +31,7 @@ import pycountry
 # imports the other as a module and touches its attributes only inside functions: that keeps
 # either import order working. Do not use ``diagnostics.*`` at module level here.
 from capi_destinations import diagnostics
+from capi_destinations.user_data_keys import ALIASES, CLEAR_KEYS, HASHED_KEYS
 
 __all__ = [
     "ALIASES",
@@ -44,59 +45,6 @@ __all__ = [
     "normalize_user_data_report",
 ]
 
-#: Keys Meta wants SHA-256 hashed after normalization, in the order Meta documents them.
-HASHED_KEYS: tuple[str, ...] = (
-    "em",
-    "ph",
-    "fn",
-    "ln",
-    "ge",
-    "db",
-    "ct",
-    "st",
-    "zp",
-    "country",
-    "external_id",
-)
-
-#: Keys Meta wants in clear text: hashing them makes them useless for matching.
-CLEAR_KEYS: tuple[str, ...] = (
-    "client_ip_address",
-    "client_user_agent",
-    "fbc",
-    "fbp",
-    "subscription_id",
-    "lead_id",
-    "fb_login_id",
-    "anon_id",
-    "madid",
-    "page_id",
-    "page_scoped_user_id",
-    "ctwa_clid",
-    "ig_account_id",
-    "ig_sid",
-)
-
-#: Friendlier input names accepted for Meta's short keys (matched case-insensitively).
-ALIASES: dict[str, str] = {
-    "email": "em",
-    "phone": "ph",
-    "phone_number": "ph",
-    "first_name": "fn",
-    "last_name": "ln",
-    "date_of_birth": "db",
-    "dob": "db",
-    "gender": "ge",
-    "city": "ct",
-    "state": "st",
-    "zip": "zp",
-    "zip_code": "zp",
-    "postal_code": "zp",
-    "postcode": "zp",
-    "ip": "client_ip_address",
-    "ip_address": "client_ip_address",
-    "user_agent": "client_user_agent",
-}
 
 _HASHED_KEY_SET = frozenset(HASHED_KEYS)
 _KEY_LOOKUP: dict[str, str] = {

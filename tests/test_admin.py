@@ -16,6 +16,7 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     HealthCheck,
+    Membership,
     Role,
 )
 from tests.conftest import make_token
@@ -361,6 +362,47 @@ def test_member_changes_in_the_admin_are_audited(admin_client, admin_user, make_
         (AuditAction.MEMBER_REMOVED, admin_user),
     ]
     assert entries[1].detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}
+
+
+def test_the_admin_never_leaves_a_tenant_without_an_admin(
+    admin_client, make_user, tenant, other_tenant
+):
+    alice = make_user(tenant, Role.ADMIN, username="alice").capi_memberships.get()
+    bob = make_user(tenant, Role.VIEWER, username="bob").capi_memberships.get()
+    change = change_url("membership", alice)
+
+    demote = admin_client.post(
+        change, {"user": alice.user_id, "tenant": tenant.pk, "role": "editor"}
+    )
+    move = admin_client.post(
+        change, {"user": alice.user_id, "tenant": other_tenant.pk, "role": "admin"}
+    )
+    assert (demote.status_code, move.status_code) == (200, 200)  # the form again, with why
+    assert "last admin" in demote.content.decode()
+    delete = admin_client.post(
+        reverse("admin:capi_destinations_membership_delete", args=[alice.pk]),
+        {"post": "yes"},
+        follow=True,
+    )
+    assert "last admin" in delete.content.decode()
+    changelist = reverse("admin:capi_destinations_membership_changelist")
+    bulk = admin_client.post(
+        changelist,
+        {"action": "delete_selected", "_selected_action": [alice.pk, bob.pk], "post": "yes"},
+        follow=True,
+    )
+    assert "Nothing deleted: Acme Shoes would be left without an admin" in bulk.content.decode()
+    alice.refresh_from_db()
+    assert (alice.tenant_id, alice.role) == (tenant.pk, Role.ADMIN)
+    assert Membership.objects.filter(pk=bob.pk).exists()
+
+    # With a second admin, the first may go.
+    Membership.objects.filter(pk=bob.pk).update(role=Role.ADMIN)
+    admin_client.post(
+        changelist,
+        {"action": "delete_selected", "_selected_action": [alice.pk], "post": "yes"},
+    )
+    assert not Membership.objects.filter(pk=alice.pk).exists()
 
 
 # --- tenant roles decide what staff may change ---------------------------------------------------

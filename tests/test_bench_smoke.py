@@ -2,15 +2,20 @@
 
 Benchmarks are not tests (``make bench`` runs them, docs/BENCHMARKS.md holds the numbers);
 this only proves that the runner, the harness and the normalize row work end to end, so the
-benchmarks cannot rot unnoticed. No speed is asserted.
+benchmarks cannot rot unnoticed. No speed is asserted. The PostgreSQL floor
+(``python -m bench.floor``) is proved the same way when the suite runs on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,3 +57,42 @@ def test_the_normalize_benchmark_runs_and_checks_its_hashes(tmp_path: Path) -> N
     assert rates["official SDK"]["median_rate"] > 0
     assert [goal["name"] for goal in row["goals"]] == ["records/s vs the SDK"]
     assert "| normalize + hash user data |" in completed.stdout
+
+
+if connection.vendor == "postgresql":
+
+    def test_the_postgresql_floor_runs_every_variant_on_the_app_schema() -> None:
+        # The suite's server, the floor's own database (dropped and re-created by the floor).
+        database = connection.settings_dict
+        password = f":{quote(database['PASSWORD'], safe='')}" if database["PASSWORD"] else ""
+        user = quote(database["USER"] or "postgres", safe="")
+        url = (
+            f"postgres://{user}{password}@{database['HOST'] or '127.0.0.1'}:"
+            f"{database['PORT'] or 5432}/bench_floor_smoke"
+        )
+
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.floor",
+                "--rows",
+                "2000",
+                "--rounds",
+                "1",
+                "--ingest-rows",
+                "1000",
+                "--dispatch-rows",
+                "2000",
+            ],
+            cwd=REPO,
+            env={**os.environ, "BENCH_FLOOR_POSTGRES_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+        assert completed.returncode == 0, completed.stderr
+        for key in ("A-a", "A-d", "A-app", "A-c", "B-a", "B-c", "B-e"):
+            assert f"\n| {key} | " in completed.stdout, key

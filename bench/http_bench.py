@@ -121,9 +121,60 @@ def _wait_until_listening(port: int, process: subprocess.Popen[Any], seconds: fl
     raise RuntimeError(f"gunicorn did not listen on port {port} within {seconds} s")
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def _processes(*, parent: int | None = None, name: str | None = None) -> list[int]:
+    """Pids of the children of ``parent`` or of the processes called ``name``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        if (name is not None and comm == name) or (
+            parent is not None and int(rest.split()[1]) == parent
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent by the site's gunicorn processes, PostgreSQL's processes and wrk.
+
+    Tells what one request costs the machine, whatever else shares it: the two cores divided by
+    that cost is the most requests per second this machine could serve.
+    """
+
+    def __init__(self, gunicorn_pid: int) -> None:
+        self.gunicorn_pid = gunicorn_pid
+
+    def sample(self) -> dict[str, float]:
+        site = [self.gunicorn_pid, *_processes(parent=self.gunicorn_pid)]
+        children = os.times()  # wrk runs as this process's child
+        return {
+            "site": sum(_cpu_seconds(pid) for pid in site),
+            "postgresql": sum(_cpu_seconds(pid) for pid in _processes(name="postgres")),
+            "wrk": children.children_user + children.children_system,
+        }
+
+
 @contextmanager
-def gunicorn(database: str, *, worker_class: str, threads: int) -> Iterator[int]:
-    """The demo site under gunicorn with 2 workers on a free loopback port; yields the port."""
+def gunicorn(database: str, *, worker_class: str, threads: int) -> Iterator[tuple[int, int]]:
+    """The demo site under gunicorn with 2 workers on a free loopback port; yields the port and
+    the master's pid."""
     port = _free_port()
     command = [
         sys.executable,
@@ -155,7 +206,7 @@ def gunicorn(database: str, *, worker_class: str, threads: int) -> Iterator[int]
     )
     try:
         _wait_until_listening(port, process, 30)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -252,12 +303,20 @@ def run(mode: str, database: str) -> Result:
         "batch": {"per_request": BATCH_SIZE, "connections": 4},
     }
     measured: dict[str, dict[str, Any]] = {}
-    with gunicorn(database, worker_class=worker_class, threads=threads) as port:
+    cpu_ms: dict[str, dict[str, float]] = {}
+    with gunicorn(database, worker_class=worker_class, threads=threads) as (port, pid):
+        meter = CpuMeter(pid)
         # The ceiling: the same site, workers and middleware answering a request that does no
         # work (the root URL's redirect), so the table shows what is left for recording events.
         ceiling_common = {"path": "/", "secret": "", "per_request": 0, "connections": 8}
         _wrk(port, phase="warmceiling", seconds=warmup, **ceiling_common)
+        before = meter.sample()
         ceiling = _wrk(port, phase="ceiling", seconds=seconds, **ceiling_common)
+        after = meter.sample()
+        cpu_ms["ceiling"] = {
+            part: round((after[part] - before[part]) * 1000 / max(1, ceiling["requests"]), 3)
+            for part in after
+        }
         for name, phase in phases.items():
             common = {
                 "path": path,
@@ -266,7 +325,13 @@ def run(mode: str, database: str) -> Result:
                 "connections": phase["connections"],
             }
             _wrk(port, phase=f"warm{name}", seconds=warmup, **common)
+            before = meter.sample()
             measured[name] = _wrk(port, phase=name, seconds=seconds, **common)
+            after = meter.sample()
+            requests = max(1, measured[name]["requests"])
+            cpu_ms[name] = {
+                part: round((after[part] - before[part]) * 1000 / requests, 3) for part in after
+            }
         # Requests still in flight when wrk stopped finish before the server is stopped.
 
     single, batch = measured["single"], measured["batch"]
@@ -293,7 +358,18 @@ def run(mode: str, database: str) -> Result:
             "ceiling": ceiling,
             "worker_class": worker_class,
             "threads": threads,
+            "cpu_ms_per_request": cpu_ms,
         },
+    )
+    single_cpu = cpu_ms["single"]
+    cpu_per_request = sum(single_cpu.values())
+    cores = os.cpu_count() or 1
+    result.notes.append(
+        f"CPU per single-event request: {single_cpu['site']:.2f} ms in the site's gunicorn "
+        f"workers, {single_cpu['postgresql']:.2f} ms in PostgreSQL, {single_cpu['wrk']:.2f} ms in "
+        f"wrk; {cores} cores at {cpu_per_request:.2f} ms a request serve at most "
+        f"{cores * 1000 / cpu_per_request:,.0f} req/s, whatever the concurrency (a request "
+        f"that does nothing costs the site {cpu_ms['ceiling']['site']:.2f} ms)"
     )
     result.notes.append(
         f"ceiling on this machine: the same gunicorn workers answer a request that does "

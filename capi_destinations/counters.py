@@ -91,6 +91,14 @@ def last_day(
     return {row.pop("destination_id"): row for row in rows}
 
 
+def by_hour(destination_id: int, *, now: datetime | None = None) -> dict[datetime, dict[str, int]]:
+    """``{hour: {"delivered": n, "failed": n, "rejected": n}}`` of one destination's 24 hours
+    shown (hours with nothing are absent), in one query."""
+    since = hours_shown(now or clock.now())[0]
+    rows = HourlyOutcomes.objects.filter(destination_id=destination_id, hour__gte=since)
+    return {hour_of(row.pop("hour")): row for row in rows.values("hour", *OUTCOMES)}
+
+
 def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | None = None) -> int:
     """Recount the hours from ``since`` (24 hours ago) from the events; returns rows written.
 

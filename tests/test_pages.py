@@ -16,7 +16,6 @@ from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
     Destination,
-    Event,
     EventStatus,
     Health,
     HealthCheck,
@@ -26,11 +25,6 @@ from capi_destinations.models import (
 from tests.conftest import make_token, server_event
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-def changed_at(event, when) -> None:
-    """Move an event's latest status change (save() always stamps "now")."""
-    Event.objects.filter(pk=event.pk).update(updated_at=when)
 
 
 # --- the people ---------------------------------------------------------------------------------
@@ -676,14 +670,15 @@ def test_destination_page_shows_every_part(owner, shown) -> None:
 
 
 def test_chart_counts_the_last_24_hours_by_hour(owner, destination, make_event, clock) -> None:
-    two_hours_ago = clock.now() - timedelta(hours=2)
-    changed_at(make_event(status=EventStatus.DELIVERED), two_hours_ago)
-    changed_at(make_event(status=EventStatus.DELIVERED), two_hours_ago)
-    changed_at(make_event(status=EventStatus.FAILED), two_hours_ago)
-    changed_at(make_event(status=EventStatus.REJECTED), two_hours_ago)
-    changed_at(make_event(status=EventStatus.REJECTED), two_hours_ago)
+    with clock.held_at(clock.now() - timedelta(hours=2)):
+        make_event(status=EventStatus.DELIVERED)
+        make_event(status=EventStatus.DELIVERED)
+        make_event(status=EventStatus.FAILED)
+        make_event(status=EventStatus.REJECTED)
+        make_event(status=EventStatus.REJECTED)
     make_event(status=EventStatus.PENDING)
-    changed_at(make_event(status=EventStatus.DELIVERED), clock.now() - timedelta(hours=30))
+    with clock.held_at(clock.now() - timedelta(hours=30)):
+        make_event(status=EventStatus.DELIVERED)
     response = logged_in(owner).get(
         reverse("capi_destinations:delivery_card", kwargs={"code": destination.code}), **HTMX
     )

@@ -710,9 +710,15 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
         assert original is not None
         results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
     if rejected:
-        # Outside a caller's transaction this is a statement of its own, like the inserts: a
-        # crash between the two loses a count on the overview, never an event.
-        counters.add(unique[0].row.destination_id, rejected=rejected, using=database)
+        # After the caller's commit (at once in autocommit), in a statement of its own: it never
+        # holds a counter row's lock inside a caller's transaction, where two callers counting
+        # two destinations in opposite orders could deadlock. A crash in between loses a count
+        # on the overview, never an event; a rollback counts nothing, as nothing was stored.
+        destination_id = unique[0].row.destination_id
+        transaction.on_commit(
+            lambda: counters.add(destination_id, rejected=rejected, using=database),
+            using=database,
+        )
     return [result for result in results if result is not None], pending
 
 

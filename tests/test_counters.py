@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import transaction
 
 from capi_destinations import clock as app_clock
 from capi_destinations import counters, dispatch, reports, track_many
@@ -85,16 +86,39 @@ def test_the_day_shown_is_the_current_hour_and_the_23_before(
     assert counters.last_day([]) == {}
 
 
-def test_ingest_counts_rejected_events_once(env: Sandbox, destination: Destination) -> None:
+def test_ingest_counts_rejected_events_once_after_commit(
+    env: Sandbox, destination: Destination, django_capture_on_commit_callbacks: Any
+) -> None:
     bad = server_event("bad-1")
     bad["user_data"]["em"] = ["not-hashed@example.com"]
     del bad["action_source"]
-    results = track_many(destination, [server_event("good-1"), bad, bad])
+    with django_capture_on_commit_callbacks(execute=True):
+        results = track_many(destination, [server_event("good-1"), bad, bad])
+        # Counted once the caller's transaction commits, never while it holds its locks.
+        assert shown(destination)["rejected"] == 0
     assert [result.status for result in results] == ["stored", "rejected", "duplicate"]
-    track_many(destination, [bad])  # the same rejected event again: a duplicate
+    with django_capture_on_commit_callbacks(execute=True):
+        track_many(destination, [bad])  # the same rejected event again: a duplicate
 
     assert shown(destination) == {"delivered": 0, "failed": 0, "rejected": 1}
     assert shown(destination) == from_the_events(destination)
+
+
+def test_a_rolled_back_ingest_counts_nothing(
+    env: Sandbox, destination: Destination, django_capture_on_commit_callbacks: Any
+) -> None:
+    bad = server_event("bad-1")
+    del bad["action_source"]
+
+    def failing_caller() -> None:
+        with transaction.atomic():
+            assert track_many(destination, [bad])[0].status == "rejected"
+            raise RuntimeError("the caller's transaction fails")
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+        failing_caller()
+    assert not Event.objects.exists()
+    assert shown(destination)["rejected"] == 0
 
 
 def test_delivery_counts_the_events_meta_accepted(env: Sandbox, destination: Destination) -> None:

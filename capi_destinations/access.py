@@ -244,9 +244,7 @@ def is_last_admin(membership: Membership) -> bool:
     return (
         membership.pk is not None
         and Membership.objects.filter(pk=membership.pk, role=Role.ADMIN).exists()
-        and not Membership.objects.filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
-        .exclude(pk=membership.pk)
-        .exists()
+        and not _other_admins(membership).exists()
     )
 
 
@@ -264,14 +262,15 @@ def tenants_left_without_admin(memberships: QuerySet[Membership]) -> list[str]:
     return sorted(Tenant.objects.filter(pk__in=tenant_ids - kept).values_list("name", flat=True))
 
 
+def _other_admins(membership: Membership) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant_id=membership.tenant_id, role=Role.ADMIN).exclude(
+        pk=membership.pk
+    )
+
+
 def _refuse_if_last_admin(membership: Membership) -> None:
     # Without an admin nobody (but a superuser) could manage the tenant's members again.
-    other_admins = (
-        Membership.objects.select_for_update()
-        .filter(tenant_id=membership.tenant_id, role=Role.ADMIN)
-        .exclude(pk=membership.pk)
-    )
-    if not other_admins.exists():
+    if not _other_admins(membership).select_for_update().exists():
         raise ValidationError(
             "This is the tenant's last admin. Make someone else an admin first.",
             code="last_admin",

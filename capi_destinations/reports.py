@@ -127,19 +127,6 @@ def counts_last_24h(
     return counters.last_day(destination_ids, now=now)
 
 
-def _outcome_of(status: str) -> str:
-    """The word a status is counted under on the pages ("" for suppressed: none of them)."""
-    if status == EventStatus.DELIVERED:
-        return "delivered"
-    if status in FAILED_STATUSES:
-        return "failed"
-    if status in REJECTED_STATUSES:
-        return "rejected"
-    if status in PENDING_STATUSES:
-        return "pending"
-    return ""
-
-
 def overview_cards(
     user: Any, *, tenant_slug: str = "", status: str = "", now: datetime | None = None
 ) -> list[DestinationCard]:
@@ -204,9 +191,6 @@ class HourCounts:
         return self.delivered + self.failed + self.pending + self.rejected
 
 
-hour_slots = counters.hours_shown
-
-
 def hourly_counts(destination: Destination, *, now: datetime | None = None) -> list[HourCounts]:
     """24 hourly buckets of delivered / failed / rejected / pending events, in two queries.
 
@@ -215,7 +199,7 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     they last changed.
     """
     now = now or clock.now()
-    slots = hour_slots(now)
+    slots = counters.hours_shown(now)
     outcomes = counters.by_hour(destination.pk, now=now)
     waiting = Counter(
         counters.hour_of(row["hour"])
@@ -238,15 +222,12 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     ]
 
 
-_as_utc_hour = counters.hour_of
-
-
 def hourly_match_quality(
     destination: Destination, *, now: datetime | None = None
 ) -> list[tuple[datetime, float | None]]:
     """The average match-quality estimate of the events received in each of the last 24 hours."""
     now = now or clock.now()
-    slots = hour_slots(now)
+    slots = counters.hours_shown(now)
     rows = (
         Event.objects.filter(
             destination=destination, created_at__gte=slots[0], match_quality__isnull=False
@@ -256,7 +237,7 @@ def hourly_match_quality(
         .annotate(average=Avg("match_quality"))
         .order_by()
     )
-    averages = {_as_utc_hour(row["hour"]): row["average"] for row in rows}
+    averages = {counters.hour_of(row["hour"]): row["average"] for row in rows}
     return [
         (slot, round(averages[slot], 1) if averages.get(slot) is not None else None)
         for slot in slots

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from capi_destinations import reports
+from capi_destinations import counters, reports
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -159,7 +159,7 @@ def test_recent_attempts_explain_metas_error(clock, destination) -> None:
 
 
 def test_stacked_chart_scales_to_the_busiest_hour(clock) -> None:
-    slots = reports.hour_slots(clock.now())
+    slots = counters.hours_shown(clock.now())
     hours = [reports.HourCounts(hour=slot) for slot in slots]
     hours[5] = reports.HourCounts(hour=slots[5], delivered=5, failed=2, rejected=1)
     hours[6] = reports.HourCounts(hour=slots[6], pending=4)
@@ -177,7 +177,7 @@ def test_stacked_chart_scales_to_the_busiest_hour(clock) -> None:
 
 
 def test_sparkline_skips_empty_hours(clock) -> None:
-    slots = reports.hour_slots(clock.now())
+    slots = counters.hours_shown(clock.now())
     series = [(slot, None) for slot in slots]
     series[10] = (slots[10], 5.0)
     series[20] = (slots[20], 10.0)

@@ -11,7 +11,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -20,217 +19,540 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Destination',
+            name="Destination",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('pixel_id', models.CharField(max_length=20, validators=[django.core.validators.RegexValidator('^[0-9]{10,20}$', 'A Pixel ID is digits only, usually 15 or 16 (Events Manager → Data Sources → your pixel).', code='pixel_id_format')], verbose_name='Pixel ID')),
-                ('access_token', fernet_fields.fields.EncryptedTextField()),
-                ('token_hint', models.CharField(blank=True, editable=False, max_length=16)),
-                ('app_secret', fernet_fields.fields.EncryptedTextField(blank=True, default='', help_text="Optional: your Meta app's secret, to sign requests with appsecret_proof.")),
-                ('enabled', models.BooleanField(default=True, help_text='Unticked, events are still recorded but nothing is sent to Meta.', verbose_name='Send events via Conversions API')),
-                ('test_event_code', models.CharField(blank=True, help_text='From Events Manager → Test Events. Remove it to go live.', max_length=50)),
-                ('api_version', models.CharField(blank=True, help_text='Blank uses the app default.', max_length=10, verbose_name='Graph API version')),
-                ('default_country', models.CharField(blank=True, help_text='Country used to read phone numbers that have no country code.', max_length=2, validators=[django.core.validators.RegexValidator('^[a-z]{2}$', 'Use a two-letter ISO country code such as “us” or “de”.', code='country')])),
-                ('consent_policy', models.CharField(choices=[('send_always', 'Send regardless of consent'), ('require_consent', 'Require advertising consent (suppress when denied)'), ('limited_data_use', 'Send with Limited Data Use')], default='send_always', max_length=20)),
-                ('missing_consent', models.CharField(choices=[('granted', 'Treat as granted'), ('denied', 'Treat as denied')], default='granted', max_length=10, verbose_name='When an event carries no consent state')),
-                ('ingest_key', models.CharField(default=capi_destinations.models.new_ingest_key, max_length=64, unique=True)),
-                ('ingest_secret_hash', models.CharField(blank=True, editable=False, max_length=64)),
-                ('allowed_origins', models.TextField(blank=True, help_text='Browser origins allowed to post events with the public key, one per line (https://shop.example.com).')),
-                ('health', models.CharField(choices=[('unknown', 'Not checked yet'), ('healthy', 'Healthy'), ('unhealthy', 'Unhealthy')], default='unknown', max_length=10)),
-                ('health_reasons', models.JSONField(blank=True, default=list)),
-                ('health_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('health_changed_at', models.DateTimeField(blank=True, null=True)),
-                ('health_transient_failures', models.PositiveIntegerField(default=0)),
-                ('pixel_name', models.CharField(blank=True, max_length=255)),
-                ('paused_until', models.DateTimeField(blank=True, null=True)),
-                ('pause_reason', models.TextField(blank=True)),
-                ('blocked_reason', models.TextField(blank=True, help_text='Set when Meta refused the token; sending stops until it is fixed.')),
-                ('blocked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "pixel_id",
+                    models.CharField(
+                        max_length=20,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[0-9]{10,20}$",
+                                "A Pixel ID is digits only, usually 15 or 16 (Events Manager → Data Sources → your pixel).",
+                                code="pixel_id_format",
+                            )
+                        ],
+                        verbose_name="Pixel ID",
+                    ),
+                ),
+                ("access_token", fernet_fields.fields.EncryptedTextField()),
+                ("token_hint", models.CharField(blank=True, editable=False, max_length=16)),
+                (
+                    "app_secret",
+                    fernet_fields.fields.EncryptedTextField(
+                        blank=True,
+                        default="",
+                        help_text="Optional: your Meta app's secret, to sign requests with appsecret_proof.",
+                    ),
+                ),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Unticked, events are still recorded but nothing is sent to Meta.",
+                        verbose_name="Send events via Conversions API",
+                    ),
+                ),
+                (
+                    "test_event_code",
+                    models.CharField(
+                        blank=True,
+                        help_text="From Events Manager → Test Events. Remove it to go live.",
+                        max_length=50,
+                    ),
+                ),
+                (
+                    "api_version",
+                    models.CharField(
+                        blank=True,
+                        help_text="Blank uses the app default.",
+                        max_length=10,
+                        verbose_name="Graph API version",
+                    ),
+                ),
+                (
+                    "default_country",
+                    models.CharField(
+                        blank=True,
+                        help_text="Country used to read phone numbers that have no country code.",
+                        max_length=2,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z]{2}$",
+                                "Use a two-letter ISO country code such as “us” or “de”.",
+                                code="country",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "consent_policy",
+                    models.CharField(
+                        choices=[
+                            ("send_always", "Send regardless of consent"),
+                            (
+                                "require_consent",
+                                "Require advertising consent (suppress when denied)",
+                            ),
+                            ("limited_data_use", "Send with Limited Data Use"),
+                        ],
+                        default="send_always",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "missing_consent",
+                    models.CharField(
+                        choices=[("granted", "Treat as granted"), ("denied", "Treat as denied")],
+                        default="granted",
+                        max_length=10,
+                        verbose_name="When an event carries no consent state",
+                    ),
+                ),
+                (
+                    "ingest_key",
+                    models.CharField(
+                        default=capi_destinations.models.new_ingest_key, max_length=64, unique=True
+                    ),
+                ),
+                ("ingest_secret_hash", models.CharField(blank=True, editable=False, max_length=64)),
+                (
+                    "allowed_origins",
+                    models.TextField(
+                        blank=True,
+                        help_text="Browser origins allowed to post events with the public key, one per line (https://shop.example.com).",
+                    ),
+                ),
+                (
+                    "health",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Not checked yet"),
+                            ("healthy", "Healthy"),
+                            ("unhealthy", "Unhealthy"),
+                        ],
+                        default="unknown",
+                        max_length=10,
+                    ),
+                ),
+                ("health_reasons", models.JSONField(blank=True, default=list)),
+                ("health_checked_at", models.DateTimeField(blank=True, null=True)),
+                ("health_changed_at", models.DateTimeField(blank=True, null=True)),
+                ("health_transient_failures", models.PositiveIntegerField(default=0)),
+                ("pixel_name", models.CharField(blank=True, max_length=255)),
+                ("paused_until", models.DateTimeField(blank=True, null=True)),
+                ("pause_reason", models.TextField(blank=True)),
+                (
+                    "blocked_reason",
+                    models.TextField(
+                        blank=True,
+                        help_text="Set when Meta refused the token; sending stops until it is fixed.",
+                    ),
+                ),
+                ("blocked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['tenant__name', 'name'],
+                "ordering": ["tenant__name", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Tenant',
+            name="Tenant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='DeliveryAttempt',
+            name="DeliveryAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started_at', models.DateTimeField()),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('event_count', models.PositiveIntegerField(default=0)),
-                ('test_event_code', models.CharField(blank=True, max_length=50)),
-                ('http_status', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('events_received', models.PositiveIntegerField(blank=True, null=True)),
-                ('fbtrace_id', models.CharField(blank=True, max_length=100)),
-                ('category', models.CharField(blank=True, max_length=20)),
-                ('error_code', models.IntegerField(blank=True, null=True)),
-                ('error_subcode', models.IntegerField(blank=True, null=True)),
-                ('error_type', models.CharField(blank=True, max_length=100)),
-                ('error_message', models.TextField(blank=True)),
-                ('error_user_title', models.CharField(blank=True, max_length=255)),
-                ('error_user_msg', models.TextField(blank=True)),
-                ('outcome', models.CharField(choices=[('delivered', 'Delivered'), ('retry', 'Will retry'), ('rate_limited', 'Rate limited'), ('blocked', 'Token refused'), ('invalid', 'Invalid request'), ('bisected', 'Split to find the bad event')], max_length=20)),
-                ('destination', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='capi_destinations.destination')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("event_count", models.PositiveIntegerField(default=0)),
+                ("test_event_code", models.CharField(blank=True, max_length=50)),
+                ("http_status", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("events_received", models.PositiveIntegerField(blank=True, null=True)),
+                ("fbtrace_id", models.CharField(blank=True, max_length=100)),
+                ("category", models.CharField(blank=True, max_length=20)),
+                ("error_code", models.IntegerField(blank=True, null=True)),
+                ("error_subcode", models.IntegerField(blank=True, null=True)),
+                ("error_type", models.CharField(blank=True, max_length=100)),
+                ("error_message", models.TextField(blank=True)),
+                ("error_user_title", models.CharField(blank=True, max_length=255)),
+                ("error_user_msg", models.TextField(blank=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("delivered", "Delivered"),
+                            ("retry", "Will retry"),
+                            ("rate_limited", "Rate limited"),
+                            ("blocked", "Token refused"),
+                            ("invalid", "Invalid request"),
+                            ("bisected", "Split to find the bad event"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempts",
+                        to="capi_destinations.destination",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
+                "ordering": ["-started_at"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_name', models.CharField(max_length=100)),
-                ('event_id', models.CharField(max_length=255)),
-                ('event_time', models.DateTimeField()),
-                ('action_source', models.CharField(blank=True, max_length=32)),
-                ('payload', models.JSONField(default=dict)),
-                ('payload_hash', models.CharField(blank=True, max_length=64)),
-                ('consent', models.JSONField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('delivered', 'Delivered'), ('rejected', 'Rejected'), ('suppressed', 'Suppressed'), ('failed', 'Failed'), ('expired', 'Expired')], default='pending', max_length=10)),
-                ('status_reason', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_token', models.UUIDField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('diagnostics', models.JSONField(blank=True, default=list)),
-                ('match_quality', models.FloatField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=capi_destinations.clock.now)),
-                ('updated_at', models.DateTimeField(default=capi_destinations.clock.now)),
-                ('delivered_by', models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='delivered_events', to='capi_destinations.deliveryattempt')),
-                ('destination', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='capi_destinations.destination')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_name", models.CharField(max_length=100)),
+                ("event_id", models.CharField(max_length=255)),
+                ("event_time", models.DateTimeField()),
+                ("action_source", models.CharField(blank=True, max_length=32)),
+                ("payload", models.JSONField(default=dict)),
+                ("payload_hash", models.CharField(blank=True, max_length=64)),
+                ("consent", models.JSONField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("sending", "Sending"),
+                            ("delivered", "Delivered"),
+                            ("rejected", "Rejected"),
+                            ("suppressed", "Suppressed"),
+                            ("failed", "Failed"),
+                            ("expired", "Expired"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("status_reason", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_token", models.UUIDField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("diagnostics", models.JSONField(blank=True, default=list)),
+                ("match_quality", models.FloatField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=capi_destinations.clock.now)),
+                ("updated_at", models.DateTimeField(default=capi_destinations.clock.now)),
+                (
+                    "delivered_by",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="delivered_events",
+                        to="capi_destinations.deliveryattempt",
+                    ),
+                ),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="capi_destinations.destination",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='deliveryattempt',
-            name='events',
-            field=models.ManyToManyField(blank=True, related_name='delivery_attempts', to='capi_destinations.event'),
+            model_name="deliveryattempt",
+            name="events",
+            field=models.ManyToManyField(
+                blank=True, related_name="delivery_attempts", to="capi_destinations.event"
+            ),
         ),
         migrations.CreateModel(
-            name='HealthCheck',
+            name="HealthCheck",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('checked_at', models.DateTimeField()),
-                ('status', models.CharField(choices=[('unknown', 'Not checked yet'), ('healthy', 'Healthy'), ('unhealthy', 'Unhealthy')], max_length=10)),
-                ('checks', models.JSONField(default=list)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('status_changed', models.BooleanField(default=False)),
-                ('destination', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='health_checks', to='capi_destinations.destination')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("checked_at", models.DateTimeField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Not checked yet"),
+                            ("healthy", "Healthy"),
+                            ("unhealthy", "Unhealthy"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("checks", models.JSONField(default=list)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("status_changed", models.BooleanField(default=False)),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="health_checks",
+                        to="capi_destinations.destination",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-checked_at'],
+                "ordering": ["-checked_at"],
             },
         ),
         migrations.CreateModel(
-            name='HourlyOutcomes',
+            name="HourlyOutcomes",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('delivered', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('destination', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='hourly_outcomes', to='capi_destinations.destination')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("delivered", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="hourly_outcomes",
+                        to="capi_destinations.destination",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('admin', 'Admin'), ('editor', 'Editor'), ('viewer', 'Viewer')], default='viewer', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='capi_memberships', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='capi_destinations.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("admin", "Admin"), ("editor", "Editor"), ("viewer", "Viewer")],
+                        default="viewer",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="capi_memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="capi_destinations.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='destination',
-            name='tenant',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='destinations', to='capi_destinations.tenant'),
+            model_name="destination",
+            name="tenant",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="destinations",
+                to="capi_destinations.tenant",
+            ),
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('destination_label', models.CharField(blank=True, max_length=255)),
-                ('action', models.CharField(choices=[('created', 'Created'), ('updated', 'Updated'), ('token_replaced', 'Token replaced'), ('enabled', 'Enabled'), ('disabled', 'Disabled'), ('deleted', 'Deleted'), ('redelivered', 'Events redelivered'), ('keys_regenerated', 'Ingest keys regenerated'), ('test_event_sent', 'Test event sent'), ('member_added', 'Member added'), ('member_role_changed', "Member's role changed"), ('member_removed', 'Member removed')], max_length=20)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('destination', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_entries', to='capi_destinations.destination')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='audit_entries', to='capi_destinations.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("destination_label", models.CharField(blank=True, max_length=255)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("updated", "Updated"),
+                            ("token_replaced", "Token replaced"),
+                            ("enabled", "Enabled"),
+                            ("disabled", "Disabled"),
+                            ("deleted", "Deleted"),
+                            ("redelivered", "Events redelivered"),
+                            ("keys_regenerated", "Ingest keys regenerated"),
+                            ("test_event_sent", "Test event sent"),
+                            ("member_added", "Member added"),
+                            ("member_role_changed", "Member's role changed"),
+                            ("member_removed", "Member removed"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_entries",
+                        to="capi_destinations.destination",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="audit_entries",
+                        to="capi_destinations.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('status', 'pending')), fields=['next_attempt_at'], name='capi_event_due'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("status", "pending")),
+                fields=["next_attempt_at"],
+                name="capi_event_due",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('status', 'pending')), fields=['destination', 'next_attempt_at'], name='capi_event_due_by_destination'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("status", "pending")),
+                fields=["destination", "next_attempt_at"],
+                name="capi_event_due_by_destination",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('status', 'sending')), fields=['lease_expires_at'], name='capi_event_lease'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("status", "sending")),
+                fields=["lease_expires_at"],
+                name="capi_event_lease",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['destination', '-created_at'], name='capi_event_dest_created'),
+            model_name="event",
+            index=models.Index(
+                fields=["destination", "-created_at"], name="capi_event_dest_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['destination', 'status', 'updated_at'], name='capi_event_dest_status'),
+            model_name="event",
+            index=models.Index(
+                fields=["destination", "status", "updated_at"], name="capi_event_dest_status"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='event',
-            constraint=models.UniqueConstraint(fields=('destination', 'event_name', 'event_id'), name='capi_event_unique_id'),
+            model_name="event",
+            constraint=models.UniqueConstraint(
+                fields=("destination", "event_name", "event_id"), name="capi_event_unique_id"
+            ),
         ),
         migrations.AddIndex(
-            model_name='deliveryattempt',
-            index=models.Index(fields=['destination', '-started_at'], name='capi_attempt_dest_started'),
+            model_name="deliveryattempt",
+            index=models.Index(
+                fields=["destination", "-started_at"], name="capi_attempt_dest_started"
+            ),
         ),
         migrations.AddIndex(
-            model_name='healthcheck',
-            index=models.Index(fields=['destination', '-checked_at'], name='capi_check_dest_checked'),
+            model_name="healthcheck",
+            index=models.Index(
+                fields=["destination", "-checked_at"], name="capi_check_dest_checked"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hourlyoutcomes',
-            constraint=models.UniqueConstraint(fields=('destination', 'hour'), name='capi_hourly_unique'),
+            model_name="hourlyoutcomes",
+            constraint=models.UniqueConstraint(
+                fields=("destination", "hour"), name="capi_hourly_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('user', 'tenant'), name='capi_membership_unique_user'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("user", "tenant"), name="capi_membership_unique_user"
+            ),
         ),
         migrations.AddIndex(
-            model_name='destination',
-            index=models.Index(fields=['health'], name='capi_dest_health'),
+            model_name="destination",
+            index=models.Index(fields=["health"], name="capi_dest_health"),
         ),
         migrations.AddConstraint(
-            model_name='destination',
-            constraint=models.UniqueConstraint(fields=('tenant', 'pixel_id'), name='capi_destination_unique_pixel_per_tenant'),
+            model_name="destination",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "pixel_id"), name="capi_destination_unique_pixel_per_tenant"
+            ),
         ),
     ]

@@ -32,13 +32,12 @@ from capi_destinations.normalize import (
     normalize_user_data_report,
 )
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "capi" / "normalization_vectors.json"
-)
+# Meta's Python SDK outputs for each input, kept in the repository (see tests/data/README.md).
+VECTORS_PATH = Path(__file__).resolve().parent / "data" / "normalization_vectors.json"
 
 
 def _load_vectors() -> list[dict[str, Any]]:
-    # CI puts shared/ beside the checkout; a missing file must fail the run, never skip it.
+    # A missing file must fail the run, never skip it.
     if not VECTORS_PATH.is_file():
         raise FileNotFoundError(f"normalization vectors not found at {VECTORS_PATH}")
     return json.loads(VECTORS_PATH.read_text(encoding="utf-8"))

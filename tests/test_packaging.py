@@ -36,3 +36,23 @@ def test_wheel_carries_migrations_templates_and_static(tmp_path: Path) -> None:
         }
         assert on_disk <= package_files, folder
     assert not any(name.startswith(("project/", "tests/")) for name in names)
+
+
+def test_nothing_in_the_repository_reads_outside_it() -> None:
+    """A user's clone has only the repository: no tracked file may read the fact sheet beside it."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    # Built from parts so that this file does not match itself.
+    needles = ("../" + "shared", '/ "' + 'shared"')
+    offenders = []
+    for name in tracked:
+        if name.endswith(".md") or name.startswith("tests/data/"):
+            continue
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        if any(needle in text for needle in needles):
+            offenders.append(name)
+    assert offenders == []

@@ -432,11 +432,14 @@ class DestinationAdmin(TenantScopedAdmin):
         if change:
             stored = Destination.objects.get(pk=obj.pk)
             changes = {name: values[name] for name in form.changed_data if name in values}
-            destinations.update_destination(stored, actor=request.user, **changes)
+            changed = destinations.update_destination(stored, actor=request.user, **changes)
+            if "access_token" in changed:
+                self._warn_if_token_shared(request, stored)
             return
         created, secret = destinations.create_destination(
             form.cleaned_data["tenant"], actor=request.user, **values
         )
+        self._warn_if_token_shared(request, created)
         # The admin goes on with ``obj`` (log entry, redirect): make it the saved destination.
         obj.__dict__.update(
             {key: value for key, value in created.__dict__.items() if key != "_state"}
@@ -445,6 +448,11 @@ class DestinationAdmin(TenantScopedAdmin):
         obj._state.db = created._state.db
         # Shown once by response_add; kept on the request only, never stored.
         request._capi_ingest_secret = secret  # type: ignore[attr-defined]
+
+    def _warn_if_token_shared(self, request: HttpRequest, destination: Destination) -> None:
+        warning = destinations.shared_token_warning(destination)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
 
     @method_decorator(sensitive_variables("secret"))
     def response_add(

@@ -116,6 +116,7 @@ def create_destination(tenant: Tenant, *, actor: Any, **fields: Any) -> tuple[De
             actor=actor,
             detail={"pixel_id": destination.pixel_id, "token_hint": destination.token_hint},
         )
+        audit_shared_token(destination, actor=actor)
     # A new token is a token put in place: the health check runs at once through the receivers.
     signals.destination_token_replaced.send(
         sender=Destination, destination=destination, actor=actor
@@ -175,6 +176,7 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
                 actor=actor,
                 detail={"token_hint": destination.token_hint},
             )
+            audit_shared_token(destination, actor=actor)
         if destination.enabled != was_enabled:
             audit(
                 destination,
@@ -190,6 +192,78 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
             sender=Destination, destination=destination, enabled=destination.enabled, actor=actor
         )
     return changed
+
+
+# --- One token for several clients ---------------------------------------------------------------
+
+
+def destinations_sharing_token(destination: Destination) -> list[Destination]:
+    """The destinations of other tenants whose stored token is ``destination``'s (by fingerprint).
+
+    An agency's system-user token serving many clients is legitimate; it also means whoever can
+    send with it for one client could for the others, so it is shown and audited, never hidden.
+    """
+    if not destination.token_fingerprint:
+        return []
+    return list(
+        Destination.objects.filter(token_fingerprint=destination.token_fingerprint)
+        .exclude(tenant_id=destination.tenant_id)
+        .order_by("pk")
+    )
+
+
+def describe_other_clients(others: list[Destination]) -> str:
+    """``2 destinations of 1 other client``: how many, naming no client."""
+    clients = len({other.tenant_id for other in others})
+    return (
+        f"{len(others)} destination{'s' if len(others) != 1 else ''} of {clients} other "
+        f"client{'s' if clients != 1 else ''}"
+    )
+
+
+def shared_token_warning(destination: Destination) -> str:
+    """The warning the forms show when the token also serves other clients ("" when not)."""
+    others = destinations_sharing_token(destination)
+    if not others:
+        return ""
+    return (
+        f"This token also serves {describe_other_clients(others)}. That is expected for an "
+        "agency's system-user token; each of those clients' audit logs records that their "
+        "token is shared."
+    )
+
+
+def audit_shared_token(destination: Destination, *, actor: Any) -> int:
+    """Write ``token_shared`` in the audit log of every tenant that uses the token just saved.
+
+    This destination's tenant learns how many destinations of how many other clients share it;
+    each of those destinations gets an entry saying another client's destination now uses its
+    token. No entry names the other client, its pixel or its people (the actor is recorded only
+    in the actor's own tenant). Returns the number of other destinations.
+    """
+    others = destinations_sharing_token(destination)
+    if not others:
+        return 0
+    audit(
+        destination,
+        AuditAction.TOKEN_SHARED,
+        actor=actor,
+        detail={
+            "token_hint": destination.token_hint,
+            "also_used_by": describe_other_clients(others),
+        },
+    )
+    for other in others:
+        audit(
+            other,
+            AuditAction.TOKEN_SHARED,
+            actor=None,
+            detail={
+                "token_hint": other.token_hint,
+                "also_used_by": describe_other_clients([destination]),
+            },
+        )
+    return len(others)
 
 
 def set_enabled(destination: Destination, enabled: bool, *, actor: Any) -> bool:
@@ -303,6 +377,39 @@ def check_token(
         return TokenCheck(ok=False, message=error.explanation, fix=error.fix)
     name = pixel.name or f"Pixel {pixel_id}"
     return TokenCheck(ok=True, message=f"Connected to pixel '{name}'", pixel_name=name)
+
+
+CHECK_OF_ANOTHER_PIXEL_REFUSED = (
+    "The stored token is only ever checked against pixel {stored}, the pixel it was saved for. "
+    "To use pixel {typed}, paste the access token again."
+)
+
+
+@sensitive_variables()
+def check_destination_token(destination: Destination, *, pixel_id: str, token: str) -> TokenCheck:
+    """The edit form's check: the typed token, or with a blank one the stored token.
+
+    The stored token is only ever tried against the Pixel ID it was saved for: with a blank
+    token and another Pixel ID nothing is sent to Meta (else an editor could read back the name
+    of any pixel the token can reach, another client's included).
+    """
+    pixel_id = (pixel_id or "").strip()
+    if (token or "").strip():
+        return check_token(
+            pixel_id or destination.pixel_id,
+            token,
+            app_secret=destination.app_secret,
+            api_version=destination.api_version,
+        )
+    if pixel_id and pixel_id != destination.pixel_id:
+        message = CHECK_OF_ANOTHER_PIXEL_REFUSED.format(stored=destination.pixel_id, typed=pixel_id)
+        return TokenCheck(ok=False, message=message, field_errors={"access_token": [message]})
+    return check_token(
+        destination.pixel_id,
+        destination.access_token,
+        app_secret=destination.app_secret,
+        api_version=destination.api_version,
+    )
 
 
 # --- Test events --------------------------------------------------------------------------------

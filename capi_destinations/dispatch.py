@@ -31,6 +31,12 @@ What each answer does:
   the events wait without spending their retry budget;
 - ``auth``/``permission`` → the destination is blocked and marked Unhealthy; its events wait
   until the token is replaced or a health check passes (:func:`clear_block`).
+
+A block belongs to the token that earned it: it records that token's fingerprint
+(``Destination.blocked_token_fingerprint``). Saving a new token lifts it (``Destination.save``);
+a token written with ``QuerySet.update()``, which runs no Python, is found at the start of the
+next pass (:func:`release_outlived_blocks`, which reads the tokens of the blocked destinations
+only, to compare fingerprints) or by the next health check, and the held events go out.
 """
 
 from __future__ import annotations
@@ -48,11 +54,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from cryptography.fernet import InvalidToken
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
-from capi_destinations import clock, counters, graph, health, signals
+from capi_destinations import clock, counters, graph, health, signals, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.diagnostics import ERROR, MAX_EVENT_AGE, Diagnostic
 from capi_destinations.models import (
@@ -417,6 +424,8 @@ class _Dispatcher:
         now = clock.now()
         with _database_turn():
             self.report.leases_released = release_expired_leases(now=now)
+            # Before expiring anything as blocked: a block whose token was replaced is no block.
+            release_outlived_blocks(only=self.only)
             _schedule_orphans(now)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
         batches = 0
@@ -768,16 +777,12 @@ class _Dispatcher:
         reason = health.REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
         self._stopped.add(destination.pk)
         with _step():
-            blocked = Destination.objects.filter(
-                pk=destination.pk, token_hint=destination.token_hint
-            ).update(blocked_reason=reason, blocked_at=now)
+            blocked = _write_block(destination, reason, now)
             for held in refusals:
                 pks = [event.pk for event in held.batch]
                 self.report.held += _hold(pks, claim.lease_token, reason=f"Waiting: {reason}")
                 _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
         if blocked:
-            destination.blocked_reason = reason
-            destination.blocked_at = now
             explained = graph.GraphError(
                 refusal.message,
                 http_status=refusal.http_status,
@@ -839,11 +844,7 @@ class _Dispatcher:
         reason = describe_error(error)
         self._stopped.add(destination.pk)
         with _step():
-            # Only if the token that failed is still the stored one: a token replaced while
-            # this request was in flight must not be blocked by the old token's refusal.
-            blocked = Destination.objects.filter(
-                pk=destination.pk, token_hint=destination.token_hint
-            ).update(blocked_reason=reason, blocked_at=now)
+            blocked = _write_block(destination, reason, now)
             self.report.held += _hold(
                 [event.pk for event in batch],
                 claim.lease_token,
@@ -853,8 +854,6 @@ class _Dispatcher:
                 destination, [event.pk for event in batch], AttemptOutcome.BLOCKED, **record
             )
         if blocked:
-            destination.blocked_reason = reason
-            destination.blocked_at = now
             with _database_turn():
                 _mark_unhealthy(destination, error)
             logger.warning("Destination %s blocked: %s", destination.pk, error)
@@ -903,6 +902,24 @@ _PROBE_OUTCOMES = {
 }
 # Meta naming the event at fault: "data[3]…" in the message, "Event 3 …" for people.
 _EVENT_INDEX = re.compile(r"data\[\d+\]|\bevent \d+\b", re.IGNORECASE)
+
+
+def _write_block(destination: Destination, reason: str, now: datetime) -> bool:
+    """Block ``destination`` for the token its refused request carried; returns whether it did.
+
+    Only if that token is still the one saved (a token saved while the request was in flight
+    must not be blocked by the old one's refusal). The block names the token by fingerprint,
+    so that one written with ``QuerySet.update()`` meanwhile lifts it at the next pass.
+    """
+    fingerprint = tokens.token_fingerprint(destination.access_token)
+    blocked = Destination.objects.filter(
+        pk=destination.pk, token_fingerprint=destination.token_fingerprint
+    ).update(blocked_reason=reason, blocked_at=now, blocked_token_fingerprint=fingerprint)
+    if blocked:
+        destination.blocked_reason = reason
+        destination.blocked_at = now
+        destination.blocked_token_fingerprint = fingerprint
+    return bool(blocked)
 
 
 def _same_refusal(error: graph.GraphError, other: graph.GraphError) -> bool:
@@ -1150,22 +1167,83 @@ def clear_block(destination: Destination) -> bool:
     cleared = (
         Destination.objects.filter(pk=destination.pk)
         .exclude(blocked_reason="")
-        .update(blocked_reason="", blocked_at=None)
+        .update(blocked_reason="", blocked_at=None, blocked_token_fingerprint="")
     )
     destination.blocked_reason = ""
     destination.blocked_at = None
+    destination.blocked_token_fingerprint = ""
     if cleared:
         _dispatch_after_commit(destination.pk)
     return bool(cleared)
 
 
-def resume_destination(destination: Destination) -> None:
-    """Clear a destination's block and pause and dispatch its waiting events (token replaced)."""
-    Destination.objects.filter(pk=destination.pk).update(
-        blocked_reason="", blocked_at=None, paused_until=None, pause_reason=""
+def release_outlived_block(destination: Destination, *, dispatch_waiting: bool = True) -> bool:
+    """Lift ``destination``'s block if the token that earned it is no longer stored.
+
+    For a token written with ``QuerySet.update()`` (``save()`` lifts the block itself): the
+    stored hint and fingerprint are brought up to date too. A compare-and-set on the block
+    as read, so a block earned meanwhile by the new token stays. With ``dispatch_waiting`` the
+    held events are dispatched after commit (a dispatch pass sends them itself). Returns
+    whether it lifted a block.
+    """
+    if not destination.block_outlived_token:
+        return False
+    now = clock.now()
+    token = destination.access_token
+    released = Destination.objects.filter(
+        pk=destination.pk,
+        blocked_at=destination.blocked_at,
+        blocked_token_fingerprint=destination.blocked_token_fingerprint,
+    ).update(
+        blocked_reason="",
+        blocked_at=None,
+        blocked_token_fingerprint="",
+        token_hint=tokens.token_hint(token),
+        token_fingerprint=tokens.token_fingerprint(token),
+        # A new version, so a pass that loaded the destination before reads it again.
+        updated_at=now,
     )
     destination.blocked_reason = ""
     destination.blocked_at = None
+    destination.blocked_token_fingerprint = ""
+    if released:
+        logger.info("Destination %s unblocked: its token was replaced", destination.pk)
+        if dispatch_waiting:
+            _dispatch_after_commit(destination.pk)
+    return bool(released)
+
+
+def release_outlived_blocks(*, only: int | None = None) -> int:
+    """Lift the blocks of every blocked destination (or ``only`` one) whose token was replaced.
+
+    Blocked destinations are few; their tokens are read here only to compare fingerprints. A
+    token that cannot be decrypted keeps its block (the health check reports it).
+    """
+    blocked = Destination.objects.exclude(blocked_reason="").exclude(blocked_token_fingerprint="")
+    if only is not None:
+        blocked = blocked.filter(pk=only)
+    released = 0
+    for pk in blocked.values_list("pk", flat=True):
+        try:
+            destination = Destination.objects.get(pk=pk)
+        except (Destination.DoesNotExist, InvalidToken):
+            continue
+        released += release_outlived_block(destination, dispatch_waiting=False)
+    return released
+
+
+def resume_destination(destination: Destination) -> None:
+    """Clear a destination's block and pause and dispatch its waiting events (token replaced)."""
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="",
+        blocked_at=None,
+        blocked_token_fingerprint="",
+        paused_until=None,
+        pause_reason="",
+    )
+    destination.blocked_reason = ""
+    destination.blocked_at = None
+    destination.blocked_token_fingerprint = ""
     destination.paused_until = None
     destination.pause_reason = ""
     _dispatch_after_commit(destination.pk)
@@ -1274,6 +1352,8 @@ __all__ = [
     "is_inside_window",
     "redeliver",
     "release_expired_leases",
+    "release_outlived_block",
+    "release_outlived_blocks",
     "resume_destination",
     "retry_delay",
     "send_deadline",

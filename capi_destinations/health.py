@@ -240,9 +240,21 @@ def check_destination(destination: Destination, *, now: datetime | None = None) 
     """
     started = time.monotonic()
     now = now or clock.now()
+    _release_outlived_block(destination)
     facts = collect_delivery_facts([destination.pk], now=now)[destination.pk]
     probe = probe_token(destination)
     return _evaluate_and_record(destination, probe, facts, now=now, started=started)
+
+
+def _release_outlived_block(destination: Destination) -> None:
+    # A block earned by a token that was replaced since (by QuerySet.update(), which lifts no
+    # block itself) holds no longer: check the new token as a token that was never refused.
+    if getattr(destination, "_unreadable_token", False):
+        return
+    # dispatch imports this module, hence the late import.
+    from capi_destinations import dispatch
+
+    dispatch.release_outlived_block(destination)
 
 
 # Error reports print local variables (also of called frames): never the token.
@@ -320,6 +332,8 @@ def check_all_destinations(
     destinations = _load_destinations(destination_ids, tenant_slug)
     if not destinations:
         return []
+    for destination in destinations:
+        _release_outlived_block(destination)
     facts = collect_delivery_facts([destination.pk for destination in destinations])
     workers = max(1, min(max_workers or app_settings.HEALTH_CHECK_CONCURRENCY, len(destinations)))
     results: list[HealthCheck] = []
@@ -580,9 +594,11 @@ def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[s
         )
     if error.code == 100 and error.error_subcode == 33:
         # Meta answers the same for a pixel that does not exist and for one the token may
-        # not use. A pixel name Meta reported earlier (to this or another destination) proves
-        # the pixel exists, so then the token is the one at fault.
-        known_name = destination.pixel_name or _known_pixel_name(destination)
+        # not use. A pixel name Meta reported earlier to this destination proves the pixel
+        # exists, so then the token is the one at fault. Not a name reported to another
+        # client's destination: a Pixel ID is public, and anyone who entered it would read
+        # that client's pixel name back.
+        known_name = destination.pixel_name
         if known_name:
             return (
                 f"Meta knows pixel “{known_name}” ({pixel_id}), but this token may not use it: "
@@ -606,17 +622,6 @@ def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[s
             "ads_management permission.",
         )
     return (f"Meta refused the check: {error.explanation}", error.fix)
-
-
-def _known_pixel_name(destination: Destination) -> str:
-    name = (
-        Destination.objects.filter(pixel_id=destination.pixel_id)
-        .exclude(pk=destination.pk)
-        .exclude(pixel_name="")
-        .values_list("pixel_name", flat=True)
-        .first()
-    )
-    return name or ""
 
 
 def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> CheckResult:

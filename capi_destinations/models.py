@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -97,6 +98,24 @@ country_validator = RegexValidator(
 )
 
 
+# What a stored token is bound to: changing one of them takes the token, pasted again.
+TOKEN_BINDING_FIELDS = ("pixel_id", "api_version", "app_secret")
+_BINDING_NAMES = {
+    "pixel_id": "the Pixel ID",
+    "api_version": "the Graph API version",
+    "app_secret": "the app secret",
+}
+
+
+def rebind_message(fields: Iterable[str]) -> str:
+    """Why a change of ``fields`` (some of TOKEN_BINDING_FIELDS) needs the token again."""
+    what = " and ".join(_BINDING_NAMES[name] for name in TOKEN_BINDING_FIELDS if name in fields)
+    return (
+        f"Paste the access token again to change {what}: a stored token stays with the pixel "
+        "it was saved for."
+    )
+
+
 def new_ingest_key() -> str:
     """A public, URL-safe key that names a destination in the ingest endpoint."""
     return "pk_" + secrets.token_urlsafe(24)
@@ -129,6 +148,11 @@ class Destination(models.Model):
     pixel_id = models.CharField("Pixel ID", max_length=20, validators=[pixel_id_validator])
     access_token = EncryptedTextField()
     token_hint = models.CharField(max_length=16, blank=True, editable=False)
+    # A keyed hash of the token (tokens.token_fingerprint), written by save() with the token: it
+    # finds the destinations of other clients that use the same token, and tells whether a block
+    # was earned by the token stored now. A ``QuerySet.update(access_token=…)`` leaves it stale
+    # until the dispatcher or a health check next reads the token (see dispatch.py).
+    token_fingerprint = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
     app_secret = EncryptedTextField(
         blank=True,
         default="",
@@ -185,6 +209,9 @@ class Destination(models.Model):
         blank=True, help_text="Set when Meta refused the token; sending stops until it is fixed."
     )
     blocked_at = models.DateTimeField(null=True, blank=True)
+    # The fingerprint of the token Meta refused: a block never outlives that token, whichever
+    # path replaced it (blank: a block written before fingerprints, taken as the current token's).
+    blocked_token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     last_delivered_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -212,9 +239,26 @@ class Destination(models.Model):
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any) -> Destination:
         instance = super().from_db(db, field_names, values)
-        # Remember the stored token so save() can tell whether it changed.
-        instance._stored_token = instance.__dict__.get("access_token")
+        instance._remember_stored()
         return instance
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        super().refresh_from_db(*args, **kwargs)
+        # Only what was read again: a value changed in memory but not saved stays a change.
+        self._remember_stored(only=None if fields is None else set(fields))
+
+    def _remember_stored(self, only: set[str] | None = None) -> None:
+        # The stored token and what it was saved with, so save() and clean() can tell a new
+        # token from a stored token that would be pointed at another pixel.
+        loaded = self.__dict__
+        if (only is None or "access_token" in only) and "access_token" in loaded:
+            self._stored_token = loaded["access_token"]
+        binding = dict(getattr(self, "_token_binding", {}))
+        for name in TOKEN_BINDING_FIELDS:
+            if (only is None or name in only) and name in loaded:
+                binding[name] = loaded[name]
+        self._token_binding = binding
 
     @property
     def graph_api_version(self) -> str:
@@ -252,8 +296,43 @@ class Destination(models.Model):
     def token_changed(self) -> bool:
         return self.access_token != getattr(self, "_stored_token", None)
 
+    def token_binding_changes(self, fields: Iterable[str] | None = None) -> list[str]:
+        """The fields the stored token is bound to that changed without a new token.
+
+        A stored token stays with the Pixel ID, Graph API version and app secret it was saved
+        with: pointing it elsewhere takes the token itself, pasted again (an editor never sees
+        a stored token, so they cannot send with it to a pixel it was not saved for).
+        """
+        if self.token_changed():
+            return []
+        names = [name for name in TOKEN_BINDING_FIELDS if fields is None or name in fields]
+        bound = getattr(self, "_token_binding", {})
+        unknown = [name for name in names if name not in bound]
+        if unknown and not self._state.adding and self.pk is not None:
+            # Deferred when loaded and set before being read: the stored value decides.
+            stored = type(self)._base_manager.filter(pk=self.pk).values(*unknown).first()
+            bound = {**bound, **(stored or {})}
+        return [name for name in names if name in bound and getattr(self, name) != bound[name]]
+
+    def _refuse_unbound_changes(self, fields: Iterable[str] | None = None) -> None:
+        changed = self.token_binding_changes(fields)
+        if changed:
+            raise ValidationError({"access_token": [rebind_message(changed)]}, code="token_rebind")
+
+    @property
+    def block_outlived_token(self) -> bool:
+        """Whether a block was earned by a token that is no longer the stored one.
+
+        Decrypts the token, to compare fingerprints: only the dispatcher and the health check,
+        which read the token to send with it, ask this.
+        """
+        if not self.blocked_reason or not self.blocked_token_fingerprint:
+            return False
+        return not tokens.fingerprint_matches(self.access_token, self.blocked_token_fingerprint)
+
     def clean(self) -> None:
         super().clean()
+        self._refuse_unbound_changes()
         if self.token_changed():
             try:
                 self.access_token = tokens.clean_access_token(self.access_token)
@@ -264,15 +343,33 @@ class Destination(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Whatever path saves a new token (form, admin, shell, API), it is validated and the hint
-        # follows it, so a bad paste can never be stored and the hint never goes stale.
-        if self.token_changed():
+        # and fingerprint follow it, so a bad paste can never be stored, the hint never goes
+        # stale, and a block earned by the old token goes with it. Whatever path saves a new
+        # Pixel ID, API version or app secret, it comes with a new token.
+        update_fields = kwargs.get("update_fields")
+        self._refuse_unbound_changes(update_fields)
+        bound_pixel = getattr(self, "_token_binding", {}).get("pixel_id", self.pixel_id)
+        if bound_pixel != self.pixel_id and (update_fields is None or "pixel_id" in update_fields):
+            # The name Meta reported was the old pixel's.
+            self.pixel_name = ""
+            if update_fields is not None:
+                kwargs["update_fields"] = update_fields = {*update_fields, "pixel_name"}
+        if self.token_changed() and (update_fields is None or "access_token" in update_fields):
             self.access_token = tokens.clean_access_token(self.access_token)
             self.token_hint = tokens.token_hint(self.access_token)
-            update_fields = kwargs.get("update_fields")
-            if update_fields is not None and "access_token" in update_fields:
-                kwargs["update_fields"] = {*update_fields, "token_hint"}
+            self.token_fingerprint = tokens.token_fingerprint(self.access_token)
+            written = {"token_hint", "token_fingerprint"}
+            if self.blocked_reason and not tokens.fingerprint_matches(
+                self.access_token, self.blocked_token_fingerprint
+            ):
+                self.blocked_reason = ""
+                self.blocked_at = None
+                self.blocked_token_fingerprint = ""
+                written |= {"blocked_reason", "blocked_at", "blocked_token_fingerprint"}
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, *written}
         super().save(*args, **kwargs)
-        self._stored_token = self.access_token
+        self._remember_stored()
 
 
 class EventStatus(models.TextChoices):
@@ -504,6 +601,9 @@ class AuditAction(models.TextChoices):
     CREATED = "created", "Created"
     UPDATED = "updated", "Updated"
     TOKEN_REPLACED = "token_replaced", "Token replaced"
+    # The token saved is also stored for a destination of another client (tenant): written in
+    # the audit log of each tenant involved, naming no other client.
+    TOKEN_SHARED = "token_shared", "Token also used by another client"
     ENABLED = "enabled", "Enabled"
     DISABLED = "disabled", "Disabled"
     DELETED = "deleted", "Deleted"

@@ -1,15 +1,28 @@
-"""Access-token hygiene: format checks with exact messages, a display hint, key rotation.
+"""Access-token hygiene: format checks with exact messages, a display hint, a fingerprint, key
+rotation.
 
 Meta documents tokens as opaque; the checks here catch broken pastes (whitespace, a cut-off
 copy, the wrong kind of token) before anything is saved. The final word is the health check's
 Graph call.
+
+A token's fingerprint (:func:`token_fingerprint`) tells whether two stored tokens are the same
+token without decrypting either: a block remembers the fingerprint of the token Meta refused,
+and destinations of different clients that share a token are found by it. It is an HMAC-SHA256
+keyed with ``SECRET_KEY`` (through Django's ``salted_hmac`` with a salt of its own), not a plain
+hash: whoever reads the database cannot confirm a guessed token without the server's secret.
+It does not depend on ``FERNET_KEYS``, so re-encrypting the tokens with new keys
+(``capi_rotate_keys``) leaves every fingerprint as it was; after a change of ``SECRET_KEY`` the
+old key, kept in ``SECRET_KEY_FALLBACKS`` as Django documents, still matches
+(:func:`fingerprint_matches`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations.conf import app_settings
@@ -67,6 +80,33 @@ def token_hint(token: str) -> str:
     if len(token) < 12:
         return "…"
     return f"{token[:3]}…{token[-4:]}"
+
+
+# Changing it changes every fingerprint: a salt of this module's own, so the HMAC can never be
+# mistaken for (or replayed as) another of Django's signatures made with SECRET_KEY.
+_FINGERPRINT_SALT = "capi_destinations.tokens.token_fingerprint"
+
+
+@sensitive_variables("token")
+def token_fingerprint(token: str, *, secret: str | bytes | None = None) -> str:
+    """A keyed hash of ``token`` (64 hex characters) that names it without revealing it.
+
+    Keyed with ``secret`` (``SECRET_KEY`` by default); empty for an empty token.
+    """
+    if not token:
+        return ""
+    return salted_hmac(_FINGERPRINT_SALT, token, secret=secret, algorithm="sha256").hexdigest()
+
+
+@sensitive_variables("token")
+def fingerprint_matches(token: str, fingerprint: str) -> bool:
+    """Whether ``fingerprint`` was made from ``token`` with ``SECRET_KEY`` or a fallback key."""
+    if not token or not fingerprint:
+        return False
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return any(
+        constant_time_compare(token_fingerprint(token, secret=key), fingerprint) for key in keys
+    )
 
 
 def validate_token_field(value: object) -> None:

@@ -433,6 +433,7 @@ def test_a_staff_viewer_gets_a_read_only_destination_page_without_the_token(
     client, make_staff, tenant, destination
 ) -> None:
     destination.app_secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    destination.access_token = make_token("signed-with-the-secret")  # a new secret, a new paste
     destination.save()
     client.force_login(make_staff((tenant, Role.VIEWER)))
     response = client.get(change_url("destination", destination))

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from capi_destinations import access, destinations
 from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
-from capi_destinations.models import Role
+from capi_destinations.models import Destination, Role
 from capi_destinations.views.common import back_to_destination, destination_url, notify
 
 # Django's error reports (mailed to ADMINS, shown with DEBUG) print a request's POST data: these
@@ -41,6 +41,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
+            warn_if_token_shared(request, destination)
             destination.refresh_from_db()  # the health check may have run at once
             return render(
                 request,
@@ -78,6 +79,8 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             form.add_error(None, error)
         else:
             notify(request, messages.SUCCESS, "Saved." if changed else "Nothing changed.")
+            if "access_token" in changed:
+                warn_if_token_shared(request, destination)
             return back_to_destination(destination)
     return render(
         request,
@@ -109,6 +112,7 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
             form.add_error("access_token", error)
         else:
             notify(request, messages.SUCCESS, "Token replaced. Meta is being asked about it now.")
+            warn_if_token_shared(request, destination)
             return back_to_destination(destination)
     return render(
         request,
@@ -119,6 +123,13 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
             "check_url": destination_url(destination, "destination_token_check"),
         },
     )
+
+
+def warn_if_token_shared(request: HttpRequest, destination: Destination) -> None:
+    """A non-blocking warning when the token just saved also serves other clients."""
+    warning = destinations.shared_token_warning(destination)
+    if warning:
+        notify(request, messages.WARNING, warning)
 
 
 @login_required
@@ -165,20 +176,15 @@ def tenant_token_check(request: HttpRequest, tenant_slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def destination_token_check(request: HttpRequest, code: str) -> HttpResponse:
-    """Check the edit form's Pixel ID and token; blanks stand for what is stored."""
+    """Check the edit form's Pixel ID and token; a blank token checks the stored one against
+    the stored Pixel ID, never another."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
     form = TokenCheckForm(request.POST)
     form.is_valid()
-    pixel_id = form.cleaned_data.get("pixel_id", "") or destination.pixel_id
     token = form.cleaned_data.get("access_token", "")
-    if not token.strip():
-        if not destination.has_token:
-            return _render_token_check(request, None)
-        token = destination.access_token
-    result = destinations.check_token(
-        pixel_id,
-        token,
-        app_secret=destination.app_secret,
-        api_version=destination.api_version,
+    if not token.strip() and not destination.has_token:
+        return _render_token_check(request, None)
+    result = destinations.check_destination_token(
+        destination, pixel_id=form.cleaned_data.get("pixel_id", ""), token=token
     )
     return _render_token_check(request, result)

@@ -12,7 +12,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from capi_destinations import tokens
+from capi_destinations import destinations, tokens
 from capi_destinations.models import Destination, EventStatus, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
 
@@ -78,8 +78,12 @@ class DestinationForm(forms.ModelForm):
         if self.is_edit:
             self.fields["access_token"].help_text = (
                 f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
-                "to replace it."
+                "to replace it. Changing the Pixel ID, app secret or Graph API version takes "
+                "the token pasted again."
             )
+            shared = destinations.shared_token_warning(self.instance)
+            if shared:
+                self.fields["access_token"].help_text += f" {shared}"
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
 

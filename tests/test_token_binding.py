@@ -348,7 +348,11 @@ def test_key_rotation_keeps_the_binding(agency: dict[str, Any], settings: Any) -
 
 
 def test_saving_a_token_other_clients_use_warns_and_audits_every_client(
-    agency: dict[str, Any], acme_editor: Any, tenant: Tenant, other_tenant: Tenant
+    agency: dict[str, Any],
+    acme_editor: Any,
+    make_user: Callable[..., Any],
+    tenant: Tenant,
+    other_tenant: Tenant,
 ) -> None:
     response = logged_in(acme_editor).post(
         reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug}),
@@ -382,6 +386,12 @@ def test_saving_a_token_other_clients_use_warns_and_audits_every_client(
         "token_hint": agency["globex"].token_hint,
         "also_used_by": "1 destination of 1 other client",
     }
+    # The edit forms of both clients say so too.
+    edit_page = logged_in(acme_editor).get(url("destination_edit", added)).content.decode()
+    assert "This token also serves 1 destination of 1 other client." in edit_page
+    globex_editor = make_user(other_tenant, Role.EDITOR)
+    edit_page = logged_in(globex_editor).get(url("destination_edit", agency["globex"]))
+    assert "This token also serves 2 destinations of 1 other client." in edit_page.content.decode()
     for entry in (mine, theirs):
         text = json.dumps(entry.detail)
         for private in ("Acme", "Globex", ACME_PIXEL, GLOBEX_PIXEL, acme_editor.username):

@@ -247,14 +247,16 @@ def check_destination(destination: Destination, *, now: datetime | None = None) 
 
 
 def _release_outlived_block(destination: Destination) -> None:
-    # A block earned by a token that was replaced since (by QuerySet.update(), which lifts no
-    # block itself) holds no longer: check the new token as a token that was never refused.
+    # A token written by QuerySet.update() runs no Python: a block earned by the token before
+    # holds no longer (check the new one as a token never refused), and the stored hint and
+    # fingerprint (which find other clients' destinations sharing the token) catch up.
     if getattr(destination, "_unreadable_token", False):
         return
     # dispatch imports this module, hence the late import.
     from capi_destinations import dispatch
 
     dispatch.release_outlived_block(destination)
+    destination.sync_token_fingerprint()
 
 
 # Error reports print local variables (also of called frames): never the token.

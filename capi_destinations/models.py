@@ -330,6 +330,22 @@ class Destination(models.Model):
             return False
         return not tokens.fingerprint_matches(self.access_token, self.blocked_token_fingerprint)
 
+    def sync_token_fingerprint(self) -> bool:
+        """Bring the stored hint and fingerprint up to the stored token; returns whether stale.
+
+        ``save()`` keeps them in step; a ``QuerySet.update(access_token=…)`` does not, so the
+        health check calls this (it reads the token anyway). Compare-and-set on the old value.
+        """
+        fingerprint = tokens.token_fingerprint(self.access_token)
+        if fingerprint == self.token_fingerprint:
+            return False
+        hint = tokens.token_hint(self.access_token)
+        Destination.objects.filter(pk=self.pk, token_fingerprint=self.token_fingerprint).update(
+            token_fingerprint=fingerprint, token_hint=hint
+        )
+        self.token_fingerprint, self.token_hint = fingerprint, hint
+        return True
+
     def clean(self) -> None:
         super().clean()
         self._refuse_unbound_changes()

@@ -239,6 +239,19 @@ def test_a_new_token_meta_refuses_too_earns_its_own_block(
 # --- the fingerprint -----------------------------------------------------------------------------
 
 
+def test_a_health_check_brings_a_stale_fingerprint_up_to_date(
+    use_sandbox: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination(access_token=OLD_TOKEN)
+    Destination.objects.filter(pk=destination.pk).update(access_token=NEW_TOKEN)
+
+    health.check_destination(Destination.objects.get(pk=destination.pk))
+
+    destination = Destination.objects.get(pk=destination.pk)
+    assert destination.token_fingerprint == tokens.token_fingerprint(NEW_TOKEN)
+    assert destination.token_hint == tokens.token_hint(NEW_TOKEN)
+
+
 def test_the_fingerprint_is_keyed_and_survives_fernet_rotation(settings: Any) -> None:
     fingerprint = tokens.token_fingerprint(OLD_TOKEN)
 

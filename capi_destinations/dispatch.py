@@ -58,6 +58,7 @@ from cryptography.fernet import InvalidToken
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, counters, graph, health, signals, tokens
 from capi_destinations.conf import app_settings
@@ -1177,6 +1178,8 @@ def clear_block(destination: Destination) -> bool:
     return bool(cleared)
 
 
+# Error reports print local variables, of the frames called from here too: never the token.
+@sensitive_variables()
 def release_outlived_block(destination: Destination, *, dispatch_waiting: bool = True) -> bool:
     """Lift ``destination``'s block if the token that earned it is no longer stored.
 

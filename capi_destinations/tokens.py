@@ -87,7 +87,8 @@ def token_hint(token: str) -> str:
 _FINGERPRINT_SALT = "capi_destinations.tokens.token_fingerprint"
 
 
-@sensitive_variables("token")
+# All variables: error reports also print the frames called from here (salted_hmac's ``value``).
+@sensitive_variables()
 def token_fingerprint(token: str, *, secret: str | bytes | None = None) -> str:
     """A keyed hash of ``token`` (64 hex characters) that names it without revealing it.
 
@@ -98,7 +99,7 @@ def token_fingerprint(token: str, *, secret: str | bytes | None = None) -> str:
     return salted_hmac(_FINGERPRINT_SALT, token, secret=secret, algorithm="sha256").hexdigest()
 
 
-@sensitive_variables("token")
+@sensitive_variables()
 def fingerprint_matches(token: str, fingerprint: str) -> bool:
     """Whether ``fingerprint`` was made from ``token`` with ``SECRET_KEY`` or a fallback key."""
     if not token or not fingerprint:

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,10 +71,33 @@ if os.environ.get("CAPI_BROKER") == "missing":
 """
 
 
+# A host site's own layout, with the block names the README's layout example fills.
+SITE_LAYOUT = """<!doctype html>
+<html><head><title>{% block title %}My site{% endblock %}</title>
+{% block head %}{% endblock %}</head>
+<body><nav data-testid="site-layout">My site</nav>{% block main %}{% endblock %}</body></html>
+"""
+
+
+def install_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split(INSTALL_SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def readme_layout_example() -> str:
+    """The install section's example of ``capi_destinations/base.html`` in the site's layout."""
+    blocks = re.findall(r"\n( *)```django\n(.*?)\n *```", install_section(), flags=re.DOTALL)
+    (example,) = [
+        textwrap.dedent(indent + text)
+        for indent, text in blocks
+        if "capi_destinations/capi_destinations.css" in text
+    ]
+    return example
+
+
 def readme_snippets() -> dict[str, str]:
     """The install section's code blocks that start with ``# settings.py`` / ``# urls.py``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split(INSTALL_SECTION, 1)[1].split("\n## ", 1)[0]
+    section = install_section()
     snippets = {}
     for block in re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL):
         first_line = block.splitlines()[0].strip()
@@ -201,6 +225,16 @@ def new_site(folder: Path, environment: Virtualenv, *, email_login: bool) -> Sit
     return site
 
 
+def use_site_layout(site: Site) -> None:
+    """Wrap the app's pages in the site's layout, as the README's example does."""
+    templates = site.folder / "templates"
+    (templates / "capi_destinations").mkdir(parents=True)
+    (templates / "site_base.html").write_text(SITE_LAYOUT)
+    (templates / "capi_destinations" / "base.html").write_text(readme_layout_example())
+    with (site.folder / "mysite" / "settings.py").open("a") as settings:
+        settings.write('\nTEMPLATES[0]["DIRS"] = [BASE_DIR / "templates"]\n')
+
+
 @pytest.fixture
 def sandbox_of(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Start ``manage.py capi_sandbox`` from a site; returns its URL; stopped after the test."""
@@ -235,6 +269,8 @@ def test_the_install_guide_works_in_a_new_site(
     fresh_virtualenv: Virtualenv, sandbox_of: Any, tmp_path: Path, email_login: bool
 ) -> None:
     site = new_site(tmp_path / "site", fresh_virtualenv, email_login=email_login)
+    if email_login:  # one of the two sites shows the pages in its own layout
+        use_site_layout(site)
 
     assert "no issues" in site.manage("check", "--fail-level", "WARNING")
     site.manage("migrate", "--noinput")
@@ -261,5 +297,7 @@ def test_the_install_guide_works_in_a_new_site(
     pages = site.step("pages", sandbox_url)
     for name in ("overview", "destination", "event_log", "event_detail", "members"):
         assert pages["statuses"][name] == {"superuser": 200, "member": 200}, name
+    assert pages["in_site_layout"] == email_login
+    assert pages["login_field_label"] == ("Email address" if email_login else "Username")
     expected_name = "member@example.com" if email_login else "member"
     assert pages["redelivery_reason"] == f"Redelivery requested by {expected_name}."

@@ -163,7 +163,9 @@ def render_every_page() -> dict[str, Any]:
         response["Location"], {"username": login_name("member"), "password": PASSWORD}
     )
     assert response.status_code == 302, response.content.decode()[:3000]
-    assert anonymous.get(overview).status_code == 200
+    overview_page = anonymous.get(overview)
+    assert overview_page.status_code == 200
+    in_site_layout = 'data-testid="site-layout"' in overview_page.content.decode()
 
     values = {
         "tenant_slug": target.tenant.slug,
@@ -192,8 +194,10 @@ def render_every_page() -> dict[str, Any]:
         members, {"username": colleague.get_username(), "role": Role.VIEWER}, follow=True
     )
     assert response.status_code == 200
-    page = client.get(members).content.decode()
+    response = client.get(members)
+    page = response.content.decode()
     assert f'data-username="{colleague.get_username()}"' in page, page
+    login_field_label = str(response.context["add_form"]["username"].label)
 
     Event.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
     assert dispatch.redeliver([event.pk], actor=member) == 1
@@ -202,7 +206,12 @@ def render_every_page() -> dict[str, Any]:
 
     response = client.post(reverse("logout"))
     assert response.status_code in (200, 302)
-    return {"statuses": statuses, "redelivery_reason": event.status_reason}
+    return {
+        "statuses": statuses,
+        "redelivery_reason": event.status_reason,
+        "in_site_layout": in_site_layout,
+        "login_field_label": login_field_label,
+    }
 
 
 STEPS = {

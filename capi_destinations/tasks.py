@@ -105,6 +105,8 @@ def queue_task(func: str, *args: Any, task_name: str, group: str, what: str) -> 
     failure is logged (``what`` names the task) and nothing is lost.
     """
     try:
+        # Imported here: django_q.tasks imports django-q2's models, which exist only once the
+        # apps are ready, and not at all without django_q in INSTALLED_APPS (E001 says so).
         from django_q.tasks import async_task
 
         async_task(func, *args, task_name=task_name, group=group)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -68,6 +69,8 @@ from mysite.settings import *  # noqa: F403  (the guide's settings, unchanged)
 CAPI_DESTINATIONS = {"GRAPH_API_BASE_URL": os.environ["CAPI_SANDBOX_URL"]}
 if os.environ.get("CAPI_BROKER") == "missing":
     del Q_CLUSTER  # noqa: F821
+if os.environ.get("CAPI_BROKER") == "redis_down":
+    Q_CLUSTER = {"name": "capi", "redis": os.environ["CAPI_REDIS_URL"], "timeout": 60, "retry": 120}
 """
 
 
@@ -162,6 +165,36 @@ def fresh_virtualenv(tmp_path_factory: pytest.TempPathFactory) -> Virtualenv:
     return Virtualenv(python)
 
 
+@pytest.fixture(scope="session")
+def redis_client(fresh_virtualenv: Virtualenv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Redis client in a folder of its own, put on PYTHONPATH only where a step needs it:
+    the virtualenv stays as the wheel left it (no Redis client)."""
+    folder = tmp_path_factory.mktemp("redis-client")
+    cache = Path.home() / ".cache" / "capi-destinations-install-test"
+    run(
+        [
+            fresh_virtualenv.python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--cache-dir",
+            cache,
+            "--target",
+            folder,
+            "redis",
+        ],
+        cwd=folder,
+    )
+    return folder
+
+
+def closed_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @dataclass
 class Site:
     """A new site made by ``django-admin startproject mysite``."""
@@ -201,7 +234,7 @@ class Site:
             **env,
         )
         (line,) = [line for line in output.splitlines() if line.startswith("RESULT ")]
-        return json.loads(line.removeprefix("RESULT "))
+        return {**json.loads(line.removeprefix("RESULT ")), "output": output}
 
 
 def new_site(folder: Path, environment: Virtualenv, *, email_login: bool) -> Site:
@@ -266,7 +299,11 @@ def sandbox_of(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.mark.parametrize("email_login", [False, True], ids=["default_user", "email_login_user"])
 def test_the_install_guide_works_in_a_new_site(
-    fresh_virtualenv: Virtualenv, sandbox_of: Any, tmp_path: Path, email_login: bool
+    fresh_virtualenv: Virtualenv,
+    redis_client: Path,
+    sandbox_of: Any,
+    tmp_path: Path,
+    email_login: bool,
 ) -> None:
     site = new_site(tmp_path / "site", fresh_virtualenv, email_login=email_login)
     if email_login:  # one of the two sites shows the pages in its own layout
@@ -285,12 +322,27 @@ def test_the_install_guide_works_in_a_new_site(
     )
     assert "capi_destinations.E013" in missing
     assert '"orm": "default"' in missing
-    assert site.step("broker_missing", sandbox_url, CAPI_BROKER="missing")["pending"] == 3
+    assert site.step("broken_broker", sandbox_url, CAPI_BROKER="missing")["pending"] == 3
+    # A Redis broker that refuses connections.
+    redis_down = site.step(
+        "broken_broker",
+        sandbox_url,
+        CAPI_BROKER="redis_down",
+        CAPI_REDIS_URL=f"redis://:broker-password@127.0.0.1:{closed_loopback_port()}/0",
+        PYTHONPATH=str(redis_client),
+    )
+    assert redis_down["pending"] == 3
+    assert "Could not queue the dispatch of destination" in redis_down["output"]
+    assert "Connection refused" in redis_down["output"]
+    assert "broker-password" not in redis_down["output"]
 
     # The guide's database broker: recording queues a dispatch; capi_dispatch sends them all.
     delivery = site.step("orm_broker", sandbox_url)
     assert delivery["queued_tasks"] == 1
-    sent = ["broker-missing-1", "broker-missing-2", "broker-missing-3", "orm-broker-1"]
+    sent = sorted(
+        [f"{broker}-{n}" for broker in ("missing", "redis_down") for n in (1, 2, 3)]
+        + ["orm-broker-1"]
+    )
     assert delivery["received"] == sent, delivery["dispatch_output"]
     assert delivery["delivered"] == len(sent)
 

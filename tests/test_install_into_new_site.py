@@ -4,9 +4,12 @@ The wheel is built and installed into a fresh virtualenv with its own dependenci
 Redis client, nothing from this repository on the path). Two new sites — Django's user model,
 and a user model that logs in by email and has no ``username`` — get the README's snippets
 pasted in exactly as written (read from README.md, so the guide is what is tested), then:
-``check`` is clean, ``migrate`` runs, events are recorded with the broker missing (the guide
-without ``Q_CLUSTER``) and with the guide's database broker, ``capi_dispatch`` delivers them to
-a sandbox started from the site, and every page of the app renders for a superuser and a member.
+``check`` is clean, ``migrate`` runs, events are recorded (``track``, ``track_many``, the ingest
+endpoint) and a destination saved (admin, page) with the broker missing (the guide without
+``Q_CLUSTER``: ``check`` reports E013), with a Redis broker refusing connections, and with the
+guide's database broker; ``capi_dispatch`` delivers them all to a sandbox started from the site
+(``capi_sandbox``), and every page of the app renders for a superuser and a member. One of the
+sites shows the pages in its own layout through the README's example template.
 
 One virtualenv per test session serves both sites; pip's cache makes a rerun quick.
 """

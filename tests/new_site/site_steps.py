@@ -15,7 +15,9 @@ from io import StringIO
 from typing import Any
 
 import requests
+from django.apps import apps
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
@@ -189,6 +191,21 @@ def render_every_page() -> dict[str, Any]:
             response = client.get(url + query)
             statuses.setdefault(name, {})[who] = response.status_code
             assert response.status_code < 500, (who, url, response.content.decode()[:3000])
+
+    # The app's admin pages: every model's list, and its change page for the first row.
+    client = Client()
+    client.force_login(superuser)
+    for model in apps.get_app_config("capi_destinations").get_models():
+        if model not in admin.site._registry:
+            continue
+        info = (model._meta.app_label, model._meta.model_name)
+        response = client.get(reverse("admin:{}_{}_changelist".format(*info)))
+        statuses[f"admin:{info[1]}_changelist"] = {"superuser": response.status_code}
+        assert response.status_code == 200, (info, response.content.decode()[:3000])
+        first = model.objects.order_by("pk").first()
+        if first is not None:
+            response = client.get(reverse("admin:{}_{}_change".format(*info), args=[first.pk]))
+            assert response.status_code == 200, (info, response.content.decode()[:3000])
 
     members = reverse("capi_destinations:members", kwargs={"tenant_slug": target.tenant.slug})
     client = Client()

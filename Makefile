@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format migrations bench bench-quick bench-floor soak clean
+.PHONY: install run test lint format migrations wheel bench bench-quick bench-floor soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# A wheel to install into another site (README: "installing into an existing site").
+wheel: install
+	rm -f dist/django_capi_destinations-*.whl
+	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
+	@ls dist/django_capi_destinations-*.whl
 
 # Pre-release: one initial migration, regenerated from the models.
 migrations: install

@@ -156,11 +156,12 @@ def _effective_role(user: Any, membership_role: str | None) -> str | None:
 
 
 def members_of(tenant: Tenant) -> QuerySet[Membership]:
-    """The tenant's memberships with their users, admins first."""
+    """The tenant's memberships with their users, admins first, then by the name users log in
+    with (``USERNAME_FIELD``: a site's user model may have no ``username``)."""
     return (
         Membership.objects.filter(tenant=tenant)
         .select_related("user")
-        .order_by("role", "user__username")
+        .order_by("role", f"user__{get_user_model().USERNAME_FIELD}")
     )
 
 

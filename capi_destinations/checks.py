@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,6 +124,144 @@ def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             "A site that really runs as one process can add 'capi_destinations.W001' to "
             "SILENCED_SYSTEM_CHECKS.",
             id="capi_destinations.W001",
+        )
+    ]
+
+
+# --- django-q2's broker ---------------------------------------------------------------------------
+
+# What the README's install snippet sets: the site's own database as broker, nothing to install.
+Q_CLUSTER_SNIPPET = 'Q_CLUSTER = {"name": "capi", "orm": "default", "timeout": 60, "retry": 120}'
+_DJANGO_Q_DEFAULT_RETRY = 60
+
+
+@dataclass(frozen=True)
+class _Broker:
+    """The broker django-q2 picks for a ``Q_CLUSTER``, and the modules it imports to use it."""
+
+    name: str
+    modules: tuple[str, ...]
+    install: str
+
+
+def _broker_of(q_cluster: dict[str, Any]) -> _Broker:
+    # The order of django_q.brokers.get_broker: the first key present decides.
+    if q_cluster.get("broker_class"):
+        path = str(q_cluster["broker_class"])
+        return _Broker(f"custom broker {path}", (), f"make {path} importable")
+    if q_cluster.get("iron_mq"):
+        return _Broker("IronMQ", ("iron_mq",), "pip install iron-mq")
+    if isinstance(q_cluster.get("sqs"), dict):
+        return _Broker("Amazon SQS", ("boto3",), "pip install boto3")
+    if q_cluster.get("orm"):
+        return _Broker("database (ORM)", (), "")
+    if q_cluster.get("mongo"):
+        return _Broker("MongoDB", ("pymongo",), "pip install pymongo")
+    modules = ("redis", "django_redis") if q_cluster.get("django_redis") else ("redis",)
+    return _Broker("Redis", modules, "pip install redis")
+
+
+def _importable(module: str) -> bool:
+    try:
+        import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+@checks.register()
+def check_task_broker(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E013/W002: django-q2 must be able to queue the app's tasks.
+
+    Without ``Q_CLUSTER`` django-q2 falls back to a Redis server on localhost, whose client a
+    new site does not even have installed; queueing then fails at every recorded event. The
+    app logs that and carries on (the schedule sends the events), so only this check tells
+    the site. Settings are read here, not from django-q2's ``Conf``, which froze at import.
+    """
+    q_cluster = getattr(settings, "Q_CLUSTER", None)
+    if q_cluster is None:
+        return _check_missing_q_cluster()
+    if not isinstance(q_cluster, dict):
+        return [
+            checks.Error(
+                f"Q_CLUSTER is {q_cluster!r}, not a dict.",
+                hint=f"Use the database as django-q2's broker: {Q_CLUSTER_SNIPPET}",
+                id="capi_destinations.E013",
+            )
+        ]
+    return [*_check_broker_usable(q_cluster), *_check_retry_exceeds_timeout(q_cluster)]
+
+
+def _check_missing_q_cluster() -> list[checks.CheckMessage]:
+    hint = f"Use the database as django-q2's broker (nothing to install): {Q_CLUSTER_SNIPPET}"
+    if not _importable("redis"):
+        return [
+            checks.Error(
+                "Q_CLUSTER is not set, so django-q2 uses Redis as its broker, and the Redis "
+                "client library 'redis' is not installed: every task the app queues fails "
+                "(events wait for a scheduled dispatch that no worker can run).",
+                hint=hint,
+                id="capi_destinations.E013",
+            )
+        ]
+    return [
+        checks.Warning(
+            "Q_CLUSTER is not set, so django-q2 uses a Redis server at localhost:6379 as its "
+            "broker, with its default timeouts.",
+            hint=f"Say which broker to use. {hint}; or Redis: "
+            '"redis": "redis://host:6379/0" instead of "orm".',
+            id="capi_destinations.W002",
+        )
+    ]
+
+
+def _check_broker_usable(q_cluster: dict[str, Any]) -> list[checks.CheckMessage]:
+    broker = _broker_of(q_cluster)
+    problem = ""
+    if q_cluster.get("broker_class"):
+        try:
+            import_string(str(q_cluster["broker_class"]))
+        except ImportError:
+            problem = f"Q_CLUSTER['broker_class'] {q_cluster['broker_class']!r} cannot be imported"
+    elif missing := [module for module in broker.modules if not _importable(module)]:
+        problem = (
+            f"Q_CLUSTER uses django-q2's {broker.name} broker, whose client library "
+            f"{missing[0]!r} is not installed"
+        )
+    elif q_cluster.get("orm") and q_cluster["orm"] not in settings.DATABASES:
+        problem = f"Q_CLUSTER['orm'] is {q_cluster['orm']!r}, which is not a database in DATABASES"
+    if not problem:
+        return []
+    fix = f"{broker.install}, or use" if broker.install else "Use"
+    return [
+        checks.Error(
+            f"{problem}: every task the app queues fails.",
+            hint=f"{fix} the database as django-q2's broker: {Q_CLUSTER_SNIPPET}",
+            id="capi_destinations.E013",
+        )
+    ]
+
+
+def _check_retry_exceeds_timeout(q_cluster: dict[str, Any]) -> list[checks.CheckMessage]:
+    timeout = q_cluster.get("timeout")
+    retry = q_cluster.get("retry", _DJANGO_Q_DEFAULT_RETRY)
+    hint = (
+        "Give Q_CLUSTER a 'timeout' (seconds a task may run) and a larger 'retry' (seconds "
+        "before an unfinished task is handed out again), e.g. "
+        f"{Q_CLUSTER_SNIPPET}"
+    )
+    if not _is_number(timeout, whole=False) or timeout <= 0:
+        problem = "Q_CLUSTER has no 'timeout', so a task that hangs is never stopped"
+    elif not _is_number(retry, whole=False) or retry <= timeout:
+        problem = f"Q_CLUSTER's retry ({retry!r}) does not exceed its timeout ({timeout!r})"
+    else:
+        return []
+    return [
+        checks.Warning(
+            f"{problem}; a task still running when 'retry' passes is started a second time, "
+            "so it runs twice.",
+            hint=hint,
+            id="capi_destinations.W002",
         )
     ]
 

@@ -1272,7 +1272,7 @@ def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
     if not by_destination:
         return 0
     actor_user = actor if getattr(actor, "is_authenticated", False) else None
-    who = getattr(actor_user, "username", "") or "the system"
+    who = actor_user.get_username() if actor_user is not None else "the system"
     total = 0
     with transaction.atomic():
         destinations = Destination.objects.in_bulk(list(by_destination))

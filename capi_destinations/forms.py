@@ -10,7 +10,9 @@ import copy
 from typing import Any
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
 from capi_destinations.models import Destination, EventStatus, Role, Tenant
@@ -146,10 +148,18 @@ class TokenCheckForm(forms.Form):
 
 
 class AddMemberForm(forms.Form):
-    """Add an existing user to a tenant with a role."""
+    """Add an existing user to a tenant with a role, named as they log in."""
 
-    username = forms.CharField(max_length=150)
+    # Long enough for an email address, the login of many sites' user models.
+    username = forms.CharField(max_length=254)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # "Username", or "Email address" where the site's users log in by email.
+        user_model = get_user_model()
+        login_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+        self.fields["username"].label = capfirst(login_field.verbose_name)
 
 
 class MemberRoleForm(forms.Form):

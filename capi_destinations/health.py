@@ -42,6 +42,7 @@ from functools import partial
 from typing import Any
 
 from cryptography.fernet import InvalidToken
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import connection, transaction
@@ -1091,13 +1092,15 @@ def email_tenant_admins(destination: Destination, *, old: str, new: str, check: 
     """
     if new != Health.UNHEALTHY and old != Health.UNHEALTHY:
         return 0
+    # The site's user model names its email field (EMAIL_FIELD), which need not be "email".
+    email = f"user__{get_user_model().get_email_field_name()}"
     recipients = sorted(
         set(
             Membership.objects.filter(
                 tenant_id=destination.tenant_id, role=Role.ADMIN, user__is_active=True
             )
-            .exclude(user__email="")
-            .values_list("user__email", flat=True)
+            .exclude(**{email: ""})
+            .values_list(email, flat=True)
         )
     )
     if not recipients:

@@ -28,7 +28,7 @@ def test_wheel_carries_migrations_templates_and_static(tmp_path: Path) -> None:
     assert "capi_destinations/migrations/0001_initial.py" in names
     assert "capi_destinations/py.typed" in names
     package_files = {name for name in names if name.startswith("capi_destinations/")}
-    for folder in ("templates/capi_destinations", "static/capi_destinations"):
+    for folder in ("templates/capi_destinations", "templates/registration", "static"):
         on_disk = {
             f"capi_destinations/{path.relative_to(ROOT / 'capi_destinations')}"
             for path in (ROOT / "capi_destinations" / folder).rglob("*")

@@ -887,3 +887,6 @@ def test_the_capi_sandbox_command_serves_until_interrupted():
     assert pixel.json() == {"id": PIXEL_ID, "name": "Demo shop"}
     assert process.returncode == 0, errors
     assert "Sandbox stopped." in output
+    # The setting a host site reads, not the demo site's environment variable.
+    assert f'CAPI_DESTINATIONS = {{"GRAPH_API_BASE_URL": "{url}"}}' in output
+    assert "CAPI_GRAPH_API_BASE_URL" not in output

@@ -308,7 +308,10 @@ class Command(BaseCommand):
         )
 
     def _user(self, username: str, password: str, **flags: bool) -> Any:
-        user, created = get_user_model().objects.get_or_create(username=username, defaults=flags)
+        user_model = get_user_model()
+        user, created = user_model.objects.get_or_create(
+            **{user_model.USERNAME_FIELD: username}, defaults=flags
+        )
         if created:
             user.set_password(password)
             user.save()

@@ -112,7 +112,11 @@ class Command(BaseCommand):
             else "open: any well-formed token works on any pixel"
         )
         self.stdout.write(f"Graph API sandbox listening on {sandbox.url} ({mode})")
-        self.stdout.write(f"Point the app at it: CAPI_GRAPH_API_BASE_URL={sandbox.url}")
+        # The host site's setting; the demo site also reads it from CAPI_GRAPH_API_BASE_URL.
+        self.stdout.write(
+            "Point the app at it in your settings: "
+            f'CAPI_DESTINATIONS = {{"GRAPH_API_BASE_URL": "{sandbox.url}"}}'
+        )
         self.stdout.write("Quit with Ctrl-C.")
         self.stdout.flush()
         # Ctrl-C and a plain `kill` both stop it cleanly, even when the parent process started

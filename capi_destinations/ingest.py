@@ -33,7 +33,7 @@ from django.db.models import AutoField
 from django.db.models.base import ModelState
 from django.http import HttpRequest
 
-from capi_destinations import clock, consent, counters, diagnostics, normalize
+from capi_destinations import clock, consent, counters, diagnostics, normalize, ratelimit
 from capi_destinations.conf import app_settings
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import Destination, Event, EventStatus
@@ -189,22 +189,11 @@ def _enrichment(request: HttpRequest | None) -> _Enrichment:
     if request is None:
         return _Enrichment()
     return _Enrichment(
-        ip=_client_ip(request),
+        ip=ratelimit.client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT") or None,
         fbp=request.COOKIES.get("_fbp") or None,
         fbc=request.COOKIES.get("_fbc") or None,
     )
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    # Only a header named in settings is trusted: anyone can send X-Forwarded-For, so reading it
-    # without a proxy of our own in front would let visitors choose their IP.
-    header = app_settings.TRUSTED_PROXY_HEADER
-    if header:
-        forwarded = str(request.META.get(header, "")).split(",", 1)[0].strip()
-        if forwarded:
-            return forwarded
-    return request.META.get("REMOTE_ADDR") or None
 
 
 class _Context:

@@ -15,10 +15,12 @@ from functools import lru_cache
 
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 
 from capi_destinations import clock
+from capi_destinations.conf import app_settings
 
-__all__ = ["Rate", "RateLimitResult", "hit", "parse_rate"]
+__all__ = ["Rate", "RateLimitResult", "client_address", "hit", "parse_rate"]
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*")
@@ -73,3 +75,19 @@ def hit(scope: str, rate: Rate, *, now: datetime | None = None) -> RateLimitResu
         count = 1
     retry_after = window_start + rate.period - moment
     return RateLimitResult(allowed=count <= rate.limit, count=count, retry_after=retry_after)
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's IP address: from ``TRUSTED_PROXY_HEADER`` when set and present, else
+    ``REMOTE_ADDR``.
+
+    Only a header named in settings is trusted: anyone can send ``X-Forwarded-For``, so reading
+    it without a proxy of our own in front would let a client choose its address (and with it a
+    fresh rate-limit budget per request).
+    """
+    header = app_settings.TRUSTED_PROXY_HEADER
+    if header:
+        forwarded = str(request.META.get(header, "")).split(",", 1)[0].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR") or None

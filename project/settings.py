@@ -157,6 +157,11 @@ if REDIS_URL:
 CAPI_DESTINATIONS: dict[str, object] = {}
 if env.str("CAPI_GRAPH_API_BASE_URL", default=""):
     CAPI_DESTINATIONS["GRAPH_API_BASE_URL"] = env.str("CAPI_GRAPH_API_BASE_URL")
+# Behind a reverse proxy every request comes from the proxy: name the header it sets with the
+# client's address (as a request.META key, e.g. HTTP_X_REAL_IP) so rate limits and login
+# throttling count visitors apart.
+if env.str("CAPI_TRUSTED_PROXY_HEADER", default=""):
+    CAPI_DESTINATIONS["TRUSTED_PROXY_HEADER"] = env.str("CAPI_TRUSTED_PROXY_HEADER")
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

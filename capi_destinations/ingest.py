@@ -32,6 +32,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import AutoField
 from django.db.models.base import ModelState
 from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, consent, counters, diagnostics, normalize, ratelimit
 from capi_destinations.conf import app_settings
@@ -113,6 +114,8 @@ class TrackResult:
         }
 
 
+# Raw customer data (email, phone, names) is in this frame and every frame it calls.
+@sensitive_variables()
 def track(
     destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
 ) -> TrackResult:
@@ -120,6 +123,7 @@ def track(
     return track_many(destination, [event], request=request)[0]
 
 
+@sensitive_variables()
 def track_many(
     destination: Destination,
     events: Iterable[Mapping[str, Any]],

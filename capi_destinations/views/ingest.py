@@ -77,6 +77,9 @@ post_delete.connect(
 )
 
 
+# The secret (Authorization), the body and the events with raw customer data are in this frame
+# and in every frame it calls; none of them belongs in an error report.
+@sensitive_variables()
 @csrf_exempt
 def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     """Record the events in the request body for the destination with ``ingest_key``."""
@@ -142,13 +145,13 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     return _record(request, destination, cors, from_browser=True, ingest_key=ingest_key)
 
 
-@sensitive_variables("authorization", "secret")
+@sensitive_variables()
 def _has_the_secret(destination: Destination, authorization: str) -> bool:
     scheme, _, secret = authorization.strip().partition(" ")
     return scheme.lower() == "bearer" and destination.check_ingest_secret(secret.strip())
 
 
-@sensitive_variables("authorization", "secret")
+@sensitive_variables()
 def _refuse_authorization(authorization: str, cors: dict[str, str]) -> HttpResponse:
     scheme, _, secret = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -167,7 +170,7 @@ def _refuse_authorization(authorization: str, cors: dict[str, str]) -> HttpRespo
     )
 
 
-@sensitive_variables("body", "events", "results")
+@sensitive_variables()
 def _record(
     request: HttpRequest,
     destination: Destination,

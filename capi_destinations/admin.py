@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -25,7 +26,6 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from capi_destinations import access, destinations, dispatch, health, tokens
 from capi_destinations.models import (
-    AuditAction,
     AuditEntry,
     DeliveryAttempt,
     Destination,
@@ -223,7 +223,22 @@ class MembershipAdmin(TenantScopedAdmin):
     raw_id_fields = ["user"]
     role_to_change = Role.ADMIN
 
-    # A tenant keeps an admin here too: without one nobody but a superuser could manage it.
+    # Every change goes through access.py's member services, which lock the tenant and keep its
+    # last admin, as the members page does; the form's check above only makes the error early.
+    # A refusal found under the lock (someone else changed the members meanwhile) comes back as
+    # a message, with nothing saved.
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as error:
+            return self._refused(request, error, object_id)
+
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -233,7 +248,20 @@ class MembershipAdmin(TenantScopedAdmin):
             return HttpResponseRedirect(
                 reverse("admin:capi_destinations_membership_change", args=[membership.pk])
             )
-        return super().delete_view(request, object_id, extra_context)
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:
+            return self._refused(request, error, object_id)
+
+    def _refused(
+        self, request: HttpRequest, error: ValidationError, object_id: str | None
+    ) -> HttpResponse:
+        self.message_user(request, " ".join(error.messages), messages.ERROR)
+        if object_id and Membership.objects.filter(pk=object_id).exists():
+            return HttpResponseRedirect(
+                reverse("admin:capi_destinations_membership_change", args=[object_id])
+            )
+        return HttpResponseRedirect(reverse("admin:capi_destinations_membership_changelist"))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -242,28 +270,19 @@ class MembershipAdmin(TenantScopedAdmin):
             actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
         return actions
 
-    # Member changes made here are audited like those made on the members page.
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
-        previous_role = form.initial.get("role", "") if change else ""
-        super().save_model(request, obj, form, change)
         if not change:
-            access.audit_member_change(obj, AuditAction.MEMBER_ADDED, actor=request.user)
-        elif "role" in form.changed_data:
-            access.audit_member_change(
-                obj,
-                AuditAction.MEMBER_ROLE_CHANGED,
-                actor=request.user,
-                previous_role=previous_role,
+            access.save_new_membership(obj, actor=request.user)
+        else:
+            access.update_membership(
+                obj, user=obj.user, tenant=obj.tenant, role=obj.role, actor=request.user
             )
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        access.audit_member_change(obj, AuditAction.MEMBER_REMOVED, actor=request.user)
-        super().delete_model(request, obj)
+        access.remove_member(obj, actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        for membership in queryset.select_related("user"):
-            access.audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=request.user)
-        super().delete_queryset(request, queryset)
+        access.remove_members(queryset, actor=request.user)
 
 
 def _delete_keeping_an_admin(
@@ -279,7 +298,13 @@ def _delete_keeping_an_admin(
             messages.ERROR,
         )
         return None
-    return delete_selected(modeladmin, request, queryset)
+    try:
+        # One transaction: a refusal under the lock also undoes the admin's log entries.
+        with transaction.atomic():
+            return delete_selected(modeladmin, request, queryset)
+    except ValidationError as error:
+        modeladmin.message_user(request, " ".join(error.messages), messages.ERROR)
+        return None
 
 
 class RecentRowsFormSet(BaseInlineFormSet):

@@ -364,6 +364,49 @@ def test_member_changes_in_the_admin_are_audited(admin_client, admin_user, make_
     assert entries[1].detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}
 
 
+def test_a_membership_given_to_another_user_in_the_admin_is_audited(
+    admin_client, admin_user, make_user, tenant
+):
+    # Issue 14: changing the membership's user was not audited at all.
+    membership = make_user(tenant, Role.EDITOR, username="bob").capi_memberships.get()
+    carol = make_user(username="carol")
+    response = admin_client.post(
+        change_url("membership", membership),
+        {"user": carol.pk, "tenant": tenant.pk, "role": "editor"},
+    )
+    assert response.status_code == 302
+
+    entries = AuditEntry.objects.filter(tenant=tenant).order_by("pk")
+    assert [(entry.action, entry.detail["member"], entry.actor) for entry in entries] == [
+        (AuditAction.MEMBER_REMOVED, "bob", admin_user),
+        (AuditAction.MEMBER_ADDED, "carol", admin_user),
+    ]
+
+
+def test_a_membership_moved_to_another_tenant_is_audited_in_both(
+    admin_client, admin_user, make_user, tenant, other_tenant
+):
+    # Issue 14: a move was audited as a role change, in the wrong tenant.
+    membership = make_user(tenant, Role.VIEWER, username="bob").capi_memberships.get()
+    response = admin_client.post(
+        change_url("membership", membership),
+        {"user": membership.user_id, "tenant": other_tenant.pk, "role": "editor"},
+    )
+    assert response.status_code == 302
+
+    old = AuditEntry.objects.get(tenant=tenant)
+    new = AuditEntry.objects.get(tenant=other_tenant)
+    assert (old.action, old.detail) == (
+        AuditAction.MEMBER_REMOVED,
+        {"member": "bob", "role": "viewer"},
+    )
+    assert (new.action, new.detail) == (
+        AuditAction.MEMBER_ADDED,
+        {"member": "bob", "role": "editor"},
+    )
+    assert old.actor == new.actor == admin_user
+
+
 def test_the_admin_never_leaves_a_tenant_without_an_admin(
     admin_client, make_user, tenant, other_tenant
 ):

@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+# Imported for its side effect: django-q2's admins are registered before they are restricted
+# below, whatever the order of INSTALLED_APPS.
+import django_q.admin  # noqa: F401
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.options import IS_POPUP_VAR
@@ -622,3 +626,51 @@ class AuditEntryAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "tenant", "destination_label", "action", "actor"]
     list_filter = ["action"]
     list_select_related = ["tenant", "actor"]
+
+
+# --- django-q2's own admin: superusers only -----------------------------------------------------
+# Its task, result and schedule pages show every tenant's task arguments (destination ids, whole
+# results) to any staff user with the model permission; they are not scoped by tenant, so only
+# superusers, who see every tenant anyway, may open them.
+
+
+class SuperusersOnlyAdminMixin:
+    """Every permission of a ModelAdmin also needs ``is_superuser``."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser and super().has_module_permission(request)  # type: ignore[misc]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_view_permission(request, obj)  # type: ignore[misc]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request, *args)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+def restrict_django_q_admin(site: admin.AdminSite = admin.site) -> list[str]:
+    """Re-register django-q2's model admins on ``site`` for superusers only; the models done."""
+    restricted = []
+    for model in apps.get_app_config("django_q").get_models():
+        if not site.is_registered(model):
+            continue
+        model_admin = type(site.get_model_admin(model))
+        if issubclass(model_admin, SuperusersOnlyAdminMixin):
+            continue
+        site.unregister(model)
+        site.register(
+            model,
+            type(
+                f"SuperusersOnly{model_admin.__name__}", (SuperusersOnlyAdminMixin, model_admin), {}
+            ),
+        )
+        restricted.append(model._meta.label)
+    return restricted
+
+
+restrict_django_q_admin()

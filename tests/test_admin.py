@@ -3,6 +3,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.apps import apps
+from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
@@ -655,3 +657,27 @@ def test_a_tenant_admin_manages_members_but_creates_no_tenants(
         reverse("admin:capi_destinations_tenant_add"), {"name": "Orphan", "slug": "orphan"}
     )
     assert add.status_code == 403
+
+
+# --- django-q2's admin (issue 14): superusers only ------------------------------------------
+
+
+def test_django_q_admin_is_for_superusers_only(client, make_user) -> None:
+    staff = make_user(username="staffer", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
+    client.force_login(staff)
+    models = [
+        model
+        for model in apps.get_app_config("django_q").get_models()
+        if admin.site.is_registered(model)
+    ]
+    assert models, "django-q2 registers its admins"
+    for model in models:
+        url = reverse(f"admin:django_q_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 403, url
+    assert "django_q" not in client.get(reverse("admin:index")).content.decode()
+
+    client.force_login(make_user(username="root", is_staff=True, is_superuser=True))
+    for model in models:
+        url = reverse(f"admin:django_q_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 200, url

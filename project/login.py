@@ -24,7 +24,7 @@ from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 
-from capi_destinations.ratelimit import client_address
+from capi_destinations.ratelimit import cache_key_part, client_address
 
 MAX_FAILURES = 5
 ADDRESS_MAX_FAILURES = 50
@@ -37,7 +37,7 @@ def _username_key(username: str) -> str:
 
 
 def _address_key(request: HttpRequest) -> str:
-    return f"login-failures:ip:{client_address(request) or 'unknown'}"
+    return f"login-failures:ip:{cache_key_part(client_address(request) or 'unknown')}"
 
 
 def _is_locked(request: HttpRequest, username: str) -> bool:

@@ -173,6 +173,10 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# Error reports (the DEBUG page, mails to ADMINS) hide what views and functions mark sensitive
+# even with DEBUG on, for the whole demo site and not only the app's views.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "capi_destinations.security.AlwaysSafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -200,3 +200,25 @@ def test_the_client_address_comes_from_the_trusted_proxy_header(
 
     assert [post(ATTACKER) for _ in range(3)] == [202, 202, 429]
     assert post(VISITOR) == 202
+
+
+def test_any_text_in_the_proxy_header_is_a_safe_cache_key(
+    client: Client, shop: tuple[Destination, str], settings: Any, clock: Any
+) -> None:
+    # Whatever a client slips into the header (spaces, control characters, 10 kB) becomes a
+    # cache key Memcached accepts too, never a 500.
+    destination, _ = shop
+    configure(settings, INGEST_CLIENT_RATE_LIMIT="1/m", TRUSTED_PROXY_HEADER="HTTP_X_REAL_IP")
+    clock.freeze(FROZEN_AT)
+    for header in ["1.2.3.4 <script>", "tab\there", "x" * 10_000]:
+        answers = [
+            client.post(
+                url(destination),
+                data="[]",
+                content_type="text/plain",
+                HTTP_ORIGIN=SHOP,
+                HTTP_X_REAL_IP=header,
+            ).status_code
+            for _ in range(2)
+        ]
+        assert answers == [202, 429], header

@@ -115,3 +115,9 @@ def test_a_username_is_locked_from_every_address(client, make_user, settings) ->
         sign_in(client, user.username, "correct horse battery staple", real_ip="198.51.100.7")
         == 429
     )
+
+
+def test_any_text_in_the_proxy_header_counts_without_error(client, settings, db) -> None:
+    settings.CAPI_DESTINATIONS = {"TRUSTED_PROXY_HEADER": "HTTP_X_REAL_IP"}
+    for _ in range(2):
+        assert sign_in(client, "nobody", "guess", real_ip="1.2.3.4 <script>\t" + "x" * 300) == 200

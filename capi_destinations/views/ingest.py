@@ -7,7 +7,11 @@ one event, a list of events, or ``{"data": [...]}`` with up to 1000; the answer 
 result per event, or a JSON error ``{"error": {"code", "message"}}`` — never a 500.
 
 The view is thin and lean (it is built for thousands of requests a second): a cached lookup of
-the destination, a cache counter for the rate limit, then ``ingest.track_many``.
+the destination, cache counters for the rate limits, then ``ingest.track_many``. The public key
+proves nothing (anyone can read it and send any Origin), so the limits keep three budgets apart:
+the server's per key (``INGEST_RATE_LIMIT``), spent only by calls with the secret; the sender's
+address (``INGEST_CLIENT_RATE_LIMIT``), spent by every other call, empty or refused; and the
+browsers' per key (``INGEST_BROWSER_RATE_LIMIT``), spent only by browser calls that bring events.
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
         limited = _over_rate(f"ingest:{ingest_key}", app_settings.INGEST_RATE_LIMIT, cors, "key")
         if limited is not None:
             return limited
-        return _record(request, destination, cors, from_browser=False)
+        return _record(request, destination, ingest_key, cors, from_browser=False)
 
     # Anyone else: a browser, a forged Origin, a wrong secret. Each request costs the sender's
     # address first, so a flood from one address runs out of its own budget, not the key's.
@@ -142,7 +146,7 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
             "from one of the destination's allowed origins.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return _record(request, destination, cors, from_browser=True, ingest_key=ingest_key)
+    return _record(request, destination, ingest_key, cors, from_browser=True)
 
 
 @sensitive_variables()
@@ -174,10 +178,10 @@ def _refuse_authorization(authorization: str, cors: dict[str, str]) -> HttpRespo
 def _record(
     request: HttpRequest,
     destination: Destination,
+    ingest_key: str,
     cors: dict[str, str],
     *,
     from_browser: bool,
-    ingest_key: str = "",
 ) -> HttpResponse:
     body = _read_body(request, cors)
     if isinstance(body, HttpResponse):

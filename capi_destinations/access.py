@@ -7,13 +7,16 @@ would confirm that the tenant or destination exists. A member whose role is too 
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
@@ -165,6 +168,29 @@ def members_of(tenant: Tenant) -> QuerySet[Membership]:
     )
 
 
+# Every member change below runs in one transaction that first locks the row of each tenant it
+# touches (lowest id first), then reads the memberships it changes. Two changes to one tenant's
+# members thus run one after the other, whether they come from the pages or the admin, and the
+# "a tenant keeps one admin" rule is checked on what the other change left, never on a stale
+# read. Locking the tenant first, always, is also what keeps two changes from deadlocking.
+# SQLite ignores FOR UPDATE, but its writers run one at a time (with IMMEDIATE transactions they
+# queue at BEGIN); threads sharing an in-memory database do not queue but fail with "table is
+# locked", so on SQLite the threads of a process also take turns (as dispatch.py's do).
+_SQLITE_TURN = threading.RLock()
+
+
+def _sqlite_turn() -> AbstractContextManager[Any]:
+    return _SQLITE_TURN if connection.vendor == "sqlite" else nullcontext()
+
+
+@contextmanager
+def _member_change(*tenant_ids: int | None) -> Iterator[None]:
+    """One transaction holding the locks of the tenants whose members change."""
+    with _sqlite_turn(), transaction.atomic():
+        _lock_tenants(*tenant_ids)
+        yield
+
+
 def add_member(tenant: Tenant, username: str, role: str, *, actor: Any = None) -> Membership:
     """Give the existing user ``username`` a ``role`` in ``tenant``, audited as ``actor``'s.
 
@@ -179,25 +205,42 @@ def add_member(tenant: Tenant, username: str, role: str, *, actor: Any = None) -
             "the spelling.",
             code="no_such_user",
         ) from None
-    if Membership.objects.filter(tenant=tenant, user=user).exists():
-        raise ValidationError(
-            f"{username.strip()} is already a member of {tenant}.", code="already_member"
-        )
-    with transaction.atomic():
-        membership = Membership.objects.create(tenant=tenant, user=user, role=Role(role))
+    return save_new_membership(Membership(tenant=tenant, user=user, role=Role(role)), actor=actor)
+
+
+def save_new_membership(membership: Membership, *, actor: Any = None) -> Membership:
+    """Save a new ``membership`` (unsaved, with tenant, user and role), audited as added.
+
+    Raises ``ValidationError`` when the user is already a member of the tenant.
+    """
+    with _member_change(membership.tenant_id):
+        if Membership.objects.filter(
+            tenant_id=membership.tenant_id, user_id=membership.user_id
+        ).exists():
+            raise ValidationError(
+                f"{membership.user.get_username()} is already a member of {membership.tenant}.",
+                code="already_member",
+            )
+        membership.save()
         audit_member_change(membership, AuditAction.MEMBER_ADDED, actor=actor)
     return membership
 
 
 def change_role(membership: Membership, role: str, *, actor: Any = None) -> Membership:
-    """Set a member's role, audited as ``actor``'s; the last admin cannot be demoted."""
+    """Set a member's role, audited as ``actor``'s; the last admin cannot be demoted.
+
+    Raises ``ValidationError`` when this would leave the tenant without an admin, or when the
+    membership was removed meanwhile.
+    """
     role = Role(role)
-    previous = membership.role
-    if role == previous:
-        return membership
-    with transaction.atomic():
+    with _member_change(membership.tenant_id):
+        current = _current(membership.pk, membership.tenant_id)
+        previous = current.role
+        if role == previous:
+            membership.role = role
+            return membership
         if previous == Role.ADMIN:
-            _refuse_if_last_admin(membership)
+            _refuse_if_last_admin(current)
         membership.role = role
         membership.save(update_fields=["role"])
         audit_member_change(
@@ -208,11 +251,102 @@ def change_role(membership: Membership, role: str, *, actor: Any = None) -> Memb
 
 def remove_member(membership: Membership, *, actor: Any = None) -> None:
     """Remove a member, audited as ``actor``'s; the last admin of a tenant cannot be removed."""
-    with transaction.atomic():
-        if membership.role == Role.ADMIN:
-            _refuse_if_last_admin(membership)
-        audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=actor)
-        membership.delete()
+    with _member_change(membership.tenant_id):
+        current = _current(membership.pk, membership.tenant_id)
+        if current.role == Role.ADMIN:
+            _refuse_if_last_admin(current)
+        audit_member_change(current, AuditAction.MEMBER_REMOVED, actor=actor)
+        current.delete()
+
+
+def remove_members(memberships: QuerySet[Membership], *, actor: Any = None) -> int:
+    """Remove all of ``memberships`` at once (the admin's "Delete selected"); returns how many.
+
+    Raises ``ValidationError`` naming the tenants it would leave without an admin, removing none.
+    """
+    with _sqlite_turn(), _member_change(*memberships.values_list("tenant_id", flat=True)):
+        orphaned = tenants_left_without_admin(memberships)
+        if orphaned:
+            raise ValidationError(
+                f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
+                "Make someone else an admin first.",
+                code="last_admin",
+            )
+        removed = list(memberships.select_related("user"))
+        for membership in removed:
+            audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=actor)
+        Membership.objects.filter(pk__in=[membership.pk for membership in removed]).delete()
+    return len(removed)
+
+
+def update_membership(
+    membership: Membership, *, user: Any, tenant: Tenant, role: str, actor: Any = None
+) -> Membership:
+    """Change a membership's user, tenant and role at once (the admin's change form).
+
+    Audited in each tenant's own log: a move to another tenant is ``member_removed`` in the old
+    tenant and ``member_added`` in the new; another user is ``member_removed`` for the old user
+    and ``member_added`` for the new; otherwise a new role is ``member_role_changed``. Raises
+    ``ValidationError`` when the old tenant would be left without an admin.
+    """
+    role = Role(role)
+    # ``membership`` may already hold the new values (a model form fills them in): the stored
+    # row says which tenant it leaves.
+    with _sqlite_turn():
+        stored_tenant_id = (
+            Membership.objects.filter(pk=membership.pk).values_list("tenant_id", flat=True).first()
+        )
+        return _update_membership(membership, stored_tenant_id, user, tenant, role, actor)
+
+
+def _update_membership(
+    membership: Membership,
+    stored_tenant_id: int | None,
+    user: Any,
+    tenant: Tenant,
+    role: Role,
+    actor: Any,
+) -> Membership:
+    with _member_change(stored_tenant_id, tenant.pk):
+        before = _current(membership.pk, stored_tenant_id)
+        leaves_admin = before.role == Role.ADMIN and (
+            role != Role.ADMIN or tenant.pk != before.tenant_id
+        )
+        if leaves_admin:
+            _refuse_if_last_admin(before)
+        membership.user, membership.tenant, membership.role = user, tenant, role
+        membership.save(update_fields=["user", "tenant", "role"])
+        if before.tenant_id != tenant.pk or before.user_id != user.pk:
+            audit_member_change(before, AuditAction.MEMBER_REMOVED, actor=actor)
+            audit_member_change(membership, AuditAction.MEMBER_ADDED, actor=actor)
+        elif before.role != role:
+            audit_member_change(
+                membership,
+                AuditAction.MEMBER_ROLE_CHANGED,
+                actor=actor,
+                previous_role=before.role,
+            )
+    return membership
+
+
+def _lock_tenants(*tenant_ids: int | None) -> None:
+    # ORDER BY pk: PostgreSQL locks rows after sorting, so every change locks in the same order.
+    ids = sorted({tenant_id for tenant_id in tenant_ids if tenant_id is not None})
+    list(Tenant.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
+
+
+def _current(membership_id: int | None, tenant_id: int | None) -> Membership:
+    """The membership as stored now (under the tenant's lock); ``ValidationError`` when it was
+    removed or moved to another tenant meanwhile."""
+    current = (
+        Membership.objects.select_related("user").filter(pk=membership_id, tenant_id=tenant_id)
+    ).first()
+    if current is None:
+        raise ValidationError(
+            "This member was removed or moved meanwhile; reload the page to see who is a member.",
+            code="not_a_member",
+        )
+    return current
 
 
 def audit_member_change(
@@ -241,7 +375,8 @@ def member_history(tenant: Tenant, *, limit: int = 50) -> QuerySet[AuditEntry]:
 
 
 def is_last_admin(membership: Membership) -> bool:
-    """Whether ``membership`` is its tenant's only admin (forms check it; services lock)."""
+    """Whether ``membership`` is its tenant's only admin (forms check it early, for a clear
+    error; the services check again under the tenant's lock)."""
     return (
         membership.pk is not None
         and Membership.objects.filter(pk=membership.pk, role=Role.ADMIN).exists()
@@ -270,8 +405,9 @@ def _other_admins(membership: Membership) -> QuerySet[Membership]:
 
 
 def _refuse_if_last_admin(membership: Membership) -> None:
-    # Without an admin nobody (but a superuser) could manage the tenant's members again.
-    if not _other_admins(membership).select_for_update().exists():
+    # Without an admin nobody (but a superuser) could manage the tenant's members again. The
+    # caller holds the tenant's lock, so no other change can remove the other admin meanwhile.
+    if not _other_admins(membership).exists():
         raise ValidationError(
             "This is the tenant's last admin. Make someone else an admin first.",
             code="last_admin",

@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+# Imported for its side effect: django-q2's admins are registered before they are restricted
+# below, whatever the order of INSTALLED_APPS.
+import django_q.admin  # noqa: F401
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -25,7 +30,6 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from capi_destinations import access, destinations, dispatch, health, tokens
 from capi_destinations.models import (
-    AuditAction,
     AuditEntry,
     DeliveryAttempt,
     Destination,
@@ -223,7 +227,22 @@ class MembershipAdmin(TenantScopedAdmin):
     raw_id_fields = ["user"]
     role_to_change = Role.ADMIN
 
-    # A tenant keeps an admin here too: without one nobody but a superuser could manage it.
+    # Every change goes through access.py's member services, which lock the tenant and keep its
+    # last admin, as the members page does; the form's check above only makes the error early.
+    # A refusal found under the lock (someone else changed the members meanwhile) comes back as
+    # a message, with nothing saved.
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as error:
+            return self._refused(request, error, object_id)
+
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -233,7 +252,20 @@ class MembershipAdmin(TenantScopedAdmin):
             return HttpResponseRedirect(
                 reverse("admin:capi_destinations_membership_change", args=[membership.pk])
             )
-        return super().delete_view(request, object_id, extra_context)
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:
+            return self._refused(request, error, object_id)
+
+    def _refused(
+        self, request: HttpRequest, error: ValidationError, object_id: str | None
+    ) -> HttpResponse:
+        self.message_user(request, " ".join(error.messages), messages.ERROR)
+        if object_id and Membership.objects.filter(pk=object_id).exists():
+            return HttpResponseRedirect(
+                reverse("admin:capi_destinations_membership_change", args=[object_id])
+            )
+        return HttpResponseRedirect(reverse("admin:capi_destinations_membership_changelist"))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -242,28 +274,19 @@ class MembershipAdmin(TenantScopedAdmin):
             actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
         return actions
 
-    # Member changes made here are audited like those made on the members page.
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
-        previous_role = form.initial.get("role", "") if change else ""
-        super().save_model(request, obj, form, change)
         if not change:
-            access.audit_member_change(obj, AuditAction.MEMBER_ADDED, actor=request.user)
-        elif "role" in form.changed_data:
-            access.audit_member_change(
-                obj,
-                AuditAction.MEMBER_ROLE_CHANGED,
-                actor=request.user,
-                previous_role=previous_role,
+            access.save_new_membership(obj, actor=request.user)
+        else:
+            access.update_membership(
+                obj, user=obj.user, tenant=obj.tenant, role=obj.role, actor=request.user
             )
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        access.audit_member_change(obj, AuditAction.MEMBER_REMOVED, actor=request.user)
-        super().delete_model(request, obj)
+        access.remove_member(obj, actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        for membership in queryset.select_related("user"):
-            access.audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=request.user)
-        super().delete_queryset(request, queryset)
+        access.remove_members(queryset, actor=request.user)
 
 
 def _delete_keeping_an_admin(
@@ -279,7 +302,13 @@ def _delete_keeping_an_admin(
             messages.ERROR,
         )
         return None
-    return delete_selected(modeladmin, request, queryset)
+    try:
+        # One transaction: a refusal under the lock also undoes the admin's log entries.
+        with transaction.atomic():
+            return delete_selected(modeladmin, request, queryset)
+    except ValidationError as error:
+        modeladmin.message_user(request, " ".join(error.messages), messages.ERROR)
+        return None
 
 
 class RecentRowsFormSet(BaseInlineFormSet):
@@ -605,3 +634,51 @@ class AuditEntryAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "tenant", "destination_label", "action", "actor"]
     list_filter = ["action"]
     list_select_related = ["tenant", "actor"]
+
+
+# --- django-q2's own admin: superusers only -----------------------------------------------------
+# Its task, result and schedule pages show every tenant's task arguments (destination ids, whole
+# results) to any staff user with the model permission; they are not scoped by tenant, so only
+# superusers, who see every tenant anyway, may open them.
+
+
+class SuperusersOnlyAdminMixin:
+    """Every permission of a ModelAdmin also needs ``is_superuser``."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser and super().has_module_permission(request)  # type: ignore[misc]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_view_permission(request, obj)  # type: ignore[misc]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request, *args)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+def restrict_django_q_admin(site: admin.AdminSite = admin.site) -> list[str]:
+    """Re-register django-q2's model admins on ``site`` for superusers only; the models done."""
+    restricted = []
+    for model in apps.get_app_config("django_q").get_models():
+        if not site.is_registered(model):
+            continue
+        model_admin = type(site.get_model_admin(model))
+        if issubclass(model_admin, SuperusersOnlyAdminMixin):
+            continue
+        site.unregister(model)
+        site.register(
+            model,
+            type(
+                f"SuperusersOnly{model_admin.__name__}", (SuperusersOnlyAdminMixin, model_admin), {}
+            ),
+        )
+        restricted.append(model._meta.label)
+    return restricted
+
+
+restrict_django_q_admin()

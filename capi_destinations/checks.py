@@ -325,24 +325,29 @@ def _setting(key: str) -> str:
     return f"CAPI_DESTINATIONS['{key}']"
 
 
+_RATE_SETTINGS = ("INGEST_RATE_LIMIT", "INGEST_BROWSER_RATE_LIMIT", "INGEST_CLIENT_RATE_LIMIT")
+
+
 def _check_rate_limit() -> list[checks.CheckMessage]:
-    rate = app_settings.INGEST_RATE_LIMIT
-    if rate is None or rate == "":
-        return []
-    try:
-        if not isinstance(rate, str):
-            raise ImproperlyConfigured("a rate is text")
-        ratelimit.parse_rate(rate)
-    except ImproperlyConfigured:
-        return [
-            checks.Error(
-                f"{_setting('INGEST_RATE_LIMIT')} is {rate!r}, which is not a rate.",
-                hint="Write requests per period as a text such as '6000/m', '100/s', '50000/h' "
-                "or '10/5m' (s, m, h or d); None turns the ingest endpoint's limit off.",
-                id="capi_destinations.E007",
+    errors: list[checks.CheckMessage] = []
+    for key in _RATE_SETTINGS:
+        rate = getattr(app_settings, key)
+        if rate is None or rate == "":
+            continue
+        try:
+            if not isinstance(rate, str):
+                raise ImproperlyConfigured("a rate is text")
+            ratelimit.parse_rate(rate)
+        except ImproperlyConfigured:
+            errors.append(
+                checks.Error(
+                    f"{_setting(key)} is {rate!r}, which is not a rate.",
+                    hint="Write requests per period as a text such as '6000/m', '100/s', "
+                    "'50000/h' or '10/5m' (s, m, h or d); None turns this limit off.",
+                    id="capi_destinations.E007",
+                )
             )
-        ]
-    return []
+    return errors
 
 
 def _check_proxy_header() -> list[checks.CheckMessage]:

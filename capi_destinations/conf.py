@@ -75,10 +75,18 @@ DEFAULTS: dict[str, Any] = {
     # Largest body in bytes the ingest endpoint reads; bigger requests get 413. Django's own
     # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default) still applies on top of it.
     "INGEST_MAX_BODY_BYTES": 1_000_000,
-    # Requests per ingest key the endpoint accepts per second/minute/hour ("6000/m", "100/s",
-    # "50000/h"); more get 429. Counted in Django's cache, so share one cache (Redis, Memcached)
-    # between processes for the limit to hold across them. None turns the limit off.
+    # Rates the ingest endpoint accepts per second/minute/hour ("6000/m", "100/s", "50000/h");
+    # more get 429. Counted in Django's cache, so share one cache (Redis, Memcached) between
+    # processes for a limit to hold across them. None turns a limit off. Three budgets, so that
+    # nobody holding only the public key (any visitor, with any Origin) can spend the server's:
+    # server calls (with the ingest secret) per ingest key;
     "INGEST_RATE_LIMIT": "6000/m",
+    # browser calls that bring events, per ingest key, counted apart from the server's;
+    "INGEST_BROWSER_RATE_LIMIT": "6000/m",
+    # every call without the right secret (browser calls, empty or refused ones, wrong secrets),
+    # per client address (REMOTE_ADDR or TRUSTED_PROXY_HEADER), so one address that floods the
+    # endpoint runs out of its own budget.
+    "INGEST_CLIENT_RATE_LIMIT": "600/m",
     # Seconds a process remembers a destination found by its ingest key, sparing the database a
     # query per request; a changed key or origin list takes at most this long to apply.
     "INGEST_KEY_CACHE_SECONDS": 5,

@@ -32,8 +32,9 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import AutoField
 from django.db.models.base import ModelState
 from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, consent, counters, diagnostics, normalize
+from capi_destinations import clock, consent, counters, diagnostics, normalize, ratelimit
 from capi_destinations.conf import app_settings
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import Destination, Event, EventStatus
@@ -113,6 +114,8 @@ class TrackResult:
         }
 
 
+# Raw customer data (email, phone, names) is in this frame and every frame it calls.
+@sensitive_variables()
 def track(
     destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
 ) -> TrackResult:
@@ -120,6 +123,7 @@ def track(
     return track_many(destination, [event], request=request)[0]
 
 
+@sensitive_variables()
 def track_many(
     destination: Destination,
     events: Iterable[Mapping[str, Any]],
@@ -189,22 +193,11 @@ def _enrichment(request: HttpRequest | None) -> _Enrichment:
     if request is None:
         return _Enrichment()
     return _Enrichment(
-        ip=_client_ip(request),
+        ip=ratelimit.client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT") or None,
         fbp=request.COOKIES.get("_fbp") or None,
         fbc=request.COOKIES.get("_fbc") or None,
     )
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    # Only a header named in settings is trusted: anyone can send X-Forwarded-For, so reading it
-    # without a proxy of our own in front would let visitors choose their IP.
-    header = app_settings.TRUSTED_PROXY_HEADER
-    if header:
-        forwarded = str(request.META.get(header, "")).split(",", 1)[0].strip()
-        if forwarded:
-            return forwarded
-    return request.META.get("REMOTE_ADDR") or None
 
 
 class _Context:

@@ -7,10 +7,12 @@ token changes, whichever code path saves it; statuses are ``TextChoices``.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -116,6 +118,53 @@ def rebind_message(fields: Iterable[str]) -> str:
     )
 
 
+api_version_validator = RegexValidator(
+    r"^v[0-9]{1,3}\.[0-9]{1,3}\Z",
+    "Write a Graph API version as Meta does, for example “v26.0” (or leave it blank).",
+    code="api_version",
+)
+
+# A host name (letters, digits, hyphens between dots), an IPv4 address or a bracketed IPv6 one.
+_ORIGIN_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"|\[[0-9a-f:.]+\]"
+)
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` is not a browser origin (scheme://host[:port]), or None when it is."""
+    if origin in ("*", "null") or "*" in origin:
+        return "wildcards and “null” would let any page post events with the public key"
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return "not an address"
+    if parts.scheme not in ("http", "https"):
+        return "it must start with https:// (or http://)"
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    if "@" in parts.netloc or not _ORIGIN_HOST.fullmatch(host.lower()):
+        return "no host name after the scheme"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "an origin has no path: write https://shop.example.com, not a page address"
+    return None
+
+
+def validate_allowed_origins(value: str) -> None:
+    """Each line must be an origin: ``https://shop.example.com`` with an optional ``:port``."""
+    problems = [
+        f"“{line.strip()[:100]}”: {problem}"
+        for line in value.splitlines()
+        if line.strip() and (problem := _origin_problem(line.strip())) is not None
+    ]
+    if problems:
+        raise ValidationError(
+            "Write one origin per line, as scheme://host with an optional :port "
+            f"(https://shop.example.com). {'; '.join(problems)}.",
+            code="allowed_origins",
+        )
+
+
 def new_ingest_key() -> str:
     """A public, URL-safe key that names a destination in the ingest endpoint."""
     return "pk_" + secrets.token_urlsafe(24)
@@ -169,7 +218,11 @@ class Destination(models.Model):
         help_text="From Events Manager → Test Events. Remove it to go live.",
     )
     api_version = models.CharField(
-        "Graph API version", max_length=10, blank=True, help_text="Blank uses the app default."
+        "Graph API version",
+        max_length=10,
+        blank=True,
+        validators=[api_version_validator],
+        help_text="Blank uses the app default.",
     )
     default_country = models.CharField(
         max_length=2,
@@ -190,6 +243,7 @@ class Destination(models.Model):
     ingest_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
     allowed_origins = models.TextField(
         blank=True,
+        validators=[validate_allowed_origins],
         help_text="Browser origins allowed to post events with the public key, one per line "
         "(https://shop.example.com).",
     )

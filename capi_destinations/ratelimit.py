@@ -8,6 +8,7 @@ request, which is what an endpoint built for thousands of requests a second can 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,12 +16,15 @@ from functools import lru_cache
 
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 
 from capi_destinations import clock
+from capi_destinations.conf import app_settings
 
-__all__ = ["Rate", "RateLimitResult", "hit", "parse_rate"]
+__all__ = ["Rate", "RateLimitResult", "cache_key_part", "client_address", "hit", "parse_rate"]
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PLAIN_KEY_PART = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,120}")
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*")
 
 
@@ -61,7 +65,7 @@ def hit(scope: str, rate: Rate, *, now: datetime | None = None) -> RateLimitResu
     """Count one request against ``scope`` (for example an ingest key) in the current window."""
     moment = int((now or clock.now()).timestamp())
     window_start = moment - moment % rate.period
-    key = f"capi:rate:{scope}:{rate.period}:{window_start}"
+    key = f"capi:rate:{cache_key_part(scope)}:{rate.period}:{window_start}"
     # add() creates the counter only if absent, so concurrent first requests never reset it;
     # the timeout outlives the window a little so a late incr() still finds it.
     cache.add(key, 0, timeout=rate.period + 5)
@@ -73,3 +77,30 @@ def hit(scope: str, rate: Rate, *, now: datetime | None = None) -> RateLimitResu
         count = 1
     retry_after = window_start + rate.period - moment
     return RateLimitResult(allowed=count <= rate.limit, count=count, retry_after=retry_after)
+
+
+def cache_key_part(text: str) -> str:
+    """``text`` as part of a cache key every backend accepts (Memcached refuses spaces, control
+    characters and keys over 250 bytes): unchanged when it is short and plain, else a digest.
+
+    Scopes hold what clients send (an address from a proxy header, a username).
+    """
+    if _PLAIN_KEY_PART.fullmatch(text):
+        return text
+    return "sha256-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's IP address: from ``TRUSTED_PROXY_HEADER`` when set and present, else
+    ``REMOTE_ADDR``.
+
+    Only a header named in settings is trusted: anyone can send ``X-Forwarded-For``, so reading
+    it without a proxy of our own in front would let a client choose its address (and with it a
+    fresh rate-limit budget per request).
+    """
+    header = app_settings.TRUSTED_PROXY_HEADER
+    if header:
+        forwarded = str(request.META.get(header, "")).split(",", 1)[0].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR") or None

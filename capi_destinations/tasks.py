@@ -23,6 +23,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, counters, dispatch
 from capi_destinations.conf import app_settings
@@ -47,6 +48,8 @@ def _queued_key(destination_id: int | None) -> str:
     return f"capi_destinations:dispatch-queued:{destination_id or 'all'}"
 
 
+# Tokens are decrypted and events (customer data) read below this frame.
+@sensitive_variables()
 def dispatch_due(destination_id: int | None = None, linger_seconds: float = 0) -> dict[str, int]:
     """Task: one dispatch pass over every due destination, or only ``destination_id``.
 
@@ -168,6 +171,8 @@ def _delete_in_chunks(queryset: Any) -> int:
         deleted += per_model.get(model._meta.label, 0)
 
 
+# Tokens are decrypted and events (customer data) read below this frame.
+@sensitive_variables()
 def run_health_checks() -> int:
     """Task: check every destination's health; returns how many were checked."""
     from capi_destinations import health
@@ -175,6 +180,8 @@ def run_health_checks() -> int:
     return len(health.check_all_destinations())
 
 
+# Tokens are decrypted and events (customer data) read below this frame.
+@sensitive_variables()
 def run_health_check(destination_id: int) -> str | None:
     """Task: check one destination's health now; returns its status (None if it is gone)."""
     from capi_destinations import health

@@ -157,6 +157,11 @@ if REDIS_URL:
 CAPI_DESTINATIONS: dict[str, object] = {}
 if env.str("CAPI_GRAPH_API_BASE_URL", default=""):
     CAPI_DESTINATIONS["GRAPH_API_BASE_URL"] = env.str("CAPI_GRAPH_API_BASE_URL")
+# Behind a reverse proxy every request comes from the proxy: name the header it sets with the
+# client's address (as a request.META key, e.g. HTTP_X_REAL_IP) so rate limits and login
+# throttling count visitors apart.
+if env.str("CAPI_TRUSTED_PROXY_HEADER", default=""):
+    CAPI_DESTINATIONS["TRUSTED_PROXY_HEADER"] = env.str("CAPI_TRUSTED_PROXY_HEADER")
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -167,6 +172,10 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Error reports (the DEBUG page, mails to ADMINS) hide what views and functions mark sensitive
+# even with DEBUG on, for the whole demo site and not only the app's views.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "capi_destinations.security.AlwaysSafeExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,

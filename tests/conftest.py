@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from capi_destinations import clock as app_clock
 from capi_destinations import counters
@@ -31,6 +32,15 @@ def make_token(seed: str = "token") -> str:
     # Mix cases so it looks like a real token but stays letters and digits only.
     mixed = "".join(c.upper() if i % 3 == 0 else c for i, c in enumerate(body[:187]))
     return "EAA" + mixed
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: rate-limit and login counters of one test, counted
+    at the same frozen moment, must not spend the next test's budget."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.apps import apps
+from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
@@ -364,6 +366,49 @@ def test_member_changes_in_the_admin_are_audited(admin_client, admin_user, make_
     assert entries[1].detail == {"member": "bob", "role": "editor", "previous_role": "viewer"}
 
 
+def test_a_membership_given_to_another_user_in_the_admin_is_audited(
+    admin_client, admin_user, make_user, tenant
+):
+    # Issue 14: changing the membership's user was not audited at all.
+    membership = make_user(tenant, Role.EDITOR, username="bob").capi_memberships.get()
+    carol = make_user(username="carol")
+    response = admin_client.post(
+        change_url("membership", membership),
+        {"user": carol.pk, "tenant": tenant.pk, "role": "editor"},
+    )
+    assert response.status_code == 302
+
+    entries = AuditEntry.objects.filter(tenant=tenant).order_by("pk")
+    assert [(entry.action, entry.detail["member"], entry.actor) for entry in entries] == [
+        (AuditAction.MEMBER_REMOVED, "bob", admin_user),
+        (AuditAction.MEMBER_ADDED, "carol", admin_user),
+    ]
+
+
+def test_a_membership_moved_to_another_tenant_is_audited_in_both(
+    admin_client, admin_user, make_user, tenant, other_tenant
+):
+    # Issue 14: a move was audited as a role change, in the wrong tenant.
+    membership = make_user(tenant, Role.VIEWER, username="bob").capi_memberships.get()
+    response = admin_client.post(
+        change_url("membership", membership),
+        {"user": membership.user_id, "tenant": other_tenant.pk, "role": "editor"},
+    )
+    assert response.status_code == 302
+
+    old = AuditEntry.objects.get(tenant=tenant)
+    new = AuditEntry.objects.get(tenant=other_tenant)
+    assert (old.action, old.detail) == (
+        AuditAction.MEMBER_REMOVED,
+        {"member": "bob", "role": "viewer"},
+    )
+    assert (new.action, new.detail) == (
+        AuditAction.MEMBER_ADDED,
+        {"member": "bob", "role": "editor"},
+    )
+    assert old.actor == new.actor == admin_user
+
+
 def test_the_admin_never_leaves_a_tenant_without_an_admin(
     admin_client, make_user, tenant, other_tenant
 ):
@@ -613,3 +658,27 @@ def test_a_tenant_admin_manages_members_but_creates_no_tenants(
         reverse("admin:capi_destinations_tenant_add"), {"name": "Orphan", "slug": "orphan"}
     )
     assert add.status_code == 403
+
+
+# --- django-q2's admin (issue 14): superusers only ------------------------------------------
+
+
+def test_django_q_admin_is_for_superusers_only(client, make_user) -> None:
+    staff = make_user(username="staffer", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
+    client.force_login(staff)
+    models = [
+        model
+        for model in apps.get_app_config("django_q").get_models()
+        if admin.site.is_registered(model)
+    ]
+    assert models, "django-q2 registers its admins"
+    for model in models:
+        url = reverse(f"admin:django_q_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 403, url
+    assert "django_q" not in client.get(reverse("admin:index")).content.decode()
+
+    client.force_login(make_user(username="root", is_staff=True, is_superuser=True))
+    for model in models:
+        url = reverse(f"admin:django_q_{model._meta.model_name}_changelist")
+        assert client.get(url).status_code == 200, url

@@ -100,14 +100,19 @@ def check_ids(settings, **values) -> list[str]:
     )
 
 
+RATE_SETTINGS = ["INGEST_RATE_LIMIT", "INGEST_BROWSER_RATE_LIMIT", "INGEST_CLIENT_RATE_LIMIT"]
+
+
+@pytest.mark.parametrize("key", RATE_SETTINGS)
 @pytest.mark.parametrize("rate", ["6000/m", "100/s", "50000/h", "10/5m", None, ""])
-def test_a_readable_rate_limit_passes(settings, rate) -> None:
-    assert check_ids(settings, INGEST_RATE_LIMIT=rate) == []
+def test_a_readable_rate_limit_passes(settings, key, rate) -> None:
+    assert check_ids(settings, **{key: rate}) == []
 
 
+@pytest.mark.parametrize("key", RATE_SETTINGS)
 @pytest.mark.parametrize("rate", ["6000", "6000 per minute", "0/m", "-5/s", 100, ["6000/m"]])
-def test_an_unreadable_rate_limit_is_reported(settings, rate) -> None:
-    assert check_ids(settings, INGEST_RATE_LIMIT=rate) == ["capi_destinations.E007"]
+def test_an_unreadable_rate_limit_is_reported(settings, key, rate) -> None:
+    assert check_ids(settings, **{key: rate}) == ["capi_destinations.E007"]
 
 
 def test_the_rate_limit_check_names_the_expected_form(settings) -> None:

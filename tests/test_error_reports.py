@@ -10,6 +10,8 @@ show the frames (so the test looks at a real report) with their variables hidden
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -20,11 +22,13 @@ from typing import Any
 import pytest
 from django.core.signals import got_request_exception
 from django.test import Client, RequestFactory
+from django.test.signals import template_rendered
 from django.urls import reverse
 from django.views.debug import ExceptionReporter
 
 from capi_destinations import destinations, graph, health
-from capi_destinations.models import Destination, Role
+from capi_destinations.models import Destination, Event, Role
+from capi_destinations.signals import events_recorded
 from tests.conftest import make_token
 
 SECRET_TOKEN = make_token("error-report-secret")
@@ -305,3 +309,165 @@ def test_the_admin_destination_form(
         url = reverse("admin:capi_destinations_destination_change", args=[secret_destination.pk])
     response = client.post(url, fields)
     assert_one_clean_report(response, failed_requests, "changeform_view", "clean_access_token")
+
+
+# --- the ingest endpoint and the pages that show customer data (issue 14) ----------------------
+
+CUSTOMER_EMAIL = "jane.customer@example.com"
+CUSTOMER_PHONE = "(650) 555-0123"
+SHOP = "https://shop.example.com"
+
+
+def customer_forbidden(ingest_secret: str) -> dict[str, str]:
+    return {
+        "the ingest secret": ingest_secret,
+        "the customer's email": CUSTOMER_EMAIL,
+        "the customer's email, normalized": CUSTOMER_EMAIL.lower(),
+        "the customer's phone": CUSTOMER_PHONE,
+        "the customer's phone, digits": "6505550123",
+    }
+
+
+def assert_no_customer_data(report: Report, ingest_secret: str) -> None:
+    for label, secret in customer_forbidden(ingest_secret).items():
+        assert secret not in report.text, f"{label} appears in the text report"
+        assert secret not in report.html, f"{label} appears in the HTML report"
+
+
+@pytest.fixture
+def shop_destination(make_destination: Callable[..., Destination]) -> tuple[Destination, str]:
+    destination = make_destination(allowed_origins=SHOP)
+    secret = destination.set_ingest_secret()
+    destination.save()
+    return destination, secret
+
+
+def customer_event() -> dict[str, Any]:
+    return {
+        "event_name": "Purchase",
+        "event_id": "order-1",
+        "action_source": "website",
+        "event_source_url": f"{SHOP}/checkout",
+        "user_data": {
+            "email": CUSTOMER_EMAIL,
+            "phone": CUSTOMER_PHONE,
+            "country": "us",
+            "client_ip_address": "203.0.113.7",
+            "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        },
+        "custom_data": {"value": 20, "currency": "USD"},
+    }
+
+
+@pytest.fixture
+def failing_receiver() -> Iterator[None]:
+    """A host's receiver of ``events_recorded`` that fails: the request then fails inside
+    ``track_many``, with the events (raw email and phone) and the secret in the frames above."""
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the host's receiver failed")
+
+    events_recorded.connect(receiver, dispatch_uid="test_error_reports_failing")
+    yield
+    events_recorded.disconnect(dispatch_uid="test_error_reports_failing")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("caller", ["server", "browser"])
+def test_the_ingest_endpoint(
+    transactional_db, failed_requests, failing_receiver, shop_destination, settings, debug, caller
+) -> None:
+    # Even the DEBUG error page hides them: the app's views install a filter that is always on.
+    settings.DEBUG = debug
+    destination, secret = shop_destination
+    headers = (
+        {"HTTP_AUTHORIZATION": f"Bearer {secret}"} if caller == "server" else {"HTTP_ORIGIN": SHOP}
+    )
+    url = reverse("capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key})
+    response = Client(raise_request_exception=False).post(
+        url, data=json.dumps([customer_event()]), content_type="application/json", **headers
+    )
+    assert response.status_code == 500, response.content
+    assert len(failed_requests) == 1
+    assert_no_customer_data(failed_requests[0], secret)
+    failed_requests[0].assert_shows("ingest_events", "track_many")
+
+
+@pytest.fixture
+def failing_template() -> Iterator[Callable[[str], None]]:
+    """``failing_template(name)``: rendering that template fails, as a broken template would,
+    while the view's frame holds everything it passes to it."""
+    names: list[str] = []
+
+    def receiver(sender: Any, template: Any, **kwargs: Any) -> None:
+        if template.name in names:
+            raise RuntimeError(f"{template.name} failed")
+
+    template_rendered.connect(receiver, dispatch_uid="test_error_reports_template")
+    yield names.append
+    template_rendered.disconnect(dispatch_uid="test_error_reports_template")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_event_detail_page(
+    failed_requests, failing_template, editor_client, shop_destination, settings, debug
+) -> None:
+    destination, _ = shop_destination
+    Client().post(
+        reverse("capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key}),
+        data=json.dumps([customer_event()]),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {shop_destination[1]}",
+    )
+    settings.DEBUG = debug
+    failing_template("capi_destinations/event_detail.html")
+    url = reverse("capi_destinations:event_detail", kwargs={"code": destination.code})
+    response = editor_client.get(url, {"event_name": "Purchase", "event_id": "order-1"})
+
+    assert response.status_code == 500
+    (report,) = failed_requests
+    stored = Event.objects.get(event_id="order-1").payload["user_data"]
+    for personal in [stored["em"][0], stored["ph"][0], "203.0.113.7"]:
+        assert personal not in report.text
+        assert personal not in report.html
+    report.assert_shows("event_detail")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_regenerated_keys_page(
+    failed_requests, failing_template, editor_client, shop_destination, settings, debug
+) -> None:
+    destination, _ = shop_destination
+    settings.DEBUG = debug
+    failing_template("capi_destinations/keys_regenerated.html")
+    url = reverse("capi_destinations:regenerate_keys", kwargs={"code": destination.code})
+    response = editor_client.post(url)
+
+    assert response.status_code == 500
+    (report,) = failed_requests
+    new_secret_hash = Destination.objects.get(pk=destination.pk).ingest_secret_hash
+    assert new_secret_hash != destination.ingest_secret_hash
+    for text in (report.text, report.html):
+        assert not re.search(r"sk_[A-Za-z0-9_-]{20,}", text), "an ingest secret is in the report"
+    report.assert_shows("regenerate_keys")
+
+
+def test_the_test_event_button(
+    failed_requests, editor_client, secret_destination, settings
+) -> None:
+    configure(settings, GRAPH_CONNECT_TIMEOUT="soon")
+    url = reverse("capi_destinations:send_test_event", kwargs={"code": secret_destination.code})
+    response = editor_client.post(url)
+    assert_one_clean_report(response, failed_requests, "send_test_event", "_request")
+
+
+def test_track_many_called_by_a_host_view(
+    transactional_db, failing_receiver, shop_destination
+) -> None:
+    # A host's own view (not decorated) calls track_many: its frames still hide the events.
+    destination, secret = shop_destination
+    from capi_destinations.ingest import track_many
+
+    report = report_of_call(lambda: track_many(destination, [customer_event()]), RuntimeError)
+    assert_no_customer_data(report, secret)
+    report.assert_shows("track_many")

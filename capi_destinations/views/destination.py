@@ -166,6 +166,8 @@ def check_now(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
+# The token is decrypted below this frame to send the event.
+@sensitive_variables()
 @login_required
 @require_POST
 def send_test_event(request: HttpRequest, code: str) -> HttpResponse:

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET
 
 from capi_destinations import access, reports
@@ -57,6 +58,8 @@ def _diagnostics_of(event: Event) -> list[Diagnostic]:
     return sorted(found, key=lambda diagnostic: order.get(diagnostic.severity, 3))
 
 
+# The event's payload (hashed customer data, IP address, user agent) is in this frame.
+@sensitive_variables()
 @login_required
 @require_GET
 def event_detail(request: HttpRequest, code: str) -> HttpResponse:

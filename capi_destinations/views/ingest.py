@@ -7,7 +7,11 @@ one event, a list of events, or ``{"data": [...]}`` with up to 1000; the answer 
 result per event, or a JSON error ``{"error": {"code", "message"}}`` — never a 500.
 
 The view is thin and lean (it is built for thousands of requests a second): a cached lookup of
-the destination, a cache counter for the rate limit, then ``ingest.track_many``.
+the destination, cache counters for the rate limits, then ``ingest.track_many``. The public key
+proves nothing (anyone can read it and send any Origin), so the limits keep three budgets apart:
+the server's per key (``INGEST_RATE_LIMIT``), spent only by calls with the secret; the sender's
+address (``INGEST_CLIENT_RATE_LIMIT``), spent by every other call, empty or refused; and the
+browsers' per key (``INGEST_BROWSER_RATE_LIMIT``), spent only by browser calls that bring events.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import ratelimit
 from capi_destinations.conf import app_settings
@@ -76,6 +81,9 @@ post_delete.connect(
 )
 
 
+# The secret (Authorization), the body and the events with raw customer data are in this frame
+# and in every frame it calls; none of them belongs in an error report.
+@sensitive_variables()
 @csrf_exempt
 def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     """Record the events in the request body for the destination with ``ingest_key``."""
@@ -111,30 +119,26 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
         )
 
     authorization = request.META.get("HTTP_AUTHORIZATION")
+    if authorization is not None and _has_the_secret(destination, authorization):
+        # The destination's own server: only its calls spend the key's server budget.
+        limited = _over_rate(f"ingest:{ingest_key}", app_settings.INGEST_RATE_LIMIT, cors, "key")
+        if limited is not None:
+            return limited
+        return _record(request, destination, ingest_key, cors, from_browser=False)
+
+    # Anyone else: a browser, a forged Origin, a wrong secret. Each request costs the sender's
+    # address first, so a flood from one address runs out of its own budget, not the key's.
+    address = ratelimit.client_address(request) or "unknown"
+    limited = _over_rate(
+        f"ingest-client:{address}", app_settings.INGEST_CLIENT_RATE_LIMIT, cors, "address"
+    )
+    if limited is not None:
+        return limited
     if authorization is not None:
-        scheme, _, secret = authorization.strip().partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            return _error(
-                401,
-                "invalid_authorization",
-                "The Authorization header must be 'Bearer <ingest secret>'.",
-                headers={**cors, "WWW-Authenticate": "Bearer"},
-            )
-        if not destination.check_ingest_secret(secret):
-            return _error(
-                403,
-                "wrong_secret",
-                "The ingest secret is not this destination's. Regenerate it on the "
-                "destination's page if it was lost.",
-                headers=cors,
-            )
-        from_browser = False
-    elif cors:
-        from_browser = True
-    elif origin:
-        return _error(403, "origin_not_allowed", _origin_message(origin))
-    else:
+        return _refuse_authorization(authorization, cors)
+    if not cors:
+        if origin:
+            return _error(403, "origin_not_allowed", _origin_message(origin))
         return _error(
             401,
             "missing_credentials",
@@ -142,17 +146,57 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
             "from one of the destination's allowed origins.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return _record(request, destination, ingest_key, cors, from_browser=True)
 
-    limited = _rate_limited(ingest_key, cors)
-    if limited is not None:
-        return limited
 
+@sensitive_variables()
+def _has_the_secret(destination: Destination, authorization: str) -> bool:
+    scheme, _, secret = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and destination.check_ingest_secret(secret.strip())
+
+
+@sensitive_variables()
+def _refuse_authorization(authorization: str, cors: dict[str, str]) -> HttpResponse:
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return _error(
+            401,
+            "invalid_authorization",
+            "The Authorization header must be 'Bearer <ingest secret>'.",
+            headers={**cors, "WWW-Authenticate": "Bearer"},
+        )
+    return _error(
+        403,
+        "wrong_secret",
+        "The ingest secret is not this destination's. Regenerate it on the "
+        "destination's page if it was lost.",
+        headers=cors,
+    )
+
+
+@sensitive_variables()
+def _record(
+    request: HttpRequest,
+    destination: Destination,
+    ingest_key: str,
+    cors: dict[str, str],
+    *,
+    from_browser: bool,
+) -> HttpResponse:
     body = _read_body(request, cors)
     if isinstance(body, HttpResponse):
         return body
     events = _parse_events(body, cors)
     if isinstance(events, HttpResponse):
         return events
+    if from_browser and events:
+        # Counted only once a browser call brings events: an empty or refused body has cost its
+        # sender's address already and costs the destination nothing.
+        limited = _over_rate(
+            f"ingest-browser:{ingest_key}", app_settings.INGEST_BROWSER_RATE_LIMIT, cors, "key"
+        )
+        if limited is not None:
+            return limited
 
     # Only a browser's own request describes the visitor; a server's request describes the
     # server, whose IP and user agent must not be taken for the customer's.
@@ -187,19 +231,26 @@ def _origin_message(origin: str | None) -> str:
     )
 
 
-def _rate_limited(ingest_key: str, cors: dict[str, str]) -> HttpResponse | None:
-    setting = app_settings.INGEST_RATE_LIMIT
+def _over_rate(
+    scope: str, setting: str | None, cors: dict[str, str], counted_per: str
+) -> HttpResponse | None:
+    """A 429 when ``scope`` is over the rate ``setting`` (None or "" turns it off), else None."""
     if not setting:
         return None
     rate = ratelimit.parse_rate(setting)
-    result = ratelimit.hit(f"ingest:{ingest_key}", rate)
+    result = ratelimit.hit(scope, rate)
     if result.allowed:
         return None
+    advice = (
+        "or send events in batches ({'data': [...]})"
+        if counted_per == "key"
+        else "and send only requests that carry events"
+    )
     return _error(
         429,
         "rate_limited",
-        f"More than {rate.limit} requests in {rate.period} seconds for this key; try again in "
-        f"{result.retry_after} seconds, or send events in batches ({{'data': [...]}}).",
+        f"More than {rate.limit} requests in {rate.period} seconds for this {counted_per}; try "
+        f"again in {result.retry_after} seconds, {advice}.",
         headers={**cors, "Retry-After": str(max(1, result.retry_after))},
     )
 

@@ -23,7 +23,7 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -40,6 +40,7 @@ from capi_destinations.models import (
     Role,
     Tenant,
 )
+from capi_destinations.views.common import refuse_nul_characters
 
 HEALTH_COLOURS = {"healthy": "#15803d", "unhealthy": "#b91c1c", "unknown": "#6b7280"}
 
@@ -75,6 +76,19 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     tenant_path = "tenant_id"
     role_to_change: str = Role.EDITOR
+
+    def get_urls(self) -> list[URLPattern]:
+        # The admin's list filters put query values straight into the queryset (a NUL there
+        # is a 500 on PostgreSQL): its pages refuse NUL characters as the app's own pages do.
+        return [
+            URLPattern(
+                pattern.pattern,
+                refuse_nul_characters(pattern.callback),
+                pattern.default_args,
+                pattern.name,
+            )
+            for pattern in super().get_urls()
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)

@@ -106,6 +106,8 @@ _MAX_CUSTOM_EVENT_NAME = 50
 # Unix seconds above this (year 5138) are almost certainly milliseconds sent by mistake.
 _MILLISECONDS_THRESHOLD = 100_000_000_000
 _META_INVALID_PARAMETER = 100
+# Meta reads whole numbers (quantities, counts) as signed 64-bit integers.
+_INT64_MAX = 2**63 - 1
 _SUBCODE_TOO_OLD = 2804003
 _SUBCODE_CUSTOMER_INFO = 2804050
 
@@ -520,6 +522,9 @@ def _check_event_time(value: Any, present: bool, now: datetime, found: list[Diag
                 "Pass a timezone-aware datetime (django.utils.timezone.now()) or Unix seconds.",
             )
         )
+    if _number_out_of_range(value):
+        found.append(_out_of_range("event_time", "1700000000 (Unix seconds)"))
+        return
     seconds = _event_time_seconds(value)
     if seconds is None:
         found.append(
@@ -778,6 +783,8 @@ def _check_custom_data(value: Any, event_name: str | None, found: list[Diagnosti
         value = None
     custom_data: Mapping[str, Any] = value or {}
     _check_value(custom_data, is_purchase, found)
+    if _number_out_of_range(custom_data.get("predicted_ltv")):
+        found.append(_out_of_range("custom_data.predicted_ltv", "250.0"))
     _check_currency(custom_data, is_purchase, found)
     if "contents" in custom_data:
         _check_contents(custom_data["contents"], found)
@@ -795,7 +802,9 @@ def _check_custom_data(value: Any, event_name: str | None, found: list[Diagnosti
             )
         )
     num_items = custom_data.get("num_items")
-    if num_items is not None and (isinstance(num_items, bool) or not isinstance(num_items, int)):
+    if _whole_number_out_of_range(num_items):
+        found.append(_out_of_range("custom_data.num_items", "3"))
+    elif num_items is not None and (isinstance(num_items, bool) or not isinstance(num_items, int)):
         found.append(
             _warning(
                 "invalid_num_items",
@@ -823,6 +832,9 @@ def _check_value(
                     meta_code=_META_INVALID_PARAMETER,
                 )
             )
+        return
+    if _number_out_of_range(amount):
+        found.append(_out_of_range("custom_data.value", "1234.50"))
         return
     if isinstance(amount, int | float) and not isinstance(amount, bool):
         number = float(amount)
@@ -959,7 +971,9 @@ def _check_contents(contents: Any, found: list[Diagnostic]) -> None:
                 )
             )
         quantity = item.get("quantity")
-        if quantity is None:
+        if _whole_number_out_of_range(quantity):
+            found.append(_out_of_range(f"{path}.quantity", "2"))
+        elif quantity is None:
             found.append(
                 _warning(
                     "missing_quantity",
@@ -979,7 +993,9 @@ def _check_contents(contents: Any, found: list[Diagnostic]) -> None:
                 )
             )
         price = item.get("item_price")
-        if price is not None and (
+        if _number_out_of_range(price):
+            found.append(_out_of_range(f"{path}.item_price", "19.99"))
+        elif price is not None and (
             isinstance(price, bool)
             or not isinstance(price, int | float)
             or not math.isfinite(price)
@@ -993,6 +1009,51 @@ def _check_contents(contents: Any, found: list[Diagnostic]) -> None:
                     meta_code=_META_INVALID_PARAMETER,
                 )
             )
+
+
+def _number_out_of_range(value: Any) -> bool:
+    """Whether ``value`` is a number (or a number written as text) that no 64-bit float holds.
+
+    JSON has no limit on numbers: a 400-digit integer, ``1e400`` (which Python reads as
+    infinity) and their strings are all valid input, and none of them is an amount, a price or
+    a time Meta can take. NaN is not counted here: it is not a number at all, and the checks
+    of each field already say so.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            return True
+        return False
+    if isinstance(value, float):
+        return math.isinf(value)
+    if isinstance(value, str) and len(value) < 100_000:
+        try:
+            return math.isinf(float(value.strip()))
+        except ValueError:
+            return False
+    return False
+
+
+def _whole_number_out_of_range(value: Any) -> bool:
+    """Whether ``value`` is an integer Meta cannot read (beyond 64 bits), or out of range at all."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -_INT64_MAX - 1 <= value <= _INT64_MAX
+    return _number_out_of_range(value)
+
+
+def _out_of_range(field: str, example: str) -> Diagnostic:
+    return _error(
+        "number_out_of_range",
+        field,
+        f"{field} is a number too large to send (Meta reads it as a 64-bit number, and this "
+        "one has no such form: a huge integer, or something like 1e400).",
+        f"Send {field} as a plain number of ordinary size, e.g. {example}; check what fills "
+        "it (a unit mix-up, or an ID or timestamp in the wrong field).",
+        meta_code=_META_INVALID_PARAMETER,
+    )
 
 
 def _check_other_keys(event: Mapping[str, Any], found: list[Diagnostic]) -> None:

@@ -243,6 +243,48 @@ def _prepare(raw: Any, index: int, context: _Context) -> _Prepared:
         # A lone UTF-16 surrogate (valid in JSON escapes, not in UTF-8) cannot be hashed or
         # stored; the event is read again with such characters replaced.
         return _prepare_event(_json_safe(raw), index, context)
+    except ValueError:
+        # An integer too long for Python to write as text (over sys.get_int_max_str_digits(),
+        # 4300 digits by default) has no JSON form; only track() can be handed one. It is read
+        # again as the infinity it approaches, so each numeric field's check rejects it by the
+        # same rule as 1e400, and elsewhere it is stored as null.
+        unwritable = _without_unwritable_integers(raw)
+        if unwritable is raw:
+            raise
+        return _prepare(unwritable, index, context)
+
+
+def _without_unwritable_integers(value: Any, depth: int = 0) -> Any:
+    """``value`` with every integer that cannot become text replaced by ±infinity.
+
+    Returns ``value`` itself (the same object) when it holds no such integer.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            str(value)
+        except ValueError:
+            return math.inf if value > 0 else -math.inf
+        return value
+    if depth > 64:
+        return value
+    if isinstance(value, Mapping):
+        pairs = [
+            (
+                _without_unwritable_integers(key, depth + 1),
+                _without_unwritable_integers(item, depth + 1),
+            )
+            for key, item in value.items()
+        ]
+        changed = any(
+            new_key is not key or new_item is not item
+            for (new_key, new_item), (key, item) in zip(pairs, value.items(), strict=True)
+        )
+        return dict(pairs) if changed else value
+    if isinstance(value, list | tuple | set | frozenset):
+        listed = [_without_unwritable_integers(item, depth + 1) for item in value]
+        changed = any(new is not old for new, old in zip(listed, value, strict=True))
+        return listed if changed else value
+    return value
 
 
 def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
@@ -444,8 +486,10 @@ def _plain_numbers(event: dict[str, Any]) -> None:
 
 
 def _decimal_to_float(value: Decimal) -> float | str:
-    # A non-finite Decimal stays text so diagnose reports it as not a number.
-    return float(value) if value.is_finite() else str(value)
+    # A Decimal with no finite float (NaN, Infinity, or 1E+400, which float() makes infinite)
+    # stays text, kept as given, so diagnose reports it as not a number or out of range.
+    number = float(value) if value.is_finite() else math.nan
+    return number if math.isfinite(number) else str(value)
 
 
 def _meta_custom_data(custom_data: Mapping[str, Any]) -> dict[str, Any]:
@@ -587,7 +631,13 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
         return None
     if isinstance(value, str):
         return _storable_text(value)
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        try:
+            str(value)
+        except ValueError:  # more digits than Python writes as text: no JSON form
+            return None
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -599,7 +649,8 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_safe(item, depth + 1) for item in value]
     if isinstance(value, Decimal):
-        return float(value) if value.is_finite() else None
+        number = float(value) if value.is_finite() else math.nan
+        return number if math.isfinite(number) else str(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     return _storable_text(str(value))

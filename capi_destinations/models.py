@@ -7,6 +7,7 @@ token changes, whichever code path saves it; statuses are ``TextChoices``.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import uuid
@@ -23,6 +24,20 @@ from fernet_fields import EncryptedTextField
 
 from capi_destinations import clock, tokens
 from capi_destinations.conf import app_settings
+
+
+class StrictJSONEncoder(json.JSONEncoder):
+    """JSON and nothing else: NaN and ±Infinity are refused with ``ValueError``.
+
+    Python writes them as ``NaN``/``Infinity``, which is not JSON: PostgreSQL's jsonb refuses
+    them, some SQLite versions keep them, and the dispatcher would send such a payload to Meta
+    as it is stored. An event's JSON columns refuse them on every database alike, before
+    anything is written.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_nan"] = False
+        super().__init__(*args, **kwargs)
 
 
 class Tenant(models.Model):
@@ -474,10 +489,10 @@ class Event(models.Model):
     event_time = models.DateTimeField()
     action_source = models.CharField(max_length=32, blank=True)
     # The Meta-ready server event as it will be sent (user_data hashed where Meta hashes).
-    payload = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict, encoder=StrictJSONEncoder)
     # SHA-256 of the canonical payload: tells a retry from an event_id reused for another event.
     payload_hash = models.CharField(max_length=64, blank=True)
-    consent = models.JSONField(null=True, blank=True)
+    consent = models.JSONField(null=True, blank=True, encoder=StrictJSONEncoder)
     status = models.CharField(
         max_length=10, choices=EventStatus.choices, default=EventStatus.PENDING
     )
@@ -486,7 +501,7 @@ class Event(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    diagnostics = models.JSONField(default=list, blank=True)
+    diagnostics = models.JSONField(default=list, blank=True, encoder=StrictJSONEncoder)
     match_quality = models.FloatField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The request that delivered the event. The delivering UPDATE sets it, instead of a row per

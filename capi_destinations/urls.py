@@ -7,6 +7,9 @@ and customer data even with ``DEBUG`` on, and a Content-Security-Policy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from django.http import HttpResponse
 from django.urls import URLPattern, URLResolver, path
 
 from capi_destinations.security import secure_view
@@ -16,75 +19,60 @@ from capi_destinations.views import ingest as ingest_views
 from capi_destinations.views import members as member_views
 from capi_destinations.views import overview as overview_views
 from capi_destinations.views import setup as setup_views
+from capi_destinations.views.common import refuse_nul_characters
 
 app_name = "capi_destinations"
 
+
+def _page(route: str, view: Callable[..., HttpResponse], name: str) -> URLPattern:
+    """A page's URL pattern: ``secure_view`` around a view that refuses NUL characters first."""
+    return path(route, secure_view(refuse_nul_characters(view)), name=name)
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
+    # The ingest endpoint is not wrapped: it refuses any key but [A-Za-z0-9_-] itself (with its
+    # own JSON 404), reads neither the query nor a form, and cleans NULs out of the JSON it reads.
     path(
         "v1/destinations/<str:ingest_key>/events",
         secure_view(ingest_views.ingest_events),
         name="ingest_events",
     ),
     # Pages.
-    path("", secure_view(overview_views.overview), name="overview"),
-    path(
-        "t/<slug:tenant_slug>/new/",
-        secure_view(setup_views.destination_add),
-        name="destination_add",
-    ),
-    path(
+    _page("", overview_views.overview, name="overview"),
+    _page("t/<slug:tenant_slug>/new/", setup_views.destination_add, name="destination_add"),
+    _page(
         "t/<slug:tenant_slug>/check-token/",
-        secure_view(setup_views.tenant_token_check),
+        setup_views.tenant_token_check,
         name="tenant_token_check",
     ),
-    path("t/<slug:tenant_slug>/members/", secure_view(member_views.members), name="members"),
-    path(
+    _page("t/<slug:tenant_slug>/members/", member_views.members, name="members"),
+    _page(
         "t/<slug:tenant_slug>/members/<str:username>/role/",
-        secure_view(member_views.member_role),
+        member_views.member_role,
         name="member_role",
     ),
-    path(
+    _page(
         "t/<slug:tenant_slug>/members/<str:username>/remove/",
-        secure_view(member_views.member_remove),
+        member_views.member_remove,
         name="member_remove",
     ),
-    path("d/<uuid:code>/", secure_view(destination_views.destination_detail), name="destination"),
-    path(
-        "d/<uuid:code>/card/", secure_view(overview_views.destination_card), name="destination_card"
-    ),
-    path("d/<uuid:code>/health/", secure_view(destination_views.health_card), name="health_card"),
-    path(
-        "d/<uuid:code>/deliveries/",
-        secure_view(destination_views.delivery_card),
-        name="delivery_card",
-    ),
-    path("d/<uuid:code>/check/", secure_view(destination_views.check_now), name="check_now"),
-    path(
-        "d/<uuid:code>/test-event/",
-        secure_view(destination_views.send_test_event),
-        name="send_test_event",
-    ),
-    path("d/<uuid:code>/redeliver/", secure_view(destination_views.redeliver), name="redeliver"),
-    path("d/<uuid:code>/enabled/", secure_view(destination_views.set_enabled), name="set_enabled"),
-    path(
-        "d/<uuid:code>/keys/",
-        secure_view(destination_views.regenerate_keys),
-        name="regenerate_keys",
-    ),
-    path("d/<uuid:code>/edit/", secure_view(setup_views.destination_edit), name="destination_edit"),
-    path("d/<uuid:code>/token/", secure_view(setup_views.replace_token), name="replace_token"),
-    path(
+    _page("d/<uuid:code>/", destination_views.destination_detail, name="destination"),
+    _page("d/<uuid:code>/card/", overview_views.destination_card, name="destination_card"),
+    _page("d/<uuid:code>/health/", destination_views.health_card, name="health_card"),
+    _page("d/<uuid:code>/deliveries/", destination_views.delivery_card, name="delivery_card"),
+    _page("d/<uuid:code>/check/", destination_views.check_now, name="check_now"),
+    _page("d/<uuid:code>/test-event/", destination_views.send_test_event, name="send_test_event"),
+    _page("d/<uuid:code>/redeliver/", destination_views.redeliver, name="redeliver"),
+    _page("d/<uuid:code>/enabled/", destination_views.set_enabled, name="set_enabled"),
+    _page("d/<uuid:code>/keys/", destination_views.regenerate_keys, name="regenerate_keys"),
+    _page("d/<uuid:code>/edit/", setup_views.destination_edit, name="destination_edit"),
+    _page("d/<uuid:code>/token/", setup_views.replace_token, name="replace_token"),
+    _page(
         "d/<uuid:code>/check-token/",
-        secure_view(setup_views.destination_token_check),
+        setup_views.destination_token_check,
         name="destination_token_check",
     ),
-    path(
-        "d/<uuid:code>/delete/",
-        secure_view(setup_views.destination_delete),
-        name="destination_delete",
-    ),
-    path("d/<uuid:code>/events/", secure_view(event_views.event_log), name="event_log"),
-    path(
-        "d/<uuid:code>/events/detail/", secure_view(event_views.event_detail), name="event_detail"
-    ),
+    _page("d/<uuid:code>/delete/", setup_views.destination_delete, name="destination_delete"),
+    _page("d/<uuid:code>/events/", event_views.event_log, name="event_log"),
+    _page("d/<uuid:code>/events/detail/", event_views.event_detail, name="event_detail"),
 ]

@@ -30,10 +30,12 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capi_destinations import destinations, tokens
+from capi_destinations import destinations, dispatch, tokens
+from capi_destinations.diagnostics import SERVER_EVENT_KEYS
 from capi_destinations.forms import DestinationForm, ReplaceTokenForm
 from capi_destinations.ingest import DUPLICATE, track, track_many
 from capi_destinations.models import Destination, Event, EventStatus, Role, Tenant
+from capi_destinations.user_data_keys import ALIASES, CLEAR_KEYS, HASHED_KEYS
 from tests.conftest import make_token
 
 BAD_INPUT = settings(
@@ -608,6 +610,11 @@ def test_posting_anything_to_the_setup_pages_never_causes_a_500(
     add = editor_client.post(
         reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug}), data
     )
+    if _has_nul(data):
+        # Refused before any view runs (refuse_nul_characters): no database stores NUL.
+        assert add.status_code == 400
+        assert Destination.objects.count() == before
+        return
     assert add.status_code == 200
     created = Destination.objects.count() - before
     assert created in (0, 1)
@@ -619,6 +626,13 @@ def test_posting_anything_to_the_setup_pages_never_causes_a_500(
         HTTP_HX_REQUEST="true",
     )
     assert check.status_code == 200
+
+
+def _has_nul(data: dict[str, Any]) -> bool:
+    values = [
+        item for value in data.values() for item in (value if isinstance(value, list) else [value])
+    ]
+    return any("\x00" in str(item) for item in [*data, *values])
 
 
 def _flat(data: dict[str, Any]) -> dict[str, Any]:
@@ -676,3 +690,334 @@ def test_the_token_form_and_live_check_never_raise_or_repeat_the_token(
     if len(value.strip()) >= 12:
         assert value.strip() not in result.message
         assert value.strip() not in str(form.errors)
+
+
+# --- any JSON number at any position of the whole event schema -------------------------------
+#
+# The strategies above keep numbers to the sizes the code expects. JSON has no such limit, and
+# neither do callers of track(): these generate whole events over every key of Meta's schema
+# where any position may hold any JSON value, with unbounded integers, 1e400 (which Python's
+# json reads as infinity), negative zero, integers too long for Python to read, and the same
+# numbers written as strings.
+
+
+class RawNumber(str):
+    """A JSON number literal sent as it is written (Python cannot hold it as a float or int)."""
+
+
+# Integers past sys.get_int_max_str_digits() (4300): json.loads refuses to read them by default.
+TOO_MANY_DIGITS = [RawNumber("9" * 4301), RawNumber("-" + "1" * 5000)]
+number_literals = st.sampled_from(
+    [
+        RawNumber("1e400"),
+        RawNumber("-1e400"),
+        RawNumber("1E+400"),
+        RawNumber("1e-400"),
+        RawNumber("-0"),
+        RawNumber("-0.0"),
+        RawNumber("0e0"),
+        RawNumber("1" + "0" * 401),
+        *TOO_MANY_DIGITS,
+    ]
+)
+numbers_as_text = st.sampled_from(
+    ["1e400", "-1e400", "-0.0", "-0", str(10**401), "9" * 5000, "NaN", "Infinity", "0x10"]
+)
+unbounded_integers = (
+    st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 2)
+    | st.builds(
+        lambda digits, sign: sign * 10**digits, st.integers(300, 4200), st.sampled_from([1, -1])
+    )
+)
+# What json.loads gives for a JSON number (no NaN: a JSON body cannot carry it).
+http_numbers = (
+    unbounded_integers
+    | st.floats(allow_nan=False)
+    | st.just(-0.0)
+    | number_literals
+    | numbers_as_text
+)
+
+
+class HugeInt(int):
+    """An integer past Python's limit for writing integers as text, shown by its size only.
+
+    (Hypothesis prints the values it draws, and ``repr`` of such an integer raises.)
+    """
+
+    __str__ = int.__repr__
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.bit_length()} bits>"
+
+
+# What a Python caller of track() can pass: all of the above, NaN, and integers JSON cannot
+# write at all.
+python_numbers = (
+    unbounded_integers
+    | st.floats()
+    | st.just(-0.0)
+    | numbers_as_text
+    | st.sampled_from(
+        [HugeInt(10**5000), HugeInt(-(10**4400)), Decimal("1E+400"), Decimal("NaN"), Decimal("-0")]
+    )
+)
+# Text that survives a JSON round trip: NUL and lone surrogates included (\u escapes).
+json_text = st.sampled_from(NASTY_STRINGS) | st.text(max_size=20) | numbers_as_text
+
+
+def arbitrary_json(numbers: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    scalars = st.none() | st.booleans() | numbers | json_text
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(json_text, children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+
+
+USER_DATA_SCHEMA_KEYS = [*HASHED_KEYS, *CLEAR_KEYS, *ALIASES]
+CUSTOM_DATA_SCHEMA_KEYS = [
+    "value",
+    "currency",
+    "predicted_ltv",
+    "num_items",
+    "contents",
+    "content_ids",
+    "content_name",
+    "content_type",
+    "content_category",
+    "order_id",
+    "search_string",
+    "status",
+    "delivery_category",
+]
+CONTENT_KEYS = ["id", "quantity", "item_price", "delivery_category", "title", "brand"]
+APP_DATA_KEYS = [
+    "advertiser_tracking_enabled",
+    "application_tracking_enabled",
+    "extinfo",
+    "campaign_ids",
+    "install_referrer",
+    "installer_package",
+    "url_schemes",
+    "windows_attribution_id",
+]
+
+
+def whole_events(numbers: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Events over every key of the schema; every position may hold any JSON value instead."""
+    anything = arbitrary_json(numbers)
+
+    def shaped(keys: list[str], value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.dictionaries(st.sampled_from(keys) | json_text, value, max_size=6) | anything
+
+    contents = st.lists(shaped(CONTENT_KEYS, numbers | anything), max_size=3) | anything
+    custom = shaped(
+        CUSTOM_DATA_SCHEMA_KEYS,
+        numbers | st.sampled_from(["USD", "EUR", "usd"]) | contents | anything,
+    )
+    user = shaped(
+        USER_DATA_SCHEMA_KEYS,
+        st.sampled_from(["jane@example.com", "+1 650 555 0100", "19900101", "fb.1.1.x"])
+        | numbers
+        | st.lists(numbers | json_text, max_size=3)
+        | anything,
+    )
+    app = shaped(APP_DATA_KEYS, st.lists(numbers | json_text, max_size=16) | anything)
+    original = shaped(["event_name", "event_time"], numbers | anything)
+    schema: dict[str, st.SearchStrategy[Any]] = {
+        "event_name": st.sampled_from(["Purchase", "Lead"]) | anything,
+        "event_id": st.uuids().map(str) | numbers | anything,
+        "event_time": st.just(now_seconds) | numbers | anything,
+        "action_source": st.sampled_from(["website", "app", "system_generated"]) | anything,
+        "event_source_url": st.just("https://shop.example.com/?fbclid=IwAR0abc") | anything,
+        "user_data": user,
+        "custom_data": custom,
+        "app_data": app,
+        "original_event_data": original,
+        "consent": shaped(["ad_storage", "ad_user_data", "region"], anything),
+    }
+    for key in SERVER_EVENT_KEYS:
+        schema.setdefault(key, anything)
+    known = st.fixed_dictionaries({}, optional=schema)
+    unknown = st.dictionaries(json_text, anything, max_size=2)
+    return st.builds(lambda extra, event: {**extra, **event}, unknown, known)
+
+
+def json_body(value: Any) -> str:
+    """``value`` as JSON text, writing RawNumber literals and infinities as big literals."""
+    if isinstance(value, RawNumber):
+        return str(value)
+    if isinstance(value, float) and math.isinf(value):
+        return "1e400" if value > 0 else "-1e400"
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(f"{json.dumps(str(k))}:{json_body(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ",".join(json_body(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+WHOLE_SCHEMA = settings(BAD_INPUT, max_examples=60)
+
+
+@WHOLE_SCHEMA
+@given(batch=st.lists(whole_events(http_numbers), min_size=1, max_size=4))
+def test_any_json_at_any_position_of_the_schema_is_accepted_event_by_event(
+    endpoint: Endpoint, batch: list[dict[str, Any]]
+) -> None:
+    # Every body here is valid JSON holding a list of objects: the request is never refused
+    # whole (that would refuse the good events with the bad), each event gets its own status.
+    response = check_answer(endpoint, json_body({"data": batch}).encode(), len(batch))
+    assert response.status_code == 202, response.json()
+
+
+@WHOLE_SCHEMA
+@given(event=whole_events(python_numbers))
+def test_track_takes_any_number_at_any_position_of_the_schema(
+    tracked_destination: Destination, event: dict[str, Any]
+) -> None:
+    rows = Event.objects.filter(destination=tracked_destination)
+    before = set(rows.values_list("pk", flat=True))
+    result = track(tracked_destination, event)
+    assert result.status in RESULT_STATUSES
+    if result.status == "rejected":
+        assert result.event.status_reason.startswith("Not sent: ")
+    assert set(rows.values_list("pk", flat=True)) == before | {result.event.pk}
+    assert_whole_rows(tracked_destination)
+
+
+def purchase(event_id: str, now: int, **custom: Any) -> dict[str, Any]:
+    return {
+        "event_name": "Purchase",
+        "event_id": event_id,
+        "event_time": now,
+        "action_source": "website",
+        "event_source_url": "https://shop.example.com/",
+        "user_data": {"em": "jane@example.com", "client_user_agent": "UA"},
+        "custom_data": {"value": 10, "currency": "EUR", **custom},
+    }
+
+
+def out_of_range_fields(diagnostics: list[dict[str, Any]]) -> set[str]:
+    return {item["field"] for item in diagnostics if item["code"] == "number_out_of_range"}
+
+
+def test_one_401_digit_value_refuses_that_event_only_every_time(endpoint: Endpoint) -> None:
+    batch = [purchase(f"good-{index}", now_seconds) for index in range(999)]
+    batch.insert(500, purchase("huge", now_seconds, value=RawNumber("9" * 401)))
+    body = json_body({"data": batch})
+    for attempt in range(2):
+        response = endpoint.post(body.encode())
+        assert response.status_code == 202
+        results = response.json()["events"]
+        assert len(results) == 1000
+        bad = results[500]
+        assert bad["status"] == ("rejected" if attempt == 0 else "duplicate")
+        others = [result["status"] for index, result in enumerate(results) if index != 500]
+        assert set(others) == ({"stored"} if attempt == 0 else {"duplicate"})
+    row = Event.objects.get(destination=endpoint.destination, event_id="huge")
+    assert row.status == EventStatus.REJECTED
+    assert out_of_range_fields(row.diagnostics) == {"custom_data.value"}
+    assert "custom_data.value" in row.status_reason
+    # Nothing lost: the stored payload holds the number as sent.
+    assert row.payload["custom_data"]["value"] == int("9" * 401)
+    assert Event.objects.filter(status=EventStatus.PENDING).count() == 999
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [
+        ("value", "1e400"),
+        ("value", "-" + "9" * 401),
+        ("value", '"1e400"'),
+        ("predicted_ltv", "1e400"),
+        ("predicted_ltv", "9" * 5000),
+        ("num_items", "9" * 20),
+        ("num_items", "1e400"),
+    ],
+)
+def test_an_out_of_range_number_names_its_field(
+    endpoint: Endpoint, field: str, literal: str
+) -> None:
+    body = json_body(purchase("e1", now_seconds, **{field: RawNumber(literal)}))
+    response = check_answer(endpoint, body.encode(), 1)
+    assert response.status_code == 202
+    result = response.json()["events"][0]
+    assert result["status"] == "rejected"
+    assert out_of_range_fields(result["diagnostics"]) == {f"custom_data.{field}"}
+    finding = next(item for item in result["diagnostics"] if item["code"] == "number_out_of_range")
+    assert finding["fix"].startswith(f"Send custom_data.{field} as a plain number")
+    # The number is kept as sent (as text where JSON's reader has no value for it).
+    stored = Event.objects.get(event_id="e1").payload["custom_data"][field]
+    assert str(stored).lstrip("-")[:1] in ("1", "9")
+
+
+@pytest.mark.parametrize("where", ["quantity", "item_price"])
+@pytest.mark.parametrize("literal", ["1e400", "9" * 401, "-" + "9" * 401])
+def test_out_of_range_numbers_in_contents_name_the_line_item(
+    endpoint: Endpoint, where: str, literal: str
+) -> None:
+    item = {"id": "SKU-1", "quantity": 1, "item_price": 5, where: RawNumber(literal)}
+    body = json_body(purchase("e1", now_seconds, contents=[item]))
+    result = check_answer(endpoint, body.encode(), 1).json()["events"][0]
+    assert result["status"] == "rejected"
+    assert f"custom_data.contents[0].{where}" in out_of_range_fields(result["diagnostics"])
+
+
+@pytest.mark.parametrize(
+    ("literal", "code"),
+    [
+        ("9" * 401, "number_out_of_range"),
+        ("-" + "9" * 401, "number_out_of_range"),
+        ("1e400", "number_out_of_range"),
+        ('"1e400"', "number_out_of_range"),
+        ('"' + "9" * 401 + '"', "number_out_of_range"),
+        ("9" * 5000, "number_out_of_range"),
+        ("-0.0", "event_time_too_old"),
+        ('"-0.0"', "event_time_too_old"),
+        ('"soon"', "invalid_event_time"),
+    ],
+)
+def test_an_unusable_event_time_is_a_clear_rejection(
+    endpoint: Endpoint, literal: str, code: str
+) -> None:
+    body = json_body({**purchase("e1", now_seconds), "event_time": RawNumber(literal)})
+    result = check_answer(endpoint, body.encode(), 1).json()["events"][0]
+    assert result["status"] == "rejected"
+    errors = [item for item in result["diagnostics"] if item["severity"] == "error"]
+    assert [(item["code"], item["field"]) for item in errors] == [(code, "event_time")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), 10**5000, math.inf, Decimal("1E+400"), "1e400", str(10**401)],
+    ids=["401 digits", "negative", "5001 digits", "inf", "Decimal", "text 1e400", "text digits"],
+)
+def test_track_rejects_an_out_of_range_value_without_raising(
+    tracked_destination: Destination, value: Any
+) -> None:
+    result = track(tracked_destination, purchase("e1", now_seconds, value=value))
+    assert result.status == "rejected"
+    assert {item.field for item in result.diagnostics if item.code == "number_out_of_range"} == {
+        "custom_data.value"
+    }
+    assert_whole_rows(tracked_destination)
+
+
+def test_a_stored_event_with_huge_numbers_is_delivered_as_valid_json(
+    use_sandbox: Any, tracked_destination: Destination
+) -> None:
+    # Numbers Meta does not read (custom properties) are sent as they came; the sender's JSON
+    # stays valid, whatever they hold.
+    event = purchase("e1", now_seconds, big=10**400, text="1e400", nothing=math.inf, zero=-0.0)
+    result = track(tracked_destination, event)
+    assert result.status == "stored"
+    report = dispatch.dispatch_pending()
+    assert report.delivered == 1
+    sent = use_sandbox.events()[0]["event"]["custom_data"]
+    assert (sent["big"], sent["text"], sent["nothing"], sent["zero"]) == (10**400, "1e400", None, 0)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db.models.signals import post_delete, post_save
 from django.template import Context, Template
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from capi_destinations import destinations
 from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.views.ingest import forget_destinations
 from tests.conftest import FROZEN_AT
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -276,13 +280,18 @@ def test_regenerated_keys_apply_at_once(caller: Caller) -> None:
     assert caller.server(event(), HTTP_AUTHORIZATION=f"Bearer {old_secret}").status_code == 403
 
 
-def test_a_known_key_needs_no_query_to_be_found_again(
-    caller: Caller, django_assert_max_num_queries: Any
+def test_a_known_key_costs_one_small_query_to_be_found_again(
+    caller: Caller, django_assert_num_queries: Any
 ) -> None:
     caller.server(event("warm-up"))
-    with django_assert_max_num_queries(1):  # the INSERT alone
+    # The credentials' version (one indexed row, three columns), then the INSERT: the cached
+    # destination is reused, never trusted without that check.
+    with django_assert_num_queries(2) as queries:
         response = caller.server(event("second"))
     assert response.status_code == 202
+    check = queries.captured_queries[0]["sql"]
+    assert check.startswith("SELECT")
+    assert "ingest_secret_hash" in check
 
 
 # --- 400 / 413 / 429 -------------------------------------------------------------------------
@@ -478,3 +487,80 @@ def test_the_snippet_without_a_request_uses_relative_urls(caller: Caller) -> Non
     )
 
     assert f'data-capi-endpoint="{caller.url}"' in html
+
+
+# --- changes made by another process ----------------------------------------------------------
+#
+# Each web process keeps destinations in a cache of its own. A change saved in this process
+# clears it through Django's signals; a change saved by another process sends no signal here.
+# Disconnecting the handlers while the change is made is exactly that situation.
+
+
+@contextmanager
+def in_another_process() -> Iterator[None]:
+    """Make changes the way another web process would: this process's cache is not told."""
+    handlers = [
+        (post_save, "capi_ingest_cache_save"),
+        (post_delete, "capi_ingest_cache_delete"),
+    ]
+    for signal, uid in handlers:
+        assert signal.disconnect(sender=Destination, dispatch_uid=uid)
+    try:
+        yield
+    finally:
+        post_save.connect(forget_destinations, sender=Destination, dispatch_uid=handlers[0][1])
+        post_delete.connect(forget_destinations, sender=Destination, dispatch_uid=handlers[1][1])
+
+
+@pytest.fixture
+def long_cache(settings: Any) -> None:
+    # However long a process may keep a destination, credentials must never be stale.
+    settings.CAPI_DESTINATIONS = {"INGEST_KEY_CACHE_SECONDS": 3600, "INGEST_RATE_LIMIT": ""}
+
+
+@pytest.mark.usefixtures("long_cache")
+def test_keys_regenerated_by_another_process_stop_working_here_at_once(caller: Caller) -> None:
+    assert caller.server(event("before")).status_code == 202  # the destination is now cached
+    old_url, old_secret = caller.url, caller.secret
+    with in_another_process():
+        new_secret = destinations.regenerate_ingest_keys(caller.destination, actor=None)
+
+    answer = caller.server(event("with-old-key"))
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "unknown_key"
+    caller.url = endpoint(caller.destination)
+    assert caller.server(event("old-secret")).status_code == 403
+    caller.secret = new_secret
+    assert caller.server(event("after")).status_code == 202
+    assert old_url != caller.url
+    assert old_secret != new_secret
+    assert not Event.objects.filter(event_id__in=["with-old-key", "old-secret"]).exists()
+
+
+@pytest.mark.usefixtures("long_cache")
+def test_a_secret_changed_without_any_signal_is_checked_at_once(caller: Caller) -> None:
+    assert caller.server(event("before")).status_code == 202
+    # A bulk update (a data migration, the shell) saves no model and sends no signal at all.
+    Destination.objects.filter(pk=caller.destination.pk).update(ingest_secret_hash="0" * 64)
+    assert caller.server(event("after")).status_code == 403
+
+
+@pytest.mark.usefixtures("long_cache")
+def test_a_destination_deleted_by_another_process_is_a_clean_404(caller: Caller) -> None:
+    assert caller.server(event("before")).status_code == 202
+    with in_another_process():
+        destinations.delete_destination(caller.destination, actor=None)
+
+    answer = caller.server(event("after"))
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "unknown_key"
+    assert not Event.objects.exists()
+
+
+@pytest.mark.usefixtures("long_cache")
+def test_settings_saved_by_another_process_apply_here_at_once(caller: Caller) -> None:
+    assert caller.browser(event("before")).status_code == 202
+    with in_another_process():
+        caller.destination.allowed_origins = "https://elsewhere.example.com"
+        caller.destination.save()
+    assert caller.browser(event("after")).status_code == 403

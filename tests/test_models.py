@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 
 from capi_destinations.models import Destination, Event
 from tests.conftest import make_token
@@ -165,3 +165,36 @@ def test_ingest_secret_is_stored_as_hash(destination: Destination) -> None:
     assert destination.check_ingest_secret(secret)
     assert not destination.check_ingest_secret(secret + "x")
     assert not destination.check_ingest_secret("")
+
+
+@pytest.mark.parametrize("field", ["payload", "diagnostics", "consent"])
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_an_events_json_refuses_what_json_cannot_hold(
+    make_event, field: str, number: float
+) -> None:
+    # Stored, a NaN or Infinity would be a jsonb error on PostgreSQL and, on some SQLite
+    # versions, a payload the dispatcher sends to Meta as invalid JSON. Refused alike everywhere,
+    # before anything is written.
+    event = make_event(event_id="kept")
+    value = {"custom_data": {"value": number}} if field != "diagnostics" else [{"x": number}]
+    setattr(event, field, value)
+    with pytest.raises(ValueError, match="JSON compliant"), transaction.atomic():
+        event.save()
+    with pytest.raises(ValueError, match="JSON compliant"), transaction.atomic():
+        Event.objects.create(
+            destination=event.destination,
+            event_name="Purchase",
+            event_id="never",
+            event_time=event.event_time,
+            **{field: value},
+        )
+    assert list(Event.objects.values_list("event_id", flat=True)) == ["kept"]
+
+
+def test_big_integers_and_negative_zero_are_json_and_are_kept(make_event) -> None:
+    event = make_event(event_id="big")
+    event.payload = {**event.payload, "custom_data": {"big": 10**400, "zero": -0.0}}
+    event.save()
+    event.refresh_from_db()
+    assert event.payload["custom_data"]["big"] == 10**400
+    assert event.payload["custom_data"]["zero"] == 0

@@ -6,22 +6,26 @@ them. A server adds ``Authorization: Bearer <secret>`` and is accepted from anyw
 one event, a list of events, or ``{"data": [...]}`` with up to 1000; the answer is 202 with one
 result per event, or a JSON error ``{"error": {"code", "message"}}`` — never a 500.
 
-The view is thin and lean (it is built for thousands of requests a second): a cached lookup of
-the destination, cache counters for the rate limits, then ``ingest.track_many``. The public key
-proves nothing (anyone can read it and send any Origin), so the limits keep three budgets apart:
-the server's per key (``INGEST_RATE_LIMIT``), spent only by calls with the secret; the sender's
-address (``INGEST_CLIENT_RATE_LIMIT``), spent by every other call, empty or refused; and the
-browsers' per key (``INGEST_BROWSER_RATE_LIMIT``), spent only by browser calls that bring events.
+The view is thin and lean (it is built for thousands of requests a second): the key's
+credentials read from the database (one indexed row, so a change made in any process applies at
+once) with the destination itself from a per-process cache, cache counters for the rate limits,
+then ``ingest.track_many``. The public key proves nothing (anyone can read it and send any
+Origin), so the limits keep three budgets apart: the server's per key (``INGEST_RATE_LIMIT``),
+spent only by calls with the secret; the sender's address (``INGEST_CLIENT_RATE_LIMIT``), spent
+by every other call, empty or refused; and the browsers' per key
+(``INGEST_BROWSER_RATE_LIMIT``), spent only by browser calls that bring events.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, connections, router
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -42,19 +46,32 @@ _KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PREFLIGHT_MAX_AGE = "86400"
 _MAX_CACHED_DESTINATIONS = 4096
 
-# ingest_key → (monotonic expiry, destination). Per process; other processes see a change after
-# at most INGEST_KEY_CACHE_SECONDS, this one at once (the signal handlers below).
-_destinations: dict[str, tuple[float, Destination]] = {}
+# ingest_key → (monotonic expiry, version, destination), per process. The version is what the
+# database says on every request (below); an entry whose version no longer matches is read again.
+_destinations: dict[str, tuple[float, tuple[Any, ...], Destination]] = {}
+# The one statement every request runs before trusting the cache, per database alias.
+_VERSION_SQL: dict[str, str] = {}
 
 
 def find_destination(ingest_key: str) -> Destination | None:
-    """The destination with this public ingest key, from a short per-process cache."""
+    """The destination with this public ingest key, as the database has it now.
+
+    Every call asks the database for the destination's credentials and version (one indexed
+    row of three columns), so a key regenerated, a secret replaced or a destination deleted in
+    any process is refused at once in every other one; only building the full ``Destination``
+    is saved by the per-process cache, for ``INGEST_KEY_CACHE_SECONDS`` while the version
+    (id, secret hash, ``updated_at``) stays the same.
+    """
     if not _KEY_FORMAT.fullmatch(ingest_key):
+        return None
+    version = _current_version(ingest_key)
+    if version is None:
+        _destinations.pop(ingest_key, None)
         return None
     now = time.monotonic()
     cached = _destinations.get(ingest_key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    if cached is not None and cached[0] > now and cached[1] == version:
+        return cached[2]
     try:
         # The token is not needed to record events, so it is neither decrypted nor kept here.
         destination = Destination.objects.defer("access_token", "app_secret").get(
@@ -66,8 +83,33 @@ def find_destination(ingest_key: str) -> Destination | None:
     if seconds and seconds > 0:
         if len(_destinations) >= _MAX_CACHED_DESTINATIONS:
             _destinations.clear()
-        _destinations[ingest_key] = (now + seconds, destination)
+        # The version read before the row: had the row changed in between, the next request
+        # sees a newer version and reads it again; never the other way round.
+        _destinations[ingest_key] = (now + seconds, version, destination)
     return destination
+
+
+def _current_version(ingest_key: str) -> tuple[Any, ...] | None:
+    # Plain SQL: this runs on every ingest request, and the ORM's query building would cost
+    # more than the round trip.
+    alias = router.db_for_read(Destination)
+    connection = connections[alias]
+    sql = _VERSION_SQL.get(alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(
+            quote(Destination._meta.get_field(name).column)
+            for name in ("id", "ingest_secret_hash", "updated_at")
+        )
+        # Only the model's own table and column names are formatted in; the key is a parameter.
+        sql = _VERSION_SQL[alias] = (
+            f"SELECT {columns} FROM {quote(Destination._meta.db_table)} "  # noqa: S608
+            f"WHERE {quote(Destination._meta.get_field('ingest_key').column)} = %s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ingest_key])
+        row = cursor.fetchone()
+    return None if row is None else tuple(row)
 
 
 def forget_destinations(**kwargs: Any) -> None:
@@ -96,12 +138,7 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
         )
     destination = find_destination(ingest_key)
     if destination is None:
-        return _error(
-            404,
-            "unknown_key",
-            "No destination has this ingest key. Copy the endpoint URL from the destination's "
-            "page; the key changes when it is regenerated.",
-        )
+        return _unknown_key()
     origin = request.META.get("HTTP_ORIGIN")
     cors = _cors_headers(destination, origin)
 
@@ -200,11 +237,28 @@ def _record(
 
     # Only a browser's own request describes the visitor; a server's request describes the
     # server, whose IP and user agent must not be taken for the customer's.
-    results = track_many(destination, events, request=request if from_browser else None)
+    try:
+        results = track_many(destination, events, request=request if from_browser else None)
+    except IntegrityError:
+        # Deleted by another process between the lookup above and the insert: the events
+        # would reference nothing, and the database refused them all.
+        if Destination.objects.filter(pk=destination.pk).exists():
+            raise
+        forget_destinations()
+        return _unknown_key()
     return JsonResponse(
         {"received": len(results), "events": [result.as_dict() for result in results]},
         status=202,
         headers=cors,
+    )
+
+
+def _unknown_key() -> HttpResponse:
+    return _error(
+        404,
+        "unknown_key",
+        "No destination has this ingest key. Copy the endpoint URL from the destination's "
+        "page; the key changes when it is regenerated.",
     )
 
 
@@ -286,9 +340,31 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _float_or_text(text: str) -> float | str:
+    # JSON numbers have no limit, Python's floats do: 1e400 would become infinity, which no
+    # database stores and no JSON carries. Kept as the text it was, the event is judged (and
+    # refused, with the field named) on its own instead of the whole request, and loses nothing.
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _int_or_text(text: str) -> int | str:
+    # Python refuses to read integers over 4300 digits (sys.get_int_max_str_digits); the same
+    # reasoning as above keeps them as text, so one such number refuses one event, not 999 others.
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _parse_events(body: bytes, cors: dict[str, str]) -> list[Any] | HttpResponse:
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
+        data = json.loads(
+            body,
+            parse_constant=_refuse_constant,
+            parse_float=_float_or_text,
+            parse_int=_int_or_text,
+        )
     except (ValueError, RecursionError) as error:
         reason = str(error) if isinstance(error, json.JSONDecodeError) else "not readable"
         return _error(

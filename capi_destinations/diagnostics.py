@@ -31,6 +31,7 @@ __all__ = [
     "INFO",
     "MAX_CLOCK_SKEW",
     "MAX_EVENT_AGE",
+    "MAX_STORE_EVENT_AGE",
     "SEVERITIES",
     "STANDARD_EVENTS",
     "WARNING",
@@ -40,6 +41,7 @@ __all__ = [
     "diagnose",
     "has_errors",
     "match_quality",
+    "max_event_age",
     "parse_event_time",
 ]
 
@@ -95,6 +97,10 @@ WEAK_KEY_SETS: tuple[frozenset[str], ...] = (
 
 #: Meta rejects a request holding any event older than this.
 MAX_EVENT_AGE = timedelta(days=7)
+#: ...except store and offline events (action_source ``physical_store``): "you should upload
+#: transactions within 62 days of the conversion" (Meta's offline events page).
+MAX_STORE_EVENT_AGE = timedelta(days=62)
+STORE_ACTION_SOURCE = "physical_store"
 #: How far in the future an event_time may be before we call it wrong (clocks drift).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: Meta asks for events within an hour; later ones still count but are worth a note.
@@ -177,6 +183,11 @@ class Diagnostic:
             meta_code=data.get("meta_code"),
             meta_subcode=data.get("meta_subcode"),
         )
+
+
+def max_event_age(action_source: Any) -> timedelta:
+    """How old an event with this ``action_source`` may be when Meta receives it."""
+    return MAX_STORE_EVENT_AGE if action_source == STORE_ACTION_SOURCE else MAX_EVENT_AGE
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
@@ -368,7 +379,9 @@ def diagnose(
 
     found: list[Diagnostic] = []
     event_name = _check_event_name(event.get("event_name"), found)
-    _check_event_time(event.get("event_time"), "event_time" in event, moment, found)
+    _check_event_time(
+        event.get("event_time"), "event_time" in event, moment, found, event.get("action_source")
+    )
     _check_event_id(event.get("event_id"), found)
     action_source = _check_action_source(event.get("action_source"), found)
     _check_event_source_url(event, action_source, found)
@@ -500,7 +513,13 @@ def _check_event_name(value: Any, found: list[Diagnostic]) -> str | None:
     return standard if standard is not None else name
 
 
-def _check_event_time(value: Any, present: bool, now: datetime, found: list[Diagnostic]) -> None:
+def _check_event_time(
+    value: Any,
+    present: bool,
+    now: datetime,
+    found: list[Diagnostic],
+    action_source: Any = None,
+) -> None:
     if not present or value is None or value == "":
         found.append(
             _error(
@@ -551,15 +570,18 @@ def _check_event_time(value: Any, present: bool, now: datetime, found: list[Diag
         )
         return
     age = now - datetime.fromtimestamp(max(seconds, 0), tz=UTC)
-    if age > MAX_EVENT_AGE:
+    window = max_event_age(action_source)
+    if age > window:
+        kind = "store (physical_store) events" if window == MAX_STORE_EVENT_AGE else "events"
         found.append(
             _error(
                 "event_time_too_old",
                 "event_time",
-                f"The event happened {age.days} days ago; Meta refuses events older than "
-                f"{MAX_EVENT_AGE.days} days (and would refuse the whole batch with it).",
+                f"The event happened {age.days} days ago; Meta refuses {kind} older than "
+                f"{window.days} days (and would refuse the whole batch with it).",
                 "Send events as soon as they happen (within an hour is best); older ones "
-                "cannot be delivered. If the time is wrong, send the real moment in Unix seconds.",
+                "cannot be delivered. If the time is wrong, send the real moment in Unix seconds."
+                " Only physical_store events may be up to 62 days old.",
                 meta_code=_META_INVALID_PARAMETER,
                 meta_subcode=_SUBCODE_TOO_OLD,
             )

@@ -62,7 +62,14 @@ from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, counters, graph, health, signals, tokens
 from capi_destinations.conf import app_settings
-from capi_destinations.diagnostics import ERROR, MAX_EVENT_AGE, Diagnostic
+from capi_destinations.diagnostics import (
+    ERROR,
+    MAX_EVENT_AGE,
+    MAX_STORE_EVENT_AGE,
+    STORE_ACTION_SOURCE,
+    Diagnostic,
+    max_event_age,
+)
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
@@ -138,14 +145,27 @@ def retry_delay(failures: int, *, rng: random.Random | None = None) -> timedelta
     return base * factor
 
 
-def send_deadline(event_time: datetime) -> datetime:
-    """The last moment an event with this ``event_time`` may still be sent to Meta."""
-    return event_time + MAX_EVENT_AGE - SEND_WINDOW_MARGIN
+def send_deadline(event_time: datetime, action_source: str = "") -> datetime:
+    """The last moment an event with this ``event_time`` may still be sent to Meta.
+
+    7 days after it happened, 62 for ``physical_store`` events (Meta's offline events page).
+    """
+    return event_time + max_event_age(action_source) - SEND_WINDOW_MARGIN
 
 
-def is_inside_window(event_time: datetime, *, now: datetime | None = None) -> bool:
+def is_inside_window(
+    event_time: datetime, *, now: datetime | None = None, action_source: str = ""
+) -> bool:
     """Whether Meta would still accept an event that happened at ``event_time``."""
-    return (now or clock.now()) < send_deadline(event_time)
+    return (now or clock.now()) < send_deadline(event_time, action_source)
+
+
+def _outside_window(now: datetime) -> Q:
+    """Events whose window closed: 62 days for store events, 7 days for all others."""
+    store = Q(action_source=STORE_ACTION_SOURCE)
+    return (store & Q(event_time__lte=now - MAX_STORE_EVENT_AGE + SEND_WINDOW_MARGIN)) | (
+        ~store & Q(event_time__lte=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN)
+    )
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -183,6 +203,7 @@ class ClaimedEvent:
     event_time: datetime
     attempts: int
     payload_json: str
+    action_source: str = ""
 
 
 @dataclass
@@ -303,6 +324,7 @@ def claim_due_events(
         "event_time",
         "attempts",
         Cast("payload", output_field=TextField()),
+        "action_source",
     )
     with _database_turn():
         fetched = list(rows)
@@ -324,7 +346,7 @@ def _claim_returning(due: QuerySet[Event], claim: Claim, now: datetime) -> list[
         cursor.execute(
             f"UPDATE {table} SET status = %s, lease_token = %s, lease_expires_at = %s, "  # noqa: S608
             f"updated_at = %s WHERE id IN ({due_sql}) AND status = %s "
-            "RETURNING id, destination_id, event_time, attempts, payload::text",
+            "RETURNING id, destination_id, event_time, attempts, payload::text, action_source",
             [
                 EventStatus.SENDING,
                 claim.lease_token,
@@ -361,7 +383,6 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
     Events of destinations that may send are checked when they are claimed instead.
     """
     now = now or clock.now()
-    cutoff = now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN
     destinations = Destination.objects.filter(
         Q(enabled=False) | ~Q(blocked_reason="") | Q(paused_until__gt=now)
     )
@@ -381,7 +402,7 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
             reason = LAST_ERROR_PREFIX + (pause_reason or "sending was paused by a rate limit.")
         with _step():
             count = Event.objects.filter(
-                status=EventStatus.PENDING, destination_id=pk, event_time__lte=cutoff
+                _outside_window(now), status=EventStatus.PENDING, destination_id=pk
             ).update(
                 status=EventStatus.EXPIRED,
                 status_reason=reason,
@@ -461,7 +482,7 @@ class _Dispatcher:
         groups: dict[int, list[ClaimedEvent]] = defaultdict(list)
         too_old: dict[int, list[int]] = defaultdict(list)
         for event in claim.events:
-            if now >= send_deadline(event.event_time):
+            if now >= send_deadline(event.event_time, event.action_source):
                 too_old[event.destination_id].append(event.pk)
             else:
                 groups[event.destination_id].append(event)
@@ -998,8 +1019,12 @@ def _retry_later(
     retrying = expired = 0
     for failures, events in by_failures.items():
         next_attempt_at = now + retry_delay(failures)
-        too_late = [e.pk for e in events if next_attempt_at >= send_deadline(e.event_time)]
-        in_time = [e.pk for e in events if next_attempt_at < send_deadline(e.event_time)]
+        too_late = [
+            e.pk for e in events if next_attempt_at >= send_deadline(e.event_time, e.action_source)
+        ]
+        in_time = [
+            e.pk for e in events if next_attempt_at < send_deadline(e.event_time, e.action_source)
+        ]
         if in_time:
             retrying += _owned(in_time, lease_token).update(
                 status=EventStatus.PENDING,
@@ -1264,8 +1289,7 @@ def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
     eligible = Event.objects.filter(
         pk__in=chosen.values("pk"),
         status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
-        event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
-    )
+    ).exclude(_outside_window(now))
     by_destination: dict[int, list[int]] = defaultdict(list)
     for pk, destination_id in eligible.values_list("pk", "destination_id"):
         by_destination[destination_id].append(pk)

@@ -18,6 +18,9 @@ from capi_destinations.sandbox.errors import GraphAnswerError
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
+# "For offline and physical store events with physical_store as action_source, you should
+# upload transactions within 62 days of the conversion" (Meta's offline events page).
+MAX_STORE_EVENT_AGE_SECONDS = 62 * 24 * 3600
 # Meta gives no figure for clock skew; a minute forgives a server clock that runs a bit fast
 # while still refusing real future timestamps (and milliseconds sent as seconds).
 FUTURE_TOLERANCE_SECONDS = 60
@@ -88,7 +91,7 @@ def validate_events(data: object, *, now: float) -> GraphAnswerError | None:
         return errors.invalid_body(
             f"Too many events: data holds {len(data)}, the maximum is {MAX_EVENTS_PER_REQUEST}"
         )
-    oldest_allowed = now - MAX_EVENT_AGE_SECONDS
+    oldest_allowed = (now - MAX_EVENT_AGE_SECONDS, now - MAX_STORE_EVENT_AGE_SECONDS)
     newest_allowed = now + FUTURE_TOLERANCE_SECONDS
     for index, event in enumerate(data):
         problem = _validate_event(index, event, oldest_allowed, newest_allowed)
@@ -109,7 +112,7 @@ def event_time_of(value: object) -> int | None:
 
 
 def _validate_event(
-    index: int, event: object, oldest_allowed: float, newest_allowed: float
+    index: int, event: object, oldest_allowed: tuple[float, float], newest_allowed: float
 ) -> GraphAnswerError | None:
     if not isinstance(event, dict):
         return errors.invalid_event(index, "each event must be a JSON object")
@@ -128,7 +131,9 @@ def _validate_event(
     event_time = event_time_of(raw_time)
     if event_time is None:
         return errors.invalid_event(index, "event_time must be whole Unix seconds")
-    if event_time < oldest_allowed:
+    if event_time < oldest_allowed[0] and (
+        event.get("action_source") != "physical_store" or event_time < oldest_allowed[1]
+    ):
         return errors.event_time_too_old(index, event_time)
     if event_time > newest_allowed:
         if event_time > _MILLISECONDS_THRESHOLD:

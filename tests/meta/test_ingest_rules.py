@@ -1,0 +1,152 @@
+"""Ingest rules, one test per rule Meta documents; each docstring names its source.
+
+The sources are the rows of docs/META.md, section "Ingest rules". Events go through
+``track()`` and, where the rule is about what Meta accepts, on to the sandbox over a socket.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from capi_destinations import clock as app_clock
+from capi_destinations import dispatch, ingest
+from capi_destinations.diagnostics import Diagnostic
+from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.sandbox import Sandbox
+
+pytestmark = pytest.mark.django_db
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def env(clock: Any, use_sandbox: Sandbox) -> Sandbox:
+    """A frozen clock and the app pointed at a fresh sandbox."""
+    return use_sandbox
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A raw event as a developer sends it; ``fields`` override or add keys."""
+    raw: dict[str, Any] = {
+        "event_name": "Purchase",
+        "event_time": int(app_clock.now().timestamp()),
+        "event_id": "order-1",
+        "action_source": "physical_store",
+        "user_data": {"em": "jane.doe@example.com", "ph": "+44 20 7946 0958"},
+        "custom_data": {"value": 49.9, "currency": "EUR"},
+    }
+    raw.update(fields)
+    return raw
+
+
+def codes(result: ingest.TrackResult) -> set[str]:
+    return {finding.code for finding in result.diagnostics}
+
+
+def finding(result: ingest.TrackResult, code: str) -> Diagnostic:
+    return next(found for found in result.diagnostics if found.code == code)
+
+
+# --- 1. physical_store events have 62 days -------------------------------------------------
+
+
+def test_a_store_event_30_days_old_is_stored_and_delivered(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, offline events: "For offline and physical store events with physical_store
+    as action_source, you should upload transactions within 62 days of the conversion."
+    (developers.facebook.com/documentation/ads-commerce/conversions-api/offline-events)."""
+    when = int((app_clock.now() - 30 * DAY).timestamp())
+    result = ingest.track(destination, event(event_time=when))
+
+    assert result.status == ingest.STORED
+    assert "event_time_too_old" not in codes(result)
+    report = dispatch.dispatch_pending()
+    assert report.delivered == 1
+    assert [record["event_id"] for record in env.events()] == ["order-1"]
+
+
+def test_a_store_event_waits_in_the_queue_past_seven_days(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, offline events (62 days for physical_store); the queue keeps such an event
+    while its destination is disabled, and sends it once enabled again."""
+    when = int((app_clock.now() - 6 * DAY).timestamp())
+    ingest.track(destination, event(event_time=when))
+    Destination.objects.filter(pk=destination.pk).update(enabled=False)
+    app_clock.advance(20 * DAY)
+
+    assert dispatch.expire_unsendable_events() == 0
+    Destination.objects.filter(pk=destination.pk).update(enabled=True)
+    assert dispatch.dispatch_pending().delivered == 1
+
+
+def test_the_seven_day_rule_stays_for_every_other_action_source(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, server event parameters: event_time "can be up to 7 days before you send
+    an event to Meta" (…/conversions-api/parameters/server-event); 62 days only for
+    physical_store (…/conversions-api/offline-events)."""
+    eight_days = int((app_clock.now() - 8 * DAY).timestamp())
+    web = ingest.track(
+        destination,
+        event(
+            event_id="web-1",
+            event_time=eight_days,
+            action_source="website",
+            event_source_url="https://shop.example.com/",
+            user_data={"em": "jane.doe@example.com", "client_user_agent": "Mozilla/5.0"},
+        ),
+    )
+    old_store = ingest.track(
+        destination,
+        event(event_id="store-1", event_time=int((app_clock.now() - 63 * DAY).timestamp())),
+    )
+
+    assert web.status == ingest.REJECTED
+    assert "event_time_too_old" in codes(web)
+    assert old_store.status == ingest.REJECTED
+    assert "62 days" in finding(old_store, "event_time_too_old").message
+
+
+def test_the_sandbox_accepts_a_store_event_of_sixty_days(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, offline events (62 days for physical_store): the sandbox answers alike."""
+    when = app_clock.now() - 60 * DAY
+    payload = {
+        "event_name": "Purchase",
+        "event_time": int(when.timestamp()),
+        "event_id": "store-60",
+        "action_source": "physical_store",
+        "user_data": {"em": ["a" * 64]},
+        "custom_data": {"value": 1.0, "currency": "EUR"},
+    }
+    Event.objects.create(
+        destination=destination,
+        event_name="Purchase",
+        event_id="store-60",
+        event_time=when,
+        action_source="physical_store",
+        payload=payload,
+        next_attempt_at=app_clock.now(),
+    )
+    website = {**payload, "event_id": "web-60", "action_source": "website"}
+    Event.objects.create(
+        destination=destination,
+        event_name="Purchase",
+        event_id="web-60",
+        event_time=when,
+        action_source="website",
+        payload=website,
+        next_attempt_at=app_clock.now(),
+    )
+
+    report = dispatch.dispatch_pending()
+
+    assert report.delivered == 1
+    assert report.expired == 1
+    assert Event.objects.get(event_id="store-60").status == EventStatus.DELIVERED

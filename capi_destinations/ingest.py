@@ -457,6 +457,10 @@ def _fbclid(url: Any) -> str | None:
     for value in values:
         if _FBCLID.fullmatch(value):
             return value
+        # The parameter builder's appendix at the end of the URL is not part of the fbclid.
+        clid, _, appendix = value.rpartition(".")
+        if clid and _FBCLID.fullmatch(clid) and _FBCLID.fullmatch(appendix):
+            return clid
     return None
 
 

@@ -100,6 +100,25 @@ class _Dropped(Exception):
 _sha256 = hashlib.sha256
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# Meta's parameter builder appends a short appendix (".AQIDAQMC") to the values it makes:
+# digests, IP addresses, fbc, fbp and URLs; Meta says "You can send these values as is".
+_APPENDIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SUFFIXED_DIGEST = re.compile(r"[0-9a-fA-F]{64}\.[A-Za-z0-9_-]{1,64}")
+
+
+def _builder_digest(text: str) -> str | None:
+    """``text`` as Meta gets it when it is already a SHA-256 digest, else None.
+
+    A bare digest is lowercased; one with the parameter builder's appendix goes as it is.
+    """
+    size = len(text)
+    if size == 64:
+        return text.lower() if _HEX64.fullmatch(text) else None
+    if size > 65 and text[64] == "." and _SUFFIXED_DIGEST.fullmatch(text):
+        return text
+    return None
+
+
 _NON_DIGITS = re.compile(r"\D")
 _ASCII_PUNCTUATION = str.maketrans("", "", "!\"#%&'()*,-./:;?@[\\]_{}")  # Unicode category P
 _NON_ASCII_LOWER_LETTERS = re.compile(r"[^a-z]")
@@ -492,7 +511,17 @@ def _ip_address(text: str, country: str | None) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise _Dropped("invalid_ip_address") from None
+        pass
+    # The parameter builder's appendix after a valid address: kept as it is (Meta's advice).
+    address, _, appendix = text.rpartition(".")
+    if address and not appendix.isdigit() and _APPENDIX.fullmatch(appendix):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            pass
+        else:
+            return text
+    raise _Dropped("invalid_ip_address")
 
 
 def _user_agent(text: str, country: str | None) -> str:
@@ -549,10 +578,10 @@ def _normalize_one(key: str, value: Any, country: str | None) -> str | None:
         text = _clean_text(_as_text(key, value))
     if not text:
         return None
-    if len(text) == 64 and _HEX64.fullmatch(text):
+    if len(text) >= 64 and (digest := _builder_digest(text)) is not None:
         if key in _HASHED_KEY_SET:
-            return text.lower()
-        if key in _CLEAR_KEYS_NEVER_HEX:
+            return digest
+        if key in _CLEAR_KEYS_NEVER_HEX and len(text) == 64:
             raise _Dropped("hashed_clear_value")
     return _NORMALIZERS[key](text, country)
 
@@ -570,8 +599,8 @@ def _digest(key: str, value: Any, country: str | None) -> tuple[str | None, str 
             text = _clean_text(_as_text(key, value))
         if not text:
             return None, None
-        if len(text) == 64 and _HEX64.fullmatch(text):
-            return text.lower(), None
+        if len(text) >= 64 and (digest := _builder_digest(text)) is not None:
+            return digest, None
         if key == "ph":
             normalized, note = _phone(text, country)
             if normalized is None:
@@ -635,7 +664,8 @@ def _fast_phone(value: str) -> str | None:
 def _fast_external_id(value: str) -> str | None:
     if value.isascii():
         text = value.strip()
-        if text and len(text) != 64:
+        # 64 characters, or a "." after 64: maybe a digest, which the general path passes on.
+        if text and len(text) != 64 and text[64:65] != ".":
             return _sha256(text.encode()).hexdigest()
     return None
 
@@ -764,8 +794,8 @@ def normalize_field(field: str, value: Any, *, country: str | None = None) -> st
 
 def hash_value(normalized: str) -> str:
     """SHA-256 of a normalized value as lowercase hex; an existing digest is returned as is."""
-    if len(normalized) == 64 and _HEX64.fullmatch(normalized):
-        return normalized.lower()
+    if len(normalized) >= 64 and (digest := _builder_digest(normalized)) is not None:
+        return digest
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 

@@ -74,7 +74,9 @@ TOO_WEAK_KEY_COMBINATIONS = (
 
 CURRENCY_CODES = frozenset(currency.alpha_3 for currency in pycountry.currencies)
 
-_is_sha256 = re.compile(r"[0-9a-fA-F]{64}").fullmatch
+# A digest, or one with the appendix Meta's parameter builder adds (".AQIDAQMC"), which Meta
+# says to send as is.
+_is_sha256 = re.compile(r"[0-9a-fA-F]{64}(?:\.[A-Za-z0-9_-]{1,64})?").fullmatch
 _LARGEST_WEAK_COMBINATION = max(len(combination) for combination in TOO_WEAK_KEY_COMBINATIONS)
 _MILLISECONDS_THRESHOLD = 10**12
 

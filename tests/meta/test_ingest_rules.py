@@ -150,3 +150,69 @@ def test_the_sandbox_accepts_a_store_event_of_sixty_days(
     assert report.delivered == 1
     assert report.expired == 1
     assert Event.objects.get(event_id="store-60").status == EventStatus.DELIVERED
+
+
+# --- 4. parameter builder values are sent as is -------------------------------------------
+
+DIGEST = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+APPENDIX = ".AQIDAQMC"
+
+
+@pytest.mark.parametrize(
+    "key", ["em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"]
+)
+def test_a_digest_with_the_parameter_builder_appendix_is_passed_unchanged(
+    key: str, clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, parameter builder library: hashed customer information comes back with an
+    appendix ("62a14e44…0f62f.ABcDEFGh"), and "You can send these values as is"
+    (developers.facebook.com/documentation/ads-commerce/conversions-api/parameter-builder-library)."""
+    value = DIGEST + APPENDIX
+    result = ingest.track(destination, event(user_data={"em": "jane@example.com", key: value}))
+
+    assert result.event.payload["user_data"][key] == [value]
+    assert not [f for f in result.diagnostics if f.field == f"user_data.{key}"]
+
+
+def test_an_ip_address_with_the_appendix_is_kept(clock: Any, destination: Destination) -> None:
+    """Source: Meta, parameter builder library: client_ip_address "168.212.226.204.ABcDEFGh"
+    can be sent as is (…/conversions-api/parameter-builder-library)."""
+    ipv4 = "168.212.226.204.AQIDAQMC"
+    ipv6 = "2001:db8::1.AQIDAQMC"
+    first = ingest.track(destination, event(event_id="ip4", user_data={"ip": ipv4}))
+    second = ingest.track(destination, event(event_id="ip6", user_data={"ip": ipv6}))
+    bad = ingest.track(destination, event(event_id="ip-bad", user_data={"ip": "1.2.3.AQIDAQMC"}))
+
+    assert first.event.payload["user_data"]["client_ip_address"] == ipv4
+    assert second.event.payload["user_data"]["client_ip_address"] == ipv6
+    assert "invalid_ip_address" in codes(bad)
+
+
+def test_fbc_fbp_and_urls_with_the_appendix_are_sent_as_is(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, parameter builder library: fbc, fbp and URLs carry the appendix and go to
+    Meta as they are (…/conversions-api/parameter-builder-library); the sandbox accepts them."""
+    fbc = "fb.1.1554763741205.AbCdEfGhIjKlMnOpQrStUvWxYz1234567890.AQIDAQMC"
+    fbp = "fb.1.1596403881668.1116446470.AQIDAQMC"
+    url = "https://shop.example.com/checkout.AQIDAQMC"
+    result = ingest.track(
+        destination,
+        event(
+            action_source="website",
+            event_source_url=url,
+            user_data={
+                "em": DIGEST + APPENDIX,
+                "fbc": fbc,
+                "fbp": fbp,
+                "client_user_agent": "Mozilla/5.0",
+            },
+        ),
+    )
+
+    assert result.status == ingest.STORED
+    sent = result.event.payload
+    assert (sent["user_data"]["fbc"], sent["user_data"]["fbp"]) == (fbc, fbp)
+    assert sent["event_source_url"] == url
+    assert dispatch.dispatch_pending().delivered == 1
+    assert env.events()[0]["event"]["user_data"]["em"] == [DIGEST + APPENDIX]

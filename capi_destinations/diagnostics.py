@@ -22,7 +22,11 @@ from typing import Any
 # each imports the other as a module and touches its attributes only inside functions: that
 # keeps either import order working. Do not use ``normalize.*`` at module level here.
 from capi_destinations import clock, normalize
-from capi_destinations.user_data_keys import CUSTOMER_INFO_KEYS
+from capi_destinations.user_data_keys import (
+    CHANNEL_IDENTIFIERS,
+    CUSTOMER_INFO_KEYS,
+    MESSAGING_CHANNELS,
+)
 
 __all__ = [
     "ACTION_SOURCES",
@@ -388,6 +392,7 @@ def diagnose(
     user_data = _check_user_data(event, default_country, user_data_report, found)
     if action_source == "website" and user_data is not None:
         _check_website_user_data(user_data, found)
+    _check_messaging(event, action_source, user_data, found)
     _check_custom_data(event.get("custom_data"), event_name, found)
     _check_other_keys(event, found)
 
@@ -786,6 +791,62 @@ def _check_website_user_data(user_data: Mapping[str, Any], found: list[Diagnosti
                 "Send the User-Agent header of the visitor's request as client_user_agent "
                 "(the ingest endpoint and track(request=…) add it for you).",
                 meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+
+
+def _check_messaging(
+    event: Mapping[str, Any],
+    action_source: str | None,
+    user_data: Mapping[str, Any] | None,
+    found: list[Diagnostic],
+) -> None:
+    """messaging_channel is one Meta documents; a business_messaging event has its identifiers.
+
+    A wrong channel is refused (Meta answers an unknown enum value with "Invalid parameter");
+    missing identifiers are a warning, since Meta's pages say what each channel needs but not
+    that the event is refused without them.
+    """
+    channel = event.get("messaging_channel")
+    channels = ", ".join(MESSAGING_CHANNELS)
+    if channel is not None and channel not in MESSAGING_CHANNELS:
+        suggestion = channel.strip().lower() if isinstance(channel, str) else None
+        found.append(
+            _error(
+                "invalid_messaging_channel",
+                "messaging_channel",
+                f"messaging_channel {_shown(channel)!r} is not one Meta documents ({channels}).",
+                f'Send messaging_channel "{suggestion}" exactly (lowercase).'
+                if suggestion in MESSAGING_CHANNELS
+                else f"Send one of: {channels}.",
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    if action_source != "business_messaging":
+        return
+    if channel is None:
+        found.append(
+            _warning(
+                "missing_messaging_channel",
+                "messaging_channel",
+                "This business_messaging event does not say in which chat it happened, so "
+                "Meta cannot attribute it to a click-to-message ad.",
+                f"Send messaging_channel ({channels}) with the identifiers that channel needs.",
+            )
+        )
+        return
+    given = user_data or {}
+    missing = [key for key in CHANNEL_IDENTIFIERS[channel] if not given.get(key)]
+    if missing:
+        needed = " and ".join(f"user_data.{key}" for key in CHANNEL_IDENTIFIERS[channel])
+        found.append(
+            _warning(
+                "missing_messaging_identifiers",
+                f"user_data.{missing[0]}",
+                f"This {channel} business_messaging event has no "
+                f"{' or '.join(missing)}, which Meta needs to attribute it to the chat.",
+                f"Send {needed} (from the {channel} webhook of the conversation).",
             )
         )
 

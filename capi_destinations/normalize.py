@@ -31,7 +31,12 @@ import pycountry
 # imports the other as a module and touches its attributes only inside functions: that keeps
 # either import order working. Do not use ``diagnostics.*`` at module level here.
 from capi_destinations import diagnostics
-from capi_destinations.user_data_keys import ALIASES, CLEAR_KEYS, HASHED_KEYS
+from capi_destinations.user_data_keys import (
+    ALIASES,
+    BUSINESS_ACCOUNT_KEYS,
+    CLEAR_KEYS,
+    HASHED_KEYS,
+)
 
 __all__ = [
     "ALIASES",
@@ -48,7 +53,7 @@ __all__ = [
 
 _HASHED_KEY_SET = frozenset(HASHED_KEYS)
 _KEY_LOOKUP: dict[str, str] = {
-    **{key: key for key in HASHED_KEYS + CLEAR_KEYS},
+    **{key: key for key in HASHED_KEYS + CLEAR_KEYS + BUSINESS_ACCOUNT_KEYS},
     **ALIASES,
 }
 
@@ -566,7 +571,7 @@ _NORMALIZERS: dict[str, Callable[[str, str | None], str]] = {
     "fbc": _fbc,
     "fbp": _fbp,
 }
-for _key in CLEAR_KEYS:
+for _key in CLEAR_KEYS + BUSINESS_ACCOUNT_KEYS:
     _NORMALIZERS.setdefault(_key, _clear_id)
 
 
@@ -752,7 +757,7 @@ def _fast_path(key: str) -> Callable[[str], str | None] | None:
     return _fast_clear(key)
 
 
-_FAST_PATHS = {key: _fast_path(key) for key in (*HASHED_KEYS, *CLEAR_KEYS)}
+_FAST_PATHS = {key: _fast_path(key) for key in (*HASHED_KEYS, *CLEAR_KEYS, *BUSINESS_ACCOUNT_KEYS)}
 _KEY_PLANS: dict[str, tuple[str, str, Callable[[str], str | None] | None]] = {
     name: (key, _kind_of(key), _FAST_PATHS[key]) for name, key in _KEY_LOOKUP.items()
 }

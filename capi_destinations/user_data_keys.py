@@ -6,7 +6,15 @@ to spell them out again.
 
 from __future__ import annotations
 
-__all__ = ["ALIASES", "CLEAR_KEYS", "CUSTOMER_INFO_KEYS", "HASHED_KEYS"]
+__all__ = [
+    "ALIASES",
+    "BUSINESS_ACCOUNT_KEYS",
+    "CHANNEL_IDENTIFIERS",
+    "CLEAR_KEYS",
+    "CUSTOMER_INFO_KEYS",
+    "HASHED_KEYS",
+    "MESSAGING_CHANNELS",
+]
 
 #: Keys Meta wants SHA-256 hashed after normalization, in the order Meta documents them.
 HASHED_KEYS: tuple[str, ...] = (
@@ -40,6 +48,22 @@ CLEAR_KEYS: tuple[str, ...] = (
     "ig_account_id",
     "ig_sid",
 )
+
+#: The business's own accounts in business-messaging events (Meta's business messaging page):
+#: sent in clear, but they identify the business, not the customer, so they are not
+#: customer information.
+BUSINESS_ACCOUNT_KEYS: tuple[str, ...] = (
+    "whatsapp_business_account_id",
+    "instagram_business_account_id",
+)
+
+#: ``messaging_channel`` values Meta documents, and the user_data keys each one needs.
+CHANNEL_IDENTIFIERS: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("ctwa_clid", "whatsapp_business_account_id"),
+    "messenger": ("page_id", "page_scoped_user_id"),
+    "instagram": ("ig_account_id", "ig_sid"),
+}
+MESSAGING_CHANNELS: tuple[str, ...] = tuple(CHANNEL_IDENTIFIERS)
 
 #: Friendlier input names accepted for Meta's short keys (matched case-insensitively).
 ALIASES: dict[str, str] = {

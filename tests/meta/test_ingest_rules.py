@@ -216,3 +216,88 @@ def test_fbc_fbp_and_urls_with_the_appendix_are_sent_as_is(
     assert sent["event_source_url"] == url
     assert dispatch.dispatch_pending().delivered == 1
     assert env.events()[0]["event"]["user_data"]["em"] == [DIGEST + APPENDIX]
+
+
+# --- 5. business messaging keeps its identifiers -------------------------------------------
+
+
+def test_business_messaging_account_ids_are_kept(env: Sandbox, destination: Destination) -> None:
+    """Source: Meta, Conversions API for business messaging: WhatsApp events carry
+    user_data.whatsapp_business_account_id with ctwa_clid, Instagram events
+    instagram_business_account_id (…/conversions-api/business-messaging)."""
+    result = ingest.track(
+        destination,
+        event(
+            action_source="business_messaging",
+            messaging_channel="whatsapp",
+            user_data={"whatsapp_business_account_id": 1234567890, "ctwa_clid": "ARAkLkA8rmlF"},
+        ),
+    )
+
+    assert result.status == ingest.STORED, result.diagnostics
+    sent = result.event.payload
+    assert sent["messaging_channel"] == "whatsapp"
+    assert sent["user_data"]["whatsapp_business_account_id"] == "1234567890"
+    assert sent["user_data"]["ctwa_clid"] == "ARAkLkA8rmlF"
+    assert not {"unknown_user_data_key", "missing_messaging_identifiers"} & codes(result)
+    instagram = ingest.track(
+        destination,
+        event(
+            event_id="ig-1",
+            action_source="business_messaging",
+            messaging_channel="instagram",
+            user_data={
+                "instagram_business_account_id": "17841400000000000",
+                "ig_account_id": "17841400000000000",
+                "ig_sid": "1234",
+            },
+        ),
+    )
+    assert instagram.event.payload["user_data"]["instagram_business_account_id"]
+    assert dispatch.dispatch_pending().delivered == 2
+
+
+def test_messaging_channel_must_be_a_documented_value(clock: Any, destination: Destination) -> None:
+    """Source: Meta, business messaging: messaging_channel is whatsapp, messenger or instagram
+    (…/conversions-api/business-messaging)."""
+    result = ingest.track(
+        destination,
+        event(
+            action_source="business_messaging",
+            messaging_channel="WhatsApp",
+            user_data={"whatsapp_business_account_id": "1", "ctwa_clid": "x"},
+        ),
+    )
+
+    assert result.status == ingest.REJECTED
+    found = finding(result, "invalid_messaging_channel")
+    assert '"whatsapp"' in found.fix
+
+
+@pytest.mark.parametrize(
+    ("channel", "user_data", "missing"),
+    [
+        ("whatsapp", {"ctwa_clid": "ARAkLkA8rmlF"}, "whatsapp_business_account_id"),
+        ("messenger", {"page_id": "123"}, "page_scoped_user_id"),
+        ("instagram", {"ig_sid": "123"}, "ig_account_id"),
+    ],
+)
+def test_a_business_messaging_event_without_its_channels_identifiers_is_flagged(
+    channel: str, user_data: dict[str, str], missing: str, clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, business messaging: WhatsApp needs ctwa_clid and the WhatsApp business
+    account; Messenger page_id and page_scoped_user_id; Instagram ig_account_id and ig_sid
+    (…/conversions-api/business-messaging)."""
+    result = ingest.track(
+        destination,
+        event(
+            action_source="business_messaging",
+            messaging_channel=channel,
+            user_data={"em": "jane@example.com", **user_data},
+        ),
+    )
+
+    found = finding(result, "missing_messaging_identifiers")
+    assert found.field == f"user_data.{missing}"
+    assert missing in found.message
+    assert missing in found.fix

@@ -318,6 +318,7 @@ def check_setting_formats(app_configs: Any = None, **kwargs: Any) -> list[checks
         *_check_numbers(),
         *_check_graph_api(),
         *_check_default_country(),
+        *_check_partner_agent(),
     ]
 
 
@@ -437,5 +438,39 @@ def _check_default_country() -> list[checks.CheckMessage]:
             hint="Give a two-letter ISO 3166-1 code such as 'us' or 'de' (or leave it empty): "
             "it is the country of phone numbers sent without a country code.",
             id="capi_destinations.E012",
+        )
+    ]
+
+
+#: Meta's rule for partner_agent: "less than 23 characters and includes at least two
+#: alphabetical characters" (end-to-end implementation guide, "Attribute events to your
+#: platform").
+PARTNER_AGENT_MAX_LENGTH = 22
+
+
+def partner_agent_problem(value: Any) -> str | None:
+    """Why ``value`` breaks Meta's partner_agent rule, or None when it follows it."""
+    if not isinstance(value, str):
+        return "is not text"
+    if len(value) > PARTNER_AGENT_MAX_LENGTH:
+        return f"is {len(value)} characters long; Meta asks for less than 23"
+    if sum(1 for char in value if char.isascii() and char.isalpha()) < 2:
+        return "has fewer than two letters; Meta asks for at least two"
+    return None
+
+
+def _check_partner_agent() -> list[checks.CheckMessage]:
+    value = app_settings.PARTNER_AGENT
+    if value == "":
+        return []
+    problem = partner_agent_problem(value)
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            f"{_setting('PARTNER_AGENT')} {problem}.",
+            hint="Name your platform in less than 23 characters with at least two letters, "
+            "e.g. 'acme-shops-2.1', or leave it empty to send the app's own.",
+            id="capi_destinations.E020",
         )
     ]

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     # Security page) instead of over the token alone (what the official SDK sends). Off by
     # default: whether the events endpoint accepts the time-stamped form is unconfirmed.
     "GRAPH_APPSECRET_TIME": False,
+    # The partner_agent sent with every event request, naming the platform that sends them.
+    # Meta's rule: less than 23 characters, at least two letters. "" sends the app's own,
+    # "django-capi-<version>"; a platform built on this app sets its own name here.
+    "PARTNER_AGENT": "",
     # --- Tokens ------------------------------------------------------------------------------
     # Prefixes a pasted access token must start with; an empty tuple accepts any.
     "TOKEN_PREFIXES": ("EAA",),

@@ -95,8 +95,10 @@ __all__ = [
 logger = logging.getLogger("capi_destinations.graph")
 
 USER_AGENT = f"django-capi-destinations/{__version__}"
-# Meta asks partners to send a unique string naming their platform with every event request.
-PARTNER_AGENT = f"django-capi-destinations-{__version__}"
+# Meta asks partners to send a unique string naming their platform with every event request,
+# "less than 23 characters" with "at least two alphabetical characters"; the PARTNER_AGENT
+# setting replaces it.
+PARTNER_AGENT = f"django-capi-{__version__}"
 MAX_EVENTS_PER_REQUEST = 1000
 PIXEL_FIELDS = ("id", "name", "last_fired_time", "is_unavailable", "owner_business")
 # Connections kept per host: enough for the health check fan-out to run in parallel.
@@ -425,7 +427,7 @@ def send_events(
     body: dict[str, Any] = {
         "data": [] if encoded else data,
         "access_token": token,
-        "partner_agent": PARTNER_AGENT,
+        "partner_agent": app_settings.PARTNER_AGENT or PARTNER_AGENT,
     }
     if code:
         body["test_event_code"] = code

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 from capi_destinations.sandbox import errors
 from capi_destinations.sandbox.errors import GraphAnswerError, new_fbtrace_id
 from capi_destinations.sandbox.state import RawData, SandboxState, ScriptedAnswer, parse_version
-from capi_destinations.sandbox.validation import validate_events
+from capi_destinations.sandbox.validation import validate_events, validate_partner_agent
 from capi_destinations.sandbox.wire import (
     bearer_token,
     decode_data,
@@ -317,7 +317,9 @@ class SandboxApp:
         record: dict[str, Any],
         raw_data: RawData,
     ) -> tuple[int, Any, dict[str, str], str | None, GraphAnswerError | None]:
-        problem = validate_events(data, now=self.state.now())
+        problem = validate_events(data, now=self.state.now()) or validate_partner_agent(
+            params.get("partner_agent")
+        )
         if problem is not None:
             return 400, None, {}, pixel_id, problem
         test_event_code = params.get("test_event_code") or ""

@@ -25,6 +25,10 @@ MAX_STORE_EVENT_AGE_SECONDS = 62 * 24 * 3600
 # while still refusing real future timestamps (and milliseconds sent as seconds).
 FUTURE_TOLERANCE_SECONDS = 60
 MAX_CUSTOM_EVENT_NAME_LENGTH = 50
+# Meta: partner_agent "should be in a format that is less than 23 characters and includes at
+# least two alphabetical characters" (end-to-end implementation guide). What Meta answers to
+# one that does not is unconfirmed; the sandbox refuses it as an invalid parameter.
+MAX_PARTNER_AGENT_LENGTH = 22
 
 ACTION_SOURCES = frozenset(
     {
@@ -99,6 +103,21 @@ def validate_events(data: object, *, now: float) -> GraphAnswerError | None:
         problem = _validate_event(index, event, oldest_allowed, newest_allowed)
         if problem is not None:
             return problem
+    return None
+
+
+def validate_partner_agent(value: object) -> GraphAnswerError | None:
+    """Check ``partner_agent`` against Meta's documented format; None when it is fine or absent."""
+    if value is None or value == "":
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_PARTNER_AGENT_LENGTH
+        or sum(1 for char in value if char.isascii() and char.isalpha()) < 2
+    ):
+        return errors.invalid_body(
+            "partner_agent must be less than 23 characters and include at least two letters"
+        )
     return None
 
 

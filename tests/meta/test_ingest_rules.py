@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from capi_destinations import checks, dispatch, graph, ingest
 from capi_destinations import clock as app_clock
-from capi_destinations import dispatch, ingest
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.sandbox import Sandbox
@@ -301,3 +301,53 @@ def test_a_business_messaging_event_without_its_channels_identifiers_is_flagged(
     assert found.field == f"user_data.{missing}"
     assert missing in found.message
     assert missing in found.fix
+
+
+# --- 6. partner_agent -----------------------------------------------------------------------
+
+
+def test_the_partner_agent_follows_metas_rule_and_a_platform_sets_its_own(
+    env: Sandbox, destination: Destination, settings: Any
+) -> None:
+    """Source: Meta, end-to-end implementation guide, "Attribute events to your platform":
+    partner_agent "should be in a format that is less than 23 characters and includes at least
+    two alphabetical characters" (…/conversions-api/guides/end-to-end-implementation)."""
+    assert checks.partner_agent_problem(graph.PARTNER_AGENT) is None
+    ingest.track(destination, event())
+    dispatch.dispatch_pending()
+    assert env.requests()[-1]["params"]["partner_agent"] == graph.PARTNER_AGENT
+
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "PARTNER_AGENT": "acme-shops-2.1"}
+    ingest.track(destination, event(event_id="order-2"))
+    dispatch.dispatch_pending()
+    assert env.requests()[-1]["params"]["partner_agent"] == "acme-shops-2.1"
+
+
+@pytest.mark.parametrize("value", ["a-platform-name-that-is-23", "12-34", "x"])
+def test_a_partner_agent_setting_that_breaks_the_rule_fails_the_system_check(
+    value: str, settings: Any
+) -> None:
+    """Source: Meta, end-to-end implementation guide (less than 23 characters, at least two
+    letters); the check refuses a setting that Meta's rule refuses."""
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "PARTNER_AGENT": value}
+
+    found = [message.id for message in checks.check_setting_formats()]
+
+    assert "capi_destinations.E020" in found
+
+
+def test_the_sandbox_refuses_a_partner_agent_that_breaks_the_rule(
+    env: Sandbox, destination: Destination, settings: Any
+) -> None:
+    """Source: Meta, end-to-end implementation guide (the format); the answer Meta gives to a
+    wrong one is unconfirmed, so the sandbox gives its generic invalid-parameter answer."""
+    settings.CAPI_DESTINATIONS = {
+        **settings.CAPI_DESTINATIONS,
+        "PARTNER_AGENT": "a-platform-name-that-is-23",
+    }
+    ingest.track(destination, event())
+
+    dispatch.dispatch_pending()
+
+    assert env.events() == []
+    assert env.requests()[-1]["status"] == 400

@@ -137,9 +137,10 @@ def track_many(
     values and Meta's keys or aliases, ``custom_data``, ``consent``). With ``request``, the
     visitor's IP address (REMOTE_ADDR, or the ``TRUSTED_PROXY_HEADER``), user agent and
     ``_fbp``/``_fbc`` cookies fill the user_data keys the event leaves empty. Always: a missing
-    ``event_time`` becomes now, a missing ``event_id`` becomes ``srv_<hex>`` (the
-    ``missing_event_id`` warning stays: the Pixel cannot share it), and an ``fbclid`` in
-    ``event_source_url`` becomes ``fbc`` when there is none.
+    ``event_time`` becomes now (the ``event_time_filled`` note says so), a missing ``event_id``
+    becomes ``srv_<hex>`` (the ``missing_event_id`` warning stays: the Pixel cannot share it),
+    and an ``fbclid`` in ``event_source_url`` becomes ``fbc`` when there is none or the one
+    given holds another click (the freshest click wins), first seen at the event's time.
 
     Events already recorded (same destination, event_name and event_id, also earlier in the
     same batch or from a concurrent request) are not stored again; if their content differs,
@@ -304,10 +305,10 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     if user_data is None:
         user_data = event["user_data"] = {}
     report: normalize.NormalizedUserData | None = None
-    fbc_was_built = False
+    fbc_was_built = ""
     if isinstance(user_data, Mapping):
         user_data = event["user_data"] = dict(user_data)
-        fbc_was_built = _enrich_user_data(user_data, event.get("event_source_url"), context)
+        fbc_was_built = _enrich_user_data(user_data, event, context)
         report = normalize.normalize_user_data_report(user_data, country=context.default_country)
     _plain_numbers(event)
 
@@ -323,6 +324,8 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     )
     consent_state, consent_findings = consent.parse_consent(event.get("consent"))
     found.extend(consent_findings)
+    if fbc_was_built is _REPLACED:
+        found.append(_fbc_from_url())
 
     event_name, event_id = _storable_key(event, found)
     event_time = diagnostics.parse_event_time(event["event_time"])
@@ -363,7 +366,7 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         status, reason = EventStatus.PENDING, ""
 
     payload, payload_json, payload_hash = _canonical_payload(
-        payload, without_time=time_was_filled, without_fbc=fbc_was_built
+        payload, without_time=time_was_filled, without_fbc=bool(fbc_was_built)
     )
     action_source = event.get("action_source")
     columns = {
@@ -419,12 +422,25 @@ def _new_event(columns: dict[str, Any]) -> Event:
     return row
 
 
-def _enrich_user_data(user_data: dict[str, Any], event_source_url: Any, context: _Context) -> bool:
-    """Fill empty keys from the request and the page URL; True when fbc was built here."""
+# What _enrich_user_data did with fbc: built it where there was none, or replaced an older one.
+_BUILT = "built"
+_REPLACED = "replaced"
+
+
+def _enrich_user_data(
+    user_data: dict[str, Any], event: Mapping[str, Any], context: _Context
+) -> str:
+    """Fill empty keys from the request and the page URL; says what it did with fbc.
+
+    Returns "" (fbc untouched), ``_BUILT`` or ``_REPLACED``. Meta asks for the most recent
+    click: an fbclid in the page URL is newer than any fbc cookie or value holding another
+    fbclid, so it replaces them; one holding the same fbclid is kept (it says when it was
+    first seen).
+    """
     enrichment = context.enrichment
-    fbclid = _fbclid(event_source_url)
+    fbclid = _fbclid(event.get("event_source_url"))
     if not context.has_enrichment and fbclid is None:
-        return False
+        return ""
     # The caller's own values always win, whether given under Meta's key or an alias.
     given = {
         normalize.canonical_key(key)
@@ -440,11 +456,40 @@ def _enrich_user_data(user_data: dict[str, Any], event_source_url: Any, context:
         if value is not None and key not in given:
             user_data[key] = value
             given.add(key)
-    if fbclid is not None and "fbc" not in given:
-        # Meta's documented form: fb.<subdomain index 1>.<first seen, ms>.<fbclid as it is>.
-        user_data["fbc"] = f"fb.1.{context.now_ms}.{fbclid}"
-        return True
-    return False
+    if fbclid is None:
+        return ""
+    older = [key for key in user_data if normalize.canonical_key(key) == "fbc"]
+    if "fbc" in given:
+        current = next((user_data[key] for key in older if user_data[key]), None)
+        if not isinstance(current, str) or _fbclid_of_fbc(current) == fbclid:
+            return ""  # the same click (seen first back then), or a value diagnose reports
+    for key in older:
+        del user_data[key]
+    # Meta's documented form: fb.<subdomain index 1>.<first seen, ms>.<fbclid as it is>. First
+    # seen is now, or the event's own time for an event sent later: never after the conversion.
+    first_seen = context.now_ms
+    event_time = diagnostics.parse_event_time(event.get("event_time"))
+    if event_time is not None:
+        first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
+    user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
+    return _REPLACED if "fbc" in given else _BUILT
+
+
+def _fbclid_of_fbc(fbc: str) -> str | None:
+    """The fbclid inside an fbc value (fb.<n>.<ms>.<fbclid>[.<appendix>])."""
+    parts = fbc.strip().split(".")
+    return parts[3] if len(parts) in (4, 5) else None
+
+
+def _fbc_from_url() -> Diagnostic:
+    return Diagnostic(
+        code="fbc_from_url",
+        field="user_data.fbc",
+        severity=diagnostics.INFO,
+        message="The page URL carries a newer Meta ad click (fbclid) than the fbc given (or "
+        "the _fbc cookie), so fbc was built from the URL: Meta asks for the most recent click.",
+        fix="Nothing to do; refresh the _fbc cookie when a new fbclid arrives to keep them equal.",
+    )
 
 
 def _fbclid(url: Any) -> str | None:

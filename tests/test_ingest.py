@@ -581,15 +581,19 @@ def test_fbclid_in_the_page_url_becomes_fbc(destination: Destination) -> None:
     url = "https://shop.example.com/landing?utm_source=fb&fbclid=IwAR2xYz_AbC-123"
     result = track(destination, bare_event(event_source_url=url))
 
-    millis = int(FROZEN_AT.timestamp() * 1000)
+    # First seen: the event's own time (a minute ago), never after the conversion.
+    millis = (NOW_SECONDS - 60) * 1000
     assert result.event.payload["user_data"]["fbc"] == f"fb.1.{millis}.IwAR2xYz_AbC-123"
 
 
-def test_an_fbc_cookie_wins_over_fbclid(destination: Destination) -> None:
+def test_an_fbclid_in_the_url_wins_over_an_older_fbc_cookie(destination: Destination) -> None:
+    # Meta asks for the most recent click: the URL's fbclid is newer than the cookie's.
     url = "https://shop.example.com/?fbclid=FromTheUrl"
     result = track(destination, bare_event(event_source_url=url), request=browser_request())
 
-    assert result.event.payload["user_data"]["fbc"] == "fb.1.1700000000001.AbC"
+    millis = (NOW_SECONDS - 60) * 1000
+    assert result.event.payload["user_data"]["fbc"] == f"fb.1.{millis}.FromTheUrl"
+    assert "fbc_from_url" in codes(result.diagnostics)
 
 
 def test_a_retry_with_a_built_fbc_is_a_clean_duplicate(

@@ -351,3 +351,56 @@ def test_the_sandbox_refuses_a_partner_agent_that_breaks_the_rule(
 
     assert env.events() == []
     assert env.requests()[-1]["status"] == 400
+
+
+# --- 7. the freshest click wins -------------------------------------------------------------
+
+
+def web_event(**fields: Any) -> dict[str, Any]:
+    return event(
+        action_source="website",
+        event_source_url="https://shop.example.com/landing?fbclid=NewClick123",
+        user_data={"em": "jane@example.com", "client_user_agent": "Mozilla/5.0"},
+        **fields,
+    )
+
+
+def test_an_fbclid_in_the_page_url_beats_an_older_fbc_cookie(
+    clock: Any, destination: Destination, rf: Any
+) -> None:
+    """Source: Meta, fbp and fbc parameters: store and send "the most recent value obtained
+    from the URL"
+    (developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc)."""
+    request = rf.get("/", HTTP_USER_AGENT="Mozilla/5.0")
+    request.COOKIES["_fbc"] = "fb.1.1554763741205.OldClick999"
+    now_ms = int(app_clock.now().timestamp()) * 1000
+
+    result = ingest.track(destination, web_event(), request=request)
+
+    assert result.event.payload["user_data"]["fbc"] == f"fb.1.{now_ms}.NewClick123"
+    assert "fbc_from_url" in codes(result)
+    same = ingest.track(
+        destination,
+        web_event(event_id="order-2"),
+        request=_with_cookie(rf, "fb.1.1554763741205.NewClick123"),
+    )
+    assert same.event.payload["user_data"]["fbc"] == "fb.1.1554763741205.NewClick123"
+
+
+def _with_cookie(rf: Any, fbc: str) -> Any:
+    request = rf.get("/", HTTP_USER_AGENT="Mozilla/5.0")
+    request.COOKIES["_fbc"] = fbc
+    return request
+
+
+def test_an_fbc_built_for_a_back_filled_event_uses_the_events_time(
+    clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, fbp and fbc parameters: creationTime is when the fbclid was first observed
+    (…/parameters/fbp-and-fbc); for an event sent later that is its own time, never a time
+    after the conversion."""
+    happened = int((app_clock.now() - 2 * DAY).timestamp())
+
+    result = ingest.track(destination, web_event(event_time=happened))
+
+    assert result.event.payload["user_data"]["fbc"] == f"fb.1.{happened * 1000}.NewClick123"

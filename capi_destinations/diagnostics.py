@@ -105,7 +105,9 @@ MAX_EVENT_AGE = timedelta(days=7)
 #: transactions within 62 days of the conversion" (Meta's offline events page).
 MAX_STORE_EVENT_AGE = timedelta(days=62)
 STORE_ACTION_SOURCE = "physical_store"
-#: How far in the future an event_time may be before we call it wrong (clocks drift).
+#: How far in the future an event_time may be before we call it wrong. Our own rule, not
+#: Meta's (Meta documents no figure): clocks drift by seconds or minutes, and anything later
+#: is a wrong clock, a time zone mix-up or milliseconds. The sandbox applies the same figure.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: Meta asks for events within an hour; later ones still count but are worth a note.
 RECOMMENDED_DELAY = timedelta(hours=1)
@@ -596,8 +598,9 @@ def _check_event_time(
             _error(
                 "event_time_in_future",
                 "event_time",
-                f"event_time is {_duration(-age)} in the future; Meta refuses events from the "
-                "future.",
+                f"event_time is {_duration(-age)} in the future. We refuse events more than "
+                f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes ahead of our clock (our "
+                "own rule for clock drift; Meta documents no limit), as the time is surely wrong.",
                 "Use the real moment of the action in Unix seconds, UTC; check the sending "
                 "server's clock and time zone handling.",
                 meta_code=_META_INVALID_PARAMETER,

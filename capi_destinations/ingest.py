@@ -326,6 +326,8 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     found.extend(consent_findings)
     if fbc_was_built is _REPLACED:
         found.append(_fbc_from_url())
+    if time_was_filled:
+        found.append(_event_time_filled())
 
     event_name, event_id = _storable_key(event, found)
     event_time = diagnostics.parse_event_time(event["event_time"])
@@ -473,6 +475,18 @@ def _enrich_user_data(
         first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
     user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
     return _REPLACED if "fbc" in given else _BUILT
+
+
+def _event_time_filled() -> Diagnostic:
+    return Diagnostic(
+        code="event_time_filled",
+        field="event_time",
+        severity=diagnostics.WARNING,
+        message="The event had no event_time, so the moment we recorded it was used; if it "
+        "happened earlier (an event sent later, from a queue or an import), that time is wrong.",
+        fix="Send event_time, the moment the action happened, in Unix seconds "
+        "(int(time.time()) in Python, Math.floor(Date.now() / 1000) in JavaScript).",
+    )
 
 
 def _fbclid_of_fbc(fbc: str) -> str | None:

@@ -225,6 +225,7 @@ def test_event_time_defaults_to_now(destination: Destination) -> None:
     assert result.event.event_time == FROZEN_AT
     assert result.event.payload["event_time"] == NOW_SECONDS
     assert "missing_event_time" not in codes(result.diagnostics)
+    assert "event_time_filled" in codes(result.diagnostics)
 
 
 def test_a_missing_event_id_is_generated_and_still_warned_about(

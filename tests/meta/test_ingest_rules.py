@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from capi_destinations import checks, dispatch, graph, ingest
+from capi_destinations import checks, diagnostics, dispatch, graph, ingest
 from capi_destinations import clock as app_clock
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import Destination, Event, EventStatus
-from capi_destinations.sandbox import Sandbox
+from capi_destinations.sandbox import Sandbox, validation
 
 pytestmark = pytest.mark.django_db
 
@@ -404,3 +404,48 @@ def test_an_fbc_built_for_a_back_filled_event_uses_the_events_time(
     result = ingest.track(destination, web_event(event_time=happened))
 
     assert result.event.payload["user_data"]["fbc"] == f"fb.1.{happened * 1000}.NewClick123"
+
+
+# --- 8. event_time is never invented silently ----------------------------------------------
+
+
+def test_a_missing_event_time_becomes_the_recording_time_and_says_so(
+    clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, server event parameters: event_time is required
+    (…/conversions-api/parameters/server-event); filling it is our choice, and it is told."""
+    raw = event()
+    del raw["event_time"]
+
+    result = ingest.track(destination, raw)
+
+    assert result.event.payload["event_time"] == int(app_clock.now().timestamp())
+    note = finding(result, "event_time_filled")
+    assert (note.field, note.severity) == ("event_time", "warning")
+    assert "recorded" in note.message
+
+
+def test_the_future_time_tolerance_is_one_rule_of_ours_in_ingest_and_sandbox(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: none: Meta documents no tolerance for event times in the future (unconfirmed);
+    ours is five minutes, the same in ingest and sandbox, and the message says it is ours."""
+    assert timedelta(seconds=validation.FUTURE_TOLERANCE_SECONDS) == diagnostics.MAX_CLOCK_SKEW
+    now = int(app_clock.now().timestamp())
+    inside = ingest.track(destination, event(event_id="in", event_time=now + 290))
+    outside = ingest.track(destination, event(event_id="out", event_time=now + 310))
+
+    assert inside.status == ingest.STORED
+    assert outside.status == ingest.REJECTED
+    message = finding(outside, "event_time_in_future").message
+    assert "our own rule" in message
+    assert "Meta documents no limit" in message
+    assert dispatch.dispatch_pending().delivered == 1
+    meta_ready = {
+        "event_name": "Purchase",
+        "action_source": "physical_store",
+        "user_data": {"em": [DIGEST]},
+        "custom_data": {"value": 1, "currency": "EUR"},
+    }
+    assert validation.validate_events([{**meta_ready, "event_time": now + 290}], now=now) is None
+    assert validation.validate_events([{**meta_ready, "event_time": now + 310}], now=now)

@@ -1033,7 +1033,8 @@ _PROBLEMS: dict[str, tuple[str, str, str]] = {
     "phone_missing_country_code": (
         _WARNING,
         "A phone number has no country code and no country is known, so it was sent as "
-        "digits only; Meta may not match it.",
+        "digits only; Meta matches phone numbers only with their country code, so unless the "
+        "digits already start with it, this one cannot match.",
         "Send phone numbers with the country code (+44 …), or send the customer's country, or "
         "set a default country on the destination.",
     ),

@@ -312,6 +312,25 @@ class MissingIdentifierRow:
 
 
 @dataclass(frozen=True)
+class PhoneCountryRow:
+    """The share of one event name's phone numbers sent without a country code.
+
+    Meta: phone numbers "must include a country code to be used for matching", so this is an
+    error-level finding for the destination (its default country fixes it), although each
+    event is still sent: digits without a + may already start with the country code.
+    """
+
+    event_name: str
+    count: int
+    of_phones: int
+    severity: str = "error"
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.count / self.of_phones) if self.of_phones else 0
+
+
+@dataclass(frozen=True)
 class DiagnosticsSummary:
     """The most frequent diagnostics and missing identifiers over the last 24 hours."""
 
@@ -319,6 +338,7 @@ class DiagnosticsSummary:
     sampled: bool
     diagnostics: list[DiagnosticRow] = field(default_factory=list)
     missing_identifiers: list[MissingIdentifierRow] = field(default_factory=list)
+    phones_without_country: list[PhoneCountryRow] = field(default_factory=list)
 
 
 def diagnostics_summary(
@@ -346,7 +366,30 @@ def diagnostics_summary(
         sampled=sampled,
         diagnostics=_top_diagnostics(rows, limit),
         missing_identifiers=_top_missing_identifiers(rows, limit),
+        phones_without_country=_phones_without_country(rows),
     )
+
+
+_NO_COUNTRY_CODE = "phone_missing_country_code"
+
+
+def _phones_without_country(rows: Iterable[tuple[str, Any, Any]]) -> list[PhoneCountryRow]:
+    """Per event name: of the events with a phone number, how many had no country code."""
+    phones: Counter[str] = Counter()
+    without: Counter[str] = Counter()
+    for event_name, diagnostics, user_data in rows:
+        flagged = any(
+            isinstance(diagnostic, Mapping) and diagnostic.get("code") == _NO_COUNTRY_CODE
+            for diagnostic in diagnostics or []
+        )
+        if flagged or (isinstance(user_data, Mapping) and user_data.get("ph")):
+            phones[event_name] += 1
+            without[event_name] += flagged
+    return [
+        PhoneCountryRow(event_name=event_name, count=count, of_phones=phones[event_name])
+        for event_name, count in sorted(without.items(), key=lambda item: (-item[1], item[0]))
+        if count
+    ]
 
 
 def _top_diagnostics(rows: Iterable[tuple[str, Any, Any]], limit: int) -> list[DiagnosticRow]:

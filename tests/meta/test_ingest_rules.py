@@ -6,15 +6,19 @@ The sources are the rows of docs/META.md, section "Ingest rules". Events go thro
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
-from capi_destinations import checks, diagnostics, dispatch, graph, ingest
+from capi_destinations import checks, diagnostics, dispatch, graph, ingest, reports
 from capi_destinations import clock as app_clock
 from capi_destinations.diagnostics import Diagnostic
-from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.forms import DestinationForm
+from capi_destinations.models import Destination, Event, EventStatus, Role
 from capi_destinations.sandbox import Sandbox, validation
 
 pytestmark = pytest.mark.django_db
@@ -449,3 +453,44 @@ def test_the_future_time_tolerance_is_one_rule_of_ours_in_ingest_and_sandbox(
     }
     assert validation.validate_events([{**meta_ready, "event_time": now + 290}], now=now) is None
     assert validation.validate_events([{**meta_ready, "event_time": now + 310}], now=now)
+
+
+# --- 9. a phone number without a country code cannot match ---------------------------------
+
+
+def test_phones_without_a_country_code_are_an_error_on_the_destinations_summary(
+    clock: Any, destination: Destination, make_user: Any, tenant: Any
+) -> None:
+    """Source: Meta, customer information parameters: phone numbers "must include a country
+    code to be used for matching"
+    (developers.facebook.com/documentation/ads-commerce/conversions-api/parameters/customer-information-parameters)."""
+    phones = ["+44 20 7946 0958"] * 9 + ["020 7946 0958"] * 4  # 4 of 13: 31%
+    for number, phone in enumerate(phones):
+        ingest.track(destination, event(event_id=f"p{number}", user_data={"ph": phone}))
+
+    [row] = reports.diagnostics_summary(destination).phones_without_country
+    assert (row.event_name, row.count, row.of_phones, row.percent) == ("Purchase", 4, 13, 31)
+    assert row.severity == "error"
+    client = Client()
+    client.force_login(make_user(tenant, Role.ADMIN))
+    page = client.get(
+        reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    ).content.decode()
+    assert "31%</strong> of Purchase phones have no country code" in page
+    assert "default country" in page
+
+
+def test_a_destinations_default_country_reads_national_phone_numbers(
+    clock: Any, make_destination: Any
+) -> None:
+    """Source: Meta, customer information parameters (a country code is needed); the
+    destination's default country (set in its form) supplies it for national numbers."""
+    british = make_destination(default_country="gb")
+
+    result = ingest.track(british, event(user_data={"ph": "020 7946 0958"}))
+
+    assert "phone_missing_country_code" not in codes(result)
+    expected = hashlib.sha256(b"442079460958").hexdigest()
+    assert result.event.payload["user_data"]["ph"] == [expected]
+    assert not reports.diagnostics_summary(british).phones_without_country
+    assert "default_country" in DestinationForm.Meta.fields

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capi_destinations.diagnostics import INFO, WARNING, Diagnostic
+from capi_destinations.diagnostics import ERROR, INFO, WARNING, Diagnostic
 
 __all__ = [
     "CONSENT_SIGNALS",
@@ -28,6 +28,7 @@ __all__ = [
     "GRANTED",
     "ConsentPolicy",
     "ConsentVerdict",
+    "check_data_processing_options",
     "evaluate_consent",
     "parse_consent",
 ]
@@ -47,6 +48,12 @@ _MAX_CONTEXT_TEXT = 100
 # Meta's Limited Data Use flag, with country and state 0: "Meta, geolocate the event".
 _LDU_OPTIONS = ("LDU",)
 _GEOLOCATE = 0
+# The values Meta documents for data_processing_options_country (1 = the United States) and
+# _state (1000 = California), besides 0 = geolocate (server event parameters).
+_DPO_COUNTRIES = (0, 1)
+_DPO_STATES = (0, 1000)
+_DPO_LOCATION_KEYS = ("data_processing_options_country", "data_processing_options_state")
+_META_INVALID_PARAMETER = 100
 
 
 class ConsentPolicy(enum.StrEnum):
@@ -242,3 +249,100 @@ def _parse_context(key: str, value: Any) -> str | int | None:
 
 def _warning(code: str, field: str, message: str, fix: str) -> Diagnostic:
     return Diagnostic(code=code, field=field, severity=WARNING, message=message, fix=fix)
+
+
+def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
+    """Check caller-supplied data_processing_options and their country and state.
+
+    Meta documents "LDU" as the only option (an empty list means "not LDU"), the country as
+    1 (USA) or 0 (geolocate), the state as 1000 (California) or 0, and a state with every
+    country. A wrong option or value is an error: Limited Data Use is a legal choice, so it is
+    not guessed. With LDU and neither country nor state, ``ldu_location_filled`` says they were
+    set to 0 (Meta geolocates, as the ``limited_data_use`` policy sends); a country or state
+    without LDU means nothing and is left out (``dpo_location_without_ldu``).
+    """
+    options = event.get("data_processing_options")
+    given = {key: event.get(key) for key in _DPO_LOCATION_KEYS if event.get(key) is not None}
+    found: list[Diagnostic] = []
+    if options is not None and not (
+        isinstance(options, list | tuple) and all(option == "LDU" for option in options)
+    ):
+        found.append(
+            _dpo_error(
+                "data_processing_options",
+                'data_processing_options may only be ["LDU"] (Limited Data Use) or [] (not).',
+                'Send ["LDU"] exactly (capital letters) to ask for Limited Data Use, [] not to.',
+            )
+        )
+        return found
+    for key, allowed, meaning in (
+        ("data_processing_options_country", _DPO_COUNTRIES, "1 (United States) or 0"),
+        ("data_processing_options_state", _DPO_STATES, "1000 (California) or 0"),
+    ):
+        value = given.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value not in allowed
+        ):
+            found.append(
+                _dpo_error(
+                    key,
+                    f"{key} must be {meaning} (0: Meta geolocates the event).",
+                    f"Send {key} as the number {meaning}.",
+                )
+            )
+    if found:
+        return found
+    if not options:
+        found.extend(
+            _warning(
+                "dpo_location_without_ldu",
+                key,
+                f'{key} only means something with data_processing_options ["LDU"], so it '
+                "was left out.",
+                'Send it together with data_processing_options ["LDU"], or leave it out.',
+            )
+            for key in given
+        )
+    elif len(given) == 1:
+        missing = next(key for key in _DPO_LOCATION_KEYS if key not in given)
+        found.append(
+            _dpo_error(
+                missing,
+                f"With Limited Data Use, {', '.join(given)} needs {missing} too.",
+                "Send both: 1 and 1000 for California, or 0 and 0 to let Meta geolocate.",
+            )
+        )
+    elif (
+        given.get("data_processing_options_state") == 1000
+        and given.get("data_processing_options_country") != 1
+    ):
+        found.append(
+            _dpo_error(
+                "data_processing_options_country",
+                "State 1000 (California) goes with country 1 (United States).",
+                "Send country 1 with state 1000, or 0 and 0 to let Meta geolocate.",
+            )
+        )
+    elif not given:
+        found.append(
+            _warning(
+                "ldu_location_filled",
+                "data_processing_options",
+                "Limited Data Use was asked for without country and state, so both were set "
+                "to 0: Meta geolocates the event.",
+                "Send data_processing_options_country and _state yourself (1 and 1000 for "
+                "California) if you know them.",
+            )
+        )
+    return found
+
+
+def _dpo_error(field: str, message: str, fix: str) -> Diagnostic:
+    return Diagnostic(
+        code="invalid_data_processing_options",
+        field=field,
+        severity=ERROR,
+        message=message,
+        fix=fix,
+        meta_code=_META_INVALID_PARAMETER,
+    )

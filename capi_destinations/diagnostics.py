@@ -144,8 +144,50 @@ SERVER_EVENT_KEYS: frozenset[str] = frozenset(
         "messaging_channel",
         "attribution_data",
         "advanced_measurement_table",
+        "store_data",
     }
 )
+
+#: Findings whose field is left out of what is sent, while the rest of the event goes on: a
+#: value Meta would refuse, and with it the whole request (``ingest`` removes the field).
+DROPPED_FIELD_CODES: frozenset[str] = frozenset(
+    {
+        "invalid_opt_out",
+        "invalid_customer_segmentation",
+        "invalid_content_type",
+        "invalid_delivery_category",
+        "invalid_predicted_ltv",
+        "invalid_num_items",
+        "invalid_original_event_data",
+        "invalid_store_data",
+        "dpo_location_without_ldu",
+    }
+)
+
+#: ``customer_segmentation`` values Meta documents (server event parameters).
+CUSTOMER_SEGMENTATIONS: frozenset[str] = frozenset(
+    {
+        "new_customer_to_business",
+        "new_customer_to_business_line",
+        "new_customer_to_product_area",
+        "new_customer_to_medium",
+        "existing_customer_to_business",
+        "existing_customer_to_business_line",
+        "existing_customer_to_product_area",
+        "existing_customer_to_medium",
+        "customer_in_loyalty_program",
+    }
+)
+#: ``content_type`` and ``delivery_category`` values Meta documents (custom data parameters).
+CONTENT_TYPES: frozenset[str] = frozenset({"product", "product_group"})
+DELIVERY_CATEGORIES: frozenset[str] = frozenset({"in_store", "curbside", "home_delivery"})
+#: The keys of ``original_event_data`` Meta documents.
+ORIGINAL_EVENT_DATA_KEYS: frozenset[str] = frozenset(
+    {"event_name", "event_time", "order_id", "event_id"}
+)
+#: ``app_data.extinfo``: 16 slots, the first naming the platform (Android ``a2``, iOS ``i2``).
+EXTINFO_SLOTS = 16
+EXTINFO_PLATFORMS: frozenset[str] = frozenset({"a2", "i2"})
 
 # Our own key beside Meta's: the consent state travels with the event and is evaluated per
 # destination before anything is sent.
@@ -397,6 +439,7 @@ def diagnose(
     _check_messaging(event, action_source, user_data, found)
     _check_custom_data(event.get("custom_data"), event_name, found)
     _check_other_keys(event, found)
+    _check_request_fields(event, action_source, found)
 
     rank = {ERROR: 0, WARNING: 1, INFO: 2}
     return sorted(found, key=lambda diagnostic: rank.get(diagnostic.severity, 3))
@@ -895,7 +938,7 @@ def _check_custom_data(value: Any, event_name: str | None, found: list[Diagnosti
             _warning(
                 "invalid_num_items",
                 "custom_data.num_items",
-                f"num_items is {_kind(num_items)}, not a whole number.",
+                f"num_items is {_kind(num_items)}, not a whole number, so it was left out.",
                 "Send num_items as an integer, e.g. 3.",
             )
         )
@@ -1149,7 +1192,8 @@ def _check_other_keys(event: Mapping[str, Any], found: list[Diagnostic]) -> None
             _warning(
                 "invalid_opt_out",
                 "opt_out",
-                f"opt_out is {_kind(opt_out)}, not true or false.",
+                f"opt_out is {_kind(opt_out)}, not true or false, so it was left out (Meta "
+                "would refuse the whole request over it).",
                 "Send opt_out as a JSON boolean, or leave it out.",
             )
         )
@@ -1177,3 +1221,210 @@ def _check_other_keys(event: Mapping[str, Any], found: list[Diagnostic]) -> None
                     "details in user_data.",
                 )
             )
+
+
+# --- fields that can fail a whole request -------------------------------------------------------
+
+
+def _check_request_fields(
+    event: Mapping[str, Any], action_source: str | None, found: list[Diagnostic]
+) -> None:
+    """Values Meta would refuse, failing every event of the request with them.
+
+    A field that only adds detail is left out (its code is in ``DROPPED_FIELD_CODES``); one
+    the event cannot be sent without is an error.
+    """
+    custom_data = event.get("custom_data")
+    custom: Mapping[str, Any] = custom_data if isinstance(custom_data, Mapping) else {}
+    for field, value in (
+        ("customer_segmentation", event.get("customer_segmentation")),
+        ("custom_data.customer_segmentation", custom.get("customer_segmentation")),
+    ):
+        if value is not None and not _one_of(value, CUSTOMER_SEGMENTATIONS):
+            found.append(
+                _dropped(
+                    "invalid_customer_segmentation",
+                    field,
+                    f"customer_segmentation {_shown(value, 40)!r} is not one Meta documents",
+                    f"Send one of: {', '.join(sorted(CUSTOMER_SEGMENTATIONS))}.",
+                )
+            )
+    content_type = custom.get("content_type")
+    if content_type is not None and not _one_of(content_type, CONTENT_TYPES):
+        found.append(
+            _dropped(
+                "invalid_content_type",
+                "custom_data.content_type",
+                f"content_type {_shown(content_type, 40)!r} is neither product nor product_group",
+                'Send "product" (content_ids are products) or "product_group" (product '
+                "groups), or leave it out.",
+            )
+        )
+    _check_delivery_categories(custom, found)
+    predicted_ltv = custom.get("predicted_ltv")
+    if (
+        predicted_ltv is not None
+        and not _number_out_of_range(predicted_ltv)
+        and not (
+            isinstance(predicted_ltv, int | float)
+            and not isinstance(predicted_ltv, bool)
+            and math.isfinite(predicted_ltv)
+        )
+    ):
+        found.append(
+            _dropped(
+                "invalid_predicted_ltv",
+                "custom_data.predicted_ltv",
+                f"predicted_ltv is {_kind(predicted_ltv)}, not a number",
+                "Send predicted_ltv as a plain number, e.g. 250.0.",
+            )
+        )
+    _check_original_event_data(event.get("original_event_data"), found)
+    _check_store_data(event.get("store_data"), action_source, found)
+    if action_source == "app" and event.get("app_data") is not None:
+        _check_app_data(event["app_data"], found)
+
+
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in allowed
+
+
+def _dropped(code: str, field: str, what: str, fix: str) -> Diagnostic:
+    """A warning for a field left out of the event (``what`` says what is wrong with it)."""
+    return _warning(
+        code,
+        field,
+        f"{what}, so it was left out (Meta would refuse the whole request over it).",
+        fix,
+    )
+
+
+def _check_delivery_categories(custom: Mapping[str, Any], found: list[Diagnostic]) -> None:
+    places: list[tuple[str, Any]] = [
+        ("custom_data.delivery_category", custom.get("delivery_category"))
+    ]
+    contents = custom.get("contents")
+    if isinstance(contents, list):
+        places.extend(
+            (f"custom_data.contents[{index}].delivery_category", item.get("delivery_category"))
+            for index, item in enumerate(contents)
+            if isinstance(item, Mapping)
+        )
+    for field, value in places:
+        if value is not None and not _one_of(value, DELIVERY_CATEGORIES):
+            found.append(
+                _dropped(
+                    "invalid_delivery_category",
+                    field,
+                    f"delivery_category {_shown(value, 40)!r} is not one Meta documents",
+                    "Send in_store, curbside or home_delivery, or leave it out.",
+                )
+            )
+
+
+def _check_original_event_data(value: Any, found: list[Diagnostic]) -> None:
+    if value is None:
+        return
+    keys = ", ".join(sorted(ORIGINAL_EVENT_DATA_KEYS))
+    if not isinstance(value, Mapping):
+        found.append(
+            _dropped(
+                "invalid_original_event_data",
+                "original_event_data",
+                f"original_event_data is {_kind(value)}, not an object",
+                f"Send original_event_data as an object with {keys}.",
+            )
+        )
+        return
+    for key in value:
+        if key not in ORIGINAL_EVENT_DATA_KEYS:
+            shown = _shown(str(key), 40)
+            found.append(
+                _dropped(
+                    "invalid_original_event_data",
+                    f"original_event_data.{shown}",
+                    f'"{shown}" is not an original_event_data key Meta documents',
+                    f"Use only {keys}.",
+                )
+            )
+
+
+def _check_store_data(value: Any, action_source: str | None, found: list[Diagnostic]) -> None:
+    if value is None:
+        return
+    if action_source != STORE_ACTION_SOURCE:
+        found.append(
+            _dropped(
+                "invalid_store_data",
+                "store_data",
+                "store_data describes the store of a physical_store event, and this event's "
+                "action_source is not physical_store",
+                'Send store_data only with action_source "physical_store".',
+            )
+        )
+    elif not isinstance(value, Mapping):
+        found.append(
+            _dropped(
+                "invalid_store_data",
+                "store_data",
+                f"store_data is {_kind(value)}, not an object",
+                "Send store_data as an object describing the store, or leave it out.",
+            )
+        )
+
+
+def _check_app_data(app_data: Any, found: list[Diagnostic]) -> None:
+    fix = (
+        'Send app_data as {"advertiser_tracking_enabled": 1, "application_tracking_enabled": 1, '
+        '"extinfo": ["a2", "com.example.app", …16 slots]} (empty strings for unknown slots).'
+    )
+    if not isinstance(app_data, Mapping):
+        found.append(
+            _error(
+                "invalid_app_data",
+                "app_data",
+                f"app_data is {_kind(app_data)}, not an object.",
+                fix,
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+        return
+    tracking = app_data.get("advertiser_tracking_enabled")
+    if tracking is None or not (isinstance(tracking, bool) or tracking in (0, 1)):
+        found.append(
+            _error(
+                "invalid_app_data",
+                "app_data.advertiser_tracking_enabled",
+                "App events need advertiser_tracking_enabled (1 or 0, true or false: whether "
+                "the user allowed tracking, e.g. App Tracking Transparency on iOS), and "
+                + ("none was sent." if tracking is None else f"it is {_kind(tracking)}."),
+                fix,
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+    extinfo = app_data.get("extinfo")
+    problem = _extinfo_problem(extinfo)
+    if problem is not None:
+        found.append(
+            _error(
+                "invalid_app_data",
+                "app_data.extinfo",
+                f"App events need extinfo, the device information in 16 slots; {problem}.",
+                fix,
+                meta_code=_META_INVALID_PARAMETER,
+            )
+        )
+
+
+def _extinfo_problem(extinfo: Any) -> str | None:
+    if extinfo is None:
+        return "none was sent"
+    if not isinstance(extinfo, list | tuple):
+        return f"it is {_kind(extinfo)}, not a list"
+    if len(extinfo) != EXTINFO_SLOTS:
+        return f"it has {len(extinfo)} slots, not {EXTINFO_SLOTS}"
+    if not _one_of(extinfo[0], EXTINFO_PLATFORMS):
+        return 'its first slot must be "a2" (Android) or "i2" (iOS)'
+    if any(isinstance(slot, bool) or not isinstance(slot, str | int | float) for slot in extinfo):
+        return "every slot must be text or a number (empty text for unknown ones)"
+    return None

@@ -324,6 +324,8 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     )
     consent_state, consent_findings = consent.parse_consent(event.get("consent"))
     found.extend(consent_findings)
+    if isinstance(raw, Mapping):
+        found.extend(consent.check_data_processing_options(event))
     if fbc_was_built is _REPLACED:
         found.append(_fbc_from_url())
     if time_was_filled:
@@ -342,6 +344,7 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     else:
         payload.pop("custom_data", None)
 
+    _leave_out_refused_fields(payload, found)
     destination = context.destination
     verdict = consent.evaluate_consent(
         consent_state,
@@ -487,6 +490,52 @@ def _event_time_filled() -> Diagnostic:
         fix="Send event_time, the moment the action happened, in Unix seconds "
         "(int(time.time()) in Python, Math.floor(Date.now() / 1000) in JavaScript).",
     )
+
+
+def _leave_out_refused_fields(payload: dict[str, Any], found: list[Diagnostic]) -> None:
+    """Remove the fields Meta would refuse (the whole request with them), as diagnosed."""
+    for finding in found:
+        if finding.code in diagnostics.DROPPED_FIELD_CODES:
+            _remove_path(payload, finding.field)
+        elif finding.code == "ldu_location_filled":
+            payload["data_processing_options_country"] = 0
+            payload["data_processing_options_state"] = 0
+
+
+_PATH_STEP = re.compile(r"([^.\[\]]+)(?:\[(\d+)\])?")
+
+
+def _remove_path(payload: dict[str, Any], path: str) -> None:
+    """Remove ``custom_data.contents[2].delivery_category`` (and such) from ``payload``.
+
+    Containers on the way are copied, so no caller's dict or list is changed.
+    """
+    steps = [(match[1], match[2]) for match in _PATH_STEP.finditer(path)]
+    container: Any = payload
+    for position, (key, index) in enumerate(steps):
+        last = position == len(steps) - 1
+        if not isinstance(container, dict) or key not in container:
+            return
+        if last and index is None:
+            del container[key]
+            return
+        value = container[key]
+        if index is not None:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return
+            value = container[key] = list(value)
+            if last:
+                return  # a list item itself is never left out here
+            item = value[int(index)]
+            if not isinstance(item, Mapping):
+                return
+            value[int(index)] = dict(item)
+            container = value[int(index)]
+        else:
+            if not isinstance(value, Mapping):
+                return
+            container[key] = dict(value)
+            container = container[key]
 
 
 def _fbclid_of_fbc(fbc: str) -> str | None:

@@ -7,6 +7,7 @@ event on the hot path of the dispatch benchmark, so they stay plain dict and set
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Any
@@ -82,6 +83,17 @@ CURRENCY_CODES = frozenset(currency.alpha_3 for currency in pycountry.currencies
 # A digest, or one with the appendix Meta's parameter builder adds (".AQIDAQMC"), which Meta
 # says to send as is.
 _is_sha256 = re.compile(r"[0-9a-fA-F]{64}(?:\.[A-Za-z0-9_-]{1,64})?").fullmatch
+# fb.<subdomain index>.<creation time, ms>.<fbclid>, plus the parameter builder's appendix
+# (customer information parameters; parameter builder library).
+_is_fbc = re.compile(r"fb\.\d{1,2}\.\d{1,16}\.[^.\s]+(?:\.[A-Za-z0-9_-]{1,64})?").fullmatch
+_is_plain_ipv4 = re.compile(
+    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
+).fullmatch
+_is_appendix = re.compile(r"[A-Za-z0-9_-]{1,64}").fullmatch
+# Limited Data Use (server event parameters): the only option is "LDU"; country 1 (USA) or 0
+# (geolocate); state 1000 (California) or 0; with LDU a country, and with a country a state.
+_DPO_COUNTRIES = (0, 1)
+_DPO_STATES = (0, 1000)
 _LARGEST_WEAK_COMBINATION = max(len(combination) for combination in TOO_WEAK_KEY_COMBINATIONS)
 _MILLISECONDS_THRESHOLD = 10**12
 
@@ -178,9 +190,17 @@ def _validate_event(
     user_data = event.get("user_data")
     if not isinstance(user_data, dict):
         return errors.invalid_event(index, "user_data is required and must be an object")
-    problem = _validate_user_data(index, user_data)
+    problem = _validate_user_data(index, user_data) or _validate_formats(index, user_data)
     if problem is not None:
         return problem
+    if (
+        "data_processing_options" in event
+        or "data_processing_options_country" in event
+        or "data_processing_options_state" in event
+    ):
+        problem = _validate_processing_options(index, event)
+        if problem is not None:
+            return problem
 
     if action_source == "website":
         source_url = event.get("event_source_url")
@@ -220,6 +240,67 @@ def _validate_user_data(index: int, user_data: dict[str, Any]) -> GraphAnswerErr
         keys = frozenset(present)
         if any(keys <= weak for weak in TOO_WEAK_KEY_COMBINATIONS):
             return errors.insufficient_customer_information(index)
+    return None
+
+
+def _validate_formats(index: int, user_data: dict[str, Any]) -> GraphAnswerError | None:
+    """client_ip_address a valid IPv4/IPv6 address, fbc Meta's documented form.
+
+    Both may carry the parameter builder's appendix, which Meta says to send as is.
+    """
+    address = user_data.get("client_ip_address")
+    if address is not None and not _is_ip_address(address):
+        return errors.invalid_event(
+            index, "user_data.client_ip_address must be a valid IPv4 or IPv6 address"
+        )
+    fbc = user_data.get("fbc")
+    if fbc is not None and (not isinstance(fbc, str) or _is_fbc(fbc) is None):
+        return errors.invalid_event(
+            index, "user_data.fbc must look like fb.<subdomain index>.<creation time>.<fbclid>"
+        )
+    return None
+
+
+def _is_ip_address(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if _is_plain_ipv4(value) is not None:
+        return True  # the usual case, without building an address object
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        address, _, appendix = value.rpartition(".")
+        if not address or appendix.isdigit() or _is_appendix(appendix) is None:
+            return False
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return False
+    return True
+
+
+def _validate_processing_options(index: int, event: dict[str, Any]) -> GraphAnswerError | None:
+    options = event.get("data_processing_options")
+    country = event.get("data_processing_options_country")
+    state = event.get("data_processing_options_state")
+    if options is not None and (
+        not isinstance(options, list) or any(option != "LDU" for option in options)
+    ):
+        return errors.invalid_event(
+            index, 'data_processing_options may only hold "LDU" (or be empty)'
+        )
+    if country is not None and (isinstance(country, bool) or country not in _DPO_COUNTRIES):
+        return errors.invalid_event(index, "data_processing_options_country must be 1 or 0")
+    if state is not None and (isinstance(state, bool) or state not in _DPO_STATES):
+        return errors.invalid_event(index, "data_processing_options_state must be 1000 or 0")
+    if options and country is None:
+        return errors.invalid_event(
+            index, "data_processing_options_country is required with Limited Data Use"
+        )
+    if country is not None and state is None:
+        return errors.invalid_event(
+            index, "data_processing_options_state is required with a data processing country"
+        )
     return None
 
 

@@ -494,3 +494,197 @@ def test_a_destinations_default_country_reads_national_phone_numbers(
     assert result.event.payload["user_data"]["ph"] == [expected]
     assert not reports.diagnostics_summary(british).phones_without_country
     assert "default_country" in DestinationForm.Meta.fields
+
+
+# --- 10. fields that can fail a whole request are checked before sending --------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"data_processing_options": ["ldu"]}, "data_processing_options"),
+        ({"data_processing_options": "LDU"}, "data_processing_options"),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_country": 2},
+            "data_processing_options_country",
+        ),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_country": 1},
+            "data_processing_options_state",
+        ),
+        (
+            {
+                "data_processing_options": ["LDU"],
+                "data_processing_options_country": 0,
+                "data_processing_options_state": 1000,
+            },
+            "data_processing_options_country",
+        ),
+    ],
+)
+def test_limited_data_use_values_and_pairing_are_checked(
+    fields: dict[str, Any], field: str, clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, server event parameters: data_processing_options accepts only "LDU" (or
+    []); data_processing_options_country 1 (USA) or 0, _state 1000 (California) or 0, a state
+    with a country (…/conversions-api/parameters/server-event)."""
+    result = ingest.track(destination, event(**fields))
+
+    assert result.status == ingest.REJECTED
+    assert finding(result, "invalid_data_processing_options").field == field
+
+
+def test_ldu_alone_is_geolocated_and_a_location_without_ldu_is_left_out(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, server event parameters (0 = Meta geolocates; country and state belong to
+    LDU); the sandbox accepts what ingest sends."""
+    alone = ingest.track(destination, event(data_processing_options=["LDU"]))
+    stray = ingest.track(destination, event(event_id="order-2", data_processing_options_country=1))
+
+    assert alone.status == ingest.STORED
+    assert "ldu_location_filled" in codes(alone)
+    sent = alone.event.payload
+    assert (sent["data_processing_options_country"], sent["data_processing_options_state"]) == (
+        0,
+        0,
+    )
+    assert "data_processing_options_country" not in stray.event.payload
+    assert "dpo_location_without_ldu" in codes(stray)
+    assert dispatch.dispatch_pending().delivered == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "code"),
+    [
+        ({"opt_out": "yes"}, ("opt_out",), "invalid_opt_out"),
+        (
+            {"customer_segmentation": "vip"},
+            ("customer_segmentation",),
+            "invalid_customer_segmentation",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "content_type": "sku"}},
+            ("custom_data", "content_type"),
+            "invalid_content_type",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "delivery_category": "drone"}},
+            ("custom_data", "delivery_category"),
+            "invalid_delivery_category",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "predicted_ltv": "high"}},
+            ("custom_data", "predicted_ltv"),
+            "invalid_predicted_ltv",
+        ),
+        (
+            {"custom_data": {"value": 1, "currency": "EUR", "num_items": "3"}},
+            ("custom_data", "num_items"),
+            "invalid_num_items",
+        ),
+        (
+            {"original_event_data": {"event_name": "Lead", "colour": "red"}},
+            ("original_event_data", "colour"),
+            "invalid_original_event_data",
+        ),
+        (
+            {"action_source": "email", "store_data": {"store_code": "12"}},
+            ("store_data",),
+            "invalid_store_data",
+        ),
+    ],
+)
+def test_a_bad_optional_field_is_left_out_with_a_diagnostic(
+    fields: dict[str, Any], path: tuple[str, ...], code: str, env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, server event and custom data parameters: opt_out is a boolean;
+    customer_segmentation one of nine values; content_type product or product_group;
+    delivery_category in_store, curbside or home_delivery; predicted_ltv a number; num_items an
+    integer; original_event_data event_name, event_time, order_id, event_id
+    (…/parameters/server-event, …/parameters/custom-data); store_data belongs to store events
+    (…/conversions-api/offline-events). One bad value fails a whole request
+    (…/conversions-api/using-the-api), so it is left out and the rest is sent."""
+    result = ingest.track(destination, event(**fields))
+
+    assert result.status == ingest.STORED
+    assert code in codes(result)
+    sent: Any = result.event.payload
+    for key in path[:-1]:
+        sent = sent[key]
+    assert path[-1] not in sent
+    assert dispatch.dispatch_pending().delivered == 1
+
+
+def test_a_valid_store_event_keeps_its_store_data(clock: Any, destination: Destination) -> None:
+    """Source: Meta, offline events: store_data, "store location data about conversion event",
+    a JSON dictionary (…/conversions-api/offline-events); its keys are not checked
+    (unconfirmed)."""
+    result = ingest.track(destination, event(store_data={"store_code": "12"}))
+
+    assert result.event.payload["store_data"] == {"store_code": "12"}
+    assert "unknown_event_key" not in codes(result)
+
+
+@pytest.mark.parametrize(
+    ("app_data", "field"),
+    [
+        ({"extinfo": ["a2"] + [""] * 15}, "app_data.advertiser_tracking_enabled"),
+        ({"advertiser_tracking_enabled": 1, "extinfo": ["a2"] * 3}, "app_data.extinfo"),
+        ({"advertiser_tracking_enabled": 1, "extinfo": ["x9"] + [""] * 15}, "app_data.extinfo"),
+        ({"advertiser_tracking_enabled": 1}, "app_data.extinfo"),
+    ],
+)
+def test_app_events_need_tracking_flag_and_the_sixteen_extinfo_slots(
+    app_data: dict[str, Any], field: str, clock: Any, destination: Destination
+) -> None:
+    """Source: Meta, app data parameters: app events need advertiser_tracking_enabled and
+    extinfo, 16 slots in order, the first "a2" (Android) or "i2" (iOS)
+    (…/conversions-api/parameters/server-event, …/conversions-api/app-events)."""
+    result = ingest.track(destination, event(action_source="app", app_data=app_data))
+    good = ingest.track(
+        destination,
+        event(
+            event_id="order-2",
+            action_source="app",
+            app_data={"advertiser_tracking_enabled": 1, "extinfo": ["i2"] + [""] * 15},
+        ),
+    )
+
+    assert result.status == ingest.REJECTED
+    assert finding(result, "invalid_app_data").field == field
+    assert good.status == ingest.STORED
+
+
+@pytest.mark.parametrize(
+    ("fields", "user_data"),
+    [
+        ({"data_processing_options": ["LDU"]}, {}),
+        (
+            {"data_processing_options": ["LDU"], "data_processing_options_country": 1},
+            {},
+        ),
+        ({}, {"client_ip_address": "999.1.1.1"}),
+        ({}, {"fbc": "fbclid=AbC"}),
+    ],
+)
+def test_the_sandbox_enforces_the_documented_formats(
+    fields: dict[str, Any], user_data: dict[str, Any], clock: Any
+) -> None:
+    """Source: Meta, server event parameters (LDU values and pairing) and customer information
+    parameters (a valid IPv4/IPv6 address; fbc is fb.<subdomain index>.<creation time>.<fbclid>)
+    (…/parameters/server-event, …/parameters/customer-information-parameters)."""
+    now = int(app_clock.now().timestamp())
+    good = {
+        "event_name": "Purchase",
+        "event_time": now,
+        "action_source": "physical_store",
+        "user_data": {"em": [DIGEST], "client_ip_address": "168.212.226.204.AQIDAQMC"},
+        "custom_data": {"value": 1, "currency": "EUR"},
+    }
+    bad = {**good, **fields, "user_data": {**good["user_data"], **user_data}}
+
+    assert validation.validate_events([good], now=now) is None
+    answer = validation.validate_events([bad], now=now)
+    assert answer is not None
+    assert answer.code == 100

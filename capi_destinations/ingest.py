@@ -777,8 +777,10 @@ def _event_id_reused() -> Diagnostic:
         field="event_id",
         severity=diagnostics.WARNING,
         message="Another event arrived with this event_name and event_id but different "
-        "contents (another value, customer or time); it was not stored, and Meta would also "
-        "drop one of the two as a duplicate.",
+        "contents (another value, customer or time); it was not stored and is not sent. Meta "
+        "drops a repeat within 48 hours as a duplicate and would count a later one as a new "
+        "conversion; we keep one event per event_id for as long as events are kept "
+        "(RETENTION_DAYS), whatever its age, so an id is never counted twice.",
         fix="Make a new event_id for every action (an order number works for purchases) and "
         "reuse it only for the same action's Pixel event and for retries.",
     )

@@ -688,3 +688,27 @@ def test_the_sandbox_enforces_the_documented_formats(
     answer = validation.validate_events([bad], now=now)
     assert answer is not None
     assert answer.code == 100
+
+
+# --- 14. the deduplication window -------------------------------------------------------------
+
+
+def test_an_event_id_reused_after_48_hours_is_still_one_event(
+    env: Sandbox, destination: Destination
+) -> None:
+    """Source: Meta, deduplicate pixel and server events: the same event_name and event_id are
+    deduplicated within 48 hours (…/conversions-api/deduplicate-pixel-and-server-events).
+    Our rule: one event per event_id for as long as events are kept, so a reuse after 48 hours
+    (which Meta would count again) is neither stored nor sent, and event_id_reused says so."""
+    ingest.track(destination, event())
+    assert dispatch.dispatch_pending().delivered == 1
+    app_clock.advance(timedelta(hours=49))
+
+    reused = ingest.track(destination, event(custom_data={"value": 99.0, "currency": "EUR"}))
+
+    assert reused.status == ingest.DUPLICATE
+    message = finding(reused, "event_id_reused").message
+    assert "48 hours" in message
+    assert "never counted twice" in message
+    assert dispatch.dispatch_pending().delivered == 0
+    assert len(env.events()) == 1

@@ -106,12 +106,15 @@ SEND_WINDOW_MARGIN = timedelta(minutes=1)
 # How long a destination pauses after a rate-limit answer that does not say how long.
 RATE_LIMIT_BACKOFF = timedelta(minutes=1)
 
-DISABLED_REASON = "Not delivered within Meta's 7-day window: sending was disabled."
-TOO_OLD_REASON = (
-    "Not delivered within Meta's 7-day window: Meta refuses events whose event_time is more "
-    "than 7 days old."
+DISABLED_REASON = (
+    "Not delivered within Meta's window (7 days, 62 for physical_store events): sending was "
+    "disabled."
 )
-LAST_ERROR_PREFIX = "Not delivered within Meta's 7-day window; last error: "
+TOO_OLD_REASON = (
+    "Not delivered within Meta's window: Meta refuses events whose event_time is more than "
+    "7 days old (62 days for physical_store events)."
+)
+LAST_ERROR_PREFIX = "Not delivered within Meta's window; last error: "
 LEASE_RETURNED_REASON = "Returned to the queue: the worker sending it stopped before it finished."
 
 _A_SECOND = timedelta(seconds=1)

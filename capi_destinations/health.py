@@ -126,7 +126,7 @@ REFUSED_WHATEVER_THE_EVENTS = (
 REFUSED_WHATEVER_THE_EVENTS_FIX = (
     "This is not one event's fault, so no event was failed: they wait, without using up their "
     "retries. Check what every request of this destination carries: its test event code (paste "
-    "the current one from Events Manager → Test Events, or clear it to go live), its Graph API "
+    "the current one from Events Manager → Test Events, or clear it), its Graph API "
     "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
     "says which. Sending resumes when Meta accepts one of this destination's own waiting "
     "events again."
@@ -588,7 +588,7 @@ def _check_meta_accepts_token(
         return _unreachable_result(error, failures_in_a_row=failures_in_a_row, threshold=threshold)
     if probe.read_refused:
         return _read_refused_result(destination, facts)
-    message, fix = _token_refusal(destination, error)
+    message, fix = _token_refusal(error)
     return CheckResult(META_ACCEPTS_TOKEN, False, message, fix)
 
 
@@ -649,7 +649,7 @@ def _unreachable_result(
     )
 
 
-def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[str, str]:
+def _token_refusal(error: graph.GraphError) -> tuple[str, str]:
     """Message and fix for a definite refusal of the token, told apart by Meta's code.
 
     A refused read of the pixel (100/33, a permission code) is not one: see
@@ -815,7 +815,7 @@ def _check_test_mode(destination: Destination) -> CheckResult:
         "also appear in Events Manager → Test Events. Meta still records them in the dataset "
         "and uses them for targeting and ads measurement, like any other event.",
         "When a whole test journey looks clean for ten minutes, remove the test event code "
-        "from this destination to go live.",
+        "from this destination.",
         INFO,
     )
 

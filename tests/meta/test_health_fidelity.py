@@ -34,7 +34,7 @@ TODAY = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 # What pages and docs must never say about test events again.
 UNTRUE_ABOUT_TEST_EVENTS = re.compile(
     r"never counts? as live|never as live traffic|not as live traffic|do not count for your ads"
-    r"|remove (it|the code) to go live|not live data",
+    r"|to go live|not live data",
     re.IGNORECASE,
 )
 

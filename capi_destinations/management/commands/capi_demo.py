@@ -5,8 +5,9 @@ views one, destinations that point at the Graph API sandbox — healthy ones (on
 token), one whose token the sandbox has revoked, one with sending turned off — and a day of
 sample events of varied quality recorded through ``capi_destinations.track_many``, each at the
 time it would have arrived, and delivered by dispatch passes through that day, so that
-diagnostics, match quality, delivery attempts and charts are the app's own work. The health checks run at the end, so the cards are
-green or red at first sight. It prints the logins and two sandbox-only tokens to try.
+diagnostics, match quality, delivery attempts and charts are the app's own work. The health
+checks run at the end, so the cards are green or red at first sight. It prints the logins and
+two sandbox-only tokens to try.
 
 Running it again changes nothing harmful: users, tenants and destinations are only created when
 missing (passwords only on creation), the sandbox — which forgets everything when it restarts —

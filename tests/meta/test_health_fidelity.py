@@ -206,6 +206,23 @@ def test_a_send_only_token_before_any_delivery_is_not_called_unhealthy(
     assert posts(meta) == []
 
 
+def test_the_card_of_a_send_only_token_waiting_for_its_first_delivery_says_so(
+    send_only: Destination, meta: Sandbox, make_user: Any, tenant: Any
+) -> None:
+    """Meta: CAPI tokens made in the dataset settings "can't be used to run API GET data
+    requests" (…/conversions-api/guides/end-to-end-implementation). The card neither calls
+    such a destination unhealthy nor "not checked": it waits for the first delivery."""
+    health.check_destination(send_only)
+    client = Client()
+    client.force_login(make_user(tenant, Role.VIEWER))
+
+    page = client.get(reverse("capi_destinations:destination", kwargs={"code": send_only.code}))
+
+    content = page.content.decode()
+    assert 'data-health="unknown">Waiting for first delivery</span>' in content
+    assert "the pixel&#x27;s name cannot be shown" in content
+
+
 def test_a_send_only_token_meta_then_refuses_turns_unhealthy(
     meta: Sandbox, destination: Destination, make_event: Any
 ) -> None:

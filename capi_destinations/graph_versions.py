@@ -92,8 +92,9 @@ def version_status(version: str, today: date) -> VersionStatus:
     """
     newest = newest_version()
     upgrade = (
-        f"Set the destination's Graph API version to {newest} (or leave it blank to use the "
-        f"GRAPH_API_VERSION setting, if that is current). Meta's dates: {CHANGELOG_URL}"
+        f"Use Graph API {newest}: edit the destination's Graph API version (with the token "
+        "pasted again), or, for destinations without their own, ask the site's administrator "
+        f"to update the GRAPH_API_VERSION setting. Meta's dates: {CHANGELOG_URL}"
     )
     known = VERSIONS.get(version)
     if known is None:

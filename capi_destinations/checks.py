@@ -16,7 +16,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from capi_destinations import normalize, ratelimit
+from capi_destinations import clock, graph_versions, normalize, ratelimit
 from capi_destinations.conf import DEFAULTS, app_settings
 
 
@@ -414,6 +414,8 @@ def _check_graph_api() -> list[checks.CheckMessage]:
                 id="capi_destinations.E010",
             )
         )
+    else:
+        errors += _check_graph_api_version_lifetime(version)
     base_url = app_settings.GRAPH_API_BASE_URL
     parts = urlsplit(base_url) if isinstance(base_url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -426,6 +428,22 @@ def _check_graph_api() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _check_graph_api_version_lifetime(version: str) -> list[checks.CheckMessage]:
+    """W003: the default version ends within 90 days, or has ended (Meta's changelog dates)."""
+    status = graph_versions.version_status(version, clock.now().date())
+    if not (status.is_warning or status.is_error):
+        return []
+    return [
+        checks.Warning(
+            f"{_setting('GRAPH_API_VERSION')}: {status.message}",
+            hint=f"Set it to {graph_versions.newest_version()} (or leave it out for the "
+            f"default). Destinations with their own Graph API version are checked by the health "
+            f"check. Meta's dates: {graph_versions.CHANGELOG_URL}",
+            id="capi_destinations.W003",
+        )
+    ]
 
 
 def _check_default_country() -> list[checks.CheckMessage]:

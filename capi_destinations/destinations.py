@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, dispatch, graph, signals, tokens
+from capi_destinations import clock, dispatch, graph, health, signals, tokens
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
@@ -333,6 +333,9 @@ class TokenCheck:
     pixel_name: str = ""
     field_errors: dict[str, list[str]] = field(default_factory=dict)
     fix: str = ""
+    # Meta refused to let the token read the pixel: normal for a send-only token, so not a
+    # verdict (the health check decides from the destination's deliveries).
+    read_refused: bool = False
 
 
 @sensitive_variables()
@@ -373,6 +376,14 @@ def check_token(
                 ok=False,
                 message=f"Could not reach Meta to check the token: {error.explanation}",
                 fix="You can still save; the health check tries again within minutes.",
+            )
+        if health.TokenProbe(error=error).read_refused:
+            return TokenCheck(
+                ok=False,
+                message=f"{health.SEND_ONLY_NOTE} It can also mean the Pixel ID is mistyped.",
+                fix="You can save: the health check decides from the first events Meta accepts "
+                "or refuses. Confirm the Pixel ID matches the pixel the token was made for.",
+                read_refused=True,
             )
         return TokenCheck(ok=False, message=error.explanation, fix=error.fix)
     name = pixel.name or f"Pixel {pixel_id}"
@@ -468,8 +479,13 @@ _ATTEMPT_FIELDS = frozenset(field.name for field in DeliveryAttempt._meta.concre
 def send_test_event(destination: Destination, *, actor: Any) -> TestEventResult:
     """Send one synthetic event with the destination's test code and return Meta's answer.
 
-    A destination without a test code gets a generated ``TEST…`` code so the event never counts
-    as live traffic. The request is recorded as a DeliveryAttempt and in the audit log.
+    Only when a person asks (the **Send test event** button, which says what follows). A
+    destination without a test code gets a generated ``TEST…`` code so the event also shows
+    under Events Manager → Test Events; it is still live data: "Events sent with
+    test_event_code are not dropped. They flow into Events Manager and are used for targeting
+    and ads measurement purposes" (Meta, Conversions API "Using the API"). The event stands for
+    nobody (a documentation IP address, a hashed ID of this destination). The request is
+    recorded as a DeliveryAttempt and in the audit log.
     """
     test_code = destination.test_event_code or new_test_event_code()
     started_at = clock.now()
@@ -517,8 +533,9 @@ def send_test_event(destination: Destination, *, actor: Any) -> TestEventResult:
             test_event_code=test_code,
             event_id=event["event_id"],
             message=(
-                f"Meta received {answer.events_received} event. Open Events Manager → Test "
-                f"Events and look for code {test_code}."
+                f"Meta received {answer.events_received} event and recorded it in the dataset "
+                "(test events are not dropped: Meta uses them like any other event). Open "
+                f"Events Manager → Test Events and look for code {test_code}."
             ),
             fix=""
             if answer.events_received == 1

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
@@ -100,7 +100,9 @@ USER_AGENT = f"django-capi-destinations/{__version__}"
 # setting replaces it.
 PARTNER_AGENT = f"django-capi-{__version__}"
 MAX_EVENTS_PER_REQUEST = 1000
-PIXEL_FIELDS = ("id", "name", "last_fired_time", "is_unavailable", "owner_business")
+# Only what the product uses: the pixel's name, shown beside its ID. Reading the pixel is a
+# bonus: a send-only token (made in the dataset's settings) may not read it at all.
+PIXEL_FIELDS = ("id", "name")
 # Connections kept per host: enough for the health check fan-out to run in parallel.
 CONNECTION_POOL_SIZE = 64
 REDACTED = "[redacted]"
@@ -239,14 +241,10 @@ class SendResult:
 
 @dataclass(frozen=True)
 class PixelInfo:
-    """What Meta says about a pixel (proof that a token works, and the pixel's name)."""
+    """What Meta says about a pixel: its name (the token may read it)."""
 
     id: str
     name: str
-    last_fired_time: datetime | None = None
-    is_unavailable: bool | None = None
-    owner_business_id: str | None = None
-    owner_business_name: str | None = None
     duration_ms: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -481,7 +479,11 @@ def get_pixel(
     access_token: str | None = None,
     app_secret: str | None = None,
 ) -> PixelInfo:
-    """Ask Meta for the destination's pixel: proves the token works and gives the name.
+    """Ask Meta for the destination's pixel name (``id`` and ``name``, nothing else).
+
+    A success proves the token is valid and may read the pixel. A refusal does not prove the
+    token cannot send: Meta says tokens made in a dataset's Conversions API settings "can't be
+    used to run API GET data requests" (see ``health.py``).
 
     ``access_token`` / ``app_secret`` check credentials that are not saved yet (the
     "validate as you type" form). Raises :class:`GraphError` on failure.
@@ -508,16 +510,9 @@ def get_pixel(
     pixel_id = answer.get("id")
     if not pixel_id:
         raise _unexpected(response, duration_ms, secrets, "the answer has no pixel id")
-    owner = answer.get("owner_business")
-    owner = owner if isinstance(owner, dict) else {}
-    unavailable = answer.get("is_unavailable")
     info = PixelInfo(
         id=str(pixel_id),
         name=str(answer.get("name") or ""),
-        last_fired_time=_parse_graph_time(answer.get("last_fired_time")),
-        is_unavailable=unavailable if isinstance(unavailable, bool) else None,
-        owner_business_id=str(owner["id"]) if owner.get("id") else None,
-        owner_business_name=str(owner["name"]) if owner.get("name") else None,
         duration_ms=duration_ms,
         raw=answer,
     )
@@ -800,17 +795,3 @@ def _number(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return 0.0
-
-
-def _parse_graph_time(value: object) -> datetime | None:
-    """Graph's ``2024-05-01T12:00:00+0000`` (or a Unix time) as an aware datetime."""
-    if isinstance(value, str) and value:
-        for pattern in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
-            try:
-                return datetime.strptime(value, pattern)
-            except ValueError:
-                continue
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return datetime.fromtimestamp(value, tz=UTC)
-    return None

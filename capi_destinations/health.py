@@ -1,18 +1,30 @@
 """Health checks: is each destination Healthy or Unhealthy, why, and what fixes it.
 
-One run of :func:`check_destination` asks five questions and records every answer (``ok``, a
+One run of :func:`check_destination` asks six questions and records every answer (``ok``, a
 plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
 
 1. ``sending_enabled`` — is "Send events via Conversions API" ticked?
 2. ``token_format`` — is a token stored, and does it look whole (the rules of ``tokens.py``)?
-3. ``meta_accepts_token`` — does Meta accept the token for this pixel (``graph.get_pixel``)?
-   The pixel name Meta reports is stored.
+3. ``meta_accepts_token`` — does Meta accept the token? Asked with one read of the pixel's
+   ``id`` and ``name`` (``graph.get_pixel``); the name is stored. Reading the pixel is a bonus,
+   not a condition: Meta says a token made in a dataset's Conversions API settings "can't be
+   used to run API GET data requests" (Conversions API end-to-end implementation guide,
+   "Integration as a platform"). When the read is refused (code 100/33 or a permission code)
+   but Meta accepted this destination's real events in the last 24 hours, the token is fine
+   and only the pixel's name cannot be shown. With no recent delivery to tell, the status is
+   left as it was (``unknown`` for a new destination) and the card says why.
 4. ``deliveries_accepted``, ``delivery_failure_rate``, ``queue_moving`` — has Meta refused the
-   token while delivering, do most recent requests succeed, are due events being sent? While
-   a refusal blocks delivery, reading the pixel is no proof that the token may send (Meta can
-   allow one and refuse the other), so the check also sends one synthetic event with a test
-   event code (``graph.send_events``) and lifts the block only when Meta accepts it.
-5. ``test_mode``, ``match_quality`` — informational: they never change the status.
+   token while delivering, do most recent requests succeed, are due events being sent?
+5. ``graph_api_version`` — is the Graph API version in use (the destination's own, else the
+   ``GRAPH_API_VERSION`` setting) still available (``graph_versions.py``)? A note 90 days
+   before its end, a failing check after it.
+6. ``test_mode``, ``match_quality`` — informational: they never change the status.
+
+A health check never sends an event: a test event is live data to Meta ("Events sent with
+test_event_code are not dropped. They flow into Events Manager and are used for targeting and
+ads measurement purposes", Conversions API "Using the API"), so only a person pressing **Send
+test event** sends one (``destinations.send_test_event``). A block set by a refused delivery is
+lifted by a new token or by the dispatcher, never by a check.
 
 The destination is ``healthy`` when every ``error``-severity check passes, ``unhealthy``
 otherwise, ``unknown`` before its first check. Not reaching Meta (an outage, a timeout, a rate
@@ -50,7 +62,7 @@ from django.db.models import Avg, Count, F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph, signals, tokens
+from capi_destinations import clock, diagnostics, graph, graph_versions, signals, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AttemptOutcome,
@@ -76,6 +88,7 @@ META_ACCEPTS_TOKEN = "meta_accepts_token"  # noqa: S105
 DELIVERIES_ACCEPTED = "deliveries_accepted"
 DELIVERY_FAILURE_RATE = "delivery_failure_rate"
 QUEUE_MOVING = "queue_moving"
+GRAPH_API_VERSION = "graph_api_version"
 TEST_MODE = "test_mode"
 MATCH_QUALITY = "match_quality"
 
@@ -113,9 +126,10 @@ REFUSED_WHATEVER_THE_EVENTS = (
 REFUSED_WHATEVER_THE_EVENTS_FIX = (
     "This is not one event's fault, so no event was failed: they wait, without using up their "
     "retries. Check what every request of this destination carries: its test event code (paste "
-    "the current one from Events Manager → Test Events, or clear it to go live), its Graph API "
+    "the current one from Events Manager → Test Events, or clear it), its Graph API "
     "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
-    "says which. Sending resumes when a health check's test event is accepted."
+    "says which. Sending resumes when Meta accepts one of this destination's own waiting "
+    "events again."
 )
 
 _TOKEN_FORMAT_FIXES: dict[str, str] = {
@@ -200,8 +214,6 @@ class TokenProbe:
     skipped: bool = False
     # time.monotonic() when the probe began, so each check's duration is its own.
     started: float = field(default_factory=time.monotonic)
-    # The test event sent while delivery is blocked (None: not sent).
-    send: SendProbe | None = None
 
     @property
     def unreachable(self) -> bool:
@@ -209,9 +221,19 @@ class TokenProbe:
         return self.error is not None and self.error.category in _UNREACHABLE_CATEGORIES
 
     @property
-    def can_send(self) -> bool:
-        """Whether Meta accepted both the pixel read and a test event with this token."""
-        return self.pixel is not None and self.send is not None and self.send.accepted
+    def read_refused(self) -> bool:
+        """True when Meta refused to let the token read the pixel, without refusing the token.
+
+        Code 100/33 ("does not exist, cannot be loaded due to missing permissions") or a
+        permission code: what a send-only token gets, and also a mistyped Pixel ID. Only the
+        destination's deliveries tell the two apart.
+        """
+        error = self.error
+        if error is None or self.unreachable:
+            return False
+        if error.code == 100 and error.error_subcode == 33:
+            return True
+        return error.code == 10 or (error.code is not None and 200 <= error.code < 300)
 
 
 @dataclass
@@ -228,6 +250,19 @@ class DeliveryFacts:
     match_quality: float | None = None
     match_quality_events: int = 0
 
+    @property
+    def sends_accepted(self) -> bool:
+        """Whether Meta accepted a request of this destination lately, and refused none since.
+
+        The proof that the token may send, whatever Meta says about reading the pixel.
+        """
+        for outcome, _category in self.recent_attempts:
+            if outcome == AttemptOutcome.DELIVERED:
+                return True
+            if outcome == AttemptOutcome.BLOCKED:
+                return False
+        return False
+
 
 # --- one destination -----------------------------------------------------------------------
 
@@ -235,9 +270,9 @@ class DeliveryFacts:
 def check_destination(destination: Destination, *, now: datetime | None = None) -> HealthCheck:
     """Run every check for ``destination``, store a HealthCheck and update its health.
 
-    Calls Meta once (``graph.get_pixel``) unless the token is malformed, and while delivery is
-    blocked a second time (one test event, see the module). ``destination`` is
-    updated in place with the new health fields. Returns the stored HealthCheck.
+    Calls Meta once (``graph.get_pixel``, a read) unless the token is malformed, and never
+    sends an event. ``destination`` is updated in place with the new health fields. Returns
+    the stored HealthCheck.
     """
     started = time.monotonic()
     now = now or clock.now()
@@ -265,8 +300,8 @@ def _release_outlived_block(destination: Destination) -> None:
 def probe_token(destination: Destination) -> TokenProbe:
     """Ask Meta about the destination's token and pixel (check 3's network half).
 
-    Needs no database, so it can run in a worker thread. A malformed or unreadable token is
-    not sent to Meta at all.
+    One read of the pixel's ``id`` and ``name``; no event is ever sent. Needs no database, so
+    it can run in a worker thread. A malformed or unreadable token is not sent to Meta at all.
     """
     started = time.monotonic()
     token = _readable_token(destination)
@@ -276,20 +311,17 @@ def probe_token(destination: Destination) -> TokenProbe:
         pixel = graph.get_pixel(destination)
     except graph.GraphError as error:
         return TokenProbe(error=error, started=started)
-    if not destination.blocked_reason or not destination.enabled:
-        # Unblocked, reading the pixel is enough; a disabled destination sends nothing, not
-        # even a test event, and stays blocked until it is enabled and checked again.
-        return TokenProbe(pixel=pixel, started=started)
-    return TokenProbe(pixel=pixel, started=started, send=send_probe_event(destination))
+    return TokenProbe(pixel=pixel, started=started)
 
 
 def send_probe_event(destination: Destination) -> SendProbe:
     """POST one synthetic event with a test event code and return Meta's answer.
 
-    A test event code is Meta's documented way to check that events arrive; with it the event
-    shows in Events Manager → Test Events, not as live traffic. The destination's own code is
-    used when it has one (so a wrong code is found out too), else a generated ``TEST…`` one.
-    Touches no database.
+    Only for a person who asked for it (the **Send test event** button): Meta records a test
+    event in the dataset like any other ("Events sent with test_event_code are not dropped.
+    They flow into Events Manager and are used for targeting and ads measurement purposes"),
+    so no automatic check may call this. The destination's own code is used when it has one,
+    else a generated ``TEST…`` one. Touches no database.
     """
     # destinations imports dispatch, which imports this module, hence the late import.
     from capi_destinations import destinations
@@ -532,7 +564,12 @@ def _token_format_problem(token: str) -> ValidationError | None:
 
 
 def _check_meta_accepts_token(
-    destination: Destination, probe: TokenProbe, *, failures_in_a_row: int, threshold: int
+    destination: Destination,
+    probe: TokenProbe,
+    facts: DeliveryFacts,
+    *,
+    failures_in_a_row: int,
+    threshold: int,
 ) -> CheckResult:
     if probe.skipped:
         return CheckResult(
@@ -549,8 +586,39 @@ def _check_meta_accepts_token(
     assert error is not None
     if probe.unreachable:
         return _unreachable_result(error, failures_in_a_row=failures_in_a_row, threshold=threshold)
-    message, fix = _token_refusal(destination, error)
+    if probe.read_refused:
+        return _read_refused_result(destination, facts)
+    message, fix = _token_refusal(error)
     return CheckResult(META_ACCEPTS_TOKEN, False, message, fix)
+
+
+#: Why a token may send but not read the pixel (Meta's words, for the card).
+SEND_ONLY_NOTE = (
+    "Meta does not let this token read the pixel, so the pixel's name cannot be shown. That is "
+    "normal for a token made in the dataset's Conversions API settings: Meta limits such a "
+    "token to sending data."
+)
+
+
+def _read_refused_result(destination: Destination, facts: DeliveryFacts) -> CheckResult:
+    """Check 3 when Meta refused the read: the destination's own deliveries decide."""
+    if facts.sends_accepted and not destination.blocked_reason:
+        return CheckResult(
+            META_ACCEPTS_TOKEN,
+            True,
+            "Meta accepts this token's events: it accepted this destination's events in the "
+            f"last 24 hours. {SEND_ONLY_NOTE}",
+        )
+    return CheckResult(
+        META_ACCEPTS_TOKEN,
+        False,
+        f"{SEND_ONLY_NOTE} It can also mean the Pixel ID {destination.pixel_id} is mistyped or "
+        "the token was made for another pixel; no event was sent in the last 24 hours to tell "
+        "which. The first events Meta accepts prove the token; if Meta refuses them, this "
+        "destination turns Unhealthy with Meta's reason.",
+        f"{_CONFIRM_PIXEL} Nothing else to do for a send-only token: send events as usual.",
+        severity=INFO,
+    )
 
 
 def _unreachable_result(
@@ -581,9 +649,12 @@ def _unreachable_result(
     )
 
 
-def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[str, str]:
-    """Message and fix for a definite refusal, told apart by Meta's code and subcode."""
-    pixel_id = destination.pixel_id
+def _token_refusal(error: graph.GraphError) -> tuple[str, str]:
+    """Message and fix for a definite refusal of the token, told apart by Meta's code.
+
+    A refused read of the pixel (100/33, a permission code) is not one: see
+    :func:`_read_refused_result`.
+    """
     if error.category == graph.AUTH and error.code == 190:
         if error.error_subcode == 463:
             return (
@@ -595,47 +666,11 @@ def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[s
             "left the business, changed their password or removed the app).",
             _NEW_CREDENTIAL_FIX,
         )
-    if error.code == 100 and error.error_subcode == 33:
-        # Meta answers the same for a pixel that does not exist and for one the token may
-        # not use. A pixel name Meta reported earlier to this destination proves the pixel
-        # exists, so then the token is the one at fault. Not a name reported to another
-        # client's destination: a Pixel ID is public, and anyone who entered it would read
-        # that client's pixel name back.
-        known_name = destination.pixel_name
-        if known_name:
-            return (
-                f"Meta knows pixel “{known_name}” ({pixel_id}), but this token may not use it: "
-                "it was generated for another pixel or another business.",
-                f"{_CONFIRM_PIXEL} Generate the token from this pixel's own page (Events "
-                f"Manager → {known_name} → Settings → Conversions API), or assign the pixel to "
-                "the token's system user in Business Settings.",
-            )
-        return (
-            f"Meta found no pixel with ID {pixel_id} that this token can use: the Pixel ID is "
-            "probably mistyped, or the token was generated for another pixel.",
-            f"{_CONFIRM_PIXEL} Copy the Pixel ID again from Events Manager → Data Sources → "
-            "your pixel (digits only, usually 15 or 16).",
-        )
-    if error.code == 10 or (error.code is not None and 200 <= error.code < 300):
-        # Meta's permission codes: the token is valid but may not do this.
-        return (
-            f"Meta says this token has no permission to use pixel {pixel_id}.",
-            f"{_CONFIRM_PIXEL} For a system user's token, assign the pixel to the system user "
-            "(Business Settings → System Users → Assign assets) and generate the token with the "
-            "ads_management permission.",
-        )
     return (f"Meta refused the check: {error.explanation}", error.fix)
 
 
-def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> CheckResult:
+def _check_deliveries_accepted(destination: Destination) -> CheckResult:
     if not destination.blocked_reason:
-        if probe.can_send and probe.send is not None:
-            return CheckResult(
-                DELIVERIES_ACCEPTED,
-                True,
-                "Meta accepted a test event (code "
-                f"{probe.send.test_event_code}) sent with this check, so sending has resumed.",
-            )
         return CheckResult(
             DELIVERIES_ACCEPTED, True, "Meta has not refused the token while delivering events."
         )
@@ -657,28 +692,13 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
             message=attempt["error_message"] or "",
         )
         fix = info.fix
-    whole_requests_refused = destination.blocked_reason.startswith(REFUSED_WHATEVER_THE_EVENTS)
-    if whole_requests_refused:
+    if destination.blocked_reason.startswith(REFUSED_WHATEVER_THE_EVENTS):
         fix = REFUSED_WHATEVER_THE_EVENTS_FIX
-    test_event = ""
-    refusal = probe.send.error if probe.send is not None else None
-    if probe.send is not None and refusal is not None:
-        code = probe.send.test_event_code
-        if refusal.permanent:
-            test_event = f" A test event sent with this check (code {code}) was refused too: "
-            if not whole_requests_refused:
-                fix = refusal.fix or fix
-        else:
-            test_event = (
-                f" A test event sent with this check (code {code}) could not prove the token "
-                "works, so sending stays stopped: "
-            )
-        test_event += refusal.explanation
     return CheckResult(
         DELIVERIES_ACCEPTED,
         False,
         "Meta refused events for this destination, so sending is stopped until this is "
-        f"fixed: {destination.blocked_reason}{test_event}",
+        f"fixed: {destination.blocked_reason}",
         fix,
     )
 
@@ -730,7 +750,7 @@ def _check_delivery_failure_rate(facts: DeliveryFacts) -> CheckResult:
 
 
 def _check_queue_moving(
-    destination: Destination, facts: DeliveryFacts, *, now: datetime, block_lifted: bool = False
+    destination: Destination, facts: DeliveryFacts, *, now: datetime
 ) -> CheckResult:
     waiting_since = min(
         (moment for moment in (facts.overdue_since, facts.stalled_since) if moment is not None),
@@ -755,15 +775,6 @@ def _check_queue_moving(
             "They are sent as soon as the token problem is fixed.",
             severity=INFO,
         )
-    if block_lifted:
-        # This very check lifted the block that held them: they are not a stuck worker's.
-        return CheckResult(
-            QUEUE_MOVING,
-            False,
-            f"Events held {waited} while Meta refused the token are being sent now.",
-            "Nothing to do.",
-            severity=INFO,
-        )
     if destination.paused_until is not None and destination.paused_until > now:
         return CheckResult(
             QUEUE_MOVING,
@@ -783,18 +794,28 @@ def _check_queue_moving(
     )
 
 
+def _check_graph_api_version(destination: Destination, *, now: datetime) -> CheckResult:
+    status = graph_versions.version_status(destination.graph_api_version, now.date())
+    if status.is_error:
+        return CheckResult(GRAPH_API_VERSION, False, status.message, status.fix)
+    if status.is_warning:
+        return CheckResult(GRAPH_API_VERSION, False, status.message, status.fix, INFO)
+    return CheckResult(GRAPH_API_VERSION, True, status.message)
+
+
 def _check_test_mode(destination: Destination) -> CheckResult:
     if not destination.test_event_code:
-        return CheckResult(
-            TEST_MODE, True, "Test mode is off: events count for your ads.", "", INFO
-        )
+        return CheckResult(TEST_MODE, True, "Test mode is off.", "", INFO)
+    # Meta: "Events sent with test_event_code are not dropped. They flow into Events Manager
+    # and are used for targeting and ads measurement purposes." A test event is live data.
     return CheckResult(
         TEST_MODE,
         False,
         f"Test mode is on: events are sent with test code “{destination.test_event_code}” and "
-        "appear in Events Manager → Test Events; they do not count for your ads.",
+        "also appear in Events Manager → Test Events. Meta still records them in the dataset "
+        "and uses them for targeting and ads measurement, like any other event.",
         "When a whole test journey looks clean for ten minutes, remove the test event code "
-        "from this destination to go live.",
+        "from this destination.",
         INFO,
     )
 
@@ -896,17 +917,25 @@ def _decide(
         _check_sending_enabled(destination),
         _check_token_format(destination),
         _check_meta_accepts_token(
-            destination, probe, failures_in_a_row=transient_failures, threshold=threshold
+            destination, probe, facts, failures_in_a_row=transient_failures, threshold=threshold
         ),
-        _check_deliveries_accepted(destination, probe),
+        _check_deliveries_accepted(destination),
         _check_delivery_failure_rate(facts),
-        _check_queue_moving(destination, facts, now=now, block_lifted=probe.can_send),
+        _check_queue_moving(destination, facts, now=now),
+        _check_graph_api_version(destination, now=now),
         _check_test_mode(destination),
         _check_match_quality(destination, facts),
     ]
     failed = [check for check in checks if check.failed]
     if failed:
         return _Verdict(Health.UNHEALTHY, [c.reason() for c in failed], checks, transient_failures)
+    token_check = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
+    if probe.read_refused and not token_check.ok:
+        # Nothing proves or disproves the token yet (a send-only token, no recent delivery):
+        # a destination proven healthy stays so, any other waits for its first delivery.
+        if old_health == Health.HEALTHY:
+            return _Verdict(Health.HEALTHY, [], checks, transient_failures)
+        return _Verdict(Health.UNKNOWN, [token_check.reason()], checks, transient_failures)
     if probe.unreachable:
         # No verdict from Meta and nothing else wrong: keep the status. An unhealthy one keeps
         # the old reasons this run could not clear (a refused token stays the likely cause).
@@ -929,16 +958,8 @@ def _evaluate_and_record(
     now: datetime,
     started: float,
 ) -> HealthCheck:
-    if probe.can_send and destination.blocked_reason:
-        # Meta accepts the token again, for a test event too (a fixed permission, a new token
-        # saved elsewhere): let the held events flow. Reading the pixel alone would not do:
-        # the next delivery would block again, every check, with a signal each time.
-        # dispatch imports this module, hence the late import.
-        from capi_destinations import dispatch
-
-        dispatch.clear_block(destination)
-        destination.blocked_reason = ""
-        destination.blocked_at = None
+    # A check never lifts a block: reading the pixel proves nothing about sending, and
+    # proving it would take an event (see the module). The dispatcher releases it.
     pixel_name = (probe.pixel.name or "") if probe.pixel is not None else None
 
     def verdict_for(old: _Snapshot) -> _Verdict:

@@ -230,7 +230,8 @@ class Destination(models.Model):
     test_event_code = models.CharField(
         max_length=50,
         blank=True,
-        help_text="From Events Manager → Test Events. Remove it to go live.",
+        help_text="From Events Manager → Test Events, where events sent with it also show. Meta "
+        "still records them in the dataset like any other event.",
     )
     api_version = models.CharField(
         "Graph API version",

@@ -186,9 +186,16 @@ def test_good_numbers_pass(settings, key, value) -> None:
     assert check_ids(settings, **{key: value}) == []
 
 
-@pytest.mark.parametrize("version", ["v25.0", "v26.0", "v3.2"])
+@pytest.mark.parametrize("version", ["v25.0", "v26.0", "v99.0"])
 def test_a_graph_api_version_passes(settings, version) -> None:
+    # v99.0 is not in Meta's table yet: never warned about.
     assert check_ids(settings, GRAPH_API_VERSION=version) == []
+
+
+@pytest.mark.parametrize("version", ["v3.2", "v20.0"])
+def test_a_graph_api_version_past_its_end_is_warned_about(settings, version, clock) -> None:
+    # The clock stands at 24 Nov 2026: v20.0 ended on 24 Sep 2026, v3.2 long before.
+    assert check_ids(settings, GRAPH_API_VERSION=version) == ["capi_destinations.W003"]
 
 
 @pytest.mark.parametrize("version", ["26.0", "v26", "latest", "", None])

@@ -334,7 +334,7 @@ def test_send_test_event_without_a_code_generates_one(graph_settings, destinatio
     assert result.ok
     assert result.test_event_code.startswith("TEST")
     assert len(result.test_event_code) == 9
-    # Never live traffic: the sandbox files it with the test events.
+    # Filed with the test events (Meta still records it in the dataset like any other event).
     assert graph_settings.events(event_id=result.event_id)[0]["test_event_code"] == (
         result.test_event_code
     )

@@ -715,14 +715,14 @@ def test_a_request_refused_whatever_its_events_stops_bisecting(
     assert message in held.status_reason
     assert "working token" not in held.status_reason
 
-    # Once Meta takes requests again, the next health check's test event lifts the block.
+    # A health check sends no event and leaves the block to the dispatcher.
     env.reset()
     with django_capture_on_commit_callbacks(execute=True):
         health.check_destination(destination)
-    dispatch.dispatch_pending()
 
-    assert statuses() == {EventStatus.DELIVERED: 1000}
-    assert set(Event.objects.values_list("attempts", flat=True)) == {1}
+    assert [request["method"] for request in env.requests()] == ["GET"]
+    destination.refresh_from_db()
+    assert destination.is_blocked
 
 
 def test_halves_refused_alike_are_still_bisected_when_a_test_event_is_accepted(

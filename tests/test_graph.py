@@ -153,26 +153,16 @@ def test_get_pixel_reports_the_registered_name(graph_settings, destination, toke
     pixel = get_pixel(destination)
 
     assert (pixel.id, pixel.name) == (PIXEL_ID, "Acme Shoes web")
-    assert pixel.is_unavailable is False
-    assert pixel.owner_business_id
-    assert pixel.last_fired_time is None
     (request,) = graph_settings.requests()
     assert request["method"] == "GET"
     assert request["authorization_header"]
     assert "access_token" not in request["params"]
-    assert request["params"]["fields"] == ",".join(graph.PIXEL_FIELDS)
+    # Only the fields the product uses.
+    assert request["params"]["fields"] == "id,name"
 
 
 def test_get_pixel_in_an_open_sandbox_names_the_pixel_after_its_id(graph_settings, destination):
     assert get_pixel(destination).name == f"Sandbox pixel {PIXEL_ID}"
-
-
-def test_get_pixel_reports_when_the_pixel_last_received_events(graph_settings, destination, clock):
-    send_events(destination, [server_event(graph_settings)])
-
-    pixel = get_pixel(destination)
-
-    assert pixel.last_fired_time == clock.now().replace(microsecond=0)
 
 
 def test_get_pixel_checks_a_token_that_is_not_saved_yet(graph_settings, destination, token):

@@ -281,7 +281,7 @@ class SandboxApp:
         if self.state.is_open:
             return None
         pixel = self.state.pixel_for(pixel_id)
-        if pixel is None or token not in pixel.tokens:
+        if pixel is None or not pixel.allows(token, method):
             return errors.unknown_object(method, pixel_id)
         return None
 
@@ -410,10 +410,16 @@ class SandboxApp:
         if not pixel_id.isdigit():
             raise ControlError("pixel_id must be digits")
         tokens = body.get("tokens", [])
-        if not isinstance(tokens, list) or not all(isinstance(item, str) for item in tokens):
-            raise ControlError("tokens must be a list of strings")
+        send_only = body.get("send_only_tokens", [])
+        for name, value in (("tokens", tokens), ("send_only_tokens", send_only)):
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ControlError(f"{name} must be a list of strings")
         pixel = self.state.register_pixel(
-            pixel_id, body.get("name"), tokens, str(body.get("app_secret") or "")
+            pixel_id,
+            body.get("name"),
+            tokens,
+            str(body.get("app_secret") or ""),
+            send_only_tokens=send_only,
         )
         return 201, {"pixel_id": pixel.pixel_id, "name": pixel.name}
 

@@ -243,9 +243,15 @@ class Sandbox:
         name: str | None = None,
         tokens: list[str] | tuple[str, ...] = (),
         app_secret: str = "",
+        send_only_tokens: list[str] | tuple[str, ...] = (),
     ) -> None:
-        """Register a pixel and the tokens allowed on it (the sandbox stops being open)."""
-        self.app.state.register_pixel(pixel_id, name, tokens, app_secret)
+        """Register a pixel and the tokens allowed on it (the sandbox stops being open).
+
+        ``send_only_tokens`` may send events, but reading the pixel with them is refused.
+        """
+        self.app.state.register_pixel(
+            pixel_id, name, tokens, app_secret, send_only_tokens=send_only_tokens
+        )
 
     def revoke(self, token: str, reason: str = "revoked") -> None:
         """Make ``token`` fail with code 190 (``reason="expired"``: 190/463)."""

@@ -82,12 +82,26 @@ class ScriptedAnswer:
 
 @dataclass
 class Pixel:
-    """A registered pixel, the tokens allowed on it and, optionally, its app's secret."""
+    """A registered pixel, the tokens allowed on it and, optionally, its app's secret.
+
+    ``send_only_tokens`` may send events but not read the pixel: Meta says a token made "via
+    the Conversions API inside the dataset settings" is "limited to sending data only to Meta.
+    The token can't be used to run API GET data requests" (Conversions API end-to-end
+    implementation guide, "Integration as a platform"). Their GET is refused like a token
+    without access (code 100, subcode 33).
+    """
 
     pixel_id: str
     name: str
     tokens: set[str]
     app_secret: str = ""
+    send_only_tokens: set[str] = field(default_factory=set)
+
+    def allows(self, token: str, method: str) -> bool:
+        """Whether ``token`` may make this request (GET reads, POST sends) on the pixel."""
+        if token in self.tokens:
+            return True
+        return method == "POST" and token in self.send_only_tokens
 
 
 @dataclass(frozen=True)
@@ -204,17 +218,20 @@ class SandboxState:
         name: str | None = None,
         tokens: Iterable[str] = (),
         app_secret: str = "",
+        send_only_tokens: Iterable[str] = (),
     ) -> Pixel:
         """Register (or replace) a pixel and the tokens allowed on it.
 
         Once any pixel is registered the sandbox stops being open: only registered pixels
-        exist and only their tokens are known.
+        exist and only their tokens are known. ``send_only_tokens`` may send events but their
+        reads of the pixel are refused (see :class:`Pixel`).
         """
         pixel = Pixel(
             pixel_id=str(pixel_id),
             name=name or f"Sandbox pixel {pixel_id}",
             tokens=set(tokens),
             app_secret=app_secret or "",
+            send_only_tokens=set(send_only_tokens),
         )
         with self._lock:
             self.pixels[pixel.pixel_id] = pixel
@@ -238,7 +255,10 @@ class SandboxState:
 
     def token_is_known(self, token: str) -> bool:
         """True when some registered pixel allows ``token``."""
-        return any(token in pixel.tokens for pixel in list(self.pixels.values()))
+        return any(
+            token in pixel.tokens or token in pixel.send_only_tokens
+            for pixel in list(self.pixels.values())
+        )
 
     def pixel_summaries(self) -> list[dict[str, Any]]:
         """Registered pixels without their tokens or secrets."""
@@ -247,7 +267,7 @@ class SandboxState:
                 {
                     "pixel_id": pixel.pixel_id,
                     "name": pixel.name,
-                    "token_count": len(pixel.tokens),
+                    "token_count": len(pixel.tokens) + len(pixel.send_only_tokens),
                     "requires_appsecret_proof": bool(pixel.app_secret),
                 }
                 for pixel in self.pixels.values()

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from capi_destinations.models import Destination
+from capi_destinations.models import Destination, Health
 
 register = template.Library()
 
@@ -48,6 +48,14 @@ def capi_snippet(context: dict[str, Any], destination: Destination) -> SafeStrin
     return render_snippet(destination, request=context.get("request"))
 
 
+def _health_label(destination: Destination) -> str:
+    # Checked but unknown: Meta would not let the token read the pixel and no delivery has
+    # shown yet whether it may send (a send-only token, or a mistyped Pixel ID).
+    if destination.health == Health.UNKNOWN and destination.health_checked_at is not None:
+        return "Waiting for first delivery"
+    return destination.get_health_display()
+
+
 @register.simple_tag
 def health_badge(destination: Destination) -> SafeString:
     """The health badge: the word and the colour, never the colour alone; plus "Sending off" and
@@ -56,7 +64,7 @@ def health_badge(destination: Destination) -> SafeString:
         '<span class="capi-badge capi-badge--{0}" data-testid="health-badge" data-health="{0}">'
         "{1}</span>",
         destination.health,
-        destination.get_health_display(),
+        _health_label(destination),
     )
     if not destination.enabled:
         badge += SafeString(

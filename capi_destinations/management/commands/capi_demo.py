@@ -1,12 +1,13 @@
 """``manage.py capi_demo``: an agency, two clients and destinations in every state, for a demo.
 
 Creates (or completes) two tenants, an agency user who administers both and a client user who
-views one, destinations that point at the Graph API sandbox — healthy ones, one whose token the
-sandbox has revoked, one with sending turned off — and a day of sample events of varied quality
-recorded through ``capi_destinations.track_many``, each at the time it would have arrived, and
-delivered by dispatch passes through that day, so that diagnostics, match quality, delivery
-attempts and charts are the app's own work. The health checks run at the end, so the cards are
-green or red at first sight. It prints the logins and two sandbox-only tokens to try.
+views one, destinations that point at the Graph API sandbox — healthy ones (one with a send-only
+token), one whose token the sandbox has revoked, one with sending turned off — and a day of
+sample events of varied quality recorded through ``capi_destinations.track_many``, each at the
+time it would have arrived, and delivered by dispatch passes through that day, so that
+diagnostics, match quality, delivery attempts and charts are the app's own work. The health
+checks run at the end, so the cards are green or red at first sight. It prints the logins and
+two sandbox-only tokens to try.
 
 Running it again changes nothing harmful: users, tenants and destinations are only created when
 missing (passwords only on creation), the sandbox — which forgets everything when it restarts —
@@ -69,6 +70,9 @@ class DemoDestination:
     site: Site
     enabled: bool = True
     revoked: bool = False  # the sandbox refuses its token from REVOKED_HOURS_AGO on
+    # A send-only token (made in the dataset's settings): Meta takes its events but refuses to
+    # let it read the pixel, so the card is Healthy without the pixel's name.
+    send_only: bool = False
     test_event_code: str = ""
     consent_policy: str = ConsentPolicy.SEND_ALWAYS
 
@@ -86,6 +90,7 @@ ACME_CHECKOUT = DemoDestination(
     "1100000000000002",
     "Acme Shoes Checkout",
     Site(ACME_SHOP_URL, "thin", events_per_hour=4, event_id_prefix="app"),
+    send_only=True,
 )
 ACME_OUTLET = DemoDestination(
     ACME[1],
@@ -198,9 +203,12 @@ class SandboxControl:
         if not answer.ok:
             raise SandboxError(f"{url} answered HTTP {answer.status_code}")
 
-    def register_pixel(self, pixel_id: str, name: str, tokens: Sequence[str]) -> None:
-        """Make ``pixel_id`` exist under ``name``, usable with ``tokens``."""
-        self._post("pixels", {"pixel_id": pixel_id, "name": name, "tokens": list(tokens)})
+    def register_pixel(
+        self, pixel_id: str, name: str, tokens: Sequence[str], *, send_only: bool = False
+    ) -> None:
+        """Make ``pixel_id`` exist under ``name``, usable with ``tokens`` (to send only)."""
+        key = "send_only_tokens" if send_only else "tokens"
+        self._post("pixels", {"pixel_id": pixel_id, "name": name, key: list(tokens)})
 
     def revoke(self, token: str) -> None:
         """Make Meta refuse ``token`` from now on (error 190)."""
@@ -338,7 +346,7 @@ class Command(BaseCommand):
             tokens = [demo_token(spec.pixel_id)]
             if spec.revoked:
                 tokens.append(replacement_token(spec))
-            sandbox.register_pixel(spec.pixel_id, spec.pixel_name, tokens)
+            sandbox.register_pixel(spec.pixel_id, spec.pixel_name, tokens, send_only=spec.send_only)
         sandbox.register_pixel(TRY_PIXEL_ID, TRY_PIXEL_NAME, [TRY_TOKEN])
 
     def ensure_destinations(

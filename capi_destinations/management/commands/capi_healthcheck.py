@@ -1,17 +1,20 @@
 """``manage.py capi_healthcheck``: run the health checks now and print a table.
 
+Below the table it prints the Graph API versions in use (the ``GRAPH_API_VERSION`` setting
+and any destination's own) with the date Meta stops serving each, warning 90 days ahead.
 Exits with status 1 when any checked destination is unhealthy, so cron jobs and monitoring
 can alert on it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from capi_destinations import health
+from capi_destinations import clock, graph_versions, health
+from capi_destinations.conf import app_settings
 from capi_destinations.models import Destination, Health, HealthCheck, Tenant
 
 COLUMNS = ("Tenant", "Destination", "Pixel", "Status", "Reason")
@@ -55,6 +58,7 @@ class Command(BaseCommand):
             return
         rows = self._rows(checks)
         self._print_table(rows)
+        self._print_versions(checks)
 
         counts = Counter(check.status for check in checks)
         self.stdout.write(
@@ -83,6 +87,32 @@ class Command(BaseCommand):
             reason = reasons[0]["message"] if reasons else ""
             rows.append((destination.tenant.name, destination.name, pixel, check.status, reason))
         return sorted(rows)
+
+    def _print_versions(self, checks: list[HealthCheck]) -> None:
+        default = str(app_settings.GRAPH_API_VERSION)
+        users: dict[str, list[str]] = defaultdict(list)
+        for destination in Destination.objects.filter(
+            pk__in=[check.destination_id for check in checks]
+        ).only("name", "api_version"):
+            users[destination.api_version or default].append(destination.name)
+        users.setdefault(default, [])
+        today = clock.now().date()
+        self.stdout.write("\nGraph API versions in use:")
+        for version in sorted(users, key=lambda name: (name != default, name)):
+            status = graph_versions.version_status(version, today)
+            names = sorted(users[version])
+            who = f"{len(names)} destination{'s' if len(names) != 1 else ''}"
+            if version == default:
+                who = f"GRAPH_API_VERSION setting, {who}"
+            elif len(names) <= 3:
+                who += ": " + ", ".join(names)
+            line = f"  {version} ({who}): {status.message}"
+            if status.is_error:
+                self.stdout.write(self.style.ERROR(f"{line} {status.fix}"))
+            elif status.is_warning:
+                self.stdout.write(self.style.WARNING(f"{line} {status.fix}"))
+            else:
+                self.stdout.write(line)
 
     def _print_table(self, rows: list[tuple[str, ...]]) -> None:
         # The reason is the last column and is never cut: it is what the reader needs.

@@ -1,8 +1,10 @@
 """The sandbox's checks of a ``POST /{pixel_id}/events`` body, as Meta documents them.
 
 One invalid event fails the whole request (FACTS §8), so :func:`validate_events` stops at the
-first problem and returns the answer that names that event's index. The checks run once per
-event on the hot path of the dispatch benchmark, so they stay plain dict and set look-ups.
+first problem; like Meta, its answer does not say which event of ``data`` it was. Each rule is
+one Meta documents unless its comment says *unconfirmed* (the sandbox's own choice); docs/META.md
+("Sandbox answers") lists them with their sources. The checks run once per event on the hot
+path of the dispatch benchmark, so they stay plain dict and set look-ups.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from capi_destinations.sandbox.errors import GraphAnswerError
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
-# Meta gives no figure for clock skew; a minute forgives a server clock that runs a bit fast
-# while still refusing real future timestamps (and milliseconds sent as seconds).
+# Unconfirmed: Meta gives no figure for clock skew (FACTS §8); a minute forgives a server
+# clock that runs a bit fast while still refusing real future timestamps (and milliseconds).
 FUTURE_TOLERANCE_SECONDS = 60
+# The Pixel's rule for custom event names (FACTS §3, [D:pixel-events-ref]).
 MAX_CUSTOM_EVENT_NAME_LENGTH = 50
 
 ACTION_SOURCES = frozenset(
@@ -90,8 +93,8 @@ def validate_events(data: object, *, now: float) -> GraphAnswerError | None:
         )
     oldest_allowed = now - MAX_EVENT_AGE_SECONDS
     newest_allowed = now + FUTURE_TOLERANCE_SECONDS
-    for index, event in enumerate(data):
-        problem = _validate_event(index, event, oldest_allowed, newest_allowed)
+    for event in data:
+        problem = _validate_event(event, oldest_allowed, newest_allowed)
         if problem is not None:
             return problem
     return None
@@ -109,49 +112,48 @@ def event_time_of(value: object) -> int | None:
 
 
 def _validate_event(
-    index: int, event: object, oldest_allowed: float, newest_allowed: float
+    event: object, oldest_allowed: float, newest_allowed: float
 ) -> GraphAnswerError | None:
     if not isinstance(event, dict):
-        return errors.invalid_event(index, "each event must be a JSON object")
+        return errors.invalid_event("each event must be a JSON object")
 
     event_name = event.get("event_name")
     if not isinstance(event_name, str) or not event_name.strip():
-        return errors.invalid_event(index, "event_name is required")
+        return errors.invalid_event("event_name is required")
     if len(event_name) > MAX_CUSTOM_EVENT_NAME_LENGTH:
         return errors.invalid_event(
-            index, f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
+            f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
         )
 
     raw_time = event.get("event_time")
     if raw_time is None:
-        return errors.invalid_event(index, "event_time is required")
+        return errors.invalid_event("event_time is required")
     event_time = event_time_of(raw_time)
     if event_time is None:
-        return errors.invalid_event(index, "event_time must be whole Unix seconds")
+        return errors.invalid_event("event_time must be whole Unix seconds")
     if event_time < oldest_allowed:
-        return errors.event_time_too_old(index, event_time)
+        return errors.event_time_too_old()
     if event_time > newest_allowed:
         if event_time > _MILLISECONDS_THRESHOLD:
+            # Unconfirmed: the sandbox's own hint; Meta's subcode for this is not published.
             return errors.invalid_event(
-                index,
                 f"event_time {event_time} looks like milliseconds; send Unix seconds",
                 subcode=2804003,
             )
-        return errors.event_time_in_future(index, event_time)
+        return errors.event_time_in_future()
 
     action_source = event.get("action_source")
     if action_source is None:
-        return errors.invalid_event(index, "action_source is required")
+        return errors.invalid_event("action_source is required")
     if action_source not in ACTION_SOURCES:
         return errors.invalid_event(
-            index,
             f"action_source {action_source!r} is not one of {', '.join(sorted(ACTION_SOURCES))}",
         )
 
     user_data = event.get("user_data")
     if not isinstance(user_data, dict):
-        return errors.invalid_event(index, "user_data is required and must be an object")
-    problem = _validate_user_data(index, user_data)
+        return errors.invalid_event("user_data is required and must be an object")
+    problem = _validate_user_data(user_data)
     if problem is not None:
         return problem
 
@@ -159,21 +161,21 @@ def _validate_event(
         source_url = event.get("event_source_url")
         if not isinstance(source_url, str) or not source_url.startswith(("http://", "https://")):
             return errors.invalid_event(
-                index, "event_source_url (http:// or https://) is required for website events"
+                "event_source_url (http:// or https://) is required for website events"
             )
         user_agent = user_data.get("client_user_agent")
         if not isinstance(user_agent, str) or not user_agent.strip():
             return errors.invalid_event(
-                index, "user_data.client_user_agent is required for website events"
+                "user_data.client_user_agent is required for website events"
             )
 
     custom_data = event.get("custom_data")
     if custom_data is not None or event_name == "Purchase":
-        return _validate_custom_data(index, event_name, custom_data)
+        return _validate_custom_data(event_name, custom_data)
     return None
 
 
-def _validate_user_data(index: int, user_data: dict[str, Any]) -> GraphAnswerError | None:
+def _validate_user_data(user_data: dict[str, Any]) -> GraphAnswerError | None:
     # Written for speed: it runs for every event of every request.
     present = []
     for key, value in user_data.items():
@@ -183,41 +185,39 @@ def _validate_user_data(index: int, user_data: dict[str, Any]) -> GraphAnswerErr
             if value.__class__ is list:
                 for item in value:
                     if item.__class__ is not str or _is_sha256(item) is None:
-                        return errors.unhashed_user_data(index, key)
+                        return errors.unhashed_user_data(key)
             elif value.__class__ is not str or _is_sha256(value) is None:
-                return errors.unhashed_user_data(index, key)
+                return errors.unhashed_user_data(key)
         present.append(key)
     if not present:
-        return errors.insufficient_customer_information(index)
+        return errors.insufficient_customer_information()
     if len(present) <= _LARGEST_WEAK_COMBINATION:
         keys = frozenset(present)
         if any(keys <= weak for weak in TOO_WEAK_KEY_COMBINATIONS):
-            return errors.insufficient_customer_information(index)
+            return errors.insufficient_customer_information()
     return None
 
 
-def _validate_custom_data(
-    index: int, event_name: str, custom_data: object
-) -> GraphAnswerError | None:
+def _validate_custom_data(event_name: str, custom_data: object) -> GraphAnswerError | None:
     if custom_data is None:
         custom_data = {}
     if not isinstance(custom_data, dict):
-        return errors.invalid_event(index, "custom_data must be an object")
+        return errors.invalid_event("custom_data must be an object")
     value = custom_data.get("value")
     currency = custom_data.get("currency")
     if event_name == "Purchase":
         # Meta documents value and currency as required for Purchase (FACTS §6).
         if value is None:
-            return errors.invalid_event(index, "custom_data.value is required for Purchase")
+            return errors.invalid_event("custom_data.value is required for Purchase")
         if currency is None:
-            return errors.invalid_event(index, "custom_data.currency is required for Purchase")
+            return errors.invalid_event("custom_data.currency is required for Purchase")
     if value is not None and not _is_amount(value):
-        return errors.invalid_event(index, "custom_data.value must be a number")
+        return errors.invalid_event("custom_data.value must be a number")
     if currency is not None and (
         not isinstance(currency, str) or currency.upper() not in CURRENCY_CODES
     ):
         return errors.invalid_event(
-            index, "custom_data.currency must be an ISO 4217 currency code such as USD"
+            "custom_data.currency must be an ISO 4217 currency code such as USD"
         )
     return None
 

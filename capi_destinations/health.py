@@ -10,8 +10,10 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
 4. ``deliveries_accepted``, ``delivery_failure_rate``, ``queue_moving`` — has Meta refused the
    token while delivering, do most recent requests succeed, are due events being sent? While
    a refusal blocks delivery, reading the pixel is no proof that the token may send (Meta can
-   allow one and refuse the other), so the check also sends one synthetic event with a test
-   event code (``graph.send_events``) and lifts the block only when Meta accepts it.
+   allow one and refuse the other), so the check sends nothing itself: it makes the
+   destination's canary due (``dispatch.request_canary``), and the dispatcher sends one of the
+   destination's own waiting events alone and lifts the block if Meta accepts it. The check
+   never sends an event nobody tracked.
 5. ``test_mode``, ``match_quality`` — informational: they never change the status.
 
 The destination is ``healthy`` when every ``error``-severity check passes, ``unhealthy``
@@ -115,7 +117,8 @@ REFUSED_WHATEVER_THE_EVENTS_FIX = (
     "retries. Check what every request of this destination carries: its test event code (paste "
     "the current one from Events Manager → Test Events, or clear it to go live), its Graph API "
     "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
-    "says which. Sending resumes when a health check's test event is accepted."
+    "says which. One of the destination's own waiting events is sent alone from time to time "
+    "(never a made-up one); when Meta accepts it, sending resumes."
 )
 
 _TOKEN_FORMAT_FIXES: dict[str, str] = {
@@ -176,21 +179,6 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
-class SendProbe:
-    """One synthetic event sent with a test event code, and Meta's answer to it."""
-
-    test_event_code: str
-    started_at: datetime
-    answer: graph.SendResult | None = None
-    error: graph.GraphError | None = None
-
-    @property
-    def accepted(self) -> bool:
-        """Whether Meta took the test event."""
-        return self.error is None
-
-
-@dataclass(frozen=True)
 class TokenProbe:
     """What Meta said about the token (check 3), gathered without touching the database."""
 
@@ -200,18 +188,11 @@ class TokenProbe:
     skipped: bool = False
     # time.monotonic() when the probe began, so each check's duration is its own.
     started: float = field(default_factory=time.monotonic)
-    # The test event sent while delivery is blocked (None: not sent).
-    send: SendProbe | None = None
 
     @property
     def unreachable(self) -> bool:
         """True when Meta gave no verdict on the token (outage, timeout, rate limit)."""
         return self.error is not None and self.error.category in _UNREACHABLE_CATEGORIES
-
-    @property
-    def can_send(self) -> bool:
-        """Whether Meta accepted both the pixel read and a test event with this token."""
-        return self.pixel is not None and self.send is not None and self.send.accepted
 
 
 @dataclass
@@ -235,9 +216,8 @@ class DeliveryFacts:
 def check_destination(destination: Destination, *, now: datetime | None = None) -> HealthCheck:
     """Run every check for ``destination``, store a HealthCheck and update its health.
 
-    Calls Meta once (``graph.get_pixel``) unless the token is malformed, and while delivery is
-    blocked a second time (one test event, see the module). ``destination`` is
-    updated in place with the new health fields. Returns the stored HealthCheck.
+    Calls Meta once (``graph.get_pixel``) unless the token is malformed; never sends an event.
+    ``destination`` is updated in place with the new health fields. Returns the stored HealthCheck.
     """
     started = time.monotonic()
     now = now or clock.now()
@@ -276,44 +256,7 @@ def probe_token(destination: Destination) -> TokenProbe:
         pixel = graph.get_pixel(destination)
     except graph.GraphError as error:
         return TokenProbe(error=error, started=started)
-    if not destination.blocked_reason or not destination.enabled:
-        # Unblocked, reading the pixel is enough; a disabled destination sends nothing, not
-        # even a test event, and stays blocked until it is enabled and checked again.
-        return TokenProbe(pixel=pixel, started=started)
-    return TokenProbe(pixel=pixel, started=started, send=send_probe_event(destination))
-
-
-def send_probe_event(destination: Destination) -> SendProbe:
-    """POST one synthetic event with a test event code and return Meta's answer.
-
-    A test event code is Meta's documented way to check that events arrive; with it the event
-    shows in Events Manager → Test Events, not as live traffic. The destination's own code is
-    used when it has one (so a wrong code is found out too), else a generated ``TEST…`` one.
-    Touches no database.
-    """
-    # destinations imports dispatch, which imports this module, hence the late import.
-    from capi_destinations import destinations
-
-    code = destination.test_event_code or destinations.new_test_event_code()
-    started_at = clock.now()
-    event = destinations.build_test_event(destination, now=started_at)
-    try:
-        answer = graph.send_events(destination, [event], test_event_code=code)
-    except graph.GraphError as error:
-        return SendProbe(code, started_at, error=error)
-    if answer.events_received < 1:
-        uncounted = graph.GraphError(
-            "Meta answered but did not count the test event.",
-            http_status=answer.http_status,
-            fbtrace_id=answer.fbtrace_id,
-            info=graph.ErrorInfo(
-                graph.UNKNOWN,
-                "Meta answered the test event without counting it.",
-                "Nothing to do: the next check tries again.",
-            ),
-        )
-        return SendProbe(code, started_at, answer=answer, error=uncounted)
-    return SendProbe(code, started_at, answer=answer)
+    return TokenProbe(pixel=pixel, started=started)
 
 
 # --- many destinations -----------------------------------------------------------------------
@@ -629,13 +572,6 @@ def _token_refusal(destination: Destination, error: graph.GraphError) -> tuple[s
 
 def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> CheckResult:
     if not destination.blocked_reason:
-        if probe.can_send and probe.send is not None:
-            return CheckResult(
-                DELIVERIES_ACCEPTED,
-                True,
-                "Meta accepted a test event (code "
-                f"{probe.send.test_event_code}) sent with this check, so sending has resumed.",
-            )
         return CheckResult(
             DELIVERIES_ACCEPTED, True, "Meta has not refused the token while delivering events."
         )
@@ -660,25 +596,21 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
     whole_requests_refused = destination.blocked_reason.startswith(REFUSED_WHATEVER_THE_EVENTS)
     if whole_requests_refused:
         fix = REFUSED_WHATEVER_THE_EVENTS_FIX
-    test_event = ""
-    refusal = probe.send.error if probe.send is not None else None
-    if probe.send is not None and refusal is not None:
-        code = probe.send.test_event_code
-        if refusal.permanent:
-            test_event = f" A test event sent with this check (code {code}) was refused too: "
-            if not whole_requests_refused:
-                fix = refusal.fix or fix
-        else:
-            test_event = (
-                f" A test event sent with this check (code {code}) could not prove the token "
-                "works, so sending stays stopped: "
-            )
-        test_event += refusal.explanation
+    canary = (
+        " One of its own waiting events is sent alone to test whether Meta still refuses "
+        f"(next at {destination.canary_due_at:%Y-%m-%d %H:%M} UTC); when Meta accepts it, the "
+        "others follow."
+        if destination.canary_due_at is not None and probe.pixel is None
+        else " Meta accepts the token again, so one of its own waiting events is sent alone "
+        "now; when Meta accepts it, the others follow."
+        if probe.pixel is not None
+        else ""
+    )
     return CheckResult(
         DELIVERIES_ACCEPTED,
         False,
         "Meta refused events for this destination, so sending is stopped until this is "
-        f"fixed: {destination.blocked_reason}{test_event}",
+        f"fixed: {destination.blocked_reason}{canary}",
         fix,
     )
 
@@ -900,7 +832,7 @@ def _decide(
         ),
         _check_deliveries_accepted(destination, probe),
         _check_delivery_failure_rate(facts),
-        _check_queue_moving(destination, facts, now=now, block_lifted=probe.can_send),
+        _check_queue_moving(destination, facts, now=now, block_lifted=False),
         _check_test_mode(destination),
         _check_match_quality(destination, facts),
     ]
@@ -929,16 +861,14 @@ def _evaluate_and_record(
     now: datetime,
     started: float,
 ) -> HealthCheck:
-    if probe.can_send and destination.blocked_reason:
-        # Meta accepts the token again, for a test event too (a fixed permission, a new token
-        # saved elsewhere): let the held events flow. Reading the pixel alone would not do:
-        # the next delivery would block again, every check, with a signal each time.
+    if probe.pixel is not None and destination.blocked_reason and destination.enabled:
+        # Meta accepts the token again (a fixed permission, a new token saved elsewhere), which
+        # is no proof it may send: one of the destination's own waiting events, sent alone by
+        # the dispatcher, decides. Never a made-up event.
         # dispatch imports this module, hence the late import.
         from capi_destinations import dispatch
 
-        dispatch.clear_block(destination)
-        destination.blocked_reason = ""
-        destination.blocked_at = None
+        dispatch.request_canary(destination)
     pixel_name = (probe.pixel.name or "") if probe.pixel is not None else None
 
     def verdict_for(old: _Snapshot) -> _Verdict:

@@ -281,6 +281,9 @@ class Destination(models.Model):
     # The fingerprint of the token Meta refused: a block never outlives that token, whichever
     # path replaced it (blank: a block written before fingerprints, taken as the current token's).
     blocked_token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    # While blocked: when the dispatcher next sends one of the destination's own waiting events
+    # alone (a canary) to see whether Meta still refuses; never a synthetic event.
+    canary_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_delivered_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -639,6 +642,10 @@ class DeliveryAttempt(models.Model):
     error_message = models.TextField(blank=True)
     error_user_title = models.CharField(max_length=255, blank=True)
     error_user_msg = models.TextField(blank=True)
+    # Meta's answer kept whole: the "messages" of an accepted request, and an error's
+    # "error_data" (which may hold "blame_field_specs"). Never the token.
+    messages = models.JSONField(default=list, blank=True)
+    error_data = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
 
     class Meta:

@@ -415,7 +415,10 @@ def test_every_known_code_is_classified_with_its_explanation(
         (190, 999, graph.AUTH),
         (250, None, graph.PERMISSION),  # 200-299 are permission codes
         (4, 42, graph.RATE_LIMIT),
-        (100, 1815018, graph.INVALID),  # users' "codes" may come as subcodes
+        (100, 1815018, graph.INVALID),  # undocumented: the code's class (FACTS §11)
+        (100, 2804019, graph.INVALID),  # meaning unconfirmed: the code's class
+        (1815018, None, graph.UNKNOWN),  # undocumented code: no invented meaning
+        (2061015, None, graph.UNKNOWN),
     ],
 )
 def test_unlisted_subcodes_fall_back_to_the_codes_family(
@@ -692,6 +695,7 @@ def test_graph_error_record_matches_the_delivery_attempt_fields(graph_settings, 
     record = raised_by_send(destination, [server_event(graph_settings)]).to_record()
 
     assert set(record) == {
+    assert set(record) == {
         "http_status",
         "fbtrace_id",
         "category",
@@ -701,6 +705,7 @@ def test_graph_error_record_matches_the_delivery_attempt_fields(graph_settings, 
         "error_message",
         "error_user_title",
         "error_user_msg",
+        "error_data",
     }
     assert (record["error_code"], record["error_subcode"], record["category"]) == (
         100,

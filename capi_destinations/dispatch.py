@@ -442,6 +442,8 @@ class _Dispatcher:
         self._stopped: set[int] = set()
         # Destinations Meta accepted a request of in this pass.
         self._accepted: set[int] = set()
+        # True while a canary is sent: its attempts say so.
+        self._sending_canary = False
 
     def run(self) -> DispatchReport:
         now = clock.now()
@@ -630,6 +632,7 @@ class _Dispatcher:
             events_received=result.events_received,
             fbtrace_id=result.fbtrace_id[:100],
             messages=list(result.messages),
+            canary=self._sending_canary,
         )
         delivered = _owned(pks, claim.lease_token).update(
             status=EventStatus.DELIVERED,
@@ -660,6 +663,7 @@ class _Dispatcher:
             "started_at": started_at,
             "duration_ms": error.duration_ms if error.duration_ms is not None else duration_ms,
             "test_event_code": destination.test_event_code,
+            "canary": self._sending_canary,
             **error.to_record(),
         }
         category = error.category
@@ -820,8 +824,12 @@ class _Dispatcher:
         blocked_at = destination.blocked_at
         failed_before = self.report.failed
         isolation = _Isolation()
-        self._send(destination, claim.events, claim, isolation)
-        self._settle_lone_refusals(destination, claim, isolation)
+        self._sending_canary = True
+        try:
+            self._send(destination, claim.events, claim, isolation)
+            self._settle_lone_refusals(destination, claim, isolation)
+        finally:
+            self._sending_canary = False
         stopped = destination.pk in self._stopped
         self._stopped.discard(destination.pk)
         with _database_turn():
@@ -1216,8 +1224,10 @@ def describe_error(error: graph.GraphError) -> str:
     status = f"HTTP {error.http_status}" if error.http_status is not None else ""
     where = ", ".join(part for part in (status, code) if part)
     text = error.explanation or error.message
-    if error.message and error.message != text:
-        text = f"{text} Meta said: {error.message}"
+    # Meta's message is often just "Invalid parameter"; its text for people says what is wrong.
+    said = error.error_user_msg or error.message
+    if said and said != text:
+        text = f"{text} Meta said: {said}"
     return f"{text} ({where})" if where else text
 
 
@@ -1235,7 +1245,9 @@ def diagnostic_from_error(error: graph.GraphError) -> Diagnostic:
 
 
 def _field_of(error: graph.GraphError) -> str:
-    named = _FIELD_IN_MESSAGE.search(error.message or "")
+    named = _FIELD_IN_MESSAGE.search(error.message or "") or _FIELD_IN_MESSAGE.search(
+        error.error_user_msg or ""
+    )
     key = _KEY_IN_USER_MESSAGE.search(error.error_user_msg or "")
     if key and key.group(1) in CUSTOMER_INFO_KEYS:
         return f"user_data.{key.group(1)}"

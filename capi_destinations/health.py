@@ -98,6 +98,7 @@ _FAILED_OUTCOMES = frozenset(
         AttemptOutcome.INVALID,
     }
 )
+_CANARY_REFUSALS = (AttemptOutcome.BLOCKED, AttemptOutcome.INVALID)
 _UNREACHABLE_CATEGORIES = frozenset({graph.TRANSIENT, graph.RATE_LIMIT, graph.UNKNOWN})
 
 _NEW_CREDENTIAL_FIX = (
@@ -366,6 +367,8 @@ def collect_delivery_facts(
     ranked = (
         DeliveryAttempt.objects.filter(destination_id__in=ids, started_at__gte=recent_since)
         .exclude(outcome=AttemptOutcome.BISECTED)
+        # A refused canary only confirms a block that check 4 already reports.
+        .exclude(canary=True, outcome__in=_CANARY_REFUSALS)
         .annotate(
             rank=Window(
                 RowNumber(),

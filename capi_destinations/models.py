@@ -646,6 +646,8 @@ class DeliveryAttempt(models.Model):
     # "error_data" (which may hold "blame_field_specs"). Never the token.
     messages = models.JSONField(default=list, blank=True)
     error_data = models.JSONField(null=True, blank=True)
+    # One of a blocked destination's own waiting events, sent alone to see if the block holds.
+    canary = models.BooleanField(default=False)
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
 
     class Meta:

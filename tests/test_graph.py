@@ -695,7 +695,6 @@ def test_graph_error_record_matches_the_delivery_attempt_fields(graph_settings, 
     record = raised_by_send(destination, [server_event(graph_settings)]).to_record()
 
     assert set(record) == {
-    assert set(record) == {
         "http_status",
         "fbtrace_id",
         "category",

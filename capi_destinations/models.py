@@ -660,6 +660,15 @@ class DeliveryAttempt(models.Model):
         return f"{self.destination_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
 
     @property
+    def error_data_text(self) -> str:
+        """Meta's ``error_data`` as compact JSON for pages ("" when Meta sent none)."""
+        if self.error_data in (None, "", {}):
+            return ""
+        if isinstance(self.error_data, str):
+            return self.error_data
+        return json.dumps(self.error_data, sort_keys=True, ensure_ascii=False)
+
+    @property
     def received_mismatch(self) -> bool:
         return (
             self.outcome == AttemptOutcome.DELIVERED

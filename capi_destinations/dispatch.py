@@ -727,6 +727,17 @@ class _Dispatcher:
         """
         if not isolation.lone:
             return
+        if destination.pk in self._stopped:
+            # Blocked or paused meanwhile for another reason: they wait with the others.
+            refusals, isolation.lone = isolation.lone, []
+            with _step():
+                for held in refusals:
+                    pks = [event.pk for event in held.batch]
+                    self.report.held += _hold(
+                        pks, claim.lease_token, reason=_held_reason(destination)
+                    )
+                    _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
+            return
         if len(isolation.lone) >= 2 or _refused_alike_before(destination, isolation.lone[0]):
             self._stop_refused_destination(destination, claim, isolation)
         else:

@@ -513,7 +513,9 @@ class _Dispatcher:
                             reason=_held_reason(destination),
                         )
                     continue
-                self._extend_lease_if_needed(claim, waiting, batch)
+                # Lone refusals awaiting a verdict stay under this worker's lease too.
+                held = [refusal.batch for refusal in isolation.lone]
+                self._extend_lease_if_needed(claim, [*waiting, *held], batch)
                 halves = self._send(destination, batch, claim, isolation)
                 waiting.extend(reversed(halves))
             self._settle_lone_refusals(destination, claim, isolation)

@@ -820,8 +820,15 @@ class _Dispatcher:
         if self.only is not None:
             due = due.filter(pk=self.only)
         with _database_turn():
-            pks = list(due.values_list("pk", flat=True))
-        for pk in pks:
+            rows = list(due.values_list("pk", "canary_due_at", "blocked_at"))
+        for pk, due_at, blocked_at in rows:
+            # Compare-and-set: of two passes running at once, one sends the canary.
+            with _database_turn():
+                taken = Destination.objects.filter(pk=pk, canary_due_at=due_at).update(
+                    canary_due_at=now + canary_delay(blocked_at or now, now)
+                )
+            if not taken:
+                continue
             try:
                 with _database_turn():
                     destination = Destination.objects.get(pk=pk)

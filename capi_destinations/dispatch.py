@@ -740,8 +740,13 @@ class _Dispatcher:
                     )
                     _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
             return
-        if len(isolation.lone) >= 2 or _refused_alike_before(destination, isolation.lone[0]):
-            self._stop_refused_destination(destination, claim, isolation)
+        earlier = (
+            []
+            if len(isolation.lone) >= 2
+            else _refused_alike_before(destination, isolation.lone[0])
+        )
+        if len(isolation.lone) >= 2 or earlier:
+            self._stop_refused_destination(destination, claim, isolation, requeue=earlier)
         else:
             self._fail_lone_refusals(destination, claim, isolation)
 
@@ -766,7 +771,12 @@ class _Dispatcher:
                 _record_attempt(destination, pks, AttemptOutcome.INVALID, **refusal.record)
 
     def _stop_refused_destination(
-        self, destination: Destination, claim: Claim, isolation: _Isolation
+        self,
+        destination: Destination,
+        claim: Claim,
+        isolation: _Isolation,
+        *,
+        requeue: Sequence[int] = (),
     ) -> None:
         """Meta refuses every request: hold the events, block and mark Unhealthy, as for a token.
 
@@ -784,6 +794,14 @@ class _Dispatcher:
                 pks = [event.pk for event in held.batch]
                 self.report.held += _hold(pks, claim.lease_token, reason=f"Waiting: {reason}")
                 _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
+            # The earlier lone event failed for the same refusal of every request: not its
+            # fault either, so it waits with the others.
+            Event.objects.filter(pk__in=list(requeue), status=EventStatus.FAILED).update(
+                status=EventStatus.PENDING,
+                status_reason=f"Waiting: {reason}",
+                next_attempt_at=now,
+                updated_at=now,
+            )
         if blocked:
             explained = graph.GraphError(
                 refusal.message,
@@ -959,8 +977,12 @@ def _answer_of(error: graph.GraphError) -> tuple[int | None, int | None]:
     return (error.code, error.error_subcode)
 
 
-def _refused_alike_before(destination: Destination, refusal: _Refusal) -> bool:
-    """Whether the destination's previous request, of another lone event, was refused alike."""
+def _refused_alike_before(destination: Destination, refusal: _Refusal) -> list[int]:
+    """The other lone event of the destination's previous request, if Meta refused it alike.
+
+    Empty unless that request (bisect steps aside) carried one event other than this one and
+    was refused with the same code and subcode: then nothing was accepted in between.
+    """
     previous = (
         DeliveryAttempt.objects.filter(destination_id=destination.pk)
         .exclude(outcome=AttemptOutcome.BISECTED)
@@ -968,12 +990,12 @@ def _refused_alike_before(destination: Destination, refusal: _Refusal) -> bool:
         .first()
     )
     if previous is None or previous.outcome != AttemptOutcome.INVALID:
-        return False
+        return []
     if previous.event_count != 1:
-        return False
+        return []
     if (previous.error_code, previous.error_subcode) != _answer_of(refusal.error):
-        return False
-    return previous.events.exclude(pk=refusal.batch[0].pk).exists()
+        return []
+    return list(previous.events.exclude(pk=refusal.batch[0].pk).values_list("pk", flat=True)[:1])
 
 
 def canary_delay(blocked_at: datetime, now: datetime) -> timedelta:

@@ -244,7 +244,8 @@ def test_one_event_per_pass_refused_alike_twice_holds_the_destination(
     env: Sandbox, destination: Destination
 ) -> None:
     """Low traffic sends one event per request: the previous lone refusal of another event, with
-    nothing accepted since, is the second answer that shows a request-level refusal."""
+    nothing accepted since, is the second answer that shows a request-level refusal; the
+    earlier event, failed when one answer could not tell, waits again with the others."""
     (first,) = add_events(destination, 1, prefix="first")
     refuse_every_request(env)
     dispatch.dispatch_pending()
@@ -259,6 +260,10 @@ def test_one_event_per_pass_refused_alike_twice_holds_the_destination(
     second.refresh_from_db()
     assert (second.status, second.attempts) == (EventStatus.PENDING, 0)
     assert Destination.objects.get(pk=destination.pk).is_blocked
+    # The first one was not at fault either: it waits again with the second.
+    first.refresh_from_db()
+    assert first.status == EventStatus.PENDING
+    assert first.status_reason.startswith("Waiting: Meta refuses every request")
     assert env.events() == []
 
 

@@ -476,9 +476,11 @@ def send_events(
     messages = answer.get("messages") or []
     result = SendResult(
         events_received=events_received,
-        messages=tuple(str(message) for message in messages)
-        if isinstance(messages, list)
-        else (str(messages),),
+        # Kept on the attempt and shown: never with a secret in it.
+        messages=tuple(
+            redact(message if isinstance(message, str) else json.dumps(message), *secrets)
+            for message in (messages if isinstance(messages, list) else [messages])
+        ),
         fbtrace_id=str(answer.get("fbtrace_id") or response.headers.get("x-fb-trace-id", "")),
         http_status=response.status_code,
         duration_ms=duration_ms,

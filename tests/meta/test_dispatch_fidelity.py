@@ -365,18 +365,23 @@ def test_metas_messages_and_error_data_are_kept_on_the_attempt_and_shown(
     """A successful answer is {"events_received", "messages", "fbtrace_id"}
     ([D:ads-pixel-events-ref], FACTS §10); an error may carry "error_data" with
     "blame_field_specs" (FACTS §10, [SDK:exceptions.py]). Both are kept whole, never a token."""
+    token = destination.access_token
     add_events(destination, 1, prefix="ok")
     env.answer_next(
         status=200,
-        body={"events_received": 1, "messages": ["Event received late"], "fbtrace_id": "AbC"},
+        body={
+            "events_received": 1,
+            "messages": ["Event received late", f"echo {token}"],
+            "fbtrace_id": "AbC",
+        },
         method="POST",
     )
     dispatch.dispatch_pending()
     delivered = DeliveryAttempt.objects.get(outcome=AttemptOutcome.DELIVERED)
-    assert delivered.messages == ["Event received late"]
+    assert delivered.messages[0] == "Event received late"
+    assert token not in str(delivered.messages)
 
     add_events(destination, 1, prefix="bad")
-    token = destination.access_token
     env.answer_error(
         100,
         2804016,

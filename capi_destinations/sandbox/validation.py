@@ -9,6 +9,7 @@ path of the dispatch benchmark, so they stay plain dict and set look-ups.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Any
@@ -169,10 +170,99 @@ def _validate_event(
                 "user_data.client_user_agent is required for website events"
             )
 
+    problem = _validate_documented_formats(event, user_data)
+    if problem is not None:
+        return problem
+
     custom_data = event.get("custom_data")
     if custom_data is not None or event_name == "Purchase":
         return _validate_custom_data(event_name, custom_data)
     return None
+
+
+# Limited Data Use (FACTS §3, [D:server-event]): the only option is "LDU" ([] means "not LDU");
+# country 1 (USA) or 0 (geolocate), state 1000 (California) or 0 (geolocate), and a country
+# needs a state. The formats are documented; that Meta refuses the request for them (and with
+# which subcode) is unconfirmed.
+LDU_OPTION = "LDU"
+LDU_COUNTRIES = frozenset({0, 1})
+LDU_STATES = frozenset({0, 1000})
+# The parameter builder's appendix (".AQIDAQMC"): Meta says to send such values as they are
+# (FACTS A3, [D:param-builder]).
+_BUILDER_APPENDIX = re.compile(r"[A-Za-z0-9_-]{8}")
+
+
+def _validate_documented_formats(
+    event: dict[str, Any], user_data: dict[str, Any]
+) -> GraphAnswerError | None:
+    """LDU values and pairing, the IP address and the ``fbc`` format (each documented)."""
+    problem = _validate_processing_options(event)
+    if problem is not None:
+        return problem
+    ip = user_data.get("client_ip_address")
+    if ip and not _is_ip_address(ip):
+        return errors.invalid_event("user_data.client_ip_address must be an IPv4 or IPv6 address")
+    fbc = user_data.get("fbc")
+    if fbc and not _is_fbc(fbc):
+        return errors.invalid_event(
+            "user_data.fbc must look like fb.<subdomain index>.<creation time>.<fbclid>"
+        )
+    return None
+
+
+def _validate_processing_options(event: dict[str, Any]) -> GraphAnswerError | None:
+    options = event.get("data_processing_options")
+    if options is None:
+        return None
+    if not isinstance(options, list) or any(option != LDU_OPTION for option in options):
+        return errors.invalid_event('data_processing_options accepts only ["LDU"] or []')
+    if not options:
+        return None
+    country = event.get("data_processing_options_country")
+    state = event.get("data_processing_options_state")
+    if country is None:
+        return errors.invalid_event(
+            "data_processing_options_country is required with LDU (1 for the USA, 0 to geolocate)"
+        )
+    if country.__class__ is not int or country not in LDU_COUNTRIES:
+        return errors.invalid_event("data_processing_options_country must be 1 or 0")
+    if state is None:
+        return errors.invalid_event(
+            "data_processing_options_state is required with a country (1000 or 0)"
+        )
+    if state.__class__ is not int or state not in LDU_STATES:
+        return errors.invalid_event("data_processing_options_state must be 1000 or 0")
+    return None
+
+
+def _is_ip_address(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        head, _, tail = value.rpartition(".")
+        if not head or not _BUILDER_APPENDIX.fullmatch(tail):
+            return False
+        try:
+            ipaddress.ip_address(head)
+        except ValueError:
+            return False
+    return True
+
+
+def _is_fbc(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = value.split(".")
+    # fb.<subdomain index>.<creation time>.<fbclid>, plus the parameter builder's appendix.
+    return (
+        len(parts) in (4, 5)
+        and parts[0] == "fb"
+        and parts[1].isdigit()
+        and parts[2].isdigit()
+        and bool(parts[3])
+    )
 
 
 def _validate_user_data(user_data: dict[str, Any]) -> GraphAnswerError | None:

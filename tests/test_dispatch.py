@@ -758,6 +758,6 @@ def test_a_half_refused_for_another_reason_is_bisected(
 
     dispatch.dispatch_pending()
 
-    # The first half goes through; the second names its bad event, which alone fails.
+    # The first half goes through; the second is split until its bad event stands alone and fails.
     assert statuses() == {EventStatus.DELIVERED: 3, EventStatus.FAILED: 1}
     assert not Destination.objects.get(pk=destination.pk).is_blocked

@@ -841,9 +841,10 @@ class _Dispatcher:
             rows = list(due.values_list("pk", "canary_due_at", "blocked_at"))
         for pk, due_at, blocked_at in rows:
             # Compare-and-set: of two passes running at once, one sends the canary.
+            provisional = now + canary_delay(blocked_at or now, now)
             with _database_turn():
                 taken = Destination.objects.filter(pk=pk, canary_due_at=due_at).update(
-                    canary_due_at=now + canary_delay(blocked_at or now, now)
+                    canary_due_at=provisional
                 )
             if not taken:
                 continue
@@ -852,12 +853,18 @@ class _Dispatcher:
                     destination = Destination.objects.get(pk=pk)
             except (Destination.DoesNotExist, InvalidToken):
                 continue
-            self._send_canary(destination, now)
+            if not self._send_canary(destination, now):
+                # Nothing waits: the canary stays due, for the next event that arrives.
+                with _database_turn():
+                    Destination.objects.filter(pk=pk, canary_due_at=provisional).update(
+                        canary_due_at=due_at
+                    )
 
-    def _send_canary(self, destination: Destination, now: datetime) -> None:
+    def _send_canary(self, destination: Destination, now: datetime) -> bool:
+        """Send the destination's newest waiting event alone; False when none waits."""
         claim = claim_canary(destination.pk, now=now)
         if not claim.events:
-            return
+            return False
         self.report.claimed += len(claim.events)
         blocked_at = destination.blocked_at
         failed_before = self.report.failed
@@ -872,7 +879,7 @@ class _Dispatcher:
         self._stopped.discard(destination.pk)
         with _database_turn():
             if stopped:
-                return
+                return True
             if isolation.accepted or self.report.failed > failed_before:
                 # Meta took the event, or refused it for its own content: the token and the
                 # request are fine again.
@@ -889,12 +896,13 @@ class _Dispatcher:
                 )
                 if lifted:
                     logger.info("Destination %s unblocked: Meta accepted a canary", destination.pk)
-                return
+                return True
             # No verdict (an outage, a rate limit): try again after the backoff.
             later = clock.now()
             Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at).update(
                 canary_due_at=later + canary_delay(blocked_at or later, later)
             )
+        return True
 
     def _pause(
         self,

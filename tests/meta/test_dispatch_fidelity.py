@@ -410,3 +410,27 @@ def test_metas_messages_and_error_data_are_kept_on_the_attempt_and_shown(
         + urlencode({"event_name": "Purchase", "event_id": "bad-0"})
     ).content.decode()
     assert "blame_field_specs" in detail
+
+
+def test_a_canary_stays_due_while_nothing_waits(
+    env: Sandbox, destination: Destination, clock: Any
+) -> None:
+    """Without a waiting event there is nothing real to send, so nothing is sent; the first
+    event recorded afterwards goes as the canary at the next pass, not an hour later."""
+    (held,) = add_events(destination, 1, prefix="held")
+    block_with_a_refused_token(env, destination)
+    Event.objects.filter(pk=held.pk).update(status=EventStatus.FAILED)
+    clock.advance(timedelta(minutes=30))
+    before = len(env.requests())
+
+    dispatch.dispatch_pending()
+    assert len(env.requests()) == before
+    due = Destination.objects.get(pk=destination.pk).canary_due_at
+    assert due is not None
+    assert due <= app_clock.now()
+
+    add_events(destination, 1, prefix="new")
+    dispatch.dispatch_pending()
+
+    assert [record["event_id"] for record in env.events()] == ["new-0"]
+    assert not Destination.objects.get(pk=destination.pk).is_blocked

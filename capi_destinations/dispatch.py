@@ -19,18 +19,26 @@ event is sent twice with the same ``event_id``, which Meta deduplicates.
 What each answer does:
 
 - success → ``delivered``;
-- ``invalid`` for several events → split the request in halves and resend them until the bad
-  events stand alone; a lone bad event → ``failed`` with Meta's message as a diagnostic. When
-  both halves are refused just like their request and Meta names no event, one synthetic test
-  event checks whether Meta refuses every request (a bad test event code, Limited Data Use
-  required): if so the destination is blocked like for a refused token, its events wait with
-  their retries unspent, instead of ~2n requests failing every event;
+- ``invalid`` for several events → split the request in halves and resend them (depth first)
+  until the bad events stand alone: Meta's answer names no event, so only the split finds them.
+  A lone event refused after Meta accepted another request of the destination in this pass →
+  ``failed`` with Meta's message as a diagnostic. Lone events refused alike with nothing
+  accepted (:data:`REQUEST_LEVEL_EVIDENCE`, or two at the end of a claim, or one after the
+  destination's previous lone event was refused the same way) mean Meta refuses every request
+  (a wrong test event code, Limited Data Use required): the destination is blocked like for a
+  refused token and its events wait with their retries unspent, instead of failing one by one;
 - ``transient``/``unknown`` → back to ``pending`` on the retry schedule (:data:`RETRY_DELAYS`),
   or ``expired`` once the next attempt would fall outside Meta's 7-day window;
 - ``rate_limit`` → the destination pauses until Meta's time (or :data:`RATE_LIMIT_BACKOFF`);
   the events wait without spending their retry budget;
 - ``auth``/``permission`` → the destination is blocked and marked Unhealthy; its events wait
-  until the token is replaced or a health check passes (:func:`clear_block`).
+  until the token is replaced, or until a canary is accepted.
+
+A blocked destination is released by one of its own waiting events, never a synthetic one: its
+newest waiting event is sent alone (the canary) one minute after the block, then after waits
+that double up to an hour, or at once when a health check finds that Meta accepts the token
+again (:func:`request_canary`). Accepted (or refused for its own content), the block is lifted
+and the other events follow; refused like before, the destination stays blocked.
 
 A block belongs to the token that earned it: it records that token's fingerprint
 (``Destination.blocked_token_fingerprint``). Saving a new token lifts it (``Destination.save``);
@@ -79,6 +87,7 @@ from capi_destinations.models import (
     Event,
     EventStatus,
 )
+from capi_destinations.user_data_keys import CUSTOMER_INFO_KEYS
 
 logger = logging.getLogger("capi_destinations.dispatch")
 
@@ -103,6 +112,15 @@ RETRY_JITTER = 0.2
 # would be refused (and refuse its whole batch with it), so it is expired instead.
 SEND_WINDOW_MARGIN = timedelta(minutes=1)
 
+# Lone events refused alike, with nothing of the destination accepted, that show Meta refuses
+# every request (a test event code, Limited Data Use): more than two, so that two bad events
+# side by side in one batch are not mistaken for it.
+REQUEST_LEVEL_EVIDENCE = 3
+# A blocked destination's first canary (one of its own waiting events, sent alone) goes this
+# long after the block; each next one waits as long as the block has lasted, up to the maximum.
+CANARY_FIRST_DELAY = timedelta(minutes=1)
+CANARY_MAX_DELAY = timedelta(hours=1)
+
 # How long a destination pauses after a rate-limit answer that does not say how long.
 RATE_LIMIT_BACKOFF = timedelta(minutes=1)
 
@@ -126,7 +144,6 @@ _REQUEST_OVERHEAD_BYTES = 2048
 _FIELD_OF_SUBCODE = {
     2804003: "event_time",
     2804016: "user_data",
-    2804019: "user_data",
     2804030: "data_processing_options",
     2804050: "user_data",
 }
@@ -135,6 +152,9 @@ _FIELD_IN_MESSAGE = re.compile(
     r"\b((?:user_data|custom_data)(?:\.[a-z_]+)?|event_name|event_time|event_source_url|"
     r"action_source|event_id|data_processing_options)\b"
 )
+
+# Meta's text for people names a user_data key ("The ct parameter isn't hashed", FACTS §11).
+_KEY_IN_USER_MESSAGE = re.compile(r"\bThe ([a-z_]+) parameter\b")
 
 
 # --- the retry schedule ----------------------------------------------------------------------
@@ -444,6 +464,10 @@ class _Dispatcher:
         # pk → (updated_at, instance): a destination is decrypted once per pass unless saved.
         self._destinations: dict[int, tuple[datetime, Destination]] = {}
         self._stopped: set[int] = set()
+        # Destinations Meta accepted a request of in this pass.
+        self._accepted: set[int] = set()
+        # True while a canary is sent: its attempts say so.
+        self._sending_canary = False
 
     def run(self) -> DispatchReport:
         now = clock.now()
@@ -453,6 +477,7 @@ class _Dispatcher:
             release_outlived_blocks(only=self.only)
             _schedule_orphans(now)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
+        self._send_canaries()
         batches = 0
         while self.max_batches is None or batches < self.max_batches:
             destinations = self._load_sendable()
@@ -496,36 +521,28 @@ class _Dispatcher:
             self.report.expired += expired
         for destination_id, events in groups.items():
             destination = destinations[destination_id]
-            waiting = [_Requests([batch]) for batch in _split_by_size(events)]
-            # Last in, first out: the halves of a bisected request are sent before the rest,
-            # both halves before either is split again, so that a refusal of both is seen.
+            isolation = _Isolation(accepted=destination_id in self._accepted)
+            # Last in, first out: the halves of a refused request go before the rest, so single
+            # events are reached after about log2(n) requests and Meta's answers to them tell an
+            # event's own fault from a refusal of every request.
+            waiting = list(_split_by_size(events))
             waiting.reverse()
             while waiting:
-                requests = waiting.pop()
-                refusals: list[_Refusal] = []
-                splits: list[_Requests] = []
-                for position, batch in enumerate(requests.batches):
-                    if destination_id in self._stopped:
-                        with _database_turn():
-                            self.report.held += _hold(
-                                [event.pk for event in batch],
-                                claim.lease_token,
-                                reason=_held_reason(destination),
-                            )
-                        continue
-                    later = requests.batches[position + 1 :]
-                    later += [item for queued in waiting for item in queued.batches]
-                    self._extend_lease_if_needed(claim, later, batch)
-                    sent = self._send(
-                        destination, batch, claim, hold_refusal=requests.split_from is not None
-                    )
-                    if sent.refusal is not None:
-                        refusals.append(sent.refusal)
-                    elif sent.halves:
-                        splits.append(_Requests(sent.halves, split_from=sent.error))
-                if refusals:
-                    splits += self._settle_refusals(destination, claim, requests, refusals)
-                waiting.extend(reversed(splits))
+                batch = waiting.pop()
+                if destination_id in self._stopped:
+                    with _database_turn():
+                        self.report.held += _hold(
+                            [event.pk for event in batch],
+                            claim.lease_token,
+                            reason=_held_reason(destination),
+                        )
+                    continue
+                # Lone refusals awaiting a verdict stay under this worker's lease too.
+                held = [refusal.batch for refusal in isolation.lone]
+                self._extend_lease_if_needed(claim, [*waiting, *held], batch)
+                halves = self._send(destination, batch, claim, isolation)
+                waiting.extend(reversed(halves))
+            self._settle_lone_refusals(destination, claim, isolation)
 
     def _extend_lease_if_needed(
         self, claim: Claim, waiting: list[list[ClaimedEvent]], batch: list[ClaimedEvent]
@@ -548,14 +565,9 @@ class _Dispatcher:
         destination: Destination,
         batch: list[ClaimedEvent],
         claim: Claim,
-        *,
-        hold_refusal: bool = False,
-    ) -> _Sent:
-        """Send one request; returns the halves to send next when Meta refused it as invalid.
-
-        With ``hold_refusal`` (the request is a half), an ``invalid`` answer is returned as is,
-        for :meth:`_settle_refusals` to handle once the other half's answer is known.
-        """
+        isolation: _Isolation,
+    ) -> list[list[ClaimedEvent]]:
+        """Send one request; returns the halves to send next when Meta refused it as invalid."""
         pks = [event.pk for event in batch]
         started_at = clock.now()
         started = time.perf_counter()
@@ -570,7 +582,7 @@ class _Dispatcher:
         except graph.GraphError as error:
             duration_ms = _elapsed_ms(started)
             return self._on_error(
-                destination, batch, claim, error, started_at, duration_ms, hold_refusal
+                destination, batch, claim, error, started_at, duration_ms, isolation
             )
         except Exception as error:
             # A bug or an unforeseen failure must not leave the batch leased until expiry, nor
@@ -582,7 +594,7 @@ class _Dispatcher:
                 secrets=(destination.access_token, destination.app_secret),
             )
             return self._on_error(
-                destination, batch, claim, unknown, started_at, _elapsed_ms(started), False
+                destination, batch, claim, unknown, started_at, _elapsed_ms(started), isolation
             )
         mismatch = result.events_received != len(pks)
         reason = (
@@ -615,7 +627,12 @@ class _Dispatcher:
                 len(pks),
                 result.fbtrace_id,
             )
-        return _Sent()
+        # Meta took a request of this destination: a lone event it refused was refused for
+        # its own content, not because Meta refuses every request.
+        isolation.accepted = True
+        self._accepted.add(destination.pk)
+        self._fail_lone_refusals(destination, claim, isolation)
+        return []
 
     def _record_delivery(
         self,
@@ -640,6 +657,8 @@ class _Dispatcher:
             http_status=result.http_status,
             events_received=result.events_received,
             fbtrace_id=result.fbtrace_id[:100],
+            messages=list(result.messages),
+            canary=self._sending_canary,
         )
         delivered = _owned(pks, claim.lease_token).update(
             status=EventStatus.DELIVERED,
@@ -663,32 +682,31 @@ class _Dispatcher:
         error: graph.GraphError,
         started_at: datetime,
         duration_ms: int,
-        hold_refusal: bool,
-    ) -> _Sent:
+        isolation: _Isolation,
+    ) -> list[list[ClaimedEvent]]:
         pks = [event.pk for event in batch]
         record = {
             "started_at": started_at,
             "duration_ms": error.duration_ms if error.duration_ms is not None else duration_ms,
             "test_event_code": destination.test_event_code,
+            "canary": self._sending_canary,
             **error.to_record(),
         }
         category = error.category
-        if category == graph.INVALID and hold_refusal:
-            return _Sent(refusal=_Refusal(batch, error, record))
         if category == graph.INVALID:
-            return _Sent(self._on_invalid(destination, batch, claim, error, record), error)
+            return self._on_invalid(destination, batch, claim, error, record, isolation)
         if category == graph.RATE_LIMIT:
             self._pause(destination, batch, claim, error, record)
-            return _Sent()
+            return []
         if category in (graph.AUTH, graph.PERMISSION):
             self._block(destination, batch, claim, error, record)
-            return _Sent()
+            return []
         with _step():
             retrying, expired = _retry_later(batch, claim.lease_token, describe_error(error))
             self.report.retrying += retrying
             self.report.expired += expired
             _record_attempt(destination, pks, AttemptOutcome.RETRY, **record)
-        return _Sent()
+        return []
 
     def _on_invalid(
         self,
@@ -697,107 +715,100 @@ class _Dispatcher:
         claim: Claim,
         error: graph.GraphError,
         record: dict[str, Any],
+        isolation: _Isolation,
     ) -> list[list[ClaimedEvent]]:
-        """Split a refused request in halves to send next, or fail its lone event."""
-        pks = [event.pk for event in batch]
+        """Split a refused request in halves to send next, or weigh a lone event's refusal.
+
+        Meta's answer names no event (FACTS A3), so only the split finds the bad ones. A lone
+        event refused after Meta accepted another request of the destination in this pass is
+        at fault itself and fails. Before that, its refusal waits for more answers: refusals
+        of unrelated single events that all come back alike, with nothing accepted, mean Meta
+        refuses every request (a wrong test event code, Limited Data Use required), and the
+        destination is held instead of failing its events one by one.
+        """
         if len(batch) > 1:
             with _step():
-                _record_attempt(destination, pks, AttemptOutcome.BISECTED, **record)
+                _record_attempt(
+                    destination, [event.pk for event in batch], AttemptOutcome.BISECTED, **record
+                )
             middle = len(batch) // 2
             return [batch[:middle], batch[middle:]]
-        # Read before the transaction: on SQLite a transaction that reads before it writes
-        # can fail at once with "database is locked" instead of waiting its turn.
-        with _database_turn():
-            diagnostics = (
-                _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
-            )
-        with _step():
-            if diagnostics is not None:
-                failed = _fail(batch[0], claim.lease_token, error, diagnostics)
-                counters.add(destination.pk, failed=failed)
-                self.report.failed += failed
-            _record_attempt(destination, pks, AttemptOutcome.INVALID, **record)
+        isolation.lone.append(_Refusal(batch, error, record))
+        if isolation.accepted or len({_answer_of(r.error) for r in isolation.lone}) > 1:
+            # Meta answers a refusal of every request alike: different answers are the events'.
+            self._fail_lone_refusals(destination, claim, isolation)
+        elif len(isolation.lone) >= REQUEST_LEVEL_EVIDENCE:
+            self._stop_refused_destination(destination, claim, isolation)
         return []
 
-    def _settle_refusals(
-        self,
-        destination: Destination,
-        claim: Claim,
-        halves: _Requests,
-        refusals: list[_Refusal],
-    ) -> list[_Requests]:
-        """Handle the halves Meta refused as invalid; returns the requests to send next.
+    def _settle_lone_refusals(
+        self, destination: Destination, claim: Claim, isolation: _Isolation
+    ) -> None:
+        """At the end of a destination's requests: decide on the lone refusals still open.
 
-        When both halves are refused exactly as the request they come from (same code and
-        subcode) and Meta names no event, the events may not be at fault at all: a bad test
-        event code, partner agent or a Limited Data Use requirement refuses every request.
-        One synthetic test event tells: refused the same way too, the destination stops (its
-        events wait, their retries unspent, and it turns Unhealthy with Meta's message) instead
-        of bisecting on through ~2n requests that would each fail; accepted, bisecting goes on.
+        Two unrelated events refused alike with nothing accepted hold the destination. One
+        alone is the event's fault unless the destination's previous request, of another lone
+        event, was refused the same way with nothing accepted since (low traffic sends one
+        event per request).
         """
-        parent = halves.split_from
-        assert parent is not None
-        if (
-            len(refusals) == len(halves.batches) == 2
-            and not _names_an_event(parent)
-            and all(
-                _same_refusal(refusal.error, parent) and not _names_an_event(refusal.error)
-                for refusal in refusals
-            )
-            and self._refused_whatever_the_events(destination, parent)
-        ):
-            self._stop_refused_destination(destination, claim, refusals, parent)
-            return []
-        settled: list[_Requests] = []
-        for refusal in refusals:
-            split = self._on_invalid(
-                destination, refusal.batch, claim, refusal.error, refusal.record
-            )
-            if split:
-                settled.append(_Requests(split, split_from=refusal.error))
-        return settled
-
-    def _refused_whatever_the_events(
-        self, destination: Destination, refusal: graph.GraphError
-    ) -> bool:
-        """Send one synthetic test event: is it refused exactly like ``refusal``?"""
-        self.report.requests += 1
-        probe = health.send_probe_event(destination)
-        error = probe.error
-        if error is None:
-            assert probe.answer is not None
-            fields: dict[str, Any] = {
-                "http_status": probe.answer.http_status,
-                "events_received": probe.answer.events_received,
-                "fbtrace_id": probe.answer.fbtrace_id[:100],
-                "duration_ms": probe.answer.duration_ms,
-            }
-            outcome = AttemptOutcome.DELIVERED
-        else:
-            fields = {**error.to_record(), "duration_ms": error.duration_ms or 0}
-            outcome = _PROBE_OUTCOMES.get(error.category, AttemptOutcome.RETRY)
-        with _step():
-            # One synthetic event, linked to none of ours.
-            DeliveryAttempt.objects.create(
-                destination_id=destination.pk,
-                started_at=probe.started_at,
-                event_count=1,
-                test_event_code=probe.test_event_code,
-                outcome=outcome,
-                **fields,
-            )
-        return (
-            error is not None and error.category == graph.INVALID and _same_refusal(error, refusal)
+        if not isolation.lone:
+            return
+        if destination.pk in self._stopped:
+            # Blocked or paused meanwhile for another reason: they wait with the others.
+            refusals, isolation.lone = isolation.lone, []
+            with _step():
+                for held in refusals:
+                    pks = [event.pk for event in held.batch]
+                    self.report.held += _hold(
+                        pks, claim.lease_token, reason=_held_reason(destination)
+                    )
+                    _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
+            return
+        earlier = (
+            []
+            if len(isolation.lone) >= 2
+            else _refused_alike_before(destination, isolation.lone[0])
         )
+        if len(isolation.lone) >= 2 or earlier:
+            self._stop_refused_destination(destination, claim, isolation, requeue=earlier)
+        else:
+            self._fail_lone_refusals(destination, claim, isolation)
+
+    def _fail_lone_refusals(
+        self, destination: Destination, claim: Claim, isolation: _Isolation
+    ) -> None:
+        """Fail each lone event Meta refused, with Meta's message (its own fault)."""
+        refusals, isolation.lone = isolation.lone, []
+        for refusal in refusals:
+            pks = [event.pk for event in refusal.batch]
+            # Read before the transaction: on SQLite a transaction that reads before it
+            # writes can fail at once with "database is locked" instead of waiting its turn.
+            with _database_turn():
+                diagnostics = (
+                    _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
+                )
+            with _step():
+                if diagnostics is not None:
+                    failed = _fail(refusal.batch[0], claim.lease_token, refusal.error, diagnostics)
+                    counters.add(destination.pk, failed=failed)
+                    self.report.failed += failed
+                _record_attempt(destination, pks, AttemptOutcome.INVALID, **refusal.record)
 
     def _stop_refused_destination(
         self,
         destination: Destination,
         claim: Claim,
-        refusals: list[_Refusal],
-        refusal: graph.GraphError,
+        isolation: _Isolation,
+        *,
+        requeue: Sequence[int] = (),
     ) -> None:
-        """Meta refuses every request: hold the events, block and mark Unhealthy, as for a token."""
+        """Meta refuses every request: hold the events, block and mark Unhealthy, as for a token.
+
+        No event is failed and no retry is spent; one waiting event is sent alone later (the
+        canary, :meth:`_send_canary`) to see whether the refusal still holds.
+        """
+        refusals, isolation.lone = isolation.lone, []
+        refusal = refusals[-1].error
         now = clock.now()
         reason = health.REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
         self._stopped.add(destination.pk)
@@ -807,6 +818,14 @@ class _Dispatcher:
                 pks = [event.pk for event in held.batch]
                 self.report.held += _hold(pks, claim.lease_token, reason=f"Waiting: {reason}")
                 _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
+            # The earlier lone event failed for the same refusal of every request: not its
+            # fault either, so it waits with the others.
+            Event.objects.filter(pk__in=list(requeue), status=EventStatus.FAILED).update(
+                status=EventStatus.PENDING,
+                status_reason=f"Waiting: {reason}",
+                next_attempt_at=now,
+                updated_at=now,
+            )
         if blocked:
             explained = graph.GraphError(
                 refusal.message,
@@ -818,7 +837,7 @@ class _Dispatcher:
                 info=graph.ErrorInfo(
                     graph.INVALID,
                     "Meta refuses every request for this destination, whatever the events it "
-                    f"carries. Meta said: {refusal.message}",
+                    f"carries. Meta said: {refusal.error_user_msg or refusal.message}",
                     health.REFUSED_WHATEVER_THE_EVENTS_FIX,
                 ),
             )
@@ -827,6 +846,87 @@ class _Dispatcher:
             logger.warning("Destination %s stopped: %s", destination.pk, refusal)
         else:
             self._destinations.pop(destination.pk, None)
+
+    def _send_canaries(self) -> None:
+        """For each blocked destination whose canary is due, send one of its waiting events.
+
+        Never a synthetic event: the canary is the destination's newest waiting event, sent
+        alone. Accepted, or refused for its own content, the block is lifted and the rest
+        follow in this pass; refused like before, the destination stays blocked and the next
+        canary waits twice as long (:func:`canary_delay`).
+        """
+        now = clock.now()
+        due = Destination.objects.filter(enabled=True, canary_due_at__lte=now).exclude(
+            blocked_reason=""
+        )
+        if self.only is not None:
+            due = due.filter(pk=self.only)
+        with _database_turn():
+            rows = list(due.values_list("pk", "canary_due_at", "blocked_at"))
+        for pk, due_at, blocked_at in rows:
+            # Compare-and-set: of two passes running at once, one sends the canary.
+            provisional = now + canary_delay(blocked_at or now, now)
+            with _database_turn():
+                taken = Destination.objects.filter(pk=pk, canary_due_at=due_at).update(
+                    canary_due_at=provisional
+                )
+            if not taken:
+                continue
+            try:
+                with _database_turn():
+                    destination = Destination.objects.get(pk=pk)
+            except (Destination.DoesNotExist, InvalidToken):
+                continue
+            if not self._send_canary(destination, now):
+                # Nothing waits: the canary stays due, for the next event that arrives.
+                with _database_turn():
+                    Destination.objects.filter(pk=pk, canary_due_at=provisional).update(
+                        canary_due_at=due_at
+                    )
+
+    def _send_canary(self, destination: Destination, now: datetime) -> bool:
+        """Send the destination's newest waiting event alone; False when none waits."""
+        claim = claim_canary(destination.pk, now=now)
+        if not claim.events:
+            return False
+        self.report.claimed += len(claim.events)
+        blocked_at = destination.blocked_at
+        failed_before = self.report.failed
+        isolation = _Isolation()
+        self._sending_canary = True
+        try:
+            self._send(destination, claim.events, claim, isolation)
+            self._settle_lone_refusals(destination, claim, isolation)
+        finally:
+            self._sending_canary = False
+        stopped = destination.pk in self._stopped
+        self._stopped.discard(destination.pk)
+        with _database_turn():
+            if stopped:
+                return True
+            if isolation.accepted or self.report.failed > failed_before:
+                # Meta took the event, or refused it for its own content: the token and the
+                # request are fine again.
+                lifted = (
+                    Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at)
+                    .exclude(blocked_reason="")
+                    .update(
+                        blocked_reason="",
+                        blocked_at=None,
+                        blocked_token_fingerprint="",
+                        canary_due_at=None,
+                        updated_at=clock.now(),
+                    )
+                )
+                if lifted:
+                    logger.info("Destination %s unblocked: Meta accepted a canary", destination.pk)
+                return True
+            # No verdict (an outage, a rate limit): try again after the backoff.
+            later = clock.now()
+            Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at).update(
+                canary_due_at=later + canary_delay(blocked_at or later, later)
+            )
+        return True
 
     def _pause(
         self,
@@ -888,17 +988,8 @@ class _Dispatcher:
 
 
 @dataclass
-class _Requests:
-    """Requests to send one after the other: a batch of the claim, or two halves."""
-
-    batches: list[list[ClaimedEvent]]
-    # Meta's refusal of the request these are the halves of (None: a batch of the claim).
-    split_from: graph.GraphError | None = None
-
-
-@dataclass
 class _Refusal:
-    """A half Meta refused as invalid, handled once the other half's answer is known."""
+    """A lone event Meta refused as invalid, whose verdict waits for more of Meta's answers."""
 
     batch: list[ClaimedEvent]
     error: graph.GraphError
@@ -906,27 +997,80 @@ class _Refusal:
 
 
 @dataclass
-class _Sent:
-    """What became of one request: nothing more to do, halves to send, or a held refusal.
+class _Isolation:
+    """What Meta's answers for one destination in this pass say about refused lone events."""
 
-    ``halves`` come from splitting the request Meta refused with ``error``; ``refusal`` waits
-    for :meth:`_Dispatcher._settle_refusals`.
+    # Meta accepted a request of this destination in this pass.
+    accepted: bool = False
+    lone: list[_Refusal] = field(default_factory=list)
+
+
+def _answer_of(error: graph.GraphError) -> tuple[int | None, int | None]:
+    return (error.code, error.error_subcode)
+
+
+def _refused_alike_before(destination: Destination, refusal: _Refusal) -> list[int]:
+    """The other lone event of the destination's previous request, if Meta refused it alike.
+
+    Empty unless that request (bisect steps aside) carried one event other than this one and
+    was refused with the same code and subcode: then nothing was accepted in between.
     """
+    previous = (
+        DeliveryAttempt.objects.filter(destination_id=destination.pk)
+        .exclude(outcome=AttemptOutcome.BISECTED)
+        .order_by("-started_at", "-pk")
+        .first()
+    )
+    if previous is None or previous.outcome != AttemptOutcome.INVALID:
+        return []
+    if previous.event_count != 1:
+        return []
+    if (previous.error_code, previous.error_subcode) != _answer_of(refusal.error):
+        return []
+    return list(previous.events.exclude(pk=refusal.batch[0].pk).values_list("pk", flat=True)[:1])
 
-    halves: list[list[ClaimedEvent]] = field(default_factory=list)
-    error: graph.GraphError | None = None
-    refusal: _Refusal | None = None
+
+def canary_delay(blocked_at: datetime, now: datetime) -> timedelta:
+    """How long a blocked destination waits before its next canary: as long as it has been
+    blocked, at least :data:`CANARY_FIRST_DELAY` and at most :data:`CANARY_MAX_DELAY`."""
+    return min(max(now - blocked_at, CANARY_FIRST_DELAY), CANARY_MAX_DELAY)
 
 
-# How a synthetic test event's answer is filed among the attempts.
-_PROBE_OUTCOMES = {
-    graph.AUTH: AttemptOutcome.BLOCKED,
-    graph.PERMISSION: AttemptOutcome.BLOCKED,
-    graph.RATE_LIMIT: AttemptOutcome.RATE_LIMITED,
-    graph.INVALID: AttemptOutcome.INVALID,
-}
-# Meta naming the event at fault: "data[3]…" in the message, "Event 3 …" for people.
-_EVENT_INDEX = re.compile(r"data\[\d+\]|\bevent \d+\b", re.IGNORECASE)
+def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
+    """Lease the newest waiting event of a blocked destination that Meta would still accept."""
+    now = now or clock.now()
+    claim = Claim(
+        lease_token=uuid.uuid4(),
+        lease_expires_at=now + timedelta(seconds=int(app_settings.LEASE_SECONDS)),
+    )
+    newest = (
+        Event.objects.filter(
+            status=EventStatus.PENDING,
+            destination_id=destination_id,
+            event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
+        )
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+    with _step():
+        claimed = Event.objects.filter(pk__in=Subquery(newest), status=EventStatus.PENDING).update(
+            status=EventStatus.SENDING,
+            lease_token=claim.lease_token,
+            lease_expires_at=claim.lease_expires_at,
+            updated_at=now,
+        )
+    if not claimed:
+        return claim
+    rows = Event.objects.filter(lease_token=claim.lease_token).values_list(
+        "pk",
+        "destination_id",
+        "event_time",
+        "attempts",
+        Cast("payload", output_field=TextField()),
+    )
+    with _database_turn():
+        claim.events = [ClaimedEvent(*row) for row in rows]
+    return claim
 
 
 def _write_block(destination: Destination, reason: str, now: datetime) -> bool:
@@ -937,22 +1081,28 @@ def _write_block(destination: Destination, reason: str, now: datetime) -> bool:
     so that one written with ``QuerySet.update()`` meanwhile lifts it at the next pass.
     """
     fingerprint = tokens.token_fingerprint(destination.access_token)
+    # A block that holds on (a canary refused again) keeps its start, so the wait before the
+    # next canary grows.
+    blocked_at = (
+        destination.blocked_at
+        if destination.blocked_reason and destination.blocked_at is not None
+        else now
+    )
+    canary_due_at = now + canary_delay(blocked_at, now)
     blocked = Destination.objects.filter(
         pk=destination.pk, token_fingerprint=destination.token_fingerprint
-    ).update(blocked_reason=reason, blocked_at=now, blocked_token_fingerprint=fingerprint)
+    ).update(
+        blocked_reason=reason,
+        blocked_at=blocked_at,
+        blocked_token_fingerprint=fingerprint,
+        canary_due_at=canary_due_at,
+    )
     if blocked:
         destination.blocked_reason = reason
-        destination.blocked_at = now
+        destination.blocked_at = blocked_at
         destination.blocked_token_fingerprint = fingerprint
+        destination.canary_due_at = canary_due_at
     return bool(blocked)
-
-
-def _same_refusal(error: graph.GraphError, other: graph.GraphError) -> bool:
-    return (error.code, error.error_subcode) == (other.code, other.error_subcode)
-
-
-def _names_an_event(error: graph.GraphError) -> bool:
-    return any(_EVENT_INDEX.search(text or "") for text in (error.message, error.error_user_msg))
 
 
 # --- outcomes --------------------------------------------------------------------------------
@@ -1152,8 +1302,10 @@ def describe_error(error: graph.GraphError) -> str:
     status = f"HTTP {error.http_status}" if error.http_status is not None else ""
     where = ", ".join(part for part in (status, code) if part)
     text = error.explanation or error.message
-    if error.message and error.message != text:
-        text = f"{text} Meta said: {error.message}"
+    # Meta's message is often just "Invalid parameter"; its text for people says what is wrong.
+    said = error.error_user_msg or error.message
+    if said and said != text:
+        text = f"{text} Meta said: {said}"
     return f"{text} ({where})" if where else text
 
 
@@ -1171,7 +1323,12 @@ def diagnostic_from_error(error: graph.GraphError) -> Diagnostic:
 
 
 def _field_of(error: graph.GraphError) -> str:
-    named = _FIELD_IN_MESSAGE.search(error.message or "")
+    named = _FIELD_IN_MESSAGE.search(error.message or "") or _FIELD_IN_MESSAGE.search(
+        error.error_user_msg or ""
+    )
+    key = _KEY_IN_USER_MESSAGE.search(error.error_user_msg or "")
+    if key and key.group(1) in CUSTOMER_INFO_KEYS:
+        return f"user_data.{key.group(1)}"
     by_subcode = _FIELD_OF_SUBCODE.get(error.error_subcode or 0)
     # The message may name the exact key; the subcode only says which part of the event.
     if named and (by_subcode is None or named.group(1).startswith(by_subcode)):
@@ -1196,7 +1353,9 @@ def clear_block(destination: Destination) -> bool:
     cleared = (
         Destination.objects.filter(pk=destination.pk)
         .exclude(blocked_reason="")
-        .update(blocked_reason="", blocked_at=None, blocked_token_fingerprint="")
+        .update(
+            blocked_reason="", blocked_at=None, blocked_token_fingerprint="", canary_due_at=None
+        )
     )
     destination.blocked_reason = ""
     destination.blocked_at = None
@@ -1204,6 +1363,25 @@ def clear_block(destination: Destination) -> bool:
     if cleared:
         _dispatch_after_commit(destination.pk)
     return bool(cleared)
+
+
+def request_canary(destination: Destination) -> bool:
+    """Make a blocked destination's canary due now (its token may work again); returns whether.
+
+    Called when a health check finds Meta accepts the token again: the next dispatch pass
+    sends one of the destination's own waiting events alone, and lifts the block if Meta
+    accepts it. Nothing synthetic is sent.
+    """
+    now = clock.now()
+    requested = (
+        Destination.objects.filter(pk=destination.pk)
+        .exclude(blocked_reason="")
+        .update(canary_due_at=now)
+    )
+    if requested:
+        destination.canary_due_at = now
+        _dispatch_after_commit(destination.pk)
+    return bool(requested)
 
 
 # Error reports print local variables, of the frames called from here too: never the token.
@@ -1229,6 +1407,7 @@ def release_outlived_block(destination: Destination, *, dispatch_waiting: bool =
         blocked_reason="",
         blocked_at=None,
         blocked_token_fingerprint="",
+        canary_due_at=None,
         token_hint=tokens.token_hint(token),
         token_fingerprint=tokens.token_fingerprint(token),
         # A new version, so a pass that loaded the destination before reads it again.
@@ -1269,6 +1448,7 @@ def resume_destination(destination: Destination) -> None:
         blocked_reason="",
         blocked_at=None,
         blocked_token_fingerprint="",
+        canary_due_at=None,
         paused_until=None,
         pause_reason="",
     )
@@ -1360,10 +1540,13 @@ def connect_receivers() -> None:
 
 
 __all__ = [
+    "CANARY_FIRST_DELAY",
+    "CANARY_MAX_DELAY",
     "DISABLED_REASON",
     "LAST_ERROR_PREFIX",
     "LEASE_RETURNED_REASON",
     "RATE_LIMIT_BACKOFF",
+    "REQUEST_LEVEL_EVIDENCE",
     "RETRY_DELAYS",
     "RETRY_DELAY_AFTER_SCHEDULE",
     "RETRY_JITTER",
@@ -1372,6 +1555,8 @@ __all__ = [
     "Claim",
     "ClaimedEvent",
     "DispatchReport",
+    "canary_delay",
+    "claim_canary",
     "claim_due_events",
     "clear_block",
     "connect_receivers",
@@ -1384,6 +1569,7 @@ __all__ = [
     "release_expired_leases",
     "release_outlived_block",
     "release_outlived_blocks",
+    "request_canary",
     "resume_destination",
     "retry_delay",
     "send_deadline",

@@ -272,6 +272,7 @@ class GraphError(Exception):
         retry_after: timedelta | None = None,
         rate_limit: RateLimitUsage | None = None,
         duration_ms: int | None = None,
+        error_data: Any = None,
         secrets: Sequence[str | None] = (),
     ) -> None:
         if info is None:
@@ -291,6 +292,8 @@ class GraphError(Exception):
         self.retry_after = retry_after
         self.rate_limit = rate_limit
         self.duration_ms = duration_ms
+        # Meta's "error_data" (with "blame_field_specs" when Meta names the field), kept whole.
+        self.error_data = _redacted_json(error_data, secrets)
         super().__init__(self.message)
 
     @property
@@ -331,10 +334,31 @@ class GraphError(Exception):
             "error_message": self.message,
             "error_user_title": self.error_user_title,
             "error_user_msg": self.error_user_msg,
+            "error_data": getattr(self, "error_data", None),
         }
         for name, limit in _RECORD_LIMITS.items():
             record[name] = record[name][:limit]
         return record
+
+
+def _redacted_json(value: Any, secrets: Sequence[str | None]) -> Any:
+    """A JSON value from Meta with every secret replaced, or None when there is none."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return redact(value, *secrets)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    redacted = redact(text, *secrets)
+    try:
+        return json.loads(redacted)
+    except ValueError:
+        return redacted
 
 
 def _restore_graph_error(state: dict[str, Any]) -> GraphError:
@@ -452,9 +476,11 @@ def send_events(
     messages = answer.get("messages") or []
     result = SendResult(
         events_received=events_received,
-        messages=tuple(str(message) for message in messages)
-        if isinstance(messages, list)
-        else (str(messages),),
+        # Kept on the attempt and shown: never with a secret in it.
+        messages=tuple(
+            redact(message if isinstance(message, str) else json.dumps(message), *secrets)
+            for message in (messages if isinstance(messages, list) else [messages])
+        ),
         fbtrace_id=str(answer.get("fbtrace_id") or response.headers.get("x-fb-trace-id", "")),
         http_status=response.status_code,
         duration_ms=duration_ms,
@@ -684,10 +710,25 @@ def _error_from_body(
         retry_after=_retry_after(response, rate_limit),
         rate_limit=rate_limit,
         duration_ms=duration_ms,
+        error_data=_error_data_of(error),
         secrets=secrets,
     )
     logger.warning("Graph API error: %s (fbtrace_id %s)", graph_error, graph_error.fbtrace_id)
     return graph_error
+
+
+def _error_data_of(error: Mapping[str, Any]) -> Any:
+    """Meta's ``error_data``, with a top-level ``blame_field_specs`` folded into it."""
+    data = error.get("error_data")
+    blame = error.get("blame_field_specs")
+    if blame is None:
+        return data
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = {"error_data": data}
+    return {**(data if isinstance(data, dict) else {}), "blame_field_specs": blame}
 
 
 def _unexpected(

@@ -5,7 +5,8 @@ does: ``auth`` and ``permission`` stop sending for the destination until someone
 configuration, ``invalid`` means the request's data is wrong (bisect the batch, fail the bad
 events), ``rate_limit`` and ``transient`` retry later, ``unknown`` retries with care and shows
 the error. Codes, subcodes and reactions come from FACTS.md §11 and the troubleshooting table
-users have seen (USERS.md); each known code has a plain-language explanation and a fix.
+users have seen (USERS.md); each known code has a plain-language explanation and a fix. A code
+or subcode without public documentation has no entry of its own (no invented meaning).
 """
 
 from __future__ import annotations
@@ -111,12 +112,12 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
         "The Graph API version this destination uses is deprecated and no longer served.",
         "Clear the destination's API version to use the app default, or set a newer one.",
     ),
-    (2061015, None): ErrorInfo(
-        PERMISSION,
-        "Meta reports an unsupported request or a destination mismatch.",
-        "Check the API version, the Pixel ID, the token's app and the endpoint.",
-    ),
     # --- invalid: the data in the request is wrong ----------------------------------------
+    # Only subcodes with a public source have an entry (docs/META.md, "Dispatch reactions").
+    # Codes and subcodes nobody has documented (1815018, 2061015, 2804019, 2804036, 2804087,
+    # 2804001, 2804007, 2804017, 2804048) get no invented meaning: they fall back to their
+    # code's documented class (code 100: invalid) or, for an unknown code, to the HTTP status
+    # and is_transient, and Meta's own message is shown. None of them blocks a destination.
     (100, None): ErrorInfo(
         INVALID,
         "Meta rejected a parameter of the request; one bad event fails the whole batch.",
@@ -141,32 +142,10 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
         "Send at least one strong user_data key (email, phone, external_id, fbp, fbc or IP "
         "with user agent). " + _BISECT,
     ),
-    (100, 2804019): ErrorInfo(
-        INVALID,
-        "Meta reports missing or invalid customer information in an event.",
-        "Send at least one strong user_data key and normalize before hashing. " + _BISECT,
-    ),
     (100, 2804030): ErrorInfo(
         INVALID,
         "Meta requires a Limited Data Use choice for this event.",
         "Send data_processing_options (with country and state when it is LDU).",
-    ),
-    (100, 2804036): ErrorInfo(
-        INVALID, "An event carries an invalid lead ID.", "Send the lead_id Meta gave the lead."
-    ),
-    (100, 2804087): ErrorInfo(
-        INVALID,
-        "An event carries an invalid click-to-WhatsApp id (ctwa_clid).",
-        "Send ctwa_clid exactly as received from the WhatsApp click.",
-    ),
-    (100, 2804001): ErrorInfo(INVALID, "Meta rejected an event as invalid.", _BISECT),
-    (100, 2804007): ErrorInfo(INVALID, "Meta rejected an event as invalid.", _BISECT),
-    (100, 2804017): ErrorInfo(INVALID, "Meta rejected an event as invalid.", _BISECT),
-    (100, 2804048): ErrorInfo(INVALID, "Meta rejected an event as invalid.", _BISECT),
-    (1815018, None): ErrorInfo(
-        INVALID,
-        "Meta reports a deduplication conflict, or an event_id missing its browser pair.",
-        "Make event_id once per action and send the same one with the Pixel and the server event.",
     ),
     # --- transient: Meta's side, retry ----------------------------------------------------
     (1, None): ErrorInfo(

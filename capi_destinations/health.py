@@ -14,7 +14,11 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
    and only the pixel's name cannot be shown. With no recent delivery to tell, the status is
    left as it was (``unknown`` for a new destination) and the card says why.
 4. ``deliveries_accepted``, ``delivery_failure_rate``, ``queue_moving`` — has Meta refused the
-   token while delivering, do most recent requests succeed, are due events being sent?
+   token while delivering, do most recent requests succeed, are due events being sent? While
+   a refusal blocks delivery, reading the pixel is no proof that the token may send (Meta can
+   allow one and refuse the other), so the check sends nothing itself: it makes the
+   destination's canary due (``dispatch.request_canary``), and the dispatcher sends one of the
+   destination's own waiting events alone and lifts the block if Meta accepts it.
 5. ``graph_api_version`` — is the Graph API version in use (the destination's own, else the
    ``GRAPH_API_VERSION`` setting) still available (``graph_versions.py``)? A note 90 days
    before its end, a failing check after it.
@@ -24,7 +28,7 @@ A health check never sends an event: a test event is live data to Meta ("Events 
 test_event_code are not dropped. They flow into Events Manager and are used for targeting and
 ads measurement purposes", Conversions API "Using the API"), so only a person pressing **Send
 test event** sends one (``destinations.send_test_event``). A block set by a refused delivery is
-lifted by a new token or by the dispatcher, never by a check.
+lifted by a new token or by the dispatcher's canary, never by a check.
 
 The destination is ``healthy`` when every ``error``-severity check passes, ``unhealthy``
 otherwise, ``unknown`` before its first check. Not reaching Meta (an outage, a timeout, a rate
@@ -109,6 +113,7 @@ _FAILED_OUTCOMES = frozenset(
         AttemptOutcome.INVALID,
     }
 )
+_CANARY_REFUSALS = (AttemptOutcome.BLOCKED, AttemptOutcome.INVALID)
 _UNREACHABLE_CATEGORIES = frozenset({graph.TRANSIENT, graph.RATE_LIMIT, graph.UNKNOWN})
 
 _NEW_CREDENTIAL_FIX = (
@@ -128,8 +133,8 @@ REFUSED_WHATEVER_THE_EVENTS_FIX = (
     "retries. Check what every request of this destination carries: its test event code (paste "
     "the current one from Events Manager → Test Events, or clear it), its Graph API "
     "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
-    "says which. Sending resumes when Meta accepts one of this destination's own waiting "
-    "events again."
+    "says which. One of the destination's own waiting events is sent alone from time to time "
+    "(never a made-up one); when Meta accepts it, sending resumes."
 )
 
 _TOKEN_FORMAT_FIXES: dict[str, str] = {
@@ -187,21 +192,6 @@ class CheckResult:
     def reason(self) -> dict[str, str]:
         """What ``Destination.health_reasons`` keeps of a failed check."""
         return {"name": self.name, "message": self.message, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class SendProbe:
-    """One synthetic event sent with a test event code, and Meta's answer to it."""
-
-    test_event_code: str
-    started_at: datetime
-    answer: graph.SendResult | None = None
-    error: graph.GraphError | None = None
-
-    @property
-    def accepted(self) -> bool:
-        """Whether Meta took the test event."""
-        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -314,40 +304,6 @@ def probe_token(destination: Destination) -> TokenProbe:
     return TokenProbe(pixel=pixel, started=started)
 
 
-def send_probe_event(destination: Destination) -> SendProbe:
-    """POST one synthetic event with a test event code and return Meta's answer.
-
-    Only for a person who asked for it (the **Send test event** button): Meta records a test
-    event in the dataset like any other ("Events sent with test_event_code are not dropped.
-    They flow into Events Manager and are used for targeting and ads measurement purposes"),
-    so no automatic check may call this. The destination's own code is used when it has one,
-    else a generated ``TEST…`` one. Touches no database.
-    """
-    # destinations imports dispatch, which imports this module, hence the late import.
-    from capi_destinations import destinations
-
-    code = destination.test_event_code or destinations.new_test_event_code()
-    started_at = clock.now()
-    event = destinations.build_test_event(destination, now=started_at)
-    try:
-        answer = graph.send_events(destination, [event], test_event_code=code)
-    except graph.GraphError as error:
-        return SendProbe(code, started_at, error=error)
-    if answer.events_received < 1:
-        uncounted = graph.GraphError(
-            "Meta answered but did not count the test event.",
-            http_status=answer.http_status,
-            fbtrace_id=answer.fbtrace_id,
-            info=graph.ErrorInfo(
-                graph.UNKNOWN,
-                "Meta answered the test event without counting it.",
-                "Nothing to do: the next check tries again.",
-            ),
-        )
-        return SendProbe(code, started_at, answer=answer, error=uncounted)
-    return SendProbe(code, started_at, answer=answer)
-
-
 # --- many destinations -----------------------------------------------------------------------
 
 
@@ -455,6 +411,8 @@ def collect_delivery_facts(
     ranked = (
         DeliveryAttempt.objects.filter(destination_id__in=ids, started_at__gte=recent_since)
         .exclude(outcome=AttemptOutcome.BISECTED)
+        # A refused canary only confirms a block that check 4 already reports.
+        .exclude(canary=True, outcome__in=_CANARY_REFUSALS)
         .annotate(
             rank=Window(
                 RowNumber(),
@@ -669,7 +627,7 @@ def _token_refusal(error: graph.GraphError) -> tuple[str, str]:
     return (f"Meta refused the check: {error.explanation}", error.fix)
 
 
-def _check_deliveries_accepted(destination: Destination) -> CheckResult:
+def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> CheckResult:
     if not destination.blocked_reason:
         return CheckResult(
             DELIVERIES_ACCEPTED, True, "Meta has not refused the token while delivering events."
@@ -694,11 +652,21 @@ def _check_deliveries_accepted(destination: Destination) -> CheckResult:
         fix = info.fix
     if destination.blocked_reason.startswith(REFUSED_WHATEVER_THE_EVENTS):
         fix = REFUSED_WHATEVER_THE_EVENTS_FIX
+    canary = (
+        " One of its own waiting events is sent alone to test whether Meta still refuses "
+        f"(next at {destination.canary_due_at:%Y-%m-%d %H:%M} UTC); when Meta accepts it, the "
+        "others follow."
+        if destination.canary_due_at is not None and probe.pixel is None
+        else " Meta accepts the token again, so one of its own waiting events is sent alone "
+        "now; when Meta accepts it, the others follow."
+        if probe.pixel is not None
+        else ""
+    )
     return CheckResult(
         DELIVERIES_ACCEPTED,
         False,
         "Meta refused events for this destination, so sending is stopped until this is "
-        f"fixed: {destination.blocked_reason}",
+        f"fixed: {destination.blocked_reason}{canary}",
         fix,
     )
 
@@ -919,7 +887,7 @@ def _decide(
         _check_meta_accepts_token(
             destination, probe, facts, failures_in_a_row=transient_failures, threshold=threshold
         ),
-        _check_deliveries_accepted(destination),
+        _check_deliveries_accepted(destination, probe),
         _check_delivery_failure_rate(facts),
         _check_queue_moving(destination, facts, now=now),
         _check_graph_api_version(destination, now=now),
@@ -958,8 +926,14 @@ def _evaluate_and_record(
     now: datetime,
     started: float,
 ) -> HealthCheck:
-    # A check never lifts a block: reading the pixel proves nothing about sending, and
-    # proving it would take an event (see the module). The dispatcher releases it.
+    if probe.pixel is not None and destination.blocked_reason and destination.enabled:
+        # Meta accepts the token again (a fixed permission, a new token saved elsewhere), which
+        # is no proof it may send: one of the destination's own waiting events, sent alone by
+        # the dispatcher, decides. Never a made-up event.
+        # dispatch imports this module, hence the late import.
+        from capi_destinations import dispatch
+
+        dispatch.request_canary(destination)
     pixel_name = (probe.pixel.name or "") if probe.pixel is not None else None
 
     def verdict_for(old: _Snapshot) -> _Verdict:

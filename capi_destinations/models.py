@@ -282,6 +282,9 @@ class Destination(models.Model):
     # The fingerprint of the token Meta refused: a block never outlives that token, whichever
     # path replaced it (blank: a block written before fingerprints, taken as the current token's).
     blocked_token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    # While blocked: when the dispatcher next sends one of the destination's own waiting events
+    # alone (a canary) to see whether Meta still refuses; never a synthetic event.
+    canary_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_delivered_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -640,6 +643,12 @@ class DeliveryAttempt(models.Model):
     error_message = models.TextField(blank=True)
     error_user_title = models.CharField(max_length=255, blank=True)
     error_user_msg = models.TextField(blank=True)
+    # Meta's answer kept whole: the "messages" of an accepted request, and an error's
+    # "error_data" (which may hold "blame_field_specs"). Never the token.
+    messages = models.JSONField(default=list, blank=True)
+    error_data = models.JSONField(null=True, blank=True)
+    # One of a blocked destination's own waiting events, sent alone to see if the block holds.
+    canary = models.BooleanField(default=False)
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
 
     class Meta:
@@ -650,6 +659,15 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.destination_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def error_data_text(self) -> str:
+        """Meta's ``error_data`` as compact JSON for pages ("" when Meta sent none)."""
+        if self.error_data in (None, "", {}):
+            return ""
+        if isinstance(self.error_data, str):
+            return self.error_data
+        return json.dumps(self.error_data, sort_keys=True, ensure_ascii=False)
 
     @property
     def received_mismatch(self) -> bool:

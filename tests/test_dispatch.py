@@ -682,8 +682,8 @@ def test_redeliver_accepts_ids(env: Sandbox, make_event: Callable[..., Event]) -
 @pytest.mark.parametrize(
     ("subcode", "message"),
     [
-        (None, "(#100) Invalid parameter: test_event_code is not valid for this pixel"),
-        (2804030, "(#100) Limited Data Use selection required"),
+        (None, "Invalid parameter"),
+        (2804030, "Invalid parameter"),
     ],
 )
 def test_a_request_refused_whatever_its_events_stops_bisecting(
@@ -694,51 +694,59 @@ def test_a_request_refused_whatever_its_events_stops_bisecting(
     message: str,
 ) -> None:
     add_events(destination, 1000)
-    # Meta refuses every request, whatever it carries, and names no event.
-    env.answer_error(100, subcode, message=message, times=100)
+    # Meta refuses every request, whatever it carries, and names no event (a wrong test event
+    # code, Limited Data Use required [TP:ocfu-25]).
+    user_msg = "This request cannot be processed for this dataset."
+    env.answer_error(100, subcode, message=message, error_user_msg=user_msg, times=100)
 
     report = dispatch.dispatch_pending()
 
-    # The request, its two halves and one test event: not ~2000 requests failing every event.
-    assert report.requests == 4
-    assert len(env.requests()) == 4
+    # Depth first down to single events; three unrelated lone events refused alike with
+    # nothing accepted stop it: about log2(n) requests, not ~2000 failing every event.
+    assert report.requests <= 2 * math.ceil(math.log2(1000)) - 5
+    assert len(env.requests()) == report.requests
     assert report.failed == 0
     assert statuses() == {EventStatus.PENDING: 1000}
     assert set(Event.objects.values_list("attempts", flat=True)) == {0}
     destination.refresh_from_db()
     assert destination.is_blocked
-    assert message in destination.blocked_reason
+    assert user_msg in destination.blocked_reason
+    assert destination.canary_due_at is not None
     assert destination.health == Health.UNHEALTHY
-    assert message in destination.health_reasons[0]["message"]
+    assert user_msg in destination.health_reasons[0]["message"]
     assert "test event code" in destination.health_reasons[0]["fix"]
     held = Event.objects.first()
-    assert message in held.status_reason
+    assert user_msg in held.status_reason
     assert "working token" not in held.status_reason
 
-    # A health check sends no event and leaves the block to the dispatcher.
+    # Once Meta takes requests again, the next health check makes a canary due: one of the
+    # destination's own events goes alone, then the rest; nothing made up is ever sent.
     env.reset()
     with django_capture_on_commit_callbacks(execute=True):
         health.check_destination(destination)
 
-    assert [request["method"] for request in env.requests()] == ["GET"]
-    destination.refresh_from_db()
-    assert destination.is_blocked
+    assert statuses() == {EventStatus.DELIVERED: 1000}
+    assert set(Event.objects.values_list("attempts", flat=True)) == {1}
+    ours = set(Event.objects.values_list("event_id", flat=True))
+    received = [item["event_id"] for item in env.events()]
+    assert sorted(received) == sorted(ours)
 
 
-def test_halves_refused_alike_are_still_bisected_when_a_test_event_is_accepted(
+def test_halves_refused_alike_are_bisected_until_the_events_tell(
     env: Sandbox, destination: Destination
 ) -> None:
     add_events(destination, 1000)
-    # The request and both halves are refused without naming an event; the test event that
-    # checks whether Meta refuses everything is accepted, so the events were at fault.
-    env.answer_error(100, message="(#100) Invalid parameter", times=3)
+    # The request, a half and a quarter are refused without naming an event; the other
+    # requests are accepted, so no lone event was ever refused.
+    env.answer_error(100, message="Invalid parameter", times=3)
 
     report = dispatch.dispatch_pending()
 
     assert not Destination.objects.get(pk=destination.pk).is_blocked
     assert statuses() == {EventStatus.DELIVERED: 1000}
-    # The request, its halves, the test event, then the halves' halves.
-    assert len(env.requests()) == report.requests == 8
+    # 1000, 500, 250 refused; then 125, 125, 250, 500 accepted. No synthetic event.
+    assert len(env.requests()) == report.requests == 7
+    assert len(env.events()) == 1000
 
 
 def test_a_half_refused_for_another_reason_is_bisected(
@@ -749,6 +757,6 @@ def test_a_half_refused_for_another_reason_is_bisected(
 
     dispatch.dispatch_pending()
 
-    # The first half goes through; the second names its bad event, which alone fails.
+    # The first half goes through; the second is split until its bad event stands alone and fails.
     assert statuses() == {EventStatus.DELIVERED: 3, EventStatus.FAILED: 1}
     assert not Destination.objects.get(pk=destination.pk).is_blocked

@@ -173,6 +173,31 @@ def test_threads_deliver_every_event_exactly_once_despite_faults(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_of_workers_running_at_once_one_sends_a_blocked_destinations_canary(
+    unfrozen_clock: Any, use_sandbox: Sandbox, destinations: list[Destination]
+) -> None:
+    """A canary is one of the destination's own events, and one at a time (compare-and-set)."""
+    destination = destinations[0]
+    seed_events([destination], 5)
+    now = app_clock.now()
+    Destination.objects.filter(pk=destination.pk).update(
+        blocked_reason="Meta refused the access token.",
+        blocked_at=now - timedelta(minutes=5),
+        canary_due_at=now,
+    )
+    use_sandbox.answer_error(190, message="Error validating access token", times=50, method="POST")
+    # Meta answers slowly: the first canary is still in flight while the other workers look.
+    use_sandbox.set_faults(latency_ms=300)
+
+    run_in_threads(4, lambda: dispatch.dispatch_pending(destination.pk))
+
+    posts = [request for request in use_sandbox.requests() if request["method"] == "POST"]
+    assert [request["event_count"] for request in posts] == [1]
+    assert set(Event.objects.values_list("status", "attempts")) == {(EventStatus.PENDING, 0)}
+    assert Destination.objects.get(pk=destination.pk).is_blocked
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_whose_lease_ran_out_overwrites_nothing(
     clock: Any, use_sandbox: Sandbox, destination: Destination
 ) -> None:

@@ -331,7 +331,8 @@ def test_a_stale_event_is_invalid(graph_settings, destination):
 
     assert (error.category, error.code, error.error_subcode) == (graph.INVALID, 100, 2804003)
     assert error.error_user_title == "Event Timestamp Too Old"
-    assert "data[1]" in error.message
+    # Like Meta (FACTS A3), the answer does not say which event it was.
+    assert error.message == "Invalid parameter"
     assert graph_settings.events() == []
 
 
@@ -404,7 +405,10 @@ def test_every_known_code_is_classified_with_its_explanation(
         (190, 999, graph.AUTH),
         (250, None, graph.PERMISSION),  # 200-299 are permission codes
         (4, 42, graph.RATE_LIMIT),
-        (100, 1815018, graph.INVALID),  # users' "codes" may come as subcodes
+        (100, 1815018, graph.INVALID),  # undocumented: the code's class (FACTS §11)
+        (100, 2804019, graph.INVALID),  # meaning unconfirmed: the code's class
+        (1815018, None, graph.UNKNOWN),  # undocumented code: no invented meaning
+        (2061015, None, graph.UNKNOWN),
     ],
 )
 def test_unlisted_subcodes_fall_back_to_the_codes_family(
@@ -690,6 +694,7 @@ def test_graph_error_record_matches_the_delivery_attempt_fields(graph_settings, 
         "error_message",
         "error_user_title",
         "error_user_msg",
+        "error_data",
     }
     assert (record["error_code"], record["error_subcode"], record["category"]) == (
         100,

@@ -877,28 +877,27 @@ def test_disabling_a_destination_is_reflected_at_once(
     assert stored.health_reasons[0]["name"] == "sending_enabled"
 
 
-def test_a_check_never_lifts_a_block_nor_sends_an_event(
-    meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
+def test_a_passing_check_releases_events_held_by_a_refusal_with_one_of_them(
+    meta: Sandbox,
+    registered: Destination,
+    make_event: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    # Reading the pixel proves nothing about sending, and proving it would take an event
-    # nobody tracked: the dispatcher releases a block with one of the destination's own.
+    """Test events are live data [D:using-api]: the check sends none; a held event goes alone."""
     held = make_event(event_id="held-1")
     Destination.objects.filter(pk=registered.pk).update(
         blocked_reason="Meta refused the access token.", blocked_at=health.clock.now()
     )
     registered = reload(registered)
 
-    check = health.check_destination(registered)
+    with django_capture_on_commit_callbacks(execute=True):
+        health.check_destination(registered)
 
-    assert check_named(check, "meta_accepts_token")["ok"] is True
-    entry = check_named(check, "deliveries_accepted")
-    assert entry["ok"] is False
-    assert "Meta refused the access token." in entry["message"]
-    assert check.status == Health.UNHEALTHY
-    assert reload(registered).blocked_reason == "Meta refused the access token."
-    assert [request["method"] for request in meta.requests()] == ["GET"]
+    assert reload(registered).blocked_reason == ""
     held.refresh_from_db()
-    assert held.status == "pending"
+    assert held.status == "delivered"
+    assert [event["event_id"] for event in meta.events()] == ["held-1"]
+    assert health.check_destination(reload(registered)).status == Health.HEALTHY
 
 
 def test_the_health_schedule_exists_once_after_repeated_migrate(settings: Any) -> None:
@@ -946,6 +945,71 @@ def posts(meta: Sandbox) -> list[dict[str, Any]]:
     return [request for request in meta.requests() if request["method"] == "POST"]
 
 
+def test_while_blocked_a_check_sends_no_event_itself(
+    meta: Sandbox, registered: Destination
+) -> None:
+    """Test events are live data [D:using-api]: a check never sends an event nobody tracked."""
+    registered = block(registered)
+
+    check = health.check_destination(registered)
+
+    assert posts(meta) == []
+    assert meta.events() == []
+    stored = reload(registered)
+    assert stored.blocked_reason == "Meta refused the access token."
+    assert stored.canary_due_at is not None
+    entry = check_named(check, "deliveries_accepted")
+    assert entry["ok"] is False
+    assert "sent alone" in entry["message"]
+
+
+def test_a_block_stays_while_meta_reads_the_pixel_but_refuses_events(
+    meta: Sandbox,
+    registered: Destination,
+    make_event: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    held = make_event(event_id="held-1")
+    registered = block(registered)
+    refuse_events(meta)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        check = health.check_destination(registered)
+
+    assert check.status == Health.UNHEALTHY
+    assert reload(registered).blocked_reason
+    assert check_named(check, "meta_accepts_token")["ok"] is True
+    assert "system user" in check_named(check, "deliveries_accepted")["fix"]
+    # The canary was the held event itself, refused: it waits on, its retries unspent.
+    (canary,) = posts(meta)
+    assert canary["event_count"] == 1
+    assert canary["test_event_code"] == ""
+    held.refresh_from_db()
+    assert (held.status, held.attempts) == ("pending", 0)
+
+
+def test_a_canary_that_cannot_reach_meta_keeps_the_block(
+    meta: Sandbox,
+    registered: Destination,
+    make_event: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    make_event(event_id="held-1")
+    registered = block(registered)
+    meta.answer_next(
+        status=500,
+        error={"message": "Service temporarily unavailable", "type": "OAuthException", "code": 2},
+        method="POST",
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        health.check_destination(registered)
+
+    stored = reload(registered)
+    assert stored.blocked_reason == "Meta refused the access token."
+    assert stored.canary_due_at > health.clock.now()
+
+
 def test_a_disabled_blocked_destination_is_sent_no_test_event(
     meta: Sandbox, registered: Destination
 ) -> None:
@@ -984,7 +1048,26 @@ def test_a_token_meta_lets_read_but_not_send_does_not_flap(
     ]
     assert reload(registered).health == Health.UNHEALTHY
     assert reload(registered).blocked_reason
-    # The delivery that was refused, and no event from any check; the event still waits.
-    assert [bool(request["test_event_code"]) for request in posts(meta)] == [False]
+    # The delivery that was refused, then per check one canary: the waiting event itself,
+    # never a made-up test event. The event still waits.
+    assert [request["test_event_code"] for request in posts(meta)] == [""] * 5
+    assert [request["event_count"] for request in posts(meta)] == [1] * 5
     held.refresh_from_db()
     assert held.status == "pending"
+
+    # Meta lets the token send again: the next check's canary (the event) is accepted, the
+    # block is lifted, and the check after that finds the destination Healthy.
+    meta.reset()
+    meta.register_pixel(registered.pixel_id, "Acme Shoes Pixel", [registered.access_token])
+    clock.advance(timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        health.check_destination(reload(registered))
+        dispatch.dispatch_pending()
+    with django_capture_on_commit_callbacks(execute=True):
+        recovered = health.check_destination(reload(registered))
+
+    assert recovered.status == Health.HEALTHY
+    assert changes[-1]["new"] == Health.HEALTHY
+    assert len(changes) == 3
+    held.refresh_from_db()
+    assert held.status == "delivered"

@@ -1,8 +1,9 @@
 """Meta-shaped error answers the sandbox gives, one constructor per situation.
 
 Each answer is an HTTP status plus Meta's body ``{"error": {...}}``. Codes, subcodes and types
-follow the fact sheet (``shared/capi/FACTS.md`` §10, §11, §14); the wording of messages is
-the sandbox's own, but every message that concerns one event names its index in ``data``.
+follow the fact sheet (``shared/capi/FACTS.md`` §10, §11, §14) and real bodies quoted in public
+code; like Meta, no answer names the event of ``data`` at fault. docs/META.md ("Sandbox
+answers") gives each answer's source, or says it is *unconfirmed*.
 """
 
 from __future__ import annotations
@@ -145,72 +146,89 @@ def invalid_body(reason: str) -> GraphAnswerError:
 
 
 # --- Events --------------------------------------------------------------------------------------
+#
+# Meta's answer to a request with a bad event is ``"message": "Invalid parameter"`` with a
+# subcode and a localized title and text for people; it never says which event of ``data`` was
+# at fault (real bodies: rudderlabs/rudder-transformer test/integrations/destinations/
+# facebook_pixel/network.ts for 2804003, github.com/facebook/facebook-java-business-sdk/issues/421
+# for 2804016, Setono/meta-conversions-api-php-sdk src/Client/ErrorResponse.php for 2804050).
+# The titles below follow those bodies; the texts are the sandbox's own words. docs/META.md,
+# "Sandbox answers", lists every answer with its source.
+
+INVALID_PARAMETER = "Invalid parameter"
 
 
-def invalid_event(index: int, reason: str, *, subcode: int | None = None) -> GraphAnswerError:
-    """One event of ``data`` is wrong, which fails the whole request (code 100)."""
+def invalid_event(reason: str, *, subcode: int | None = None) -> GraphAnswerError:
+    """An event of ``data`` is wrong, which fails the whole request (code 100).
+
+    ``reason`` goes to ``error_user_msg`` only and names a field, never an event.
+    """
     return GraphAnswerError(
         400,
         100,
-        f"(#100) Invalid parameter: data[{index}]: {reason}",
+        INVALID_PARAMETER,
         subcode=subcode,
         user_title="Invalid parameter",
-        user_msg=f"Event {index} of this request: {reason}. No event of the request was processed.",
+        user_msg=f"{reason}. No event of the request was processed.",
     )
 
 
-def event_time_too_old(index: int, event_time: int) -> GraphAnswerError:
+def event_time_too_old() -> GraphAnswerError:
     """``event_time`` more than 7 days in the past (code 100, subcode 2804003)."""
     return GraphAnswerError(
         400,
         100,
-        f"(#100) Invalid parameter: data[{index}].event_time {event_time} is more than 7 days "
-        "in the past",
+        INVALID_PARAMETER,
         subcode=2804003,
         user_title="Event Timestamp Too Old",
-        user_msg=f"The timestamp of event {index} is more than 7 days old. Events must be sent "
-        "within 7 days of when they happened.",
+        user_msg="An event's timestamp is more than 7 days in the past. Send events from your "
+        "server within 7 days of when they happened.",
     )
 
 
-def event_time_in_future(index: int, event_time: int) -> GraphAnswerError:
-    """``event_time`` in the future (code 100, subcode 2804003, as users were told)."""
+def event_time_in_future() -> GraphAnswerError:
+    """``event_time`` ahead of the sandbox's clock.
+
+    Meta documents no tolerance and no subcode for this (FACTS §8, *unconfirmed*); the
+    sandbox answers like a timestamp refusal (code 100, subcode 2804003).
+    """
     return GraphAnswerError(
         400,
         100,
-        f"(#100) Invalid parameter: data[{index}].event_time {event_time} is in the future",
+        INVALID_PARAMETER,
         subcode=2804003,
         user_title="Event Timestamp In The Future",
-        user_msg=f"The timestamp of event {index} lies in the future. Send the moment the "
-        "event really happened, as Unix seconds.",
+        user_msg="An event's timestamp lies in the future. Send the moment the event really "
+        "happened, as Unix seconds.",
     )
 
 
-def unhashed_user_data(index: int, key: str) -> GraphAnswerError:
-    """A user_data key that must be SHA-256 hashed is not (code 100, subcode 2804016)."""
+def unhashed_user_data(key: str) -> GraphAnswerError:
+    """A user_data key that must be SHA-256 hashed is not (code 100, subcode 2804016).
+
+    Like Meta's answer, the text names the key but not the event.
+    """
     return GraphAnswerError(
         400,
         100,
-        f"(#100) Invalid parameter: data[{index}].user_data.{key} must be a SHA-256 hash "
-        "(64 hex characters)",
+        INVALID_PARAMETER,
         subcode=2804016,
-        user_title="Unhashed User Data",
-        user_msg=f"Event {index}: the customer information parameter '{key}' is not hashed. "
-        "Normalize it and hash it with SHA-256.",
+        user_title="User Parameter Not Hashed",
+        user_msg=f"The {key} parameter is not hashed. Normalize it and hash it with SHA-256; "
+        "only the user agent, click ID and browser ID are sent unhashed.",
     )
 
 
-def insufficient_customer_information(index: int) -> GraphAnswerError:
+def insufficient_customer_information() -> GraphAnswerError:
     """user_data too weak to match anyone (code 100, subcode 2804050)."""
     return GraphAnswerError(
         400,
         100,
-        f"(#100) Invalid parameter: data[{index}].user_data has insufficient customer "
-        "information parameters",
+        INVALID_PARAMETER,
         subcode=2804050,
-        user_title="Insufficient Customer Information",
-        user_msg=f"Event {index} does not carry enough customer information parameters to "
-        "match it. Add at least one strong key such as em, ph, external_id, fbp or "
+        user_title="Insufficient customer information parameters",
+        user_msg="An event has no customer information parameters, or only a combination too "
+        "broad to match anyone. Add a strong key such as em, ph, external_id, fbp or "
         "client_ip_address.",
     )
 

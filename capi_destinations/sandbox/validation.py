@@ -1,8 +1,10 @@
 """The sandbox's checks of a ``POST /{pixel_id}/events`` body, as Meta documents them.
 
 One invalid event fails the whole request (FACTS §8), so :func:`validate_events` stops at the
-first problem and returns the answer that names that event's index. The checks run once per
-event on the hot path of the dispatch benchmark, so they stay plain dict and set look-ups.
+first problem; like Meta, its answer does not say which event of ``data`` it was. Each rule is
+one Meta documents unless its comment says *unconfirmed* (the sandbox's own choice); docs/META.md
+("Sandbox answers") lists them with their sources. The checks run once per event on the hot
+path of the dispatch benchmark, so they stay plain dict and set look-ups.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
 # "For offline and physical store events with physical_store as action_source, you should
 # upload transactions within 62 days of the conversion" (Meta's offline events page).
 MAX_STORE_EVENT_AGE_SECONDS = 62 * 24 * 3600
-# Meta documents no figure for event times in the future; this is the project's own rule, the
-# same as the product's (diagnostics.MAX_CLOCK_SKEW, held equal by tests/meta): five minutes of
-# clock drift, and later times refused (milliseconds sent as seconds are called out).
+# Unconfirmed: Meta documents no figure for event times in the future. This is the project's
+# own rule, the same as the product's (diagnostics.MAX_CLOCK_SKEW, held equal by tests/meta):
+# five minutes of clock drift, later times refused (milliseconds sent as seconds called out).
 FUTURE_TOLERANCE_SECONDS = 300
+# The Pixel's rule for custom event names (FACTS §3, [D:pixel-events-ref]).
 MAX_CUSTOM_EVENT_NAME_LENGTH = 50
 # Meta: partner_agent "should be in a format that is less than 23 characters and includes at
 # least two alphabetical characters" (end-to-end implementation guide). What Meta answers to
@@ -90,10 +93,6 @@ _is_plain_ipv4 = re.compile(
     r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
 ).fullmatch
 _is_appendix = re.compile(r"[A-Za-z0-9_-]{1,64}").fullmatch
-# Limited Data Use (server event parameters): the only option is "LDU"; country 1 (USA) or 0
-# (geolocate); state 1000 (California) or 0; with LDU a country, and with a country a state.
-_DPO_COUNTRIES = (0, 1)
-_DPO_STATES = (0, 1000)
 _LARGEST_WEAK_COMBINATION = max(len(combination) for combination in TOO_WEAK_KEY_COMBINATIONS)
 _MILLISECONDS_THRESHOLD = 10**12
 
@@ -112,8 +111,8 @@ def validate_events(data: object, *, now: float) -> GraphAnswerError | None:
         )
     oldest_allowed = (now - MAX_EVENT_AGE_SECONDS, now - MAX_STORE_EVENT_AGE_SECONDS)
     newest_allowed = now + FUTURE_TOLERANCE_SECONDS
-    for index, event in enumerate(data):
-        problem = _validate_event(index, event, oldest_allowed, newest_allowed)
+    for event in data:
+        problem = _validate_event(event, oldest_allowed, newest_allowed)
         if problem is not None:
             return problem
     return None
@@ -146,118 +145,123 @@ def event_time_of(value: object) -> int | None:
 
 
 def _validate_event(
-    index: int, event: object, oldest_allowed: tuple[float, float], newest_allowed: float
+    event: object, oldest_allowed: tuple[float, float], newest_allowed: float
 ) -> GraphAnswerError | None:
     if not isinstance(event, dict):
-        return errors.invalid_event(index, "each event must be a JSON object")
+        return errors.invalid_event("each event must be a JSON object")
 
     event_name = event.get("event_name")
     if not isinstance(event_name, str) or not event_name.strip():
-        return errors.invalid_event(index, "event_name is required")
+        return errors.invalid_event("event_name is required")
     if len(event_name) > MAX_CUSTOM_EVENT_NAME_LENGTH:
         return errors.invalid_event(
-            index, f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
+            f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
         )
 
     raw_time = event.get("event_time")
     if raw_time is None:
-        return errors.invalid_event(index, "event_time is required")
+        return errors.invalid_event("event_time is required")
     event_time = event_time_of(raw_time)
     if event_time is None:
-        return errors.invalid_event(index, "event_time must be whole Unix seconds")
+        return errors.invalid_event("event_time must be whole Unix seconds")
     if event_time < oldest_allowed[0] and (
         event.get("action_source") != "physical_store" or event_time < oldest_allowed[1]
     ):
-        return errors.event_time_too_old(index, event_time)
+        return errors.event_time_too_old()
     if event_time > newest_allowed:
         if event_time > _MILLISECONDS_THRESHOLD:
+            # Unconfirmed: the sandbox's own hint; Meta's subcode for this is not published.
             return errors.invalid_event(
-                index,
                 f"event_time {event_time} looks like milliseconds; send Unix seconds",
                 subcode=2804003,
             )
-        return errors.event_time_in_future(index, event_time)
+        return errors.event_time_in_future()
 
     action_source = event.get("action_source")
     if action_source is None:
-        return errors.invalid_event(index, "action_source is required")
+        return errors.invalid_event("action_source is required")
     if action_source not in ACTION_SOURCES:
         return errors.invalid_event(
-            index,
             f"action_source {action_source!r} is not one of {', '.join(sorted(ACTION_SOURCES))}",
         )
 
     user_data = event.get("user_data")
     if not isinstance(user_data, dict):
-        return errors.invalid_event(index, "user_data is required and must be an object")
-    problem = _validate_user_data(index, user_data) or _validate_formats(index, user_data)
+        return errors.invalid_event("user_data is required and must be an object")
+    problem = _validate_user_data(user_data)
     if problem is not None:
         return problem
-    if (
-        "data_processing_options" in event
-        or "data_processing_options_country" in event
-        or "data_processing_options_state" in event
-    ):
-        problem = _validate_processing_options(index, event)
-        if problem is not None:
-            return problem
-
     if action_source == "website":
         source_url = event.get("event_source_url")
         if not isinstance(source_url, str) or not source_url.startswith(("http://", "https://")):
             return errors.invalid_event(
-                index, "event_source_url (http:// or https://) is required for website events"
+                "event_source_url (http:// or https://) is required for website events"
             )
         user_agent = user_data.get("client_user_agent")
         if not isinstance(user_agent, str) or not user_agent.strip():
             return errors.invalid_event(
-                index, "user_data.client_user_agent is required for website events"
+                "user_data.client_user_agent is required for website events"
             )
+
+    problem = _validate_documented_formats(event, user_data)
+    if problem is not None:
+        return problem
 
     custom_data = event.get("custom_data")
     if custom_data is not None or event_name == "Purchase":
-        return _validate_custom_data(index, event_name, custom_data)
+        return _validate_custom_data(event_name, custom_data)
     return None
 
 
-def _validate_user_data(index: int, user_data: dict[str, Any]) -> GraphAnswerError | None:
-    # Written for speed: it runs for every event of every request.
-    present = []
-    for key, value in user_data.items():
-        if not value or key not in CUSTOMER_INFORMATION_KEYS:
-            continue
-        if key in HASHED_USER_DATA_KEYS:
-            if value.__class__ is list:
-                for item in value:
-                    if item.__class__ is not str or _is_sha256(item) is None:
-                        return errors.unhashed_user_data(index, key)
-            elif value.__class__ is not str or _is_sha256(value) is None:
-                return errors.unhashed_user_data(index, key)
-        present.append(key)
-    if not present:
-        return errors.insufficient_customer_information(index)
-    if len(present) <= _LARGEST_WEAK_COMBINATION:
-        keys = frozenset(present)
-        if any(keys <= weak for weak in TOO_WEAK_KEY_COMBINATIONS):
-            return errors.insufficient_customer_information(index)
-    return None
+# Limited Data Use (FACTS §3, [D:server-event]): the only option is "LDU" ([] means "not LDU");
+# country 1 (USA) or 0 (geolocate), state 1000 (California) or 0 (geolocate), and a country
+# needs a state. The formats are documented; that Meta refuses the request for them (and with
+# which subcode) is unconfirmed.
+LDU_OPTION = "LDU"
+LDU_COUNTRIES = frozenset({0, 1})
+LDU_STATES = frozenset({0, 1000})
 
 
-def _validate_formats(index: int, user_data: dict[str, Any]) -> GraphAnswerError | None:
-    """client_ip_address a valid IPv4/IPv6 address, fbc Meta's documented form.
-
-    Both may carry the parameter builder's appendix, which Meta says to send as is.
-    """
-    address = user_data.get("client_ip_address")
-    if address is not None and not _is_ip_address(address):
-        return errors.invalid_event(
-            index, "user_data.client_ip_address must be a valid IPv4 or IPv6 address"
-        )
+def _validate_documented_formats(
+    event: dict[str, Any], user_data: dict[str, Any]
+) -> GraphAnswerError | None:
+    """LDU values and pairing, the IP address and the ``fbc`` format (each documented)."""
+    problem = _validate_processing_options(event)
+    if problem is not None:
+        return problem
+    ip = user_data.get("client_ip_address")
+    if ip and not _is_ip_address(ip):
+        return errors.invalid_event("user_data.client_ip_address must be an IPv4 or IPv6 address")
     fbc = user_data.get("fbc")
-    if fbc is not None and (not isinstance(fbc, str) or _is_fbc(fbc) is None):
+    if fbc and (not isinstance(fbc, str) or _is_fbc(fbc) is None):
         return errors.invalid_event(
-            index, "user_data.fbc must look like fb.<subdomain index>.<creation time>.<fbclid>"
+            "user_data.fbc must look like fb.<subdomain index>.<creation time>.<fbclid>"
         )
+    return None
+
+
+def _validate_processing_options(event: dict[str, Any]) -> GraphAnswerError | None:
+    options = event.get("data_processing_options")
+    if options is None:
+        return None
+    if not isinstance(options, list) or any(option != LDU_OPTION for option in options):
+        return errors.invalid_event('data_processing_options accepts only ["LDU"] or []')
+    if not options:
+        return None
+    country = event.get("data_processing_options_country")
+    state = event.get("data_processing_options_state")
+    if country is None:
+        return errors.invalid_event(
+            "data_processing_options_country is required with LDU (1 for the USA, 0 to geolocate)"
+        )
+    if country.__class__ is not int or country not in LDU_COUNTRIES:
+        return errors.invalid_event("data_processing_options_country must be 1 or 0")
+    if state is None:
+        return errors.invalid_event(
+            "data_processing_options_state is required with a country (1000 or 0)"
+        )
+    if state.__class__ is not int or state not in LDU_STATES:
+        return errors.invalid_event("data_processing_options_state must be 1000 or 0")
     return None
 
 
@@ -269,63 +273,59 @@ def _is_ip_address(value: object) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        address, _, appendix = value.rpartition(".")
-        if not address or appendix.isdigit() or _is_appendix(appendix) is None:
+        head, _, tail = value.rpartition(".")
+        if not head or tail.isdigit() or _is_appendix(tail) is None:
             return False
         try:
-            ipaddress.ip_address(address)
+            ipaddress.ip_address(head)
         except ValueError:
             return False
     return True
 
 
-def _validate_processing_options(index: int, event: dict[str, Any]) -> GraphAnswerError | None:
-    options = event.get("data_processing_options")
-    country = event.get("data_processing_options_country")
-    state = event.get("data_processing_options_state")
-    if options is not None and (
-        not isinstance(options, list) or any(option != "LDU" for option in options)
-    ):
-        return errors.invalid_event(
-            index, 'data_processing_options may only hold "LDU" (or be empty)'
-        )
-    if country is not None and (isinstance(country, bool) or country not in _DPO_COUNTRIES):
-        return errors.invalid_event(index, "data_processing_options_country must be 1 or 0")
-    if state is not None and (isinstance(state, bool) or state not in _DPO_STATES):
-        return errors.invalid_event(index, "data_processing_options_state must be 1000 or 0")
-    if options and country is None:
-        return errors.invalid_event(
-            index, "data_processing_options_country is required with Limited Data Use"
-        )
-    if country is not None and state is None:
-        return errors.invalid_event(
-            index, "data_processing_options_state is required with a data processing country"
-        )
+def _validate_user_data(user_data: dict[str, Any]) -> GraphAnswerError | None:
+    # Written for speed: it runs for every event of every request.
+    present = []
+    for key, value in user_data.items():
+        if not value or key not in CUSTOMER_INFORMATION_KEYS:
+            continue
+        if key in HASHED_USER_DATA_KEYS:
+            if value.__class__ is list:
+                for item in value:
+                    if item.__class__ is not str or _is_sha256(item) is None:
+                        return errors.unhashed_user_data(key)
+            elif value.__class__ is not str or _is_sha256(value) is None:
+                return errors.unhashed_user_data(key)
+        present.append(key)
+    if not present:
+        return errors.insufficient_customer_information()
+    if len(present) <= _LARGEST_WEAK_COMBINATION:
+        keys = frozenset(present)
+        if any(keys <= weak for weak in TOO_WEAK_KEY_COMBINATIONS):
+            return errors.insufficient_customer_information()
     return None
 
 
-def _validate_custom_data(
-    index: int, event_name: str, custom_data: object
-) -> GraphAnswerError | None:
+def _validate_custom_data(event_name: str, custom_data: object) -> GraphAnswerError | None:
     if custom_data is None:
         custom_data = {}
     if not isinstance(custom_data, dict):
-        return errors.invalid_event(index, "custom_data must be an object")
+        return errors.invalid_event("custom_data must be an object")
     value = custom_data.get("value")
     currency = custom_data.get("currency")
     if event_name == "Purchase":
         # Meta documents value and currency as required for Purchase (FACTS §6).
         if value is None:
-            return errors.invalid_event(index, "custom_data.value is required for Purchase")
+            return errors.invalid_event("custom_data.value is required for Purchase")
         if currency is None:
-            return errors.invalid_event(index, "custom_data.currency is required for Purchase")
+            return errors.invalid_event("custom_data.currency is required for Purchase")
     if value is not None and not _is_amount(value):
-        return errors.invalid_event(index, "custom_data.value must be a number")
+        return errors.invalid_event("custom_data.value must be a number")
     if currency is not None and (
         not isinstance(currency, str) or currency.upper() not in CURRENCY_CODES
     ):
         return errors.invalid_event(
-            index, "custom_data.currency must be an ISO 4217 currency code such as USD"
+            "custom_data.currency must be an ISO 4217 currency code such as USD"
         )
     return None
 

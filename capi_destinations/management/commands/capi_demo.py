@@ -460,7 +460,7 @@ class Command(BaseCommand):
             # Alone in its request, so Meta's refusal fails this event and no other.
             dispatch.dispatch_pending(destination.pk)
             track_many(destination, [arrival.event])
-            sandbox.fail_next_send(sandbox_errors.insufficient_customer_information(0))
+            sandbox.fail_next_send(sandbox_errors.insufficient_customer_information())
             dispatch.dispatch_pending(destination.pk)
 
     # --- what the user reads -------------------------------------------------------------------

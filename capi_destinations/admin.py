@@ -573,7 +573,9 @@ class DestinationAdmin(TenantScopedAdmin):
             for destination in queryset
         )
         self.message_user(
-            request, f"{count} failed event(s) inside Meta's 7-day window put back in the queue."
+            request,
+            f"{count} failed event(s) inside Meta's window (7 days; 62 for store events) put "
+            "back in the queue.",
         )
 
 

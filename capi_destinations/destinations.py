@@ -53,7 +53,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
 SECRET_FIELDS = frozenset({"access_token", "app_secret"})
 
 # Events a "Redeliver failed" puts back in the queue (dispatch keeps only those still inside
-# Meta's 7-day window).
+# Meta's window (7 days; 62 for store events)).
 REDELIVERABLE_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED)
 
 TEST_EVENT_NAME = "PageView"
@@ -312,8 +312,8 @@ def redeliver_failed(
 ) -> int:
     """Put the destination's failed and expired events (or the given ones) back in the queue.
 
-    Only events still inside Meta's 7-day window go back; returns how many did. The delivery
-    engine writes the audit entry.
+    Only events still inside Meta's window (7 days; 62 for store events) go back; returns how
+    many did. The delivery engine writes the audit entry.
     """
     events = Event.objects.filter(destination=destination, status__in=REDELIVERABLE_STATUSES)
     if event_ids is not None:

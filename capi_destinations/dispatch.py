@@ -3,8 +3,8 @@
 One dispatch pass (:func:`dispatch_pending`):
 
 1. gives back the events of workers that died mid-batch (their lease ran out),
-2. expires waiting events that can no longer reach Meta inside its 7-day window because their
-   destination is disabled, blocked or paused,
+2. expires waiting events that can no longer reach Meta inside its window (7 days; 62 for
+   store events) because their destination is disabled, blocked or paused,
 3. then, round after round, claims up to ``BATCH_SIZE`` due events of the destinations that may
    send, sends them (one request per destination, within ``BATCH_SIZE`` and
    ``BATCH_MAX_BYTES``), records every request as a :class:`DeliveryAttempt`, and moves each
@@ -28,7 +28,8 @@ What each answer does:
   (a wrong test event code, Limited Data Use required): the destination is blocked like for a
   refused token and its events wait with their retries unspent, instead of failing one by one;
 - ``transient``/``unknown`` → back to ``pending`` on the retry schedule (:data:`RETRY_DELAYS`),
-  or ``expired`` once the next attempt would fall outside Meta's 7-day window;
+  or ``expired`` once the next attempt would fall outside Meta's window (7 days; 62 for store
+  events);
 - ``rate_limit`` → the destination pauses until Meta's time (or :data:`RATE_LIMIT_BACKOFF`);
   the events wait without spending their retry budget;
 - ``auth``/``permission`` → the destination is blocked and marked Unhealthy; its events wait
@@ -108,8 +109,9 @@ RETRY_DELAYS: tuple[timedelta, ...] = (
 RETRY_DELAY_AFTER_SCHEDULE = timedelta(hours=12)
 RETRY_JITTER = 0.2
 
-# A request takes a moment to reach Meta: an event this close to the end of the 7-day window
-# would be refused (and refuse its whole batch with it), so it is expired instead.
+# A request takes a moment to reach Meta: an event this close to the end of its window (7 days;
+# 62 for store events) would be refused (and refuse its whole batch with it), so it is expired
+# instead.
 SEND_WINDOW_MARGIN = timedelta(minutes=1)
 
 # Lone events refused alike, with nothing of the destination accepted, that show Meta refuses

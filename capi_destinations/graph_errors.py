@@ -126,9 +126,9 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
     ),
     (100, 2804003): ErrorInfo(
         INVALID,
-        "An event's time is more than 7 days old or lies in the future.",
-        "Send the real moment of the event, and keep queue delays inside Meta's 7-day window; "
-        "stale events are dropped and the rest resent.",
+        "An event's time is too old (7 days; 62 for store events) or lies in the future.",
+        "Send the real moment of the event, and keep queue delays inside Meta's window (7 days; "
+        "62 for store events); stale events are dropped and the rest resent.",
     ),
     (100, 2804016): ErrorInfo(
         INVALID,

@@ -468,7 +468,10 @@ class EventStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"  # local validation errors; never sent
     SUPPRESSED = "suppressed", "Suppressed"  # consent policy; never sent
     FAILED = "failed", "Failed"  # Meta rejected this event itself
-    EXPIRED = "expired", "Expired"  # not delivered inside Meta's 7-day window
+    EXPIRED = (
+        "expired",
+        "Expired",
+    )  # not delivered inside Meta's window (7 days; 62 for store events)
 
 
 FINAL_EVENT_STATUSES = (

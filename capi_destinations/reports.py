@@ -29,7 +29,7 @@ from capi_destinations.models import (
 DAY = timedelta(hours=24)
 
 # "Failed" on the pages: events sent for Meta that will not reach it without someone acting
-# (Meta refused them, or they were not delivered inside its 7-day window).
+# (Meta refused them, or they were not delivered inside its window (7 days; 62 for store events)).
 FAILED_STATUSES = counters.STATUSES_OF_OUTCOME["failed"]
 # "Rejected" is counted apart: our own checks refused them, so they were never sent.
 REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]

@@ -69,7 +69,7 @@ Answer = tuple[int, Any, dict[str, str]]
 class SandboxApp:
     """A Graph API stand-in that validates like Meta and misbehaves on request.
 
-    ``time_source`` gives "now" in Unix seconds (the 7-day window, ``appsecret_time``);
+    ``time_source`` gives "now" in Unix seconds (the 7 and 62-day windows, ``appsecret_time``);
     ``faults`` are initial fault settings (see :class:`~capi_destinations.sandbox.state.Faults`).
     A token is well-formed when it starts with ``token_prefix``, has only ASCII letters and
     digits and at least ``token_min_length`` characters.

@@ -54,7 +54,7 @@ class Faults:
     drop_rate: float = 0.0
     # The next N Graph requests have their connection closed without any answer.
     drop_next: int = 0
-    # The sandbox's "now" as Unix seconds for the 7-day window; None = its time source.
+    # The sandbox's "now" as Unix seconds for the 7 and 62-day windows; None = its time source.
     now: float | None = None
     # Versions older than this are answered with code 2635 (deprecated version).
     oldest_version: str = "v21.0"

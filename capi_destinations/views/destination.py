@@ -198,7 +198,7 @@ def redeliver(request: HttpRequest, code: str) -> HttpResponse:
     text = (
         f"{count} event{'s' if count != 1 else ''} put back in the queue."
         if count
-        else "No failed events inside Meta's 7-day window to redeliver."
+        else "No failed events inside Meta's window (7 days; 62 for store events) to redeliver."
     )
     if not is_htmx(request):
         notify(request, messages.SUCCESS if count else messages.INFO, text)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capi_destinations.diagnostics import ERROR, INFO, WARNING, Diagnostic
+from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic
 
 __all__ = [
     "CONSENT_SIGNALS",

@@ -12,16 +12,22 @@ Pure functions over plain dicts: no database, no network.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-# normalize.py imports this module (to build Diagnostic records) and this one calls it, so
-# each imports the other as a module and touches its attributes only inside functions: that
-# keeps either import order working. Do not use ``normalize.*`` at module level here.
 from capi_destinations import clock, normalize
+from capi_destinations.findings import (
+    ERROR,
+    INFO,
+    SEVERITIES,
+    WARNING,
+    Diagnostic,
+    by_severity,
+    has_errors,
+)
 from capi_destinations.user_data_keys import (
     CHANNEL_IDENTIFIERS,
     CUSTOMER_INFO_KEYS,
@@ -48,11 +54,6 @@ __all__ = [
     "max_event_age",
     "parse_event_time",
 ]
-
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
-SEVERITIES: tuple[str, ...] = (ERROR, WARNING, INFO)
 
 #: Meta's standard event names (case-sensitive); PageView is the one the Pixel sends itself.
 STANDARD_EVENTS: tuple[str, ...] = (
@@ -194,53 +195,9 @@ EXTINFO_PLATFORMS: frozenset[str] = frozenset({"a2", "i2"})
 _KNOWN_EVENT_KEYS = SERVER_EVENT_KEYS | {"consent"}
 
 
-@dataclass(frozen=True)
-class Diagnostic:
-    """One finding about one field of an event, with a fix someone can act on.
-
-    ``field`` is a path into the event (``user_data.em``, ``custom_data.contents[2].id``).
-    ``meta_code``/``meta_subcode`` are the Graph API error Meta would answer with, when known.
-    """
-
-    code: str
-    field: str
-    severity: str
-    message: str
-    fix: str
-    meta_code: int | None = None
-    meta_subcode: int | None = None
-
-    @property
-    def blocks_sending(self) -> bool:
-        """Whether this finding stops the event from being sent to Meta."""
-        return self.severity == ERROR
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, as stored on the Event row."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostic:
-        """Rebuild a Diagnostic from ``to_dict()`` output."""
-        return cls(
-            code=str(data["code"]),
-            field=str(data.get("field", "")),
-            severity=str(data.get("severity", WARNING)),
-            message=str(data.get("message", "")),
-            fix=str(data.get("fix", "")),
-            meta_code=data.get("meta_code"),
-            meta_subcode=data.get("meta_subcode"),
-        )
-
-
 def max_event_age(action_source: Any) -> timedelta:
     """How old an event with this ``action_source`` may be when Meta receives it."""
     return MAX_STORE_EVENT_AGE if action_source == STORE_ACTION_SOURCE else MAX_EVENT_AGE
-
-
-def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
-    """Whether any of the diagnostics blocks sending."""
-    return any(diagnostic.severity == ERROR for diagnostic in diagnostics)
 
 
 @dataclass(frozen=True)
@@ -441,8 +398,7 @@ def diagnose(
     _check_other_keys(event, found)
     _check_request_fields(event, action_source, found)
 
-    rank = {ERROR: 0, WARNING: 1, INFO: 2}
-    return sorted(found, key=lambda diagnostic: rank.get(diagnostic.severity, 3))
+    return by_severity(found)
 
 
 # --- building diagnostics ----------------------------------------------------------------------

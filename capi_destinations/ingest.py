@@ -36,7 +36,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, consent, counters, diagnostics, normalize, ratelimit
 from capi_destinations.conf import app_settings
-from capi_destinations.diagnostics import Diagnostic
+from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.signals import events_recorded
 
@@ -362,8 +362,8 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
 
     if len(found) > 1:
         # diagnose() sorted its own findings; consent's and ours were added after them.
-        found.sort(key=_severity_rank)
-    if diagnostics.has_errors(found):
+        found.sort(key=lambda finding: severity_rank(finding.severity))
+    if has_errors(found):
         status, reason = EventStatus.REJECTED, _rejection_reason(found)
     elif not verdict.send:
         status, reason = EventStatus.SUPPRESSED, verdict.reason
@@ -484,7 +484,7 @@ def _event_time_filled() -> Diagnostic:
     return Diagnostic(
         code="event_time_filled",
         field="event_time",
-        severity=diagnostics.WARNING,
+        severity=WARNING,
         message="The event had no event_time, so the moment we recorded it was used; if it "
         "happened earlier (an event sent later, from a queue or an import), that time is wrong.",
         fix="Send event_time, the moment the action happened, in Unix seconds "
@@ -548,7 +548,7 @@ def _fbc_from_url() -> Diagnostic:
     return Diagnostic(
         code="fbc_from_url",
         field="user_data.fbc",
-        severity=diagnostics.INFO,
+        severity=INFO,
         message="The page URL carries a newer Meta ad click (fbclid) than the fbc given (or "
         "the _fbc cookie), so fbc was built from the URL: Meta asks for the most recent click.",
         fix="Nothing to do; refresh the _fbc cookie when a new fbclid arrives to keep them equal.",
@@ -663,7 +663,7 @@ def _too_long(field_name: str, limit: int) -> Diagnostic:
     return Diagnostic(
         code="field_too_long",
         field=field_name,
-        severity=diagnostics.ERROR,
+        severity=ERROR,
         message=f"{field_name} is longer than {limit} characters, more than can be stored.",
         fix=f"Send a {field_name} of at most {limit} characters.",
     )
@@ -682,15 +682,8 @@ def _stored_diagnostic(finding: Diagnostic) -> dict[str, Any]:
     }
 
 
-_SEVERITY_RANK = {diagnostics.ERROR: 0, diagnostics.WARNING: 1, diagnostics.INFO: 2}
-
-
-def _severity_rank(finding: Diagnostic) -> int:
-    return _SEVERITY_RANK.get(finding.severity, 3)
-
-
 def _rejection_reason(found: list[Diagnostic]) -> str:
-    errors = [finding.message for finding in found if finding.severity == diagnostics.ERROR]
+    errors = [finding.message for finding in found if finding.severity == ERROR]
     return "Not sent: " + " ".join(errors)
 
 
@@ -775,7 +768,7 @@ def _event_id_reused() -> Diagnostic:
     return Diagnostic(
         code="event_id_reused",
         field="event_id",
-        severity=diagnostics.WARNING,
+        severity=WARNING,
         message="Another event arrived with this event_name and event_id but different "
         "contents (another value, customer or time); it was not stored and is not sent. Meta "
         "drops a repeat within 48 hours as a duplicate and would count a later one as a new "
@@ -1118,7 +1111,7 @@ def _replaced_rejected() -> Diagnostic:
     return Diagnostic(
         code="replaced_rejected",
         field="event_id",
-        severity=diagnostics.INFO,
+        severity=INFO,
         message="An earlier event with this event_name and event_id was rejected by our checks "
         "and never sent; this one took its place.",
         fix="Nothing to do: the rejected copy never reached Meta.",

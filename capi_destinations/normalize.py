@@ -27,10 +27,7 @@ from typing import Any
 import phonenumbers
 import pycountry
 
-# diagnostics.py imports this module and this module builds its Diagnostic records, so each
-# imports the other as a module and touches its attributes only inside functions: that keeps
-# either import order working. Do not use ``diagnostics.*`` at module level here.
-from capi_destinations import diagnostics
+from capi_destinations.findings import INFO, WARNING, Diagnostic
 from capi_destinations.user_data_keys import (
     ALIASES,
     BUSINESS_ACCOUNT_KEYS,
@@ -88,7 +85,7 @@ class NormalizedUserData:
     """
 
     user_data: dict[str, Any]
-    diagnostics: list[diagnostics.Diagnostic]
+    diagnostics: list[Diagnostic]
     country: str | None = None
 
 
@@ -846,9 +843,9 @@ _SEQUENCES = (list, tuple)
 
 def _normalize_user_data(
     user_data: Mapping[str, Any], default_country: str | None
-) -> tuple[dict[str, Any], list[diagnostics.Diagnostic], str | None]:
+) -> tuple[dict[str, Any], list[Diagnostic], str | None]:
     # This runs for every event, so the common shape (one string per key) takes a short path.
-    found: list[diagnostics.Diagnostic] = []
+    found: list[Diagnostic] = []
     result: dict[str, Any] = {}
     # isinstance() against the Mapping ABC is slow; a plain dict is by far the usual input.
     if type(user_data) is not dict and not isinstance(user_data, Mapping):
@@ -955,7 +952,7 @@ def _add_digests(
     raw_value: Any,
     country: str | None,
     result: dict[str, Any],
-    found: list[diagnostics.Diagnostic],
+    found: list[Diagnostic],
 ) -> None:
     digest_of = _cached_digest if key in _REPEATING_KEYS else _digest
     digests: list[str] | None = result.get(key)
@@ -975,7 +972,7 @@ def _add_digests(
 
 
 def _add_clear_value(
-    key: str, raw_value: Any, result: dict[str, Any], found: list[diagnostics.Diagnostic]
+    key: str, raw_value: Any, result: dict[str, Any], found: list[Diagnostic]
 ) -> None:
     # Meta takes one value for these keys; the first usable one wins.
     for value in raw_value if isinstance(raw_value, _SEQUENCES) else (raw_value,):
@@ -1000,38 +997,34 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-# The values of diagnostics.WARNING / INFO (see the import note at the top).
-_WARNING = "warning"
-_INFO = "info"
-
 # code → (severity, message, fix); {label} is the field's plain name. Never include the value: it is
 # personal data and diagnostics are stored.
 _PROBLEMS: dict[str, tuple[str, str, str]] = {
     "invalid_value_type": (
-        _WARNING,
+        WARNING,
         "The {label} was {type_name}, not text, so it was left out of the event.",
         "Send the {label} as a string (or a list of strings).",
     ),
     "invalid_user_data": (
-        _WARNING,
+        WARNING,
         "user_data was {type_name}, not an object, so no customer information could be read.",
         'Send user_data as an object, e.g. {{"em": "name@example.com"}}.',
     ),
     "invalid_email": (
-        _WARNING,
+        WARNING,
         "An email address is not valid (it needs exactly one @, a domain with a dot and no "
         "spaces), so it was left out of the event.",
         "Send the customer's full email address, such as name@example.com.",
     ),
     "invalid_phone": (
-        _WARNING,
+        WARNING,
         "A phone number could not be read as a complete number with an area code, so it was "
         "left out of the event.",
         "Send the full number with its country code, such as +1 650 555 1212, or set the "
         "event's country (or the destination's default country) for national numbers.",
     ),
     "phone_missing_country_code": (
-        _WARNING,
+        WARNING,
         "A phone number has no country code and no country is known, so it was sent as "
         "digits only; Meta matches phone numbers only with their country code, so unless the "
         "digits already start with it, this one cannot match.",
@@ -1039,71 +1032,71 @@ _PROBLEMS: dict[str, tuple[str, str, str]] = {
         "set a default country on the destination.",
     ),
     "invalid_name": (
-        _WARNING,
+        WARNING,
         "The {label} has no letters left after removing punctuation, so it was left out.",
         "Send the customer's {label} as written, e.g. Mary.",
     ),
     "invalid_gender": (
-        _WARNING,
+        WARNING,
         "The gender is not one Meta understands, so it was left out of the event.",
         'Send "m" or "f" (male/female are accepted too), or leave the field out.',
     ),
     "invalid_date_of_birth": (
-        _WARNING,
+        WARNING,
         "The date of birth is not a real date between 1900 and this year in a format we "
         "read, so it was left out of the event.",
         "Send the date as YYYYMMDD or YYYY-MM-DD, e.g. 19970216.",
     ),
     "invalid_city": (
-        _WARNING,
+        WARNING,
         "The city has no letters in it, so it was left out of the event.",
         "Send the city's name, e.g. Paris.",
     ),
     "invalid_state": (
-        _WARNING,
+        WARNING,
         "The state has no letters in it, so it was left out of the event.",
         "Send the state's name or its 2-letter code, e.g. CA.",
     ),
     "invalid_zip": (
-        _WARNING,
+        WARNING,
         "The postal code is empty once spaces and dashes are removed, so it was left out.",
         "Send the customer's postal code, e.g. 94025.",
     ),
     "unknown_country": (
-        _WARNING,
+        WARNING,
         "The country is not a country code or name we recognise, so it was left out.",
         "Send the 2-letter ISO 3166 code, e.g. US or GB.",
     ),
     "invalid_ip_address": (
-        _WARNING,
+        WARNING,
         "The IP address is not a valid IPv4 or IPv6 address, so it was left out.",
         "Send the visitor's IP address exactly as the web server saw it, e.g. 203.0.113.7.",
     ),
     "hashed_clear_value": (
-        _WARNING,
+        WARNING,
         "The {label} looks SHA-256 hashed, but Meta needs it in clear text, so it was left out.",
         "Send the {label} unhashed; only email, phone, names, dates, address fields, country "
         "and external ID are hashed.",
     ),
     "invalid_fbc": (
-        _WARNING,
+        WARNING,
         "The fbc value does not look like fb.<n>.<time in ms>.<fbclid>, so it was left out.",
         "Send the _fbc cookie as it is, or build it as fb.1.<first seen ms>.<fbclid> from "
         "the landing page's fbclid parameter.",
     ),
     "invalid_fbp": (
-        _WARNING,
+        WARNING,
         "The fbp value does not look like fb.<n>.<time in ms>.<random>, so it was left out.",
         "Send the _fbp cookie exactly as the Meta Pixel set it.",
     ),
 }
 
 
-def _problem(key: str, code: str, *, type_name: str = "") -> diagnostics.Diagnostic:
+def _problem(key: str, code: str, *, type_name: str = "") -> Diagnostic:
     severity, message, fix = _PROBLEMS[code]
     label = _FIELD_LABELS.get(key, key)
     field_path = key if key == "user_data" else f"user_data.{key}"
-    return diagnostics.Diagnostic(
+    return Diagnostic(
         code=code,
         field=field_path,
         severity=severity,
@@ -1112,12 +1105,12 @@ def _problem(key: str, code: str, *, type_name: str = "") -> diagnostics.Diagnos
     )
 
 
-def _unknown_key(raw_key: Any) -> diagnostics.Diagnostic:
+def _unknown_key(raw_key: Any) -> Diagnostic:
     shown = str(raw_key)[:40]
-    return diagnostics.Diagnostic(
+    return Diagnostic(
         code="unknown_user_data_key",
         field=f"user_data.{shown}",
-        severity=_INFO,
+        severity=INFO,
         message=f'"{shown}" is not a user_data key Meta knows, so it was not sent.',
         fix="Use Meta's keys (em, ph, fn, ln, ge, db, ct, st, zp, country, external_id, "
         "client_ip_address, client_user_agent, fbc, fbp, …) or one of the documented aliases "

@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET
 
 from capi_destinations import access, reports
-from capi_destinations.diagnostics import Diagnostic
+from capi_destinations.findings import Diagnostic, by_severity
 from capi_destinations.forms import EventFilterForm
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.views.common import is_htmx, query_string_without
@@ -54,8 +54,7 @@ def _diagnostics_of(event: Event) -> list[Diagnostic]:
         if isinstance(item, dict) and "code" in item:
             found.append(Diagnostic.from_dict(item))
     # Errors first: they are why an event was not sent.
-    order = {"error": 0, "warning": 1, "info": 2}
-    return sorted(found, key=lambda diagnostic: order.get(diagnostic.severity, 3))
+    return by_severity(found)
 
 
 # The event's payload (hashed customer data, IP address, user agent) is in this frame.

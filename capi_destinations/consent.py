@@ -15,10 +15,11 @@ Pure functions over plain dicts: no database, no network.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from django.db.models import TextChoices
 
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic
 
@@ -28,13 +29,23 @@ __all__ = [
     "GRANTED",
     "ConsentPolicy",
     "ConsentVerdict",
+    "MissingConsent",
     "check_data_processing_options",
     "evaluate_consent",
     "parse_consent",
 ]
 
-GRANTED = "granted"
-DENIED = "denied"
+
+class MissingConsent(TextChoices):
+    """What a destination assumes for an event (or a signal) that carries no consent state."""
+
+    GRANTED = "granted", "Treat as granted"
+    DENIED = "denied", "Treat as denied"
+
+
+# A consent signal's two states, as plain strings.
+GRANTED: str = MissingConsent.GRANTED.value
+DENIED: str = MissingConsent.DENIED.value
 
 #: The consent signals we read, named as in Google Consent Mode and most consent platforms.
 CONSENT_SIGNALS: tuple[str, ...] = ("ad_storage", "ad_user_data", "ad_personalization")
@@ -56,15 +67,15 @@ _DPO_LOCATION_KEYS = ("data_processing_options_country", "data_processing_option
 _META_INVALID_PARAMETER = 100
 
 
-class ConsentPolicy(enum.StrEnum):
-    """What a destination does with consent; the value is what the model stores."""
+class ConsentPolicy(TextChoices):
+    """What a destination does with consent; the value is what ``Destination`` stores."""
 
     #: Forward every event whatever its consent state (consent handled elsewhere).
-    SEND_ALWAYS = "send_always"
+    SEND_ALWAYS = "send_always", "Send regardless of consent"
     #: Forward only events whose ad_storage and ad_user_data are not denied.
-    REQUIRE_CONSENT = "require_consent"
+    REQUIRE_CONSENT = "require_consent", "Require advertising consent (suppress when denied)"
     #: Forward every event, flagged for Meta's Limited Data Use processing.
-    LIMITED_DATA_USE = "limited_data_use"
+    LIMITED_DATA_USE = "limited_data_use", "Send with Limited Data Use"
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-AUTH = "auth"
-PERMISSION = "permission"
-RATE_LIMIT = "rate_limit"
-INVALID = "invalid"
-TRANSIENT = "transient"
-UNKNOWN = "unknown"
+from django.db.models import TextChoices
 
-CATEGORIES = (AUTH, PERMISSION, RATE_LIMIT, INVALID, TRANSIENT, UNKNOWN)
+
+class Category(TextChoices):
+    """What a failed Graph call means for the caller; stored on ``DeliveryAttempt.category``."""
+
+    AUTH = "auth", "Token refused"
+    PERMISSION = "permission", "Permission missing"
+    RATE_LIMIT = "rate_limit", "Rate limited"
+    INVALID = "invalid", "Invalid request"
+    TRANSIENT = "transient", "Temporary failure"
+    UNKNOWN = "unknown", "Unknown error"
+
+
+# The values as plain strings, as compared and stored everywhere.
+AUTH: str = Category.AUTH.value
+PERMISSION: str = Category.PERMISSION.value
+RATE_LIMIT: str = Category.RATE_LIMIT.value
+INVALID: str = Category.INVALID.value
+TRANSIENT: str = Category.TRANSIENT.value
+UNKNOWN: str = Category.UNKNOWN.value
+
+CATEGORIES: tuple[str, ...] = tuple(Category.values)
 # Categories a retry of the same request cannot fix.
 PERMANENT_CATEGORIES = frozenset({AUTH, PERMISSION, INVALID})
 

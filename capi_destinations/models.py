@@ -24,6 +24,8 @@ from fernet_fields import EncryptedTextField
 
 from capi_destinations import clock, tokens
 from capi_destinations.conf import app_settings
+from capi_destinations.consent import ConsentPolicy, MissingConsent
+from capi_destinations.graph_errors import Category
 
 
 class StrictJSONEncoder(json.JSONEncoder):
@@ -91,17 +93,6 @@ class Health(models.TextChoices):
     UNKNOWN = "unknown", "Not checked yet"
     HEALTHY = "healthy", "Healthy"
     UNHEALTHY = "unhealthy", "Unhealthy"
-
-
-class ConsentPolicy(models.TextChoices):
-    SEND_ALWAYS = "send_always", "Send regardless of consent"
-    REQUIRE_CONSENT = "require_consent", "Require advertising consent (suppress when denied)"
-    LIMITED_DATA_USE = "limited_data_use", "Send with Limited Data Use"
-
-
-class MissingConsent(models.TextChoices):
-    GRANTED = "granted", "Treat as granted"
-    DENIED = "denied", "Treat as denied"
 
 
 pixel_id_validator = RegexValidator(
@@ -639,7 +630,8 @@ class DeliveryAttempt(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     events_received = models.PositiveIntegerField(null=True, blank=True)
     fbtrace_id = models.CharField(max_length=100, blank=True)
-    category = models.CharField(max_length=20, blank=True)
+    # Empty for a request Meta accepted.
+    category = models.CharField(max_length=20, blank=True, choices=Category.choices)
     error_code = models.IntegerField(null=True, blank=True)
     error_subcode = models.IntegerField(null=True, blank=True)
     error_type = models.CharField(max_length=100, blank=True)

@@ -32,6 +32,7 @@ from capi_destinations.user_data_keys import (
     ALIASES,
     BUSINESS_ACCOUNT_KEYS,
     CLEAR_KEYS,
+    FIELD_LABELS,
     HASHED_KEYS,
 )
 
@@ -56,24 +57,6 @@ _KEY_LOOKUP: dict[str, str] = {
 
 # Clear keys whose value, if it looks like a SHA-256 digest, was certainly hashed by mistake.
 _CLEAR_KEYS_NEVER_HEX = frozenset({"client_ip_address", "client_user_agent", "fbc", "fbp"})
-
-_FIELD_LABELS: dict[str, str] = {
-    "em": "email address",
-    "ph": "phone number",
-    "fn": "first name",
-    "ln": "last name",
-    "ge": "gender",
-    "db": "date of birth",
-    "ct": "city",
-    "st": "state",
-    "zp": "postal code",
-    "country": "country",
-    "external_id": "external ID",
-    "client_ip_address": "IP address",
-    "client_user_agent": "user agent",
-    "fbc": "click ID (fbc)",
-    "fbp": "browser ID (fbp)",
-}
 
 
 @dataclass(frozen=True)
@@ -1094,7 +1077,7 @@ _PROBLEMS: dict[str, tuple[str, str, str]] = {
 
 def _problem(key: str, code: str, *, type_name: str = "") -> Diagnostic:
     severity, message, fix = _PROBLEMS[code]
-    label = _FIELD_LABELS.get(key, key)
+    label = FIELD_LABELS.get(key, key)
     field_path = key if key == "user_data" else f"user_data.{key}"
     return Diagnostic(
         code=code,

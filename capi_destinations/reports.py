@@ -25,6 +25,7 @@ from capi_destinations.models import (
     EventStatus,
     Health,
 )
+from capi_destinations.user_data_keys import IDENTIFIER_LABELS, TOP_IDENTIFIERS
 
 DAY = timedelta(hours=24)
 
@@ -46,17 +47,6 @@ STATUS_FILTERS = {
 
 # Secrets are never needed to draw a page; not loading them also spares a decryption per row.
 SECRET_COLUMNS = ("access_token", "app_secret")
-
-# Identifiers whose absence the diagnostics summary reports, most valuable first (USERS.md).
-IDENTIFIER_LABELS = {
-    "em": "email",
-    "ph": "phone",
-    "external_id": "external_id",
-    "fbp": "fbp",
-    "fbc": "fbc",
-    "client_ip_address": "client IP address",
-    "client_user_agent": "user agent",
-}
 
 
 @dataclass(frozen=True)
@@ -431,10 +421,10 @@ def _top_missing_identifiers(
     for event_name, _diagnostics, user_data in rows:
         per_name[event_name] += 1
         present = user_data if isinstance(user_data, Mapping) else {}
-        for key in IDENTIFIER_LABELS:
+        for key in TOP_IDENTIFIERS:
             if not present.get(key):
                 missing[(event_name, key)] += 1
-    rank = {key: position for position, key in enumerate(IDENTIFIER_LABELS)}
+    rank = {key: position for position, key in enumerate(TOP_IDENTIFIERS)}
     # Most events affected first, so one odd event does not push the real gaps off the list;
     # then the more valuable identifier.
     ordered = sorted(

@@ -1,7 +1,7 @@
-"""The ``user_data`` keys Meta knows, in one place for ``normalize`` and ``diagnostics``.
+"""The ``user_data`` keys Meta knows and their plain names, in one place.
 
-Both modules need them, and they import each other; keeping the lists here means neither has
-to spell them out again.
+``normalize``, ``diagnostics``, ``health`` and ``reports`` all need them; keeping the lists and
+the labels here means none of them spells a key or its name out again.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ __all__ = [
     "CHANNEL_IDENTIFIERS",
     "CLEAR_KEYS",
     "CUSTOMER_INFO_KEYS",
+    "FIELD_LABELS",
     "HASHED_KEYS",
+    "IDENTIFIER_LABELS",
     "MESSAGING_CHANNELS",
+    "TOP_IDENTIFIERS",
 ]
 
 #: Keys Meta wants SHA-256 hashed after normalization, in the order Meta documents them.
@@ -88,3 +91,46 @@ ALIASES: dict[str, str] = {
 
 #: Every user_data key that counts as customer information.
 CUSTOMER_INFO_KEYS: tuple[str, ...] = HASHED_KEYS + CLEAR_KEYS
+
+#: Plain names of the user_data keys for lists and summaries, most valuable for matching first
+#: (the identifier value ranking users are given: email, phone, external_id, fbp, fbc, IP and
+#: user agent, then name and address fields).
+IDENTIFIER_LABELS: dict[str, str] = {
+    "em": "email",
+    "ph": "phone",
+    "external_id": "external ID",
+    "fbp": "fbp (the _fbp browser cookie)",
+    "fbc": "fbc (the click ID)",
+    "client_ip_address": "client IP address",
+    "client_user_agent": "user agent",
+    "fn": "first name",
+    "ln": "last name",
+    "zp": "postal code",
+    "ct": "city",
+    "country": "country",
+    "st": "state",
+    "db": "date of birth",
+    "ge": "gender",
+}
+#: The identifiers worth the most for matching, whose absence the diagnostics summary reports.
+TOP_IDENTIFIERS: tuple[str, ...] = tuple(IDENTIFIER_LABELS)[:7]
+
+#: The name of a key inside a sentence ("The {label} was left out"), for the findings of
+#: ``normalize``; keys not listed are named by their key.
+FIELD_LABELS: dict[str, str] = {
+    "em": "email address",
+    "ph": "phone number",
+    "fn": "first name",
+    "ln": "last name",
+    "ge": "gender",
+    "db": "date of birth",
+    "ct": "city",
+    "st": "state",
+    "zp": "postal code",
+    "country": "country",
+    "external_id": "external ID",
+    "client_ip_address": "IP address",
+    "client_user_agent": "user agent",
+    "fbc": "click ID (fbc)",
+    "fbp": "browser ID (fbp)",
+}

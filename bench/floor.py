@@ -21,7 +21,7 @@ Ingest (``--ingest-rows`` more rows, in the app's 500-row chunks, one commit per
 - A-a: multi-row ``INSERT … VALUES … ON CONFLICT DO NOTHING RETURNING id`` on the app's
   schema: the textbook form, the baseline the others are read against.
 - A-d: COPY of the same rows: the floor, below which no INSERT form can go.
-- A-app: the app's real form (``ingest._postgresql_insert``): the whole chunk as one jsonb
+- A-app: the app's real form (``PostgreSQLEventStore.insert``): the whole chunk as one jsonb
   parameter unpacked by ``jsonb_to_recordset``; how close the app is to A-d.
 - A-c: A-a with the payload column as text instead of jsonb: what parsing and storing the
   payload as jsonb costs.
@@ -68,7 +68,7 @@ from bench.harness import (
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_floor"
 EV = "capi_destinations_event"
 N_DEST = 50
-INGEST_CHUNK = 500  # ingest.CHUNK_SIZE
+INGEST_CHUNK = 500  # eventstore.CHUNK_SIZE
 CLAIM_BATCH = 1000  # the app's default BATCH_SIZE
 # B-e's event_state: the event columns a claim or a delivery changes, and what they filter on.
 STATE = (
@@ -391,7 +391,7 @@ def preload(conn: psycopg.Connection, rows: int, types: dict[str, str], v: Varia
 
 
 def _recordset_param(rows: list[dict[str, object]], types: dict[str, str]) -> str:
-    # As ingest._json_record: JSON columns nested, times in ISO, the payload's text spliced in.
+    # As eventstore.postgresql._json_record: JSON columns nested, times in ISO, the payload spliced.
     records = []
     for row in rows:
         record = {}
@@ -432,7 +432,7 @@ def run_ingest(
                     " ON CONFLICT (destination_id, event_name, event_id) DO NOTHING RETURNING id"
                 )
                 params = [row[c] for row in rows for c in types]
-            else:  # recordset: ingest._postgresql_insert
+            else:  # recordset: PostgreSQLEventStore.insert
                 chunk = ", ".join(f"{c} {t}" for c, t in types.items())
                 sql = (
                     f"INSERT INTO {EV} ({columns}) SELECT {columns}"  # noqa: S608

@@ -17,8 +17,6 @@ import hashlib
 import json
 import math
 import re
-import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,14 +26,22 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from django.db import IntegrityError, connections, router, transaction
-from django.db.models import AutoField
+from django.db import router, transaction
 from django.db.models.base import ModelState
 from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, consent, counters, diagnostics, normalize, ratelimit
+from capi_destinations import (
+    clock,
+    consent,
+    counters,
+    diagnostics,
+    eventstore,
+    normalize,
+    ratelimit,
+)
 from capi_destinations.conf import app_settings
+from capi_destinations.eventstore import EventStore
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.signals import events_recorded
@@ -60,19 +66,9 @@ DUPLICATE = "duplicate"
 #: (``diagnose`` reports each one as ``unknown_event_key``).
 SERVER_EVENT_KEYS = diagnostics.SERVER_EVENT_KEYS
 
-# SQLite has one writer at a time anyway, and threads sharing an in-memory database (shared
-# cache: tests, some demos) fail with "table is locked" instead of waiting; so on SQLite the
-# threads of one process take turns to store.
-_SQLITE_WRITES = threading.Lock()
-
-# Rows per INSERT: big enough that a 1000-event request is two statements, small enough to stay
-# far below PostgreSQL's 65535 parameters (about 20 per row).
-CHUNK_SIZE = 500
-
 _EVENT_NAME_MAX = Event._meta.get_field("event_name").max_length or 100
 _EVENT_ID_MAX = Event._meta.get_field("event_id").max_length or 255
 _ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
-_INSERT_FIELDS = [f for f in Event._meta.concrete_fields if not isinstance(f, AutoField)]
 # Real fbclids are URL-safe base64; anything else is not turned into an fbc.
 _FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _RESULT_FOR_STATUS = {
@@ -158,14 +154,12 @@ def track_many(
     if not prepared:
         return []
     database = router.db_for_write(Event)
+    store = eventstore.store_for(database)
     # No transaction of our own: every statement is safe alone (the insert is idempotent, the
     # diagnostic append guarded), and BEGIN/COMMIT round trips would cost a single-event request
     # more than the insert. Inside the caller's transaction the events commit with it.
-    if connections[database].vendor == "sqlite":
-        with _SQLITE_WRITES:
-            results, pending = _store(prepared, database)
-    else:
-        results, pending = _store(prepared, database)
+    with store.writing():
+        results, pending = _store(prepared, store)
     if pending:
         destination_id = destination.pk
         transaction.on_commit(
@@ -779,76 +773,98 @@ def _event_id_reused() -> Diagnostic:
     )
 
 
-def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult], int]:
-    """Insert the batch idempotently; (results in batch order, pending events stored)."""
+def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResult], int]:
+    """Store the batch idempotently; (results in batch order, pending events stored)."""
     reused = _event_id_reused()
     reused_dict = _stored_diagnostic(reused)
-
-    # Duplicates inside the batch never reach the database: they point at the first one. A
-    # copy that follows a rejected one takes its place, as it would in a later call.
-    first_by_key: dict[tuple[str, str], _Prepared] = {}
-    later: list[tuple[_Prepared, _Prepared]] = []
-    superseded: list[_Prepared] = []
-    for item in prepared:
-        first = first_by_key.get(item.key)
-        if first is None:
-            first_by_key[item.key] = item
-            continue
-        if _corrects(item, first.row):
-            first_by_key[item.key] = item
-            superseded.append(first)
-            continue
-        later.append((item, first))
-        if item.row.payload_hash != first.row.payload_hash:
+    # Duplicates inside the batch never reach the database: they point at the event kept.
+    plan = eventstore.plan_batch(prepared)
+    for item, first in plan.later:
+        if eventstore.reuses(item, first.row):
             item.diagnostics.append(reused)
             if reused_dict not in first.row.diagnostics:
                 first.row.diagnostics.append(reused_dict)
+    kept = plan.to_insert()
+    for chunk in _chunks(kept, store.chunk_size()):
+        _store_chunk(chunk, store)
+    _note_reused_originals(kept, plan.later, reused, reused_dict, store)
 
-    # Every request inserts keys in the same (sorted) order, so two requests carrying the same
-    # events in another order wait for each other instead of deadlocking on PostgreSQL.
-    unique = sorted(first_by_key.values(), key=_insert_order)
-    connection = connections[database]
-    for chunk in _chunks(unique, _chunk_size(connection)):
-        _insert_chunk(chunk, database)
-        missing = _attach_originals([item for item in chunk if not item.inserted], database)
-        if missing:
-            # The row that blocked ours was deleted before we could read it: insert again.
-            _insert_chunk(missing, database)
-            _attach_originals([item for item in missing if not item.inserted], database)
-        _replace_rejected_originals(chunk, database)
+    results: list[TrackResult | None] = [None] * len(prepared)
+    pending, rejected = _kept_results(kept, results)
+    _superseded_results(plan, results, store)
+    for item, first in plan.later:
+        original = first.row if first.inserted else first.original
+        assert original is not None
+        results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
+    if rejected:
+        _count_rejected(kept[0].row.destination_id, rejected, store.alias)
+    return [result for result in results if result is not None], pending
 
-    # An original that another event with other contents tried to reuse gets told so.
+
+def _store_chunk(chunk: list[_Prepared], store: EventStore) -> None:
+    """Insert the chunk, find the originals of what was already there, replace rejected ones."""
+    _insert_chunk(chunk, store)
+    missing = _attach_originals([item for item in chunk if not item.inserted], store)
+    if missing:
+        # The row that blocked ours was deleted before we could read it: insert again.
+        _insert_chunk(missing, store)
+        _attach_originals([item for item in missing if not item.inserted], store)
+    _replace_rejected_originals(chunk, store)
+
+
+def _note_reused_originals(
+    kept: list[_Prepared],
+    later: list[tuple[_Prepared, _Prepared]],
+    reused: Diagnostic,
+    reused_dict: dict[str, Any],
+    store: EventStore,
+) -> None:
+    """An original that another event with other contents tried to reuse gets told so."""
     originals_to_update: dict[int, Event] = {}
-    for item in unique:
-        if item.original is not None and item.original.payload_hash != item.row.payload_hash:
+    for item in kept:
+        if item.original is not None and eventstore.reuses(item, item.original):
             _note_reuse(item, item.original, reused, reused_dict, originals_to_update)
     for item, first in later:
         original = first.original
-        if original is not None and original.payload_hash != item.row.payload_hash:
+        if original is not None and eventstore.reuses(item, original):
             _note_reuse(item, original, reused, reused_dict, originals_to_update)
     if originals_to_update:
-        _add_reused_diagnostic(originals_to_update, reused_dict, database)
+        now = clock.now()
+        store.append_finding(list(originals_to_update), reused_dict, now)
+        for original in originals_to_update.values():
+            original.diagnostics = [*original.diagnostics, reused_dict]
+            original.updated_at = now
 
-    results: list[TrackResult | None] = [None] * len(prepared)
+
+def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> tuple[int, int]:
+    """Fill in the results of the kept events; (pending, rejected) among those inserted."""
     pending = rejected = 0
-    for item in unique:
+    for item in kept:
         if item.inserted:
+            status = item.row.status
             results[item.index] = TrackResult(
-                _RESULT_FOR_STATUS[item.row.status], item.row, item.diagnostics, item.index
+                _RESULT_FOR_STATUS[status], item.row, item.diagnostics, item.index
             )
-            pending += item.row.status == EventStatus.PENDING
-            rejected += item.row.status == EventStatus.REJECTED
+            pending += status == EventStatus.PENDING
+            rejected += status == EventStatus.REJECTED
         else:
             assert item.original is not None
             results[item.index] = TrackResult(
                 DUPLICATE, item.original, item.diagnostics, item.index
             )
-    for item in superseded:
-        kept = first_by_key[item.key]
+    return pending, rejected
+
+
+def _superseded_results(
+    plan: eventstore.BatchPlan[_Prepared], results: list[TrackResult | None], store: EventStore
+) -> None:
+    """Fill in the results of the rejected events a later copy in the batch replaced."""
+    for item in plan.superseded:
+        kept = plan.kept[item.key]
         if kept.inserted:
             # Stored, then replaced by the copy after it: the caller sees what a call of its own
             # would have shown, the rejected row (whose id the correction now holds).
-            _mark_inserted(item, kept.row.pk, database)
+            _mark_inserted(item, kept.row.pk, store.alias)
             results[item.index] = TrackResult(REJECTED, item.row, item.diagnostics, item.index)
         else:
             assert kept.original is not None
@@ -856,25 +872,17 @@ def _store(prepared: list[_Prepared], database: str) -> tuple[list[TrackResult],
             results[item.index] = TrackResult(
                 DUPLICATE, kept.original, item.diagnostics, item.index
             )
-    for item, first in later:
-        original = first.row if first.inserted else first.original
-        assert original is not None
-        results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
-    if rejected:
-        # After the caller's commit (at once in autocommit), in a statement of its own: it never
-        # holds a counter row's lock inside a caller's transaction, where two callers counting
-        # two destinations in opposite orders could deadlock. A crash in between loses a count
-        # on the overview, never an event; a rollback counts nothing, as nothing was stored.
-        destination_id = unique[0].row.destination_id
-        transaction.on_commit(
-            lambda: counters.add(destination_id, rejected=rejected, using=database),
-            using=database,
-        )
-    return [result for result in results if result is not None], pending
 
 
-def _insert_order(item: _Prepared) -> tuple[str, str]:
-    return item.key
+def _count_rejected(destination_id: int, rejected: int, database: str) -> None:
+    # After the caller's commit (at once in autocommit), in a statement of its own: it never
+    # holds a counter row's lock inside a caller's transaction, where two callers counting
+    # two destinations in opposite orders could deadlock. A crash in between loses a count
+    # on the overview, never an event; a rollback counts nothing, as nothing was stored.
+    transaction.on_commit(
+        lambda: counters.add(destination_id, rejected=rejected, using=database),
+        using=database,
+    )
 
 
 def _note_reuse(
@@ -890,185 +898,16 @@ def _note_reuse(
         originals_to_update[original.pk] = original
 
 
-def _add_reused_diagnostic(
-    originals: dict[int, Event], reused_dict: dict[str, Any], database: str
-) -> None:
-    """Append ``event_id_reused`` to the originals' diagnostics in ONE UPDATE.
-
-    The append happens in SQL, guarded by "not there yet", so two requests reusing the same
-    event_id at once neither lose each other's write nor add the diagnostic twice.
-    """
-    connection = connections[database]
-    now = clock.now()
-    table = connection.ops.quote_name(Event._meta.db_table)
-    ids = list(originals)
-    if connection.vendor == "postgresql":
-        sql = (
-            f"UPDATE {table} SET diagnostics = diagnostics || %s::jsonb, updated_at = %s "  # noqa: S608
-            "WHERE id = ANY(%s) AND NOT diagnostics @> %s::jsonb"
-        )
-        params: list[Any] = [
-            json.dumps([reused_dict]),
-            now,
-            ids,
-            json.dumps([{"code": reused_dict["code"]}]),
-        ]
-    elif connection.vendor == "sqlite":
-        sql = (
-            f"UPDATE {table} SET diagnostics = json_insert(diagnostics, '$[#]', json(%s)), "  # noqa: S608
-            f"updated_at = %s WHERE id IN ({', '.join(['%s'] * len(ids))}) AND NOT EXISTS "
-            f"(SELECT 1 FROM json_each({table}.diagnostics) AS finding "
-            "WHERE json_extract(finding.value, '$.code') = %s)"
-        )
-        params = [
-            json.dumps(reused_dict),
-            connection.ops.adapt_datetimefield_value(now),
-            *ids,
-            reused_dict["code"],
-        ]
-    else:
-        for original in originals.values():
-            original.diagnostics = [*original.diagnostics, reused_dict]
-            original.updated_at = now
-        Event.objects.using(database).bulk_update(originals.values(), ["diagnostics", "updated_at"])
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-    for original in originals.values():
-        original.diagnostics = [*original.diagnostics, reused_dict]
-        original.updated_at = now
-
-
 def _chunks(items: list[_Prepared], size: int) -> Iterable[list[_Prepared]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _chunk_size(connection: Any) -> int:
-    limit = connection.features.max_query_params
-    if connection.vendor == "sqlite":
-        # Django assumes SQLite's historic 999 parameters; the linked library usually allows
-        # far more, and one statement per chunk is what keeps ingestion fast.
-        connection.ensure_connection()
-        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    if limit is None:
-        return CHUNK_SIZE
-    return max(1, min(CHUNK_SIZE, limit // len(_INSERT_FIELDS)))
-
-
-def _insert_chunk(chunk: list[_Prepared], database: str) -> None:
-    """INSERT the chunk in one statement, skipping rows whose key exists; mark the ones in.
-
-    The statement's RETURNING lists only the rows really inserted, so a row that a concurrent
-    request inserted first is told apart from ours without reading before writing
-    (``bulk_create(ignore_conflicts=True)`` cannot say which rows went in). It is written out
-    by hand because Django's bulk insert costs more than the rest of ingestion put together
-    (on PostgreSQL it builds one array per column; thousands of placeholders are slow to bind).
-    """
-    connection = connections[database]
-    if connection.vendor == "postgresql":
-        sql, params = _postgresql_insert(chunk, connection)
-    elif connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
-        sql, params = _sqlite_insert(chunk, connection)
-    else:
-        _insert_one_by_one(chunk, database)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        returned = cursor.fetchall()
+def _insert_chunk(chunk: list[_Prepared], store: EventStore) -> None:
+    """INSERT the chunk in one statement, skipping rows whose key exists; mark the ones in."""
     by_key = {item.key: item for item in chunk}
-    for pk, event_name, event_id in returned:
-        _mark_inserted(by_key[(event_name, event_id)], pk, database)
-
-
-def _returning(connection: Any) -> str:
-    quote = connection.ops.quote_name
-    return f" RETURNING {quote('id')}, {quote('event_name')}, {quote('event_id')}"
-
-
-def _postgresql_insert(chunk: list[_Prepared], connection: Any) -> tuple[str, list[Any]]:
-    # The whole chunk travels as ONE jsonb parameter, unpacked by jsonb_to_recordset.
-    sql = _POSTGRESQL_INSERT.get(connection.alias)
-    if sql is None:
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(model_field.column) for model_field in _INSERT_FIELDS)
-        types = ", ".join(
-            f"{quote(model_field.column)} {model_field.db_type(connection)}"
-            for model_field in _INSERT_FIELDS
-        )
-        # Only the model's own table and column names are formatted in; values are parameters.
-        sql = _POSTGRESQL_INSERT[connection.alias] = (
-            f"INSERT INTO {quote(Event._meta.db_table)} ({columns}) "  # noqa: S608
-            f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS chunk({types}) "
-            f"ON CONFLICT DO NOTHING{_returning(connection)}"
-        )
-    # Most rows share their timestamps (the batch's "now"): format each one once.
-    iso_times: dict[datetime, str] = {}
-    records = ",".join(_json_record(item, iso_times) for item in chunk)
-    return sql, [f"[{records}]"]
-
-
-# The INSERT statement per database alias, built once (the columns never change at run time).
-_POSTGRESQL_INSERT: dict[str, str] = {}
-# (column, attname) of every inserted column but the payload, whose JSON text is ready-made.
-_RECORD_COLUMNS = [(f.column, f.attname) for f in _INSERT_FIELDS if f.attname != "payload"]
-_PAYLOAD_COLUMN = Event._meta.get_field("payload").column
-
-
-def _json_record(item: _Prepared, iso_times: dict[datetime, str]) -> str:
-    # Every column is a plain instance attribute (see _new_event): read the dict, not getattr.
-    values = item.row.__dict__
-    record: dict[str, Any] = {}
-    for column, attname in _RECORD_COLUMNS:
-        value = values[attname]
-        if isinstance(value, datetime):
-            text = iso_times.get(value)
-            if text is None:
-                text = iso_times[value] = value.isoformat()
-            value = text
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
-        record[column] = value
-    text = json.dumps(record, ensure_ascii=False, allow_nan=False)
-    # The payload's JSON text already exists (it was hashed): splice it in, not encode again.
-    return f'{text[:-1]},"{_PAYLOAD_COLUMN}":{item.payload_json}}}'
-
-
-def _sqlite_insert(chunk: list[_Prepared], connection: Any) -> tuple[str, list[Any]]:
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(model_field.column) for model_field in _INSERT_FIELDS)
-    row_sql = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
-    sql = (
-        f"INSERT OR IGNORE INTO {quote(Event._meta.db_table)} ({columns}) "  # noqa: S608
-        f"VALUES {', '.join([row_sql] * len(chunk))}{_returning(connection)}"
-    )
-    params: list[Any] = []
-    adapt_datetime = connection.ops.adapt_datetimefield_value
-    for item in chunk:
-        row = item.row
-        for model_field in _INSERT_FIELDS:
-            value = getattr(row, model_field.attname)
-            if model_field.attname == "payload":
-                value = item.payload_json
-            elif isinstance(value, list | dict):
-                value = json.dumps(value, ensure_ascii=False, allow_nan=False)
-            elif isinstance(value, datetime):
-                value = adapt_datetime(value)
-            elif isinstance(value, uuid.UUID):
-                value = value.hex
-            params.append(value)
-    return sql, params
-
-
-def _insert_one_by_one(chunk: list[_Prepared], database: str) -> None:
-    # For backends without INSERT … RETURNING of many rows: slower, equally safe.
-    for item in chunk:
-        try:
-            with transaction.atomic(using=database):
-                item.row.save(using=database, force_insert=True)
-        except IntegrityError:
-            continue
-        item.inserted = True
+    for pk, event_name, event_id in store.insert(chunk):
+        _mark_inserted(by_key[(event_name, event_id)], pk, store.alias)
 
 
 def _mark_inserted(item: _Prepared, pk: int, database: str) -> None:
@@ -1078,19 +917,11 @@ def _mark_inserted(item: _Prepared, pk: int, database: str) -> None:
     item.inserted = True
 
 
-def _attach_originals(conflicted: list[_Prepared], database: str) -> list[_Prepared]:
+def _attach_originals(conflicted: list[_Prepared], store: EventStore) -> list[_Prepared]:
     """One SELECT for the rows that were already there; returns those no longer found."""
     if not conflicted:
         return []
-    destination_id = conflicted[0].row.destination_id
-    names = {item.key[0] for item in conflicted}
-    ids = {item.key[1] for item in conflicted}
-    originals = {
-        (event.event_name, event.event_id): event
-        for event in Event.objects.using(database).filter(
-            destination_id=destination_id, event_name__in=names, event_id__in=ids
-        )
-    }
+    originals = store.originals(conflicted[0].row.destination_id, (i.key for i in conflicted))
     destination = conflicted[0].row._state.fields_cache.get("destination")
     missing: list[_Prepared] = []
     for item in conflicted:
@@ -1118,24 +949,7 @@ def _replaced_rejected() -> Diagnostic:
     )
 
 
-# Everything but the key is replaced; the row keeps its id, so links to it stay valid.
-_REPLACED_FIELDS = [
-    f for f in _INSERT_FIELDS if f.attname not in ("destination_id", "event_name", "event_id")
-]
-
-
-def _corrects(item: _Prepared, original: Event) -> bool:
-    """Whether ``item`` takes the place of ``original``: a rejected row, and not the same copy.
-
-    A copy with the same contents that fails again would change nothing, so it stays a
-    duplicate; the same contents that now pass (our checks or the destination changed) do not.
-    """
-    return original.status == EventStatus.REJECTED and (
-        item.row.status != EventStatus.REJECTED or item.row.payload_hash != original.payload_hash
-    )
-
-
-def _replace_rejected_originals(chunk: list[_Prepared], database: str) -> None:
+def _replace_rejected_originals(chunk: list[_Prepared], store: EventStore) -> None:
     """Store the chunk's events whose original is ``rejected`` in that row, in ONE UPDATE.
 
     A rejected row never reached Meta, so a later event under its key is the caller's
@@ -1146,7 +960,9 @@ def _replace_rejected_originals(chunk: list[_Prepared], database: str) -> None:
     replaceable = [
         item
         for item in chunk
-        if not item.inserted and item.original is not None and _corrects(item, item.original)
+        if not item.inserted
+        and item.original is not None
+        and eventstore.corrects(item, item.original)
     ]
     if not replaceable:
         return
@@ -1155,91 +971,23 @@ def _replace_rejected_originals(chunk: list[_Prepared], database: str) -> None:
     findings_before = {item.index: item.row.diagnostics for item in replaceable}
     for item in replaceable:
         item.row.diagnostics = [*item.row.diagnostics, note_dict]
-    replaced = _update_rejected_rows(replaceable, database)
+    replaced = store.replace_rejected([(_original_pk(item), item) for item in replaceable])
     changed: list[_Prepared] = []
     for item in replaceable:
-        assert item.original is not None
-        if item.original.pk in replaced:
-            _mark_inserted(item, item.original.pk, database)
+        if _original_pk(item) in replaced:
+            _mark_inserted(item, _original_pk(item), store.alias)
             item.original = None
             item.diagnostics.append(note)
         else:
             item.row.diagnostics = findings_before[item.index]
             changed.append(item)
     if changed:
-        missing = _attach_originals(changed, database)
+        missing = _attach_originals(changed, store)
         if missing:
-            _insert_chunk(missing, database)
-            _attach_originals([item for item in missing if not item.inserted], database)
-
-
-def _update_rejected_rows(items: list[_Prepared], database: str) -> set[int]:
-    """UPDATE the items' original rows that are still rejected; returns their ids."""
-    connection = connections[database]
-    quote = connection.ops.quote_name
-    table = quote(Event._meta.db_table)
-    if connection.vendor == "postgresql":
-        assignments = ", ".join(
-            f"{quote(f.column)} = incoming.{quote(f.column)}" for f in _REPLACED_FIELDS
-        )
-        types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in _INSERT_FIELDS)
-        id_type = Event._meta.pk.rel_db_type(connection)
-        # Only the model's own table and column names are formatted in; values are parameters.
-        sql = (
-            f"UPDATE {table} AS stored SET {assignments} "  # noqa: S608
-            f"FROM jsonb_to_recordset(%s::jsonb) AS incoming(id {id_type}, {types}) "
-            "WHERE stored.id = incoming.id AND stored.status = %s RETURNING stored.id"
-        )
-        iso_times: dict[datetime, str] = {}
-        records = ",".join(
-            f'{{"id":{_original_pk(item)},{_json_record(item, iso_times)[1:]}' for item in items
-        )
-        params: list[Any] = [f"[{records}]", EventStatus.REJECTED.value]
-    elif connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
-        columns = ", ".join(quote(f.column) for f in _REPLACED_FIELDS)
-        assignments = ", ".join(
-            f"{quote(f.column)} = incoming.{quote(f.column)}" for f in _REPLACED_FIELDS
-        )
-        row_sql = "(" + ", ".join(["%s"] * (len(_REPLACED_FIELDS) + 1)) + ")"
-        sql = (
-            f"WITH incoming (id, {columns}) AS (VALUES {', '.join([row_sql] * len(items))}) "  # noqa: S608
-            f"UPDATE {table} SET {assignments} FROM incoming "
-            f"WHERE {table}.id = incoming.id AND {table}.status = %s RETURNING {table}.id"
-        )
-        adapt_datetime = connection.ops.adapt_datetimefield_value
-        params = []
-        for item in items:
-            params.append(_original_pk(item))
-            params.extend(_sqlite_value(item, f, adapt_datetime) for f in _REPLACED_FIELDS)
-        params.append(EventStatus.REJECTED.value)
-    else:
-        # Other backends: one conditional UPDATE per row, equally safe.
-        replaced: set[int] = set()
-        for item in items:
-            values = {f.attname: getattr(item.row, f.attname) for f in _REPLACED_FIELDS}
-            pk = _original_pk(item)
-            rows = Event.objects.using(database).filter(pk=pk, status=EventStatus.REJECTED)
-            if rows.update(**values):
-                replaced.add(pk)
-        return replaced
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {pk for (pk,) in cursor.fetchall()}
+            _insert_chunk(missing, store)
+            _attach_originals([item for item in missing if not item.inserted], store)
 
 
 def _original_pk(item: _Prepared) -> int:
     assert item.original is not None
     return int(item.original.pk)
-
-
-def _sqlite_value(item: _Prepared, model_field: Any, adapt_datetime: Any) -> Any:
-    value = getattr(item.row, model_field.attname)
-    if model_field.attname == "payload":
-        return item.payload_json
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    if isinstance(value, datetime):
-        return adapt_datetime(value)
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    return value

@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from django.db import connections, router, transaction
+from django.db import router, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncHour
 
-from capi_destinations import clock
+from capi_destinations import clock, eventstore
 from capi_destinations.models import Event, EventStatus, HourlyOutcomes
 
 OUTCOMES = ("delivered", "failed", "rejected")
@@ -58,20 +58,8 @@ def add(
     if not (delivered or failed or rejected):
         return
     database = using or router.db_for_write(HourlyOutcomes)
-    connection = connections[database]
-    quote = connection.ops.quote_name
-    table = quote(HourlyOutcomes._meta.db_table)
-    hour = connection.ops.adapt_datetimefield_value(hour_of(at or clock.now()))
-    added = ", ".join(
-        f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in OUTCOMES
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({quote('destination_id')}, {quote('hour')}, "  # noqa: S608
-            f"{', '.join(quote(name) for name in OUTCOMES)}) VALUES (%s, %s, %s, %s, %s) "
-            f"ON CONFLICT ({quote('destination_id')}, {quote('hour')}) DO UPDATE SET {added}",
-            [destination_id, hour, delivered, failed, rejected],
-        )
+    counts = {"delivered": delivered, "failed": failed, "rejected": rejected}
+    eventstore.store_for(database).add_counts(destination_id, hour_of(at or clock.now()), counts)
 
 
 def last_day(

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import AutoField
 
-from capi_destinations.models import Event
+from capi_destinations.models import Event, HourlyOutcomes
 
 __all__ = ["CHUNK_SIZE", "INSERT_FIELDS", "REPLACED_FIELDS", "Candidate", "EventStore"]
 
@@ -87,6 +87,24 @@ class EventStore(ABC):
         One UPDATE, the append done in SQL, so two requests at once neither lose each other's
         write nor add the finding twice.
         """
+
+    def add_counts(self, destination_id: int, hour: datetime, counts: dict[str, int]) -> None:
+        """Add ``counts`` (``{"delivered": n, …}``) to the destination's row of ``hour``.
+
+        One UPSERT (the same on both databases), so concurrent adds never lose a count.
+        """
+        quote, table = self.quote, self.quote(HourlyOutcomes._meta.db_table)
+        names = list(counts)
+        added = ", ".join(
+            f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in names
+        )
+        key = f"{quote('destination_id')}, {quote('hour')}"
+        sql = (
+            f"INSERT INTO {table} ({key}, {', '.join(quote(name) for name in names)}) "  # noqa: S608
+            f"VALUES (%s, %s{', %s' * len(names)}) ON CONFLICT ({key}) DO UPDATE SET {added}"
+        )
+        hour_value = self.connection.ops.adapt_datetimefield_value(hour)
+        self._execute(sql, [destination_id, hour_value, *counts.values()])
 
     def originals(
         self, destination_id: int, keys: Iterable[tuple[str, str]]

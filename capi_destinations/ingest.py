@@ -283,43 +283,10 @@ def _without_unwritable_integers(value: Any, depth: int = 0) -> Any:
 
 
 def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
-    event: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
-    for key in ("event_name", "event_id", "action_source"):
-        # Cleaned before diagnosis, so that a name or id made only of characters no database
-        # stores (NUL, lone surrogates) is judged, and replaced, as the missing value it is.
-        value = event.get(key)
-        if isinstance(value, str):
-            event[key] = _storable_text(value)
-    time_was_filled = False
-    if event.get("event_time") in (None, ""):
-        event["event_time"] = context.now_seconds
-        time_was_filled = True
-
-    user_data = event.get("user_data")
-    if user_data is None:
-        user_data = event["user_data"] = {}
-    report: normalize.NormalizedUserData | None = None
-    fbc_was_built = ""
-    if isinstance(user_data, Mapping):
-        user_data = event["user_data"] = dict(user_data)
-        fbc_was_built = _enrich_user_data(user_data, event, context)
-        report = normalize.normalize_user_data_report(user_data, country=context.default_country)
+    event, time_was_filled = _cleaned_event(raw, context)
+    report, fbc_was_built = _user_data_report(event, context)
     _plain_numbers(event)
-
-    found = (
-        diagnostics.diagnose(
-            event,
-            now=context.now,
-            default_country=context.default_country,
-            user_data_report=report,
-        )
-        if isinstance(raw, Mapping)
-        else diagnostics.diagnose(raw, now=context.now)
-    )
-    consent_state, consent_findings = consent.parse_consent(event.get("consent"))
-    found.extend(consent_findings)
-    if isinstance(raw, Mapping):
-        found.extend(consent.check_data_processing_options(event))
+    consent_state, found = _findings(raw, event, context, report)
     if fbc_was_built is _REPLACED:
         found.append(_fbc_from_url())
     if time_was_filled:
@@ -327,17 +294,7 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
 
     event_name, event_id = _storable_key(event, found)
     event_time = diagnostics.parse_event_time(event["event_time"])
-    payload = {key: value for key, value in event.items() if key in SERVER_EVENT_KEYS}
-    payload["event_id"] = event_id
-    payload["user_data"] = report.user_data if report is not None else {}
-    if event_time is not None:
-        payload["event_time"] = int(event_time.timestamp())
-    custom_data = event.get("custom_data")
-    if isinstance(custom_data, Mapping):
-        payload["custom_data"] = _meta_custom_data(custom_data)
-    else:
-        payload.pop("custom_data", None)
-
+    payload = _server_payload(event, event_id, event_time, report)
     _leave_out_refused_fields(payload, found)
     destination = context.destination
     verdict = consent.evaluate_consent(
@@ -345,24 +302,11 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         policy=destination.consent_policy,
         missing_consent=destination.missing_consent,
     )
-    if verdict.data_processing_options is not None:
-        payload["data_processing_options"] = list(verdict.data_processing_options)
-        for key in ("data_processing_options_country", "data_processing_options_state"):
-            value = getattr(verdict, key)
-            if value is None:
-                payload.pop(key, None)
-            else:
-                payload[key] = value
-
+    _apply_processing_options(payload, verdict)
     if len(found) > 1:
         # diagnose() sorted its own findings; consent's and ours were added after them.
         found.sort(key=lambda finding: severity_rank(finding.severity))
-    if has_errors(found):
-        status, reason = EventStatus.REJECTED, _rejection_reason(found)
-    elif not verdict.send:
-        status, reason = EventStatus.SUPPRESSED, verdict.reason
-    else:
-        status, reason = EventStatus.PENDING, ""
+    status, reason = _status(found, verdict)
 
     payload, payload_json, payload_hash = _canonical_payload(
         payload, without_time=time_was_filled, without_fbc=bool(fbc_was_built)
@@ -407,6 +351,101 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     )
 
 
+def _cleaned_event(raw: Any, context: _Context) -> tuple[dict[str, Any], bool]:
+    """A copy of the event with storable key texts and an event_time; (event, time filled)."""
+    event: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    for key in ("event_name", "event_id", "action_source"):
+        # Cleaned before diagnosis, so that a name or id made only of characters no database
+        # stores (NUL, lone surrogates) is judged, and replaced, as the missing value it is.
+        value = event.get(key)
+        if isinstance(value, str):
+            event[key] = _storable_text(value)
+    if event.get("event_time") in (None, ""):
+        event["event_time"] = context.now_seconds
+        return event, True
+    return event, False
+
+
+def _user_data_report(
+    event: dict[str, Any], context: _Context
+) -> tuple[normalize.NormalizedUserData | None, str]:
+    """The enriched user_data normalized (None if it is not an object), and what became of fbc."""
+    user_data = event.get("user_data")
+    if user_data is None:
+        user_data = event["user_data"] = {}
+    if not isinstance(user_data, Mapping):
+        return None, ""
+    user_data = event["user_data"] = dict(user_data)
+    fbc_was_built = _enrich_user_data(user_data, event, context)
+    report = normalize.normalize_user_data_report(user_data, country=context.default_country)
+    return report, fbc_was_built
+
+
+def _findings(
+    raw: Any,
+    event: dict[str, Any],
+    context: _Context,
+    report: normalize.NormalizedUserData | None,
+) -> tuple[dict[str, Any] | None, list[Diagnostic]]:
+    """The event's diagnosis and its consent findings; (consent state, findings)."""
+    if isinstance(raw, Mapping):
+        found = diagnostics.diagnose(
+            event,
+            now=context.now,
+            default_country=context.default_country,
+            user_data_report=report,
+        )
+    else:
+        found = diagnostics.diagnose(raw, now=context.now)
+    consent_state, consent_findings = consent.parse_consent(event.get("consent"))
+    found.extend(consent_findings)
+    if isinstance(raw, Mapping):
+        found.extend(consent.check_data_processing_options(event))
+    return consent_state, found
+
+
+def _server_payload(
+    event: dict[str, Any],
+    event_id: str,
+    event_time: datetime | None,
+    report: normalize.NormalizedUserData | None,
+) -> dict[str, Any]:
+    """The Meta server event to store: Meta's keys only, user_data normalized and hashed."""
+    payload = {key: value for key, value in event.items() if key in SERVER_EVENT_KEYS}
+    payload["event_id"] = event_id
+    payload["user_data"] = report.user_data if report is not None else {}
+    if event_time is not None:
+        payload["event_time"] = int(event_time.timestamp())
+    custom_data = event.get("custom_data")
+    if isinstance(custom_data, Mapping):
+        payload["custom_data"] = _meta_custom_data(custom_data)
+    else:
+        payload.pop("custom_data", None)
+    return payload
+
+
+def _apply_processing_options(payload: dict[str, Any], verdict: consent.ConsentVerdict) -> None:
+    """Write the consent verdict's data-processing fields into the payload, if it has any."""
+    if verdict.data_processing_options is None:
+        return
+    payload["data_processing_options"] = list(verdict.data_processing_options)
+    for key in ("data_processing_options_country", "data_processing_options_state"):
+        value = getattr(verdict, key)
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+
+
+def _status(found: list[Diagnostic], verdict: consent.ConsentVerdict) -> tuple[str, str]:
+    """The stored event's (status, status_reason)."""
+    if has_errors(found):
+        return EventStatus.REJECTED, _rejection_reason(found)
+    if not verdict.send:
+        return EventStatus.SUPPRESSED, verdict.reason
+    return EventStatus.PENDING, ""
+
+
 def _new_event(columns: dict[str, Any]) -> Event:
     """An unsaved ``Event`` holding ``columns`` (keyed by attname), as ``Event(**columns)``.
 
@@ -436,10 +475,26 @@ def _enrich_user_data(
     fbclid, so it replaces them; one holding the same fbclid is kept (it says when it was
     first seen).
     """
-    enrichment = context.enrichment
     fbclid = _fbclid(event.get("event_source_url"))
     if not context.has_enrichment and fbclid is None:
         return ""
+    given = _fill_from_request(user_data, context.enrichment)
+    if fbclid is None or _keeps_given_fbc(user_data, given, fbclid):
+        return ""
+    for key in [key for key in user_data if normalize.canonical_key(key) == "fbc"]:
+        del user_data[key]
+    # Meta's documented form: fb.<subdomain index 1>.<first seen, ms>.<fbclid as it is>. First
+    # seen is now, or the event's own time for an event sent later: never after the conversion.
+    first_seen = context.now_ms
+    event_time = diagnostics.parse_event_time(event.get("event_time"))
+    if event_time is not None:
+        first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
+    user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
+    return _REPLACED if "fbc" in given else _BUILT
+
+
+def _fill_from_request(user_data: dict[str, Any], enrichment: _Enrichment) -> set[str]:
+    """Fill the keys the caller left empty from the request; returns the keys now given."""
     # The caller's own values always win, whether given under Meta's key or an alias.
     given = {
         normalize.canonical_key(key)
@@ -455,23 +510,23 @@ def _enrich_user_data(
         if value is not None and key not in given:
             user_data[key] = value
             given.add(key)
-    if fbclid is None:
-        return ""
-    older = [key for key in user_data if normalize.canonical_key(key) == "fbc"]
-    if "fbc" in given:
-        current = next((user_data[key] for key in older if user_data[key]), None)
-        if not isinstance(current, str) or _fbclid_of_fbc(current) == fbclid:
-            return ""  # the same click (seen first back then), or a value diagnose reports
-    for key in older:
-        del user_data[key]
-    # Meta's documented form: fb.<subdomain index 1>.<first seen, ms>.<fbclid as it is>. First
-    # seen is now, or the event's own time for an event sent later: never after the conversion.
-    first_seen = context.now_ms
-    event_time = diagnostics.parse_event_time(event.get("event_time"))
-    if event_time is not None:
-        first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
-    user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
-    return _REPLACED if "fbc" in given else _BUILT
+    return given
+
+
+def _keeps_given_fbc(user_data: dict[str, Any], given: set[str], fbclid: str) -> bool:
+    """Whether the fbc given stays: the same click (seen first back then), or a value diagnose
+    reports; False when there is none."""
+    if "fbc" not in given:
+        return False
+    current = next(
+        (
+            value
+            for key, value in user_data.items()
+            if normalize.canonical_key(key) == "fbc" and value
+        ),
+        None,
+    )
+    return not isinstance(current, str) or _fbclid_of_fbc(current) == fbclid
 
 
 def _event_time_filled() -> Diagnostic:

@@ -246,22 +246,27 @@ def _phone(text: str, country: str | None) -> tuple[str | None, str | None]:
         digits.startswith("00") and digits[2:3] not in ("", "0")
     )
     if international or (country is not None and country in _PHONE_REGIONS):
-        if international and not _LEADING_PLUS.match(text):
-            text = text.replace("00", "+", 1) if "00" in text else "+" + digits[2:]
-        region = None if international or country is None else country.upper()
-        try:
-            number = phonenumbers.parse(text, region)
-        except phonenumbers.NumberParseException:
-            return None, "invalid_phone"
-        # A local-only number (no area code) cannot be matched by Meta: drop it.
-        if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
-            return None, "invalid_phone"
-        return f"{number.country_code}{phonenumbers.national_significant_number(number)}", None
+        return _parsed_phone(text, digits, None if international else country)
 
     digits = digits.lstrip("0")
     if not 7 <= len(digits) <= 15:
         return None, "invalid_phone"
     return digits, "phone_missing_country_code"
+
+
+def _parsed_phone(text: str, digits: str, country: str | None) -> tuple[str | None, str | None]:
+    """A number read by libphonenumber: international when ``country`` is None, else national."""
+    if country is None and not _LEADING_PLUS.match(text):
+        text = text.replace("00", "+", 1) if "00" in text else "+" + digits[2:]
+    region = None if country is None else country.upper()
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None, "invalid_phone"
+    # A local-only number (no area code) cannot be matched by Meta: drop it.
+    if phonenumbers.is_possible_number_with_reason(number) != _POSSIBLE:
+        return None, "invalid_phone"
+    return f"{number.country_code}{phonenumbers.national_significant_number(number)}", None
 
 
 def _phone_value(text: str, country: str | None) -> str:
@@ -827,7 +832,8 @@ _SEQUENCES = (list, tuple)
 def _normalize_user_data(
     user_data: Mapping[str, Any], default_country: str | None
 ) -> tuple[dict[str, Any], list[Diagnostic], str | None]:
-    # This runs for every event, so the common shape (one string per key) takes a short path.
+    # This runs for every event, so the common shape (one string per key) takes a short path,
+    # written out here; everything else goes through the helpers below.
     found: list[Diagnostic] = []
     result: dict[str, Any] = {}
     # isinstance() against the Mapping ABC is slow; a plain dict is by far the usual input.
@@ -839,13 +845,9 @@ def _normalize_user_data(
     country_dependent: list[tuple[str, Any]] = []
     phone_deferred = False
     for raw_key, raw_value in user_data.items():
-        plan = _KEY_PLANS.get(raw_key)
+        plan = _KEY_PLANS.get(raw_key) or _alias_plan(raw_key, found)
         if plan is None:
-            key = canonical_key(raw_key)
-            if key is None:
-                found.append(_unknown_key(raw_key))
-                continue
-            plan = _KEY_PLANS[key]
+            continue
         key, kind, fast = plan
         # A deferred phone must stay ahead of a later one, so the fast path waits behind it.
         if fast is not None and key not in result and not (phone_deferred and key == "ph"):
@@ -854,52 +856,107 @@ def _normalize_user_data(
                 if value is not None:
                     result[key] = value if kind is _CLEAR else [value]
                     continue
-            elif type(raw_value) is list and kind is not _CLEAR:
-                digests = _fast_digests(raw_value, fast)
-                if digests is not None:
-                    if digests:
-                        result[key] = digests
-                    continue
+            elif _took_fast_digests(key, kind, fast, raw_value, result):
+                continue
         if kind is _COUNTRY_DEPENDENT:
-            phone_deferred = phone_deferred or key == "ph"
+            phone_deferred |= key == "ph"
             country_dependent.append((key, raw_value))
         elif kind is _CLEAR:
-            if key in result:
-                continue
-            if type(raw_value) is str and raw_value.isascii():
-                text = raw_value.strip()
-                if text and len(text) != 64:
-                    try:
-                        result[key] = _NORMALIZERS[key](text, None)
-                        continue
-                    except _Dropped:
-                        pass  # the full path below reports it
-            _add_clear_value(key, raw_value, result, found)
+            _add_clear(key, raw_value, result, found)
         else:
             if key == "country" and event_country is None:
                 event_country = _event_country(raw_value)
-            if type(raw_value) is str and key not in result:
-                digest_of = _cached_digest if kind is _REPEATING else _digest
-                digest, problem = digest_of(key, raw_value, None)
-                if problem is None:
-                    if digest is not None:
-                        result[key] = [digest]
-                    continue
-            _add_digests(key, raw_value, None, result, found)
+            _add_hashed(key, kind, raw_value, result, found)
 
-    context_country = event_country
-    if context_country is None and default_country is not None:
-        context_country = normalize_country(default_country)
+    context_country = _context_country(event_country, default_country)
     for key, raw_value in country_dependent:
-        if type(raw_value) is str and key not in result:
-            digest_of = _digest if key == "ph" else _cached_digest
-            digest, problem = digest_of(key, raw_value, context_country)
-            if problem is None:
-                if digest is not None:
-                    result[key] = [digest]
-                continue
-        _add_digests(key, raw_value, context_country, result, found)
+        _add_country_dependent(key, raw_value, context_country, result, found)
     return result, found, context_country
+
+
+_KeyPlan = tuple[str, str, Callable[[str], str | None] | None]
+
+
+def _context_country(event_country: str | None, default_country: str | None) -> str | None:
+    """The country phones, states and postal codes are read with: the event's, else the
+    default."""
+    if event_country is None and default_country is not None:
+        return normalize_country(default_country)
+    return event_country
+
+
+def _alias_plan(raw_key: Any, found: list[Diagnostic]) -> _KeyPlan | None:
+    """The plan of a key written another way (an alias, another case); None if unknown."""
+    key = canonical_key(raw_key)
+    if key is None:
+        found.append(_unknown_key(raw_key))
+        return None
+    return _KEY_PLANS[key]
+
+
+def _took_fast_digests(
+    key: str,
+    kind: str,
+    fast: Callable[[str], str | None],
+    raw_value: Any,
+    result: dict[str, Any],
+) -> bool:
+    """Whether a list of clean text values of a hashed key was hashed on the fast path."""
+    if type(raw_value) is not list or kind is _CLEAR:
+        return False
+    digests = _fast_digests(raw_value, fast)
+    if digests is None:
+        return False
+    if digests:
+        result[key] = digests
+    return True
+
+
+def _add_clear(key: str, raw_value: Any, result: dict[str, Any], found: list[Diagnostic]) -> None:
+    """A key Meta wants in clear text: the first usable value, unless one is already there."""
+    if key in result:
+        return
+    if type(raw_value) is str and raw_value.isascii():
+        text = raw_value.strip()
+        if text and len(text) != 64:
+            try:
+                result[key] = _NORMALIZERS[key](text, None)
+                return
+            except _Dropped:
+                pass  # the full path below reports it
+    _add_clear_value(key, raw_value, result, found)
+
+
+def _add_hashed(
+    key: str, kind: str, raw_value: Any, result: dict[str, Any], found: list[Diagnostic]
+) -> None:
+    """A hashed key read without a country: one clean text value, else the general path."""
+    if type(raw_value) is str and key not in result:
+        digest_of = _cached_digest if kind is _REPEATING else _digest
+        digest, problem = digest_of(key, raw_value, None)
+        if problem is None:
+            if digest is not None:
+                result[key] = [digest]
+            return
+    _add_digests(key, raw_value, None, result, found)
+
+
+def _add_country_dependent(
+    key: str,
+    raw_value: Any,
+    country: str | None,
+    result: dict[str, Any],
+    found: list[Diagnostic],
+) -> None:
+    """A key read with the context country (phone, state, postal code)."""
+    if type(raw_value) is str and key not in result:
+        digest_of = _digest if key == "ph" else _cached_digest
+        digest, problem = digest_of(key, raw_value, country)
+        if problem is None:
+            if digest is not None:
+                result[key] = [digest]
+            return
+    _add_digests(key, raw_value, country, result, found)
 
 
 @lru_cache(maxsize=4096)  # countries repeat from event to event, and are not contact data

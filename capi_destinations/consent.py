@@ -273,19 +273,23 @@ def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
     without LDU means nothing and is left out (``dpo_location_without_ldu``).
     """
     options = event.get("data_processing_options")
-    given = {key: event.get(key) for key in _DPO_LOCATION_KEYS if event.get(key) is not None}
-    found: list[Diagnostic] = []
     if options is not None and not (
         isinstance(options, list | tuple) and all(option == "LDU" for option in options)
     ):
-        found.append(
+        return [
             _dpo_error(
                 "data_processing_options",
                 'data_processing_options may only be ["LDU"] (Limited Data Use) or [] (not).',
                 'Send ["LDU"] exactly (capital letters) to ask for Limited Data Use, [] not to.',
             )
-        )
-        return found
+        ]
+    given = {key: event.get(key) for key in _DPO_LOCATION_KEYS if event.get(key) is not None}
+    return _location_value_errors(given) or _location_findings(bool(options), given)
+
+
+def _location_value_errors(given: Mapping[str, Any]) -> list[Diagnostic]:
+    """An error for each country or state that is not a value Meta documents."""
+    found: list[Diagnostic] = []
     for key, allowed, meaning in (
         ("data_processing_options_country", _DPO_COUNTRIES, "1 (United States) or 0"),
         ("data_processing_options_state", _DPO_STATES, "1000 (California) or 0"),
@@ -301,10 +305,13 @@ def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
                     f"Send {key} as the number {meaning}.",
                 )
             )
-    if found:
-        return found
-    if not options:
-        found.extend(
+    return found
+
+
+def _location_findings(ldu: bool, given: Mapping[str, Any]) -> list[Diagnostic]:
+    """What a valid country and state say with (``ldu``) or without Limited Data Use."""
+    if not ldu:
+        return [
             _warning(
                 "dpo_location_without_ldu",
                 key,
@@ -313,29 +320,29 @@ def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
                 'Send it together with data_processing_options ["LDU"], or leave it out.',
             )
             for key in given
-        )
-    elif len(given) == 1:
+        ]
+    if len(given) == 1:
         missing = next(key for key in _DPO_LOCATION_KEYS if key not in given)
-        found.append(
+        return [
             _dpo_error(
                 missing,
                 f"With Limited Data Use, {', '.join(given)} needs {missing} too.",
                 "Send both: 1 and 1000 for California, or 0 and 0 to let Meta geolocate.",
             )
-        )
-    elif (
+        ]
+    if (
         given.get("data_processing_options_state") == 1000
         and given.get("data_processing_options_country") != 1
     ):
-        found.append(
+        return [
             _dpo_error(
                 "data_processing_options_country",
                 "State 1000 (California) goes with country 1 (United States).",
                 "Send country 1 with state 1000, or 0 and 0 to let Meta geolocate.",
             )
-        )
-    elif not given:
-        found.append(
+        ]
+    if not given:
+        return [
             _warning(
                 "ldu_location_filled",
                 "data_processing_options",
@@ -344,8 +351,8 @@ def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
                 "Send data_processing_options_country and _state yourself (1 and 1000 for "
                 "California) if you know them.",
             )
-        )
-    return found
+        ]
+    return []
 
 
 def _dpo_error(field: str, message: str, fix: str) -> Diagnostic:

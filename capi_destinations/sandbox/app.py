@@ -141,40 +141,7 @@ class SandboxApp:
             if isinstance(body_params.get("data"), list)
             else RawData(str(params.get("data", "")), whole_body=False)
         )
-        record = self._request_record(environ, method, path, params, data)
-        fault, detail = self.state.begin_graph_request(record, method)
-        latency_ms = self.state.latency_ms_for(path)
-        if latency_ms:
-            self.state.wait(latency_ms / 1000)
-            if record["generation"] != self.state.generation:
-                # Reset while this request waited: it belongs to an earlier test.
-                raise DropConnection
-
-        faulty = self._fault_answer(fault, detail, record)
-        if faulty is not None:
-            return faulty
-        status, payload, headers, pixel_id, problem = self._answer_graph(
-            method, path, params, token, body_problem or data_problem, data, record, raw_data
-        )
-        if problem is not None:
-            return self._error(record, pixel_id, problem)
-        faults = self.state.faults
-        if fault == "none" and faults.rate_limit_every and detail is not None:
-            percent = round(100 * detail / faults.rate_limit_every)
-            headers.update(_usage_headers(percent, 0))
-        self.state.finish_graph_request(record, pixel_id, status, None)
-        return status, payload, headers
-
-    def _request_record(
-        self,
-        environ: WSGIEnviron,
-        method: str,
-        path: str,
-        params: dict[str, Any],
-        data: Any,
-    ) -> dict[str, Any]:
-        """What the sandbox keeps of one Graph request (secrets redacted, ``data`` apart)."""
-        return {
+        record: dict[str, Any] = {
             "method": method,
             "path": path,
             "params": {
@@ -189,9 +156,15 @@ class SandboxApp:
             "content_type": environ.get("CONTENT_TYPE", ""),
             "received_at": self.state.now(),
         }
+        fault, detail = self.state.begin_graph_request(record, method)
+        latency_ms = self.state.latency_ms_for(path)
+        if latency_ms:
+            self.state.wait(latency_ms / 1000)
+            if record["generation"] != self.state.generation:
+                # Reset while this request waited: it belongs to an earlier test.
+                raise DropConnection
 
-    def _fault_answer(self, fault: str, detail: Any, record: dict[str, Any]) -> Answer | None:
-        """The answer an injected fault gives instead of a real one; None for no such fault."""
+        pixel_id: str | None = None
         if fault == "scripted":
             answer: ScriptedAnswer = detail
             self.state.finish_graph_request(record, None, answer.status, _scripted_code(answer))
@@ -209,7 +182,18 @@ class SandboxApp:
             faults = self.state.faults
             headers = _usage_headers(100, faults.rate_limit_minutes)
             return self._error(record, None, errors.rate_limited(faults.rate_limit_code, headers))
-        return None
+
+        status, payload, headers, pixel_id, problem = self._answer_graph(
+            method, path, params, token, body_problem or data_problem, data, record, raw_data
+        )
+        if problem is not None:
+            return self._error(record, pixel_id, problem)
+        faults = self.state.faults
+        if fault == "none" and faults.rate_limit_every and detail is not None:
+            percent = round(100 * detail / faults.rate_limit_every)
+            headers.update(_usage_headers(percent, 0))
+        self.state.finish_graph_request(record, pixel_id, status, None)
+        return status, payload, headers
 
     def _error(
         self, record: dict[str, Any], pixel_id: str | None, problem: GraphAnswerError
@@ -233,11 +217,37 @@ class SandboxApp:
         record: dict[str, Any],
         raw_data: RawData,
     ) -> tuple[int, Any, dict[str, str], str | None, GraphAnswerError | None]:
-        route = self._route(method, path)
-        if isinstance(route, GraphAnswerError):
-            return 400, None, {}, None, route
-        pixel_id, is_events = route
-        problem = self._check_request(method, pixel_id, token, params, body_problem)
+        segments = [segment for segment in path.split("/") if segment]
+        if segments and parse_version(segments[0]) is not None:
+            version: str | None = segments[0]
+            segments = segments[1:]
+        else:
+            version = None
+            if segments and re.fullmatch(r"v\d.*", segments[0]):
+                return 400, None, {}, None, errors.unknown_path(path)
+        if not segments or len(segments) > 2:
+            return 400, None, {}, None, errors.unknown_path(path)
+        pixel_id = segments[0]
+        is_events = len(segments) == 2
+        if is_events and segments[1] != "events":
+            return 400, None, {}, None, errors.unknown_path(path)
+        if method not in ("GET", "POST") or (is_events and method != "POST"):
+            return 400, None, {}, None, errors.unknown_object(method, pixel_id)
+
+        if version is not None:
+            oldest = self.state.faults.oldest_version
+            parsed_oldest = parse_version(oldest)
+            parsed_version = parse_version(version)
+            if parsed_oldest and parsed_version and parsed_version < parsed_oldest:
+                return 400, None, {}, None, errors.deprecated_version(version, oldest)
+
+        problem = self._check_token(token)
+        if problem is None:
+            problem = self._check_pixel(method, pixel_id, token or "")
+        if problem is None:
+            problem = self._check_appsecret_proof(pixel_id, token or "", params)
+        if problem is None and body_problem is not None:
+            problem = errors.invalid_body(body_problem)
         if problem is not None:
             return 400, None, {}, pixel_id, problem
 
@@ -246,56 +256,6 @@ class SandboxApp:
         if method == "POST":
             return 400, None, {}, pixel_id, errors.unknown_object(method, pixel_id)
         return self._describe_pixel(pixel_id, params.get("fields"))
-
-    def _route(self, method: str, path: str) -> tuple[str, bool] | GraphAnswerError:
-        """(pixel id, whether it is the events edge) of a Graph path, or why there is none."""
-        segments = [segment for segment in path.split("/") if segment]
-        if segments and parse_version(segments[0]) is not None:
-            version: str | None = segments[0]
-            segments = segments[1:]
-        else:
-            version = None
-            if segments and re.fullmatch(r"v\d.*", segments[0]):
-                return errors.unknown_path(path)
-        if not segments or len(segments) > 2:
-            return errors.unknown_path(path)
-        pixel_id = segments[0]
-        is_events = len(segments) == 2
-        if is_events and segments[1] != "events":
-            return errors.unknown_path(path)
-        if method not in ("GET", "POST") or (is_events and method != "POST"):
-            return errors.unknown_object(method, pixel_id)
-        if version is not None:
-            problem = self._check_version(version)
-            if problem is not None:
-                return problem
-        return pixel_id, is_events
-
-    def _check_version(self, version: str) -> GraphAnswerError | None:
-        oldest = self.state.faults.oldest_version
-        parsed_oldest = parse_version(oldest)
-        parsed_version = parse_version(version)
-        if parsed_oldest and parsed_version and parsed_version < parsed_oldest:
-            return errors.deprecated_version(version, oldest)
-        return None
-
-    def _check_request(
-        self,
-        method: str,
-        pixel_id: str,
-        token: str | None,
-        params: dict[str, Any],
-        body_problem: str | None,
-    ) -> GraphAnswerError | None:
-        """The first problem with the token, the pixel, the appsecret proof or the body."""
-        problem = self._check_token(token)
-        if problem is None:
-            problem = self._check_pixel(method, pixel_id, token or "")
-        if problem is None:
-            problem = self._check_appsecret_proof(pixel_id, token or "", params)
-        if problem is None and body_problem is not None:
-            problem = errors.invalid_body(body_problem)
-        return problem
 
     def _check_token(self, token: str | None) -> GraphAnswerError | None:
         if not token:

@@ -493,7 +493,7 @@ def _enrich_user_data(
     return _REPLACED if "fbc" in given else _BUILT
 
 
-def _fill_from_request(user_data: dict[str, Any], enrichment: _Enrichment) -> set[str]:
+def _fill_from_request(user_data: dict[str, Any], enrichment: _Enrichment) -> set[str | None]:
     """Fill the keys the caller left empty from the request; returns the keys now given."""
     # The caller's own values always win, whether given under Meta's key or an alias.
     given = {
@@ -513,7 +513,7 @@ def _fill_from_request(user_data: dict[str, Any], enrichment: _Enrichment) -> se
     return given
 
 
-def _keeps_given_fbc(user_data: dict[str, Any], given: set[str], fbclid: str) -> bool:
+def _keeps_given_fbc(user_data: dict[str, Any], given: set[str | None], fbclid: str) -> bool:
     """Whether the fbc given stays: the same click (seen first back then), or a value diagnose
     reports; False when there is none."""
     if "fbc" not in given:

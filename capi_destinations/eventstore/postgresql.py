@@ -53,7 +53,7 @@ class PostgreSQLEventStore(EventStore):
         assignments = ", ".join(
             f"{quote(f.column)} = incoming.{quote(f.column)}" for f in REPLACED_FIELDS
         )
-        id_type = Event._meta.pk.rel_db_type(self.connection)
+        id_type = Event._meta.pk.rel_db_type(self.connection)  # type: ignore[attr-defined]  # not in the stubs
         sql = (
             f"UPDATE {self.table} AS stored SET {assignments} "  # noqa: S608
             f"FROM jsonb_to_recordset(%s::jsonb) AS incoming(id {id_type}, "

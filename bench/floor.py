@@ -493,8 +493,10 @@ def deliver_sql(v: Variant) -> str:
 ATTEMPT_SQL = (
     "INSERT INTO capi_destinations_deliveryattempt (started_at, duration_ms, event_count,"
     " test_event_code, http_status, events_received, fbtrace_id, category, error_type,"
-    " error_message, error_user_title, error_user_msg, outcome, destination_id)"
-    " VALUES (%s, 120, %s, '', 200, %s, 'AbCdEf123', '', '', '', '', '', 'delivered', %s)"
+    " error_message, error_user_title, error_user_msg, messages, error_data, canary, outcome,"
+    " destination_id)"
+    " VALUES (%s, 120, %s, '', 200, %s, 'AbCdEf123', '', '', '', '', '', '[]', NULL, false,"
+    " 'delivered', %s)"
     " RETURNING id"
 )
 LINK_SQL = (

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import NotSupportedError, connection
+from django.db.backends.dummy.base import DatabaseWrapper as DummyDatabase
 
 from capi_destinations import clock as app_clock
 from capi_destinations import eventstore
@@ -109,6 +110,14 @@ def test_the_store_matches_the_database(store: eventstore.EventStore) -> None:
     expected = {"postgresql": PostgreSQLEventStore, "sqlite": SQLiteEventStore}
     assert type(store) is expected[connection.vendor]
     assert 1 <= store.chunk_size() <= eventstore.CHUNK_SIZE
+
+
+def test_other_databases_are_refused() -> None:
+    # Django's own placeholder backend stands for any database the app does not support.
+    other = DummyDatabase({"ENGINE": "django.db.backends.dummy", "NAME": ""}, alias="other")
+
+    with pytest.raises(NotSupportedError, match="PostgreSQL or SQLite, not unknown"):
+        eventstore.store_on(other)
 
 
 def test_insert_returns_only_the_rows_it_inserted(

@@ -9,6 +9,7 @@ PostgreSQL and SQLite (3.35 or later); ``store_for`` refuses any other database.
 from __future__ import annotations
 
 from django.db import NotSupportedError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from capi_destinations.eventstore.base import CHUNK_SIZE, Candidate, EventStore
 from capi_destinations.eventstore.plan import BatchPlan, Planned, corrects, plan_batch, reuses
@@ -27,6 +28,7 @@ __all__ = [
     "plan_batch",
     "reuses",
     "store_for",
+    "store_on",
 ]
 
 _STORES: dict[str, type[EventStore]] = {
@@ -40,7 +42,11 @@ def store_for(database: str) -> EventStore:
 
     Raises ``NotSupportedError`` for a database the app does not support.
     """
-    connection = connections[database]
+    return store_on(connections[database])
+
+
+def store_on(connection: BaseDatabaseWrapper) -> EventStore:
+    """The event store writing through ``connection``; see ``store_for``."""
     store = _STORES.get(connection.vendor)
     if store is None:
         raise NotSupportedError(

@@ -93,6 +93,16 @@ class Health(models.TextChoices):
     UNHEALTHY = "unhealthy", "Unhealthy"
 
 
+class BlockKind(models.TextChoices):
+    """Why a destination's delivery is blocked (blank while it is not)."""
+
+    # Meta refused the token (an ``auth`` or ``permission`` answer): a new token lifts it.
+    TOKEN = "token", "Meta refused the token"
+    # Meta refuses every request whatever its events (a wrong test event code, Limited Data
+    # Use required): a canary Meta accepts lifts it.
+    EVERY_REQUEST = "every_request", "Meta refuses every request"
+
+
 class ConsentPolicy(models.TextChoices):
     SEND_ALWAYS = "send_always", "Send regardless of consent"
     REQUIRE_CONSENT = "require_consent", "Require advertising consent (suppress when denied)"
@@ -272,13 +282,18 @@ class Destination(models.Model):
     health_transient_failures = models.PositiveIntegerField(default=0)
     pixel_name = models.CharField(max_length=255, blank=True)
 
-    # Delivery state, written by dispatch.py.
+    # Delivery state, written by delivery_state.py.
     paused_until = models.DateTimeField(null=True, blank=True)
     pause_reason = models.TextField(blank=True)
     blocked_reason = models.TextField(
         blank=True, help_text="Set when Meta refused the token; sending stops until it is fixed."
     )
     blocked_at = models.DateTimeField(null=True, blank=True)
+    # What kind of refusal the block is (blank while not blocked, and for a block written
+    # before kinds existed, which counts as a refused token).
+    block_kind = models.CharField(
+        max_length=16, choices=BlockKind.choices, blank=True, editable=False
+    )
     # The fingerprint of the token Meta refused: a block never outlives that token, whichever
     # path replaced it (blank: a block written before fingerprints, taken as the current token's).
     blocked_token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
@@ -453,8 +468,14 @@ class Destination(models.Model):
             ):
                 self.blocked_reason = ""
                 self.blocked_at = None
+                self.block_kind = ""
                 self.blocked_token_fingerprint = ""
-                written |= {"blocked_reason", "blocked_at", "blocked_token_fingerprint"}
+                written |= {
+                    "blocked_reason",
+                    "blocked_at",
+                    "block_kind",
+                    "blocked_token_fingerprint",
+                }
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, *written}
         super().save(*args, **kwargs)

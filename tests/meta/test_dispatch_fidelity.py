@@ -20,7 +20,7 @@ from django.test import Client
 from django.urls import reverse
 
 from capi_destinations import clock as app_clock
-from capi_destinations import dispatch, graph
+from capi_destinations import delivery_state, dispatch, graph
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -312,7 +312,7 @@ def test_a_blocked_destination_is_released_by_one_of_its_own_waiting_events(
     block_with_a_refused_token(env, destination)
     before = len(env.requests())
 
-    clock.advance(dispatch.CANARY_FIRST_DELAY)
+    clock.advance(delivery_state.CANARY_FIRST_DELAY)
     dispatch.dispatch_pending()
 
     canary_request, *rest = env.requests()[before:]
@@ -336,7 +336,7 @@ def test_no_canary_before_its_time_and_a_refused_one_doubles_the_wait(
     blocked_at = Destination.objects.get(pk=destination.pk).blocked_at
     before = len(env.requests())
 
-    clock.advance(dispatch.CANARY_FIRST_DELAY - timedelta(seconds=1))
+    clock.advance(delivery_state.CANARY_FIRST_DELAY - timedelta(seconds=1))
     dispatch.dispatch_pending()
     assert len(env.requests()) == before
 
@@ -348,11 +348,11 @@ def test_no_canary_before_its_time_and_a_refused_one_doubles_the_wait(
     assert len(env.requests()) == before + 1
     assert stored.is_blocked
     assert stored.blocked_at == blocked_at
-    assert stored.canary_due_at == app_clock.now() + dispatch.CANARY_FIRST_DELAY
+    assert stored.canary_due_at == app_clock.now() + delivery_state.CANARY_FIRST_DELAY
     assert set(Event.objects.values_list("status", "attempts")) == {(EventStatus.PENDING, 0)}
     assert env.events() == []
-    assert dispatch.canary_delay(blocked_at, blocked_at + timedelta(days=1)) == (
-        dispatch.CANARY_MAX_DELAY
+    assert delivery_state.canary_delay(blocked_at, blocked_at + timedelta(days=1)) == (
+        delivery_state.CANARY_MAX_DELAY
     )
 
 

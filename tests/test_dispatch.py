@@ -17,6 +17,7 @@ from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
     AuditEntry,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -547,6 +548,7 @@ def test_a_revoked_token_blocks_only_its_destination(
     revoked.refresh_from_db()
     assert report.held == 3
     assert revoked.blocked_reason
+    assert revoked.block_kind == BlockKind.TOKEN
     assert revoked.blocked_at == app_clock.now()
     assert revoked.health == Health.UNHEALTHY
     assert revoked.token_hint not in revoked.blocked_reason
@@ -569,6 +571,7 @@ def test_a_revoked_token_blocks_only_its_destination(
 
     revoked.refresh_from_db()
     assert revoked.blocked_reason == ""
+    assert revoked.block_kind == ""
     assert statuses(revoked) == {EventStatus.DELIVERED: 4}
     assert len(sent_event_ids(env, pixel_id=revoked.pixel_id)) == 4
 

@@ -23,6 +23,7 @@ from capi_destinations import clock as app_clock
 from capi_destinations import delivery_state, dispatch, graph
 from capi_destinations.models import (
     AttemptOutcome,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -220,6 +221,8 @@ def test_a_refusal_of_every_request_holds_the_destination_without_failing_events
     stored = Destination.objects.get(pk=destination.pk)
     assert stored.is_blocked
     assert stored.blocked_reason.startswith("Meta refuses every request for this destination")
+    assert stored.block_kind == BlockKind.EVERY_REQUEST
+    assert delivery_state.refuses_every_request(stored)
     assert user_msg in stored.blocked_reason
     assert env.events() == []
     assert_only_tracked_events_reached(env)
@@ -320,7 +323,9 @@ def test_a_blocked_destination_is_released_by_one_of_its_own_waiting_events(
     assert env.events()[0]["event_id"] == events[-1].event_id
     assert rest
     assert all(request["status"] == 200 for request in rest)
-    assert not Destination.objects.get(pk=destination.pk).is_blocked
+    lifted = Destination.objects.get(pk=destination.pk)
+    assert not lifted.is_blocked
+    assert lifted.block_kind == ""
     received = assert_only_tracked_events_reached(env)
     assert received == Counter({event.event_id: 1 for event in events})
     assert DeliveryAttempt.objects.filter(canary=True, outcome=AttemptOutcome.DELIVERED).count()

@@ -38,14 +38,21 @@ What each answer does:
 A blocked destination is released by one of its own waiting events, never a synthetic one: its
 newest waiting event is sent alone (the canary) one minute after the block, then after waits
 that double up to an hour, or at once when a health check finds that Meta accepts the token
-again (:func:`request_canary`). Accepted (or refused for its own content), the block is lifted
-and the other events follow; refused like before, the destination stays blocked.
+again (``delivery_state.request_canary``). Accepted (or refused for its own content), the block
+is lifted and the other events follow; refused like before, the destination stays blocked.
 
 A block belongs to the token that earned it: it records that token's fingerprint
-(``Destination.blocked_token_fingerprint``). Saving a new token lifts it (``Destination.save``);
-a token written with ``QuerySet.update()``, which runs no Python, is found at the start of the
-next pass (:func:`release_outlived_blocks`, which reads the tokens of the blocked destinations
-only, to compare fingerprints) or by the next health check, and the held events go out.
+(``Destination.blocked_token_fingerprint``) and its kind (``Destination.block_kind``). Saving a
+new token lifts it (``Destination.save``); a token written with ``QuerySet.update()``, which runs
+no Python, is found at the start of the next pass (``delivery_state.release_outlived_blocks``,
+which reads the tokens of the blocked destinations only, to compare fingerprints) or by the
+next health check, and the held events go out.
+
+Every write of a destination's delivery state (block, pause, canary, release) is
+:mod:`capi_destinations.delivery_state`'s; a health transition is
+:mod:`capi_destinations.health_status`'s; queueing a task is
+:mod:`capi_destinations.queueing`'s. This module imports none of ``health``, ``tasks`` or
+``destinations``.
 """
 
 from __future__ import annotations
@@ -871,7 +878,7 @@ class _Dispatcher:
         Never a synthetic event: the canary is the destination's newest waiting event, sent
         alone. Accepted, or refused for its own content, the block is lifted and the rest
         follow in this pass; refused like before, the destination stays blocked and the next
-        canary waits twice as long (:func:`canary_delay`).
+        canary waits twice as long (``delivery_state.canary_delay``).
         """
         now = clock.now()
         due = Destination.objects.filter(enabled=True, canary_due_at__lte=now).exclude(

@@ -37,7 +37,10 @@ limit) is not a verdict on the destination: it keeps its status until
 
 Status changes are written with a compare-and-set (``UPDATE … WHERE id = x AND health = old``)
 so two processes checking the same destination never both record one change, and each change
-sends ``signals.destination_health_changed`` once, after the transaction commits.
+sends ``signals.destination_health_changed`` once, after the transaction commits: both are
+:mod:`capi_destinations.health_status`'s, which the delivery engine uses too. This module decides
+the verdict; it never imports the delivery engine (a block is read from, and a canary requested
+through, :mod:`capi_destinations.delivery_state`).
 
 Many destinations are checked by :func:`check_all_destinations`: a bounded thread pool makes
 only the Graph calls (each with the client's connect/read timeouts), while the calling thread

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.signals import setting_changed
 from django.core.validators import RegexValidator
 from django.db import models
 from fernet_fields import EncryptedTextField
@@ -768,7 +767,8 @@ class AuditEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.destination_label}"
 
 
-def _forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
+def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver (``receivers`` connects it) for the encrypted fields."""
     # fernet_fields caches the keys on each field instance; drop them when FERNET_KEYS changes
     # (tests with override_settings, key rotation) so the new keys take effect.
     if setting not in ("FERNET_KEYS", "SECRET_KEY"):
@@ -778,6 +778,3 @@ def _forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
             if isinstance(field, EncryptedTextField):
                 for cached in ("keys", "fernet_keys", "fernet"):
                     field.__dict__.pop(cached, None)
-
-
-setting_changed.connect(_forget_fernet_keys)

@@ -8,7 +8,9 @@ What follows a change, whichever path made it (a page, the admin, the shell, a c
   health-checked at once, and once enabled its waiting events are dispatched;
 - events recorded (``events_recorded``): a dispatch is queued, so they leave within seconds;
 - ``migrate`` (``post_migrate``): the django-q2 schedules exist;
-- a destination saved or deleted: the ingest endpoint forgets its cached destinations.
+- a destination saved or deleted: the ingest endpoint forgets its cached destinations;
+- a setting changed (``override_settings`` in tests, key rotation): the app's settings and the
+  encrypted fields' keys are read again.
 
 Each receiver is a thin call into the module that owns the work; queueing never fails the
 request that sent the signal (:mod:`capi_destinations.queueing`).
@@ -19,10 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig, apps
+from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_migrate, post_save
 
 from capi_destinations import delivery_state, queueing, signals, tasks
-from capi_destinations.models import Destination
+from capi_destinations.conf import reload_on_setting_changed
+from capi_destinations.models import Destination, forget_fernet_keys
 from capi_destinations.views import ingest as ingest_views
 
 
@@ -69,7 +73,12 @@ def ensure_schedules_after_migrate(sender: Any, **kwargs: Any) -> None:
 
 
 def connect(app_config: AppConfig) -> None:
-    """Connect every receiver above (idempotent: each has a ``dispatch_uid``)."""
+    """Connect every receiver of the app (idempotent: each has a ``dispatch_uid``)."""
+    # Settings first: the receivers below read them.
+    setting_changed.connect(
+        reload_on_setting_changed, dispatch_uid="capi_destinations.reload_settings"
+    )
+    setting_changed.connect(forget_fernet_keys, dispatch_uid="capi_destinations.fernet_keys")
     # Delivery first, then the health check: both run after the change commits.
     signals.destination_token_replaced.connect(
         resume_after_token_replaced, dispatch_uid="capi_destinations.dispatch.on_token_replaced"

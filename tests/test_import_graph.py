@@ -134,3 +134,17 @@ def test_the_script_passes_a_graph_without_cycles(tmp_path: Path) -> None:
 
     assert run.returncode == 0, run.stdout
     assert "0 cycle group(s)" in run.stdout
+
+
+def test_every_signal_receiver_is_connected_in_receivers() -> None:
+    connected_in = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "connect"
+        # `receivers.connect(app_config)` itself, called from AppConfig.ready.
+        and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "receivers")
+    )
+    assert set(connected_in) == {"receivers.py"}

@@ -32,6 +32,7 @@ from django.views.decorators.debug import sensitive_variables
 from capi_destinations import clock, queueing, tokens
 from capi_destinations.models import BlockKind, Destination
 
+# The dispatcher's logger: a block lifted is news of the delivery engine.
 logger = logging.getLogger("capi_destinations.dispatch")
 
 #: How a block set because Meta refuses every request, whatever its events, begins (the

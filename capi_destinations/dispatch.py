@@ -1311,7 +1311,7 @@ def requeue(events: QuerySet[Event] | Iterable[int], *, reason: str) -> dict[int
     now = clock.now()
     chosen = events if isinstance(events, QuerySet) else Event.objects.filter(pk__in=list(events))
     eligible = Event.objects.filter(
-        pk__in=chosen.values("pk"),
+        pk__in=chosen.values_list("pk", flat=True),
         status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
     ).exclude(_outside_window(now))
     by_destination: dict[int, list[int]] = defaultdict(list)

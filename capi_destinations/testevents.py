@@ -25,9 +25,6 @@ TEST_EVENT_USER_AGENT = "django-capi-destinations test event"
 TEST_EVENT_IP = "192.0.2.1"
 
 
-# --- Test events --------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class TestEventResult:
     """Meta's answer to a test event, for inline display."""

@@ -123,12 +123,7 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
     Raises ``ValidationError`` for invalid values (nothing is saved then).
     """
     _refuse_unknown_fields(changes)
-    for secret_field in SECRET_FIELDS:
-        if secret_field in changes:
-            # Surrounding whitespace is a paste artefact, not a different secret.
-            changes[secret_field] = (changes[secret_field] or "").strip()
-            if not changes[secret_field]:
-                del changes[secret_field]
+    _keep_blank_secrets(changes)
     changed = [name for name, value in changes.items() if getattr(destination, name) != value]
     if not changed:
         return []
@@ -146,33 +141,13 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
         raise
     with transaction.atomic():
         destination.save()
-        plain = sorted(name for name in changed if name not in SECRET_FIELDS)
-        if plain:
-            audit(
-                destination,
-                AuditAction.UPDATED,
-                actor=actor,
-                detail={
-                    "fields": plain,
-                    **({"app_secret": "replaced"} if "app_secret" in changed else {}),
-                },
-            )
-        elif "app_secret" in changed:
-            audit(destination, AuditAction.UPDATED, actor=actor, detail={"app_secret": "replaced"})
-        if token_replaced:
-            audit(
-                destination,
-                AuditAction.TOKEN_REPLACED,
-                actor=actor,
-                detail={"token_hint": destination.token_hint},
-            )
-            audit_shared_token(destination, actor=actor)
-        if destination.enabled != was_enabled:
-            audit(
-                destination,
-                AuditAction.ENABLED if destination.enabled else AuditAction.DISABLED,
-                actor=actor,
-            )
+        _audit_update(
+            destination,
+            changed,
+            actor=actor,
+            token_replaced=token_replaced,
+            was_enabled=was_enabled,
+        )
     if token_replaced:
         signals.destination_token_replaced.send(
             sender=Destination, destination=destination, actor=actor
@@ -182,6 +157,47 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
             sender=Destination, destination=destination, enabled=destination.enabled, actor=actor
         )
     return changed
+
+
+@sensitive_variables()
+def _keep_blank_secrets(changes: dict[str, Any]) -> None:
+    # A blank secret keeps the stored one; surrounding whitespace is a paste artefact, not a
+    # different secret.
+    for secret_field in SECRET_FIELDS:
+        if secret_field in changes:
+            changes[secret_field] = (changes[secret_field] or "").strip()
+            if not changes[secret_field]:
+                del changes[secret_field]
+
+
+def _audit_update(
+    destination: Destination,
+    changed: list[str],
+    *,
+    actor: Any,
+    token_replaced: bool,
+    was_enabled: bool,
+) -> None:
+    """The audit entries of one saved edit: fields, a new app secret, a new token, on/off."""
+    plain = sorted(name for name in changed if name not in SECRET_FIELDS)
+    secret = {"app_secret": "replaced"} if "app_secret" in changed else {}
+    if plain or secret:
+        detail = {"fields": plain, **secret} if plain else secret
+        audit(destination, AuditAction.UPDATED, actor=actor, detail=detail)
+    if token_replaced:
+        audit(
+            destination,
+            AuditAction.TOKEN_REPLACED,
+            actor=actor,
+            detail={"token_hint": destination.token_hint},
+        )
+        audit_shared_token(destination, actor=actor)
+    if destination.enabled != was_enabled:
+        audit(
+            destination,
+            AuditAction.ENABLED if destination.enabled else AuditAction.DISABLED,
+            actor=actor,
+        )
 
 
 # --- One token for several clients ---------------------------------------------------------------

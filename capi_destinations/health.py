@@ -838,19 +838,14 @@ def _decide(
 ) -> Verdict:
     threshold = max(1, int(app_settings.HEALTH_TRANSIENT_FAILURE_THRESHOLD))
     transient_failures = old_transient_failures + 1 if probe.unreachable else 0
-    checks = [
-        _check_sending_enabled(destination),
-        _check_token_format(destination),
-        _check_meta_accepts_token(
-            destination, probe, facts, failures_in_a_row=transient_failures, threshold=threshold
-        ),
-        _check_deliveries_accepted(destination, probe),
-        _check_delivery_failure_rate(facts),
-        _check_queue_moving(destination, facts, now=now),
-        _check_graph_api_version(destination, now=now),
-        _check_test_mode(destination),
-        _check_match_quality(destination, facts),
-    ]
+    checks = _run_checks(
+        destination,
+        probe,
+        facts,
+        failures_in_a_row=transient_failures,
+        threshold=threshold,
+        now=now,
+    )
     failed = [check for check in checks if check.failed]
     if failed:
         return Verdict(Health.UNHEALTHY, [c.reason() for c in failed], checks, transient_failures)
@@ -862,17 +857,54 @@ def _decide(
             return Verdict(Health.HEALTHY, [], checks, transient_failures)
         return Verdict(Health.UNKNOWN, [token_check.reason()], checks, transient_failures)
     if probe.unreachable:
-        # No verdict from Meta and nothing else wrong: keep the status. An unhealthy one keeps
-        # the old reasons this run could not clear (a refused token stays the likely cause).
-        unreachable = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
-        if old_health == Health.HEALTHY:
-            return Verdict(old_health, [], checks, transient_failures)
-        passed_now = {check.name for check in checks if check.ok}
-        still_open = [reason for reason in old_reasons if reason.get("name") not in passed_now]
-        if old_health == Health.UNKNOWN or not still_open:
-            still_open = [unreachable.reason()]
-        return Verdict(old_health, still_open, checks, transient_failures)
+        reasons = _reasons_kept_while_unreachable(checks, token_check, old_health, old_reasons)
+        return Verdict(old_health, reasons, checks, transient_failures)
     return Verdict(Health.HEALTHY, [], checks, transient_failures)
+
+
+def _run_checks(
+    destination: Destination,
+    probe: TokenProbe,
+    facts: DeliveryFacts,
+    *,
+    failures_in_a_row: int,
+    threshold: int,
+    now: datetime,
+) -> list[CheckResult]:
+    """Every check, in the order they are shown."""
+    return [
+        _check_sending_enabled(destination),
+        _check_token_format(destination),
+        _check_meta_accepts_token(
+            destination, probe, facts, failures_in_a_row=failures_in_a_row, threshold=threshold
+        ),
+        _check_deliveries_accepted(destination, probe),
+        _check_delivery_failure_rate(facts),
+        _check_queue_moving(destination, facts, now=now),
+        _check_graph_api_version(destination, now=now),
+        _check_test_mode(destination),
+        _check_match_quality(destination, facts),
+    ]
+
+
+def _reasons_kept_while_unreachable(
+    checks: list[CheckResult],
+    unreachable: CheckResult,
+    old_health: str,
+    old_reasons: list[dict[str, str]],
+) -> list[dict[str, str]]:
+    """No verdict from Meta and nothing else wrong: the status stays, with these reasons.
+
+    A healthy destination keeps none; an unhealthy one keeps the old reasons this run could not
+    clear (a refused token stays the likely cause), else the unreachable check's.
+    """
+    if old_health == Health.HEALTHY:
+        return []
+    passed_now = {check.name for check in checks if check.ok}
+    still_open = [reason for reason in old_reasons if reason.get("name") not in passed_now]
+    if old_health == Health.UNKNOWN or not still_open:
+        still_open = [unreachable.reason()]
+    return still_open
 
 
 def _evaluate_and_record(

@@ -92,16 +92,6 @@ class Health(models.TextChoices):
     UNHEALTHY = "unhealthy", "Unhealthy"
 
 
-class BlockKind(models.TextChoices):
-    """Why a destination's delivery is blocked (blank while it is not)."""
-
-    # Meta refused the token (an ``auth`` or ``permission`` answer): a new token lifts it.
-    TOKEN = "token", "Meta refused the token"
-    # Meta refuses every request whatever its events (a wrong test event code, Limited Data
-    # Use required): a canary Meta accepts lifts it.
-    EVERY_REQUEST = "every_request", "Meta refuses every request"
-
-
 class ConsentPolicy(models.TextChoices):
     SEND_ALWAYS = "send_always", "Send regardless of consent"
     REQUIRE_CONSENT = "require_consent", "Require advertising consent (suppress when denied)"
@@ -202,6 +192,16 @@ def new_ingest_secret() -> str:
 def hash_ingest_secret(secret: str) -> str:
     # The secret has 256 bits of entropy, so a plain SHA-256 is enough (no password hashing).
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class BlockKind(models.TextChoices):
+    """Why a destination's delivery is blocked (blank while it is not)."""
+
+    # Meta refused the token (an ``auth`` or ``permission`` answer): a new token lifts it.
+    TOKEN = "token", "Meta refused the token"
+    # Meta refuses every request whatever its events (a wrong test event code, Limited Data
+    # Use required): a canary Meta accepts lifts it.
+    EVERY_REQUEST = "every_request", "Meta refuses every request"
 
 
 class DestinationQuerySet(models.QuerySet["Destination"]):

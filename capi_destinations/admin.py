@@ -28,7 +28,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import access, destinations, dispatch, health, tokens
+from capi_destinations import access, destinations, health, tokens
 from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
@@ -603,7 +603,7 @@ class EventAdmin(TenantScopedAdmin):
         queryset = self.rows_to_change(request, queryset)
         if queryset is None:
             return
-        count = dispatch.redeliver(queryset, actor=request.user)
+        count = destinations.redeliver(queryset, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
 

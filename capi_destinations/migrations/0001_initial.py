@@ -171,6 +171,18 @@ class Migration(migrations.Migration):
                 ),
                 ("blocked_at", models.DateTimeField(blank=True, null=True)),
                 (
+                    "block_kind",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("token", "Meta refused the token"),
+                            ("every_request", "Meta refuses every request"),
+                        ],
+                        editable=False,
+                        max_length=16,
+                    ),
+                ),
+                (
                     "blocked_token_fingerprint",
                     models.CharField(blank=True, editable=False, max_length=64),
                 ),

@@ -71,7 +71,7 @@ _EVENT_ID_MAX = Event._meta.get_field("event_id").max_length or 255
 _ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
 # Real fbclids are URL-safe base64; anything else is not turned into an fbc.
 _FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
-_RESULT_FOR_STATUS = {
+_RESULT_FOR_STATUS: dict[str, str] = {
     EventStatus.PENDING: STORED,
     EventStatus.REJECTED: REJECTED,
     EventStatus.SUPPRESSED: SUPPRESSED,

@@ -28,7 +28,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import access, destinations, dispatch, health, tokens
+from capi_destinations import access, destinations, health
+from capi_destinations.forms import WriteOnlySecretsMixin
 from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
@@ -153,7 +154,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return None
 
 
-class DestinationAdminForm(forms.ModelForm):
+class DestinationAdminForm(WriteOnlySecretsMixin):
     """The token is write-only: the field is always empty, and blank keeps the stored token."""
 
     access_token = forms.CharField(
@@ -172,31 +173,6 @@ class DestinationAdminForm(forms.ModelForm):
     class Meta:
         model = Destination
         fields = ["tenant", *destinations.EDITABLE_FIELDS]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Never send a stored secret back to the browser.
-        self.initial["access_token"] = ""
-        self.initial["app_secret"] = ""
-        if self.instance.pk:
-            self.fields["access_token"].help_text = (
-                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
-                "to replace it."
-            )
-
-    def clean_access_token(self) -> str:
-        value = self.cleaned_data.get("access_token", "")
-        if not value and self.instance.pk:
-            return self.instance.access_token
-        return tokens.clean_access_token(value)
-
-    def clean_app_secret(self) -> str:
-        value = self.cleaned_data.get("app_secret", "").strip()
-        if not value and self.instance.pk:
-            return self.instance.app_secret
-        if value and any(character.isspace() for character in value):
-            raise ValidationError("The app secret contains whitespace.")
-        return value
 
 
 @admin.register(Tenant)
@@ -221,16 +197,11 @@ class MembershipAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        instance = self.instance
-        leaves_admin = cleaned.get("role") != Role.ADMIN or (
-            cleaned.get("tenant") is not None and cleaned["tenant"].pk != instance.tenant_id
-        )
-        if instance.pk is not None and leaves_admin and access.is_last_admin(instance):
-            raise ValidationError(LAST_ADMIN_MESSAGE, code="last_admin")
+        # Early, for an error on the form; access.update_membership decides under the lock.
+        tenant = cleaned.get("tenant")
+        if "role" in cleaned and tenant is not None:
+            access.check_admin_kept(self.instance, role=cleaned["role"], tenant_id=tenant.pk)
         return cleaned
-
-
-LAST_ADMIN_MESSAGE = "This is the tenant's last admin. Make someone else an admin first."
 
 
 @admin.register(Membership)
@@ -261,12 +232,10 @@ class MembershipAdmin(TenantScopedAdmin):
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         membership = self.get_object(request, object_id)
-        if membership is not None and access.is_last_admin(membership):
-            self.message_user(request, LAST_ADMIN_MESSAGE, messages.ERROR)
-            return HttpResponseRedirect(
-                reverse("admin:capi_destinations_membership_change", args=[membership.pk])
-            )
         try:
+            if membership is not None and request.method != "POST":
+                # The confirmation page says it at once; access.remove_member decides.
+                access.refuse_to_orphan(Membership.objects.filter(pk=membership.pk))
             return super().delete_view(request, object_id, extra_context)
         except ValidationError as error:
             return self._refused(request, error, object_id)
@@ -307,16 +276,10 @@ def _delete_keeping_an_admin(
     modeladmin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
 ) -> HttpResponse | None:
     """Django's "Delete selected", refused when it would leave a tenant without an admin."""
-    orphaned = access.tenants_left_without_admin(queryset)
-    if orphaned:
-        modeladmin.message_user(
-            request,
-            f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
-            "Make someone else an admin first.",
-            messages.ERROR,
-        )
-        return None
     try:
+        if "post" not in request.POST:
+            # The confirmation page says it at once; access.remove_members decides.
+            access.refuse_to_orphan(queryset, many=True)
         # One transaction: a refusal under the lock also undoes the admin's log entries.
         with transaction.atomic():
             return delete_selected(modeladmin, request, queryset)
@@ -603,7 +566,7 @@ class EventAdmin(TenantScopedAdmin):
         queryset = self.rows_to_change(request, queryset)
         if queryset is None:
             return
-        count = dispatch.redeliver(queryset, actor=request.user)
+        count = destinations.redeliver_events(queryset, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, dispatch, graph, health, signals, tokens
@@ -318,7 +319,19 @@ def redeliver_failed(
     events = Event.objects.filter(destination=destination, status__in=REDELIVERABLE_STATUSES)
     if event_ids is not None:
         events = events.filter(pk__in=list(event_ids))
-    return dispatch.redeliver(events, actor=_user_or_none(actor))
+    return redeliver_events(events, actor=actor)
+
+
+def redeliver_events(events: QuerySet[Event], *, actor: Any) -> int:
+    """Put those of ``events`` that failed or expired inside Meta's window back in the queue.
+
+    The one service behind the pages' "Redeliver" buttons and the admin's actions; returns how
+    many went back. Each destination concerned gets a ``redelivered`` audit entry naming
+    ``actor``.
+    """
+    return dispatch.redeliver(
+        events.filter(status__in=REDELIVERABLE_STATUSES), actor=_user_or_none(actor)
+    )
 
 
 # --- Checking a token before it is saved --------------------------------------------------------

@@ -27,7 +27,47 @@ def token_widget() -> forms.PasswordInput:
     )
 
 
-class DestinationForm(forms.ModelForm):
+class WriteOnlySecretsMixin(forms.ModelForm):
+    """A destination's access token and app secret as write-only fields: the base of the pages'
+    destination form and of the admin's, so both keep secrets the same way.
+
+    The fields always render empty (a stored secret is never sent back to the browser), blank on
+    edit keeps what is stored (the model sees no change), and a new token is checked as
+    ``tokens.clean_access_token`` checks it. Subclasses declare the two fields with their own
+    labels and help texts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["access_token"] = ""
+        self.initial["app_secret"] = ""
+        if self.is_edit:
+            self.fields["access_token"].help_text = (
+                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
+                "to replace it."
+            )
+
+    @property
+    def is_edit(self) -> bool:
+        """Whether the form edits a stored destination (blank secrets then keep the stored)."""
+        return self.instance.pk is not None
+
+    def clean_access_token(self) -> str:
+        value = self.cleaned_data.get("access_token", "")
+        if not value and self.is_edit:
+            return str(self.instance.access_token)
+        return tokens.clean_access_token(value)
+
+    def clean_app_secret(self) -> str:
+        value = (self.cleaned_data.get("app_secret") or "").strip()
+        if not value and self.is_edit:
+            return str(self.instance.app_secret)
+        if any(character.isspace() for character in value):
+            raise ValidationError("The app secret contains whitespace.", code="secret_whitespace")
+        return value
+
+
+class DestinationForm(WriteOnlySecretsMixin):
     """Add or edit a destination. The token is write-only: blank on edit keeps the stored one."""
 
     access_token = forms.CharField(
@@ -72,26 +112,19 @@ class DestinationForm(forms.ModelForm):
             kwargs["instance"] = Destination(tenant=tenant)
         super().__init__(*args, **kwargs)
         self.tenant = tenant
-        self.initial["access_token"] = ""
-        self.initial["app_secret"] = ""
         self.fields["pixel_id"].widget.attrs.update(
             {"inputmode": "numeric", "autocomplete": "off", "data-testid": "pixel-id-input"}
         )
         if self.is_edit:
-            self.fields["access_token"].help_text = (
-                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
-                "to replace it. Changing the Pixel ID, app secret or Graph API version takes "
-                "the token pasted again."
+            self.fields["access_token"].help_text += (
+                " Changing the Pixel ID, app secret or Graph API version takes the token pasted "
+                "again."
             )
             shared = destinations.shared_token_warning(self.instance)
             if shared:
                 self.fields["access_token"].help_text += f" {shared}"
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
-
-    @property
-    def is_edit(self) -> bool:
-        return self.instance.pk is not None
 
     def clean_pixel_id(self) -> str:
         pixel_id = (self.cleaned_data.get("pixel_id") or "").strip()
@@ -104,21 +137,6 @@ class DestinationForm(forms.ModelForm):
                 code="duplicate_pixel",
             )
         return pixel_id
-
-    def clean_access_token(self) -> str:
-        value = self.cleaned_data.get("access_token", "")
-        if not value and self.is_edit:
-            # Blank keeps the stored token (the model sees no change).
-            return self.instance.access_token
-        return tokens.clean_access_token(value)
-
-    def clean_app_secret(self) -> str:
-        value = (self.cleaned_data.get("app_secret") or "").strip()
-        if not value and self.is_edit:
-            return self.instance.app_secret
-        if any(character.isspace() for character in value):
-            raise ValidationError("The app secret contains whitespace.", code="secret_whitespace")
-        return value
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, ready for ``destinations.update_destination``."""

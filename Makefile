@@ -23,9 +23,12 @@ run: install
 test: install
 	@bash scripts/test.sh
 
+# Style (ruff), types (mypy with django-stubs) and the layering (import-linter's contracts in
+# pyproject.toml; docs/ARCHITECTURE.md explains them).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

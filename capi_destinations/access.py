@@ -326,9 +326,11 @@ def _lock_tenants(*tenant_ids: int | None) -> None:
 def _current(membership_id: int | None, tenant_id: int | None) -> Membership:
     """The membership as stored now (under the tenant's lock); ``ValidationError`` when it was
     removed or moved to another tenant meanwhile."""
-    current = (
-        Membership.objects.select_related("user").filter(pk=membership_id, tenant_id=tenant_id)
-    ).first()
+    current = None
+    if membership_id is not None and tenant_id is not None:
+        current = (
+            Membership.objects.select_related("user").filter(pk=membership_id, tenant_id=tenant_id)
+        ).first()
     if current is None:
         raise ValidationError(
             "This member was removed or moved meanwhile; reload the page to see who is a member.",

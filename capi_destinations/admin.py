@@ -122,7 +122,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
         roles = _roles_of(request)
         if obj is None:
             return any(access.role_allows(role, self.role_to_change) for role in roles.values())
-        return access.role_allows(roles.get(self.tenant_id_of(obj)), self.role_to_change)
+        tenant_id = self.tenant_id_of(obj)
+        role = roles.get(tenant_id) if tenant_id is not None else None
+        return access.role_allows(role, self.role_to_change)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return super().has_add_permission(request) and self.has_role_to_change(request)
@@ -196,7 +198,7 @@ class MembershipAdminForm(forms.ModelForm):
         fields = ["user", "tenant", "role"]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         # Early, for an error on the form; access.update_membership decides under the lock.
         tenant = cleaned.get("tenant")
         if "role" in cleaned and tenant is not None:
@@ -251,8 +253,8 @@ class MembershipAdmin(TenantScopedAdmin):
         return HttpResponseRedirect(reverse("admin:capi_destinations_membership_changelist"))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
+        actions: dict[str, Any] = super().get_actions(request)
+        if actions.get("delete_selected") is not None:
             _, name, description = actions["delete_selected"]
             actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
         return actions
@@ -320,7 +322,7 @@ class ReadOnlyInline(admin.TabularInline):
 class RecentAttemptsInline(ReadOnlyInline):
     model = DeliveryAttempt
     verbose_name_plural = "Recent delivery attempts (newest 10)"
-    fields = readonly_fields = [
+    fields = readonly_fields = (
         "started_at",
         "event_count",
         "test_event_code",
@@ -331,13 +333,13 @@ class RecentAttemptsInline(ReadOnlyInline):
         "error_subcode",
         "error_message",
         "fbtrace_id",
-    ]
+    )
 
 
 class RecentChecksInline(ReadOnlyInline):
     model = HealthCheck
     verbose_name_plural = "Recent health checks (newest 10)"
-    fields = readonly_fields = ["checked_at", "status", "failing_checks", "duration_ms"]
+    fields = readonly_fields = ("checked_at", "status", "failing_checks", "duration_ms")
 
     @admin.display(description="Failing checks")
     def failing_checks(self, obj: HealthCheck) -> str:
@@ -410,7 +412,7 @@ class DestinationAdmin(TenantScopedAdmin):
         # the POST data and the local variables of every frame below (form validation's too).
         return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         fields = list(super().get_fields(request, obj))
         if obj is not None and not self.has_change_permission(request, obj):
             # A view-only page shows every field as text: that would be the decrypted secrets.
@@ -492,11 +494,11 @@ class DestinationAdmin(TenantScopedAdmin):
     # "Check now" on the pages needs the editor role too: it calls Meta with the token.
     @admin.action(description="Run health check", permissions=["change"])
     def run_health_check(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         checks = health.check_all_destinations(
-            destination_ids=list(queryset.values_list("pk", flat=True))
+            destination_ids=list(rows.values_list("pk", flat=True))
         )
         outcome = Counter(Health(check.status).label for check in checks)
         summary = ", ".join(f"{count} {label}" for label, count in sorted(outcome.items()))
@@ -504,23 +506,21 @@ class DestinationAdmin(TenantScopedAdmin):
 
     @admin.action(description="Enable sending via Conversions API", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         changed = sum(
-            destinations.set_enabled(destination, True, actor=request.user)
-            for destination in queryset
+            destinations.set_enabled(destination, True, actor=request.user) for destination in rows
         )
         self.message_user(request, f"Enabled {changed} destination(s).")
 
     @admin.action(description="Disable sending (events are still recorded)", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         changed = sum(
-            destinations.set_enabled(destination, False, actor=request.user)
-            for destination in queryset
+            destinations.set_enabled(destination, False, actor=request.user) for destination in rows
         )
         self.message_user(request, f"Disabled {changed} destination(s).")
 
@@ -528,12 +528,11 @@ class DestinationAdmin(TenantScopedAdmin):
     def redeliver_failed_events(
         self, request: HttpRequest, queryset: QuerySet[Destination]
     ) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         count = sum(
-            destinations.redeliver_failed(destination, actor=request.user)
-            for destination in queryset
+            destinations.redeliver_failed(destination, actor=request.user) for destination in rows
         )
         self.message_user(
             request,
@@ -563,10 +562,10 @@ class EventAdmin(TenantScopedAdmin):
         description="Redeliver (failed or expired, inside Meta's window)", permissions=["change"]
     )
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
-        count = destinations.redeliver_events(queryset, actor=request.user)
+        count = destinations.redeliver_events(rows, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
 

@@ -357,7 +357,7 @@ def claim_due_events(
     return claim
 
 
-def _claim_returning(due: QuerySet[Event], claim: Claim, now: datetime) -> list[ClaimedEvent]:
+def _claim_returning(due: QuerySet[Event, Any], claim: Claim, now: datetime) -> list[ClaimedEvent]:
     """PostgreSQL: claim and read the claimed events in one statement (UPDATE … RETURNING).
 
     The claim's commit skips waiting for the WAL flush: if the server loses it in a crash,
@@ -1472,7 +1472,7 @@ def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
     now = clock.now()
     chosen = events if isinstance(events, QuerySet) else Event.objects.filter(pk__in=list(events))
     eligible = Event.objects.filter(
-        pk__in=chosen.values("pk"),
+        pk__in=chosen.values_list("pk", flat=True),
         status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
     ).exclude(_outside_window(now))
     by_destination: dict[int, list[int]] = defaultdict(list)

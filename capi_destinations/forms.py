@@ -7,11 +7,12 @@ the pages and the admin write the same audit entries and send the same signals.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db.models import Field
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
@@ -176,7 +177,7 @@ class AddMemberForm(forms.Form):
         super().__init__(*args, **kwargs)
         # "Username", or "Email address" where the site's users log in by email.
         user_model = get_user_model()
-        login_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+        login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
         self.fields["username"].label = capfirst(login_field.verbose_name)
 
 
@@ -194,7 +195,8 @@ class OverviewFilterForm(forms.Form):
 
     def __init__(self, *args: Any, tenants: list[Tenant], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["tenant"].choices = [
+        tenant_field = cast(forms.ChoiceField, self.fields["tenant"])
+        tenant_field.choices = [
             ("", "All clients"),
             *((tenant.slug, tenant.name) for tenant in tenants),
         ]
@@ -217,7 +219,8 @@ class EventFilterForm(forms.Form):
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["event_name"].choices = [
+        event_name_field = cast(forms.ChoiceField, self.fields["event_name"])
+        event_name_field.choices = [
             ("", "Any event"),
             *((name, name) for name in event_names),
         ]

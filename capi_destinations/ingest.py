@@ -75,7 +75,7 @@ _ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
 _INSERT_FIELDS = [f for f in Event._meta.concrete_fields if not isinstance(f, AutoField)]
 # Real fbclids are URL-safe base64; anything else is not turned into an fbc.
 _FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
-_RESULT_FOR_STATUS = {
+_RESULT_FOR_STATUS: dict[str, str] = {
     EventStatus.PENDING: STORED,
     EventStatus.REJECTED: REJECTED,
     EventStatus.SUPPRESSED: SUPPRESSED,
@@ -1190,7 +1190,7 @@ def _update_rejected_rows(items: list[_Prepared], database: str) -> set[int]:
             f"{quote(f.column)} = incoming.{quote(f.column)}" for f in _REPLACED_FIELDS
         )
         types = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in _INSERT_FIELDS)
-        id_type = Event._meta.pk.rel_db_type(connection)
+        id_type = Event._meta.pk.rel_db_type(connection)  # type: ignore[attr-defined]  # not in the stubs
         # Only the model's own table and column names are formatted in; values are parameters.
         sql = (
             f"UPDATE {table} AS stored SET {assignments} "  # noqa: S608

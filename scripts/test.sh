@@ -13,6 +13,8 @@ echo "== ruff format --check"
 $BIN/ruff format --check .
 echo "== mypy"
 $BIN/mypy
+echo "== import-linter"
+$BIN/lint-imports
 
 ran=()
 

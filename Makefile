@@ -71,4 +71,4 @@ bench-floor: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.floor $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache dist build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache dist build *.egg-info

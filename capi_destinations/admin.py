@@ -565,7 +565,7 @@ class EventAdmin(TenantScopedAdmin):
         rows = self.rows_to_change(request, queryset)
         if rows is None:
             return
-        count = destinations.redeliver_events(rows, actor=request.user)
+        count = destinations.redeliver(rows, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
 

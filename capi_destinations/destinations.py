@@ -308,6 +308,16 @@ def delete_destination(destination: Destination, *, actor: Any) -> None:
         destination.delete()
 
 
+def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
+    """Put failed/expired events still inside Meta's window back in the queue; returns how many.
+
+    The one service behind the pages' "Redeliver" buttons and the admin's actions. ``events``
+    is a queryset or event ids, of any destinations. Each destination concerned gets a
+    ``redelivered`` audit entry naming ``actor`` (a user, or None for the system).
+    """
+    return dispatch.redeliver(events, actor=_user_or_none(actor))
+
+
 def redeliver_failed(
     destination: Destination, *, actor: Any, event_ids: Iterable[int] | None = None
 ) -> int:
@@ -319,19 +329,7 @@ def redeliver_failed(
     events = Event.objects.filter(destination=destination, status__in=REDELIVERABLE_STATUSES)
     if event_ids is not None:
         events = events.filter(pk__in=list(event_ids))
-    return redeliver_events(events, actor=actor)
-
-
-def redeliver_events(events: QuerySet[Event], *, actor: Any) -> int:
-    """Put those of ``events`` that failed or expired inside Meta's window back in the queue.
-
-    The one service behind the pages' "Redeliver" buttons and the admin's actions; returns how
-    many went back. Each destination concerned gets a ``redelivered`` audit entry naming
-    ``actor``.
-    """
-    return dispatch.redeliver(
-        events.filter(status__in=REDELIVERABLE_STATUSES), actor=_user_or_none(actor)
-    )
+    return redeliver(events, actor=actor)
 
 
 # --- Checking a token before it is saved --------------------------------------------------------

@@ -134,56 +134,15 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
     Raises ``ValidationError`` for invalid values (nothing is saved then).
     """
     _refuse_unknown_fields(changes)
-    for secret_field in SECRET_FIELDS:
-        if secret_field in changes:
-            # Surrounding whitespace is a paste artefact, not a different secret.
-            changes[secret_field] = (changes[secret_field] or "").strip()
-            if not changes[secret_field]:
-                del changes[secret_field]
+    changes = _without_blank_secrets(changes)
     changed = [name for name, value in changes.items() if getattr(destination, name) != value]
     if not changed:
         return []
-    previous = {name: getattr(destination, name) for name in changed}
     was_enabled = destination.enabled
-    for name in changed:
-        setattr(destination, name, changes[name])
-    token_replaced = destination.token_changed()
-    try:
-        destination.full_clean()
-    except ValidationError:
-        # Leave the caller's instance as it was: nothing was saved.
-        for name, value in previous.items():
-            setattr(destination, name, value)
-        raise
+    token_replaced = _apply_changes(destination, {name: changes[name] for name in changed})
     with transaction.atomic():
         destination.save()
-        plain = sorted(name for name in changed if name not in SECRET_FIELDS)
-        if plain:
-            audit(
-                destination,
-                AuditAction.UPDATED,
-                actor=actor,
-                detail={
-                    "fields": plain,
-                    **({"app_secret": "replaced"} if "app_secret" in changed else {}),
-                },
-            )
-        elif "app_secret" in changed:
-            audit(destination, AuditAction.UPDATED, actor=actor, detail={"app_secret": "replaced"})
-        if token_replaced:
-            audit(
-                destination,
-                AuditAction.TOKEN_REPLACED,
-                actor=actor,
-                detail={"token_hint": destination.token_hint},
-            )
-            audit_shared_token(destination, actor=actor)
-        if destination.enabled != was_enabled:
-            audit(
-                destination,
-                AuditAction.ENABLED if destination.enabled else AuditAction.DISABLED,
-                actor=actor,
-            )
+        _audit_update(destination, changed, token_replaced, was_enabled, actor=actor)
     if token_replaced:
         signals.destination_token_replaced.send(
             sender=Destination, destination=destination, actor=actor
@@ -193,6 +152,67 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
             sender=Destination, destination=destination, enabled=destination.enabled, actor=actor
         )
     return changed
+
+
+@sensitive_variables()
+def _without_blank_secrets(changes: dict[str, Any]) -> dict[str, Any]:
+    # Surrounding whitespace is a paste artefact, not a different secret; blank keeps the stored.
+    kept = dict(changes)
+    for secret_field in SECRET_FIELDS:
+        if secret_field in kept:
+            kept[secret_field] = (kept[secret_field] or "").strip()
+            if not kept[secret_field]:
+                del kept[secret_field]
+    return kept
+
+
+@sensitive_variables()
+def _apply_changes(destination: Destination, changes: dict[str, Any]) -> bool:
+    """Set ``changes`` on ``destination`` and validate it; whether the token was replaced.
+
+    On ``ValidationError`` the caller's instance is left as it was (nothing was saved).
+    """
+    previous = {name: getattr(destination, name) for name in changes}
+    for name, value in changes.items():
+        setattr(destination, name, value)
+    token_replaced = destination.token_changed()
+    try:
+        destination.full_clean()
+    except ValidationError:
+        for name, value in previous.items():
+            setattr(destination, name, value)
+        raise
+    return token_replaced
+
+
+def _audit_update(
+    destination: Destination,
+    changed: list[str],
+    token_replaced: bool,
+    was_enabled: bool,
+    *,
+    actor: Any,
+) -> None:
+    # Secrets are named, never shown: a new app secret is "replaced", a new token its hint.
+    plain = sorted(name for name in changed if name not in SECRET_FIELDS)
+    secret_detail = {"app_secret": "replaced"} if "app_secret" in changed else {}
+    if plain or secret_detail:
+        detail = {"fields": plain, **secret_detail} if plain else secret_detail
+        audit(destination, AuditAction.UPDATED, actor=actor, detail=detail)
+    if token_replaced:
+        audit(
+            destination,
+            AuditAction.TOKEN_REPLACED,
+            actor=actor,
+            detail={"token_hint": destination.token_hint},
+        )
+        audit_shared_token(destination, actor=actor)
+    if destination.enabled != was_enabled:
+        audit(
+            destination,
+            AuditAction.ENABLED if destination.enabled else AuditAction.DISABLED,
+            actor=actor,
+        )
 
 
 # --- One token for several clients ---------------------------------------------------------------

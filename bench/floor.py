@@ -310,11 +310,11 @@ def seed(conn: psycopg.Connection, total: int) -> list[int]:
             " test_event_code, api_version, default_country,"
             " consent_policy, missing_consent, ingest_key, ingest_secret_hash, allowed_origins,"
             " health, health_reasons, health_transient_failures, pixel_name, pause_reason,"
-            " blocked_reason, created_at, updated_at, tenant_id)"
+            " blocked_reason, block_kind, created_at, updated_at, tenant_id)"
             " SELECT gen_random_uuid(), 'floor ' || d, (100000000000000 + d)::text,"
             " '', '', '', '', '',"
             " true, '', '', '', 'send_always', 'granted', 'floor-key-' || d, '', '', 'unknown',"
-            " '[]', 0, '', '', '', now(), now(), %s FROM generate_series(1, %s) AS d"
+            " '[]', 0, '', '', '', '', now(), now(), %s FROM generate_series(1, %s) AS d"
             " RETURNING id",
             (tenant, N_DEST),
         ).fetchall()
@@ -493,8 +493,10 @@ def deliver_sql(v: Variant) -> str:
 ATTEMPT_SQL = (
     "INSERT INTO capi_destinations_deliveryattempt (started_at, duration_ms, event_count,"
     " test_event_code, http_status, events_received, fbtrace_id, category, error_type,"
-    " error_message, error_user_title, error_user_msg, outcome, destination_id)"
-    " VALUES (%s, 120, %s, '', 200, %s, 'AbCdEf123', '', '', '', '', '', 'delivered', %s)"
+    " error_message, error_user_title, error_user_msg, messages, error_data, canary, outcome,"
+    " destination_id)"
+    " VALUES (%s, 120, %s, '', 200, %s, 'AbCdEf123', '', '', '', '', '', '[]', NULL, false,"
+    " 'delivered', %s)"
     " RETURNING id"
 )
 LINK_SQL = (

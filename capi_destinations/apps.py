@@ -9,28 +9,11 @@ class CapiDestinationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
+        # Imported once the models are: both modules import them. `checks` registers the
+        # system checks by being imported; `receivers` connects every signal receiver.
         from capi_destinations import (
-            checks,  # noqa: F401  (registers the system checks)
-            dispatch,
-            signals,
-            tasks,
+            checks,  # noqa: F401
+            receivers,
         )
 
-        dispatch.connect_receivers()
-        # A new token or a flipped switch is health-checked at once.
-        signals.destination_token_replaced.connect(
-            tasks.check_health_after_change, dispatch_uid="capi_destinations.health_on_token"
-        )
-        signals.destination_enabled_changed.connect(
-            tasks.check_health_after_change, dispatch_uid="capi_destinations.health_on_enabled"
-        )
-        signals.events_recorded.connect(
-            tasks.dispatch_after_recording, dispatch_uid="capi_destinations.dispatch_on_record"
-        )
-        post_migrate.connect(
-            tasks.ensure_schedules_after_migrate,
-            sender=self,
-            dispatch_uid="capi_destinations.ensure_schedules",
-        )
+        receivers.connect(self)

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 
 SETTING_NAME = "CAPI_DESTINATIONS"
 
@@ -133,9 +132,7 @@ class AppSettings:
 app_settings = AppSettings()
 
 
-def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+def reload_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver (``receivers`` connects it): ``override_settings`` works."""
     if setting == SETTING_NAME:
         app_settings.reload()
-
-
-setting_changed.connect(_reload_on_change)

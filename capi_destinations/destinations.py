@@ -1,4 +1,4 @@
-"""Destination services: create, edit, enable, re-key, delete, check a token, send a test event.
+"""Destination services: create, edit, enable, re-key, delete, redeliver, check a token, test.
 
 The pages, the admin and the shell all change destinations through these functions, so every
 change writes the same AuditEntry and sends the same signals whichever path it came from. An
@@ -7,10 +7,6 @@ audit entry never holds a token: token changes record only the new hint.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +16,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, dispatch, graph, health, signals, tokens
+from capi_destinations import dispatch, graph, health, signals, testevents, tokens
 from capi_destinations.models import (
-    AttemptOutcome,
     AuditAction,
     AuditEntry,
-    DeliveryAttempt,
     Destination,
     Event,
     EventStatus,
@@ -33,6 +27,7 @@ from capi_destinations.models import (
     new_ingest_key,
     pixel_id_validator,
 )
+from capi_destinations.testevents import TestEventResult
 
 # Fields a person may set on a destination (through a page, the admin or the shell), in the
 # order forms show them.
@@ -56,12 +51,6 @@ SECRET_FIELDS = frozenset({"access_token", "app_secret"})
 # Events a "Redeliver failed" puts back in the queue (dispatch keeps only those still inside
 # Meta's window (7 days; 62 for store events)).
 REDELIVERABLE_STATUSES = (EventStatus.FAILED, EventStatus.EXPIRED)
-
-TEST_EVENT_NAME = "PageView"
-TEST_EVENT_SOURCE_URL = "https://example.com/capi-destinations-test"
-TEST_EVENT_USER_AGENT = "django-capi-destinations test event"
-# A documentation address (RFC 5737): the test event stands for nobody.
-TEST_EVENT_IP = "192.0.2.1"
 
 
 def audit(
@@ -134,15 +123,31 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
     Raises ``ValidationError`` for invalid values (nothing is saved then).
     """
     _refuse_unknown_fields(changes)
-    changes = _without_blank_secrets(changes)
+    _keep_blank_secrets(changes)
     changed = [name for name, value in changes.items() if getattr(destination, name) != value]
     if not changed:
         return []
+    previous = {name: getattr(destination, name) for name in changed}
     was_enabled = destination.enabled
-    token_replaced = _apply_changes(destination, {name: changes[name] for name in changed})
+    for name in changed:
+        setattr(destination, name, changes[name])
+    token_replaced = destination.token_changed()
+    try:
+        destination.full_clean()
+    except ValidationError:
+        # Leave the caller's instance as it was: nothing was saved.
+        for name, value in previous.items():
+            setattr(destination, name, value)
+        raise
     with transaction.atomic():
         destination.save()
-        _audit_update(destination, changed, token_replaced, was_enabled, actor=actor)
+        _audit_update(
+            destination,
+            changed,
+            actor=actor,
+            token_replaced=token_replaced,
+            was_enabled=was_enabled,
+        )
     if token_replaced:
         signals.destination_token_replaced.send(
             sender=Destination, destination=destination, actor=actor
@@ -155,49 +160,29 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
 
 
 @sensitive_variables()
-def _without_blank_secrets(changes: dict[str, Any]) -> dict[str, Any]:
-    # Surrounding whitespace is a paste artefact, not a different secret; blank keeps the stored.
-    kept = dict(changes)
+def _keep_blank_secrets(changes: dict[str, Any]) -> None:
+    # A blank secret keeps the stored one; surrounding whitespace is a paste artefact, not a
+    # different secret.
     for secret_field in SECRET_FIELDS:
-        if secret_field in kept:
-            kept[secret_field] = (kept[secret_field] or "").strip()
-            if not kept[secret_field]:
-                del kept[secret_field]
-    return kept
-
-
-@sensitive_variables()
-def _apply_changes(destination: Destination, changes: dict[str, Any]) -> bool:
-    """Set ``changes`` on ``destination`` and validate it; whether the token was replaced.
-
-    On ``ValidationError`` the caller's instance is left as it was (nothing was saved).
-    """
-    previous = {name: getattr(destination, name) for name in changes}
-    for name, value in changes.items():
-        setattr(destination, name, value)
-    token_replaced = destination.token_changed()
-    try:
-        destination.full_clean()
-    except ValidationError:
-        for name, value in previous.items():
-            setattr(destination, name, value)
-        raise
-    return token_replaced
+        if secret_field in changes:
+            changes[secret_field] = (changes[secret_field] or "").strip()
+            if not changes[secret_field]:
+                del changes[secret_field]
 
 
 def _audit_update(
     destination: Destination,
     changed: list[str],
-    token_replaced: bool,
-    was_enabled: bool,
     *,
     actor: Any,
+    token_replaced: bool,
+    was_enabled: bool,
 ) -> None:
-    # Secrets are named, never shown: a new app secret is "replaced", a new token its hint.
+    """The audit entries of one saved edit: fields, a new app secret, a new token, on/off."""
     plain = sorted(name for name in changed if name not in SECRET_FIELDS)
-    secret_detail = {"app_secret": "replaced"} if "app_secret" in changed else {}
-    if plain or secret_detail:
-        detail = {"fields": plain, **secret_detail} if plain else secret_detail
+    secret = {"app_secret": "replaced"} if "app_secret" in changed else {}
+    if plain or secret:
+        detail = {"fields": plain, **secret} if plain else secret
         audit(destination, AuditAction.UPDATED, actor=actor, detail=detail)
     if token_replaced:
         audit(
@@ -331,11 +316,24 @@ def delete_destination(destination: Destination, *, actor: Any) -> None:
 def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
     """Put failed/expired events still inside Meta's window back in the queue; returns how many.
 
-    The one service behind the pages' "Redeliver" buttons and the admin's actions. ``events``
-    is a queryset or event ids, of any destinations. Each destination concerned gets a
-    ``redelivered`` audit entry naming ``actor`` (a user, or None for the system).
+    ``events`` is a queryset or event ids, of any destinations. Each destination concerned gets
+    an AuditEntry (``redelivered``, with the count) naming ``actor`` (a user, or None for the
+    system). The retry budget starts over, and a dispatch is enqueued after commit
+    (:func:`capi_destinations.dispatch.requeue`).
     """
-    return dispatch.redeliver(events, actor=_user_or_none(actor))
+    actor_user = _user_or_none(actor)
+    who = actor_user.get_username() if actor_user is not None else "the system"
+    with transaction.atomic():
+        counts = dispatch.requeue(events, reason=f"Redelivery requested by {who}.")
+        destinations = Destination.objects.in_bulk(list(counts))
+        for destination_id, count in counts.items():
+            audit(
+                destinations[destination_id],
+                AuditAction.REDELIVERED,
+                actor=actor_user,
+                detail={"count": count},
+            )
+    return sum(counts.values())
 
 
 def redeliver_failed(
@@ -344,7 +342,7 @@ def redeliver_failed(
     """Put the destination's failed and expired events (or the given ones) back in the queue.
 
     Only events still inside Meta's window (7 days; 62 for store events) go back; returns how
-    many did. The delivery engine writes the audit entry.
+    many did (see :func:`redeliver`, which writes the audit entry).
     """
     events = Event.objects.filter(destination=destination, status__in=REDELIVERABLE_STATUSES)
     if event_ids is not None:
@@ -457,157 +455,22 @@ def check_destination_token(destination: Destination, *, pixel_id: str, token: s
 # --- Test events --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TestEventResult:
-    """Meta's answer to a test event, for inline display."""
-
-    ok: bool
-    test_event_code: str
-    event_id: str
-    message: str
-    fix: str = ""
-    events_received: int | None = None
-    fbtrace_id: str = ""
-    http_status: int | None = None
-    attempt: DeliveryAttempt | None = None
-
-
-def new_test_event_code() -> str:
-    """A code in the form Events Manager gives (``TEST12345``) for a destination without one."""
-    return f"TEST{secrets.randbelow(100_000):05d}"
-
-
-def build_test_event(destination: Destination, *, now: Any = None) -> dict[str, Any]:
-    """A synthetic PageView that Meta accepts and that identifies nobody."""
-    now = now or clock.now()
-    origins = destination.allowed_origin_list
-    return {
-        "event_name": TEST_EVENT_NAME,
-        "event_time": int(now.timestamp()),
-        "event_id": f"capi_test_{uuid.uuid4().hex}",
-        "action_source": "website",
-        "event_source_url": f"{origins[0]}/" if origins else TEST_EVENT_SOURCE_URL,
-        "user_data": {
-            "external_id": [
-                hashlib.sha256(f"capi-destinations-test-{destination.code}".encode()).hexdigest()
-            ],
-            "client_ip_address": TEST_EVENT_IP,
-            "client_user_agent": TEST_EVENT_USER_AGENT,
-        },
-    }
-
-
-# How a failed test event is filed among the attempts (it is never retried).
-_OUTCOME_BY_CATEGORY = {
-    graph.AUTH: AttemptOutcome.BLOCKED,
-    graph.PERMISSION: AttemptOutcome.BLOCKED,
-    graph.RATE_LIMIT: AttemptOutcome.RATE_LIMITED,
-    graph.INVALID: AttemptOutcome.INVALID,
-}
-_ATTEMPT_FIELDS = frozenset(field.name for field in DeliveryAttempt._meta.concrete_fields)
-
-
 def send_test_event(destination: Destination, *, actor: Any) -> TestEventResult:
     """Send one synthetic event with the destination's test code and return Meta's answer.
 
-    Only when a person asks (the **Send test event** button, which says what follows). A
-    destination without a test code gets a generated ``TEST…`` code so the event also shows
-    under Events Manager → Test Events; it is still live data: "Events sent with
-    test_event_code are not dropped. They flow into Events Manager and are used for targeting
-    and ads measurement purposes" (Meta, Conversions API "Using the API"). The event stands for
-    nobody (a documentation IP address, a hashed ID of this destination). The request is
-    recorded as a DeliveryAttempt and in the audit log.
+    Only when a person asks (the **Send test event** button, which says what follows); the
+    sending and its DeliveryAttempt are :func:`capi_destinations.testevents.send_test_event`'s.
+    This service adds the audit entry naming ``actor``.
     """
-    test_code = destination.test_event_code or new_test_event_code()
-    started_at = clock.now()
-    event = build_test_event(destination, now=started_at)
-    started = time.monotonic()
-    # No transaction is open here: the HTTP call must not hold database locks.
-    try:
-        answer = graph.send_events(destination, [event], test_event_code=test_code)
-    except graph.GraphError as error:
-        record = {k: v for k, v in error.to_record().items() if k in _ATTEMPT_FIELDS}
-        record.pop("destination", None)
-        record.setdefault("http_status", error.http_status)
-        record.setdefault("fbtrace_id", error.fbtrace_id or "")
-        attempt = _record_test_attempt(
-            destination,
-            started_at=started_at,
-            duration_ms=_elapsed_ms(started),
-            test_code=test_code,
-            outcome=_OUTCOME_BY_CATEGORY.get(error.category, AttemptOutcome.RETRY),
-            **record,
-        )
-        result = TestEventResult(
-            ok=False,
-            test_event_code=test_code,
-            event_id=event["event_id"],
-            message=error.explanation,
-            fix=error.fix,
-            fbtrace_id=error.fbtrace_id or "",
-            http_status=error.http_status,
-            attempt=attempt,
-        )
-    else:
-        attempt = _record_test_attempt(
-            destination,
-            started_at=started_at,
-            duration_ms=answer.duration_ms,
-            test_code=test_code,
-            outcome=AttemptOutcome.DELIVERED,
-            http_status=answer.http_status,
-            events_received=answer.events_received,
-            fbtrace_id=answer.fbtrace_id or "",
-        )
-        result = TestEventResult(
-            ok=answer.events_received == 1,
-            test_event_code=test_code,
-            event_id=event["event_id"],
-            message=(
-                f"Meta received {answer.events_received} event and recorded it in the dataset "
-                "(test events are not dropped: Meta uses them like any other event). Open "
-                f"Events Manager → Test Events and look for code {test_code}."
-            ),
-            fix=""
-            if answer.events_received == 1
-            else "Meta answered but did not count the event; try again in a minute.",
-            events_received=answer.events_received,
-            fbtrace_id=answer.fbtrace_id or "",
-            http_status=answer.http_status,
-            attempt=attempt,
-        )
+    result = testevents.send_test_event(destination)
     audit(
         destination,
         AuditAction.TEST_EVENT_SENT,
         actor=actor,
         detail={
-            "test_event_code": test_code,
+            "test_event_code": result.test_event_code,
             "ok": result.ok,
             "fbtrace_id": result.fbtrace_id,
         },
     )
     return result
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
-
-
-def _record_test_attempt(
-    destination: Destination,
-    *,
-    started_at: Any,
-    duration_ms: int,
-    test_code: str,
-    outcome: str,
-    **answer: Any,
-) -> DeliveryAttempt:
-    return DeliveryAttempt.objects.create(
-        destination=destination,
-        started_at=started_at,
-        duration_ms=duration_ms,
-        event_count=1,
-        test_event_code=test_code,
-        outcome=outcome,
-        **{key: value for key, value in answer.items() if value is not None},
-    )

@@ -38,14 +38,21 @@ What each answer does:
 A blocked destination is released by one of its own waiting events, never a synthetic one: its
 newest waiting event is sent alone (the canary) one minute after the block, then after waits
 that double up to an hour, or at once when a health check finds that Meta accepts the token
-again (:func:`request_canary`). Accepted (or refused for its own content), the block is lifted
-and the other events follow; refused like before, the destination stays blocked.
+again (``delivery_state.request_canary``). Accepted (or refused for its own content), the block
+is lifted and the other events follow; refused like before, the destination stays blocked.
 
 A block belongs to the token that earned it: it records that token's fingerprint
-(``Destination.blocked_token_fingerprint``). Saving a new token lifts it (``Destination.save``);
-a token written with ``QuerySet.update()``, which runs no Python, is found at the start of the
-next pass (:func:`release_outlived_blocks`, which reads the tokens of the blocked destinations
-only, to compare fingerprints) or by the next health check, and the held events go out.
+(``Destination.blocked_token_fingerprint``) and its kind (``Destination.block_kind``). Saving a
+new token lifts it (``Destination.save``); a token written with ``QuerySet.update()``, which runs
+no Python, is found at the start of the next pass (``delivery_state.release_outlived_blocks``,
+which reads the tokens of the blocked destinations only, to compare fingerprints) or by the
+next health check, and the held events go out.
+
+Every write of a destination's delivery state (block, pause, canary, release) is
+:mod:`capi_destinations.delivery_state`'s; a health transition is
+:mod:`capi_destinations.health_status`'s; queueing a task is
+:mod:`capi_destinations.queueing`'s. This module imports none of ``health``, ``tasks`` or
+``destinations``.
 """
 
 from __future__ import annotations
@@ -67,10 +74,16 @@ from cryptography.fernet import InvalidToken
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
-from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, counters, graph, health, signals, tokens
+from capi_destinations import clock, counters, delivery_state, graph, health_status, queueing
 from capi_destinations.conf import app_settings
+from capi_destinations.delivery_state import (
+    REFUSED_WHATEVER_THE_EVENTS,
+    REFUSED_WHATEVER_THE_EVENTS_FIX,
+    canary_delay,
+    held_reason,
+    release_outlived_blocks,
+)
 from capi_destinations.diagnostics import (
     ERROR,
     MAX_EVENT_AGE,
@@ -81,8 +94,7 @@ from capi_destinations.diagnostics import (
 )
 from capi_destinations.models import (
     AttemptOutcome,
-    AuditAction,
-    AuditEntry,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -118,13 +130,19 @@ SEND_WINDOW_MARGIN = timedelta(minutes=1)
 # every request (a test event code, Limited Data Use): more than two, so that two bad events
 # side by side in one batch are not mistaken for it.
 REQUEST_LEVEL_EVIDENCE = 3
-# A blocked destination's first canary (one of its own waiting events, sent alone) goes this
-# long after the block; each next one waits as long as the block has lasted, up to the maximum.
-CANARY_FIRST_DELAY = timedelta(minutes=1)
-CANARY_MAX_DELAY = timedelta(hours=1)
 
 # How long a destination pauses after a rate-limit answer that does not say how long.
 RATE_LIMIT_BACKOFF = timedelta(minutes=1)
+
+# How a request Meta refused is filed among the attempts, by the category of Meta's answer
+# (``graph_errors``); any other category is retried. The dispatcher acts on the outcome (an
+# ``invalid`` request is split, see the module) and a test event is filed by it too.
+OUTCOME_OF_CATEGORY: dict[str, str] = {
+    graph.AUTH: AttemptOutcome.BLOCKED,
+    graph.PERMISSION: AttemptOutcome.BLOCKED,
+    graph.RATE_LIMIT: AttemptOutcome.RATE_LIMITED,
+    graph.INVALID: AttemptOutcome.INVALID,
+}
 
 DISABLED_REASON = (
     "Not delivered within Meta's window (7 days, 62 for physical_store events): sending was "
@@ -160,6 +178,11 @@ _KEY_IN_USER_MESSAGE = re.compile(r"\bThe ([a-z_]+) parameter\b")
 
 
 # --- the retry schedule ----------------------------------------------------------------------
+
+
+def attempt_outcome(error: graph.GraphError) -> str:
+    """The :class:`AttemptOutcome` of a request Meta refused (:data:`OUTCOME_OF_CATEGORY`)."""
+    return OUTCOME_OF_CATEGORY.get(error.category, AttemptOutcome.RETRY)
 
 
 def retry_delay(failures: int, *, rng: random.Random | None = None) -> timedelta:
@@ -536,7 +559,7 @@ class _Dispatcher:
                         self.report.held += _hold(
                             [event.pk for event in batch],
                             claim.lease_token,
-                            reason=_held_reason(destination),
+                            reason=held_reason(destination),
                         )
                     continue
                 # Lone refusals awaiting a verdict stay under this worker's lease too.
@@ -694,13 +717,13 @@ class _Dispatcher:
             "canary": self._sending_canary,
             **error.to_record(),
         }
-        category = error.category
-        if category == graph.INVALID:
+        outcome = attempt_outcome(error)
+        if outcome == AttemptOutcome.INVALID:
             return self._on_invalid(destination, batch, claim, error, record, isolation)
-        if category == graph.RATE_LIMIT:
+        if outcome == AttemptOutcome.RATE_LIMITED:
             self._pause(destination, batch, claim, error, record)
             return []
-        if category in (graph.AUTH, graph.PERMISSION):
+        if outcome == AttemptOutcome.BLOCKED:
             self._block(destination, batch, claim, error, record)
             return []
         with _step():
@@ -762,7 +785,7 @@ class _Dispatcher:
                 for held in refusals:
                     pks = [event.pk for event in held.batch]
                     self.report.held += _hold(
-                        pks, claim.lease_token, reason=_held_reason(destination)
+                        pks, claim.lease_token, reason=held_reason(destination)
                     )
                     _record_attempt(destination, pks, AttemptOutcome.INVALID, **held.record)
             return
@@ -812,10 +835,10 @@ class _Dispatcher:
         refusals, isolation.lone = isolation.lone, []
         refusal = refusals[-1].error
         now = clock.now()
-        reason = health.REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
+        reason = REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
         self._stopped.add(destination.pk)
         with _step():
-            blocked = _write_block(destination, reason, now)
+            blocked = delivery_state.write_block(destination, reason, BlockKind.EVERY_REQUEST, now)
             for held in refusals:
                 pks = [event.pk for event in held.batch]
                 self.report.held += _hold(pks, claim.lease_token, reason=f"Waiting: {reason}")
@@ -840,7 +863,7 @@ class _Dispatcher:
                     graph.INVALID,
                     "Meta refuses every request for this destination, whatever the events it "
                     f"carries. Meta said: {refusal.error_user_msg or refusal.message}",
-                    health.REFUSED_WHATEVER_THE_EVENTS_FIX,
+                    REFUSED_WHATEVER_THE_EVENTS_FIX,
                 ),
             )
             with _database_turn():
@@ -855,7 +878,7 @@ class _Dispatcher:
         Never a synthetic event: the canary is the destination's newest waiting event, sent
         alone. Accepted, or refused for its own content, the block is lifted and the rest
         follow in this pass; refused like before, the destination stays blocked and the next
-        canary waits twice as long (:func:`canary_delay`).
+        canary waits twice as long (``delivery_state.canary_delay``).
         """
         now = clock.now()
         due = Destination.objects.filter(enabled=True, canary_due_at__lte=now).exclude(
@@ -869,9 +892,7 @@ class _Dispatcher:
             # Compare-and-set: of two passes running at once, one sends the canary.
             provisional = now + canary_delay(blocked_at or now, now)
             with _database_turn():
-                taken = Destination.objects.filter(pk=pk, canary_due_at=due_at).update(
-                    canary_due_at=provisional
-                )
+                taken = delivery_state.take_canary(pk, due_at, provisional)
             if not taken:
                 continue
             try:
@@ -882,9 +903,7 @@ class _Dispatcher:
             if not self._send_canary(destination, now):
                 # Nothing waits: the canary stays due, for the next event that arrives.
                 with _database_turn():
-                    Destination.objects.filter(pk=pk, canary_due_at=provisional).update(
-                        canary_due_at=due_at
-                    )
+                    delivery_state.give_back_canary(pk, provisional, due_at)
 
     def _send_canary(self, destination: Destination, now: datetime) -> bool:
         """Send the destination's newest waiting event alone; False when none waits."""
@@ -909,25 +928,10 @@ class _Dispatcher:
             if isolation.accepted or self.report.failed > failed_before:
                 # Meta took the event, or refused it for its own content: the token and the
                 # request are fine again.
-                lifted = (
-                    Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at)
-                    .exclude(blocked_reason="")
-                    .update(
-                        blocked_reason="",
-                        blocked_at=None,
-                        blocked_token_fingerprint="",
-                        canary_due_at=None,
-                        updated_at=clock.now(),
-                    )
-                )
-                if lifted:
-                    logger.info("Destination %s unblocked: Meta accepted a canary", destination.pk)
+                delivery_state.lift_after_canary(destination, blocked_at)
                 return True
             # No verdict (an outage, a rate limit): try again after the backoff.
-            later = clock.now()
-            Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at).update(
-                canary_due_at=later + canary_delay(blocked_at or later, later)
-            )
+            delivery_state.postpone_canary(destination, blocked_at)
         return True
 
     def _pause(
@@ -944,13 +948,9 @@ class _Dispatcher:
         reason = f"Rate limited by Meta until {paused_until:%Y-%m-%d %H:%M:%S} UTC: " + (
             describe_error(error)
         )
-        destination.paused_until = paused_until
-        destination.pause_reason = reason
         self._stopped.add(destination.pk)
         with _step():
-            Destination.objects.filter(pk=destination.pk).update(
-                paused_until=paused_until, pause_reason=reason
-            )
+            delivery_state.pause(destination, paused_until, reason)
             self.report.held += _hold(
                 [event.pk for event in batch], claim.lease_token, reason=reason
             )
@@ -971,7 +971,7 @@ class _Dispatcher:
         reason = describe_error(error)
         self._stopped.add(destination.pk)
         with _step():
-            blocked = _write_block(destination, reason, now)
+            blocked = delivery_state.write_block(destination, reason, BlockKind.TOKEN, now)
             self.report.held += _hold(
                 [event.pk for event in batch],
                 claim.lease_token,
@@ -1032,12 +1032,6 @@ def _refused_alike_before(destination: Destination, refusal: _Refusal) -> list[i
     return list(previous.events.exclude(pk=refusal.batch[0].pk).values_list("pk", flat=True)[:1])
 
 
-def canary_delay(blocked_at: datetime, now: datetime) -> timedelta:
-    """How long a blocked destination waits before its next canary: as long as it has been
-    blocked, at least :data:`CANARY_FIRST_DELAY` and at most :data:`CANARY_MAX_DELAY`."""
-    return min(max(now - blocked_at, CANARY_FIRST_DELAY), CANARY_MAX_DELAY)
-
-
 def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     """Lease the newest waiting event of a blocked destination that Meta would still accept."""
     now = now or clock.now()
@@ -1073,38 +1067,6 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     with _database_turn():
         claim.events = [ClaimedEvent(*row) for row in rows]
     return claim
-
-
-def _write_block(destination: Destination, reason: str, now: datetime) -> bool:
-    """Block ``destination`` for the token its refused request carried; returns whether it did.
-
-    Only if that token is still the one saved (a token saved while the request was in flight
-    must not be blocked by the old one's refusal). The block names the token by fingerprint,
-    so that one written with ``QuerySet.update()`` meanwhile lifts it at the next pass.
-    """
-    fingerprint = tokens.token_fingerprint(destination.access_token)
-    # A block that holds on (a canary refused again) keeps its start, so the wait before the
-    # next canary grows.
-    blocked_at = (
-        destination.blocked_at
-        if destination.blocked_reason and destination.blocked_at is not None
-        else now
-    )
-    canary_due_at = now + canary_delay(blocked_at, now)
-    blocked = Destination.objects.filter(
-        pk=destination.pk, token_fingerprint=destination.token_fingerprint
-    ).update(
-        blocked_reason=reason,
-        blocked_at=blocked_at,
-        blocked_token_fingerprint=fingerprint,
-        canary_due_at=canary_due_at,
-    )
-    if blocked:
-        destination.blocked_reason = reason
-        destination.blocked_at = blocked_at
-        destination.blocked_token_fingerprint = fingerprint
-        destination.canary_due_at = canary_due_at
-    return bool(blocked)
 
 
 # --- outcomes --------------------------------------------------------------------------------
@@ -1284,14 +1246,6 @@ def _split_by_size(events: list[ClaimedEvent]) -> Iterator[list[ClaimedEvent]]:
         yield batch
 
 
-def _held_reason(destination: Destination) -> str:
-    if destination.blocked_reason.startswith(health.REFUSED_WHATEVER_THE_EVENTS):
-        return f"Waiting: {destination.blocked_reason}"
-    if destination.blocked_reason:
-        return f"Waiting for a working token: {destination.blocked_reason}"
-    return destination.pause_reason or "Waiting: sending to this destination is paused."
-
-
 def _elapsed_ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
@@ -1339,135 +1293,20 @@ def _field_of(error: graph.GraphError) -> str:
 
 
 def _mark_unhealthy(destination: Destination, error: graph.GraphError) -> None:
-    # health.py owns health transitions: the same compare-and-set and signal as a check.
-    health.mark_unhealthy_from_delivery(destination, error)
+    # health_status.py owns health transitions: the same compare-and-set and signal as a check.
+    health_status.mark_unhealthy_from_delivery(destination, error)
 
 
-# --- unblocking and redelivery ---------------------------------------------------------------
+# --- redelivery ------------------------------------------------------------------------------
 
 
-def clear_block(destination: Destination) -> bool:
-    """Let a blocked destination send again (its token works now); returns whether it was.
+def requeue(events: QuerySet[Event] | Iterable[int], *, reason: str) -> dict[int, int]:
+    """Put failed/expired events still inside Meta's window back in the queue.
 
-    Called when a health check passes and when the token is replaced. The held events are
-    dispatched right away (after the current transaction commits).
-    """
-    cleared = (
-        Destination.objects.filter(pk=destination.pk)
-        .exclude(blocked_reason="")
-        .update(
-            blocked_reason="", blocked_at=None, blocked_token_fingerprint="", canary_due_at=None
-        )
-    )
-    destination.blocked_reason = ""
-    destination.blocked_at = None
-    destination.blocked_token_fingerprint = ""
-    if cleared:
-        _dispatch_after_commit(destination.pk)
-    return bool(cleared)
-
-
-def request_canary(destination: Destination) -> bool:
-    """Make a blocked destination's canary due now (its token may work again); returns whether.
-
-    Called when a health check finds Meta accepts the token again: the next dispatch pass
-    sends one of the destination's own waiting events alone, and lifts the block if Meta
-    accepts it. Nothing synthetic is sent.
-    """
-    now = clock.now()
-    requested = (
-        Destination.objects.filter(pk=destination.pk)
-        .exclude(blocked_reason="")
-        .update(canary_due_at=now)
-    )
-    if requested:
-        destination.canary_due_at = now
-        _dispatch_after_commit(destination.pk)
-    return bool(requested)
-
-
-# Error reports print local variables, of the frames called from here too: never the token.
-@sensitive_variables()
-def release_outlived_block(destination: Destination, *, dispatch_waiting: bool = True) -> bool:
-    """Lift ``destination``'s block if the token that earned it is no longer stored.
-
-    For a token written with ``QuerySet.update()`` (``save()`` lifts the block itself): the
-    stored hint and fingerprint are brought up to date too. A compare-and-set on the block
-    as read, so a block earned meanwhile by the new token stays. With ``dispatch_waiting`` the
-    held events are dispatched after commit (a dispatch pass sends them itself). Returns
-    whether it lifted a block.
-    """
-    if not destination.block_outlived_token:
-        return False
-    now = clock.now()
-    token = destination.access_token
-    released = Destination.objects.filter(
-        pk=destination.pk,
-        blocked_at=destination.blocked_at,
-        blocked_token_fingerprint=destination.blocked_token_fingerprint,
-    ).update(
-        blocked_reason="",
-        blocked_at=None,
-        blocked_token_fingerprint="",
-        canary_due_at=None,
-        token_hint=tokens.token_hint(token),
-        token_fingerprint=tokens.token_fingerprint(token),
-        # A new version, so a pass that loaded the destination before reads it again.
-        updated_at=now,
-    )
-    destination.blocked_reason = ""
-    destination.blocked_at = None
-    destination.blocked_token_fingerprint = ""
-    if released:
-        logger.info("Destination %s unblocked: its token was replaced", destination.pk)
-        if dispatch_waiting:
-            _dispatch_after_commit(destination.pk)
-    return bool(released)
-
-
-def release_outlived_blocks(*, only: int | None = None) -> int:
-    """Lift the blocks of every blocked destination (or ``only`` one) whose token was replaced.
-
-    Blocked destinations are few; their tokens are read here only to compare fingerprints. A
-    token that cannot be decrypted keeps its block (the health check reports it).
-    """
-    blocked = Destination.objects.exclude(blocked_reason="").exclude(blocked_token_fingerprint="")
-    if only is not None:
-        blocked = blocked.filter(pk=only)
-    released = 0
-    for pk in blocked.values_list("pk", flat=True):
-        try:
-            destination = Destination.objects.get(pk=pk)
-        except (Destination.DoesNotExist, InvalidToken):
-            continue
-        released += release_outlived_block(destination, dispatch_waiting=False)
-    return released
-
-
-def resume_destination(destination: Destination) -> None:
-    """Clear a destination's block and pause and dispatch its waiting events (token replaced)."""
-    Destination.objects.filter(pk=destination.pk).update(
-        blocked_reason="",
-        blocked_at=None,
-        blocked_token_fingerprint="",
-        canary_due_at=None,
-        paused_until=None,
-        pause_reason="",
-    )
-    destination.blocked_reason = ""
-    destination.blocked_at = None
-    destination.blocked_token_fingerprint = ""
-    destination.paused_until = None
-    destination.pause_reason = ""
-    _dispatch_after_commit(destination.pk)
-
-
-def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
-    """Put failed/expired events still inside Meta's window back in the queue; returns how many.
-
-    ``events`` is a queryset or event ids. Each destination concerned gets an AuditEntry
-    (``redelivered``) naming ``actor`` (a user, or None for the system). The retry budget starts
-    over, and a dispatch is enqueued after commit.
+    ``events`` is a queryset or event ids; ``reason`` becomes their status reason. The retry
+    budget starts over, and a dispatch of each destination concerned is queued after commit.
+    Returns how many events went back, per destination id. Who asked, and the audit entry, are
+    the caller's: :func:`capi_destinations.destinations.redeliver`.
     """
     now = clock.now()
     chosen = events if isinstance(events, QuerySet) else Event.objects.filter(pk__in=list(events))
@@ -1478,75 +1317,29 @@ def redeliver(events: QuerySet[Event] | Iterable[int], *, actor: Any) -> int:
     by_destination: dict[int, list[int]] = defaultdict(list)
     for pk, destination_id in eligible.values_list("pk", "destination_id"):
         by_destination[destination_id].append(pk)
-    if not by_destination:
-        return 0
-    actor_user = actor if getattr(actor, "is_authenticated", False) else None
-    who = actor_user.get_username() if actor_user is not None else "the system"
-    total = 0
+    counts: dict[int, int] = {}
     with transaction.atomic():
-        destinations = Destination.objects.in_bulk(list(by_destination))
         for destination_id, pks in by_destination.items():
-            count = Event.objects.filter(
+            counts[destination_id] = Event.objects.filter(
                 pk__in=pks, status__in=(EventStatus.FAILED, EventStatus.EXPIRED)
             ).update(
                 status=EventStatus.PENDING,
-                status_reason=f"Redelivery requested by {who}.",
+                status_reason=reason,
                 attempts=0,
                 next_attempt_at=now,
                 lease_token=None,
                 lease_expires_at=None,
                 updated_at=now,
             )
-            destination = destinations[destination_id]
-            AuditEntry.objects.create(
-                tenant_id=destination.tenant_id,
-                destination=destination,
-                destination_label=str(destination),
-                actor=actor_user,
-                action=AuditAction.REDELIVERED,
-                detail={"count": count},
-            )
-            total += count
-            _dispatch_after_commit(destination_id)
-    return total
-
-
-def _dispatch_after_commit(destination_id: int) -> None:
-    from capi_destinations import tasks
-
-    transaction.on_commit(lambda: tasks.enqueue_dispatch(destination_id))
-
-
-# --- signal receivers (connected in apps.py) -------------------------------------------------
-
-
-def on_token_replaced(sender: Any, destination: Destination, **kwargs: Any) -> None:
-    """A new token may work where the old one was refused: resume sending at once."""
-    resume_destination(destination)
-
-
-def on_enabled_changed(sender: Any, destination: Destination, enabled: bool, **kwargs: Any) -> None:
-    """Events recorded while a destination was disabled go out as soon as it is enabled."""
-    if enabled:
-        _dispatch_after_commit(destination.pk)
-
-
-def connect_receivers() -> None:
-    """Connect the delivery engine to the app's signals (called once from ``AppConfig.ready``)."""
-    signals.destination_token_replaced.connect(
-        on_token_replaced, dispatch_uid="capi_destinations.dispatch.on_token_replaced"
-    )
-    signals.destination_enabled_changed.connect(
-        on_enabled_changed, dispatch_uid="capi_destinations.dispatch.on_enabled_changed"
-    )
+            queueing.dispatch_after_commit(destination_id)
+    return counts
 
 
 __all__ = [
-    "CANARY_FIRST_DELAY",
-    "CANARY_MAX_DELAY",
     "DISABLED_REASON",
     "LAST_ERROR_PREFIX",
     "LEASE_RETURNED_REASON",
+    "OUTCOME_OF_CATEGORY",
     "RATE_LIMIT_BACKOFF",
     "REQUEST_LEVEL_EVIDENCE",
     "RETRY_DELAYS",
@@ -1557,22 +1350,16 @@ __all__ = [
     "Claim",
     "ClaimedEvent",
     "DispatchReport",
-    "canary_delay",
+    "attempt_outcome",
     "claim_canary",
     "claim_due_events",
-    "clear_block",
-    "connect_receivers",
     "describe_error",
     "diagnostic_from_error",
     "dispatch_pending",
     "expire_unsendable_events",
     "is_inside_window",
-    "redeliver",
     "release_expired_leases",
-    "release_outlived_block",
-    "release_outlived_blocks",
-    "request_canary",
-    "resume_destination",
+    "requeue",
     "retry_delay",
     "send_deadline",
     "sendable_destinations",

@@ -17,8 +17,8 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
    token while delivering, do most recent requests succeed, are due events being sent? While
    a refusal blocks delivery, reading the pixel is no proof that the token may send (Meta can
    allow one and refuse the other), so the check sends nothing itself: it makes the
-   destination's canary due (``dispatch.request_canary``), and the dispatcher sends one of the
-   destination's own waiting events alone and lifts the block if Meta accepts it.
+   destination's canary due (``delivery_state.request_canary``), and the dispatcher sends one
+   of the destination's own waiting events alone and lifts the block if Meta accepts it.
 5. ``graph_api_version`` — is the Graph API version in use (the destination's own, else the
    ``GRAPH_API_VERSION`` setting) still available (``graph_versions.py``)? A note 90 days
    before its end, a failing check after it.
@@ -37,7 +37,10 @@ limit) is not a verdict on the destination: it keeps its status until
 
 Status changes are written with a compare-and-set (``UPDATE … WHERE id = x AND health = old``)
 so two processes checking the same destination never both record one change, and each change
-sends ``signals.destination_health_changed`` once, after the transaction commits.
+sends ``signals.destination_health_changed`` once, after the transaction commits: both are
+:mod:`capi_destinations.health_status`'s, which the delivery engine uses too. This module decides
+the verdict; it never imports the delivery engine (a block is read from, and a canary requested
+through, :mod:`capi_destinations.delivery_state`).
 
 Many destinations are checked by :func:`check_all_destinations`: a bounded thread pool makes
 only the Graph calls (each with the client's connect/read timeouts), while the calling thread
@@ -50,24 +53,43 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any
 
 from cryptography.fernet import InvalidToken
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Avg, Count, F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph, graph_versions, signals, tokens
+from capi_destinations import clock, diagnostics, graph, graph_versions, tokens
 from capi_destinations.conf import app_settings
+from capi_destinations.delivery_state import (
+    REFUSED_WHATEVER_THE_EVENTS_FIX,
+    refuses_every_request,
+    release_outlived_block,
+    request_canary,
+)
+from capi_destinations.health_status import (
+    DELIVERIES_ACCEPTED,
+    DELIVERY_FAILURE_RATE,
+    ERROR,
+    GRAPH_API_VERSION,
+    INFO,
+    MATCH_QUALITY,
+    META_ACCEPTS_TOKEN,
+    QUEUE_MOVING,
+    SENDING_ENABLED,
+    TEST_MODE,
+    TOKEN_FORMAT,
+    CheckResult,
+    Snapshot,
+    Verdict,
+    record_verdict,
+)
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -76,25 +98,9 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     HealthCheck,
-    Membership,
-    Role,
 )
 
 logger = logging.getLogger("capi_destinations.health")
-
-ERROR = "error"
-INFO = "info"
-
-# Check names, in the order they run and are shown.
-SENDING_ENABLED = "sending_enabled"
-TOKEN_FORMAT = "token_format"  # noqa: S105 (a check name, not a secret)
-META_ACCEPTS_TOKEN = "meta_accepts_token"  # noqa: S105
-DELIVERIES_ACCEPTED = "deliveries_accepted"
-DELIVERY_FAILURE_RATE = "delivery_failure_rate"
-QUEUE_MOVING = "queue_moving"
-GRAPH_API_VERSION = "graph_api_version"
-TEST_MODE = "test_mode"
-MATCH_QUALITY = "match_quality"
 
 # Deliveries older than this say nothing about the destination's health today.
 RECENT_DELIVERY_WINDOW = timedelta(hours=24)
@@ -122,20 +128,6 @@ _NEW_CREDENTIAL_FIX = (
     "Settings → System Users, which does not expire), paste it into this destination and save."
 )
 _CONFIRM_PIXEL = "Confirm the Pixel ID matches the pixel you generated the token for."
-
-#: How a block set because Meta refuses every request, whatever its events, begins (the
-#: dispatcher sets it; the reason and fix say it is no single event's fault).
-REFUSED_WHATEVER_THE_EVENTS = (
-    "Meta refuses every request for this destination, whatever the events: "
-)
-REFUSED_WHATEVER_THE_EVENTS_FIX = (
-    "This is not one event's fault, so no event was failed: they wait, without using up their "
-    "retries. Check what every request of this destination carries: its test event code (paste "
-    "the current one from Events Manager → Test Events, or clear it), its Graph API "
-    "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
-    "says which. One of the destination's own waiting events is sent alone from time to time "
-    "(never a made-up one); when Meta accepts it, sending resumes."
-)
 
 _TOKEN_FORMAT_FIXES: dict[str, str] = {
     "token_missing": "Paste the token from Events Manager → your pixel → Settings → "
@@ -168,30 +160,6 @@ IDENTIFIER_LABELS: dict[str, str] = {
     "db": "date of birth",
     "ge": "gender",
 }
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The answer to one question about a destination, as stored in ``HealthCheck.checks``."""
-
-    name: str
-    ok: bool
-    message: str
-    fix: str = ""
-    severity: str = ERROR
-
-    @property
-    def failed(self) -> bool:
-        """Whether this check makes the destination unhealthy."""
-        return not self.ok and self.severity == ERROR
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: name, ok, message, fix, severity."""
-        return asdict(self)
-
-    def reason(self) -> dict[str, str]:
-        """What ``Destination.health_reasons`` keeps of a failed check."""
-        return {"name": self.name, "message": self.message, "fix": self.fix}
 
 
 @dataclass(frozen=True)
@@ -278,10 +246,7 @@ def _release_outlived_block(destination: Destination) -> None:
     # fingerprint (which find other clients' destinations sharing the token) catch up.
     if getattr(destination, "_unreadable_token", False):
         return
-    # dispatch imports this module, hence the late import.
-    from capi_destinations import dispatch
-
-    dispatch.release_outlived_block(destination)
+    release_outlived_block(destination)
     destination.sync_token_fingerprint()
 
 
@@ -650,7 +615,7 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
             message=attempt["error_message"] or "",
         )
         fix = info.fix
-    if destination.blocked_reason.startswith(REFUSED_WHATEVER_THE_EVENTS):
+    if refuses_every_request(destination):
         fix = REFUSED_WHATEVER_THE_EVENTS_FIX
     canary = (
         " One of its own waiting events is sent alone to test whether Meta still refuses "
@@ -861,14 +826,6 @@ def _duration(delta: timedelta) -> str:
 # --- status and recording --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    health: str
-    reasons: list[dict[str, str]]
-    checks: list[CheckResult]
-    transient_failures: int
-
-
 def _decide(
     destination: Destination,
     probe: TokenProbe,
@@ -878,14 +835,48 @@ def _decide(
     old_reasons: list[dict[str, str]],
     old_transient_failures: int,
     now: datetime,
-) -> _Verdict:
+) -> Verdict:
     threshold = max(1, int(app_settings.HEALTH_TRANSIENT_FAILURE_THRESHOLD))
     transient_failures = old_transient_failures + 1 if probe.unreachable else 0
-    checks = [
+    checks = _run_checks(
+        destination,
+        probe,
+        facts,
+        failures_in_a_row=transient_failures,
+        threshold=threshold,
+        now=now,
+    )
+    failed = [check for check in checks if check.failed]
+    if failed:
+        return Verdict(Health.UNHEALTHY, [c.reason() for c in failed], checks, transient_failures)
+    token_check = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
+    if probe.read_refused and not token_check.ok:
+        # Nothing proves or disproves the token yet (a send-only token, no recent delivery):
+        # a destination proven healthy stays so, any other waits for its first delivery.
+        if old_health == Health.HEALTHY:
+            return Verdict(Health.HEALTHY, [], checks, transient_failures)
+        return Verdict(Health.UNKNOWN, [token_check.reason()], checks, transient_failures)
+    if probe.unreachable:
+        reasons = _reasons_kept_while_unreachable(checks, token_check, old_health, old_reasons)
+        return Verdict(old_health, reasons, checks, transient_failures)
+    return Verdict(Health.HEALTHY, [], checks, transient_failures)
+
+
+def _run_checks(
+    destination: Destination,
+    probe: TokenProbe,
+    facts: DeliveryFacts,
+    *,
+    failures_in_a_row: int,
+    threshold: int,
+    now: datetime,
+) -> list[CheckResult]:
+    """Every check, in the order they are shown."""
+    return [
         _check_sending_enabled(destination),
         _check_token_format(destination),
         _check_meta_accepts_token(
-            destination, probe, facts, failures_in_a_row=transient_failures, threshold=threshold
+            destination, probe, facts, failures_in_a_row=failures_in_a_row, threshold=threshold
         ),
         _check_deliveries_accepted(destination, probe),
         _check_delivery_failure_rate(facts),
@@ -894,28 +885,26 @@ def _decide(
         _check_test_mode(destination),
         _check_match_quality(destination, facts),
     ]
-    failed = [check for check in checks if check.failed]
-    if failed:
-        return _Verdict(Health.UNHEALTHY, [c.reason() for c in failed], checks, transient_failures)
-    token_check = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
-    if probe.read_refused and not token_check.ok:
-        # Nothing proves or disproves the token yet (a send-only token, no recent delivery):
-        # a destination proven healthy stays so, any other waits for its first delivery.
-        if old_health == Health.HEALTHY:
-            return _Verdict(Health.HEALTHY, [], checks, transient_failures)
-        return _Verdict(Health.UNKNOWN, [token_check.reason()], checks, transient_failures)
-    if probe.unreachable:
-        # No verdict from Meta and nothing else wrong: keep the status. An unhealthy one keeps
-        # the old reasons this run could not clear (a refused token stays the likely cause).
-        unreachable = next(check for check in checks if check.name == META_ACCEPTS_TOKEN)
-        if old_health == Health.HEALTHY:
-            return _Verdict(old_health, [], checks, transient_failures)
-        passed_now = {check.name for check in checks if check.ok}
-        still_open = [reason for reason in old_reasons if reason.get("name") not in passed_now]
-        if old_health == Health.UNKNOWN or not still_open:
-            still_open = [unreachable.reason()]
-        return _Verdict(old_health, still_open, checks, transient_failures)
-    return _Verdict(Health.HEALTHY, [], checks, transient_failures)
+
+
+def _reasons_kept_while_unreachable(
+    checks: list[CheckResult],
+    unreachable: CheckResult,
+    old_health: str,
+    old_reasons: list[dict[str, str]],
+) -> list[dict[str, str]]:
+    """No verdict from Meta and nothing else wrong: the status stays, with these reasons.
+
+    A healthy destination keeps none; an unhealthy one keeps the old reasons this run could not
+    clear (a refused token stays the likely cause), else the unreachable check's.
+    """
+    if old_health == Health.HEALTHY:
+        return []
+    passed_now = {check.name for check in checks if check.ok}
+    still_open = [reason for reason in old_reasons if reason.get("name") not in passed_now]
+    if old_health == Health.UNKNOWN or not still_open:
+        still_open = [unreachable.reason()]
+    return still_open
 
 
 def _evaluate_and_record(
@@ -930,13 +919,10 @@ def _evaluate_and_record(
         # Meta accepts the token again (a fixed permission, a new token saved elsewhere), which
         # is no proof it may send: one of the destination's own waiting events, sent alone by
         # the dispatcher, decides. Never a made-up event.
-        # dispatch imports this module, hence the late import.
-        from capi_destinations import dispatch
-
-        dispatch.request_canary(destination)
+        request_canary(destination)
     pixel_name = (probe.pixel.name or "") if probe.pixel is not None else None
 
-    def verdict_for(old: _Snapshot) -> _Verdict:
+    def verdict_for(old: Snapshot) -> Verdict:
         return _decide(
             destination,
             probe,
@@ -947,202 +933,10 @@ def _evaluate_and_record(
             now=now,
         )
 
-    return _record(
+    return record_verdict(
         destination,
         verdict_for,
         now=now,
         duration_ms=int((time.monotonic() - started) * 1000),
         pixel_name=pixel_name,
     )
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    health: str
-    reasons: list[dict[str, str]]
-    transient_failures: int
-
-
-def _record(
-    destination: Destination,
-    verdict_for: Callable[[_Snapshot], _Verdict],
-    *,
-    now: datetime,
-    duration_ms: int,
-    pixel_name: str | None,
-    count_as_checked: bool = True,
-) -> HealthCheck:
-    """Write the verdict with a compare-and-set on ``health``; announce a change after commit.
-
-    When another process changed the status in the meantime, the verdict is worked out again
-    from what it wrote, so a change is recorded (and announced) exactly once.
-    """
-    old = _Snapshot(
-        destination.health,
-        list(destination.health_reasons or []),
-        destination.health_transient_failures,
-    )
-    with transaction.atomic():
-        for _ in range(5):
-            verdict: _Verdict = verdict_for(old)
-            changed = verdict.health != old.health
-            updates: dict[str, Any] = {
-                "health": verdict.health,
-                "health_reasons": verdict.reasons,
-                "health_transient_failures": verdict.transient_failures,
-            }
-            if count_as_checked:
-                updates["health_checked_at"] = now
-            if changed:
-                updates["health_changed_at"] = now
-            if pixel_name:
-                updates["pixel_name"] = pixel_name
-            written = Destination.objects.filter(pk=destination.pk, health=old.health).update(
-                **updates
-            )
-            if written:
-                break
-            current = (
-                Destination.objects.filter(pk=destination.pk)
-                .values_list("health", "health_reasons", "health_transient_failures")
-                .first()
-            )
-            if current is None:
-                raise Destination.DoesNotExist(f"Destination {destination.pk} was deleted")
-            old = _Snapshot(current[0], list(current[1] or []), current[2])
-        else:  # pragma: no cover - five concurrent changes in a row
-            raise RuntimeError(f"Could not record the health of destination {destination.pk}")
-        check = HealthCheck.objects.create(
-            destination_id=destination.pk,
-            checked_at=now,
-            status=verdict.health,
-            checks=[result.to_dict() for result in verdict.checks],
-            duration_ms=max(0, duration_ms),
-            status_changed=changed,
-        )
-        # Before the commit, so receivers of the signal see the destination as stored.
-        for name, value in updates.items():
-            setattr(destination, name, value)
-        if changed:
-            transaction.on_commit(
-                partial(_announce_change, destination, old.health, verdict.health, check)
-            )
-    return check
-
-
-def _announce_change(destination: Destination, old: str, new: str, check: HealthCheck) -> None:
-    signals.destination_health_changed.send(
-        sender=Destination, destination=destination, old=old, new=new, check=check
-    )
-    if app_settings.HEALTH_EMAIL_ADMINS:
-        try:
-            email_tenant_admins(destination, old=old, new=new, check=check)
-        except Exception:
-            # A mail server problem must not undo or hide the recorded change.
-            logger.exception("Could not email the admins about destination %s", destination.pk)
-
-
-# --- called by the delivery engine -------------------------------------------------------------
-
-
-def mark_unhealthy_from_delivery(
-    destination: Destination, error: graph.GraphError, *, now: datetime | None = None
-) -> HealthCheck:
-    """Record that Meta refused the token while delivering: unhealthy at once, with the reason.
-
-    For the dispatcher, on an ``auth`` or ``permission`` answer. Same compare-and-set and
-    signal as a full check; the failing check is stored as a HealthCheck of its own.
-    """
-    now = now or clock.now()
-    result = CheckResult(
-        DELIVERIES_ACCEPTED,
-        False,
-        f"Meta refused events for this destination: {error.explanation}",
-        error.fix,
-    )
-
-    def verdict_for(old: _Snapshot) -> _Verdict:
-        others = [reason for reason in old.reasons if reason.get("name") != DELIVERIES_ACCEPTED]
-        return _Verdict(
-            Health.UNHEALTHY, [result.reason(), *others], [result], old.transient_failures
-        )
-
-    return _record(
-        destination,
-        verdict_for,
-        now=now,
-        duration_ms=0,
-        pixel_name=None,
-        count_as_checked=False,
-    )
-
-
-# --- notifications -------------------------------------------------------------------------
-
-
-def email_tenant_admins(destination: Destination, *, old: str, new: str, check: HealthCheck) -> int:
-    """Email the admins of the destination's tenant about a health change; returns mails sent.
-
-    Only news worth an email is sent: turning unhealthy, and recovering from unhealthy.
-    """
-    if new != Health.UNHEALTHY and old != Health.UNHEALTHY:
-        return 0
-    # The site's user model names its email field (EMAIL_FIELD), which need not be "email".
-    email = f"user__{get_user_model().get_email_field_name()}"
-    recipients = sorted(
-        set(
-            Membership.objects.filter(
-                tenant_id=destination.tenant_id, role=Role.ADMIN, user__is_active=True
-            )
-            .exclude(**{email: ""})
-            .values_list(email, flat=True)
-        )
-    )
-    if not recipients:
-        return 0
-    label = Health(new).label
-    subject = f"[{destination.tenant.name}] {destination.name} is now {label}"
-    lines = [
-        f"The Conversions API destination “{destination.name}” (pixel {destination.pixel_id}) "
-        f"changed from {Health(old).label} to {label} at {check.checked_at:%Y-%m-%d %H:%M} UTC.",
-        "",
-    ]
-    for item in check.checks:
-        if not item["ok"] and item["severity"] == ERROR:
-            lines += [f"- {item['message']}", f"  Fix: {item['fix']}", ""]
-    send_mail(subject, "\n".join(lines), None, recipients)
-    return len(recipients)
-
-
-# --- retention -------------------------------------------------------------------------------
-
-
-def purge_old_checks(now: datetime | None = None) -> int:
-    """Delete HealthChecks older than ``RETENTION_DAYS``; returns how many were deleted.
-
-    Each destination keeps at least its latest status change and its latest check, however
-    old, so its page can always say since when it has been in its current state.
-    """
-    now = now or clock.now()
-    cutoff = now - timedelta(days=app_settings.RETENTION_DAYS)
-    old_checks = HealthCheck.objects.filter(checked_at__lt=cutoff)
-    keep: set[int] = set()
-    for only_changes in (True, False):
-        latest = HealthCheck.objects.all()
-        if only_changes:
-            latest = latest.filter(status_changed=True)
-        ranked = (
-            latest.filter(destination_id__in=old_checks.values("destination_id"))
-            .annotate(
-                rank=Window(
-                    RowNumber(),
-                    partition_by=[F("destination_id")],
-                    order_by=[F("checked_at").desc(), F("pk").desc()],
-                )
-            )
-            .filter(rank=1)
-            .values_list("pk", flat=True)
-        )
-        keep.update(ranked)
-    deleted, _ = old_checks.exclude(pk__in=keep).delete()
-    return deleted

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.signals import setting_changed
 from django.core.validators import RegexValidator
 from django.db import models
 from fernet_fields import EncryptedTextField
@@ -195,6 +194,16 @@ def hash_ingest_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class BlockKind(models.TextChoices):
+    """Why a destination's delivery is blocked (blank while it is not)."""
+
+    # Meta refused the token (an ``auth`` or ``permission`` answer): a new token lifts it.
+    TOKEN = "token", "Meta refused the token"
+    # Meta refuses every request whatever its events (a wrong test event code, Limited Data
+    # Use required): a canary Meta accepts lifts it.
+    EVERY_REQUEST = "every_request", "Meta refuses every request"
+
+
 class DestinationQuerySet(models.QuerySet["Destination"]):
     def for_user(self, user: Any) -> DestinationQuerySet:
         """Destinations of the tenants ``user`` belongs to (all of them for a superuser)."""
@@ -272,13 +281,18 @@ class Destination(models.Model):
     health_transient_failures = models.PositiveIntegerField(default=0)
     pixel_name = models.CharField(max_length=255, blank=True)
 
-    # Delivery state, written by dispatch.py.
+    # Delivery state, written by delivery_state.py.
     paused_until = models.DateTimeField(null=True, blank=True)
     pause_reason = models.TextField(blank=True)
     blocked_reason = models.TextField(
         blank=True, help_text="Set when Meta refused the token; sending stops until it is fixed."
     )
     blocked_at = models.DateTimeField(null=True, blank=True)
+    # What kind of refusal the block is (blank while not blocked, and for a block written
+    # before kinds existed, which counts as a refused token).
+    block_kind = models.CharField(
+        max_length=16, choices=BlockKind.choices, blank=True, editable=False
+    )
     # The fingerprint of the token Meta refused: a block never outlives that token, whichever
     # path replaced it (blank: a block written before fingerprints, taken as the current token's).
     blocked_token_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
@@ -453,8 +467,14 @@ class Destination(models.Model):
             ):
                 self.blocked_reason = ""
                 self.blocked_at = None
+                self.block_kind = ""
                 self.blocked_token_fingerprint = ""
-                written |= {"blocked_reason", "blocked_at", "blocked_token_fingerprint"}
+                written |= {
+                    "blocked_reason",
+                    "blocked_at",
+                    "block_kind",
+                    "blocked_token_fingerprint",
+                }
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, *written}
         super().save(*args, **kwargs)
@@ -747,7 +767,8 @@ class AuditEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.destination_label}"
 
 
-def _forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
+def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver (``receivers`` connects it) for the encrypted fields."""
     # fernet_fields caches the keys on each field instance; drop them when FERNET_KEYS changes
     # (tests with override_settings, key rotation) so the new keys take effect.
     if setting not in ("FERNET_KEYS", "SECRET_KEY"):
@@ -757,6 +778,3 @@ def _forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
             if isinstance(field, EncryptedTextField):
                 for cached in ("keys", "fernet_keys", "fernet"):
                     field.__dict__.pop(cached, None)
-
-
-setting_changed.connect(_forget_fernet_keys)

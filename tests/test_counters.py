@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 from capi_destinations import clock as app_clock
-from capi_destinations import counters, dispatch, reports, track_many
+from capi_destinations import counters, destinations, dispatch, reports, track_many
 from capi_destinations.models import Destination, Event, EventStatus, HourlyOutcomes
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import server_event
@@ -190,7 +190,7 @@ def test_a_redelivered_event_counts_as_failed_then_delivered(
     clock_hour = app_clock.now()
     app_clock.advance(timedelta(hours=1))
 
-    dispatch.redeliver([failed.pk], actor=None)
+    destinations.redeliver([failed.pk], actor=None)
     dispatch.dispatch_pending()
 
     # Both happened: the failure an hour ago stays counted in its hour.

@@ -12,11 +12,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from capi_destinations import clock as app_clock
-from capi_destinations import dispatch, graph, health, signals
+from capi_destinations import delivery_state, destinations, dispatch, graph, health, signals
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
     AuditEntry,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -547,6 +548,7 @@ def test_a_revoked_token_blocks_only_its_destination(
     revoked.refresh_from_db()
     assert report.held == 3
     assert revoked.blocked_reason
+    assert revoked.block_kind == BlockKind.TOKEN
     assert revoked.blocked_at == app_clock.now()
     assert revoked.health == Health.UNHEALTHY
     assert revoked.token_hint not in revoked.blocked_reason
@@ -569,6 +571,7 @@ def test_a_revoked_token_blocks_only_its_destination(
 
     revoked.refresh_from_db()
     assert revoked.blocked_reason == ""
+    assert revoked.block_kind == ""
     assert statuses(revoked) == {EventStatus.DELIVERED: 4}
     assert len(sent_event_ids(env, pixel_id=revoked.pixel_id)) == 4
 
@@ -603,10 +606,10 @@ def test_clearing_a_block_sends_the_held_events(
     assert statuses() == {EventStatus.PENDING: 2}
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert dispatch.clear_block(destination)
+        assert delivery_state.clear_block(destination)
 
     assert statuses() == {EventStatus.DELIVERED: 2}
-    assert not dispatch.clear_block(destination)
+    assert not delivery_state.clear_block(destination)
 
 
 def test_held_events_of_a_blocked_destination_expire_with_the_reason(
@@ -644,7 +647,7 @@ def test_redeliver_puts_failed_and_expired_events_inside_the_window_back(
     delivered = make_event(status=EventStatus.DELIVERED)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        count = dispatch.redeliver(Event.objects.all(), actor=user)
+        count = destinations.redeliver(Event.objects.all(), actor=user)
 
     assert count == 2
     failed.refresh_from_db()
@@ -671,8 +674,8 @@ def test_redeliver_puts_failed_and_expired_events_inside_the_window_back(
 def test_redeliver_accepts_ids(env: Sandbox, make_event: Callable[..., Event]) -> None:
     failed = make_event(status=EventStatus.FAILED)
 
-    assert dispatch.redeliver([failed.pk], actor=None) == 1
-    assert dispatch.redeliver([failed.pk], actor=None) == 0
+    assert destinations.redeliver([failed.pk], actor=None) == 1
+    assert destinations.redeliver([failed.pk], actor=None) == 0
     assert AuditEntry.objects.get().actor is None
 
 

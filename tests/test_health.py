@@ -11,7 +11,7 @@ from django.core import mail
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from capi_destinations import dispatch, graph, health, signals, tasks
+from capi_destinations import dispatch, graph, health, health_status, retention, signals, tasks
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -680,8 +680,8 @@ def test_a_refusal_during_delivery_marks_unhealthy_at_once(
         graph.send_events(registered, [server_event("evt-refused")])
 
     with django_capture_on_commit_callbacks(execute=True):
-        check = health.mark_unhealthy_from_delivery(registered, refused.value)
-        health.mark_unhealthy_from_delivery(registered, refused.value)
+        check = health_status.mark_unhealthy_from_delivery(registered, refused.value)
+        health_status.mark_unhealthy_from_delivery(registered, refused.value)
 
     assert check.status == Health.UNHEALTHY
     assert check.status_changed is True
@@ -814,7 +814,7 @@ def test_purge_keeps_the_last_status_change_and_the_latest_check(
     clock.advance(timedelta(days=31))
     recent = health.check_destination(registered)
 
-    deleted = health.purge_old_checks()
+    deleted = retention.purge_old_checks()
 
     assert deleted == 2
     remaining = set(HealthCheck.objects.values_list("pk", flat=True))
@@ -830,7 +830,7 @@ def test_purge_keeps_the_only_checks_of_a_quiet_destination(
     clock.advance(timedelta(minutes=5))
     latest = health.check_destination(registered)
 
-    deleted = health.purge_old_checks(now=clock.now() + timedelta(days=90))
+    deleted = retention.purge_old_checks(now=clock.now() + timedelta(days=90))
 
     assert deleted == 0
     assert set(HealthCheck.objects.values_list("pk", flat=True)) == {change.pk, latest.pk}

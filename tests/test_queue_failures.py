@@ -24,7 +24,7 @@ from django.urls import reverse
 from django_q.conf import Conf
 
 import capi_destinations
-from capi_destinations import dispatch, signals, tasks
+from capi_destinations import destinations, queueing, signals, tasks
 from capi_destinations.models import Destination, Event, EventStatus, Role
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import make_token
@@ -222,7 +222,7 @@ def test_redelivery_works_when_the_broker_is_broken(
 ) -> None:
     event = make_event(status=EventStatus.FAILED)
 
-    assert dispatch.redeliver([event.pk], actor=admin_user) == 1
+    assert destinations.redeliver([event.pk], actor=admin_user) == 1
 
     event.refresh_from_db()
     assert event.status == EventStatus.PENDING
@@ -242,7 +242,7 @@ def test_the_signal_receivers_never_raise_when_the_broker_is_broken(
 def test_queue_task_says_whether_the_task_was_queued(
     broken_broker: str, queue_log: pytest.LogCaptureFixture
 ) -> None:
-    queued = tasks.queue_task(tasks.HEALTH_TASK, task_name="probe", group="probe", what="probe")
+    queued = queueing.queue_task(tasks.HEALTH_TASK, task_name="probe", group="probe", what="probe")
 
     assert queued is False
     assert_logged_without_secrets(queue_log, "probe")
@@ -256,9 +256,9 @@ def test_a_failed_dispatch_enqueue_is_tried_again_after_the_dedup_window(
 ) -> None:
     """One failure per window, not one per recorded event: a failing broker that answers slowly
     must not slow every request down; the scheduled dispatch sends the events meanwhile."""
-    assert tasks.enqueue_dispatch(destination.pk) is False
-    assert tasks.enqueue_dispatch(destination.pk) is False
+    assert queueing.enqueue_dispatch(destination.pk) is False
+    assert queueing.enqueue_dispatch(destination.pk) is False
     assert len(queue_log.records) == 1
     cache.clear()  # the dedup window passed
-    assert tasks.enqueue_dispatch(destination.pk) is False
+    assert queueing.enqueue_dispatch(destination.pk) is False
     assert len(queue_log.records) == 2

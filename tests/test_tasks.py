@@ -18,7 +18,7 @@ from django_q.models import OrmQ, Schedule
 from django_q.signing import SignedPackage
 
 from capi_destinations import clock as app_clock
-from capi_destinations import signals, tasks
+from capi_destinations import queueing, retention, signals, tasks
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -53,9 +53,9 @@ def queued_tasks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str,
 def test_enqueue_dispatch_queues_one_task_per_waiting_destination(
     queued_tasks: Callable[[], list[dict[str, Any]]], destination: Destination
 ) -> None:
-    assert tasks.enqueue_dispatch(destination.pk)
-    assert not tasks.enqueue_dispatch(destination.pk)
-    assert not tasks.enqueue_dispatch(destination.pk)
+    assert queueing.enqueue_dispatch(destination.pk)
+    assert not queueing.enqueue_dispatch(destination.pk)
+    assert not queueing.enqueue_dispatch(destination.pk)
 
     (task,) = queued_tasks()
     assert task["func"] == tasks.DISPATCH_TASK
@@ -63,18 +63,18 @@ def test_enqueue_dispatch_queues_one_task_per_waiting_destination(
     assert task["args"] == (destination.pk, 1.0)
 
     # Another destination gets its own task.
-    assert tasks.enqueue_dispatch(destination.pk + 1000)
+    assert queueing.enqueue_dispatch(destination.pk + 1000)
     assert len(queued_tasks()) == 2
 
 
 def test_a_started_dispatch_lets_the_next_events_queue_again(
     queued_tasks: Callable[[], list[dict[str, Any]]], destination: Destination
 ) -> None:
-    assert tasks.enqueue_dispatch(destination.pk)
+    assert queueing.enqueue_dispatch(destination.pk)
 
     tasks.dispatch_due(destination.pk)
 
-    assert tasks.enqueue_dispatch(destination.pk)
+    assert queueing.enqueue_dispatch(destination.pk)
     assert len(queued_tasks()) == 2
 
 
@@ -113,7 +113,7 @@ def test_an_enqueued_dispatch_delivers_the_destination_s_events(
     }
     event = make_event()
 
-    assert tasks.enqueue_dispatch(event.destination_id)
+    assert queueing.enqueue_dispatch(event.destination_id)
 
     event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED
@@ -152,7 +152,7 @@ def test_purge_deletes_old_delivered_and_expired_records_only(
         destination=destination, started_at=app_clock.now(), outcome=AttemptOutcome.DELIVERED
     )
 
-    purged = tasks.purge_old_records()
+    purged = retention.purge_old_records()
 
     assert purged["events"] == 2
     assert purged["attempts"] == 1
@@ -172,10 +172,10 @@ def test_purge_follows_the_retention_setting(
     settings.CAPI_DESTINATIONS = {"RETENTION_DAYS": 3}
     make_event(status=EventStatus.DELIVERED)
     app_clock.advance(timedelta(days=2))
-    assert tasks.purge_old_records()["events"] == 0
+    assert retention.purge_old_records()["events"] == 0
 
     app_clock.advance(timedelta(days=2))
-    assert tasks.purge_old_records()["events"] == 1
+    assert retention.purge_old_records()["events"] == 1
 
 
 def test_capi_purge_command_reports_what_it_deleted(

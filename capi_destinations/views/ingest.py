@@ -27,7 +27,6 @@ from typing import Any, cast
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, connections, router
 from django.db.models import Field
-from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
@@ -114,14 +113,8 @@ def _current_version(ingest_key: str) -> tuple[Any, ...] | None:
 
 
 def forget_destinations(**kwargs: Any) -> None:
-    """Empty the destination cache (connected to Destination saves and deletes)."""
+    """Empty the destination cache (``receivers`` connects it to Destination saves and deletes)."""
     _destinations.clear()
-
-
-post_save.connect(forget_destinations, sender=Destination, dispatch_uid="capi_ingest_cache_save")
-post_delete.connect(
-    forget_destinations, sender=Destination, dispatch_uid="capi_ingest_cache_delete"
-)
 
 
 # The secret (Authorization), the body and the events with raw customer data are in this frame

@@ -20,9 +20,10 @@ from django.test import Client
 from django.urls import reverse
 
 from capi_destinations import clock as app_clock
-from capi_destinations import dispatch, graph
+from capi_destinations import delivery_state, dispatch, graph
 from capi_destinations.models import (
     AttemptOutcome,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -220,6 +221,8 @@ def test_a_refusal_of_every_request_holds_the_destination_without_failing_events
     stored = Destination.objects.get(pk=destination.pk)
     assert stored.is_blocked
     assert stored.blocked_reason.startswith("Meta refuses every request for this destination")
+    assert stored.block_kind == BlockKind.EVERY_REQUEST
+    assert delivery_state.refuses_every_request(stored)
     assert user_msg in stored.blocked_reason
     assert env.events() == []
     assert_only_tracked_events_reached(env)
@@ -312,7 +315,7 @@ def test_a_blocked_destination_is_released_by_one_of_its_own_waiting_events(
     block_with_a_refused_token(env, destination)
     before = len(env.requests())
 
-    clock.advance(dispatch.CANARY_FIRST_DELAY)
+    clock.advance(delivery_state.CANARY_FIRST_DELAY)
     dispatch.dispatch_pending()
 
     canary_request, *rest = env.requests()[before:]
@@ -320,7 +323,9 @@ def test_a_blocked_destination_is_released_by_one_of_its_own_waiting_events(
     assert env.events()[0]["event_id"] == events[-1].event_id
     assert rest
     assert all(request["status"] == 200 for request in rest)
-    assert not Destination.objects.get(pk=destination.pk).is_blocked
+    lifted = Destination.objects.get(pk=destination.pk)
+    assert not lifted.is_blocked
+    assert lifted.block_kind == ""
     received = assert_only_tracked_events_reached(env)
     assert received == Counter({event.event_id: 1 for event in events})
     assert DeliveryAttempt.objects.filter(canary=True, outcome=AttemptOutcome.DELIVERED).count()
@@ -336,7 +341,7 @@ def test_no_canary_before_its_time_and_a_refused_one_doubles_the_wait(
     blocked_at = Destination.objects.get(pk=destination.pk).blocked_at
     before = len(env.requests())
 
-    clock.advance(dispatch.CANARY_FIRST_DELAY - timedelta(seconds=1))
+    clock.advance(delivery_state.CANARY_FIRST_DELAY - timedelta(seconds=1))
     dispatch.dispatch_pending()
     assert len(env.requests()) == before
 
@@ -348,11 +353,11 @@ def test_no_canary_before_its_time_and_a_refused_one_doubles_the_wait(
     assert len(env.requests()) == before + 1
     assert stored.is_blocked
     assert stored.blocked_at == blocked_at
-    assert stored.canary_due_at == app_clock.now() + dispatch.CANARY_FIRST_DELAY
+    assert stored.canary_due_at == app_clock.now() + delivery_state.CANARY_FIRST_DELAY
     assert set(Event.objects.values_list("status", "attempts")) == {(EventStatus.PENDING, 0)}
     assert env.events() == []
-    assert dispatch.canary_delay(blocked_at, blocked_at + timedelta(days=1)) == (
-        dispatch.CANARY_MAX_DELAY
+    assert delivery_state.canary_delay(blocked_at, blocked_at + timedelta(days=1)) == (
+        delivery_state.CANARY_MAX_DELAY
     )
 
 

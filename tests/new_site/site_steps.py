@@ -26,7 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_q.models import OrmQ
 
 import capi_destinations
-from capi_destinations import dispatch
+from capi_destinations import destinations
 from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
 
 PASSWORD = "a new site's password 1"
@@ -220,7 +220,7 @@ def render_every_page() -> dict[str, Any]:
     login_field_label = str(response.context["add_form"]["username"].label)
 
     Event.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
-    assert dispatch.redeliver([event.pk], actor=member) == 1
+    assert destinations.redeliver([event.pk], actor=member) == 1
     event.refresh_from_db()
     assert member.get_username() in event.status_reason, event.status_reason
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from capi_destinations import tasks
+from capi_destinations import retention
 from capi_destinations.conf import app_settings
 
 
@@ -17,7 +17,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        purged = tasks.purge_old_records()
+        purged = retention.purge_old_records()
         counts = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in purged.items())
         self.stdout.write(
             f"Purged records older than {app_settings.RETENTION_DAYS} days: {counts}."

@@ -1,0 +1,93 @@
+"""Retention: delete what is older than ``RETENTION_DAYS``, keeping what someone may still need.
+
+One purge (:func:`purge_old_records`) serves the daily task and ``manage.py capi_purge``:
+delivered and expired events, delivery attempts, hourly counters and health checks older than
+the retention period go; failed events stay (someone may want to fix and redeliver them), and
+each destination keeps its latest health check and latest status change however old
+(:func:`purge_old_checks`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
+
+from capi_destinations import clock, counters
+from capi_destinations.conf import app_settings
+from capi_destinations.models import DeliveryAttempt, Event, EventStatus, HealthCheck
+
+logger = logging.getLogger("capi_destinations.tasks")
+
+# Rows deleted per statement by the purge, so memory and lock time stay bounded.
+PURGE_CHUNK = 5000
+
+
+def purge_old_records() -> dict[str, int]:
+    """Delete delivered/expired events and attempts older than ``RETENTION_DAYS``.
+
+    Failed events stay (someone may want to fix and redeliver them). Old health checks go
+    too, keeping each destination's last status change (:func:`purge_old_checks`). Returns
+    how many rows of each kind were deleted.
+    """
+    now = clock.now()
+    cutoff = now - timedelta(days=int(app_settings.RETENTION_DAYS))
+    purged = {
+        "attempts": _delete_in_chunks(DeliveryAttempt.objects.filter(started_at__lt=cutoff)),
+        "events": _delete_in_chunks(
+            Event.objects.filter(
+                status__in=(EventStatus.DELIVERED, EventStatus.EXPIRED), updated_at__lt=cutoff
+            )
+        ),
+    }
+    purged["health_checks"] = purge_old_checks(now=now)
+    purged["hourly_counts"] = counters.purge(cutoff)
+    logger.info("Purged records older than %s: %s", cutoff, purged)
+    return purged
+
+
+def _delete_in_chunks(queryset: Any) -> int:
+    model = queryset.model
+    deleted = 0
+    while True:
+        pks = list(queryset.values_list("pk", flat=True)[:PURGE_CHUNK])
+        if not pks:
+            return deleted
+        with transaction.atomic():
+            _, per_model = model.objects.filter(pk__in=pks).delete()
+        deleted += per_model.get(model._meta.label, 0)
+
+
+def purge_old_checks(now: datetime | None = None) -> int:
+    """Delete HealthChecks older than ``RETENTION_DAYS``; returns how many were deleted.
+
+    Each destination keeps at least its latest status change and its latest check, however
+    old, so its page can always say since when it has been in its current state.
+    """
+    now = now or clock.now()
+    cutoff = now - timedelta(days=app_settings.RETENTION_DAYS)
+    old_checks = HealthCheck.objects.filter(checked_at__lt=cutoff)
+    keep: set[int] = set()
+    for only_changes in (True, False):
+        latest = HealthCheck.objects.all()
+        if only_changes:
+            latest = latest.filter(status_changed=True)
+        ranked = (
+            latest.filter(destination_id__in=old_checks.values("destination_id"))
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("destination_id")],
+                    order_by=[F("checked_at").desc(), F("pk").desc()],
+                )
+            )
+            .filter(rank=1)
+            .values_list("pk", flat=True)
+        )
+        keep.update(ranked)
+    deleted, _ = old_checks.exclude(pk__in=keep).delete()
+    return deleted

@@ -23,9 +23,13 @@ run: install
 test: install
 	@bash scripts/test.sh
 
+# Style (ruff), types (mypy with django-stubs) and the layering (import-linter's contracts in
+# pyproject.toml; docs/ARCHITECTURE.md explains them).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -67,4 +71,4 @@ bench-floor: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.floor $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache dist build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache dist build *.egg-info

@@ -239,8 +239,7 @@ def change_role(membership: Membership, role: str, *, actor: Any = None) -> Memb
         if role == previous:
             membership.role = role
             return membership
-        if previous == Role.ADMIN:
-            _refuse_if_last_admin(current)
+        check_admin_kept(current, role=role, tenant_id=current.tenant_id)
         membership.role = role
         membership.save(update_fields=["role"])
         audit_member_change(
@@ -253,8 +252,7 @@ def remove_member(membership: Membership, *, actor: Any = None) -> None:
     """Remove a member, audited as ``actor``'s; the last admin of a tenant cannot be removed."""
     with _member_change(membership.tenant_id):
         current = _current(membership.pk, membership.tenant_id)
-        if current.role == Role.ADMIN:
-            _refuse_if_last_admin(current)
+        refuse_to_orphan(Membership.objects.filter(pk=current.pk))
         audit_member_change(current, AuditAction.MEMBER_REMOVED, actor=actor)
         current.delete()
 
@@ -265,13 +263,7 @@ def remove_members(memberships: QuerySet[Membership], *, actor: Any = None) -> i
     Raises ``ValidationError`` naming the tenants it would leave without an admin, removing none.
     """
     with _sqlite_turn(), _member_change(*memberships.values_list("tenant_id", flat=True)):
-        orphaned = tenants_left_without_admin(memberships)
-        if orphaned:
-            raise ValidationError(
-                f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
-                "Make someone else an admin first.",
-                code="last_admin",
-            )
+        refuse_to_orphan(memberships, many=True)
         removed = list(memberships.select_related("user"))
         for membership in removed:
             audit_member_change(membership, AuditAction.MEMBER_REMOVED, actor=actor)
@@ -309,11 +301,7 @@ def _update_membership(
 ) -> Membership:
     with _member_change(stored_tenant_id, tenant.pk):
         before = _current(membership.pk, stored_tenant_id)
-        leaves_admin = before.role == Role.ADMIN and (
-            role != Role.ADMIN or tenant.pk != before.tenant_id
-        )
-        if leaves_admin:
-            _refuse_if_last_admin(before)
+        check_admin_kept(before, role=role, tenant_id=tenant.pk)
         membership.user, membership.tenant, membership.role = user, tenant, role
         membership.save(update_fields=["user", "tenant", "role"])
         if before.tenant_id != tenant.pk or before.user_id != user.pk:
@@ -338,9 +326,11 @@ def _lock_tenants(*tenant_ids: int | None) -> None:
 def _current(membership_id: int | None, tenant_id: int | None) -> Membership:
     """The membership as stored now (under the tenant's lock); ``ValidationError`` when it was
     removed or moved to another tenant meanwhile."""
-    current = (
-        Membership.objects.select_related("user").filter(pk=membership_id, tenant_id=tenant_id)
-    ).first()
+    current = None
+    if membership_id is not None and tenant_id is not None:
+        current = (
+            Membership.objects.select_related("user").filter(pk=membership_id, tenant_id=tenant_id)
+        ).first()
     if current is None:
         raise ValidationError(
             "This member was removed or moved meanwhile; reload the page to see who is a member.",
@@ -374,21 +364,47 @@ def member_history(tenant: Tenant, *, limit: int = 50) -> QuerySet[AuditEntry]:
     )
 
 
-def is_last_admin(membership: Membership) -> bool:
-    """Whether ``membership`` is its tenant's only admin (forms check it early, for a clear
-    error; the services check again under the tenant's lock)."""
-    return (
-        membership.pk is not None
-        and Membership.objects.filter(pk=membership.pk, role=Role.ADMIN).exists()
-        and not _other_admins(membership).exists()
+# --- The one rule: a tenant keeps an admin ----------------------------------------------------
+# Without an admin nobody (but a superuser) could manage a tenant's members again. The services
+# above check it under the tenant's lock, so no other change can take the other admin away
+# meanwhile; forms and confirmation pages may ask the same functions early, for a clear error.
+
+LAST_ADMIN_MESSAGE = "This is the tenant's last admin. Make someone else an admin first."
+
+
+def refuse_to_orphan(leaving: QuerySet[Membership], *, many: bool = False) -> None:
+    """Raise ``ValidationError`` (code ``last_admin``) when taking the admin role away from all
+    of ``leaving`` (removing them, demoting them or moving them to another tenant) would leave a
+    tenant without an admin. ``many``: the message of a bulk removal, naming the tenants."""
+    orphaned = tenants_left_without_admin(leaving)
+    if not orphaned:
+        return
+    if many:
+        raise ValidationError(
+            f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
+            "Make someone else an admin first.",
+            code="last_admin",
+        )
+    raise ValidationError(LAST_ADMIN_MESSAGE, code="last_admin")
+
+
+def check_admin_kept(stored: Membership, *, role: str, tenant_id: int | None) -> None:
+    """Refuse (``ValidationError``) to give the ``stored`` membership ``role`` in tenant
+    ``tenant_id`` when that takes its tenant's last admin away."""
+    takes_admin_away = stored.role == Role.ADMIN and (
+        role != Role.ADMIN or tenant_id != stored.tenant_id
     )
+    if stored.pk is not None and takes_admin_away:
+        refuse_to_orphan(Membership.objects.filter(pk=stored.pk))
 
 
 def tenants_left_without_admin(memberships: QuerySet[Membership]) -> list[str]:
     """Names of the tenants that removing all of ``memberships`` would leave without an admin."""
     selected = list(memberships.values_list("pk", flat=True))
     tenant_ids = set(
-        memberships.filter(role=Role.ADMIN).values_list("tenant_id", flat=True).distinct()
+        Membership.objects.filter(pk__in=selected, role=Role.ADMIN)
+        .values_list("tenant_id", flat=True)
+        .distinct()
     )
     kept = set(
         Membership.objects.filter(tenant_id__in=tenant_ids, role=Role.ADMIN)
@@ -396,19 +412,3 @@ def tenants_left_without_admin(memberships: QuerySet[Membership]) -> list[str]:
         .values_list("tenant_id", flat=True)
     )
     return sorted(Tenant.objects.filter(pk__in=tenant_ids - kept).values_list("name", flat=True))
-
-
-def _other_admins(membership: Membership) -> QuerySet[Membership]:
-    return Membership.objects.filter(tenant_id=membership.tenant_id, role=Role.ADMIN).exclude(
-        pk=membership.pk
-    )
-
-
-def _refuse_if_last_admin(membership: Membership) -> None:
-    # Without an admin nobody (but a superuser) could manage the tenant's members again. The
-    # caller holds the tenant's lock, so no other change can remove the other admin meanwhile.
-    if not _other_admins(membership).exists():
-        raise ValidationError(
-            "This is the tenant's last admin. Make someone else an admin first.",
-            code="last_admin",
-        )

@@ -28,7 +28,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import access, destinations, health, tokens
+from capi_destinations import access, destinations, health
+from capi_destinations.forms import WriteOnlySecretsMixin
 from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
@@ -121,7 +122,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
         roles = _roles_of(request)
         if obj is None:
             return any(access.role_allows(role, self.role_to_change) for role in roles.values())
-        return access.role_allows(roles.get(self.tenant_id_of(obj)), self.role_to_change)
+        tenant_id = self.tenant_id_of(obj)
+        role = roles.get(tenant_id) if tenant_id is not None else None
+        return access.role_allows(role, self.role_to_change)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return super().has_add_permission(request) and self.has_role_to_change(request)
@@ -153,7 +156,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return None
 
 
-class DestinationAdminForm(forms.ModelForm):
+class DestinationAdminForm(WriteOnlySecretsMixin):
     """The token is write-only: the field is always empty, and blank keeps the stored token."""
 
     access_token = forms.CharField(
@@ -172,31 +175,6 @@ class DestinationAdminForm(forms.ModelForm):
     class Meta:
         model = Destination
         fields = ["tenant", *destinations.EDITABLE_FIELDS]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Never send a stored secret back to the browser.
-        self.initial["access_token"] = ""
-        self.initial["app_secret"] = ""
-        if self.instance.pk:
-            self.fields["access_token"].help_text = (
-                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
-                "to replace it."
-            )
-
-    def clean_access_token(self) -> str:
-        value = self.cleaned_data.get("access_token", "")
-        if not value and self.instance.pk:
-            return self.instance.access_token
-        return tokens.clean_access_token(value)
-
-    def clean_app_secret(self) -> str:
-        value = self.cleaned_data.get("app_secret", "").strip()
-        if not value and self.instance.pk:
-            return self.instance.app_secret
-        if value and any(character.isspace() for character in value):
-            raise ValidationError("The app secret contains whitespace.")
-        return value
 
 
 @admin.register(Tenant)
@@ -220,17 +198,12 @@ class MembershipAdminForm(forms.ModelForm):
         fields = ["user", "tenant", "role"]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        instance = self.instance
-        leaves_admin = cleaned.get("role") != Role.ADMIN or (
-            cleaned.get("tenant") is not None and cleaned["tenant"].pk != instance.tenant_id
-        )
-        if instance.pk is not None and leaves_admin and access.is_last_admin(instance):
-            raise ValidationError(LAST_ADMIN_MESSAGE, code="last_admin")
+        cleaned = super().clean() or self.cleaned_data
+        # Early, for an error on the form; access.update_membership decides under the lock.
+        tenant = cleaned.get("tenant")
+        if "role" in cleaned and tenant is not None:
+            access.check_admin_kept(self.instance, role=cleaned["role"], tenant_id=tenant.pk)
         return cleaned
-
-
-LAST_ADMIN_MESSAGE = "This is the tenant's last admin. Make someone else an admin first."
 
 
 @admin.register(Membership)
@@ -261,12 +234,10 @@ class MembershipAdmin(TenantScopedAdmin):
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         membership = self.get_object(request, object_id)
-        if membership is not None and access.is_last_admin(membership):
-            self.message_user(request, LAST_ADMIN_MESSAGE, messages.ERROR)
-            return HttpResponseRedirect(
-                reverse("admin:capi_destinations_membership_change", args=[membership.pk])
-            )
         try:
+            if membership is not None and request.method != "POST":
+                # The confirmation page says it at once; access.remove_member decides.
+                access.refuse_to_orphan(Membership.objects.filter(pk=membership.pk))
             return super().delete_view(request, object_id, extra_context)
         except ValidationError as error:
             return self._refused(request, error, object_id)
@@ -282,8 +253,8 @@ class MembershipAdmin(TenantScopedAdmin):
         return HttpResponseRedirect(reverse("admin:capi_destinations_membership_changelist"))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
+        actions: dict[str, Any] = super().get_actions(request)
+        if actions.get("delete_selected") is not None:
             _, name, description = actions["delete_selected"]
             actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
         return actions
@@ -307,16 +278,10 @@ def _delete_keeping_an_admin(
     modeladmin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
 ) -> HttpResponse | None:
     """Django's "Delete selected", refused when it would leave a tenant without an admin."""
-    orphaned = access.tenants_left_without_admin(queryset)
-    if orphaned:
-        modeladmin.message_user(
-            request,
-            f"Nothing deleted: {', '.join(orphaned)} would be left without an admin. "
-            "Make someone else an admin first.",
-            messages.ERROR,
-        )
-        return None
     try:
+        if "post" not in request.POST:
+            # The confirmation page says it at once; access.remove_members decides.
+            access.refuse_to_orphan(queryset, many=True)
         # One transaction: a refusal under the lock also undoes the admin's log entries.
         with transaction.atomic():
             return delete_selected(modeladmin, request, queryset)
@@ -357,7 +322,7 @@ class ReadOnlyInline(admin.TabularInline):
 class RecentAttemptsInline(ReadOnlyInline):
     model = DeliveryAttempt
     verbose_name_plural = "Recent delivery attempts (newest 10)"
-    fields = readonly_fields = [
+    fields = readonly_fields = (
         "started_at",
         "event_count",
         "test_event_code",
@@ -368,13 +333,13 @@ class RecentAttemptsInline(ReadOnlyInline):
         "error_subcode",
         "error_message",
         "fbtrace_id",
-    ]
+    )
 
 
 class RecentChecksInline(ReadOnlyInline):
     model = HealthCheck
     verbose_name_plural = "Recent health checks (newest 10)"
-    fields = readonly_fields = ["checked_at", "status", "failing_checks", "duration_ms"]
+    fields = readonly_fields = ("checked_at", "status", "failing_checks", "duration_ms")
 
     @admin.display(description="Failing checks")
     def failing_checks(self, obj: HealthCheck) -> str:
@@ -447,7 +412,7 @@ class DestinationAdmin(TenantScopedAdmin):
         # the POST data and the local variables of every frame below (form validation's too).
         return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         fields = list(super().get_fields(request, obj))
         if obj is not None and not self.has_change_permission(request, obj):
             # A view-only page shows every field as text: that would be the decrypted secrets.
@@ -529,11 +494,11 @@ class DestinationAdmin(TenantScopedAdmin):
     # "Check now" on the pages needs the editor role too: it calls Meta with the token.
     @admin.action(description="Run health check", permissions=["change"])
     def run_health_check(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         checks = health.check_all_destinations(
-            destination_ids=list(queryset.values_list("pk", flat=True))
+            destination_ids=list(rows.values_list("pk", flat=True))
         )
         outcome = Counter(Health(check.status).label for check in checks)
         summary = ", ".join(f"{count} {label}" for label, count in sorted(outcome.items()))
@@ -541,23 +506,21 @@ class DestinationAdmin(TenantScopedAdmin):
 
     @admin.action(description="Enable sending via Conversions API", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         changed = sum(
-            destinations.set_enabled(destination, True, actor=request.user)
-            for destination in queryset
+            destinations.set_enabled(destination, True, actor=request.user) for destination in rows
         )
         self.message_user(request, f"Enabled {changed} destination(s).")
 
     @admin.action(description="Disable sending (events are still recorded)", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         changed = sum(
-            destinations.set_enabled(destination, False, actor=request.user)
-            for destination in queryset
+            destinations.set_enabled(destination, False, actor=request.user) for destination in rows
         )
         self.message_user(request, f"Disabled {changed} destination(s).")
 
@@ -565,12 +528,11 @@ class DestinationAdmin(TenantScopedAdmin):
     def redeliver_failed_events(
         self, request: HttpRequest, queryset: QuerySet[Destination]
     ) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
         count = sum(
-            destinations.redeliver_failed(destination, actor=request.user)
-            for destination in queryset
+            destinations.redeliver_failed(destination, actor=request.user) for destination in rows
         )
         self.message_user(
             request,
@@ -600,10 +562,10 @@ class EventAdmin(TenantScopedAdmin):
         description="Redeliver (failed or expired, inside Meta's window)", permissions=["change"]
     )
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
-        queryset = self.rows_to_change(request, queryset)
-        if queryset is None:
+        rows = self.rows_to_change(request, queryset)
+        if rows is None:
             return
-        count = destinations.redeliver(queryset, actor=request.user)
+        count = destinations.redeliver(rows, actor=request.user)
         self.message_user(request, f"{count} event(s) put back in the queue.")
 
 

@@ -243,8 +243,9 @@ def _check_broker_usable(q_cluster: dict[str, Any]) -> list[checks.CheckMessage]
 
 
 def _check_retry_exceeds_timeout(q_cluster: dict[str, Any]) -> list[checks.CheckMessage]:
-    timeout = q_cluster.get("timeout")
-    retry = q_cluster.get("retry", _DJANGO_Q_DEFAULT_RETRY)
+    # Any: whatever the site wrote; _is_number checks it before it is compared.
+    timeout: Any = q_cluster.get("timeout")
+    retry: Any = q_cluster.get("retry", _DJANGO_Q_DEFAULT_RETRY)
     hint = (
         "Give Q_CLUSTER a 'timeout' (seconds a task may run) and a larger 'retry' (seconds "
         "before an unfinished task is handed out again), e.g. "

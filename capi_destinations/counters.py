@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from django.db import router, transaction
 from django.db.models import Count, Sum
@@ -70,11 +71,13 @@ def last_day(
     if not destination_ids:
         return {}
     since = hours_shown(now or clock.now())[0]
-    rows = (
+    # Rows of destination_id and the summed outcomes (annotated names the stubs cannot see).
+    rows: Iterable[dict[str, Any]] = cast(
+        "Iterable[dict[str, Any]]",
         HourlyOutcomes.objects.filter(destination_id__in=list(destination_ids), hour__gte=since)
         .values("destination_id")
         .annotate(**{name: Sum(name) for name in OUTCOMES})
-        .order_by()
+        .order_by(),
     )
     return {row.pop("destination_id"): row for row in rows}
 

@@ -380,7 +380,7 @@ def claim_due_events(
     return claim
 
 
-def _claim_returning(due: QuerySet[Event], claim: Claim, now: datetime) -> list[ClaimedEvent]:
+def _claim_returning(due: QuerySet[Event, Any], claim: Claim, now: datetime) -> list[ClaimedEvent]:
     """PostgreSQL: claim and read the claimed events in one statement (UPDATE … RETURNING).
 
     The claim's commit skips waiting for the WAL flush: if the server loses it in a crash,

@@ -7,11 +7,12 @@ the pages and the admin write the same audit entries and send the same signals.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db.models import Field
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
@@ -27,7 +28,47 @@ def token_widget() -> forms.PasswordInput:
     )
 
 
-class DestinationForm(forms.ModelForm):
+class WriteOnlySecretsMixin(forms.ModelForm):
+    """A destination's access token and app secret as write-only fields: the base of the pages'
+    destination form and of the admin's, so both keep secrets the same way.
+
+    The fields always render empty (a stored secret is never sent back to the browser), blank on
+    edit keeps what is stored (the model sees no change), and a new token is checked as
+    ``tokens.clean_access_token`` checks it. Subclasses declare the two fields with their own
+    labels and help texts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["access_token"] = ""
+        self.initial["app_secret"] = ""
+        if self.is_edit:
+            self.fields["access_token"].help_text = (
+                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
+                "to replace it."
+            )
+
+    @property
+    def is_edit(self) -> bool:
+        """Whether the form edits a stored destination (blank secrets then keep the stored)."""
+        return self.instance.pk is not None
+
+    def clean_access_token(self) -> str:
+        value = self.cleaned_data.get("access_token", "")
+        if not value and self.is_edit:
+            return str(self.instance.access_token)
+        return tokens.clean_access_token(value)
+
+    def clean_app_secret(self) -> str:
+        value = (self.cleaned_data.get("app_secret") or "").strip()
+        if not value and self.is_edit:
+            return str(self.instance.app_secret)
+        if any(character.isspace() for character in value):
+            raise ValidationError("The app secret contains whitespace.", code="secret_whitespace")
+        return value
+
+
+class DestinationForm(WriteOnlySecretsMixin):
     """Add or edit a destination. The token is write-only: blank on edit keeps the stored one."""
 
     access_token = forms.CharField(
@@ -72,26 +113,19 @@ class DestinationForm(forms.ModelForm):
             kwargs["instance"] = Destination(tenant=tenant)
         super().__init__(*args, **kwargs)
         self.tenant = tenant
-        self.initial["access_token"] = ""
-        self.initial["app_secret"] = ""
         self.fields["pixel_id"].widget.attrs.update(
             {"inputmode": "numeric", "autocomplete": "off", "data-testid": "pixel-id-input"}
         )
         if self.is_edit:
-            self.fields["access_token"].help_text = (
-                f"Stored: {self.instance.token_hint}. Leave blank to keep it; paste a new token "
-                "to replace it. Changing the Pixel ID, app secret or Graph API version takes "
-                "the token pasted again."
+            self.fields["access_token"].help_text += (
+                " Changing the Pixel ID, app secret or Graph API version takes the token pasted "
+                "again."
             )
             shared = destinations.shared_token_warning(self.instance)
             if shared:
                 self.fields["access_token"].help_text += f" {shared}"
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
-
-    @property
-    def is_edit(self) -> bool:
-        return self.instance.pk is not None
 
     def clean_pixel_id(self) -> str:
         pixel_id = (self.cleaned_data.get("pixel_id") or "").strip()
@@ -104,21 +138,6 @@ class DestinationForm(forms.ModelForm):
                 code="duplicate_pixel",
             )
         return pixel_id
-
-    def clean_access_token(self) -> str:
-        value = self.cleaned_data.get("access_token", "")
-        if not value and self.is_edit:
-            # Blank keeps the stored token (the model sees no change).
-            return self.instance.access_token
-        return tokens.clean_access_token(value)
-
-    def clean_app_secret(self) -> str:
-        value = (self.cleaned_data.get("app_secret") or "").strip()
-        if not value and self.is_edit:
-            return self.instance.app_secret
-        if any(character.isspace() for character in value):
-            raise ValidationError("The app secret contains whitespace.", code="secret_whitespace")
-        return value
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, ready for ``destinations.update_destination``."""
@@ -158,7 +177,7 @@ class AddMemberForm(forms.Form):
         super().__init__(*args, **kwargs)
         # "Username", or "Email address" where the site's users log in by email.
         user_model = get_user_model()
-        login_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+        login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
         self.fields["username"].label = capfirst(login_field.verbose_name)
 
 
@@ -176,7 +195,8 @@ class OverviewFilterForm(forms.Form):
 
     def __init__(self, *args: Any, tenants: list[Tenant], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["tenant"].choices = [
+        tenant_field = cast(forms.ChoiceField, self.fields["tenant"])
+        tenant_field.choices = [
             ("", "All clients"),
             *((tenant.slug, tenant.name) for tenant in tenants),
         ]
@@ -199,7 +219,8 @@ class EventFilterForm(forms.Form):
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["event_name"].choices = [
+        event_name_field = cast(forms.ChoiceField, self.fields["event_name"])
+        event_name_field.choices = [
             ("", "Any event"),
             *((name, name) for name in event_names),
         ]

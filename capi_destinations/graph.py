@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, quote_plus
 
 import requests
@@ -459,7 +459,7 @@ def send_events(
     # Serialized once, compactly: this is the hot path of the dispatcher.
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=_json_default)
     if encoded:
-        text = text.replace('"data":[]', '"data":[' + ",".join(data) + "]", 1)
+        text = text.replace('"data":[]', '"data":[' + ",".join(cast("list[str]", data)) + "]", 1)
     payload = text.encode()
     url = f"{_node_url(destination)}/events"
     response, duration_ms = _request(

@@ -99,6 +99,7 @@ from capi_destinations.models import (
     Health,
     HealthCheck,
 )
+from capi_destinations.user_data_keys import IDENTIFIER_LABELS
 
 logger = logging.getLogger("capi_destinations.health")
 
@@ -140,25 +141,6 @@ _TOKEN_FORMAT_FIXES: dict[str, str] = {
     "token_prefix": "A Conversions API token starts with “EAA”. " + _NEW_CREDENTIAL_FIX,
     "token_truncated": "Copy the whole token again (it is about 190 characters long) and "
     "paste it into this destination.",
-}
-
-# Plain names of the user_data keys, most valuable for matching first.
-IDENTIFIER_LABELS: dict[str, str] = {
-    "em": "email",
-    "ph": "phone",
-    "external_id": "external ID",
-    "fbp": "fbp (the _fbp browser cookie)",
-    "fbc": "fbc (the click ID)",
-    "client_ip_address": "client IP address",
-    "client_user_agent": "user agent",
-    "fn": "first name",
-    "ln": "last name",
-    "zp": "postal code",
-    "ct": "city",
-    "country": "country",
-    "st": "state",
-    "db": "date of birth",
-    "ge": "gender",
 }
 
 

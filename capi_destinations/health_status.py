@@ -22,14 +22,15 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 
-from capi_destinations import clock, graph, signals
+from capi_destinations import clock, findings, graph, signals
 from capi_destinations.conf import app_settings
 from capi_destinations.models import Destination, Health, HealthCheck, Membership, Role
 
 logger = logging.getLogger("capi_destinations.health")
 
-ERROR = "error"
-INFO = "info"
+# Check severities are the findings' severities: one order, one home.
+ERROR = findings.ERROR
+INFO = findings.INFO
 
 # Check names, in the order they run and are shown.
 SENDING_ENABLED = "sending_enabled"

@@ -11,8 +11,8 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -315,7 +315,7 @@ class Destination(models.Model):
         )
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Destination:
+    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any]) -> Self:
         instance = super().from_db(db, field_names, values)
         instance._remember_stored()
         return instance

@@ -203,6 +203,8 @@ def _calling_code_rules(calling_code: str) -> tuple[re.Pattern[str] | None, froz
         return None, frozenset()
     prefix = metadata.national_prefix_for_parsing
     general = metadata.general_desc
+    if general is None:
+        return (re.compile(prefix) if prefix else None), frozenset()
     lengths = set(general.possible_length or ()) - set(general.possible_length_local_only or ())
     return (re.compile(prefix) if prefix else None), frozenset(lengths)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: lint, then the whole suite on SQLite, then on PostgreSQL when one answers.
+# `make test`: lint (ruff, mypy, import-linter), then the whole suite on SQLite, then on
+# PostgreSQL when one answers.
 # CAPI_REQUIRE_POSTGRES=1 (set by .ci/run) turns a missing PostgreSQL into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ echo "== ruff check"
 $BIN/ruff check .
 echo "== ruff format --check"
 $BIN/ruff format --check .
+echo "== mypy"
+$BIN/mypy
+echo "== import-linter"
+$BIN/lint-imports
 
 ran=()
 

@@ -210,3 +210,23 @@ def test_member_history_lists_the_tenants_member_changes_newest_first(
         AuditAction.MEMBER_ROLE_CHANGED,
         AuditAction.MEMBER_ADDED,
     ]
+
+
+def test_one_rule_keeps_a_tenant_admin_whichever_change_asks(
+    make_user, tenant, other_tenant
+) -> None:
+    # Issue 17: the rule has one home (access.refuse_to_orphan); every service runs it under the
+    # tenant's lock, and the admin's form and confirmation pages ask the same function early.
+    alice = make_user(tenant, Role.ADMIN, username="alice").capi_memberships.get()
+    with pytest.raises(ValidationError, match="last admin") as demoted:
+        access.check_admin_kept(alice, role=Role.EDITOR, tenant_id=tenant.pk)
+    with pytest.raises(ValidationError, match="last admin"):  # a move takes the admin away too
+        access.check_admin_kept(alice, role=Role.ADMIN, tenant_id=other_tenant.pk)
+    with pytest.raises(ValidationError, match="Nothing deleted: Acme Shoes would be left"):
+        access.refuse_to_orphan(Membership.objects.filter(pk=alice.pk), many=True)
+    assert demoted.value.code == "last_admin"
+    access.check_admin_kept(alice, role=Role.ADMIN, tenant_id=tenant.pk)  # no change: allowed
+
+    make_user(tenant, Role.ADMIN, username="bob")
+    access.check_admin_kept(alice, role=Role.VIEWER, tenant_id=tenant.pk)
+    access.refuse_to_orphan(Membership.objects.filter(pk=alice.pk))

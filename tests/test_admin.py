@@ -9,6 +9,8 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from capi_destinations import signals
+from capi_destinations.admin import DestinationAdminForm
+from capi_destinations.forms import DestinationForm, WriteOnlySecretsMixin
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
@@ -150,6 +152,27 @@ def admin_form(destination, **changes):
     }
     form.update(changes)
     return {key: value for key, value in form.items() if value != ""}
+
+
+@pytest.mark.parametrize("form_class", [DestinationForm, DestinationAdminForm])
+def test_the_page_and_admin_forms_keep_secrets_write_only_alike(
+    form_class, tenant, destination
+) -> None:
+    # Issue 17: one WriteOnlySecretsMixin for both forms, not a copy in the admin.
+    assert issubclass(form_class, WriteOnlySecretsMixin)
+    extra = {"tenant": tenant} if form_class is DestinationForm else {}
+    shown = form_class(instance=destination, **extra)
+    assert (shown.initial["access_token"], shown.initial["app_secret"]) == ("", "")
+    assert f"Stored: {destination.token_hint}" in shown.fields["access_token"].help_text
+
+    data = {**admin_form(destination), "tenant": tenant.pk}
+    kept = form_class(data, instance=destination, **extra)
+    assert kept.is_valid(), kept.errors
+    assert kept.cleaned_data["access_token"] == destination.access_token
+
+    spaced = form_class({**data, "app_secret": "0f1e2d3c 4b5a6978"}, instance=destination, **extra)
+    assert not spaced.is_valid()
+    assert spaced.errors.as_data()["app_secret"][0].code == "secret_whitespace"
 
 
 @pytest.fixture
@@ -325,7 +348,7 @@ def test_redeliver_action(admin_client, destination, make_event, clock) -> None:
     assert failed.status == EventStatus.PENDING
 
 
-def test_event_redeliver_action(admin_client, destination, make_event, clock) -> None:
+def test_event_redeliver_action(admin_client, admin_user, destination, make_event, clock) -> None:
     failed = make_event(status=EventStatus.FAILED)
     admin_client.post(
         reverse("admin:capi_destinations_event_changelist"),
@@ -333,6 +356,9 @@ def test_event_redeliver_action(admin_client, destination, make_event, clock) ->
     )
     failed.refresh_from_db()
     assert failed.status == EventStatus.PENDING
+    # The pages' service (destinations.redeliver): the same audit entry as the button writes.
+    entry = AuditEntry.objects.get(action=AuditAction.REDELIVERED)
+    assert (entry.destination, entry.actor, entry.detail) == (destination, admin_user, {"count": 1})
 
 
 def test_run_health_check_action(admin_client, graph_settings, make_destination) -> None:

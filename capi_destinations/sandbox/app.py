@@ -141,7 +141,41 @@ class SandboxApp:
             if isinstance(body_params.get("data"), list)
             else RawData(str(params.get("data", "")), whole_body=False)
         )
-        record: dict[str, Any] = {
+        record = self._record_of(environ, method, path, params, data)
+        fault, detail = self.state.begin_graph_request(record, method)
+        latency_ms = self.state.latency_ms_for(path)
+        if latency_ms:
+            self.state.wait(latency_ms / 1000)
+            if record["generation"] != self.state.generation:
+                # Reset while this request waited: it belongs to an earlier test.
+                raise DropConnection
+        if fault != "none":
+            faulted = self._fault_answer(record, fault, detail)
+            if faulted is not None:
+                return faulted
+
+        status, payload, headers, pixel_id, problem = self._answer_graph(
+            method, path, params, token, body_problem or data_problem, data, record, raw_data
+        )
+        if problem is not None:
+            return self._error(record, pixel_id, problem)
+        faults = self.state.faults
+        if fault == "none" and faults.rate_limit_every and detail is not None:
+            percent = round(100 * detail / faults.rate_limit_every)
+            headers.update(_usage_headers(percent, 0))
+        self.state.finish_graph_request(record, pixel_id, status, None)
+        return status, payload, headers
+
+    def _record_of(
+        self,
+        environ: WSGIEnviron,
+        method: str,
+        path: str,
+        params: dict[str, Any],
+        data: Any,
+    ) -> dict[str, Any]:
+        """What the control API shows of a Graph request: never a secret, never the events."""
+        return {
             "method": method,
             "path": path,
             "params": {
@@ -156,15 +190,9 @@ class SandboxApp:
             "content_type": environ.get("CONTENT_TYPE", ""),
             "received_at": self.state.now(),
         }
-        fault, detail = self.state.begin_graph_request(record, method)
-        latency_ms = self.state.latency_ms_for(path)
-        if latency_ms:
-            self.state.wait(latency_ms / 1000)
-            if record["generation"] != self.state.generation:
-                # Reset while this request waited: it belongs to an earlier test.
-                raise DropConnection
 
-        pixel_id: str | None = None
+    def _fault_answer(self, record: dict[str, Any], fault: str, detail: Any) -> Answer | None:
+        """The answer of an injected fault or a scripted answer; None: answer as Meta would."""
         if fault == "scripted":
             answer: ScriptedAnswer = detail
             self.state.finish_graph_request(record, None, answer.status, _scripted_code(answer))
@@ -182,18 +210,7 @@ class SandboxApp:
             faults = self.state.faults
             headers = _usage_headers(100, faults.rate_limit_minutes)
             return self._error(record, None, errors.rate_limited(faults.rate_limit_code, headers))
-
-        status, payload, headers, pixel_id, problem = self._answer_graph(
-            method, path, params, token, body_problem or data_problem, data, record, raw_data
-        )
-        if problem is not None:
-            return self._error(record, pixel_id, problem)
-        faults = self.state.faults
-        if fault == "none" and faults.rate_limit_every and detail is not None:
-            percent = round(100 * detail / faults.rate_limit_every)
-            headers.update(_usage_headers(percent, 0))
-        self.state.finish_graph_request(record, pixel_id, status, None)
-        return status, payload, headers
+        return None
 
     def _error(
         self, record: dict[str, Any], pixel_id: str | None, problem: GraphAnswerError
@@ -217,35 +234,14 @@ class SandboxApp:
         record: dict[str, Any],
         raw_data: RawData,
     ) -> tuple[int, Any, dict[str, str], str | None, GraphAnswerError | None]:
-        segments = [segment for segment in path.split("/") if segment]
-        if segments and parse_version(segments[0]) is not None:
-            version: str | None = segments[0]
-            segments = segments[1:]
-        else:
-            version = None
-            if segments and re.fullmatch(r"v\d.*", segments[0]):
-                return 400, None, {}, None, errors.unknown_path(path)
-        if not segments or len(segments) > 2:
-            return 400, None, {}, None, errors.unknown_path(path)
-        pixel_id = segments[0]
-        is_events = len(segments) == 2
-        if is_events and segments[1] != "events":
-            return 400, None, {}, None, errors.unknown_path(path)
-        if method not in ("GET", "POST") or (is_events and method != "POST"):
-            return 400, None, {}, None, errors.unknown_object(method, pixel_id)
-
-        if version is not None:
-            oldest = self.state.faults.oldest_version
-            parsed_oldest = parse_version(oldest)
-            parsed_version = parse_version(version)
-            if parsed_oldest and parsed_version and parsed_version < parsed_oldest:
-                return 400, None, {}, None, errors.deprecated_version(version, oldest)
-
-        problem = self._check_token(token)
-        if problem is None:
-            problem = self._check_pixel(method, pixel_id, token or "")
-        if problem is None:
-            problem = self._check_appsecret_proof(pixel_id, token or "", params)
+        route = _route(method, path)
+        if isinstance(route, GraphAnswerError):
+            return 400, None, {}, None, route
+        version, pixel_id, is_events = route
+        deprecated = self._deprecated(version)
+        if deprecated is not None:
+            return 400, None, {}, None, deprecated
+        problem = self._check_access(method, pixel_id, token, params)
         if problem is None and body_problem is not None:
             problem = errors.invalid_body(body_problem)
         if problem is not None:
@@ -256,6 +252,28 @@ class SandboxApp:
         if method == "POST":
             return 400, None, {}, pixel_id, errors.unknown_object(method, pixel_id)
         return self._describe_pixel(pixel_id, params.get("fields"))
+
+    def _deprecated(self, version: str | None) -> GraphAnswerError | None:
+        """Code 2635 for a version older than the oldest one served (none named: the default)."""
+        if version is None:
+            return None
+        oldest = self.state.faults.oldest_version
+        parsed_oldest = parse_version(oldest)
+        parsed_version = parse_version(version)
+        if parsed_oldest and parsed_version and parsed_version < parsed_oldest:
+            return errors.deprecated_version(version, oldest)
+        return None
+
+    def _check_access(
+        self, method: str, pixel_id: str, token: str | None, params: dict[str, Any]
+    ) -> GraphAnswerError | None:
+        """The token, then the pixel, then the appsecret_proof, as Meta checks them."""
+        problem = self._check_token(token)
+        if problem is None:
+            problem = self._check_pixel(method, pixel_id, token or "")
+        if problem is None:
+            problem = self._check_appsecret_proof(pixel_id, token or "", params)
+        return problem
 
     def _check_token(self, token: str | None) -> GraphAnswerError | None:
         if not token:
@@ -491,6 +509,30 @@ def _scripted_code(answer: ScriptedAnswer) -> int | None:
         code = answer.body["error"].get("code")
         return code if isinstance(code, int) else None
     return None
+
+
+def _route(method: str, path: str) -> tuple[str | None, str, bool] | GraphAnswerError:
+    """``(version, pixel_id, is_events)`` of a Graph path, or Meta's answer to a path it lacks.
+
+    ``/{version}/{pixel_id}`` and ``/{version}/{pixel_id}/events``; the version may be left out
+    (Meta then uses the app's default), but a ``v…`` segment that is not a version is refused.
+    """
+    segments = [segment for segment in path.split("/") if segment]
+    version: str | None = None
+    if segments and parse_version(segments[0]) is not None:
+        version = segments[0]
+        segments = segments[1:]
+    elif segments and re.fullmatch(r"v\d.*", segments[0]):
+        return errors.unknown_path(path)
+    if not segments or len(segments) > 2:
+        return errors.unknown_path(path)
+    pixel_id = segments[0]
+    is_events = len(segments) == 2
+    if is_events and segments[1] != "events":
+        return errors.unknown_path(path)
+    if method not in ("GET", "POST") or (is_events and method != "POST"):
+        return errors.unknown_object(method, pixel_id)
+    return version, pixel_id, is_events
 
 
 def _usage_headers(percent: int, minutes: int) -> dict[str, str]:

@@ -353,7 +353,7 @@ class SandboxState:
             raw_data = RawData(json.dumps(events, separators=(",", ":")), whole_body=False)
         received_at = self.now()
         is_test = bool(test_event_code)
-        names = [event.get("event_name") for event in events]
+        names: list[Any] = [event.get("event_name") for event in events]
         event_ids = [_event_id_text(event.get("event_id")) for event in events]
         keys = [
             (pixel_id, is_test, name, event_id)

@@ -149,15 +149,45 @@ def _validate_event(
 ) -> GraphAnswerError | None:
     if not isinstance(event, dict):
         return errors.invalid_event("each event must be a JSON object")
-
     event_name = event.get("event_name")
+    problem = _validate_event_name(event_name)
+    if problem is None:
+        problem = _validate_event_time(event, oldest_allowed, newest_allowed)
+    if problem is None:
+        problem = _validate_action_source(event.get("action_source"))
+    if problem is not None:
+        return problem
+
+    user_data = event.get("user_data")
+    if not isinstance(user_data, dict):
+        return errors.invalid_event("user_data is required and must be an object")
+    problem = _validate_user_data(user_data)
+    if problem is None and event.get("action_source") == "website":
+        problem = _validate_website_event(event, user_data)
+    if problem is None:
+        problem = _validate_documented_formats(event, user_data)
+    if problem is not None:
+        return problem
+
+    custom_data = event.get("custom_data")
+    if custom_data is not None or event_name == "Purchase":
+        return _validate_custom_data(str(event_name), custom_data)
+    return None
+
+
+def _validate_event_name(event_name: object) -> GraphAnswerError | None:
     if not isinstance(event_name, str) or not event_name.strip():
         return errors.invalid_event("event_name is required")
     if len(event_name) > MAX_CUSTOM_EVENT_NAME_LENGTH:
         return errors.invalid_event(
             f"event_name is longer than {MAX_CUSTOM_EVENT_NAME_LENGTH} characters"
         )
+    return None
 
+
+def _validate_event_time(
+    event: dict[str, Any], oldest_allowed: tuple[float, float], newest_allowed: float
+) -> GraphAnswerError | None:
     raw_time = event.get("event_time")
     if raw_time is None:
         return errors.invalid_event("event_time is required")
@@ -176,40 +206,30 @@ def _validate_event(
                 subcode=2804003,
             )
         return errors.event_time_in_future()
+    return None
 
-    action_source = event.get("action_source")
+
+def _validate_action_source(action_source: object) -> GraphAnswerError | None:
     if action_source is None:
         return errors.invalid_event("action_source is required")
     if action_source not in ACTION_SOURCES:
         return errors.invalid_event(
             f"action_source {action_source!r} is not one of {', '.join(sorted(ACTION_SOURCES))}",
         )
+    return None
 
-    user_data = event.get("user_data")
-    if not isinstance(user_data, dict):
-        return errors.invalid_event("user_data is required and must be an object")
-    problem = _validate_user_data(user_data)
-    if problem is not None:
-        return problem
-    if action_source == "website":
-        source_url = event.get("event_source_url")
-        if not isinstance(source_url, str) or not source_url.startswith(("http://", "https://")):
-            return errors.invalid_event(
-                "event_source_url (http:// or https://) is required for website events"
-            )
-        user_agent = user_data.get("client_user_agent")
-        if not isinstance(user_agent, str) or not user_agent.strip():
-            return errors.invalid_event(
-                "user_data.client_user_agent is required for website events"
-            )
 
-    problem = _validate_documented_formats(event, user_data)
-    if problem is not None:
-        return problem
-
-    custom_data = event.get("custom_data")
-    if custom_data is not None or event_name == "Purchase":
-        return _validate_custom_data(event_name, custom_data)
+def _validate_website_event(
+    event: dict[str, Any], user_data: dict[str, Any]
+) -> GraphAnswerError | None:
+    source_url = event.get("event_source_url")
+    if not isinstance(source_url, str) or not source_url.startswith(("http://", "https://")):
+        return errors.invalid_event(
+            "event_source_url (http:// or https://) is required for website events"
+        )
+    user_agent = user_data.get("client_user_agent")
+    if not isinstance(user_agent, str) or not user_agent.strip():
+        return errors.invalid_event("user_data.client_user_agent is required for website events")
     return None
 
 

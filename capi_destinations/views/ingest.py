@@ -22,10 +22,11 @@ import json
 import math
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, connections, router
+from django.db.models import Field
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
@@ -97,7 +98,7 @@ def _current_version(ingest_key: str) -> tuple[Any, ...] | None:
     if sql is None:
         quote = connection.ops.quote_name
         columns = ", ".join(
-            quote(Destination._meta.get_field(name).column)
+            quote(cast("Field[Any, Any]", Destination._meta.get_field(name)).column)
             for name in ("id", "ingest_secret_hash", "updated_at")
         )
         # Only the model's own table and column names are formatted in; the key is a parameter.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -25,8 +26,11 @@ def overview(request: HttpRequest) -> HttpResponse:
     user = request.user
     tenants = list(access.tenants_for(user).order_by("name"))
     form = OverviewFilterForm(request.GET, tenants=tenants)
-    cards = reports.overview_cards(user, **form.filters())
-    context = {
+    filters = form.filters()
+    cards = reports.overview_cards(
+        user, tenant_slug=filters["tenant_slug"], status=filters["status"]
+    )
+    context: dict[str, Any] = {
         "cards": cards,
         "filter_form": form,
         "grid_id": CARD_GRID_ID,

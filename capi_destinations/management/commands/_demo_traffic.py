@@ -46,7 +46,7 @@ USER_AGENTS = [
 ]
 PRODUCTS = [("sneaker-aero", 89.0), ("boot-trail", 149.0), ("sandal-breeze", 39.5)]
 # Share of the day's traffic in each hour (UTC): low at night, high in the evening.
-DAY_SHAPE = (0.3, 0.2, 0.2, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.0, 1.1, 1.1)
+DAY_SHAPE: tuple[float, ...] = (0.3, 0.2, 0.2, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.0, 1.1, 1.1)
 DAY_SHAPE += (1.1, 1.0, 1.0, 1.1, 1.2, 1.4, 1.6, 1.7, 1.6, 1.3, 0.9, 0.5)
 # Share of a "thin" checkout's purchases that forget the currency (rejected, never sent).
 FORGOTTEN_CURRENCY = 0.12

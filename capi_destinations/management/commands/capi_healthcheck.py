@@ -125,9 +125,10 @@ class Command(BaseCommand):
             return "  ".join([*cells, row[4]]).rstrip()
 
         self.stdout.write(line(COLUMNS))
+        styles: dict[str, Any] = {
+            Health.HEALTHY: self.style.SUCCESS,
+            Health.UNHEALTHY: self.style.ERROR,
+        }
         for row in rows:
-            style = {
-                Health.HEALTHY: self.style.SUCCESS,
-                Health.UNHEALTHY: self.style.ERROR,
-            }.get(row[3], self.style.WARNING)
+            style = styles.get(row[3], self.style.WARNING)
             self.stdout.write(line(row, style))

@@ -306,8 +306,9 @@ class Destination(models.Model):
         )
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Destination:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, *args: Any, **kwargs: Any) -> Destination:
+        # Whatever Django passes along (6.1 adds ``fetch_mode``), passed on as it came.
+        instance = super().from_db(*args, **kwargs)
         instance._remember_stored()
         return instance
 

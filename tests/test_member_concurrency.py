@@ -21,6 +21,7 @@ from django.urls import reverse
 
 from capi_destinations import access
 from capi_destinations.models import AuditAction, AuditEntry, Membership, Role, Tenant
+from tests.conftest import close_thread_connection
 
 ROUNDS = 4
 
@@ -37,7 +38,7 @@ def run_together(*actions: Callable[[], Any]) -> list[Any]:
         except Exception as error:
             results[index] = error
         finally:
-            connection.close()
+            close_thread_connection()
 
     threads = [
         threading.Thread(target=run, args=(index, action)) for index, action in enumerate(actions)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format migrations wheel bench bench-quick bench-floor soak clean
+.PHONY: install run test test-matrix lint format migrations wheel bench bench-quick bench-floor soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-run: install
+# `make run` needs only the app and the demo site's own packages (the `demo` extra).
+DEMO_STAMP := $(VENV)/.demo-installed
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
+run: $(DEMO_STAMP)
 	@bash scripts/run.sh
 
+# Lint, then the suite on SQLite and PostgreSQL under the oldest and the newest supported
+# (Django, Python) pair (noxfile.py); `make test-matrix` runs every pair.
 test: install
 	@bash scripts/test.sh
+
+test-matrix: install
+	@bash scripts/test.sh --matrix
 
 # Style (ruff), types (mypy with django-stubs) and the layering (import-linter's contracts in
 # pyproject.toml; docs/ARCHITECTURE.md explains them).
@@ -71,4 +82,4 @@ bench-floor: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.floor $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache dist build *.egg-info
+	rm -rf $(VENV) .nox .pytest_cache .ruff_cache .mypy_cache .import_linter_cache dist build *.egg-info

@@ -15,7 +15,7 @@ import django_q.admin  # noqa: F401
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected
+from django.contrib.admin import actions as django_actions
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -213,6 +213,9 @@ class MembershipAdmin(TenantScopedAdmin):
     list_filter = ["role"]
     raw_id_fields = ["user"]
     role_to_change = Role.ADMIN
+    # Django's "Delete selected" under its own name (the method below), so it replaces the
+    # site's action on every Django version without overriding get_actions() (6.1 changed it).
+    actions = ["delete_selected"]
 
     # Every change goes through access.py's member services, which lock the tenant and keep its
     # last admin, as the members page does; the form's check above only makes the error early.
@@ -252,12 +255,29 @@ class MembershipAdmin(TenantScopedAdmin):
             )
         return HttpResponseRedirect(reverse("admin:capi_destinations_membership_changelist"))
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)
-        if actions.get("delete_selected") is not None:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (_delete_keeping_an_admin, name, description)
-        return actions
+    @admin.action(
+        permissions=["delete"],
+        # Django's own (translated) label; the stubs do not know the attribute.
+        description=getattr(django_actions.delete_selected, "short_description", None),
+    )
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[Membership]
+    ) -> HttpResponse | None:
+        """Django's "Delete selected", refused when it would leave a tenant without an admin.
+
+        A method listed in ``actions`` rather than a swap in ``get_actions()``, whose signature
+        Django 6.1 changed.
+        """
+        try:
+            if "post" not in request.POST:
+                # The confirmation page says it at once; access.remove_members decides.
+                access.refuse_to_orphan(queryset, many=True)
+            # One transaction: a refusal under the lock also undoes the admin's log entries.
+            with transaction.atomic():
+                return django_actions.delete_selected(self, request, queryset)
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return None
 
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
         if not change:
@@ -272,22 +292,6 @@ class MembershipAdmin(TenantScopedAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         access.remove_members(queryset, actor=request.user)
-
-
-def _delete_keeping_an_admin(
-    modeladmin: MembershipAdmin, request: HttpRequest, queryset: QuerySet[Membership]
-) -> HttpResponse | None:
-    """Django's "Delete selected", refused when it would leave a tenant without an admin."""
-    try:
-        if "post" not in request.POST:
-            # The confirmation page says it at once; access.remove_members decides.
-            access.refuse_to_orphan(queryset, many=True)
-        # One transaction: a refusal under the lock also undoes the admin's log entries.
-        with transaction.atomic():
-            return delete_selected(modeladmin, request, queryset)
-    except ValidationError as error:
-        modeladmin.message_user(request, " ".join(error.messages), messages.ERROR)
-        return None
 
 
 class RecentRowsFormSet(BaseInlineFormSet):

@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -315,8 +315,9 @@ class Destination(models.Model):
         )
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any]) -> Self:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, *args: Any, **kwargs: Any) -> Self:
+        # Whatever Django passes along (6.1 adds ``fetch_mode``), passed on as it came.
+        instance = super().from_db(*args, **kwargs)
         instance._remember_stored()
         return instance
 

@@ -17,6 +17,10 @@ SECRET_KEY = "tests-secret-key-not-for-production"
 FERNET_KEYS = ["tests-fernet-key-one"]
 ALLOWED_HOSTS = ["*"]
 
+# Django 6.1 sends mail through MAILERS (it deprecates the EMAIL_* settings and warns when neither
+# is set); Django 5.2 and 6.0 ignore it. The test runner swaps in the in-memory outbox either way.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -62,13 +62,14 @@ def test_the_normalize_benchmark_runs_and_checks_its_hashes(tmp_path: Path) -> N
 if connection.vendor == "postgresql":
 
     def test_the_postgresql_floor_runs_every_variant_on_the_app_schema() -> None:
-        # The suite's server, the floor's own database (dropped and re-created by the floor).
+        # The suite's server, the floor's own database (dropped and re-created by the floor),
+        # named after the test database so checkouts sharing one server do not drop each other's.
         database = connection.settings_dict
         password = f":{quote(database['PASSWORD'], safe='')}" if database["PASSWORD"] else ""
         user = quote(database["USER"] or "postgres", safe="")
         url = (
             f"postgres://{user}{password}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/bench_floor_smoke"
+            f"{database['PORT'] or 5432}/{database['NAME']}_bench_floor"
         )
 
         completed = subprocess.run(

@@ -28,7 +28,7 @@ from capi_destinations import clock as app_clock
 from capi_destinations import dispatch
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import server_event
+from tests.conftest import close_thread_connection, server_event
 
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = {"failure_rate": 0.1, "drop_rate": 0.05, "rate_limit_every": 9, "latency_ms": 5, "seed": 7}
@@ -137,7 +137,7 @@ def run_in_threads(count: int, target: Callable[[], Any]) -> list[Any]:
         except BaseException as error:  # reported by the test thread
             errors.append(error)
         finally:
-            connection.close()
+            close_thread_connection()
 
     threads = [threading.Thread(target=work) for _ in range(count)]
     for thread in threads:
@@ -213,7 +213,7 @@ def test_a_worker_whose_lease_ran_out_overwrites_nothing(
         try:
             slow_reports.append(dispatch.dispatch_pending())
         finally:
-            connection.close()
+            close_thread_connection()
 
     slow_thread = threading.Thread(target=slow_worker)
     slow_thread.start()

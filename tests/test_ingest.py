@@ -26,7 +26,7 @@ from capi_destinations.models import (
     MissingConsent,
 )
 from capi_destinations.signals import events_recorded
-from tests.conftest import FROZEN_AT
+from tests.conftest import FROZEN_AT, close_thread_connection
 
 pytestmark = pytest.mark.usefixtures("clock")
 
@@ -627,7 +627,7 @@ def test_racing_requests_store_each_event_once(
         except BaseException as error:  # reported below; a thread cannot fail the test itself
             failures.append(error)
         finally:
-            connection.close()
+            close_thread_connection()
 
     threads = [threading.Thread(target=request, args=(events,)) for events in orders]
     for thread in threads:
@@ -826,7 +826,7 @@ def test_racing_corrections_replace_a_rejected_row_once(
         except BaseException as error:  # reported below; a thread cannot fail the test itself
             failures.append(error)
         finally:
-            connection.close()
+            close_thread_connection()
 
     threads = [threading.Thread(target=request, args=(events,)) for events in orders]
     for thread in threads:

@@ -1,7 +1,8 @@
 """The install guide works as written, in a new ``django-admin startproject`` site.
 
 The wheel is built and installed into a fresh virtualenv with its own dependencies only (no
-Redis client, nothing from this repository on the path). Two new sites — Django's user model,
+Redis client, nothing from this repository on the path) and the Django release this run tests
+(each nox session proves the guide on its own Django). Two new sites — Django's user model,
 and a user model that logs in by email and has no ``username`` — get the README's snippets
 pasted in exactly as written (read from README.md, so the guide is what is tested), then:
 ``check`` is clean, ``migrate`` runs, events are recorded (``track``, ``track_many``, the ingest
@@ -29,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_STEPS = Path(__file__).resolve().parent / "new_site" / "site_steps.py"
 INSTALL_SECTION = "## For developers: installing into an existing site"
+DJANGO_UNDER_TEST = f"Django=={django.get_version()}"
 
 # The site's own setup before it follows the guide: a user model that logs in by email.
 EMAIL_USER_MODELS = """
@@ -164,7 +167,14 @@ def fresh_virtualenv(tmp_path_factory: pytest.TempPathFactory) -> Virtualenv:
     venv.EnvBuilder(with_pip=True).create(folder / "venv")
     python = folder / "venv" / "bin" / "python"
     cache = Path.home() / ".cache" / "capi-destinations-install-test"
-    run([python, "-m", "pip", "install", "--quiet", "--cache-dir", cache, wheel], cwd=folder)
+    # The Django this run tests (nox's session for each supported version), not just the newest
+    # release pip would pick for this Python.
+    run(
+        [python, "-m", "pip", "install", "--quiet", "--cache-dir", cache, wheel, DJANGO_UNDER_TEST],
+        cwd=folder,
+    )
+    installed = run([python, "-m", "django", "--version"], cwd=folder).strip()
+    assert installed == django.get_version(), installed
     return Virtualenv(python)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import django
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.core import mail
@@ -485,7 +486,10 @@ def test_error_pages_and_error_reports_never_show_the_token(
     settings: Any,
     captured_logs: pytest.LogCaptureFixture,
 ) -> None:
-    settings.ADMINS = [("Operations", "ops@example.com")]
+    # Django 6.0 takes plain addresses and deprecates (name, address) pairs; 5.2 needs pairs.
+    settings.ADMINS = (
+        ["ops@example.com"] if django.VERSION >= (6, 0) else [("Operations", "ops@example.com")]
+    )
     settings.DEBUG = False
     client = Client(raise_request_exception=False)
     client.force_login(secret_world.admin_user)

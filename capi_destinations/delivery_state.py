@@ -27,6 +27,7 @@ import logging
 from datetime import datetime, timedelta
 
 from cryptography.fernet import InvalidToken
+from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, queueing, tokens
@@ -157,7 +158,7 @@ def lift_after_canary(destination: Destination, blocked_at: datetime | None) -> 
     lifted = (
         Destination.objects.filter(pk=destination.pk, blocked_at=blocked_at)
         .exclude(blocked_reason="")
-        .update(**_UNBLOCKED, updated_at=clock.now())
+        .update(**_UNBLOCKED, updated_at=clock.now(), sending_resumed_at=clock.now())
     )
     if lifted:
         logger.info("Destination %s unblocked: Meta accepted a canary", destination.pk)
@@ -183,7 +184,7 @@ def clear_block(destination: Destination) -> bool:
     cleared = (
         Destination.objects.filter(pk=destination.pk)
         .exclude(blocked_reason="")
-        .update(**_UNBLOCKED)
+        .update(**_UNBLOCKED, sending_resumed_at=clock.now())
     )
     _forget_block(destination)
     if cleared:
@@ -235,6 +236,7 @@ def release_outlived_block(destination: Destination, *, dispatch_waiting: bool =
         token_fingerprint=tokens.token_fingerprint(token),
         # A new version, so a pass that loaded the destination before reads it again.
         updated_at=now,
+        sending_resumed_at=now,
     )
     _forget_block(destination)
     if released:
@@ -264,7 +266,14 @@ def release_outlived_blocks(*, only: int | None = None) -> int:
 
 
 def resume_destination(destination: Destination) -> None:
-    """Clear a destination's block and pause and dispatch its waiting events (token replaced)."""
+    """Clear a destination's block and pause and dispatch its waiting events (token replaced).
+
+    Events held by the block or the pause count as due from now (``sending_resumed_at``), so
+    the health check that runs at once does not take them for a stalled queue.
+    """
+    Destination.objects.filter(pk=destination.pk).filter(
+        Q(blocked_reason__gt="") | Q(paused_until__isnull=False)
+    ).update(sending_resumed_at=clock.now())
     Destination.objects.filter(pk=destination.pk).update(
         **_UNBLOCKED, paused_until=None, pause_reason=""
     )

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import dispatch, graph, health, signals, testevents, tokens
+from capi_destinations import clock, dispatch, graph, health, signals, testevents, tokens
 from capi_destinations.models import (
     AuditAction,
     AuditEntry,
@@ -139,6 +139,8 @@ def update_destination(destination: Destination, *, actor: Any, **changes: Any) 
         for name, value in previous.items():
             setattr(destination, name, value)
         raise
+    if destination.enabled and not was_enabled:
+        destination.sending_resumed_at = clock.now()
     with transaction.atomic():
         destination.save()
         _audit_update(
@@ -281,7 +283,11 @@ def set_enabled(destination: Destination, enabled: bool, *, actor: Any) -> bool:
         return False
     with transaction.atomic():
         destination.enabled = enabled
-        destination.save(update_fields=["enabled", "updated_at"])
+        fields = ["enabled", "updated_at"]
+        if enabled:
+            destination.sending_resumed_at = clock.now()
+            fields.append("sending_resumed_at")
+        destination.save(update_fields=fields)
         audit(destination, AuditAction.ENABLED if enabled else AuditAction.DISABLED, actor=actor)
     signals.destination_enabled_changed.send(
         sender=Destination, destination=destination, enabled=enabled, actor=actor

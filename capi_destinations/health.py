@@ -385,8 +385,20 @@ def collect_delivery_facts(
         .annotate(oldest=Min("next_attempt_at"))
         .values_list("destination_id", "oldest")
     )
+    # Events held on purpose (sending off, a block, a pause) count as due from the moment
+    # sending resumed: the check that runs right after Enable or a new token sees that release.
+    resumed = {
+        pk: max(
+            (moment for moment in moments if moment is not None and moment <= now), default=None
+        )
+        for pk, *moments in Destination.objects.filter(pk__in=ids).values_list(
+            "pk", "sending_resumed_at", "paused_until"
+        )
+    }
     for destination_id, oldest in overdue:
-        facts[destination_id].overdue_since = oldest
+        since = max(oldest, resumed.get(destination_id) or oldest)
+        if since <= overdue_before:
+            facts[destination_id].overdue_since = since
     stalled = (
         Event.objects.filter(
             destination_id__in=ids,

@@ -290,6 +290,9 @@ class Destination(models.Model):
     # While blocked: when the dispatcher next sends one of the destination's own waiting events
     # alone (a canary) to see whether Meta still refuses; never a synthetic event.
     canary_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When sending last resumed after events were held on purpose (enabled again, a block
+    # lifted): the health check counts their wait from here, not from when they fell due.
+    sending_resumed_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_delivered_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -461,7 +464,10 @@ class Destination(models.Model):
                 self.blocked_at = None
                 self.block_kind = ""
                 self.blocked_token_fingerprint = ""
+                # The held events count as due from now (the health check's queue check).
+                self.sending_resumed_at = clock.now()
                 written |= {
+                    "sending_resumed_at",
                     "blocked_reason",
                     "blocked_at",
                     "block_kind",

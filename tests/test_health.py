@@ -1071,3 +1071,73 @@ def test_a_token_meta_lets_read_but_not_send_does_not_flap(
     assert len(changes) == 3
     held.refresh_from_db()
     assert held.status == "delivered"
+
+
+# --- a release is no stalled queue (issue 16) ----------------------------------------------------
+
+
+def test_the_check_right_after_enable_does_not_call_held_events_a_stalled_queue(
+    meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
+) -> None:
+    """Events held a day while sending was off, then Enable: the check that runs at once (before
+    the dispatch the save queued has sent them) sees the release, not a dead worker."""
+    from capi_destinations import destinations
+
+    Destination.objects.filter(pk=registered.pk).update(enabled=False)
+    make_event(next_attempt_at=health.clock.now() - timedelta(hours=23, minutes=48))
+    health.clock.advance(timedelta(seconds=1))
+
+    destinations.set_enabled(reload(registered), True, actor=None)
+    check = health.check_destination(reload(registered))
+
+    assert check_named(check, "queue_moving")["ok"] is True
+    assert check.status == Health.HEALTHY
+
+
+def test_the_check_right_after_a_new_token_does_not_call_held_events_a_stalled_queue(
+    meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
+) -> None:
+    from capi_destinations import destinations
+
+    day_ago = health.clock.now() - timedelta(hours=24)
+    Destination.objects.filter(pk=registered.pk).update(
+        blocked_reason="Meta refused the access token.", blocked_at=day_ago
+    )
+    make_event(next_attempt_at=day_ago)
+    new_token = make_token("replacement")
+    meta.register_pixel(registered.pixel_id, "Acme Shoes Pixel", [new_token])
+
+    destinations.update_destination(reload(registered), actor=None, access_token=new_token)
+    check = health.check_destination(reload(registered))
+
+    assert check_named(check, "queue_moving")["ok"] is True
+    assert check.status != Health.UNHEALTHY
+
+
+def test_events_still_unsent_long_after_a_release_are_a_stalled_queue(
+    meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
+) -> None:
+    from capi_destinations import destinations
+
+    Destination.objects.filter(pk=registered.pk).update(enabled=False)
+    make_event(next_attempt_at=health.clock.now() - timedelta(hours=24))
+    destinations.set_enabled(reload(registered), True, actor=None)
+    health.clock.advance(timedelta(minutes=40))
+
+    check = health.check_destination(reload(registered))
+
+    assert "waiting 40 min without being sent" in check_named(check, "queue_moving")["message"]
+    assert check.status == Health.UNHEALTHY
+
+
+def test_events_held_by_a_pause_that_just_ended_are_no_stalled_queue(
+    meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
+) -> None:
+    make_event(next_attempt_at=health.clock.now() - timedelta(hours=2))
+    Destination.objects.filter(pk=registered.pk).update(
+        paused_until=health.clock.now() - timedelta(minutes=1), pause_reason="rate limit"
+    )
+
+    check = health.check_destination(reload(registered))
+
+    assert check_named(check, "queue_moving")["ok"] is True

@@ -947,3 +947,70 @@ def test_service_functions_and_pages_write_the_same_audit(editor, destination) -
         (AuditAction.DISABLED, editor.pk),
         (AuditAction.ENABLED, editor.pk),
     ]
+
+
+def _curl_example(content: str) -> str:
+    """The curl command of a page, as a user copies it (HTML entities decoded)."""
+    import html
+
+    match = re.search(r'data-testid="curl-example">(.*?)</pre>', content, re.S)
+    assert match, "no curl example on the page"
+    return html.unescape(match.group(1))
+
+
+def _add_destination(client: Client, tenant, token: str, **extra):
+    return client.post(
+        tenant_get_urls(tenant)["destination_add"],
+        {
+            "name": "New shop",
+            "pixel_id": "1234567890123456",
+            "access_token": token,
+            "enabled": "on",
+            "consent_policy": "send_always",
+            "missing_consent": "granted",
+        },
+        **extra,
+    )
+
+
+def test_the_created_page_curl_example_names_the_full_ingest_url(
+    owner, tenant, known_token
+) -> None:
+    """Issue 16: the one page that shows the server key had ``curl -X POST ''``."""
+    response = _add_destination(logged_in(owner), tenant, known_token)
+
+    command = _curl_example(response.content.decode())
+    destination = Destination.objects.get(name="New shop")
+    path = reverse("capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key})
+    assert f"curl -X POST 'http://testserver{path}'" in command
+    assert "''" not in command
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_created_page_curl_example_records_an_event_when_run(
+    owner, tenant, known_token, live_server, graph_settings
+) -> None:
+    """The command copied from the created page, run as is by curl over a real socket.
+
+    (``graph_settings``: the health check that runs on the save talks to the sandbox.)
+    """
+    import subprocess
+    from urllib.parse import urlsplit
+
+    host = urlsplit(live_server.url).netloc
+    response = _add_destination(logged_in(owner), tenant, known_token, HTTP_HOST=host)
+    command = _curl_example(response.content.decode())
+    assert f"'{live_server.url}/" in command
+
+    ran = subprocess.run(
+        ["bash", "-c", command + " --silent --show-error --write-out '\\n%{http_code}'"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.rstrip().splitlines()[-1] in ("200", "201", "202"), ran.stdout
+    destination = Destination.objects.get(name="New shop")
+    assert destination.events.filter(event_id="order-1001", event_name="Purchase").exists()

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from capi_destinations.models import Destination
 
@@ -81,3 +81,14 @@ def _has_nul(query: QueryDict) -> bool:
     return any(
         "\x00" in key or any("\x00" in value for value in values) for key, values in query.lists()
     )
+
+
+def ingest_context(destination: Destination, request: HttpRequest) -> dict[str, Any]:
+    """The ingest endpoint's absolute URL for the curl example (when the endpoint is mounted)."""
+    try:
+        path = reverse(
+            "capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key}
+        )
+    except NoReverseMatch:
+        path = ""
+    return {"ingest_url": request.build_absolute_uri(path) if path else ""}

@@ -8,7 +8,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
@@ -18,6 +17,7 @@ from capi_destinations.models import Destination, Event, Role
 from capi_destinations.views.charts import match_quality_sparkline, stacked_hourly_chart
 from capi_destinations.views.common import (
     back_to_destination,
+    ingest_context,
     is_htmx,
     notify,
     with_changed_trigger,
@@ -91,17 +91,6 @@ def delivery_card_context(destination: Destination) -> dict[str, Any]:
         },
         "attempts": reports.recent_attempts(destination),
     }
-
-
-def ingest_context(destination: Destination, request: HttpRequest) -> dict[str, Any]:
-    """The ingest endpoint's absolute URL for the curl example (when the endpoint is mounted)."""
-    try:
-        path = reverse(
-            "capi_destinations:ingest_events", kwargs={"ingest_key": destination.ingest_key}
-        )
-    except NoReverseMatch:
-        path = ""
-    return {"ingest_url": request.build_absolute_uri(path) if path else ""}
 
 
 @login_required

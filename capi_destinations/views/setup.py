@@ -14,7 +14,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 from capi_destinations import access, destinations
 from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
 from capi_destinations.models import Destination, Role
-from capi_destinations.views.common import back_to_destination, destination_url, notify
+from capi_destinations.views.common import (
+    back_to_destination,
+    destination_url,
+    ingest_context,
+    notify,
+)
 
 # Django's error reports (mailed to ADMINS, shown with DEBUG) print a request's POST data: these
 # fields never appear there, nor anywhere else a token must not be.
@@ -46,7 +51,12 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
             return render(
                 request,
                 "capi_destinations/destination_created.html",
-                {"destination": destination, "ingest_secret": secret, "access": tenant_access},
+                {
+                    "destination": destination,
+                    "ingest_secret": secret,
+                    "access": tenant_access,
+                    **ingest_context(destination, request),
+                },
             )
     return render(
         request,

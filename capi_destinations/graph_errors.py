@@ -216,6 +216,19 @@ _PERMISSION_CODE_RANGE = range(200, 300)
 # Messages that pin a code-100 answer to the app secret rather than to the events.
 _APPSECRET_MARKER = "appsecret_proof"
 
+# Meta's 190 for a token it cannot read at all ("Invalid OAuth access token - Cannot parse access
+# token", FACTS §11/§14): a token cut short or altered, not one that was revoked or expired.
+_UNPARSEABLE_TOKEN_MARKER = "Cannot parse access token"  # noqa: S105 (Meta's message, not a secret)
+
+UNPARSEABLE_TOKEN = ErrorInfo(
+    AUTH,
+    "Meta cannot read the access token (“Cannot parse access token”): the pasted token looks "
+    "incomplete.",
+    "Copy the whole token again, all of it (a token starts with EAA and is about 190 letters "
+    "and digits), and paste it in one piece into this destination. If you no longer have it, "
+    "generate a new one in Events Manager → your pixel → Settings → Conversions API.",
+)
+
 APPSECRET_PROOF = ErrorInfo(
     AUTH,
     "Meta refused the request's appsecret_proof: the app secret stored for this destination "
@@ -276,11 +289,14 @@ def classify(
     Look-up order: the exact (code, subcode); the code's general entry; the code's family
     (200 to 299 are permissions); then the HTTP status (5xx transient, 429 rate limit, 401 auth,
     403 permission) and Meta's ``is_transient`` hint; otherwise ``unknown``. ``message`` only
-    tells an appsecret_proof refusal (code 100) apart from bad event data.
+    tells an appsecret_proof refusal (code 100) apart from bad event data, and a token Meta
+    cannot parse (a cut paste) apart from a revoked one (both code 190).
     """
     if code is not None:
         if code == 100 and subcode is None and _APPSECRET_MARKER in message:
             return APPSECRET_PROOF
+        if is_unparseable_token(code, subcode, message):
+            return UNPARSEABLE_TOKEN
         known = KNOWN_ERRORS.get((code, subcode)) or KNOWN_ERRORS.get((code, None))
         if known is not None:
             return known
@@ -307,3 +323,8 @@ def classify(
             "Nothing to do: the request is retried.",
         )
     return UNEXPECTED_ANSWER
+
+
+def is_unparseable_token(code: int | None, subcode: int | None, message: str) -> bool:
+    """Whether Meta's answer says it cannot read the token at all (a cut or altered paste)."""
+    return code == 190 and subcode is None and _UNPARSEABLE_TOKEN_MARKER in (message or "")

@@ -65,7 +65,7 @@ from django.db.models import Avg, Count, F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph, graph_versions, tokens
+from capi_destinations import clock, diagnostics, graph, graph_errors, graph_versions, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.delivery_state import (
     REFUSED_WHATEVER_THE_EVENTS_FIX,
@@ -573,6 +573,9 @@ def _token_refusal(error: graph.GraphError) -> tuple[str, str]:
     :func:`_read_refused_result`.
     """
     if error.category == graph.AUTH and error.code == 190:
+        if graph_errors.is_unparseable_token(error.code, error.error_subcode, error.message):
+            # A token cut short or altered in the paste: copy it again, no new one needed.
+            return (error.explanation, error.fix)
         if error.error_subcode == 463:
             return (
                 "Meta says the token has expired.",

@@ -354,3 +354,16 @@ def test_send_test_event_with_a_revoked_token_shows_metas_reason(
     stored = json.dumps(list(DeliveryAttempt.objects.values()), default=str)
     assert destination.access_token not in stored
     assert destination.access_token[:20] not in stored
+
+
+def test_check_token_says_a_cut_token_looks_incomplete(graph_settings, token) -> None:
+    """Issue 16: Meta's 190 "Cannot parse access token" is a paste problem, not a revoked token."""
+    graph_settings.register_pixel("1234567890123456", "Acme", [token])
+
+    result = destinations.check_token("1234567890123456", token[:150])
+
+    assert not result.ok
+    assert "looks incomplete" in result.message
+    assert "revoked" not in result.message
+    assert "Copy the whole token again" in result.fix
+    assert token[:150] not in result.message + result.fix

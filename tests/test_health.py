@@ -1141,3 +1141,19 @@ def test_events_held_by_a_pause_that_just_ended_are_no_stalled_queue(
     check = health.check_destination(reload(registered))
 
     assert check_named(check, "queue_moving")["ok"] is True
+
+
+def test_a_cut_token_says_the_paste_looks_incomplete(
+    meta: Sandbox, registered: Destination
+) -> None:
+    """Issue 16: a token cut to 100 to 189 characters passes the format rules; Meta answers 190
+    "Cannot parse access token", which the card tells apart from a revoked token."""
+    cut = store_raw_token(registered, registered.access_token[:150])
+
+    check = health.check_destination(cut)
+
+    entry = check_named(check, "meta_accepts_token")
+    assert entry["ok"] is False
+    assert "looks incomplete" in entry["message"]
+    assert "revoked" not in entry["message"]
+    assert "Copy the whole token again" in entry["fix"]

@@ -904,3 +904,18 @@ def test_the_capi_sandbox_command_serves_until_interrupted():
     # The setting a host site reads, not the demo site's environment variable.
     assert f'CAPI_DESTINATIONS = {{"GRAPH_API_BASE_URL": "{url}"}}' in "".join(banner)
     assert "CAPI_GRAPH_API_BASE_URL" not in "".join(banner) + output
+
+
+def test_a_truncated_registered_token_cannot_be_parsed_as_meta_answers(sandbox):
+    """Meta answers a cut token 190 "Cannot parse access token", no subcode (FACTS §11/§14)."""
+    sandbox.register_pixel(PIXEL_ID, "Acme web", [TOKEN])
+
+    for length in (100, 150, len(TOKEN) - 1):
+        response = post_events(sandbox, [event(sandbox)], token=TOKEN[:length])
+        error = meta_error(response)
+
+        assert response.status_code == 400
+        assert (error["code"], error.get("error_subcode")) == (190, None)
+        assert error["type"] == "OAuthException"
+        assert error["message"] == "Invalid OAuth access token - Cannot parse access token"
+        assert meta_error(get_pixel(sandbox, token=TOKEN[:length]))["code"] == 190

@@ -13,12 +13,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Case, IntegerField, QuerySet, Value, When
-from django.db.models.functions import TruncHour
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
 from capi_destinations import clock, counters, graph
 from capi_destinations.models import (
+    BlockKind,
     DeliveryAttempt,
     Destination,
     Event,
@@ -58,11 +69,38 @@ class DestinationCard:
     failed_24h: int = 0
     rejected_24h: int = 0
     url: str = ""  # the destination page
+    waiting: int = 0  # events not delivered yet, however old: pending or being sent
 
     @property
     def first_reason(self) -> str:
         """The first thing to fix, in plain words ("" when nothing is wrong)."""
         return first_reason(self.destination)
+
+    @property
+    def waiting_text(self) -> str:
+        """What is waiting and for what ("" when nothing is), see :func:`waiting_text`."""
+        return waiting_text(self.destination, self.waiting)
+
+
+def waiting_text(destination: Destination, waiting: int, *, now: datetime | None = None) -> str:
+    """``waiting`` events of ``destination`` in words, with what they wait for.
+
+    "15 events waiting for a new token", "… waiting while sending is off", "… waiting" when
+    they are simply on their way; "" when nothing waits. A held destination thus never reads
+    "0 failed · 0 rejected" alone.
+    """
+    if not waiting:
+        return ""
+    events = f"{waiting} event{'' if waiting == 1 else 's'} waiting"
+    if not destination.enabled:
+        return f"{events} while sending is off"
+    if destination.blocked_reason:
+        if destination.block_kind == BlockKind.EVERY_REQUEST:
+            return f"{events} until Meta accepts this destination's requests again"
+        return f"{events} for a new token"
+    if destination.paused_until is not None and destination.paused_until > (now or clock.now()):
+        return f"{events} while Meta's rate limit lasts"
+    return events
 
 
 def first_reason(destination: Destination) -> str:
@@ -87,14 +125,44 @@ def unhealthy_first() -> Case:
     )
 
 
+def waiting_count() -> Coalesce:
+    """An annotation: the destination's events not delivered yet (pending or being sent).
+
+    A subquery of the destinations' own query (through the index on destination and status), so
+    the overview gains no query for it.
+    """
+    waiting = (
+        Event.objects.filter(destination=OuterRef("pk"), status__in=PENDING_STATUSES)
+        .order_by()
+        .values("destination")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return Coalesce(Subquery(waiting, output_field=IntegerField()), Value(0))
+
+
+def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
+    """``{destination_id: events not delivered yet}``, one query (absent means none)."""
+    rows = (
+        Event.objects.filter(destination_id__in=destination_ids, status__in=PENDING_STATUSES)
+        .order_by()
+        .values("destination_id")
+        .annotate(count=Count("pk"))
+        .values_list("destination_id", "count")
+    )
+    return dict(rows)
+
+
 def overview_destinations(
     user: Any, *, tenant_slug: str = "", status: str = ""
 ) -> QuerySet[Destination]:
-    """The destinations ``user`` may see, filtered, unhealthy first (no secrets loaded)."""
+    """The destinations ``user`` may see, filtered, unhealthy first (no secrets loaded), each
+    with its ``waiting`` count."""
     destinations = (
         Destination.objects.for_user(user)
         .select_related("tenant")
         .defer(*SECRET_COLUMNS)
+        .annotate(waiting=waiting_count())
         .order_by(unhealthy_first(), "tenant__name", "name", "pk")
     )
     if tenant_slug:
@@ -133,8 +201,10 @@ def card_for(
     destination: Destination,
     counts: Mapping[str, int] | None,
     url_of: Callable[[Destination], str] | None = None,
+    waiting: int | None = None,
 ) -> DestinationCard:
-    """Pair a destination with its counts (missing counts mean zero) and its page's URL."""
+    """Pair a destination with its counts (missing counts mean zero), its waiting events (the
+    ``waiting`` annotation of :func:`overview_destinations` unless given) and its page's URL."""
     counts = counts or {}
     return DestinationCard(
         destination=destination,
@@ -142,6 +212,7 @@ def card_for(
         failed_24h=counts.get("failed", 0),
         rejected_24h=counts.get("rejected", 0),
         url=(url_of or destination_url_maker())(destination),
+        waiting=waiting if waiting is not None else getattr(destination, "waiting", 0),
     )
 
 
@@ -160,7 +231,11 @@ def destination_url_maker() -> Callable[[Destination], str]:
 
 def single_card(destination: Destination, *, now: datetime | None = None) -> DestinationCard:
     """The overview card of one destination (for its own htmx refresh)."""
-    return card_for(destination, counts_last_24h([destination.pk], now=now).get(destination.pk))
+    return card_for(
+        destination,
+        counts_last_24h([destination.pk], now=now).get(destination.pk),
+        waiting=waiting_counts([destination.pk]).get(destination.pk, 0),
+    )
 
 
 # --- The destination page -----------------------------------------------------------------------

@@ -8,12 +8,14 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from capi_destinations import destinations
+from capi_destinations import clock as app_clock
+from capi_destinations import delivery_state, destinations
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.models import (
     AttemptOutcome,
     AuditAction,
     AuditEntry,
+    BlockKind,
     DeliveryAttempt,
     Destination,
     EventStatus,
@@ -428,12 +430,59 @@ def test_overview_query_count_does_not_grow_with_destinations(
         make_event(destination=destination, status=EventStatus.DELIVERED)
         make_event(destination=destination, status=EventStatus.FAILED)
         make_event(destination=destination, status=EventStatus.REJECTED)
+        make_event(destination=destination)  # waiting: counted inside the destinations' query
     client = logged_in(owner)
     client.get(reverse("capi_destinations:overview"))  # warm the session
-    # session, user, tenants, destinations, 24-hour counts, memberships (roles)
+    # session, user, tenants, destinations (with their waiting events), 24-hour counts,
+    # memberships (roles)
     with django_assert_num_queries(6):
         response = client.get(reverse("capi_destinations:overview"))
     assert response.content.decode().count('data-testid="destination-card"') == count
+
+
+def test_cards_say_what_is_waiting_and_for_what(
+    owner, make_destination, make_event, django_assert_max_num_queries
+) -> None:
+    """Issue 16: a held destination never reads "0 failed · 0 rejected" alone."""
+    blocked = make_destination(name="Blocked")
+    assert delivery_state.write_block(
+        blocked, "Meta refused the token (#190).", BlockKind.TOKEN, app_clock.now()
+    )
+    off = make_destination(name="Off", enabled=False)
+    on_its_way = make_destination(name="On its way")
+    idle = make_destination(name="Idle")
+    for _ in range(15):
+        make_event(destination=blocked)
+    make_event(destination=off)
+    make_event(destination=off, status=EventStatus.DELIVERED)
+    make_event(destination=on_its_way, status=EventStatus.SENDING)
+    client = logged_in(owner)
+
+    overview = client.get(reverse("capi_destinations:overview")).content.decode()
+    waiting = dict(
+        re.findall(
+            r'data-code="([^"]+)".*?(?:data-testid="waiting">([^<]*)<|</article>)', overview, re.S
+        )
+    )
+    assert waiting[str(blocked.code)] == "15 events waiting for a new token"
+    assert waiting[str(off.code)] == "1 event waiting while sending is off"
+    assert waiting[str(on_its_way.code)] == "1 event waiting"
+    assert waiting[str(idle.code)] == ""  # nothing waits: no line
+
+    # The card's own refresh and the destination page's delivery card say the same.
+    card = client.get(
+        reverse("capi_destinations:destination_card", kwargs={"code": blocked.code}), **HTMX
+    ).content.decode()
+    assert 'data-testid="waiting">15 events waiting for a new token<' in card
+    with django_assert_max_num_queries(12):
+        delivery = client.get(
+            reverse("capi_destinations:delivery_card", kwargs={"code": off.code}), **HTMX
+        ).content.decode()
+    assert re.search(r'data-testid="waiting"[^>]*>1 event waiting while sending is off<', delivery)
+    idle_delivery = client.get(
+        reverse("capi_destinations:delivery_card", kwargs={"code": idle.code}), **HTMX
+    ).content.decode()
+    assert 'data-testid="waiting"' not in idle_delivery
 
 
 # --- adding and editing -------------------------------------------------------------------------

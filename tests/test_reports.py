@@ -5,6 +5,7 @@ from datetime import timedelta
 from capi_destinations import counters, reports
 from capi_destinations.models import (
     AttemptOutcome,
+    BlockKind,
     DeliveryAttempt,
     EventStatus,
     Health,
@@ -185,3 +186,31 @@ def test_sparkline_skips_empty_hours(clock) -> None:
     assert line.points == "105.0,30.0 205.0,0.0"
     assert line.latest == 10.0
     assert line.guides == ((18.0, "7 good"), (30.0, "5 weak"))
+
+
+def test_waiting_counts_in_one_query_and_in_words(
+    clock, destination, make_destination, make_event, django_assert_num_queries
+) -> None:
+    other = make_destination()
+    make_event(status=EventStatus.PENDING)
+    make_event(status=EventStatus.SENDING)
+    make_event(status=EventStatus.DELIVERED)
+    make_event(status=EventStatus.FAILED)
+    with django_assert_num_queries(1):
+        counts = reports.waiting_counts([destination.pk, other.pk])
+    assert counts == {destination.pk: 2}
+
+    assert reports.waiting_text(destination, 0) == ""
+    assert reports.waiting_text(destination, 1) == "1 event waiting"
+    assert reports.waiting_text(destination, 2) == "2 events waiting"
+    destination.paused_until = clock.now() + timedelta(minutes=5)
+    assert reports.waiting_text(destination, 2) == "2 events waiting while Meta's rate limit lasts"
+    destination.blocked_reason = "Meta refuses every request for this destination, whatever …"
+    destination.block_kind = BlockKind.EVERY_REQUEST
+    assert reports.waiting_text(destination, 2) == (
+        "2 events waiting until Meta accepts this destination's requests again"
+    )
+    destination.block_kind = BlockKind.TOKEN
+    assert reports.waiting_text(destination, 15) == "15 events waiting for a new token"
+    destination.enabled = False
+    assert reports.waiting_text(destination, 15) == "15 events waiting while sending is off"

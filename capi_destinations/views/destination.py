@@ -90,6 +90,9 @@ def delivery_card_context(destination: Destination) -> dict[str, Any]:
             "pending": sum(hour.pending for hour in hours),
         },
         "attempts": reports.recent_attempts(destination),
+        "waiting": reports.waiting_text(
+            destination, reports.waiting_counts([destination.pk]).get(destination.pk, 0)
+        ),
     }
 
 

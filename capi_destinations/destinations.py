@@ -371,6 +371,9 @@ class TokenCheck:
     # Meta refused to let the token read the pixel: normal for a send-only token, so not a
     # verdict (the health check decides from the destination's deliveries).
     read_refused: bool = False
+    # Meta refused the Pixel ID and token (not an outage, not a read refused): saving them
+    # anyway takes a confirmation, since the destination could send nothing.
+    refused: bool = False
 
 
 @sensitive_variables()
@@ -420,7 +423,7 @@ def check_token(
                 "or refuses. Confirm the Pixel ID matches the pixel the token was made for.",
                 read_refused=True,
             )
-        return TokenCheck(ok=False, message=error.explanation, fix=error.fix)
+        return TokenCheck(ok=False, message=error.explanation, fix=error.fix, refused=True)
     name = pixel.name or f"Pixel {pixel_id}"
     return TokenCheck(ok=True, message=f"Connected to pixel '{name}'", pixel_name=name)
 

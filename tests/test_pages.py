@@ -535,6 +535,95 @@ def test_add_destination_refuses_a_pixel_the_tenant_already_has(owner, destinati
     assert Destination.objects.count() == 1
 
 
+ADD_FORM = {
+    "name": "New shop",
+    "pixel_id": "1234567890123456",
+    "enabled": "on",
+    "consent_policy": "send_always",
+    "missing_consent": "granted",
+}
+
+
+def test_saving_a_pair_meta_refused_asks_first_and_says_what_follows(
+    owner, tenant, use_sandbox
+) -> None:
+    """Issue 16: a wrong Pixel ID saved silently, then "the card turns Healthy within minutes"."""
+    use_sandbox.register_pixel(ADD_FORM["pixel_id"], "Acme", [make_token("the-right-one")])
+    token = make_token("refused-pair")  # a token Meta does not know
+    client = logged_in(owner)
+    url = tenant_get_urls(tenant)["destination_add"]
+    form = {**ADD_FORM, "access_token": token}
+
+    first = client.post(url, form).content.decode()
+    assert not Destination.objects.exists()
+    assert "Not saved yet: Meta refused this Pixel ID and token" in first
+    assert 'name="save_refused"' in first
+    assert "If you save anyway" in first
+    assert "its card turns <strong>Unhealthy</strong>" in first
+    assert_token_absent(first, token, "refused add form")
+
+    created = client.post(url, {**form, "save_refused": "1"}).content.decode()
+    destination = Destination.objects.get()
+    assert destination.access_token == token
+    assert "Meta refused it:" in created
+    assert "turns Healthy within minutes" not in created
+
+
+def test_a_pair_meta_accepts_or_cannot_answer_for_saves_at_once(owner, tenant, use_sandbox) -> None:
+    token = make_token("accepted-pair")
+    use_sandbox.register_pixel(ADD_FORM["pixel_id"], "Acme", [token])
+    response = logged_in(owner).post(
+        tenant_get_urls(tenant)["destination_add"], {**ADD_FORM, "access_token": token}
+    )
+    assert response.status_code == 200
+    assert Destination.objects.filter(name="New shop").exists()
+    assert "save_refused" not in response.content.decode()
+
+    # A Pixel ID the token cannot read: a send-only token, or a mistyped Pixel ID (Meta answers
+    # both alike), so no refusal to confirm; but no promise of Healthy within minutes either.
+    other = logged_in(owner).post(
+        tenant_get_urls(tenant)["destination_add"],
+        {**ADD_FORM, "name": "Typo", "pixel_id": "6543210987654321", "access_token": token},
+    )
+    content = other.content.decode()
+    assert Destination.objects.filter(name="Typo").exists()
+    assert "within minutes" not in content
+    assert "Confirm the Pixel ID matches the pixel the token was made for" in content
+
+
+def test_editing_in_a_refused_token_asks_first_but_a_rename_does_not(
+    owner, shown, use_sandbox
+) -> None:
+    use_sandbox.register_pixel(shown.pixel_id, "Acme", [make_token("the-right-one")])
+    client = logged_in(owner)
+    url = destination_urls(shown)["destination_edit"]
+    refused = make_token("refused-on-edit")
+    first = client.post(url, edit_form(shown, access_token=refused))
+    assert first.status_code == 200
+    assert 'name="save_refused"' in first.content.decode()
+    shown.refresh_from_db()
+    assert shown.access_token != refused
+
+    saved = client.post(url, edit_form(shown, access_token=refused, save_refused="1"))
+    assert saved.status_code == 302
+    shown.refresh_from_db()
+    assert shown.access_token == refused
+    # The stored token is refused too, but a rename changes neither: no question asked.
+    assert client.post(url, edit_form(shown, name="Renamed")).status_code == 302
+
+
+def test_only_the_destination_form_offers_to_save_a_refused_pair(owner, shown, use_sandbox) -> None:
+    use_sandbox.register_pixel(shown.pixel_id, "Acme", [make_token("the-right-one")])
+    client = logged_in(owner)
+    url = reverse("capi_destinations:destination_token_check", kwargs={"code": shown.code})
+    typed = {"pixel_id": shown.pixel_id, "access_token": make_token("refused-check")}
+    on_the_form = client.post(url, {**typed, "offer_save_anyway": "1"}, **HTMX).content.decode()
+    assert 'name="save_refused"' in on_the_form
+    on_replace_token = client.post(url, typed, **HTMX).content.decode()
+    assert 'data-state="error"' in on_replace_token
+    assert 'name="save_refused"' not in on_replace_token
+
+
 def edit_form(destination, **changes) -> dict[str, str]:
     form = {
         "name": destination.name,

@@ -220,6 +220,8 @@ def test_with_the_token_pasted_again_the_pixel_id_changes(
 ) -> None:
     acme = agency["acme"]
     own_token = make_token("acme-own-token")
+    # A token Meta accepts for the new pixel (one it refused would first ask "Save anyway").
+    agency["sandbox"].register_pixel("3333333333333333", "Acme new", [own_token])
 
     response = logged_in(acme_editor).post(
         url("destination_edit", acme),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -11,9 +13,9 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 
-from capi_destinations import access, destinations
+from capi_destinations import access, destinations, reports
 from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
-from capi_destinations.models import Destination, Role
+from capi_destinations.models import Destination, Health, Role
 from capi_destinations.views.common import (
     back_to_destination,
     destination_url,
@@ -38,7 +40,20 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.EDITOR)
     tenant = tenant_access.tenant
     form = DestinationForm(request.POST or None, tenant=tenant)
+    refusal, unconfirmed = None, False
     if request.method == "POST" and form.is_valid():
+        values = form.values()
+        refusal, unconfirmed = meta_refusal(
+            request,
+            form,
+            lambda: destinations.check_token(
+                values["pixel_id"],
+                values["access_token"],
+                app_secret=values["app_secret"],
+                api_version=values["api_version"],
+            ),
+        )
+    if request.method == "POST" and form.is_valid() and not unconfirmed:
         try:
             destination, secret = destinations.create_destination(
                 tenant, actor=request.user, **form.values()
@@ -55,6 +70,15 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
                     "destination": destination,
                     "ingest_secret": secret,
                     "access": tenant_access,
+                    # Saved although Meta refused it ("Save anyway"), or refused by the check
+                    # that ran at once: say so, never "turns Healthy within minutes".
+                    "refused_reason": (
+                        refusal.message
+                        if refusal is not None
+                        else reports.first_reason(destination)
+                        if destination.health == Health.UNHEALTHY
+                        else ""
+                    ),
                     **ingest_context(destination, request),
                 },
             )
@@ -68,6 +92,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
                 "capi_destinations:tenant_token_check", kwargs={"tenant_slug": tenant.slug}
             ),
             "cancel_url": reverse("capi_destinations:overview"),
+            "check": refusal if unconfirmed else None,
         },
     )
 
@@ -80,7 +105,24 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     """Edit a destination; a blank token keeps the stored one."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
     form = DestinationForm(request.POST or None, instance=destination, tenant=destination.tenant)
-    if request.method == "POST" and form.is_valid():
+    refusal, unconfirmed = None, False
+    if (
+        request.method == "POST"
+        and form.is_valid()
+        and {"pixel_id", "access_token"} & set(form.changed_data)
+    ):
+        # A new Pixel ID or token is checked with Meta as on the add form.
+        typed_token = (
+            form.cleaned_data["access_token"] if "access_token" in form.changed_data else ""
+        )
+        refusal, unconfirmed = meta_refusal(
+            request,
+            form,
+            lambda: destinations.check_destination_token(
+                destination, pixel_id=form.cleaned_data["pixel_id"], token=typed_token
+            ),
+        )
+    if request.method == "POST" and form.is_valid() and not unconfirmed:
         try:
             changed = destinations.update_destination(
                 destination, actor=request.user, **form.changes()
@@ -101,6 +143,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             "destination": destination,
             "check_url": destination_url(destination, "destination_token_check"),
             "cancel_url": destination_url(destination),
+            "check": refusal if unconfirmed else None,
         },
     )
 
@@ -135,6 +178,37 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
+#: The checkbox, shown with Meta's refusal in the token check, that saves a refused pair anyway.
+SAVE_REFUSED_FIELD = "save_refused"
+
+REFUSED_NOT_SAVED = (
+    "Not saved yet: Meta refused this Pixel ID and token (see below). Fix them, or paste the "
+    "token again and tick “Save anyway”."
+)
+
+
+def meta_refusal(
+    request: HttpRequest,
+    form: DestinationForm,
+    check: Callable[[], destinations.TokenCheck],
+) -> tuple[destinations.TokenCheck | None, bool]:
+    """Meta's refusal of the form's Pixel ID and token (``None`` if none), and whether it still
+    needs the user's "Save anyway".
+
+    A saved refused pair sends nothing (its card turns Unhealthy, its events wait), so it is
+    saved only on purpose: unconfirmed, the refusal is added to the form as its error, and the
+    token check box offers the checkbox. An outage, or a token that may not read the pixel (a
+    send-only token, or a mistyped Pixel ID: Meta answers both alike), is no refusal.
+    """
+    result = check()
+    if not result.refused:
+        return None, False
+    if request.POST.get(SAVE_REFUSED_FIELD):
+        return result, False
+    form.add_error(None, REFUSED_NOT_SAVED)
+    return result, True
+
+
 def warn_if_token_shared(request: HttpRequest, destination: Destination) -> None:
     """A non-blocking warning when the token just saved also serves other clients."""
     warning = destinations.shared_token_warning(destination)
@@ -162,7 +236,14 @@ def destination_delete(request: HttpRequest, code: str) -> HttpResponse:
 def _render_token_check(
     request: HttpRequest, result: destinations.TokenCheck | None
 ) -> HttpResponse:
-    return render(request, "capi_destinations/_token_check.html", {"check": result})
+    # Only the destination form saves a refused pair on purpose ("Save anyway"); the replace
+    # token page shows the refusal alone.
+    offer = bool(request.POST.get("offer_save_anyway"))
+    return render(
+        request,
+        "capi_destinations/_token_check.html",
+        {"check": result, "offer_save_anyway": offer},
+    )
 
 
 @hide_variables

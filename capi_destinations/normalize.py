@@ -868,11 +868,13 @@ def _normalize_user_data(
         else:
             if key == "country" and event_country is None:
                 event_country = _event_country(raw_value)
-            _add_hashed(key, kind, raw_value, result, found)
+            digest_of = _cached_digest if kind is _REPEATING else _digest
+            _add_hashed(key, digest_of, raw_value, None, result, found)
 
     context_country = _context_country(event_country, default_country)
     for key, raw_value in country_dependent:
-        _add_country_dependent(key, raw_value, context_country, result, found)
+        digest_of = _digest if key == "ph" else _cached_digest
+        _add_hashed(key, digest_of, raw_value, context_country, result, found)
     return result, found, context_country
 
 
@@ -930,29 +932,18 @@ def _add_clear(key: str, raw_value: Any, result: dict[str, Any], found: list[Dia
 
 
 def _add_hashed(
-    key: str, kind: str, raw_value: Any, result: dict[str, Any], found: list[Diagnostic]
-) -> None:
-    """A hashed key read without a country: one clean text value, else the general path."""
-    if type(raw_value) is str and key not in result:
-        digest_of = _cached_digest if kind is _REPEATING else _digest
-        digest, problem = digest_of(key, raw_value, None)
-        if problem is None:
-            if digest is not None:
-                result[key] = [digest]
-            return
-    _add_digests(key, raw_value, None, result, found)
-
-
-def _add_country_dependent(
     key: str,
+    digest_of: Callable[[str, Any, str | None], tuple[str | None, str | None]],
     raw_value: Any,
     country: str | None,
     result: dict[str, Any],
     found: list[Diagnostic],
 ) -> None:
-    """A key read with the context country (phone, state, postal code)."""
+    """One hashed key: a clean text value by ``digest_of``, anything else by the general path.
+
+    ``country`` is the context country for phone, state and postal code, else None.
+    """
     if type(raw_value) is str and key not in result:
-        digest_of = _digest if key == "ph" else _cached_digest
         digest, problem = digest_of(key, raw_value, country)
         if problem is None:
             if digest is not None:

@@ -24,7 +24,6 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from django.db import router, transaction
 from django.db.models.base import ModelState
@@ -32,6 +31,7 @@ from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import (
+    click_ids,
     clock,
     consent,
     counters,
@@ -69,8 +69,6 @@ SERVER_EVENT_KEYS = diagnostics.SERVER_EVENT_KEYS
 _EVENT_NAME_MAX = Event._meta.get_field("event_name").max_length or 100
 _EVENT_ID_MAX = Event._meta.get_field("event_id").max_length or 255
 _ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
-# Real fbclids are URL-safe base64; anything else is not turned into an fbc.
-_FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _RESULT_FOR_STATUS: dict[str, str] = {
     EventStatus.PENDING: STORED,
     EventStatus.REJECTED: REJECTED,
@@ -190,8 +188,8 @@ def _enrichment(request: HttpRequest | None) -> _Enrichment:
     return _Enrichment(
         ip=ratelimit.client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT") or None,
-        fbp=request.COOKIES.get("_fbp") or None,
-        fbc=request.COOKIES.get("_fbc") or None,
+        fbp=request.COOKIES.get(click_ids.FBP_COOKIE) or None,
+        fbc=request.COOKIES.get(click_ids.FBC_COOKIE) or None,
     )
 
 
@@ -475,7 +473,7 @@ def _enrich_user_data(
     fbclid, so it replaces them; one holding the same fbclid is kept (it says when it was
     first seen).
     """
-    fbclid = _fbclid(event.get("event_source_url"))
+    fbclid = click_ids.fbclid_of_url(event.get("event_source_url"))
     if not context.has_enrichment and fbclid is None:
         return ""
     given = _fill_from_request(user_data, context.enrichment)
@@ -489,7 +487,7 @@ def _enrich_user_data(
     event_time = diagnostics.parse_event_time(event.get("event_time"))
     if event_time is not None:
         first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
-    user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
+    user_data["fbc"] = click_ids.build_fbc(fbclid, created_ms=first_seen)
     return _REPLACED if "fbc" in given else _BUILT
 
 
@@ -526,7 +524,7 @@ def _keeps_given_fbc(user_data: dict[str, Any], given: set[str | None], fbclid: 
         ),
         None,
     )
-    return not isinstance(current, str) or _fbclid_of_fbc(current) == fbclid
+    return not isinstance(current, str) or click_ids.fbclid_of_fbc(current) == fbclid
 
 
 def _event_time_filled() -> Diagnostic:
@@ -587,12 +585,6 @@ def _remove_path(payload: dict[str, Any], path: str) -> None:
             container = container[key]
 
 
-def _fbclid_of_fbc(fbc: str) -> str | None:
-    """The fbclid inside an fbc value (fb.<n>.<ms>.<fbclid>[.<appendix>])."""
-    parts = fbc.strip().split(".")
-    return parts[3] if len(parts) in (4, 5) else None
-
-
 def _fbc_from_url() -> Diagnostic:
     return Diagnostic(
         code="fbc_from_url",
@@ -602,23 +594,6 @@ def _fbc_from_url() -> Diagnostic:
         "the _fbc cookie), so fbc was built from the URL: Meta asks for the most recent click.",
         fix="Nothing to do; refresh the _fbc cookie when a new fbclid arrives to keep them equal.",
     )
-
-
-def _fbclid(url: Any) -> str | None:
-    if not isinstance(url, str) or "fbclid=" not in url:
-        return None
-    try:
-        values = parse_qs(urlsplit(url).query).get("fbclid", ())
-    except ValueError:
-        return None
-    for value in values:
-        if _FBCLID.fullmatch(value):
-            return value
-        # The parameter builder's appendix at the end of the URL is not part of the fbclid.
-        clid, _, appendix = value.rpartition(".")
-        if clid and _FBCLID.fullmatch(clid) and _FBCLID.fullmatch(appendix):
-            return clid
-    return None
 
 
 def _plain_numbers(event: dict[str, Any]) -> None:

@@ -103,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     # What an unknown consent state (or one silent on ad_storage) counts as: "granted" or
     # "denied". Where visitors must opt in first, set "denied" and CLICK_ID_CONSENT.
     "CLICK_ID_MISSING_CONSENT": "granted",
+    # Days before an event that a person's fbc/fbp seen on an earlier event may fill it, when it
+    # arrives without them (a webhook, a CRM update): Meta's default click attribution window.
+    "CLICK_ID_FILL_DAYS": 7,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

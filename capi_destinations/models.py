@@ -628,6 +628,40 @@ class Event(models.Model):
         super().save(*args, **kwargs)
 
 
+class ClickIdSighting(models.Model):
+    """An ``fbc`` or ``fbp`` seen on an event together with a person's identifier, per client.
+
+    Kept so a later event for the same person that arrives without a browser (a payment
+    webhook, a CRM update) can carry the click (``click_memory``). The identifier is the SHA-256
+    digest of the person's email, phone or external_id exactly as it was sent to Meta; no raw
+    email or phone is ever stored. Only sightings on events whose consent allowed ad storage are
+    kept. Purged after ``RETENTION_DAYS``; ``capi_destinations.forget()`` erases a person's.
+    """
+
+    # No index of its own: the unique constraint starts with it.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    identifier = models.CharField(max_length=64)  # SHA-256 hex digest
+    identifier_key = models.CharField(max_length=16)  # "em", "ph" or "external_id"
+    key = models.CharField(max_length=3)  # "fbc" or "fbp"
+    value = models.CharField(max_length=600)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    # The event's consent for ad storage: "granted", or "default" (the event carried no state
+    # and its destination counts that as granted).
+    ad_storage = models.CharField(max_length=10)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "identifier", "key", "value"], name="capi_click_sighting"
+            )
+        ]
+        indexes = [models.Index(fields=["last_seen_at"], name="capi_click_sighting_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.key} for {self.identifier_key} {self.identifier[:8]}…"
+
+
 class HourlyOutcomes(models.Model):
     """How many of a destination's events reached each outcome in one UTC hour.
 

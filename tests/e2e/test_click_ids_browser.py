@@ -60,7 +60,8 @@ def test_landing_from_an_ad_keeps_the_click_for_the_browser_and_the_webhook(
 
     fbc = cookie(page, "_fbc")
     index = click_ids.subdomain_index("127.0.0.1")
-    assert fbc is not None and re.fullmatch(rf"fb\.{index}\.[0-9]{{13}}\.{FBCLID}", fbc)
+    assert fbc is not None
+    assert re.fullmatch(rf"fb\.{index}\.[0-9]{{13}}\.{FBCLID}", fbc)
     assert buy(page).status == 202
     browser_event = Event.objects.get()
     assert browser_event.payload["user_data"]["fbc"] == fbc

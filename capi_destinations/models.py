@@ -662,6 +662,23 @@ class ClickIdSighting(models.Model):
         return f"{self.key} for {self.identifier_key} {self.identifier[:8]}…"
 
 
+class RuleFiring(models.Model):
+    """A conversion rule has recorded its event for one object (``rules``): at most once."""
+
+    rule = models.CharField(max_length=100)
+    # "<app_label>.<model>:<pk>" of the object whose change fired the rule.
+    object_key = models.CharField(max_length=255)
+    fired_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "object_key"], name="capi_rule_firing")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} fired for {self.object_key}"
+
+
 class HourlyOutcomes(models.Model):
     """How many of a destination's events reached each outcome in one UTC hour.
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.apps import apps
@@ -104,9 +105,7 @@ def _on_save(sender: type[models.Model], instance: models.Model, **kwargs: Any) 
         if rule.model_class() is not sender or not rule.when(instance):
             continue
         using = kwargs.get("using") or router.db_for_write(sender)
-        transaction.on_commit(
-            lambda rule=rule, pk=instance.pk: _fire_safely(rule, sender, pk), using=using
-        )
+        transaction.on_commit(partial(_fire_safely, rule, sender, instance.pk), using=using)
 
 
 def _fire_safely(rule: ConversionRule, model: type[models.Model], pk: Any) -> None:

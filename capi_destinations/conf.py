@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a process remembers a destination found by its ingest key, sparing the database a
     # query per request; a changed key or origin list takes at most this long to apply.
     "INGEST_KEY_CACHE_SECONDS": 5,
+    # --- Members -----------------------------------------------------------------------------
+    # Seconds an invitation link stays valid after it was (last) sent.
+    "INVITATION_MAX_AGE": 7 * 24 * 3600,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

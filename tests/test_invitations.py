@@ -532,3 +532,15 @@ def test_the_members_page_lists_name_email_and_last_login_in_bounded_queries(
     assert page.count('data-testid="invitation-row"') == 3
     assert "Never" in page or owner.last_login is not None
     assert "sign up" not in page
+
+
+def test_the_invitation_page_costs_a_few_queries(
+    owner: Any, tenant: Tenant, django_assert_num_queries: Any
+) -> None:
+    path = invite(logged_in(owner), tenant, "new@example.com")
+    visitor = Client()
+    page = open_link(visitor, path).wsgi_request.path
+    # Session, the invitation with its client and inviter, whether an account has the address.
+    with django_assert_num_queries(3):
+        response = visitor.get(page)
+    assert 'data-step="create_account"' in response.content.decode()

@@ -544,3 +544,23 @@ def test_the_invitation_page_costs_a_few_queries(
     with django_assert_num_queries(3):
         response = visitor.get(page)
     assert 'data-step="create_account"' in response.content.decode()
+
+
+def test_a_taken_login_name_is_refused_and_nothing_is_created(
+    owner: Any, tenant: Tenant, django_user_model: Any
+) -> None:
+    path = invite(logged_in(owner), tenant, "new@example.com", Role.EDITOR)
+    visitor = Client()
+    page = open_link(visitor, path).wsgi_request.path
+    response = visitor.post(
+        page, {"username": "OLIVIA", "password1": PASSWORD, "password2": PASSWORD}
+    )
+    assert response.status_code == 200
+    assert "exists already" in response.content.decode()
+    assert not django_user_model.objects.filter(email="new@example.com").exists()
+    assert Invitation.objects.get().state == InvitationState.PENDING
+    # Another name works.
+    response = visitor.post(
+        page, {"username": "nina", "password1": PASSWORD, "password2": PASSWORD}
+    )
+    assert response.status_code == 302

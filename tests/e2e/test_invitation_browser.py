@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -92,3 +93,39 @@ def test_an_invited_person_creates_their_account_and_sees_the_client_with_their_
     member = page.locator('[data-testid="member-row"][data-username="mia"]')
     expect(member.get_by_test_id("member-email")).to_have_text("mia@example.com")
     expect(page.get_by_test_id("invitation-row")).to_have_count(0)
+
+
+def test_an_expired_link_says_so_and_who_to_ask(
+    page: Page,
+    browser: Browser,
+    live_server: Any,
+    agency_admin: Any,
+    tenant: Tenant,
+    mailoutbox: list[Any],
+    clock: Any,
+) -> None:
+    agency_admin.email = "olivia@agency.test"
+    agency_admin.save()
+    log_in(page, live_server, agency_admin)
+    page.goto(f"{live_server.url}/capi/t/{tenant.slug}/members/")
+    page.get_by_test_id("invite-form").get_by_label("Email address").fill("late@example.com")
+    page.get_by_test_id("invite").click()
+    expect(page.get_by_test_id("invitation-row")).to_have_count(1)
+    link = re.search(r"https?://\S+/capi/invitation/\S+/", mailoutbox[0].body)
+    assert link is not None
+
+    clock.advance(timedelta(days=7))
+    context = browser.new_context()
+    try:
+        invited = context.new_page()
+        invited.goto(link.group(0))
+        unusable = invited.get_by_test_id("invitation-unusable")
+        expect(unusable).to_contain_text("This invitation has expired")
+        expect(invited.get_by_test_id("who-to-ask")).to_contain_text(
+            "Ask olivia (olivia@agency.test), who invited you"
+        )
+    finally:
+        context.close()
+    page.reload()
+    expect(page.get_by_test_id("invitation-expired")).to_be_visible()
+    assert not Membership.objects.filter(tenant=tenant, user__email="late@example.com").exists()

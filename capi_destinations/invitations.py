@@ -300,7 +300,8 @@ def _pending(invitation: Invitation) -> Invitation:
     if current is None:
         raise InvitationUnusable(invitation, UNKNOWN)
     if current.state != InvitationState.PENDING:
-        raise InvitationUnusable(current, USED if current.state == "accepted" else REVOKED)
+        used = current.state == InvitationState.ACCEPTED
+        raise InvitationUnusable(current, USED if used else REVOKED)
     return current
 
 

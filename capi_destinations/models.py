@@ -12,7 +12,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -170,7 +170,7 @@ class Invitation(models.Model):
         return secrets.compare_digest(self.token_hash, hash_invitation_token(token))
 
     @property
-    def expires_at(self) -> Any:
+    def expires_at(self) -> datetime:
         return self.sent_at + timedelta(seconds=app_settings.INVITATION_MAX_AGE)
 
     @property

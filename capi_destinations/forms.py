@@ -10,7 +10,7 @@ import copy
 from typing import Any, cast
 
 from django import forms
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db.models import Field
 from django.utils.text import capfirst
@@ -179,6 +179,67 @@ class AddMemberForm(forms.Form):
         user_model = get_user_model()
         login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
         self.fields["username"].label = capfirst(login_field.verbose_name)
+
+
+class InviteMemberForm(forms.Form):
+    """Invite someone by email with a role; they join through the link the email holds."""
+
+    email = forms.EmailField(max_length=254, label="Email address")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class JoinForm(forms.Form):
+    """Create the account an invitation is for: a login name (unless the site's users log in by
+    email, then it is the invited address), and a password the site's validators accept."""
+
+    username = forms.CharField(max_length=150)
+    password1 = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html,
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args: Any, email: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.email = email
+        user_model = get_user_model()
+        login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
+        if user_model.get_email_field_name() == user_model.USERNAME_FIELD:
+            # The login is the address: nothing to choose.
+            del self.fields["username"]
+        else:
+            field = cast("forms.CharField", self.fields["username"])
+            field.label = capfirst(login_field.verbose_name)
+            field.initial = email
+            field.help_text = "What you log in with; your email address unless you pick another."
+            field.max_length = login_field.max_length or 150
+            field.validators = [*field.validators, *login_field.validators]
+
+    @property
+    def login_name(self) -> str:
+        """The new account's ``USERNAME_FIELD`` value."""
+        return str(self.cleaned_data.get("username") or self.email)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, second = cleaned.get("password1"), cleaned.get("password2")
+        if first and second and first != second:
+            self.add_error("password2", "The two passwords differ.")
+        elif first:
+            user_model = get_user_model()
+            fields = {user_model.USERNAME_FIELD: self.login_name}
+            fields[user_model.get_email_field_name()] = self.email
+            try:
+                password_validation.validate_password(first, user=user_model(**fields))
+            except ValidationError as error:
+                self.add_error("password1", error)
+        return cleaned
 
 
 class MemberRoleForm(forms.Form):

@@ -12,7 +12,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -87,6 +87,99 @@ class Membership(models.Model):
     @property
     def can_manage_members(self) -> bool:
         return self.role == Role.ADMIN
+
+
+class InvitationState(models.TextChoices):
+    """Where an invitation stands. "Expired" is not stored: it is a pending invitation whose
+    ``sent_at`` is older than ``INVITATION_MAX_AGE`` (``Invitation.is_expired``)."""
+
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+def hash_invitation_token(token: str) -> str:
+    # The token has 256 bits of entropy, so a plain SHA-256 is enough (no password hashing).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a tenant with a role, sent as a one-time link.
+
+    Only a hash of the link's secret is stored (``token_hash``): the secret itself is in the
+    email and nowhere else. A pending invitation is used once (``accepted``), can be revoked,
+    and expires ``INVITATION_MAX_AGE`` seconds after it was last sent.
+    """
+
+    # Public id in URLs (the link and the revoke/resend buttons), never the integer key.
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    # Stored in lower case: addresses are compared without regard to case.
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    state = models.CharField(
+        max_length=10, choices=InvitationState.choices, default=InvitationState.PENDING
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # From the app clock so tests can move time; ``sent_at`` moves on each resend.
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(default=clock.now)
+    # When it was accepted or revoked, and by whom.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            # One pending invitation per address and tenant: inviting again sends it anew.
+            models.UniqueConstraint(
+                fields=["tenant", "email"],
+                condition=models.Q(state="pending"),
+                name="capi_invitation_one_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} · {self.tenant} ({self.role}, {self.state})"
+
+    def __repr__(self) -> str:
+        # Never the hash either: it names the link as well as an id does.
+        return f"<Invitation {self.pk}: {self.email} {self.state}>"
+
+    def new_token(self) -> str:
+        """Make a new secret for the link, store its hash, and return it (for the email only)."""
+        token = secrets.token_urlsafe(32)
+        self.token_hash = hash_invitation_token(token)
+        return token
+
+    def token_matches(self, token: str) -> bool:
+        """Whether ``token`` is this invitation's secret (compared in constant time)."""
+        return secrets.compare_digest(self.token_hash, hash_invitation_token(token))
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.sent_at + timedelta(seconds=app_settings.INVITATION_MAX_AGE)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.state == InvitationState.PENDING and clock.now() >= self.expires_at
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == InvitationState.PENDING and not self.is_expired
 
 
 class Health(models.TextChoices):
@@ -816,6 +909,9 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", "Member added"
     MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
     MEMBER_REMOVED = "member_removed", "Member removed"
+    # Invitations by email (access.invite/revoke; acceptance is MEMBER_ADDED). Never the link.
+    MEMBER_INVITED = "member_invited", "Invitation sent"
+    INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
 
 
 class AuditEntry(models.Model):

@@ -16,6 +16,7 @@ from capi_destinations.security import secure_view
 from capi_destinations.views import destination as destination_views
 from capi_destinations.views import events as event_views
 from capi_destinations.views import ingest as ingest_views
+from capi_destinations.views import invitations as invitation_views
 from capi_destinations.views import members as member_views
 from capi_destinations.views import overview as overview_views
 from capi_destinations.views import setup as setup_views
@@ -56,6 +57,24 @@ urlpatterns: list[URLPattern | URLResolver] = [
         member_views.member_remove,
         name="member_remove",
     ),
+    _page("t/<slug:tenant_slug>/invitations/", member_views.invite, name="invite"),
+    _page(
+        "t/<slug:tenant_slug>/invitations/<uuid:invitation_code>/resend/",
+        member_views.invitation_resend,
+        name="invitation_resend",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/invitations/<uuid:invitation_code>/revoke/",
+        member_views.invitation_revoke,
+        name="invitation_revoke",
+    ),
+    # The invited person's pages, open without a login: the link's secret is the credential.
+    _page(
+        "invitation/<uuid:invitation_code>/<str:token>/",
+        invitation_views.invitation_link,
+        name="invitation_link",
+    ),
+    _page("invitation/<uuid:invitation_code>/", invitation_views.invitation, name="invitation"),
     _page("d/<uuid:code>/", destination_views.destination_detail, name="destination"),
     _page("d/<uuid:code>/card/", overview_views.destination_card, name="destination_card"),
     _page("d/<uuid:code>/health/", destination_views.health_card, name="health_card"),

@@ -366,3 +366,8 @@ def test_the_install_guide_works_in_a_new_site(
     assert pages["login_field_label"] == ("Email address" if email_login else "Username")
     expected_name = "member@example.com" if email_login else "member"
     assert pages["redelivery_reason"] == f"Redelivery requested by {expected_name}."
+    # An invitation by email creates the account with the site's user model: where the login is
+    # the email, only a password is asked for.
+    assert pages["invited_login"] == "invitee@example.com"
+    assert pages["invited_role"] == "editor"
+    assert pages["invite_asks_for_login_name"] == (not email_login)

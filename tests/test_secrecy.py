@@ -29,7 +29,7 @@ from django.utils.log import AdminEmailHandler
 from django_q.models import OrmQ, Schedule, Task
 
 import capi_destinations
-from capi_destinations import destinations, dispatch, graph, health, signals
+from capi_destinations import destinations, dispatch, graph, health, invitations, signals
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
@@ -225,6 +225,9 @@ def app_urls(world: SecretWorld) -> list[str]:
     urls = []
     member = Membership.objects.filter(tenant=world.tenant).select_related("user").first()
     assert member is not None
+    invitation, invitation_token = invitations.invite(
+        world.tenant, "invited@example.com", "viewer", actor=world.admin_user
+    )
     for route in app_routes():
         for destination in world.destinations:
             values = {
@@ -232,6 +235,8 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
+                "invitation_code": str(invitation.code),
+                "token": invitation_token,
             }
             kwargs = {name: values[name] for name in route.parameters}
             base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)

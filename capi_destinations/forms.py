@@ -7,12 +7,14 @@ the pages and the admin write the same audit entries and send the same signals.
 from __future__ import annotations
 
 import copy
+from datetime import UTC
 from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Field
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
@@ -186,8 +188,21 @@ class MemberRoleForm(forms.Form):
 
 
 class OverviewFilterForm(forms.Form):
-    """Filter the overview by tenant and by status."""
+    """Filter the overview by tenant, by status and by a search of client, name or Pixel ID."""
 
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        strip=True,
+        label="Search",
+        widget=forms.TextInput(
+            attrs={
+                "type": "search",
+                "placeholder": "Client, destination or Pixel ID",
+                "data-testid": "overview-search",
+            }
+        ),
+    )
     tenant = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *STATUS_FILTERS.items()]
@@ -202,20 +217,57 @@ class OverviewFilterForm(forms.Form):
         ]
 
     def filters(self) -> dict[str, str]:
-        """``tenant_slug`` and ``status`` for ``reports.overview_cards`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"tenant_slug": "", "status": ""}
+        """``tenant_slug``, ``status`` and ``search`` for ``reports.overview_cards`` (an invalid
+        field → no filter from it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "tenant_slug": self.cleaned_data.get("tenant") or "",
-            "status": self.cleaned_data.get("status") or "",
+            "tenant_slug": cleaned.get("tenant") or "",
+            "status": cleaned.get("status") or "",
+            "search": cleaned.get("q") or "",
         }
 
 
-class EventFilterForm(forms.Form):
-    """Filter a destination's event log by status and event name."""
+class UTCDateTimeField(forms.DateTimeField):
+    """A date and time typed without a zone, read as UTC whatever zone is active (the log and
+    its exports show UTC, so the filter speaks the same)."""
 
+    def to_python(self, value: Any) -> Any:
+        with timezone.override(UTC):
+            return super().to_python(value)
+
+
+class EventFilterForm(forms.Form):
+    """Filter a destination's event log: status, event name, an event_id or order id, and a
+    range of reception times (UTC)."""
+
+    q = forms.CharField(
+        required=False,
+        max_length=255,
+        strip=True,
+        label="event_id or order id",
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": "exact value", "data-testid": "event-search"}
+        ),
+    )
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *EventStatus.choices])
     event_name = forms.ChoiceField(required=False)
+    received_from = UTCDateTimeField(
+        required=False,
+        label="Received from (UTC)",
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "data-testid": "event-from"},
+            format="%Y-%m-%dT%H:%M",
+        ),
+    )
+    received_to = UTCDateTimeField(
+        required=False,
+        label="to (UTC)",
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "data-testid": "event-to"},
+            format="%Y-%m-%dT%H:%M",
+        ),
+    )
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -225,11 +277,15 @@ class EventFilterForm(forms.Form):
             *((name, name) for name in event_names),
         ]
 
-    def filters(self) -> dict[str, str]:
-        """``status`` and ``event_name`` for ``reports.event_log`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"status": "", "event_name": ""}
+    def filters(self) -> dict[str, Any]:
+        """The keyword arguments of ``reports.event_log``. A field that does not validate filters
+        nothing; the others still apply (the form shows the error beside it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "status": self.cleaned_data.get("status") or "",
-            "event_name": self.cleaned_data.get("event_name") or "",
+            "status": cleaned.get("status") or "",
+            "event_name": cleaned.get("event_name") or "",
+            "search": cleaned.get("q") or "",
+            "received_from": cleaned.get("received_from"),
+            "received_to": cleaned.get("received_to"),
         }

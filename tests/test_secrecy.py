@@ -265,9 +265,7 @@ def test_no_page_or_fragment_shows_the_token(
             response = client.get(url, **headers)
             assert response.status_code < 500, url
             # The CSV exports stream.
-            body = (
-                b"".join(response.streaming_content) if response.streaming else response.content
-            )
+            body = b"".join(response.streaming_content) if response.streaming else response.content
             secret_world.assert_clean(body.decode(), f"GET {url} {headers}")
             fetched += 1
     assert fetched > 50

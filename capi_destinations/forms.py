@@ -187,22 +187,23 @@ class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
+def search_field(label: str, placeholder: str, test_id: str) -> forms.CharField:
+    """An optional search box (``type="search"``), its value stripped."""
+    return forms.CharField(
+        required=False,
+        max_length=255,
+        strip=True,
+        label=label,
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": placeholder, "data-testid": test_id}
+        ),
+    )
+
+
 class OverviewFilterForm(forms.Form):
     """Filter the overview by tenant, by status and by a search of client, name or Pixel ID."""
 
-    q = forms.CharField(
-        required=False,
-        max_length=200,
-        strip=True,
-        label="Search",
-        widget=forms.TextInput(
-            attrs={
-                "type": "search",
-                "placeholder": "Client, destination or Pixel ID",
-                "data-testid": "overview-search",
-            }
-        ),
-    )
+    q = search_field("Search", "Client, destination or Pixel ID", "overview-search")
     tenant = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *STATUS_FILTERS.items()]
@@ -236,38 +237,27 @@ class UTCDateTimeField(forms.DateTimeField):
         with timezone.override(UTC):
             return super().to_python(value)
 
+    @classmethod
+    def optional(cls, label: str, test_id: str) -> UTCDateTimeField:
+        """An optional field with the browser's date-and-time picker."""
+        return cls(
+            required=False,
+            label=label,
+            widget=forms.DateTimeInput(
+                attrs={"type": "datetime-local", "data-testid": test_id}, format="%Y-%m-%dT%H:%M"
+            ),
+        )
+
 
 class EventFilterForm(forms.Form):
     """Filter a destination's event log: status, event name, an event_id or order id, and a
     range of reception times (UTC)."""
 
-    q = forms.CharField(
-        required=False,
-        max_length=255,
-        strip=True,
-        label="event_id or order id",
-        widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "exact value", "data-testid": "event-search"}
-        ),
-    )
+    q = search_field("event_id or order id", "exact value", "event-search")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *EventStatus.choices])
     event_name = forms.ChoiceField(required=False)
-    received_from = UTCDateTimeField(
-        required=False,
-        label="Received from (UTC)",
-        widget=forms.DateTimeInput(
-            attrs={"type": "datetime-local", "data-testid": "event-from"},
-            format="%Y-%m-%dT%H:%M",
-        ),
-    )
-    received_to = UTCDateTimeField(
-        required=False,
-        label="to (UTC)",
-        widget=forms.DateTimeInput(
-            attrs={"type": "datetime-local", "data-testid": "event-to"},
-            format="%Y-%m-%dT%H:%M",
-        ),
-    )
+    received_from = UTCDateTimeField.optional("Received from (UTC)", "event-from")
+    received_to = UTCDateTimeField.optional("to (UTC)", "event-to")
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

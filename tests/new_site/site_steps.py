@@ -177,6 +177,7 @@ def render_every_page() -> dict[str, Any]:
         "code": str(target.code),
         "username": member.get_username(),
         "ingest_key": target.ingest_key,
+        "event_pk": str(event.pk),
     }
     _, resolver = get_resolver().namespace_dict["capi_destinations"]
     statuses: dict[str, dict[str, int]] = {}

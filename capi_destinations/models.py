@@ -12,6 +12,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -270,6 +271,9 @@ class Destination(models.Model):
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_changed_at = models.DateTimeField(null=True, blank=True)
     health_transient_failures = models.PositiveIntegerField(default=0)
+    # When a change (Enable, Disable, a new token) asked for a check at once: until that check
+    # has run, the stored verdict describes the destination before the change.
+    health_check_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     pixel_name = models.CharField(max_length=255, blank=True)
 
     # Delivery state, written by delivery_state.py.
@@ -374,6 +378,27 @@ class Destination(models.Model):
         if not self.ingest_secret_hash or not secret:
             return False
         return secrets.compare_digest(self.ingest_secret_hash, hash_ingest_secret(secret))
+
+    # How long a card shows "Checking…" for a check a change asked for: a worker runs it within
+    # seconds; past this, the stored verdict shows again (a queue that runs nothing is a problem
+    # the scheduled checks and the card must not hide).
+    HEALTH_CHECK_PENDING_FOR = timedelta(minutes=2)
+
+    @property
+    def health_check_pending(self) -> bool:
+        """A change asked for a check that has not run yet (for two minutes at most)."""
+        requested = self.health_check_requested_at
+        if requested is None:
+            return False
+        if self.health_checked_at is not None and self.health_checked_at >= requested:
+            return False
+        return clock.now() - requested < self.HEALTH_CHECK_PENDING_FOR
+
+    @property
+    def shown_health(self) -> str:
+        """What the card shows: ``checking`` while a change's own check is pending, so a verdict
+        from before Enable or a new token never shows as the state after it."""
+        return "checking" if self.health_check_pending else self.health
 
     def token_changed(self) -> bool:
         return self.access_token != getattr(self, "_stored_token", None)
@@ -601,6 +626,40 @@ class Event(models.Model):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "updated_at"}
         super().save(*args, **kwargs)
+
+
+class ClickIdSighting(models.Model):
+    """An ``fbc`` or ``fbp`` seen on an event together with a person's identifier, per client.
+
+    Kept so a later event for the same person that arrives without a browser (a payment
+    webhook, a CRM update) can carry the click (``click_memory``). The identifier is the SHA-256
+    digest of the person's email, phone or external_id exactly as it was sent to Meta; no raw
+    email or phone is ever stored. Only sightings on events whose consent allowed ad storage are
+    kept. Purged after ``RETENTION_DAYS``; ``capi_destinations.forget()`` erases a person's.
+    """
+
+    # No index of its own: the unique constraint starts with it.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    identifier = models.CharField(max_length=64)  # SHA-256 hex digest
+    identifier_key = models.CharField(max_length=16)  # "em", "ph" or "external_id"
+    key = models.CharField(max_length=3)  # "fbc" or "fbp"
+    value = models.CharField(max_length=600)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    # The event's consent for ad storage: "granted", or "default" (the event carried no state
+    # and its destination counts that as granted).
+    ad_storage = models.CharField(max_length=10)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "identifier", "key", "value"], name="capi_click_sighting"
+            )
+        ]
+        indexes = [models.Index(fields=["last_seen_at"], name="capi_click_sighting_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.key} for {self.identifier_key} {self.identifier[:8]}…"
 
 
 class HourlyOutcomes(models.Model):

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
 from capi_destinations import clock, counters, graph
+from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     BlockKind,
     DeliveryAttempt,
@@ -479,6 +480,16 @@ class PhoneCountryRow:
 
 
 @dataclass(frozen=True)
+class ClickIdsFilledRow:
+    """How many of one event name's events gained ``fbc`` or ``fbp`` from an earlier visit."""
+
+    event_name: str
+    key: str  # "fbc" or "fbp"
+    count: int
+    of_events: int
+
+
+@dataclass(frozen=True)
 class DiagnosticsSummary:
     """The most frequent diagnostics and missing identifiers over the last 24 hours."""
 
@@ -487,6 +498,8 @@ class DiagnosticsSummary:
     diagnostics: list[DiagnosticRow] = field(default_factory=list)
     missing_identifiers: list[MissingIdentifierRow] = field(default_factory=list)
     phones_without_country: list[PhoneCountryRow] = field(default_factory=list)
+    click_ids_filled: list[ClickIdsFilledRow] = field(default_factory=list)
+    click_id_fill_days: int = 0  # CLICK_ID_FILL_DAYS, for the explanation beside the rows
 
 
 def diagnostics_summary(
@@ -515,7 +528,27 @@ def diagnostics_summary(
         diagnostics=_top_diagnostics(rows, limit),
         missing_identifiers=_top_missing_identifiers(rows, limit),
         phones_without_country=_phones_without_country(rows),
+        click_ids_filled=_click_ids_filled(rows),
+        click_id_fill_days=int(app_settings.CLICK_ID_FILL_DAYS),
     )
+
+
+_CLICK_ID_FILLED = "click_id_filled"
+
+
+def _click_ids_filled(rows: Iterable[tuple[str, Any, Any]]) -> list[ClickIdsFilledRow]:
+    """Per event name and key: the events that gained fbc/fbp from click_memory."""
+    per_name: Counter[str] = Counter()
+    filled: Counter[tuple[str, str]] = Counter()
+    for event_name, diagnostics, _user_data in rows:
+        per_name[event_name] += 1
+        for diagnostic in diagnostics or []:
+            if isinstance(diagnostic, Mapping) and diagnostic.get("code") == _CLICK_ID_FILLED:
+                filled[(event_name, str(diagnostic.get("field", "")).rpartition(".")[2])] += 1
+    return [
+        ClickIdsFilledRow(event_name=name, key=key, count=count, of_events=per_name[name])
+        for (name, key), count in sorted(filled.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
 
 _NO_COUNTRY_CODE = "phone_missing_country_code"

@@ -49,6 +49,8 @@ def capi_snippet(context: dict[str, Any], destination: Destination) -> SafeStrin
 
 
 def _health_label(destination: Destination) -> str:
+    if destination.health_check_pending:
+        return "Checking…"
     # Checked but unknown: Meta would not let the token read the pixel and no delivery has
     # shown yet whether it may send (a send-only token, or a mistyped Pixel ID).
     if destination.health == Health.UNKNOWN and destination.health_checked_at is not None:
@@ -63,7 +65,7 @@ def health_badge(destination: Destination) -> SafeString:
     badge = format_html(
         '<span class="capi-badge capi-badge--{0}" data-testid="health-badge" data-health="{0}">'
         "{1}</span>",
-        destination.health,
+        destination.shown_health,
         _health_label(destination),
     )
     if not destination.enabled:

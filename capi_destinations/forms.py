@@ -7,12 +7,14 @@ the pages and the admin write the same audit entries and send the same signals.
 from __future__ import annotations
 
 import copy
+from datetime import UTC
 from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db.models import Field
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
@@ -246,9 +248,23 @@ class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
-class OverviewFilterForm(forms.Form):
-    """Filter the overview by tenant and by status."""
+def search_field(label: str, placeholder: str, test_id: str) -> forms.CharField:
+    """An optional search box (``type="search"``), its value stripped."""
+    return forms.CharField(
+        required=False,
+        max_length=255,
+        strip=True,
+        label=label,
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": placeholder, "data-testid": test_id}
+        ),
+    )
 
+
+class OverviewFilterForm(forms.Form):
+    """Filter the overview by tenant, by status and by a search of client, name or Pixel ID."""
+
+    q = search_field("Search", "Client, destination or Pixel ID", "overview-search")
     tenant = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *STATUS_FILTERS.items()]
@@ -263,20 +279,46 @@ class OverviewFilterForm(forms.Form):
         ]
 
     def filters(self) -> dict[str, str]:
-        """``tenant_slug`` and ``status`` for ``reports.overview_cards`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"tenant_slug": "", "status": ""}
+        """``tenant_slug``, ``status`` and ``search`` for ``reports.overview_cards`` (an invalid
+        field → no filter from it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "tenant_slug": self.cleaned_data.get("tenant") or "",
-            "status": self.cleaned_data.get("status") or "",
+            "tenant_slug": cleaned.get("tenant") or "",
+            "status": cleaned.get("status") or "",
+            "search": cleaned.get("q") or "",
         }
 
 
-class EventFilterForm(forms.Form):
-    """Filter a destination's event log by status and event name."""
+class UTCDateTimeField(forms.DateTimeField):
+    """A date and time typed without a zone, read as UTC whatever zone is active (the log and
+    its exports show UTC, so the filter speaks the same)."""
 
+    def to_python(self, value: Any) -> Any:
+        with timezone.override(UTC):
+            return super().to_python(value)
+
+    @classmethod
+    def optional(cls, label: str, test_id: str) -> UTCDateTimeField:
+        """An optional field with the browser's date-and-time picker."""
+        return cls(
+            required=False,
+            label=label,
+            widget=forms.DateTimeInput(
+                attrs={"type": "datetime-local", "data-testid": test_id}, format="%Y-%m-%dT%H:%M"
+            ),
+        )
+
+
+class EventFilterForm(forms.Form):
+    """Filter a destination's event log: status, event name, an event_id or order id, and a
+    range of reception times (UTC)."""
+
+    q = search_field("event_id or order id", "exact value", "event-search")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *EventStatus.choices])
     event_name = forms.ChoiceField(required=False)
+    received_from = UTCDateTimeField.optional("Received from (UTC)", "event-from")
+    received_to = UTCDateTimeField.optional("to (UTC)", "event-to")
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -286,11 +328,15 @@ class EventFilterForm(forms.Form):
             *((name, name) for name in event_names),
         ]
 
-    def filters(self) -> dict[str, str]:
-        """``status`` and ``event_name`` for ``reports.event_log`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"status": "", "event_name": ""}
+    def filters(self) -> dict[str, Any]:
+        """The keyword arguments of ``reports.event_log``. A field that does not validate filters
+        nothing; the others still apply (the form shows the error beside it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "status": self.cleaned_data.get("status") or "",
-            "event_name": self.cleaned_data.get("event_name") or "",
+            "status": cleaned.get("status") or "",
+            "event_name": cleaned.get("event_name") or "",
+            "search": cleaned.get("q") or "",
+            "received_from": cleaned.get("received_from"),
+            "received_to": cleaned.get("received_to"),
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, path
 
 from capi_destinations.security import secure_view
@@ -25,7 +25,7 @@ from capi_destinations.views.common import refuse_nul_characters
 app_name = "capi_destinations"
 
 
-def _page(route: str, view: Callable[..., HttpResponse], name: str) -> URLPattern:
+def _page(route: str, view: Callable[..., HttpResponseBase], name: str) -> URLPattern:
     """A page's URL pattern: ``secure_view`` around a view that refuses NUL characters first."""
     return path(route, secure_view(refuse_nul_characters(view)), name=name)
 
@@ -40,6 +40,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     # Pages.
     _page("", overview_views.overview, name="overview"),
+    _page("destinations.csv", overview_views.overview_csv, name="overview_csv"),
     _page("t/<slug:tenant_slug>/new/", setup_views.destination_add, name="destination_add"),
     _page(
         "t/<slug:tenant_slug>/check-token/",
@@ -93,5 +94,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     _page("d/<uuid:code>/delete/", setup_views.destination_delete, name="destination_delete"),
     _page("d/<uuid:code>/events/", event_views.event_log, name="event_log"),
-    _page("d/<uuid:code>/events/detail/", event_views.event_detail, name="event_detail"),
+    _page("d/<uuid:code>/events.csv", event_views.event_log_csv, name="event_log_csv"),
+    _page("d/<uuid:code>/attempts.csv", event_views.attempts_csv, name="attempts_csv"),
+    # The old address of an event (its natural key in the query string) redirects to its own.
+    _page("d/<uuid:code>/events/detail/", event_views.event_detail_by_key, name="event_detail"),
+    _page("d/<uuid:code>/events/<int:event_pk>/", event_views.event_detail, name="event"),
 ]

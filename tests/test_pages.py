@@ -433,9 +433,9 @@ def test_overview_query_count_does_not_grow_with_destinations(
         make_event(destination=destination)  # waiting: counted inside the destinations' query
     client = logged_in(owner)
     client.get(reverse("capi_destinations:overview"))  # warm the session
-    # session, user, tenants, destinations (with their waiting events), 24-hour counts,
-    # memberships (roles)
-    with django_assert_num_queries(6):
+    # session, user, tenants, health totals (also the pager's count), one page of destinations
+    # (with their waiting events), their 24-hour counts, memberships (roles)
+    with django_assert_num_queries(7):
         response = client.get(reverse("capi_destinations:overview"))
     assert response.content.decode().count('data-testid="destination-card"') == count
 

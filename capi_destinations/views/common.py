@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import BadRequest
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.cache import patch_vary_headers
 
+from capi_destinations import exports
 from capi_destinations.models import Destination
 
 # Sent with an htmx answer after a change, so the destination page's cards refresh at once.
@@ -21,6 +24,13 @@ CHANGED_EVENT = "capi:destination-changed"
 def is_htmx(request: HttpRequest) -> bool:
     """Whether the request came from htmx (django-htmx's middleware sets ``request.htmx``)."""
     return bool(getattr(request, "htmx", False))
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    """Whether to answer with a fragment: an htmx request, but not htmx restoring a page of its
+    history it no longer holds (that one needs the whole page)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request  # type: ignore[union-attr]
 
 
 def notify(request: HttpRequest, level: int, text: str) -> None:
@@ -44,6 +54,22 @@ def with_changed_trigger(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def vary_on_htmx(response: HttpResponse) -> HttpResponse:
+    """Mark a response that is a fragment for htmx and a whole page otherwise, so a browser's
+    cache never serves the fragment for the page's own address (htmx pushes it to the history)."""
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def csv_response(rows: Iterable[Sequence[Any]], filename: str) -> StreamingHttpResponse:
+    """``rows`` (the header first) streamed as a CSV download named ``filename``."""
+    response = StreamingHttpResponse(
+        exports.csv_lines(rows), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 def query_string_without(request: HttpRequest, *names: str) -> str:
     """The current query string minus ``names`` (for pagination links that keep filters)."""
     query: Any = request.GET.copy()
@@ -55,7 +81,9 @@ def query_string_without(request: HttpRequest, *names: str) -> str:
 _FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def refuse_nul_characters(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def refuse_nul_characters(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
     """Wrap ``view`` so that a NUL character in the URL, the query or the form never reaches it.
 
     No database stores NUL in text, and PostgreSQL refuses a query that carries one with an
@@ -65,7 +93,7 @@ def refuse_nul_characters(view: Callable[..., HttpResponse]) -> Callable[..., Ht
     """
 
     @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if any(isinstance(value, str) and "\x00" in value for value in kwargs.values()):
             raise Http404("No such page.")
         if _has_nul(request.GET) or (

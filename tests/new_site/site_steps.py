@@ -184,6 +184,7 @@ def render_every_page() -> dict[str, Any]:
         "ingest_key": target.ingest_key,
         "invitation_code": str(invitation.code),
         "token": invitation_token,
+        "event_pk": str(event.pk),
     }
     _, resolver = get_resolver().namespace_dict["capi_destinations"]
     statuses: dict[str, dict[str, int]] = {}

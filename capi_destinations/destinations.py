@@ -42,6 +42,9 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "default_country",
     "consent_policy",
     "missing_consent",
+    "event_filter",
+    "event_filter_names",
+    "minimum_purchase_value",
     "allowed_origins",
 )
 

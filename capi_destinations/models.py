@@ -26,6 +26,7 @@ from capi_destinations import clock, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.consent import ConsentPolicy, MissingConsent
 from capi_destinations.graph_errors import Category
+from capi_destinations.routing import EventFilter, validate_event_names, validate_networks
 
 
 class StrictJSONEncoder(json.JSONEncoder):
@@ -47,6 +48,28 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    # Staff and test traffic, recorded as suppressed (never sent) on every destination of the
+    # client (``routing``).
+    exclude_staff = models.BooleanField(
+        "Exclude staff traffic",
+        default=False,
+        help_text="Events recorded in a request of a logged-in staff user are not sent.",
+    )
+    excluded_networks = models.TextField(
+        "Excluded IP ranges",
+        blank=True,
+        validators=[validate_networks],
+        help_text="Events from these addresses are not sent: one address or range per line "
+        "(203.0.113.0/24, 2001:db8::/32).",
+    )
+    test_flag = models.CharField(
+        "Test-order flag",
+        max_length=50,
+        blank=True,
+        default="test_order",
+        help_text="Events whose custom_data holds this key with a true value are not sent "
+        "(blank: none).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -351,6 +374,30 @@ class Destination(models.Model):
     )
     ingest_key = models.CharField(max_length=64, unique=True, default=new_ingest_key)
     ingest_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Which events this destination sends (``routing``); the others are recorded as suppressed.
+    event_filter = models.CharField(
+        "Events to send",
+        max_length=5,
+        choices=EventFilter.choices,
+        default=EventFilter.ALL,
+        # Optional in forms: a form that leaves it out (an older admin form, an API client)
+        # keeps the stored choice; blank sends all, as ALL does.
+        blank=True,
+    )
+    event_filter_names = models.TextField(
+        "Event names",
+        blank=True,
+        validators=[validate_event_names],
+        help_text="One event name per line, for 'only these' or 'all but these'.",
+    )
+    minimum_purchase_value = models.DecimalField(
+        "Minimum Purchase value",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Purchases worth less are not sent (blank: all).",
+    )
     allowed_origins = models.TextField(
         blank=True,
         validators=[validate_allowed_origins],

@@ -11,6 +11,7 @@ from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django_htmx.http import HttpResponseClientRedirect
 
 from capi_destinations.models import Destination
 
@@ -33,8 +34,16 @@ def destination_url(destination: Destination, name: str = "destination") -> str:
     return reverse(f"capi_destinations:{name}", kwargs={"code": destination.code})
 
 
-def back_to_destination(destination: Destination) -> HttpResponse:
-    """Redirect a plain (non-htmx) form post back to the destination page."""
+def back_to_destination(
+    destination: Destination, request: HttpRequest | None = None
+) -> HttpResponse:
+    """Redirect a form post back to the destination page.
+
+    Given the ``request`` of a form posted through htmx (``hx-boost``), the browser is told to
+    load the page itself (``HX-Redirect``), as after a plain post.
+    """
+    if request is not None and is_htmx(request):
+        return HttpResponseClientRedirect(destination_url(destination))
     return redirect(destination_url(destination))
 
 

@@ -14,7 +14,12 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 
 from capi_destinations import access, destinations, reports
-from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
+from capi_destinations.forms import (
+    DestinationForm,
+    ReplaceTokenForm,
+    TokenCheckForm,
+    token_needs_pasting_again,
+)
 from capi_destinations.models import Destination, Health, Role
 from capi_destinations.views.common import (
     back_to_destination,
@@ -93,6 +98,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
             ),
             "cancel_url": reverse("capi_destinations:overview"),
             "check": refusal if unconfirmed else None,
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -133,7 +139,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             notify(request, messages.SUCCESS, "Saved." if changed else "Nothing changed.")
             if "access_token" in changed:
                 warn_if_token_shared(request, destination)
-            return back_to_destination(destination)
+            return back_to_destination(destination, request)
     return render(
         request,
         "capi_destinations/destination_form.html",
@@ -144,6 +150,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             "check_url": destination_url(destination, "destination_token_check"),
             "cancel_url": destination_url(destination),
             "check": refusal if unconfirmed else None,
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -166,7 +173,7 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
         else:
             notify(request, messages.SUCCESS, "Token replaced. Meta is being asked about it now.")
             warn_if_token_shared(request, destination)
-            return back_to_destination(destination)
+            return back_to_destination(destination, request)
     return render(
         request,
         "capi_destinations/replace_token.html",
@@ -174,6 +181,7 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
             "form": form,
             "destination": destination,
             "check_url": destination_url(destination, "destination_token_check"),
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -182,8 +190,8 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
 SAVE_REFUSED_FIELD = "save_refused"
 
 REFUSED_NOT_SAVED = (
-    "Not saved yet: Meta refused this Pixel ID and token (see below). Fix them, or paste the "
-    "token again and tick “Save anyway”."
+    "Not saved yet: Meta refused this Pixel ID and token (see below). Fix them, or tick "
+    "“Save anyway”."
 )
 
 

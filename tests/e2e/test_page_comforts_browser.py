@@ -1,0 +1,128 @@
+"""Small comforts of the pages in a real browser (issue 16): times in the viewer's time zone,
+copy buttons, Escape closes a menu, a skip link first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from playwright.sync_api import Browser, Page, expect
+
+from capi_destinations.models import Destination, Event, Role, Tenant
+from tests.e2e.test_pages_browser import log_in
+
+pytestmark = pytest.mark.e2e
+
+RECEIVED_AT = datetime(2026, 11, 24, 12, 5, 9, tzinfo=UTC)
+
+
+@pytest.fixture
+def editor(make_user: Callable[..., Any], tenant: Tenant) -> Any:
+    return make_user(tenant, Role.EDITOR, username="mia")
+
+
+@pytest.fixture
+def new_york_page(browser: Browser) -> Iterator[Page]:
+    """A browser page in New York's time zone that may use the clipboard."""
+    context = browser.new_context(
+        timezone_id="America/New_York", permissions=["clipboard-read", "clipboard-write"]
+    )
+    yield context.new_page()
+    context.close()
+
+
+def test_times_are_shown_in_the_viewers_zone_with_utc_on_hover(
+    new_york_page: Page,
+    live_server: Any,
+    editor: Any,
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Event],
+) -> None:
+    page = new_york_page
+    destination = make_destination(name="Acme web shop")
+    event = make_event(destination=destination, event_id="order-1")
+    Event.objects.filter(pk=event.pk).update(created_at=RECEIVED_AT)
+    log_in(page, live_server, editor)
+    page.goto(
+        live_server.url + reverse("capi_destinations:event_log", kwargs={"code": destination.code})
+    )
+
+    received = page.get_by_test_id("event-row").filter(has_text="order-1").locator("time")
+    expect(received).to_have_text("Nov 24, 07:05:09 EST")
+    expect(received).to_have_attribute("title", "2026-11-24 12:05:09 UTC")
+    expect(received).to_have_attribute("datetime", "2026-11-24T12:05:09Z")
+
+
+def test_copy_buttons_copy_the_exact_text_and_say_copied(
+    new_york_page: Page,
+    live_server: Any,
+    editor: Any,
+    make_destination: Callable[..., Destination],
+) -> None:
+    page = new_york_page
+    destination = make_destination(name="Acme web shop")
+    log_in(page, live_server, editor)
+    page.goto(
+        live_server.url
+        + reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    )
+
+    for button_id, source_id in [("copy-curl", "curl-example"), ("copy-snippet", "snippet")]:
+        button = page.get_by_test_id(button_id)
+        expect(button).to_be_visible()
+        button.click()
+        expect(button).to_have_text("Copied")
+        expect(button).to_have_attribute("data-copied", "true")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == page.get_by_test_id(source_id).text_content()
+    assert copied.startswith("<!--")  # the snippet, as pasted into a site
+
+
+def test_the_server_key_copy_button_on_the_created_page(
+    new_york_page: Page, live_server: Any, editor: Any, tenant: Tenant
+) -> None:
+    page = new_york_page
+    log_in(page, live_server, editor)
+    page.goto(
+        live_server.url
+        + reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug})
+    )
+    page.fill("input[name=name]", "Acme web shop")
+    page.fill("input[name=pixel_id]", "1234567890123456")
+    page.fill("input[name=access_token]", "EAA" + "x" * 187)
+    page.get_by_test_id("save-destination").click()
+    button = page.get_by_test_id("copy-server-key")
+    button.click()
+    expect(button).to_have_text("Copied")
+    secret = page.evaluate("() => navigator.clipboard.readText()")
+    assert secret.startswith("sk_")
+    assert Destination.objects.get().check_ingest_secret(secret)
+
+
+def test_escape_closes_the_open_menu(
+    page: Page, live_server: Any, editor: Any, make_destination: Callable[..., Destination]
+) -> None:
+    make_destination(name="Acme web shop")
+    log_in(page, live_server, editor)
+    menu = page.get_by_test_id("add-destination-menu")
+    menu.locator("summary").click()
+    expect(menu).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(menu).not_to_have_attribute("open", "")
+    expect(menu.locator("summary")).to_be_focused()
+
+
+def test_the_skip_link_is_the_first_stop_and_moves_focus_to_the_content(
+    page: Page, live_server: Any, editor: Any
+) -> None:
+    log_in(page, live_server, editor)
+    page.goto(f"{live_server.url}/capi/")
+    page.keyboard.press("Tab")
+    skip = page.get_by_test_id("skip-link")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(page.locator("main#content")).to_be_focused()

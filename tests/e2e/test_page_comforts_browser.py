@@ -1,5 +1,5 @@
 """Small comforts of the pages in a real browser (issue 16): times in the viewer's time zone,
-copy buttons, Escape closes a menu, a skip link first."""
+copy buttons, Escape closes a menu, a skip link first, the test code asked for."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
 from capi_destinations.models import Destination, Event, Role, Tenant
-from tests.e2e.test_pages_browser import log_in
+from capi_destinations.sandbox import Sandbox
+from tests.conftest import make_token
+from tests.e2e.test_pages_browser import PIXEL_ID, PIXEL_NAME, log_in
 
 pytestmark = pytest.mark.e2e
 
@@ -126,3 +128,32 @@ def test_the_skip_link_is_the_first_stop_and_moves_focus_to_the_content(
     expect(skip).to_be_in_viewport()
     page.keyboard.press("Enter")
     expect(page.locator("main#content")).to_be_focused()
+
+
+def test_send_test_event_asks_for_the_code_from_events_manager(
+    page: Page,
+    live_server: Any,
+    editor: Any,
+    make_destination: Callable[..., Destination],
+    use_sandbox: Sandbox,
+) -> None:
+    token = make_token("test-event-code")
+    use_sandbox.register_pixel(PIXEL_ID, PIXEL_NAME, [token])
+    destination = make_destination(name="Acme web shop", pixel_id=PIXEL_ID, access_token=token)
+    log_in(page, live_server, editor)
+    page.goto(
+        live_server.url
+        + reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    )
+
+    page.get_by_test_id("send-test-event").click()
+    expect(page.get_by_test_id("test-event-code-needed")).to_contain_text("Copy the code from")
+    assert use_sandbox.events() == []
+
+    page.get_by_test_id("test-event-code-input").fill("TEST55555")
+    page.get_by_test_id("send-test-event").click()
+    result = page.get_by_test_id("test-event-result")
+    expect(result).to_have_attribute("data-ok", "true")
+    expect(result).to_contain_text(f"your dataset (pixel {PIXEL_ID}) → Test events tab")
+    expect(result).to_contain_text("are not dropped")
+    assert [event["test_event_code"] for event in use_sandbox.events()] == ["TEST55555"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.urls import reverse
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from capi_destinations.models import Destination, Role, Tenant
 from capi_destinations.sandbox import Sandbox
@@ -124,3 +124,24 @@ def test_a_pasted_bearer_token_is_recognised_and_the_word_removed(
     expect(page.get_by_test_id("token-input")).to_have_value(token)
     expect(hint).to_be_hidden()
     expect(page.get_by_test_id("token-check")).to_have_attribute("data-state", "ok")
+
+
+def test_without_javascript_the_form_says_to_paste_the_token_again(
+    browser: Browser, live_server: Any, editor: Any, tenant: Tenant
+) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        open_add_form(page, live_server, editor, tenant)
+        expect(page.get_by_test_id("token-toggle")).to_be_hidden()
+        page.fill("input[name=pixel_id]", "12ab")
+        page.fill("input[name=access_token]", make_token("no-script"))
+        page.get_by_test_id("save-destination").click()
+
+        expect(page.get_by_test_id("error-pixel_id")).to_be_visible()
+        expect(page.get_by_test_id("token-input")).to_have_value("")
+        expect(page.get_by_test_id("token-repaste")).to_have_text(
+            "The token field is empty: paste the token again — it is never sent back to the page."
+        )
+    finally:
+        context.close()

@@ -116,7 +116,10 @@ def test_the_token_input_is_kept_by_htmx_across_the_forms_own_swap(editor, tenan
     assert "hx-preserve" in token_input
     form = re.search(r"<form[^>]*data-testid=\"destination-form\"[^>]*>", content).group(0)
     assert 'hx-boost="true"' in form
-    assert 'hx-push-url="false"' in form
+    # htmx keeps no copy of the form page, and adds no history entry for its answers.
+    assert 'hx-history="false"' in form
+    refused = logged_in(editor).post(add_url(tenant), form_values(name=""), **HTMX)
+    assert refused["HX-Push-Url"] == "false"
 
 
 def test_a_saved_form_posted_by_htmx_goes_to_the_destination_page(editor, destination) -> None:

@@ -102,12 +102,12 @@ def _in_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _time_element(moment: datetime, text: str, **data: str) -> SafeString:
+def _time_element(moment: datetime, text: str, *, kind: str, value: str) -> SafeString:
+    # ``data-capi-time`` (a style pages.js rewrites in the viewer's zone) or ``data-capi-ago``.
     iso = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     title = f"{dateformat.format(moment, TIME_STYLES['full'])} UTC"
-    (name, value), *_ = data.items()
     return format_html(
-        '<time datetime="{}" title="{}" data-capi-{}="{}">{}</time>', iso, title, name, value, text
+        '<time datetime="{}" title="{}" data-capi-{}="{}">{}</time>', iso, title, kind, value, text
     )
 
 
@@ -119,7 +119,7 @@ def capi_time(value: datetime | None, style: str = "full") -> SafeString | str:
         return ""
     moment = _in_utc(value)
     text = f"{dateformat.format(moment, TIME_STYLES[style])} UTC"
-    return _time_element(moment, text, time=style)
+    return _time_element(moment, text, kind="time", value=style)
 
 
 def time_ago(value: datetime, now: datetime | None = None) -> str:
@@ -137,4 +137,4 @@ def capi_ago(value: datetime | None) -> SafeString | str:
     if not value:
         return ""
     moment = _in_utc(value)
-    return _time_element(moment, time_ago(moment), ago="1")
+    return _time_element(moment, time_ago(moment), kind="ago", value="1")

@@ -47,6 +47,24 @@ def back_to_destination(
     return redirect(destination_url(destination))
 
 
+def keep_address(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wrap a form ``view`` so that htmx adds no history entry for its answers.
+
+    The setup forms post through ``hx-boost``, which pushes the address for every answer (even
+    under ``hx-push-url="false"``): with ``HX-Push-Url: false`` a form that comes back with an
+    error, or the page shown once after a save, keeps the address it was posted to, as after a
+    plain post.
+    """
+
+    @wraps(view)
+    def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.setdefault("HX-Push-Url", "false")
+        return response
+
+    return answer
+
+
 def with_changed_trigger(response: HttpResponse) -> HttpResponse:
     """Tell htmx that the destination changed: cards listening for it reload."""
     response["HX-Trigger"] = CHANGED_EVENT

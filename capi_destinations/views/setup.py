@@ -25,6 +25,7 @@ from capi_destinations.views.common import (
     back_to_destination,
     destination_url,
     ingest_context,
+    keep_address,
     notify,
 )
 
@@ -40,6 +41,7 @@ hide_variables = sensitive_variables()
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     """Add a destination to a tenant; on success show the ingest secret once."""
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.EDITOR)
@@ -107,6 +109,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     """Edit a destination; a blank token keeps the stored one."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
@@ -159,6 +162,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def replace_token(request: HttpRequest, code: str) -> HttpResponse:
     """Paste a new token; the health check runs at once."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)

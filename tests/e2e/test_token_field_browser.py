@@ -60,6 +60,7 @@ def test_a_server_error_keeps_the_pasted_token_in_the_browser(
     page.fill("input[name=access_token]", token)
     expect(page.get_by_test_id("token-check")).to_have_attribute("data-state", "ok")
     add_url = reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug})
+    history_length = page.evaluate("() => history.length")
 
     # The name is missing: the server refuses the form.
     with page.expect_response(
@@ -74,6 +75,9 @@ def test_a_server_error_keeps_the_pasted_token_in_the_browser(
     assert "error-name" in answer
     assert token not in answer
     assert token[:20] not in answer
+    # The same page, corrected in place: no history entry to go back through.
+    assert page.evaluate("() => history.length") == history_length
+    assert page.url.endswith(add_url)
 
     # Fixed, it saves with the kept token.
     page.fill("input[name=name]", "Acme web shop")
@@ -145,3 +149,22 @@ def test_without_javascript_the_form_says_to_paste_the_token_again(
         )
     finally:
         context.close()
+
+
+def test_cancel_on_the_htmx_posted_forms_is_a_plain_link(
+    page: Page,
+    live_server: Any,
+    editor: Any,
+    make_destination: Callable[..., Destination],
+) -> None:
+    destination = make_destination(name="Acme web shop")
+    log_in(page, live_server, editor)
+    page_url = reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    for name in ("destination_edit", "replace_token"):
+        page.goto(
+            live_server.url
+            + reverse(f"capi_destinations:{name}", kwargs={"code": destination.code})
+        )
+        page.get_by_test_id("cancel").click()
+        expect(page).to_have_url(f"{live_server.url}{page_url}")
+        expect(page.get_by_test_id("controls")).to_be_visible()

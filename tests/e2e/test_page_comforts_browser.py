@@ -157,3 +157,22 @@ def test_send_test_event_asks_for_the_code_from_events_manager(
     expect(result).to_contain_text(f"your dataset (pixel {PIXEL_ID}) → Test events tab")
     expect(result).to_contain_text("are not dropped")
     assert [event["test_event_code"] for event in use_sandbox.events()] == ["TEST55555"]
+
+
+def test_escape_closes_the_advanced_section_from_its_summary_only(
+    page: Page, live_server: Any, editor: Any, tenant: Tenant
+) -> None:
+    log_in(page, live_server, editor)
+    page.goto(
+        live_server.url
+        + reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug})
+    )
+    advanced = page.locator("details.capi-advanced")
+    advanced.locator("summary").click()
+    expect(advanced).to_have_attribute("open", "")
+    page.fill("input[name=default_country]", "de")
+    page.keyboard.press("Escape")
+    expect(advanced).to_have_attribute("open", "")
+    advanced.locator("summary").focus()
+    page.keyboard.press("Escape")
+    expect(advanced).not_to_have_attribute("open", "")

@@ -174,10 +174,13 @@
     }
   }
 
+  // A menu closes whatever inside it has focus; a disclosure (the form's "Advanced") only from
+  // its own summary, so Escape in one of its fields never hides the field being typed in.
   function onEscape() {
     var active = document.activeElement;
     var inside = active && active.closest ? active.closest("details[open]") : null;
-    if (inside) {
+    if (inside && (inside.classList.contains("capi-menu") ||
+        active === inside.querySelector("summary"))) {
       closeDetails(inside);
       return;
     }

@@ -78,6 +78,7 @@ def test_copy_buttons_copy_the_exact_text_and_say_copied(
         button.click()
         expect(button).to_have_text("Copied")
         expect(button).to_have_attribute("data-copied", "true")
+        expect(button.locator("xpath=..").get_by_role("status")).to_have_text("Copied")
         copied = page.evaluate("() => navigator.clipboard.readText()")
         assert copied == page.get_by_test_id(source_id).text_content()
     assert copied.startswith("<!--")  # the snippet, as pasted into a site

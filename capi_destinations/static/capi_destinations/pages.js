@@ -129,6 +129,15 @@
   function copied(button) {
     button.textContent = "Copied";
     button.setAttribute("data-copied", "true");
+    // Said to screen readers too: a button's new name alone is not announced.
+    var status = button.parentNode.querySelector("[role=status]");
+    if (!status) {
+      status = document.createElement("span");
+      status.setAttribute("role", "status");
+      status.className = "capi-offscreen";
+      button.parentNode.appendChild(status);
+    }
+    status.textContent = "Copied";
   }
 
   function copyWithSelection(text, button) {

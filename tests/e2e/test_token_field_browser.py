@@ -69,8 +69,10 @@ def test_a_server_error_keeps_the_pasted_token_in_the_browser(
         page.get_by_test_id("save-destination").click()
     expect(page.get_by_test_id("error-name")).to_be_visible()
     expect(page.get_by_test_id("token-input")).to_have_value(token)
-    # The note for a browser without scripts stays hidden while the token is there.
+    # The note for a browser without scripts stays hidden while the token is there, and the
+    # kept token is checked with Meta again.
     expect(page.get_by_test_id("token-repaste")).to_be_hidden()
+    expect(page.get_by_test_id("token-check")).to_have_attribute("data-state", "ok")
     answer = refused.value.text()
     assert "error-name" in answer
     assert token not in answer
@@ -101,6 +103,7 @@ def test_replace_token_keeps_the_token_and_goes_back_to_the_destination(
     page.get_by_test_id("save-token").click()
     expect(page.get_by_test_id("error-access_token")).to_contain_text("looks truncated")
     expect(page.get_by_test_id("token-input")).to_have_value(cut)
+    expect(page.get_by_test_id("token-check")).to_have_attribute("data-state", "error")
 
     whole = make_token("whole")
     page.fill("input[name=access_token]", whole)

@@ -23,11 +23,31 @@ from capi_destinations.reports import STATUS_FILTERS
 
 
 def token_widget() -> forms.PasswordInput:
-    """A write-only input: it never renders a value back to the browser."""
+    """A write-only input: it never renders a value back to the browser.
+
+    ``hx-preserve`` (with the field's stable id) lets htmx keep the input, with what was pasted,
+    when the form posted through htmx comes back with an error: the browser keeps the token,
+    the server never sends it back.
+    """
     return forms.PasswordInput(
         render_value=False,
-        attrs={"autocomplete": "off", "spellcheck": "false", "data-testid": "token-input"},
+        attrs={
+            "autocomplete": "off",
+            "spellcheck": "false",
+            "autocapitalize": "none",
+            "data-testid": "token-input",
+            "hx-preserve": True,
+        },
     )
+
+
+def token_needs_pasting_again(form: forms.BaseForm) -> bool:
+    """Whether a form came back with an error after a token was pasted into it.
+
+    The token field then renders empty (it is write-only); the page says so plainly.
+    """
+    pasted = str(form.data.get("access_token", "") or "").strip()
+    return bool(form.is_bound and pasted and form.errors)
 
 
 class WriteOnlySecretsMixin(forms.ModelForm):
@@ -153,8 +173,10 @@ class DestinationForm(WriteOnlySecretsMixin):
 class ReplaceTokenForm(forms.Form):
     """Paste a new token for a destination."""
 
+    # Not ``required``: clean_access_token names what is missing in the same words as every
+    # other token form ("Paste the Conversions API access token.").
     access_token = forms.CharField(
-        label="New access token", strip=True, required=True, widget=token_widget()
+        label="New access token", strip=True, required=False, widget=token_widget()
     )
 
     def clean_access_token(self) -> str:

@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -593,14 +593,26 @@ class Destination(models.Model):
         self.token_fingerprint, self.token_hint = fingerprint, hint
         return True
 
-    def clean(self) -> None:
-        super().clean()
-        self._refuse_unbound_changes()
-        if self.token_changed():
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
+        # The token rule is a rule of the field: a form that already refused the token (so
+        # excludes the field) shows its message once, not a second time from the model.
+        errors: dict[str, Any] = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        skip = "access_token" in (exclude or ()) or "access_token" in errors
+        if not skip and self.token_changed():
             try:
                 self.access_token = tokens.clean_access_token(self.access_token)
             except ValidationError as error:
-                raise ValidationError({"access_token": error.messages}) from None
+                errors["access_token"] = error.messages
+        if errors:
+            raise ValidationError(errors)
+
+    def clean(self) -> None:
+        super().clean()
+        self._refuse_unbound_changes()
         if self.default_country:
             self.default_country = self.default_country.lower()
 

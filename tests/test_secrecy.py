@@ -186,7 +186,7 @@ def secret_world(
         health.check_destination(destination)
         for index in range(3):
             capi_destinations.track(destination, purchase(f"ok-{index}", clock.now()))
-        destinations.send_test_event(destination, actor=admin_user)
+        destinations.send_test_event(destination, actor=admin_user, test_event_code="TEST1")
     dispatch.dispatch_pending()
     # Meta's error message quoting the token, and a proxy's HTML page echoing the request.
     sandbox.answer_error(
@@ -344,6 +344,7 @@ def test_a_working_token_check_and_a_test_event_show_no_token(
     destination = secret_world.destinations[1]
     sent = client.post(
         reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}),
+        {"test_event_code": "TEST1"},
         HTTP_HX_REQUEST="true",
     )
     assert sent.status_code == 200

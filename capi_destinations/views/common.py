@@ -13,6 +13,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.cache import patch_vary_headers
+from django_htmx.http import HttpResponseClientRedirect
 
 from capi_destinations import exports
 from capi_destinations.models import Destination
@@ -43,9 +44,35 @@ def destination_url(destination: Destination, name: str = "destination") -> str:
     return reverse(f"capi_destinations:{name}", kwargs={"code": destination.code})
 
 
-def back_to_destination(destination: Destination) -> HttpResponse:
-    """Redirect a plain (non-htmx) form post back to the destination page."""
+def back_to_destination(
+    destination: Destination, request: HttpRequest | None = None
+) -> HttpResponse:
+    """Redirect a form post back to the destination page.
+
+    Given the ``request`` of a form posted through htmx (``hx-boost``), the browser is told to
+    load the page itself (``HX-Redirect``), as after a plain post.
+    """
+    if request is not None and is_htmx(request):
+        return HttpResponseClientRedirect(destination_url(destination))
     return redirect(destination_url(destination))
+
+
+def keep_address(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wrap a form ``view`` so that htmx adds no history entry for its answers.
+
+    The setup forms post through ``hx-boost``, which pushes the address for every answer (even
+    under ``hx-push-url="false"``): with ``HX-Push-Url: false`` a form that comes back with an
+    error, or the page shown once after a save, keeps the address it was posted to, as after a
+    plain post.
+    """
+
+    @wraps(view)
+    def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.setdefault("HX-Push-Url", "false")
+        return response
+
+    return answer
 
 
 def with_changed_trigger(response: HttpResponse) -> HttpResponse:

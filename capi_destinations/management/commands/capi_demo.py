@@ -29,7 +29,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from capi_destinations import clock, destinations, dispatch, health, track_many
+from capi_destinations import clock, destinations, dispatch, health, match_quality, track_many
 from capi_destinations.conf import app_settings
 from capi_destinations.management.commands._demo_traffic import SampleTraffic, Site
 from capi_destinations.models import (
@@ -303,6 +303,8 @@ class Command(BaseCommand):
             self.revoke_old_tokens(sandbox, demo)
             dispatch.dispatch_pending()
             health.check_all_destinations(destination_ids=[d.pk for d in demo.values()])
+            # Meta's own score beside ours at once, as the hourly task would fetch it.
+            match_quality.fetch_all_match_quality(destination_ids=[d.pk for d in demo.values()])
         self.report(demo, users, sandbox, base_url)
 
     # --- people and tenants --------------------------------------------------------------------

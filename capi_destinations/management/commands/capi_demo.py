@@ -6,7 +6,8 @@ token), one whose token the sandbox has revoked, one with sending turned off —
 sample events of varied quality recorded through ``capi_destinations.track_many``, each at the
 time it would have arrived, and delivered by dispatch passes through that day, so that
 diagnostics, match quality, delivery attempts and charts are the app's own work. The health
-checks run at the end, so the cards are green or red at first sight. It prints the logins and
+checks run at the end, so the cards are green or red at first sight, and Meta's own Event Match
+Quality is read once from the sandbox, so the pages show both scores. It prints the logins and
 two sandbox-only tokens to try.
 
 Running it again changes nothing harmful: users, tenants and destinations are only created when

@@ -83,6 +83,13 @@ def page(user: Any, destination: Destination) -> str:
     return response.content.decode()
 
 
+def row_of(html: str, event_name: str) -> str:
+    """The panel's row for one event name, up to the next row or the end of the panel."""
+    row = html[html.index(f'data-testid="match-quality-row" data-event="{event_name}"') :]
+    ends = [row.find('data-testid="match-quality-row"', 1), row.find("</section>")]
+    return row[: min(end for end in ends if end > 0)]
+
+
 def our_average(destination: Destination, event_name: str) -> float:
     scores = list(
         Event.objects.filter(destination=destination, event_name=event_name).values_list(
@@ -112,8 +119,7 @@ def test_metas_score_is_fetched_stored_and_shown_beside_ours(
 
     html = page(make_user(destination.tenant, Role.VIEWER), destination)
     assert 'data-testid="match-quality" data-status="available"' in html
-    row = html[html.index('data-testid="match-quality-row" data-event="Purchase"') :]
-    row = row[: row.index("</tr>")]
+    row = row_of(html, "Purchase")
     assert f'data-testid="meta-score"><span>{entry["composite_score"]:.1f}</span>' in row
     assert f"<span>{our_average(destination, 'Purchase'):.1f}</span>" in row
     # Meta's per-key feedback in the diagnostics summary's words, with the health card's fix.
@@ -156,9 +162,8 @@ def test_a_send_only_token_gets_not_available_and_the_destination_stays_healthy(
 
     html = page(make_user(destination.tenant, Role.VIEWER), destination)
     assert "Meta's score is not available with this token" in html
-    row = html[html.index('data-testid="match-quality-row" data-event="Purchase"') :]
-    row = row[: row.index("</tr>")]
-    assert 'data-testid="meta-score">—</td>' in row
+    row = row_of(html, "Purchase")
+    assert 'data-testid="meta-score">—</strong>' in row
     assert f"<span>{our_average(destination, 'Purchase'):.1f}</span>" in row  # ours stays
 
 

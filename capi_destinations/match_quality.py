@@ -44,6 +44,7 @@ __all__ = [
     "fetch_all_match_quality",
     "fetch_match_quality",
     "match_quality_panel",
+    "match_quality_panels",
     "user_data_key",
 ]
 
@@ -272,18 +273,40 @@ def match_quality_panel(
 ) -> MatchQualityPanel:
     """Meta's scores (stored) beside our estimate per event name, with Meta's missing keys.
 
-    Two queries: the stored report, and our average per event name over the last 24 hours.
-    Event names come in Meta's order, then ours that Meta has not scored.
+    Two queries (see :func:`match_quality_panels`). Event names come in Meta's order, then ours
+    that Meta has not scored.
     """
-    report = MatchQualityReport.objects.filter(destination=destination).first()
-    since = (now or clock.now()) - OUR_ESTIMATE_WINDOW
-    ours = {
-        row["event_name"]: (row["average"], row["events"])
-        for row in Event.objects.filter(destination=destination, created_at__gte=since)
-        .values("event_name")
-        .annotate(average=Avg("match_quality"), events=Count("pk"))
-        .order_by("event_name")
+    return match_quality_panels([destination.pk], now=now)[destination.pk]
+
+
+def match_quality_panels(
+    destination_ids: Iterable[int], *, now: datetime | None = None
+) -> dict[int, MatchQualityPanel]:
+    """:func:`match_quality_panel` for many destinations at once, by destination id.
+
+    Two queries however many destinations and event names: the stored reports, and our
+    average per destination and event name over the last 24 hours. For a page of cards.
+    """
+    ids = list(destination_ids)
+    reports = {
+        report.destination_id: report
+        for report in MatchQualityReport.objects.filter(destination_id__in=ids)
     }
+    since = (now or clock.now()) - OUR_ESTIMATE_WINDOW
+    ours: dict[int, dict[str, tuple[float | None, int]]] = {pk: {} for pk in ids}
+    for row in (
+        Event.objects.filter(destination_id__in=ids, created_at__gte=since)
+        .values("destination_id", "event_name")
+        .annotate(average=Avg("match_quality"), events=Count("pk"))
+        .order_by("destination_id", "event_name")
+    ):
+        ours[row["destination_id"]][row["event_name"]] = (row["average"], row["events"])
+    return {pk: _panel(reports.get(pk), ours[pk]) for pk in ids}
+
+
+def _panel(
+    report: MatchQualityReport | None, ours: Mapping[str, tuple[float | None, int]]
+) -> MatchQualityPanel:
     meta_events = report.events if report is not None and isinstance(report.events, list) else []
     rows = []
     seen: set[str] = set()

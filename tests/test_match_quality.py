@@ -308,3 +308,37 @@ def test_before_any_fetch_the_page_says_so_and_shows_our_estimate(
     assert 'data-status="not_fetched"' in html
     assert "Meta's score has not been fetched yet" in html
     assert "<span>7.1</span>" in html
+
+
+def test_panels_for_many_destinations_cost_two_queries(
+    meta: Sandbox,
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Event],
+    django_assert_num_queries: Any,
+) -> None:
+    """For the overview's cards: "Purchase: Meta 6.8 / ours 7.1" without a query per card."""
+    many = [make_destination() for _ in range(5)]
+    for number, destination in enumerate(many):
+        make_event(destination=destination, event_name="Purchase", match_quality=7.0 + number / 10)
+    meta.answer_next(
+        status=200,
+        method="GET",
+        times=5,
+        body={
+            "web": [
+                {
+                    "event_match_quality": {"composite_score": 6.8, "match_key_feedback": []},
+                    "event_name": "Purchase",
+                }
+            ]
+        },
+    )
+    match_quality.fetch_all_match_quality(destination_ids=[item.pk for item in many])
+
+    with django_assert_num_queries(2):
+        panels = match_quality.match_quality_panels([item.pk for item in many])
+
+    assert [
+        [(row.event_name, row.meta_score, row.our_score) for row in panels[item.pk].rows]
+        for item in many
+    ] == [[("Purchase", 6.8, round(7.0 + number / 10, 1))] for number in range(5)]

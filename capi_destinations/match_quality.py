@@ -330,7 +330,7 @@ def _panel(
 def _row(
     name: str, entry: Mapping[str, Any] | None, average: float | None, count: int
 ) -> EventQualityRow:
-    missing = _missing_keys(entry["match_key_feedback"]) if entry is not None else []
+    missing = _missing_keys(entry.get("match_key_feedback")) if entry is not None else []
     fixes = []
     if missing:
         fixes.append(diagnostics.MATCH_KEYS_FIX)

@@ -342,3 +342,27 @@ def test_panels_for_many_destinations_cost_two_queries(
         [(row.event_name, row.meta_score, row.our_score) for row in panels[item.pk].rows]
         for item in many
     ] == [[("Purchase", 6.8, round(7.0 + number / 10, 1))] for number in range(5)]
+
+
+def test_a_stored_report_of_any_shape_never_breaks_the_page(
+    clock: Any, destination: Destination, make_user: Callable[..., Any]
+) -> None:
+    """Bad input never gives a 500: whatever Meta (or a hand edit) left in the JSON."""
+    MatchQualityReport.objects.create(
+        destination=destination,
+        status=MetaScoreStatus.AVAILABLE,
+        fetched_at=clock.now(),
+        events=[
+            {"event_name": "Purchase"},
+            {"event_name": "Lead", "composite_score": "high", "match_key_feedback": "email"},
+            {"event_name": "Search", "match_key_feedback": [{"identifier": 7}, "phone", None]},
+            "AddToCart",
+            None,
+        ],
+    )
+
+    html = page(make_user(destination.tenant, Role.VIEWER), destination)
+
+    for name in ("Purchase", "Lead", "Search"):
+        assert 'data-testid="meta-score">—</strong>' in row_of(html, name)
+    assert 'data-event="AddToCart"' not in html

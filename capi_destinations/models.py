@@ -951,6 +951,44 @@ class HealthCheck(models.Model):
         return f"{self.destination_id} {self.checked_at:%Y-%m-%d %H:%M} {self.status}"
 
 
+class MetaScoreStatus(models.TextChoices):
+    """Whether Meta's Dataset Quality API let the destination's token read its scores."""
+
+    AVAILABLE = "available", "Available"
+    # Meta refused the token for this endpoint: normal for a token made in the dataset's
+    # Conversions API settings ("can't be used to run API GET data requests"); never a health
+    # problem, the destination sends as before.
+    NOT_AVAILABLE = "not_available", "Not available with this token"
+
+
+class MatchQualityReport(models.Model):
+    """Meta's own Event Match Quality for a destination, as last fetched (one row each).
+
+    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer alone:
+    one entry per event name, replaced whole by each successful fetch. A failure that is not a
+    refusal (an outage, a timeout, a rate limit) leaves the row as it was.
+    """
+
+    destination = models.OneToOneField(
+        Destination,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="match_quality_report",
+    )
+    status = models.CharField(max_length=16, choices=MetaScoreStatus.choices)
+    # [{"event_name", "composite_score", "match_key_feedback": [{"identifier", "coverage"}]}]
+    # as Meta sent them (coverage a percentage, or null).
+    events = models.JSONField(default=list, blank=True)
+    # The lowest composite score of ``events`` (null: none), so pages can sort "needs
+    # attention" first in SQL.
+    lowest_score = models.FloatField(null=True, blank=True)
+    # When Meta last answered (with scores or with a refusal).
+    fetched_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.status} {self.fetched_at:%Y-%m-%d %H:%M}"
+
+
 class AuditAction(models.TextChoices):
     CREATED = "created", "Created"
     UPDATED = "updated", "Updated"

@@ -24,6 +24,7 @@ DISPATCH_TASK = "capi_destinations.tasks.dispatch_due"
 PURGE_TASK = "capi_destinations.tasks.purge_old_records"
 HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
+MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
 
 
 def queued_key(destination_id: int | None) -> str:

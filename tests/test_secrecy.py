@@ -29,12 +29,21 @@ from django.utils.log import AdminEmailHandler
 from django_q.models import OrmQ, Schedule, Task
 
 import capi_destinations
-from capi_destinations import destinations, dispatch, graph, health, invitations, signals
+from capi_destinations import (
+    destinations,
+    dispatch,
+    graph,
+    health,
+    invitations,
+    match_quality,
+    signals,
+)
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
     Event,
     HealthCheck,
+    MatchQualityReport,
     Membership,
     Role,
     Tenant,
@@ -576,3 +585,52 @@ def test_reprs_and_strings_of_what_holds_the_token_are_clean(
         pytest.fail("a revoked token must be refused")
     for text in texts:
         secret_world.assert_clean(text, "a repr")
+
+
+def test_fetching_metas_match_quality_shows_and_keeps_no_secret(
+    clock: Any,
+    use_sandbox: Any,
+    make_destination: Callable[..., Destination],
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 18: the Dataset Quality read, answered, refused and failed, leaks nothing."""
+    sandbox = use_sandbox
+    forbidden = forbidden_strings(int(clock.now().timestamp()))
+    destination = make_destination(
+        pixel_id=PIXEL_IDS[0], access_token=SECRET_TOKEN, app_secret=APP_SECRET
+    )
+    sandbox.register_pixel(PIXEL_IDS[0], "Pixel", [SECRET_TOKEN], app_secret=APP_SECRET)
+    capi_destinations.track(destination, purchase("emq-1", clock.now()))
+    dispatch.dispatch_pending()
+
+    texts = [repr(match_quality.fetch_match_quality(destination))]
+    sandbox.answer_next(
+        status=400,
+        method="GET",
+        error={
+            "message": f"(#10) No access for {SECRET_TOKEN}",
+            "type": "OAuthException",
+            "code": 10,
+        },
+    )
+    texts.append(repr(match_quality.fetch_match_quality(destination)))
+    sandbox.answer_next(
+        status=502, method="GET", text=f"<html>Bad gateway access_token={SECRET_TOKEN}</html>"
+    )
+    texts.append(repr(match_quality.fetch_match_quality(destination)))
+    try:
+        sandbox.answer_next(status=400, method="GET", error={"message": SECRET_TOKEN, "code": 10})
+        graph.get_dataset_quality(destination)
+    except graph.GraphError as error:
+        texts += [repr(error), str(error), repr(error.__dict__)]
+    request_log = repr(sandbox.requests())
+
+    assert MatchQualityReport.objects.get(destination=destination).status == "not_available"
+    assert any(request["path"].endswith("/dataset_quality") for request in sandbox.requests())
+    for label, secret in forbidden.items():
+        assert secret not in logged_text(captured_logs), f"{label} appears in the logs"
+        assert secret not in request_log, f"{label} appears in the sandbox's request log"
+        for text in texts:
+            assert secret not in text, f"{label} appears in a repr"
+        for where, row in database_text():
+            assert secret not in row, f"{label} appears in a raw row of {where}"

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
-from capi_destinations import access, destinations, health, reports
+from capi_destinations import access, destinations, health, match_quality, reports
 from capi_destinations.access import TenantAccess
 from capi_destinations.models import Destination, Event, Role
 from capi_destinations.views.charts import match_quality_sparkline, stacked_hourly_chart
@@ -111,6 +111,7 @@ def destination_detail(request: HttpRequest, code: str) -> HttpResponse:
         **ingest_context(destination, request),
         "summary": reports.diagnostics_summary(destination),
         "match_quality": match_quality_sparkline(reports.hourly_match_quality(destination)),
+        "meta_quality": match_quality.match_quality_panel(destination),
         "audit_entries": [
             (entry, describe_audit_detail(entry.detail))
             for entry in destination.audit_entries.select_related("actor")[:AUDIT_ENTRIES_SHOWN]

@@ -291,6 +291,13 @@ class OverviewFilterForm(forms.Form):
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *STATUS_FILTERS.items()]
     )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Unhealthy first"),
+            ("attention", "Needs attention: lowest Meta score first"),
+        ],
+    )
 
     def __init__(self, *args: Any, tenants: list[Tenant], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -309,6 +316,7 @@ class OverviewFilterForm(forms.Form):
             "tenant_slug": cleaned.get("tenant") or "",
             "status": cleaned.get("status") or "",
             "search": cleaned.get("q") or "",
+            "sort": cleaned.get("sort") or "",
         }
 
 

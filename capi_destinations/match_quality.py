@@ -162,6 +162,21 @@ def _enabled_destinations(destination_ids: Iterable[int] | None) -> list[Destina
         return readable
 
 
+def _our_estimate(destination: Destination, now: datetime) -> dict[str, list[float | int]]:
+    """Our average per event name over the last 24 hours, stored beside Meta's score."""
+    rows = (
+        Event.objects.filter(destination=destination, created_at__gte=now - OUR_ESTIMATE_WINDOW)
+        .values("event_name")
+        .annotate(average=Avg("match_quality"), events=Count("pk"))
+        .order_by("event_name")
+    )
+    return {
+        row["event_name"]: [round(float(row["average"]), 1), row["events"]]
+        for row in rows
+        if row["average"] is not None
+    }
+
+
 def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | None:
     """Store Meta's answer; a failure that is not a refusal keeps the last report."""
     now = clock.now()
@@ -185,6 +200,7 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
                 "events": events,
                 "lowest_score": min(scores, default=None),
                 "fetched_at": now,
+                "ours": _our_estimate(destination, now),
             },
         )
         return report
@@ -202,6 +218,7 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
                 "events": [],
                 "lowest_score": None,
                 "fetched_at": now,
+                "ours": _our_estimate(destination, now),
             },
         )
         return report

@@ -984,9 +984,41 @@ class MatchQualityReport(models.Model):
     lowest_score = models.FloatField(null=True, blank=True)
     # When Meta last answered (with scores or with a refusal).
     fetched_at = models.DateTimeField()
+    # Our own estimate at the same moment, {event name: [average 0-10, events]} over the last
+    # 24 hours, so an overview card shows both numbers without counting events.
+    ours = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"{self.destination_id} {self.status} {self.fetched_at:%Y-%m-%d %H:%M}"
+
+    def headline(self) -> tuple[str, float | None, float | None] | None:
+        """(event name, Meta's score, ours) of the event a card names: Purchase when there is
+        one, else the event with the most events; None when neither score exists."""
+        meta = {
+            entry["event_name"]: entry.get("composite_score")
+            for entry in (self.events if isinstance(self.events, list) else [])
+            if isinstance(entry, dict) and isinstance(entry.get("event_name"), str)
+        }
+        ours = {
+            name: value
+            for name, value in (self.ours if isinstance(self.ours, dict) else {}).items()
+            if isinstance(value, list) and len(value) == 2
+        }
+        names = set(meta) | set(ours)
+        if not names:
+            return None
+        name = (
+            "Purchase"
+            if "Purchase" in names
+            else max(names, key=lambda event_name: (ours.get(event_name, [0, 0])[1], event_name))
+        )
+        score = meta.get(name)
+        our = ours.get(name, [None, 0])[0]
+        return (
+            name,
+            float(score) if isinstance(score, int | float) else None,
+            float(our) if isinstance(our, int | float) else None,
+        )
 
 
 class AuditAction(models.TextChoices):

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.paginator import Page, Paginator
 from django.db.models import (
     Avg,
     Case,
     Count,
+    F,
     IntegerField,
     OuterRef,
     Q,
@@ -26,6 +28,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
@@ -38,6 +41,7 @@ from capi_destinations.models import (
     Event,
     EventStatus,
     Health,
+    MetaScoreStatus,
 )
 from capi_destinations.user_data_keys import IDENTIFIER_LABELS, TOP_IDENTIFIERS
 
@@ -83,6 +87,27 @@ class DestinationCard:
     def waiting_text(self) -> str:
         """What is waiting and for what ("" when nothing is), see :func:`waiting_text`."""
         return waiting_text(self.destination, self.waiting)
+
+    @property
+    def match_quality_text(self) -> str:
+        """ "Purchase: Meta 6.8 / ours 7.1" from the last match-quality report ("" without one);
+        Meta's part says when the token may not read Meta's score."""
+        try:
+            report = self.destination.match_quality_report
+        except ObjectDoesNotExist:
+            return ""
+        headline = report.headline()
+        if headline is None:
+            return ""
+        name, meta, ours = headline
+        if meta is not None:
+            meta_text = f"Meta {meta:.1f}"
+        elif report.status == MetaScoreStatus.NOT_AVAILABLE:
+            meta_text = "Meta's score not available with this token"
+        else:
+            meta_text = "Meta —"
+        ours_text = f"ours {ours:.1f}" if ours is not None else "ours —"
+        return f"{name}: {meta_text} / {ours_text}"
 
 
 def waiting_text(destination: Destination, waiting: int, *, now: datetime | None = None) -> str:
@@ -157,16 +182,20 @@ def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
 
 
 def overview_destinations(
-    user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
+    user: Any, *, tenant_slug: str = "", status: str = "", search: str = "", sort: str = ""
 ) -> QuerySet[Destination]:
     """The destinations ``user`` may see, filtered (:func:`matching_destinations`), unhealthy
-    first (no secrets loaded), each with its ``waiting`` count."""
+    first (``sort="attention"``: lowest Meta match-quality score first), no secrets loaded,
+    each with its ``waiting`` count and its match-quality report (one join)."""
+    order: list[str | Combinable] = [unhealthy_first(), "tenant__name", "name", "pk"]
+    if sort == "attention":
+        order.insert(0, F("match_quality_report__lowest_score").asc(nulls_last=True))
     return (
         matching_destinations(user, tenant_slug=tenant_slug, status=status, search=search)
-        .select_related("tenant")
+        .select_related("tenant", "match_quality_report")
         .defer(*SECRET_COLUMNS)
         .annotate(waiting=waiting_count())
-        .order_by(unhealthy_first(), "tenant__name", "name", "pk")
+        .order_by(*order)
     )
 
 
@@ -209,11 +238,12 @@ def overview_cards(
     tenant_slug: str = "",
     status: str = "",
     search: str = "",
+    sort: str = "",
     now: datetime | None = None,
 ) -> list[DestinationCard]:
     """The overview's cards for ``user``: two queries however many destinations there are."""
     destinations = overview_destinations(
-        user, tenant_slug=tenant_slug, status=status, search=search
+        user, tenant_slug=tenant_slug, status=status, search=search, sort=sort
     )
     return cards_of(list(destinations), now=now)
 
@@ -252,6 +282,7 @@ def overview_page(
     tenant_slug: str = "",
     status: str = "",
     search: str = "",
+    sort: str = "",
     now: datetime | None = None,
 ) -> OverviewPage:
     """Page ``page_number`` of ``user``'s overview (out-of-range numbers give the nearest page).
@@ -270,7 +301,7 @@ def overview_page(
             }
         )
     )
-    paginator = Paginator(overview_destinations(user, **filters), per_page)
+    paginator = Paginator(overview_destinations(user, **filters, sort=sort), per_page)
     # The totals already counted the rows: the paginator needs no COUNT query of its own.
     paginator.count = sum(totals.values())
     page = paginator.get_page(page_number)

@@ -40,6 +40,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         tenant_slug=filters["tenant_slug"],
         status=filters["status"],
         search=filters["search"],
+        sort=filters["sort"],
     )
     filter_query = query_string_without(request, "page")
     context: dict[str, Any] = {
@@ -77,6 +78,7 @@ def overview_csv(request: HttpRequest) -> StreamingHttpResponse:
         tenant_slug=filters["tenant_slug"],
         status=filters["status"],
         search=filters["search"],
+        sort=filters["sort"],
     )
     return csv_response(exports.overview_rows(cards), "destinations.csv")
 

@@ -20,6 +20,7 @@ from django.utils.text import capfirst
 from capi_destinations import destinations, tokens
 from capi_destinations.models import Destination, EventStatus, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
+from capi_destinations.routing import EventFilter
 
 
 def token_widget() -> forms.PasswordInput:
@@ -122,8 +123,14 @@ class DestinationForm(WriteOnlySecretsMixin):
             "api_version",
             "default_country",
             "allowed_origins",
+            "event_filter",
+            "event_filter_names",
+            "minimum_purchase_value",
         ]
-        widgets = {"allowed_origins": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "allowed_origins": forms.Textarea(attrs={"rows": 3}),
+            "event_filter_names": forms.Textarea(attrs={"rows": 3}),
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         instance = kwargs.get("instance")
@@ -148,6 +155,12 @@ class DestinationForm(WriteOnlySecretsMixin):
                 self.fields["access_token"].help_text += f" {shared}"
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
+
+    def clean_event_filter(self) -> str:
+        # Left out of a post (an older form, a script): keep what is stored.
+        return (
+            self.cleaned_data.get("event_filter") or self.instance.event_filter or EventFilter.ALL
+        )
 
     def clean_pixel_id(self) -> str:
         pixel_id = (self.cleaned_data.get("pixel_id") or "").strip()

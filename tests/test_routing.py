@@ -166,3 +166,34 @@ def test_the_endpoint_applies_the_clients_exclusions(
 
     assert response.status_code == 202
     assert response.json()["events"][0]["status"] == "suppressed"
+
+
+def test_the_edit_page_sets_the_filter(
+    client: Client, destination: Destination, make_user: Any, tenant: Tenant
+) -> None:
+    from capi_destinations.models import Role
+
+    client.force_login(make_user(tenant, Role.EDITOR, username="ed"))
+    page = client.get(f"/capi/d/{destination.code}/edit/").content.decode()
+    assert "Which events to send" in page
+
+    response = client.post(
+        f"/capi/d/{destination.code}/edit/",
+        {
+            "name": destination.name,
+            "pixel_id": destination.pixel_id,
+            "enabled": "on",
+            "consent_policy": "send_always",
+            "missing_consent": "granted",
+            "event_filter": "allow",
+            "event_filter_names": "Purchase\nLead",
+            "minimum_purchase_value": "5",
+        },
+    )
+
+    assert response.status_code == 302
+    saved = Destination.objects.get(pk=destination.pk)
+    assert saved.event_filter == EventFilter.ALLOW
+    assert saved.event_filter_names == "Purchase\nLead"
+    assert saved.minimum_purchase_value == Decimal("5")
+    assert record(saved, "PageView").status == "suppressed"

@@ -45,6 +45,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "event_filter",
     "event_filter_names",
     "minimum_purchase_value",
+    "forward_to",
     "allowed_origins",
 )
 

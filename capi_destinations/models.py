@@ -319,6 +319,15 @@ class DestinationQuerySet(models.QuerySet["Destination"]):
             return self
         return self.filter(tenant__memberships__user=user)
 
+    def editable_by(self, user: Any) -> DestinationQuerySet:
+        """Destinations of the tenants where ``user`` is an editor or an admin."""
+        if user.is_superuser:
+            return self
+        return self.filter(
+            tenant__memberships__user=user,
+            tenant__memberships__role__in=[Role.EDITOR, Role.ADMIN],
+        )
+
 
 class Destination(models.Model):
     """One Meta pixel (dataset) that events are sent to, with its encrypted token and health."""
@@ -390,6 +399,9 @@ class Destination(models.Model):
         validators=[validate_event_names],
         help_text="One event name per line, for 'only these' or 'all but these'.",
     )
+    # Fan-out: the ingest endpoint also records this destination's events for these destinations
+    # (ids), each independently, with the same event_id (one hop: theirs are not followed).
+    forward_to = models.JSONField("Also record its events for", default=list, blank=True)
     minimum_purchase_value = models.DecimalField(
         "Minimum Purchase value",
         max_digits=12,
@@ -615,6 +627,14 @@ class Destination(models.Model):
         self._refuse_unbound_changes()
         if self.default_country:
             self.default_country = self.default_country.lower()
+        forward_to = self.forward_to if isinstance(self.forward_to, list) else None
+        if forward_to is None or not all(
+            isinstance(pk, int) and not isinstance(pk, bool) for pk in forward_to
+        ):
+            raise ValidationError({"forward_to": "A list of destination ids."})
+        if self.pk is not None and self.pk in forward_to:
+            raise ValidationError({"forward_to": "A destination cannot record its events twice."})
+        self.forward_to = sorted(set(forward_to))
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Whatever path saves a new token (form, admin, shell, API), it is validated and the hint

@@ -243,10 +243,27 @@ def _record(
             raise
         forget_destinations()
         return _unknown_key()
-    return JsonResponse(
-        {"received": len(results), "events": [result.as_dict() for result in results]},
-        status=202,
-        headers=cors,
+    answer: dict[str, Any] = {
+        "received": len(results),
+        "events": [result.as_dict() for result in results],
+    }
+    if destination.forward_to and events:
+        # Fan-out: each target records the events on its own (its filters, consent, delivery).
+        targets = _forward_targets(destination)
+        for target in targets:
+            track_many(target, events, request=request if from_browser else None)
+        answer["also_recorded_for"] = len(targets)
+    return JsonResponse(answer, status=202, headers=cors)
+
+
+def _forward_targets(destination: Destination) -> list[Destination]:
+    """The destinations this one forwards to that still exist (one hop, never itself)."""
+    return list(
+        Destination.objects.defer("access_token", "app_secret")
+        .select_related("tenant")
+        .filter(pk__in=destination.forward_to)
+        .exclude(pk=destination.pk)
+        .order_by("pk")
     )
 
 

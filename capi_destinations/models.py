@@ -267,6 +267,9 @@ class Destination(models.Model):
     # Health, written by health.py.
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_reasons = models.JSONField(default=list, blank=True)
+    # The notes of the latest full check (problem keys such as "low_match_quality"): shown on the
+    # cards, never turning one red.
+    health_notes = models.JSONField(default=list, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_changed_at = models.DateTimeField(null=True, blank=True)
     health_transient_failures = models.PositiveIntegerField(default=0)

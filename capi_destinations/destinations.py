@@ -26,6 +26,7 @@ from capi_destinations import (
     testevents,
     tokens,
 )
+from capi_destinations.findings import Diagnostic
 from capi_destinations.models import (
     AuditAction,
     AuditEntry,
@@ -36,7 +37,6 @@ from capi_destinations.models import (
     new_ingest_key,
     pixel_id_validator,
 )
-from capi_destinations.findings import Diagnostic
 from capi_destinations.testevents import TestEventResult
 
 # Fields a person may set on a destination (through a page, the admin or the shell), in the
@@ -402,7 +402,8 @@ def refused_for_their_data(
     events = Event.objects.filter(destination=destination, status=EventStatus.FAILED)
     if event_ids is not None:
         events = events.filter(pk__in=list(event_ids))
-    count, found = 0, []
+    count = 0
+    found: list[DataRefusal] = []
     rows = events.order_by("-updated_at", "-pk").values_list(
         "event_name", "event_id", "diagnostics"
     )

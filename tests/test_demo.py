@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
-
 from django.test import Client
 from django.urls import reverse
 

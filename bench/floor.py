@@ -309,12 +309,13 @@ def seed(conn: psycopg.Connection, total: int) -> list[int]:
             " token_hint, token_fingerprint, blocked_token_fingerprint, app_secret, enabled,"
             " test_event_code, api_version, default_country,"
             " consent_policy, missing_consent, ingest_key, ingest_secret_hash, allowed_origins,"
-            " health, health_reasons, health_transient_failures, pixel_name, pause_reason,"
+            " health, health_reasons, health_notes, health_transient_failures, pixel_name,"
+            " pause_reason,"
             " blocked_reason, block_kind, created_at, updated_at, tenant_id)"
             " SELECT gen_random_uuid(), 'floor ' || d, (100000000000000 + d)::text,"
             " '', '', '', '', '',"
             " true, '', '', '', 'send_always', 'granted', 'floor-key-' || d, '', '', 'unknown',"
-            " '[]', 0, '', '', '', '', now(), now(), %s FROM generate_series(1, %s) AS d"
+            " '[]', '[]', 0, '', '', '', '', now(), now(), %s FROM generate_series(1, %s) AS d"
             " RETURNING id",
             (tenant, N_DEST),
         ).fetchall()

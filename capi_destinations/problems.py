@@ -218,9 +218,51 @@ PROBLEMS: dict[str, Problem] = {
 }
 
 
+#: Calls the ingest endpoint refused, counted per destination (``RefusedCalls``): what each means
+#: and what fixes it. Not health problems: the destination may be perfectly healthy.
+REFUSED_CALLS: dict[str, Problem] = {
+    item.key: item
+    for item in (
+        Problem(
+            "origin_not_allowed",
+            "Browser calls came from an origin that is not among the allowed origins.",
+            "If it is your site, add it to the allowed origins (Edit); a browser posts only "
+            "from there. An origin you do not know is someone else's page: leave it out.",
+            EDIT,
+        ),
+        Problem(
+            "missing_credentials",
+            "Calls came with neither the server key nor a browser origin.",
+            "Servers add the header Authorization: Bearer <server key>; browsers post from an "
+            "allowed origin through the snippet.",
+        ),
+        Problem(
+            "wrong_secret",
+            "Calls brought a server key that is not this destination's.",
+            "Use the current server key; if it was lost, Regenerate ingest keys and update the "
+            "server that sends.",
+        ),
+        Problem(
+            "rate_limited",
+            "Calls went over a rate limit (counted once per limit window).",
+            'Send events in batches ({"data": [...]}, up to 1000 a call), or ask the site\'s '
+            "administrator to raise INGEST_RATE_LIMIT, INGEST_BROWSER_RATE_LIMIT or "
+            "INGEST_CLIENT_RATE_LIMIT.",
+        ),
+        Problem(
+            "bad_body",
+            'Calls brought a body that is not an event, a list of events or {"data": [...]} in '
+            "JSON, or too large a one.",
+            "Check what the site sends: the answer to each such call names the problem.",
+        ),
+    )
+}
+
+
 def problem(key: str | None) -> Problem | None:
-    """The problem stored under ``key`` (None for an unknown or empty key: an older record)."""
-    return PROBLEMS.get(key or "")
+    """The problem stored under ``key``, a health problem or a refused call's (None for an
+    unknown or empty key: an older record)."""
+    return PROBLEMS.get(key or "") or REFUSED_CALLS.get(key or "")
 
 
 def readme_table() -> str:

@@ -184,6 +184,31 @@ def notes(destination: Destination) -> list[problems.Problem]:
     return found
 
 
+@dataclass(frozen=True)
+class RefusedCallsRow:
+    """Calls of one kind the ingest endpoint refused in the last 24 hours, with the fix."""
+
+    reason: str
+    count: int
+    last_at: datetime
+    origins: list[str]
+
+    @property
+    def problem(self) -> problems.Problem | None:
+        """What the refusal means and what fixes it (``problems.REFUSED_CALLS``)."""
+        return problems.REFUSED_CALLS.get(self.reason)
+
+
+def refused_calls(
+    destination: Destination, *, now: datetime | None = None
+) -> list[RefusedCallsRow]:
+    """The destination's refused ingest calls of the last 24 hours, by reason (one query)."""
+    return [
+        RefusedCallsRow(row["reason"], row["count"], row["last_at"], row["origins"])
+        for row in counters.refused_last_day(destination.pk, now=now)
+    ]
+
+
 def unhealthy_first() -> Case:
     """An ordering expression: unhealthy, then not checked yet, then healthy."""
     return Case(

@@ -46,6 +46,7 @@ def purge_old_records() -> dict[str, int]:
     }
     purged["health_checks"] = purge_old_checks(now=now)
     purged["hourly_counts"] = counters.purge(cutoff)
+    purged["refused_calls"] = counters.purge_refused(cutoff)
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
 

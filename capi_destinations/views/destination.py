@@ -109,6 +109,7 @@ def destination_detail(request: HttpRequest, code: str) -> HttpResponse:
         **delivery_card_context(destination),
         **event_log_context(request, destination),
         **ingest_context(destination, request),
+        "refused_calls": reports.refused_calls(destination),
         "summary": reports.diagnostics_summary(destination),
         "match_quality": match_quality_sparkline(reports.hourly_match_quality(destination)),
         "audit_entries": [

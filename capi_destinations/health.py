@@ -74,6 +74,7 @@ from capi_destinations.delivery_state import (
 )
 from capi_destinations.health_status import (
     DELIVERIES_ACCEPTED,
+    DELIVERIES_REFUSED,
     DELIVERY_FAILURE_RATE,
     ERROR,
     GRAPH_API_VERSION,
@@ -583,8 +584,7 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
     return CheckResult(
         DELIVERIES_ACCEPTED,
         False,
-        "Meta refused events for this destination, so sending is stopped until this is "
-        f"fixed: {destination.blocked_reason}{canary}",
+        f"{DELIVERIES_REFUSED} {destination.blocked_reason}{canary}",
         fix,
         ERROR,
         problem,

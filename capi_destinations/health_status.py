@@ -32,6 +32,12 @@ logger = logging.getLogger("capi_destinations.health")
 ERROR = findings.ERROR
 INFO = findings.INFO
 
+#: How a block's reason begins, on the card and in the emails, whoever recorded it (a delivery
+#: Meta refused, or the health check that found the block still there).
+DELIVERIES_REFUSED = (
+    "Meta refused events for this destination, so sending is stopped until this is fixed:"
+)
+
 # Check names, in the order they run and are shown.
 SENDING_ENABLED = "sending_enabled"
 TOKEN_FORMAT = "token_format"  # noqa: S105 (a check name, not a secret)
@@ -204,7 +210,7 @@ def mark_unhealthy_from_delivery(
     result = CheckResult(
         DELIVERIES_ACCEPTED,
         False,
-        f"Meta refused events for this destination: {error.explanation}",
+        f"{DELIVERIES_REFUSED} {error.explanation}",
         error.fix,
         problem=error.problem,
     )

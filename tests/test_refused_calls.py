@@ -32,6 +32,14 @@ def caller(client: Client, make_destination: Any) -> Caller:
     return Caller(client, destination, secret)
 
 
+def destination_page(user: Any, destination: Destination) -> str:
+    """The destination page as ``user`` sees it."""
+    client = Client()
+    client.force_login(user)
+    url = reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    return str(client.get(url).content.decode())
+
+
 def counts(destination: Destination) -> dict[str, int]:
     return {row["reason"]: row["count"] for row in counters.refused_last_day(destination.pk)}
 
@@ -94,12 +102,8 @@ def test_the_page_shows_the_refused_origin_with_the_fix_and_a_link_to_edit(
 ) -> None:
     caller.browser(event(), origin=STRANGER)
     editor = make_user(tenant, Role.EDITOR, username="eddie")
-    page = Client()
-    page.force_login(editor)
 
-    html = page.get(
-        reverse("capi_destinations:destination", kwargs={"code": caller.destination.code})
-    ).content.decode()
+    html = destination_page(editor, caller.destination)
 
     section = html.split('data-testid="refused-calls"', 1)[1].split("</section>", 1)[0]
     reason = escape(problems.REFUSED_CALLS["origin_not_allowed"].reason)
@@ -116,12 +120,8 @@ def test_a_forged_origin_is_shown_escaped_and_cut(
     forged = "https://<script>alert(1)</script>" + "x" * 500
     caller.browser(event(), origin=forged)
     viewer = make_user(tenant, Role.VIEWER, username="vera")
-    page = Client()
-    page.force_login(viewer)
 
-    html = page.get(
-        reverse("capi_destinations:destination", kwargs={"code": caller.destination.code})
-    ).content.decode()
+    html = destination_page(viewer, caller.destination)
 
     assert "<script>alert(1)" not in html
     assert escape(forged[: counters.ORIGIN_KEPT]) in html
@@ -132,12 +132,8 @@ def test_a_quiet_destination_shows_no_refused_calls_panel(
     caller: Caller, make_user: Any, tenant: Any
 ) -> None:
     viewer = make_user(tenant, Role.VIEWER, username="vera")
-    page = Client()
-    page.force_login(viewer)
 
-    html = page.get(
-        reverse("capi_destinations:destination", kwargs={"code": caller.destination.code})
-    ).content.decode()
+    html = destination_page(viewer, caller.destination)
 
     assert 'data-testid="refused-calls"' not in html
 

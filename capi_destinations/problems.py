@@ -218,6 +218,9 @@ PROBLEMS: dict[str, Problem] = {
 }
 
 
+#: Stands in a refused call's fix for the origin refused last (the page names it).
+THE_REFUSED_ORIGIN = "the site's origin"
+
 #: Calls the ingest endpoint refused, counted per destination (``RefusedCalls``): what each means
 #: and what fixes it. Not health problems: the destination may be perfectly healthy.
 REFUSED_CALLS: dict[str, Problem] = {
@@ -226,8 +229,9 @@ REFUSED_CALLS: dict[str, Problem] = {
         Problem(
             "origin_not_allowed",
             "Browser calls came from an origin that is not among the allowed origins.",
-            "If it is your site, add it to the allowed origins (Edit); a browser posts only "
-            "from there. An origin you do not know is someone else's page: leave it out.",
+            f"Add {THE_REFUSED_ORIGIN} to the allowed origins (Edit), if it is your site: a "
+            "browser posts only from there. An origin you do not know is someone else's page: "
+            "leave it out.",
             EDIT,
         ),
         Problem(

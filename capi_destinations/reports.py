@@ -198,6 +198,16 @@ class RefusedCallsRow:
         """What the refusal means and what fixes it (``problems.REFUSED_CALLS``)."""
         return problems.REFUSED_CALLS.get(self.reason)
 
+    @property
+    def fix(self) -> str:
+        """The fix, naming the origin refused last ("Add https://shop.example.com to …")."""
+        found = self.problem
+        if found is None:
+            return ""
+        if self.origins:
+            return found.fix.replace(problems.THE_REFUSED_ORIGIN, self.origins[0], 1)
+        return found.fix
+
 
 def refused_calls(
     destination: Destination, *, now: datetime | None = None

@@ -122,7 +122,6 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
         "The token's app lacks the capability this call needs.",
         "Generate the token from the pixel's Conversions API settings or for a system user "
         "with the ads_management permission.",
-        _REVOKED,
     ),
     (200, None): ErrorInfo(
         PERMISSION,
@@ -214,6 +213,18 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
     ),
 }
 
+
+def _in_problem_words(info: ErrorInfo) -> ErrorInfo:
+    """``info`` with its problem's reason first, when it is a finer case of one ("Meta refused
+    the token: …. The token stopped working because its user changed their password.")."""
+    found = problems.problem(info.problem)
+    if found is None or info.explanation.startswith(found.reason):
+        return info
+    return ErrorInfo(info.category, f"{found.reason} {info.explanation}", info.fix, info.problem)
+
+
+KNOWN_ERRORS = {key: _in_problem_words(info) for key, info in KNOWN_ERRORS.items()}
+
 # Codes Meta gives with subcodes we have no entry for fall back to the code's general entry;
 # these ranges stand for whole families of codes.
 _PERMISSION_CODE_RANGE = range(200, 300)
@@ -296,11 +307,13 @@ def classify(
             # Users were told some numbers as "codes" that Meta may send as subcodes.
             return KNOWN_ERRORS[(subcode, None)]
         if code in _PERMISSION_CODE_RANGE:
-            return ErrorInfo(
-                PERMISSION,
-                f"Meta denied a permission this call needs (#{code}).",
-                _CHECK_PIXEL,
-                _WRONG_PIXEL,
+            return _in_problem_words(
+                ErrorInfo(
+                    PERMISSION,
+                    f"Meta denied a permission this call needs (#{code}).",
+                    _CHECK_PIXEL,
+                    _WRONG_PIXEL,
+                )
             )
     if http_status is not None:
         if http_status >= 500:
@@ -310,8 +323,10 @@ def classify(
         if http_status == 401:
             return KNOWN_ERRORS[(190, None)]
         if http_status == 403:
-            return ErrorInfo(
-                PERMISSION, "Meta denied access to this pixel.", _CHECK_PIXEL, _WRONG_PIXEL
+            return _in_problem_words(
+                ErrorInfo(
+                    PERMISSION, "Meta denied access to this pixel.", _CHECK_PIXEL, _WRONG_PIXEL
+                )
             )
     if is_transient:
         return ErrorInfo(

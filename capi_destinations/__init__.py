@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "track", "track_many"]
+__all__ = ["__version__", "forget", "track", "track_many"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from capi_destinations import ingest
 
         return getattr(ingest, name)
+    if name == "forget":
+        from capi_destinations import click_memory
+
+        return click_memory.forget
     raise AttributeError(f"module 'capi_destinations' has no attribute {name!r}")

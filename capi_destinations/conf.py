@@ -93,6 +93,22 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a process remembers a destination found by its ingest key, sparing the database a
     # query per request; a changed key or origin list takes at most this long to apply.
     "INGEST_KEY_CACHE_SECONDS": 5,
+    # --- First-party click IDs (capi_destinations.middleware.ClickIdMiddleware) ----------------
+    # Domain the _fbc/_fbp cookies are set on (".example.com" shares them with the Pixel and
+    # every subdomain); None sets them for the request's host only.
+    "CLICK_ID_COOKIE_DOMAIN": None,
+    # Dotted path of a function (request) -> the visitor's consent state, shaped like an event's
+    # ``consent`` ({"ad_storage": "granted", ...}), or None when unknown; None: never known.
+    "CLICK_ID_CONSENT": None,
+    # What an unknown consent state (or one silent on ad_storage) counts as: "granted" or
+    # "denied". Where visitors must opt in first, set "denied" and CLICK_ID_CONSENT.
+    "CLICK_ID_MISSING_CONSENT": "granted",
+    # Days before an event that a person's fbc/fbp seen on an earlier event may fill it, when it
+    # arrives without them (a webhook, a CRM update): Meta's default click attribution window.
+    "CLICK_ID_FILL_DAYS": 7,
+    # --- Members -----------------------------------------------------------------------------
+    # Seconds an invitation link stays valid after it was (last) sent.
+    "INVITATION_MAX_AGE": 7 * 24 * 3600,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

@@ -30,6 +30,7 @@ __all__ = [
     "ConsentPolicy",
     "ConsentVerdict",
     "MissingConsent",
+    "allows_ad_storage",
     "check_data_processing_options",
     "evaluate_consent",
     "parse_consent",
@@ -144,6 +145,18 @@ def evaluate_consent(
             send=False, reason=f"suppressed: {' and '.join(refused)} denied{note}"
         )
     return ConsentVerdict(send=True, reason=f"sent: ad_storage and ad_user_data granted{note}")
+
+
+def allows_ad_storage(consent: Mapping[str, Any] | None, *, missing_consent: str) -> bool:
+    """Whether a consent state lets the site store the ad cookies (``_fbc``, ``_fbp``).
+
+    ``consent`` is shaped as an event's (``{"ad_storage": "granted", …}``, booleans too);
+    ``missing_consent`` stands in when it is None or says nothing of ``ad_storage``.
+    """
+    if missing_consent not in (GRANTED, DENIED):
+        raise ValueError(f"missing_consent must be 'granted' or 'denied', not {missing_consent!r}")
+    given = _parse_signal(consent.get("ad_storage")) if isinstance(consent, Mapping) else None
+    return (given or missing_consent) == GRANTED
 
 
 def _context_note(state: Mapping[str, Any], missing: list[str], missing_consent: str) -> str:

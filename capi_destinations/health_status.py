@@ -266,3 +266,10 @@ def email_tenant_admins(destination: Destination, *, old: str, new: str, check: 
             lines += [f"- {item['message']}", f"  Fix: {item['fix']}", ""]
     send_mail(subject, "\n".join(lines), None, recipients)
     return len(recipients)
+
+
+def request_check(destination: Destination) -> None:
+    """Note that a change asked for a check at once; the card shows "Checking…" until it ran."""
+    now = clock.now()
+    Destination.objects.filter(pk=destination.pk).update(health_check_requested_at=now)
+    destination.health_check_requested_at = now

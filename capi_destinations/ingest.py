@@ -24,7 +24,6 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from django.db import router, transaction
 from django.db.models.base import ModelState
@@ -32,6 +31,8 @@ from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import (
+    click_ids,
+    click_memory,
     clock,
     consent,
     counters,
@@ -39,6 +40,7 @@ from capi_destinations import (
     eventstore,
     normalize,
     ratelimit,
+    routing,
 )
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
@@ -69,8 +71,6 @@ SERVER_EVENT_KEYS = diagnostics.SERVER_EVENT_KEYS
 _EVENT_NAME_MAX = Event._meta.get_field("event_name").max_length or 100
 _EVENT_ID_MAX = Event._meta.get_field("event_id").max_length or 255
 _ACTION_SOURCE_MAX = Event._meta.get_field("action_source").max_length or 32
-# Real fbclids are URL-safe base64; anything else is not turned into an fbc.
-_FBCLID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _RESULT_FOR_STATUS: dict[str, str] = {
     EventStatus.PENDING: STORED,
     EventStatus.REJECTED: REJECTED,
@@ -147,12 +147,20 @@ def track_many(
     originals to replace); once that is
     committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
     is sent when events are waiting.
+
+    An event without ``fbc`` or ``fbp`` that names a person this client's events carried them
+    with before (external_id, email or phone; within ``CLICK_ID_FILL_DAYS``) gets the most
+    recent ones (the ``click_id_filled`` note says from when); see :mod:`click_memory`.
     """
     now = clock.now()
     context = _Context(destination, now, _enrichment(request))
+    if context.routing.exclude_staff:
+        # Only then: reading request.user loads the session (and makes the answer vary on it).
+        context.staff_request = _is_staff_request(request)
     prepared = [_prepare(event, index, context) for index, event in enumerate(events)]
     if not prepared:
         return []
+    _fill_remembered_click_ids(prepared, context)
     database = router.db_for_write(Event)
     store = eventstore.store_for(database)
     # No transaction of our own: every statement is safe alone (the insert is idempotent, the
@@ -160,6 +168,7 @@ def track_many(
     # more than the insert. Inside the caller's transaction the events commit with it.
     with store.writing():
         results, pending = _store(prepared, store)
+    _remember_click_ids(prepared, context)
     if pending:
         destination_id = destination.pk
         transaction.on_commit(
@@ -184,14 +193,20 @@ class _Enrichment:
     fbc: str | None = None
 
 
+def _is_staff_request(request: HttpRequest | None) -> bool:
+    """Whether the request is a logged-in staff user's (the client may exclude their events)."""
+    user = getattr(request, "user", None)
+    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_staff", False))
+
+
 def _enrichment(request: HttpRequest | None) -> _Enrichment:
     if request is None:
         return _Enrichment()
     return _Enrichment(
         ip=ratelimit.client_address(request),
         user_agent=request.META.get("HTTP_USER_AGENT") or None,
-        fbp=request.COOKIES.get("_fbp") or None,
-        fbc=request.COOKIES.get("_fbc") or None,
+        fbp=request.COOKIES.get(click_ids.FBP_COOKIE) or None,
+        fbc=request.COOKIES.get(click_ids.FBC_COOKIE) or None,
     )
 
 
@@ -206,6 +221,8 @@ class _Context:
         "now",
         "now_ms",
         "now_seconds",
+        "routing",
+        "staff_request",
     )
 
     def __init__(self, destination: Destination, now: datetime, enrichment: _Enrichment) -> None:
@@ -216,6 +233,16 @@ class _Context:
         self.enrichment = enrichment
         self.has_enrichment = enrichment != _Enrichment()
         self.default_country = destination.default_country or app_settings.DEFAULT_COUNTRY or None
+        tenant = destination.tenant
+        self.routing = routing.Routing.of(
+            event_filter=destination.event_filter,
+            event_filter_names=destination.event_filter_names,
+            minimum_purchase_value=destination.minimum_purchase_value,
+            exclude_staff=tenant.exclude_staff,
+            excluded_networks=tenant.excluded_networks,
+            test_flag=tenant.test_flag,
+        )
+        self.staff_request = False
 
 
 @dataclass
@@ -228,6 +255,11 @@ class _Prepared:
     key: tuple[str, str]
     payload_json: str = ""
     inserted: bool = False
+    # What the content hash leaves out (filled in by us, not the caller: see _canonical_payload).
+    without_time: bool = False
+    without_fbc: bool = False
+    # The user_data keys filled from click_memory (never remembered again as a sighting).
+    filled: tuple[str, ...] = ()
     original: Event | None = field(default=None, repr=False)
 
 
@@ -306,10 +338,17 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     if len(found) > 1:
         # diagnose() sorted its own findings; consent's and ours were added after them.
         found.sort(key=lambda finding: severity_rank(finding.severity))
-    status, reason = _status(found, verdict)
+    suppression = (
+        None
+        if context.routing.is_open
+        else context.routing.suppression(payload, staff_request=context.staff_request)
+    )
+    status, reason = _status(found, verdict, suppression)
 
     payload, payload_json, payload_hash = _canonical_payload(
-        payload, without_time=time_was_filled, without_fbc=bool(fbc_was_built)
+        payload,
+        without_time=time_was_filled,
+        without_user_data=("fbc",) if fbc_was_built else (),
     )
     action_source = event.get("action_source")
     columns = {
@@ -348,6 +387,8 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         diagnostics=found,
         key=(event_name, event_id),
         payload_json=payload_json,
+        without_time=time_was_filled,
+        without_fbc=bool(fbc_was_built),
     )
 
 
@@ -437,10 +478,15 @@ def _apply_processing_options(payload: dict[str, Any], verdict: consent.ConsentV
             payload[key] = value
 
 
-def _status(found: list[Diagnostic], verdict: consent.ConsentVerdict) -> tuple[str, str]:
-    """The stored event's (status, status_reason)."""
+def _status(
+    found: list[Diagnostic], verdict: consent.ConsentVerdict, suppression: str | None
+) -> tuple[str, str]:
+    """The stored event's (status, status_reason): errors first, then the destination's filter
+    and the client's exclusions, then consent."""
     if has_errors(found):
         return EventStatus.REJECTED, _rejection_reason(found)
+    if suppression is not None:
+        return EventStatus.SUPPRESSED, suppression
     if not verdict.send:
         return EventStatus.SUPPRESSED, verdict.reason
     return EventStatus.PENDING, ""
@@ -475,7 +521,7 @@ def _enrich_user_data(
     fbclid, so it replaces them; one holding the same fbclid is kept (it says when it was
     first seen).
     """
-    fbclid = _fbclid(event.get("event_source_url"))
+    fbclid = click_ids.fbclid_of_url(event.get("event_source_url"))
     if not context.has_enrichment and fbclid is None:
         return ""
     given = _fill_from_request(user_data, context.enrichment)
@@ -489,7 +535,7 @@ def _enrich_user_data(
     event_time = diagnostics.parse_event_time(event.get("event_time"))
     if event_time is not None:
         first_seen = min(first_seen, int(event_time.timestamp()) * 1000)
-    user_data["fbc"] = f"fb.1.{first_seen}.{fbclid}"
+    user_data["fbc"] = click_ids.build_fbc(fbclid, created_ms=first_seen)
     return _REPLACED if "fbc" in given else _BUILT
 
 
@@ -526,7 +572,106 @@ def _keeps_given_fbc(user_data: dict[str, Any], given: set[str | None], fbclid: 
         ),
         None,
     )
-    return not isinstance(current, str) or _fbclid_of_fbc(current) == fbclid
+    return not isinstance(current, str) or click_ids.fbclid_of_fbc(current) == fbclid
+
+
+# --- click IDs remembered per person (click_memory) ------------------------------------------
+
+
+def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> None:
+    """Fill the fbc/fbp an event lacks from click_memory (one query for the batch).
+
+    Runs on the prepared events: their user_data is normalized, so the person's identifiers
+    are the digests sent to Meta. Filling never changes a verdict (an event naming a person
+    already has a strong key); it adds the ``click_id_filled`` note and raises the match
+    quality. The content hash leaves filled values out, as it does an fbc built from fbclid.
+    """
+    destination = context.destination
+    if not app_settings.CLICK_ID_FILL_DAYS:
+        return
+    wanted = {}
+    for item in prepared:
+        row = item.row
+        user_data = row.payload.get("user_data")
+        if row.status == EventStatus.REJECTED or not isinstance(user_data, dict):
+            continue
+        lacking = tuple(key for key in click_memory.CLICK_KEYS if not user_data.get(key))
+        if not lacking or not _allows_ad_storage(row.consent, destination):
+            continue
+        found = click_memory.identifiers(user_data)
+        if found:
+            wanted[item.index] = (min(row.event_time, context.now), found, lacking)
+    if not wanted:
+        return
+    recalled = click_memory.recall(destination.tenant_id, wanted)
+    for item in prepared:
+        filled = recalled.get(item.index)
+        if not filled:
+            continue
+        row = item.row
+        user_data = dict(row.payload["user_data"])
+        for remembered in filled:
+            user_data[remembered.key] = remembered.value
+            note = _click_id_filled(remembered)
+            item.diagnostics.append(note)
+            row.diagnostics.append(_stored_diagnostic(note))
+        item.filled = tuple(remembered.key for remembered in filled)
+        row.match_quality = diagnostics.match_quality_score(user_data)
+        row.payload, item.payload_json, row.payload_hash = _canonical_payload(
+            {**row.payload, "user_data": user_data},
+            without_time=item.without_time,
+            without_user_data=(*(("fbc",) if item.without_fbc else ()), *item.filled),
+        )
+
+
+def _allows_ad_storage(state: Any, destination: Destination) -> bool:
+    """Whether an event's parsed consent state lets its click IDs be remembered or filled."""
+    return consent.allows_ad_storage(
+        state if isinstance(state, dict) else None, missing_consent=destination.missing_consent
+    )
+
+
+def _click_id_filled(item: click_memory.Recalled) -> Diagnostic:
+    return Diagnostic(
+        code="click_id_filled",
+        field=f"user_data.{item.key}",
+        severity=INFO,
+        message=f"The event carried no {item.key}, so the one seen with this person "
+        f"({item.matched_by}) on {item.seen_at:%Y-%m-%d %H:%M} UTC was filled in: Meta can "
+        "match the event to that browser and ad click.",
+        fix="Nothing to do. On an erasure request, capi_destinations.forget() removes what "
+        "is remembered about a person.",
+    )
+
+
+def _remember_click_ids(prepared: list[_Prepared], context: _Context) -> None:
+    """Remember the fbc/fbp each event carried with the person it names (one statement)."""
+    destination = context.destination
+    sightings: list[click_memory.Sighting] = []
+    for item in prepared:
+        row = item.row
+        user_data = row.payload.get("user_data") if isinstance(row.payload, dict) else None
+        if row.status == EventStatus.REJECTED or not isinstance(user_data, dict):
+            continue
+        values = {
+            key: user_data[key]
+            for key in click_memory.CLICK_KEYS
+            if key not in item.filled and click_ids.is_click_id_value(user_data.get(key))
+        }
+        if not values:
+            continue
+        if not _allows_ad_storage(row.consent, destination):
+            continue
+        given = row.consent.get("ad_storage") if isinstance(row.consent, dict) else None
+        ad_storage = "granted" if given is not None else "default"
+        seen_at = min(row.event_time, context.now)
+        for identifier_key, digest in click_memory.identifiers(user_data):
+            sightings.extend(
+                click_memory.Sighting(digest, identifier_key, key, value, seen_at, ad_storage)
+                for key, value in values.items()
+            )
+    if sightings:
+        click_memory.remember(destination.tenant_id, sightings)
 
 
 def _event_time_filled() -> Diagnostic:
@@ -587,12 +732,6 @@ def _remove_path(payload: dict[str, Any], path: str) -> None:
             container = container[key]
 
 
-def _fbclid_of_fbc(fbc: str) -> str | None:
-    """The fbclid inside an fbc value (fb.<n>.<ms>.<fbclid>[.<appendix>])."""
-    parts = fbc.strip().split(".")
-    return parts[3] if len(parts) in (4, 5) else None
-
-
 def _fbc_from_url() -> Diagnostic:
     return Diagnostic(
         code="fbc_from_url",
@@ -602,23 +741,6 @@ def _fbc_from_url() -> Diagnostic:
         "the _fbc cookie), so fbc was built from the URL: Meta asks for the most recent click.",
         fix="Nothing to do; refresh the _fbc cookie when a new fbclid arrives to keep them equal.",
     )
-
-
-def _fbclid(url: Any) -> str | None:
-    if not isinstance(url, str) or "fbclid=" not in url:
-        return None
-    try:
-        values = parse_qs(urlsplit(url).query).get("fbclid", ())
-    except ValueError:
-        return None
-    for value in values:
-        if _FBCLID.fullmatch(value):
-            return value
-        # The parameter builder's appendix at the end of the URL is not part of the fbclid.
-        clid, _, appendix = value.rpartition(".")
-        if clid and _FBCLID.fullmatch(clid) and _FBCLID.fullmatch(appendix):
-            return clid
-    return None
 
 
 def _plain_numbers(event: dict[str, Any]) -> None:
@@ -746,7 +868,7 @@ def _dumps(value: Any) -> str:
 
 
 def _canonical_payload(
-    payload: dict[str, Any], *, without_time: bool, without_fbc: bool
+    payload: dict[str, Any], *, without_time: bool, without_user_data: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], str, str]:
     """The payload made JSON-safe for every database, its JSON text, and its content hash.
 
@@ -767,13 +889,14 @@ def _canonical_payload(
             payload = _json_safe(payload)
             text = _dumps(payload)
     hashed = text
-    if without_time or without_fbc:
+    if without_time or without_user_data:
         fingerprint = dict(payload)
         if without_time:
             fingerprint.pop("event_time", None)
-        if without_fbc and isinstance(fingerprint.get("user_data"), dict):
+        if without_user_data and isinstance(fingerprint.get("user_data"), dict):
             user_data = dict(fingerprint["user_data"])
-            user_data.pop("fbc", None)
+            for key in without_user_data:
+                user_data.pop(key, None)
             fingerprint["user_data"] = user_data
         hashed = _dumps(fingerprint)
     return payload, text, hashlib.sha256(hashed.encode("utf-8")).hexdigest()

@@ -11,7 +11,8 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from capi_destinations import clock, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.consent import ConsentPolicy, MissingConsent
 from capi_destinations.graph_errors import Category
+from capi_destinations.routing import EventFilter, validate_event_names, validate_networks
 
 
 class StrictJSONEncoder(json.JSONEncoder):
@@ -46,6 +48,28 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    # Staff and test traffic, recorded as suppressed (never sent) on every destination of the
+    # client (``routing``).
+    exclude_staff = models.BooleanField(
+        "Exclude staff traffic",
+        default=False,
+        help_text="Events recorded in a request of a logged-in staff user are not sent.",
+    )
+    excluded_networks = models.TextField(
+        "Excluded IP ranges",
+        blank=True,
+        validators=[validate_networks],
+        help_text="Events from these addresses are not sent: one address or range per line "
+        "(203.0.113.0/24, 2001:db8::/32).",
+    )
+    test_flag = models.CharField(
+        "Test-order flag",
+        max_length=50,
+        blank=True,
+        default="test_order",
+        help_text="Events whose custom_data holds this key with a true value are not sent "
+        "(blank: none).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +110,99 @@ class Membership(models.Model):
     @property
     def can_manage_members(self) -> bool:
         return self.role == Role.ADMIN
+
+
+class InvitationState(models.TextChoices):
+    """Where an invitation stands. "Expired" is not stored: it is a pending invitation whose
+    ``sent_at`` is older than ``INVITATION_MAX_AGE`` (``Invitation.is_expired``)."""
+
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+def hash_invitation_token(token: str) -> str:
+    # The token has 256 bits of entropy, so a plain SHA-256 is enough (no password hashing).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a tenant with a role, sent as a one-time link.
+
+    Only a hash of the link's secret is stored (``token_hash``): the secret itself is in the
+    email and nowhere else. A pending invitation is used once (``accepted``), can be revoked,
+    and expires ``INVITATION_MAX_AGE`` seconds after it was last sent.
+    """
+
+    # Public id in URLs (the link and the revoke/resend buttons), never the integer key.
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    # Stored in lower case: addresses are compared without regard to case.
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    state = models.CharField(
+        max_length=10, choices=InvitationState.choices, default=InvitationState.PENDING
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # From the app clock so tests can move time; ``sent_at`` moves on each resend.
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(default=clock.now)
+    # When it was accepted or revoked, and by whom.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            # One pending invitation per address and tenant: inviting again sends it anew.
+            models.UniqueConstraint(
+                fields=["tenant", "email"],
+                condition=models.Q(state="pending"),
+                name="capi_invitation_one_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} · {self.tenant} ({self.role}, {self.state})"
+
+    def __repr__(self) -> str:
+        # Never the hash either: it names the link as well as an id does.
+        return f"<Invitation {self.pk}: {self.email} {self.state}>"
+
+    def new_token(self) -> str:
+        """Make a new secret for the link, store its hash, and return it (for the email only)."""
+        token = secrets.token_urlsafe(32)
+        self.token_hash = hash_invitation_token(token)
+        return token
+
+    def token_matches(self, token: str) -> bool:
+        """Whether ``token`` is this invitation's secret (compared in constant time)."""
+        return secrets.compare_digest(self.token_hash, hash_invitation_token(token))
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.sent_at + timedelta(seconds=app_settings.INVITATION_MAX_AGE)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.state == InvitationState.PENDING and clock.now() >= self.expires_at
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == InvitationState.PENDING and not self.is_expired
 
 
 class Health(models.TextChoices):
@@ -257,6 +374,30 @@ class Destination(models.Model):
     )
     ingest_key = models.CharField(max_length=64, unique=True, default=new_ingest_key)
     ingest_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Which events this destination sends (``routing``); the others are recorded as suppressed.
+    event_filter = models.CharField(
+        "Events to send",
+        max_length=5,
+        choices=EventFilter.choices,
+        default=EventFilter.ALL,
+        # Optional in forms: a form that leaves it out (an older admin form, an API client)
+        # keeps the stored choice; blank sends all, as ALL does.
+        blank=True,
+    )
+    event_filter_names = models.TextField(
+        "Event names",
+        blank=True,
+        validators=[validate_event_names],
+        help_text="One event name per line, for 'only these' or 'all but these'.",
+    )
+    minimum_purchase_value = models.DecimalField(
+        "Minimum Purchase value",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Purchases worth less are not sent (blank: all).",
+    )
     allowed_origins = models.TextField(
         blank=True,
         validators=[validate_allowed_origins],
@@ -273,6 +414,9 @@ class Destination(models.Model):
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_changed_at = models.DateTimeField(null=True, blank=True)
     health_transient_failures = models.PositiveIntegerField(default=0)
+    # When a change (Enable, Disable, a new token) asked for a check at once: until that check
+    # has run, the stored verdict describes the destination before the change.
+    health_check_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     pixel_name = models.CharField(max_length=255, blank=True)
 
     # Delivery state, written by delivery_state.py.
@@ -378,6 +522,27 @@ class Destination(models.Model):
             return False
         return secrets.compare_digest(self.ingest_secret_hash, hash_ingest_secret(secret))
 
+    # How long a card shows "Checking…" for a check a change asked for: a worker runs it within
+    # seconds; past this, the stored verdict shows again (a queue that runs nothing is a problem
+    # the scheduled checks and the card must not hide).
+    HEALTH_CHECK_PENDING_FOR = timedelta(minutes=2)
+
+    @property
+    def health_check_pending(self) -> bool:
+        """A change asked for a check that has not run yet (for two minutes at most)."""
+        requested = self.health_check_requested_at
+        if requested is None:
+            return False
+        if self.health_checked_at is not None and self.health_checked_at >= requested:
+            return False
+        return clock.now() - requested < self.HEALTH_CHECK_PENDING_FOR
+
+    @property
+    def shown_health(self) -> str:
+        """What the card shows: ``checking`` while a change's own check is pending, so a verdict
+        from before Enable or a new token never shows as the state after it."""
+        return "checking" if self.health_check_pending else self.health
+
     def token_changed(self) -> bool:
         return self.access_token != getattr(self, "_stored_token", None)
 
@@ -431,14 +596,26 @@ class Destination(models.Model):
         self.token_fingerprint, self.token_hint = fingerprint, hint
         return True
 
-    def clean(self) -> None:
-        super().clean()
-        self._refuse_unbound_changes()
-        if self.token_changed():
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
+        # The token rule is a rule of the field: a form that already refused the token (so
+        # excludes the field) shows its message once, not a second time from the model.
+        errors: dict[str, Any] = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        skip = "access_token" in (exclude or ()) or "access_token" in errors
+        if not skip and self.token_changed():
             try:
                 self.access_token = tokens.clean_access_token(self.access_token)
             except ValidationError as error:
-                raise ValidationError({"access_token": error.messages}) from None
+                errors["access_token"] = error.messages
+        if errors:
+            raise ValidationError(errors)
+
+    def clean(self) -> None:
+        super().clean()
+        self._refuse_unbound_changes()
         if self.default_country:
             self.default_country = self.default_country.lower()
 
@@ -604,6 +781,57 @@ class Event(models.Model):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "updated_at"}
         super().save(*args, **kwargs)
+
+
+class ClickIdSighting(models.Model):
+    """An ``fbc`` or ``fbp`` seen on an event together with a person's identifier, per client.
+
+    Kept so a later event for the same person that arrives without a browser (a payment
+    webhook, a CRM update) can carry the click (``click_memory``). The identifier is the SHA-256
+    digest of the person's email, phone or external_id exactly as it was sent to Meta; no raw
+    email or phone is ever stored. Only sightings on events whose consent allowed ad storage are
+    kept. Purged after ``RETENTION_DAYS``; ``capi_destinations.forget()`` erases a person's.
+    """
+
+    # No index of its own: the unique constraint starts with it.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    identifier = models.CharField(max_length=64)  # SHA-256 hex digest
+    identifier_key = models.CharField(max_length=16)  # "em", "ph" or "external_id"
+    key = models.CharField(max_length=3)  # "fbc" or "fbp"
+    value = models.CharField(max_length=600)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    # The event's consent for ad storage: "granted", or "default" (the event carried no state
+    # and its destination counts that as granted).
+    ad_storage = models.CharField(max_length=10)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "identifier", "key", "value"], name="capi_click_sighting"
+            )
+        ]
+        indexes = [models.Index(fields=["last_seen_at"], name="capi_click_sighting_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.key} for {self.identifier_key} {self.identifier[:8]}…"
+
+
+class RuleFiring(models.Model):
+    """A conversion rule has recorded its event for one object (``rules``): at most once."""
+
+    rule = models.CharField(max_length=100)
+    # "<app_label>.<model>:<pk>" of the object whose change fired the rule.
+    object_key = models.CharField(max_length=255)
+    fired_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "object_key"], name="capi_rule_firing")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} fired for {self.object_key}"
 
 
 class HourlyOutcomes(models.Model):
@@ -782,6 +1010,9 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", "Member added"
     MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
     MEMBER_REMOVED = "member_removed", "Member removed"
+    # Invitations by email (access.invite/revoke; acceptance is MEMBER_ADDED). Never the link.
+    MEMBER_INVITED = "member_invited", "Invitation sent"
+    INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
 
 
 class AuditEntry(models.Model):

@@ -24,7 +24,7 @@ from django.apps import AppConfig, apps
 from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_migrate, post_save
 
-from capi_destinations import delivery_state, queueing, signals, tasks
+from capi_destinations import delivery_state, health_status, queueing, signals, tasks
 from capi_destinations.conf import reload_on_setting_changed
 from capi_destinations.models import Destination, forget_fernet_keys
 from capi_destinations.views import ingest as ingest_views
@@ -46,8 +46,10 @@ def dispatch_after_enabled(
 def check_health_after_change(sender: Any, destination: Destination, **kwargs: Any) -> None:
     """A saved token or a flipped switch is checked at once.
 
-    So the card is right within seconds of the save instead of at the next scheduled run.
+    So the card is right within seconds of the save instead of at the next scheduled run; until
+    the check has run, the card says "Checking…" rather than the verdict from before the change.
     """
+    health_status.request_check(destination)
     queueing.enqueue_health_check(destination.pk)
 
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.paginator import Page, Paginator
 from django.db.models import (
     Avg,
     Case,
     Count,
     IntegerField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Value,
@@ -28,6 +30,7 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
 from capi_destinations import clock, counters, graph, problems
+from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     BlockKind,
     DeliveryAttempt,
@@ -258,23 +261,38 @@ def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
 
 
 def overview_destinations(
-    user: Any, *, tenant_slug: str = "", status: str = ""
+    user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
 ) -> QuerySet[Destination]:
-    """The destinations ``user`` may see, filtered, unhealthy first (no secrets loaded), each
-    with its ``waiting`` count."""
-    destinations = (
-        Destination.objects.for_user(user)
+    """The destinations ``user`` may see, filtered (:func:`matching_destinations`), unhealthy
+    first (no secrets loaded), each with its ``waiting`` count."""
+    return (
+        matching_destinations(user, tenant_slug=tenant_slug, status=status, search=search)
         .select_related("tenant")
         .defer(*SECRET_COLUMNS)
         .annotate(waiting=waiting_count())
         .order_by(unhealthy_first(), "tenant__name", "name", "pk")
     )
+
+
+def matching_destinations(
+    user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
+) -> QuerySet[Destination]:
+    """The destinations ``user`` may see, of the tenant ``tenant_slug``, with ``status`` (a
+    health value or "disabled"), and whose client (tenant) name, name or Pixel ID contains
+    ``search`` whatever the case; an empty filter keeps all."""
+    destinations = Destination.objects.for_user(user)
     if tenant_slug:
         destinations = destinations.filter(tenant__slug=tenant_slug)
     if status == "disabled":
         destinations = destinations.filter(enabled=False)
     elif status in Health.values:
         destinations = destinations.filter(health=status)
+    if search:
+        destinations = destinations.filter(
+            Q(tenant__name__icontains=search)
+            | Q(name__icontains=search)
+            | Q(pixel_id__icontains=search)
+        )
     return destinations
 
 
@@ -290,15 +308,81 @@ def counts_last_24h(
 
 
 def overview_cards(
-    user: Any, *, tenant_slug: str = "", status: str = "", now: datetime | None = None
+    user: Any,
+    *,
+    tenant_slug: str = "",
+    status: str = "",
+    search: str = "",
+    now: datetime | None = None,
 ) -> list[DestinationCard]:
     """The overview's cards for ``user``: two queries however many destinations there are."""
-    destinations = list(overview_destinations(user, tenant_slug=tenant_slug, status=status))
+    destinations = overview_destinations(
+        user, tenant_slug=tenant_slug, status=status, search=search
+    )
+    return cards_of(list(destinations), now=now)
+
+
+def cards_of(
+    destinations: Sequence[Destination], *, now: datetime | None = None
+) -> list[DestinationCard]:
+    """Cards for ``destinations`` (from :func:`overview_destinations`): one query for all their
+    24-hour counts."""
     counts = counts_last_24h([destination.pk for destination in destinations], now=now)
     url_of = destination_url_maker()
     return [
         card_for(destination, counts.get(destination.pk), url_of) for destination in destinations
     ]
+
+
+@dataclass(frozen=True)
+class OverviewPage:
+    """One page of the overview: its cards, and the health totals of every matching
+    destination (not only this page's)."""
+
+    cards: list[DestinationCard]
+    page: Page[Destination]
+    health_totals: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.health_totals.values())
+
+
+def overview_page(
+    user: Any,
+    *,
+    page_number: Any = 1,
+    per_page: int = 30,
+    tenant_slug: str = "",
+    status: str = "",
+    search: str = "",
+    now: datetime | None = None,
+) -> OverviewPage:
+    """Page ``page_number`` of ``user``'s overview (out-of-range numbers give the nearest page).
+
+    Three queries however many destinations match: the health totals (which are also the
+    paginator's count), the page's destinations, and their 24-hour counts.
+    """
+    filters = {"tenant_slug": tenant_slug, "status": status, "search": search}
+    totals = (
+        matching_destinations(user, **filters)
+        .order_by()
+        .aggregate(
+            **{
+                health.value: Count("pk", filter=Q(health=health))
+                for health in (Health.UNHEALTHY, Health.UNKNOWN, Health.HEALTHY)
+            }
+        )
+    )
+    paginator = Paginator(overview_destinations(user, **filters), per_page)
+    # The totals already counted the rows: the paginator needs no COUNT query of its own.
+    paginator.count = sum(totals.values())
+    page = paginator.get_page(page_number)
+    return OverviewPage(
+        cards=cards_of(list(page.object_list), now=now),
+        page=page,
+        health_totals=totals,
+    )
 
 
 def card_for(
@@ -500,6 +584,16 @@ class PhoneCountryRow:
 
 
 @dataclass(frozen=True)
+class ClickIdsFilledRow:
+    """How many of one event name's events gained ``fbc`` or ``fbp`` from an earlier visit."""
+
+    event_name: str
+    key: str  # "fbc" or "fbp"
+    count: int
+    of_events: int
+
+
+@dataclass(frozen=True)
 class DiagnosticsSummary:
     """The most frequent diagnostics and missing identifiers over the last 24 hours."""
 
@@ -508,6 +602,8 @@ class DiagnosticsSummary:
     diagnostics: list[DiagnosticRow] = field(default_factory=list)
     missing_identifiers: list[MissingIdentifierRow] = field(default_factory=list)
     phones_without_country: list[PhoneCountryRow] = field(default_factory=list)
+    click_ids_filled: list[ClickIdsFilledRow] = field(default_factory=list)
+    click_id_fill_days: int = 0  # CLICK_ID_FILL_DAYS, for the explanation beside the rows
 
 
 def diagnostics_summary(
@@ -536,7 +632,27 @@ def diagnostics_summary(
         diagnostics=_top_diagnostics(rows, limit),
         missing_identifiers=_top_missing_identifiers(rows, limit),
         phones_without_country=_phones_without_country(rows),
+        click_ids_filled=_click_ids_filled(rows),
+        click_id_fill_days=int(app_settings.CLICK_ID_FILL_DAYS),
     )
+
+
+_CLICK_ID_FILLED = "click_id_filled"
+
+
+def _click_ids_filled(rows: Iterable[tuple[str, Any, Any]]) -> list[ClickIdsFilledRow]:
+    """Per event name and key: the events that gained fbc/fbp from click_memory."""
+    per_name: Counter[str] = Counter()
+    filled: Counter[tuple[str, str]] = Counter()
+    for event_name, diagnostics, _user_data in rows:
+        per_name[event_name] += 1
+        for diagnostic in diagnostics or []:
+            if isinstance(diagnostic, Mapping) and diagnostic.get("code") == _CLICK_ID_FILLED:
+                filled[(event_name, str(diagnostic.get("field", "")).rpartition(".")[2])] += 1
+    return [
+        ClickIdsFilledRow(event_name=name, key=key, count=count, of_events=per_name[name])
+        for (name, key), count in sorted(filled.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
 
 _NO_COUNTRY_CODE = "phone_missing_country_code"
@@ -626,15 +742,39 @@ def _top_missing_identifiers(
 
 
 def event_log(
-    destination: Destination, *, status: str = "", event_name: str = ""
+    destination: Destination,
+    *,
+    status: str = "",
+    event_name: str = "",
+    search: str = "",
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
 ) -> QuerySet[Event]:
-    """The destination's events, newest first, filtered by status and event name."""
+    """The destination's events, newest first, filtered by status, event name, an exact
+    ``event_id`` or order id (``custom_data.order_id``, as a text or a number) and the time they
+    were received (``received_from`` ≤ received < ``received_to``). Filters combine: an event
+    is listed when it passes every one given."""
     events = Event.objects.filter(destination=destination).order_by("-created_at", "-pk")
     if status in EventStatus.values:
         events = events.filter(status=status)
     if event_name:
         events = events.filter(event_name=event_name)
+    if search:
+        events = events.filter(event_id_or_order_id(search))
+    if received_from is not None:
+        events = events.filter(created_at__gte=received_from)
+    if received_to is not None:
+        events = events.filter(created_at__lt=received_to)
     return events.defer("payload", "consent")
+
+
+def event_id_or_order_id(search: str) -> Q:
+    """Events whose ``event_id`` is ``search`` or whose ``custom_data.order_id`` is, whether the
+    order id was sent as a text or as a whole number (JSON lookups: PostgreSQL and SQLite)."""
+    matches = Q(event_id=search) | Q(payload__custom_data__order_id=search)
+    if search.isascii() and search.isdigit() and len(search) < 19:
+        matches |= Q(payload__custom_data__order_id=int(search))
+    return matches
 
 
 def event_names(destination: Destination, *, limit: int = 100) -> list[str]:

@@ -19,7 +19,13 @@ from django.db.models.functions import RowNumber
 
 from capi_destinations import clock, counters
 from capi_destinations.conf import app_settings
-from capi_destinations.models import DeliveryAttempt, Event, EventStatus, HealthCheck
+from capi_destinations.models import (
+    ClickIdSighting,
+    DeliveryAttempt,
+    Event,
+    EventStatus,
+    HealthCheck,
+)
 
 logger = logging.getLogger("capi_destinations.tasks")
 
@@ -47,6 +53,9 @@ def purge_old_records() -> dict[str, int]:
     purged["health_checks"] = purge_old_checks(now=now)
     purged["hourly_counts"] = counters.purge(cutoff)
     purged["refused_calls"] = counters.purge_refused(cutoff)
+    purged["click_id_sightings"] = _delete_in_chunks(
+        ClickIdSighting.objects.filter(last_seen_at__lt=cutoff)
+    )
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
 

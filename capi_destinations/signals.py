@@ -20,3 +20,19 @@ destination_health_changed = Signal()
 # Sent after commit once ingestion stored events that are waiting to be sent.
 # kwargs: destination_id, count (how many pending events that call stored).
 events_recorded = Signal()
+
+# Sent once when a condition worth an alert starts on a destination, and once when it ends
+# (traffic dropped, the Graph API version ending, match quality fell, failure rate crossed).
+# kwargs: destination, kind (an ``AlertKind`` value, see ALERT_KINDS), raised (True when it
+# starts, False when it ends), reason (plain words), fix (plain words, "" when it ended).
+# A health change has its own signal, destination_health_changed (alert kind "health").
+destination_alert = Signal()
+
+#: The alert kinds a notification channel can subscribe to, with their labels.
+ALERT_KINDS: dict[str, str] = {
+    "health": "Destination turned Unhealthy or recovered",
+    "traffic_dropped": "Traffic dropped",
+    "version_ending": "Graph API version ending",
+    "match_quality_fell": "Match quality fell",
+    "failure_rate": "Failure rate crossed the threshold",
+}

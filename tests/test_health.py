@@ -1175,3 +1175,44 @@ def test_a_cut_token_says_the_paste_looks_incomplete(
     assert "looks incomplete" in entry["message"]
     assert "revoked" not in entry["message"]
     assert "Copy the whole token again" in entry["fix"]
+
+
+# --- "Checking…" until the check a change asked for has run (issue 16) ---------------------------
+
+
+def test_a_change_shows_checking_until_its_own_check_has_run(
+    meta: Sandbox, registered: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_q.conf import Conf
+
+    from capi_destinations import destinations
+
+    health.check_destination(reload(registered))
+    monkeypatch.setattr(Conf, "SYNC", False)  # the check waits in the broker, as with workers
+    health.clock.advance(timedelta(seconds=5))
+
+    destinations.set_enabled(reload(registered), False, actor=None)
+    pending = reload(registered)
+    assert pending.health == Health.HEALTHY  # the stored verdict from before the change…
+    assert pending.shown_health == "checking"  # …is not shown as the state after it
+
+    health.clock.advance(timedelta(seconds=2))
+    checked = reload(registered)
+    health.check_destination(checked)
+    assert reload(registered).shown_health == Health.UNHEALTHY
+
+
+def test_checking_gives_way_to_the_stored_verdict_when_no_worker_runs_the_check(
+    meta: Sandbox, registered: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_q.conf import Conf
+
+    from capi_destinations import destinations
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    destinations.set_enabled(reload(registered), False, actor=None)
+    assert reload(registered).shown_health == "checking"
+
+    health.clock.advance(Destination.HEALTH_CHECK_PENDING_FOR)
+
+    assert reload(registered).shown_health == reload(registered).health

@@ -167,7 +167,7 @@ def test_cards_note_test_mode_and_low_match_quality_at_the_same_query_count(
     client = logged_in(owner)
     client.get(reverse("capi_destinations:overview"))  # warm the session
 
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         html = client.get(reverse("capi_destinations:overview")).content.decode()
 
     cards = {

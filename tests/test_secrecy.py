@@ -29,7 +29,7 @@ from django.utils.log import AdminEmailHandler
 from django_q.models import OrmQ, Schedule, Task
 
 import capi_destinations
-from capi_destinations import destinations, dispatch, graph, health, signals
+from capi_destinations import destinations, dispatch, graph, health, invitations, signals
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
@@ -186,7 +186,7 @@ def secret_world(
         health.check_destination(destination)
         for index in range(3):
             capi_destinations.track(destination, purchase(f"ok-{index}", clock.now()))
-        destinations.send_test_event(destination, actor=admin_user)
+        destinations.send_test_event(destination, actor=admin_user, test_event_code="TEST1")
     dispatch.dispatch_pending()
     # Meta's error message quoting the token, and a proxy's HTML page echoing the request.
     sandbox.answer_error(
@@ -225,6 +225,9 @@ def app_urls(world: SecretWorld) -> list[str]:
     urls = []
     member = Membership.objects.filter(tenant=world.tenant).select_related("user").first()
     assert member is not None
+    invitation, invitation_token = invitations.invite(
+        world.tenant, "invited@example.com", "viewer", actor=world.admin_user
+    )
     for route in app_routes():
         for destination in world.destinations:
             values = {
@@ -232,12 +235,21 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
+                "invitation_code": str(invitation.code),
+                "token": invitation_token,
             }
-            kwargs = {name: values[name] for name in route.parameters}
-            base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)
             for event in destination.events.all()[:3]:
+                # An event's own address names it; the others ignore the event's pk.
+                kwargs = {
+                    name: str(event.pk) if name == "event_pk" else values[name]
+                    for name in route.parameters
+                }
+                base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)
                 urls.append(f"{base}?event_name={event.event_name}&event_id={event.event_id}")
-            urls.append(f"{base}?status=failed")
+                urls.append(f"{base}?status=failed")
+            if "event_pk" not in route.parameters:
+                kwargs = {name: values[name] for name in route.parameters}
+                urls.append(f"{reverse(f'capi_destinations:{route.name}', kwargs=kwargs)}?q=")
     return sorted(set(urls))
 
 
@@ -257,7 +269,9 @@ def test_no_page_or_fragment_shows_the_token(
         ):
             response = client.get(url, **headers)
             assert response.status_code < 500, url
-            secret_world.assert_clean(response.content.decode(), f"GET {url} {headers}")
+            # The CSV exports stream.
+            body = b"".join(response.streaming_content) if response.streaming else response.content
+            secret_world.assert_clean(body.decode(), f"GET {url} {headers}")
             fetched += 1
     assert fetched > 50
     secret_world.assert_clean(logged_text(captured_logs), "the logs")
@@ -330,6 +344,7 @@ def test_a_working_token_check_and_a_test_event_show_no_token(
     destination = secret_world.destinations[1]
     sent = client.post(
         reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}),
+        {"test_event_code": "TEST1"},
         HTTP_HX_REQUEST="true",
     )
     assert sent.status_code == 200

@@ -13,6 +13,7 @@ from django.template import Context, Template
 from django.test import RequestFactory
 from django.urls import path
 
+from capi_destinations.middleware import ClickIdMiddleware
 from capi_destinations.models import Destination
 from tests.urls import urlpatterns as site_urlpatterns
 
@@ -50,7 +51,19 @@ def shop_page(request: HttpRequest, ingest_key: str) -> HttpResponse:
     )
 
 
+def shop_page_behind_click_id_middleware(request: HttpRequest, ingest_key: str) -> HttpResponse:
+    """The shop page served through ``ClickIdMiddleware``, as a host site that installed it."""
+    return ClickIdMiddleware(lambda inner: shop_page(inner, ingest_key))(request)  # type: ignore[return-value]
+
+
+def consent_from_cookie(request: HttpRequest) -> dict[str, str] | None:
+    """The site's CLICK_ID_CONSENT: its consent banner's cookie says whether ads may store."""
+    value = request.COOKIES.get("consent")
+    return {"ad_storage": value} if value else None
+
+
 urlpatterns = [
     *site_urlpatterns,
     path("e2e/shop/<str:ingest_key>/checkout", shop_page, name="e2e_shop"),
+    path("e2e/landing/<str:ingest_key>/checkout", shop_page_behind_click_id_middleware),
 ]

@@ -1,0 +1,174 @@
+"""Click IDs remembered per person, to fill later events that arrive without a browser.
+
+A payment webhook, a CRM status change or a worker records a conversion with no browser, so no
+``fbc``/``fbp`` cookie. When such an event names a person the site has seen (by external_id, or
+by the hashed email or phone), ingestion fills in the most recent ``fbc`` and ``fbp`` seen with
+that person within ``CLICK_ID_FILL_DAYS`` before the event (:func:`recall`), and records the
+``fbc``/``fbp`` each event carries (:func:`remember`). Per client (tenant): one client's
+sightings never fill another's events. Identifiers are the SHA-256 digests sent to Meta; only
+sightings on events whose consent allowed ad storage are kept, and only events whose consent
+allows it are filled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from capi_destinations import normalize
+from capi_destinations.conf import app_settings
+from capi_destinations.models import ClickIdSighting, Tenant
+
+#: The keys that name a person, strongest first (a match by external_id is preferred).
+IDENTIFIER_KEYS: tuple[str, ...] = ("external_id", "em", "ph")
+#: The keys remembered and filled.
+CLICK_KEYS: tuple[str, ...] = ("fbc", "fbp")
+# A sighting may follow the conversion by this much (the browser's event recorded a moment
+# after the server's), never more: a click after the conversion did not lead to it.
+_LATER_SIGHTING = timedelta(minutes=1)
+# At most this many values of one identifier key are looked at per event.
+_VALUES_PER_KEY = 3
+_IDENTIFIER_NAMES = {"external_id": "external_id", "em": "email", "ph": "phone"}
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """A remembered value to fill into one event's ``key``."""
+
+    key: str
+    value: str
+    seen_at: datetime
+    matched_by: str  # "external_id", "email" or "phone"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """An ``fbc``/``fbp`` an event carried, with one identifier of the person."""
+
+    identifier: str
+    identifier_key: str
+    key: str
+    value: str
+    seen_at: datetime
+    ad_storage: str  # "granted" or "default"
+
+
+def identifiers(user_data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, digest) of the person in a *normalized* user_data, strongest key first."""
+    found = []
+    for key in IDENTIFIER_KEYS:
+        values = user_data.get(key)
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list):
+            continue
+        for value in values[:_VALUES_PER_KEY]:
+            # A digest with the parameter builder's appendix names the same person.
+            digest = value.split(".", 1)[0] if isinstance(value, str) else ""
+            if len(digest) == 64:
+                found.append((key, digest))
+    return found
+
+
+def recall(
+    tenant_id: int, wanted: Mapping[int, tuple[datetime, list[tuple[str, str]], tuple[str, ...]]]
+) -> dict[int, list[Recalled]]:
+    """What to fill into each event, in one query for the batch.
+
+    ``wanted`` maps an event's index to (its time, its identifiers, the keys it lacks).
+    """
+    if not wanted:
+        return {}
+    window = timedelta(days=float(app_settings.CLICK_ID_FILL_DAYS))
+    digests = {digest for _, found, _ in wanted.values() for _, digest in found}
+    keys = {key for _, _, lacking in wanted.values() for key in lacking}
+    earliest = min(moment for moment, _, _ in wanted.values()) - window
+    sightings = list(
+        ClickIdSighting.objects.filter(
+            tenant_id=tenant_id, identifier__in=digests, key__in=keys, last_seen_at__gte=earliest
+        ).values_list(
+            "identifier", "identifier_key", "key", "value", "first_seen_at", "last_seen_at"
+        )
+    )
+    filled: dict[int, list[Recalled]] = {}
+    for index, (moment, found, lacking) in wanted.items():
+        rank = {digest: position for position, (_, digest) in enumerate(found)}
+        for key in lacking:
+            candidates = [
+                sighting
+                for sighting in sightings
+                if sighting[2] == key
+                and sighting[0] in rank
+                and moment - window <= sighting[5]
+                and sighting[4] <= moment + _LATER_SIGHTING
+            ]
+            if not candidates:
+                continue
+            # The most recent value; between equals, the strongest identifier.
+            best = max(candidates, key=lambda sighting: (sighting[5], -rank[sighting[0]]))
+            filled.setdefault(index, []).append(
+                Recalled(
+                    key=key,
+                    value=best[3],
+                    seen_at=min(best[5], moment),
+                    matched_by=_IDENTIFIER_NAMES.get(best[1], best[1]),
+                )
+            )
+    return filled
+
+
+def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
+    """Record sightings in one statement: new ones inserted, known ones seen again."""
+    latest: dict[tuple[str, str, str], Sighting] = {}
+    for sighting in sightings:
+        unique = (sighting.identifier, sighting.key, sighting.value)
+        if unique not in latest or latest[unique].seen_at < sighting.seen_at:
+            latest[unique] = sighting
+    if not latest:
+        return
+    ClickIdSighting.objects.bulk_create(
+        [
+            ClickIdSighting(
+                tenant_id=tenant_id,
+                identifier=sighting.identifier,
+                identifier_key=sighting.identifier_key,
+                key=sighting.key,
+                value=sighting.value,
+                first_seen_at=sighting.seen_at,
+                last_seen_at=sighting.seen_at,
+                ad_storage=sighting.ad_storage,
+            )
+            for sighting in latest.values()
+        ],
+        update_conflicts=True,
+        unique_fields=["tenant", "identifier", "key", "value"],
+        update_fields=["last_seen_at", "ad_storage"],
+    )
+
+
+def forget(
+    tenant: Tenant,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    external_id: str | None = None,
+    country: str | None = None,
+) -> int:
+    """Erase everything remembered about one person of ``tenant``; returns how many sightings.
+
+    Give what the erasure request names (raw or already hashed, as ``track()`` accepts them);
+    ``country`` reads a phone number without a country code.
+    """
+    given = {"em": email, "ph": phone, "external_id": external_id}
+    naming = {key: value for key, value in given.items() if value}
+    if not naming:
+        raise ValueError("Name the person: email=, phone= or external_id=.")
+    digests = [
+        digest for _, digest in identifiers(normalize.normalize_user_data(naming, country=country))
+    ]
+    if not digests:
+        raise ValueError("None of the values given can name a person (check their format).")
+    deleted, _ = ClickIdSighting.objects.filter(tenant=tenant, identifier__in=digests).delete()
+    return deleted

@@ -1,0 +1,183 @@
+"""First-party click IDs: Meta's fbc/fbp format and ``ClickIdMiddleware`` (issue 18).
+
+The middleware runs in a real request through Django's test client, in front of a view that
+records an event with ``track(..., request=request)``, as a host site's checkout view does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client
+from django.urls import path
+
+from capi_destinations import click_ids, consent, track
+from capi_destinations.models import Destination, Event
+from tests.conftest import FROZEN_AT
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.test_click_ids")]
+
+FROZEN_MS = int(FROZEN_AT.timestamp() * 1000)
+FBCLID = "IwAR2xYz_AbC-123dEf"
+MIDDLEWARE = "capi_destinations.middleware.ClickIdMiddleware"
+
+
+def checkout(request: HttpRequest) -> HttpResponse:
+    """A host site's view: records a Purchase for the visitor of this very request."""
+    destination = Destination.objects.get()
+    track(
+        destination,
+        {
+            "event_name": "Purchase",
+            "event_id": "order-1",
+            "action_source": "website",
+            "user_data": {"email": "jane@example.com"},
+            "custom_data": {"value": 10, "currency": "EUR"},
+        },
+        request=request,
+    )
+    return HttpResponse("thanks")
+
+
+def consent_from_cookie(request: HttpRequest) -> dict[str, Any] | None:
+    """A consent platform's cookie, read as the site's CLICK_ID_CONSENT function would."""
+    value = request.COOKIES.get("consent")
+    return {"ad_storage": value} if value else None
+
+
+urlpatterns = [path("checkout/", checkout)]
+
+
+@pytest.fixture
+def site(settings: Any, clock: Any, destination: Destination) -> Client:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, MIDDLEWARE]
+    return Client(HTTP_HOST="www.shop.example")
+
+
+def set_cookies(response: Any) -> dict[str, Any]:
+    return {name: morsel for name, morsel in response.cookies.items() if morsel.value}
+
+
+# --- the values ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("domain", "index"),
+    [
+        ("com", 0),
+        ("example.com", 1),
+        (".example.com", 1),
+        ("www.example.com", 2),
+        ("localhost", 0),
+        ("shop.example.co.uk", 3),
+    ],
+)
+def test_the_subdomain_index_counts_the_cookie_domains_labels(domain: str, index: int) -> None:
+    assert click_ids.subdomain_index(domain) == index
+
+
+def test_values_have_metas_documented_form() -> None:
+    assert click_ids.build_fbc(FBCLID, created_ms=1554763741205) == f"fb.1.1554763741205.{FBCLID}"
+    assert click_ids.build_fbp(1116446470, created_ms=1596403881668, index=2) == (
+        "fb.2.1596403881668.1116446470"
+    )
+    assert click_ids.is_click_id_value("fb.1.1554763741205.AbC-d_9.AQICAQMC")  # builder appendix
+    assert not click_ids.is_click_id_value("fb.1.155")
+    assert not click_ids.is_click_id_value("fb.1.1.2.3.4")
+
+
+def test_ad_storage_consent_decides_and_the_default_stands_in() -> None:
+    assert consent.allows_ad_storage({"ad_storage": "granted"}, missing_consent="denied")
+    assert not consent.allows_ad_storage({"ad_storage": False}, missing_consent="granted")
+    assert consent.allows_ad_storage({"region": "DE"}, missing_consent="granted")
+    assert not consent.allows_ad_storage(None, missing_consent="denied")
+
+
+# --- the middleware ------------------------------------------------------------------------------
+
+
+def test_landing_with_fbclid_sets_fbc_and_fbp_that_the_same_requests_event_carries(
+    site: Client,
+) -> None:
+    response = site.get(f"/checkout/?fbclid={FBCLID}")
+
+    cookies = set_cookies(response)
+    assert cookies["_fbc"].value == f"fb.2.{FROZEN_MS}.{FBCLID}"  # www.shop.example: index 2
+    assert re.fullmatch(rf"fb\.2\.{FROZEN_MS}\.[0-9]{{1,10}}", cookies["_fbp"].value)
+    for morsel in cookies.values():
+        assert morsel["max-age"] == 90 * 24 * 60 * 60
+        assert morsel["samesite"] == "Lax"
+        assert not morsel["httponly"]
+        assert not morsel["secure"]  # plain http here; Secure on https
+    user_data = Event.objects.get().payload["user_data"]
+    assert user_data["fbc"] == cookies["_fbc"].value
+    assert user_data["fbp"] == cookies["_fbp"].value
+
+
+def test_a_later_visit_keeps_the_values_and_renews_them(site: Client, clock: Any) -> None:
+    first = set_cookies(site.get(f"/checkout/?fbclid={FBCLID}"))
+    clock.advance(timedelta(days=30))
+
+    again = set_cookies(site.get("/checkout/"))
+    same_click = set_cookies(site.get(f"/checkout/?fbclid={FBCLID}"))
+
+    assert again["_fbc"].value == first["_fbc"].value  # renewed, not rebuilt
+    assert again["_fbp"].value == first["_fbp"].value
+    assert same_click["_fbc"].value == first["_fbc"].value  # the same click keeps its first time
+
+
+def test_a_new_click_replaces_fbc_and_keeps_fbp(site: Client, clock: Any) -> None:
+    first = set_cookies(site.get(f"/checkout/?fbclid={FBCLID}"))
+    clock.advance(timedelta(hours=1))
+
+    second = set_cookies(site.get("/checkout/?fbclid=NewerClick42"))
+
+    later_ms = FROZEN_MS + 3_600_000
+    assert second["_fbc"].value == f"fb.2.{later_ms}.NewerClick42"
+    assert second["_fbp"].value == first["_fbp"].value
+
+
+def test_the_cookie_domain_setting_sets_domain_and_index(site: Client, settings: Any) -> None:
+    settings.CAPI_DESTINATIONS = {"CLICK_ID_COOKIE_DOMAIN": ".shop.example"}
+    cookies = set_cookies(site.get(f"/checkout/?fbclid={FBCLID}"))
+    assert cookies["_fbc"].value == f"fb.1.{FROZEN_MS}.{FBCLID}"
+    assert cookies["_fbc"]["domain"] == ".shop.example"
+
+
+def test_https_cookies_are_secure(site: Client) -> None:
+    cookies = set_cookies(site.get(f"/checkout/?fbclid={FBCLID}", secure=True))
+    assert cookies["_fbc"]["secure"]
+    assert cookies["_fbp"]["secure"]
+
+
+def test_refused_ad_storage_sets_no_cookie_and_the_event_gets_none(
+    site: Client, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {"CLICK_ID_CONSENT": "tests.test_click_ids.consent_from_cookie"}
+    site.cookies["consent"] = "denied"
+
+    response = site.get(f"/checkout/?fbclid={FBCLID}")
+
+    assert set_cookies(response).keys() <= {"consent"}
+    assert "fbc" not in Event.objects.get().payload["user_data"]
+
+
+def test_unknown_consent_counts_as_the_setting_says(site: Client, settings: Any) -> None:
+    settings.CAPI_DESTINATIONS = {
+        "CLICK_ID_CONSENT": "tests.test_click_ids.consent_from_cookie",
+        "CLICK_ID_MISSING_CONSENT": "denied",
+    }
+    assert not set_cookies(site.get(f"/checkout/?fbclid={FBCLID}"))
+
+    site.cookies["consent"] = "granted"
+    assert set_cookies(site.get("/checkout/?fbclid=Other1"))["_fbc"].value.endswith(".Other1")
+
+
+def test_posts_and_junk_fbclids_set_nothing(site: Client) -> None:
+    assert not set_cookies(site.post(f"/checkout/?fbclid={FBCLID}"))
+    cookies = set_cookies(site.get("/checkout/?fbclid=<script>"))
+    assert "_fbc" not in cookies

@@ -1,0 +1,260 @@
+"""Click IDs remembered per person fill later events that arrive without a browser (issue 18).
+
+A checkout in the browser carries the visitor's fbc/fbp and email; the payment webhook that
+confirms the order an hour later carries only the email. The webhook's Purchase must reach Meta
+with the click, say where it came from, and nothing of it may outlive an erasure request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import RequestFactory
+
+import capi_destinations
+from capi_destinations import retention, track
+from capi_destinations.models import ClickIdSighting, Destination, Event, Tenant
+
+pytestmark = pytest.mark.django_db
+
+FBC = "fb.1.1732449600000.IwAR2xYz_AbC-123dEf"
+FBP = "fb.1.1732449500000.1098765432"
+EMAIL = "Jane.Doe@Example.com"
+
+
+@pytest.fixture
+def shop(clock: Any, destination: Destination) -> Destination:
+    return destination
+
+
+def browser_checkout(
+    destination: Destination, *, consent: dict[str, Any] | None = None, **user_data: Any
+) -> Event:
+    """capi.js's event as a Django view records it: cookies from the request."""
+    request = RequestFactory().post(
+        "/checkout", HTTP_COOKIE=f"_fbc={FBC}; _fbp={FBP}", HTTP_USER_AGENT="Mozilla/5.0"
+    )
+    event = {
+        "event_name": "InitiateCheckout",
+        "event_id": "checkout-1",
+        "action_source": "website",
+        "event_source_url": "https://shop.example/checkout",
+        "user_data": user_data or {"email": EMAIL},
+    }
+    if consent is not None:
+        event["consent"] = consent
+    return track(destination, event, request=request).event
+
+
+def webhook_purchase(destination: Destination, event_id: str = "order-1", **fields: Any) -> Any:
+    """The payment provider's webhook: no request, no cookies, only what the order holds."""
+    event = {
+        "event_name": "Purchase",
+        "event_id": event_id,
+        "action_source": "website",
+        "event_source_url": "https://shop.example/thanks",
+        "user_data": {
+            "email": EMAIL,
+            "client_ip_address": "203.0.113.7",
+            "client_user_agent": "Mozilla/5.0",
+        },
+        "custom_data": {"value": 49.9, "currency": "EUR"},
+        **fields,
+    }
+    return track(destination, event)
+
+
+def notes(result: Any) -> list[str]:
+    return [finding.message for finding in result.diagnostics if finding.code == "click_id_filled"]
+
+
+def test_a_webhook_purchase_gains_the_click_seen_with_the_same_email(
+    shop: Destination, clock: Any
+) -> None:
+    browser_checkout(shop)
+    clock.advance(timedelta(hours=1))
+
+    result = webhook_purchase(shop)
+
+    user_data = result.event.payload["user_data"]
+    assert user_data["fbc"] == FBC
+    assert user_data["fbp"] == FBP
+    assert len(notes(result)) == 2
+    assert "seen with this person (email) on 2026-11-24 12:00 UTC" in notes(result)[0]
+    stored = Event.objects.get(event_id="order-1")
+    assert stored.payload["user_data"]["fbc"] == FBC
+    assert "click_id_filled" in {item["code"] for item in stored.diagnostics}
+    alone = webhook_purchase(
+        Destination.objects.get(pk=shop.pk),
+        event_id="order-2",
+        user_data={"email": "someone.else@example.com"},
+    )
+    assert stored.match_quality > alone.event.match_quality
+
+
+def test_a_retry_of_the_same_webhook_is_a_duplicate_not_a_reused_event_id(
+    shop: Destination, clock: Any
+) -> None:
+    browser_checkout(shop)
+    first = webhook_purchase(shop)
+    clock.advance(timedelta(minutes=5))
+
+    again = webhook_purchase(shop)
+
+    assert first.status == "stored"
+    assert again.status == "duplicate"
+    assert "event_id_reused" not in {
+        item["code"] for item in Event.objects.get(event_id="order-1").diagnostics
+    }
+
+
+def test_external_id_names_the_person_and_an_unknown_one_gains_nothing(shop: Destination) -> None:
+    browser_checkout(shop, external_id="customer-42")
+
+    known = track(
+        shop,
+        {
+            "event_name": "Subscribe",
+            "event_id": "crm-1",
+            "action_source": "system_generated",
+            "user_data": {"external_id": "customer-42"},
+        },
+    )
+    unknown = track(
+        shop,
+        {
+            "event_name": "Subscribe",
+            "event_id": "crm-2",
+            "action_source": "system_generated",
+            "user_data": {"external_id": "customer-43"},
+        },
+    )
+
+    assert known.event.payload["user_data"]["fbc"] == FBC
+    assert "(external_id)" in notes(known)[0]
+    assert "fbc" not in unknown.event.payload["user_data"]
+    assert not notes(unknown)
+
+
+def test_an_events_own_click_ids_are_kept(shop: Destination) -> None:
+    browser_checkout(shop)
+    own = "fb.1.1732449700000.AnotherClick9"
+
+    result = webhook_purchase(
+        shop, user_data={"email": EMAIL, "fbc": own, "client_user_agent": "Mozilla/5.0"}
+    )
+
+    assert result.event.payload["user_data"]["fbc"] == own
+    assert result.event.payload["user_data"]["fbp"] == FBP
+    assert [n for n in notes(result) if "no fbc" in n] == []
+
+
+def test_a_click_seen_longer_ago_than_the_window_is_not_filled(
+    shop: Destination, clock: Any, settings: Any
+) -> None:
+    browser_checkout(shop)
+    clock.advance(timedelta(days=7, minutes=1))
+
+    assert "fbc" not in webhook_purchase(shop).event.payload["user_data"]
+
+    settings.CAPI_DESTINATIONS = {"CLICK_ID_FILL_DAYS": 8}
+    assert webhook_purchase(shop, event_id="order-2").event.payload["user_data"]["fbc"] == FBC
+
+
+def test_another_clients_sightings_never_fill_an_event(
+    shop: Destination, other_tenant: Tenant, make_destination: Callable[..., Destination]
+) -> None:
+    browser_checkout(shop)
+    elsewhere = make_destination(tenant=other_tenant, name="Other client")
+
+    result = webhook_purchase(elsewhere)
+
+    assert "fbc" not in result.event.payload["user_data"]
+
+
+def test_refused_ad_storage_is_neither_remembered_nor_filled(shop: Destination) -> None:
+    browser_checkout(shop, consent={"ad_storage": "denied", "ad_user_data": "granted"})
+    assert not ClickIdSighting.objects.exists()
+
+    browser_checkout(shop)  # another visit, consent granted by the destination's default
+    refused = webhook_purchase(shop, consent={"ad_storage": "denied"})
+
+    assert "fbc" not in refused.event.payload["user_data"]
+
+
+def test_only_digests_are_stored_never_the_email(shop: Destination) -> None:
+    browser_checkout(shop, email=EMAIL, phone="+1 650 555 1212")
+
+    rows = list(ClickIdSighting.objects.values())
+    text = json.dumps(rows, default=str).lower()
+    assert "jane" not in text
+    assert "650" not in text.replace(FBC.lower(), "").replace(FBP.lower(), "")
+    email_digest = hashlib.sha256(EMAIL.lower().encode()).hexdigest()
+    assert {
+        (row["identifier_key"], row["key"]) for row in rows if row["identifier"] == email_digest
+    } == {("em", "fbc"), ("em", "fbp")}
+    assert {row["identifier_key"] for row in rows} == {"em", "ph"}
+
+
+def test_forget_erases_a_person_and_later_events_gain_nothing(
+    shop: Destination, tenant: Tenant
+) -> None:
+    browser_checkout(shop, email=EMAIL, external_id="customer-42")
+    browser_checkout(shop, email="other@example.com")
+    before = ClickIdSighting.objects.count()
+
+    erased = capi_destinations.forget(
+        tenant, email="  jane.doe@EXAMPLE.com ", external_id="customer-42"
+    )
+
+    assert erased == 4  # fbc and fbp, by email and by external_id
+    assert ClickIdSighting.objects.count() == before - 4
+    email_digest = hashlib.sha256(EMAIL.lower().encode()).hexdigest()
+    assert not ClickIdSighting.objects.filter(identifier=email_digest).exists()
+    assert "fbc" not in webhook_purchase(shop).event.payload["user_data"]
+    with pytest.raises(ValueError, match="Name the person"):
+        capi_destinations.forget(tenant)
+
+
+def test_retention_purges_sightings_not_seen_for_retention_days(
+    shop: Destination, clock: Any
+) -> None:
+    browser_checkout(shop)
+    clock.advance(timedelta(days=31))
+
+    purged = retention.purge_old_records()
+
+    assert purged["click_id_sightings"] == 2
+    assert not ClickIdSighting.objects.exists()
+
+
+def test_the_diagnostics_summary_counts_the_events_that_gained_click_ids(
+    shop: Destination, clock: Any, client: Any, make_user: Callable[..., Any], tenant: Tenant
+) -> None:
+    from capi_destinations import reports
+    from capi_destinations.models import Role
+
+    browser_checkout(shop)
+    webhook_purchase(shop, event_id="order-1")
+    webhook_purchase(
+        shop,
+        event_id="order-2",
+        user_data={"email": "new@example.com", "client_user_agent": "Mozilla/5.0"},
+    )
+
+    summary = reports.diagnostics_summary(shop)
+
+    assert {
+        (row.event_name, row.key, row.count, row.of_events) for row in summary.click_ids_filled
+    } == {("Purchase", "fbc", 1, 2), ("Purchase", "fbp", 1, 2)}
+    client.force_login(make_user(tenant, Role.VIEWER, username="vic"))
+    page = client.get(f"/capi/d/{shop.code}/").content.decode()
+    assert (
+        'data-testid="click-id-filled" data-key="fbc" data-event="Purchase" data-count="1"' in page
+    )
+    assert "in the last 7 days" in page

@@ -420,6 +420,9 @@ class Destination(models.Model):
     # Health, written by health.py.
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_reasons = models.JSONField(default=list, blank=True)
+    # The notes of the latest full check (problem keys such as "low_match_quality"): shown on the
+    # cards, never turning one red.
+    health_notes = models.JSONField(default=list, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_changed_at = models.DateTimeField(null=True, blank=True)
     health_transient_failures = models.PositiveIntegerField(default=0)
@@ -879,6 +882,45 @@ class HourlyOutcomes(models.Model):
             f"{self.destination_id} {self.hour:%Y-%m-%d %H:00}: {self.delivered} delivered, "
             f"{self.failed} failed, {self.rejected} rejected"
         )
+
+
+class IngestRefusal(models.TextChoices):
+    """Why the ingest endpoint refused a call it could attribute to a destination (its key)."""
+
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed", "Origin not allowed"
+    MISSING_CREDENTIALS = "missing_credentials", "No server key, no allowed origin"
+    WRONG_SECRET = "wrong_secret", "Wrong server key"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    BAD_BODY = "bad_body", "Body not readable"
+
+
+class RefusedCalls(models.Model):
+    """How many calls to a destination's ingest endpoint were refused, per UTC hour and reason.
+
+    One UPSERT per refused call (``counters.add_refused_call``), no row per request; only calls
+    that named an existing destination's key are counted (an unknown key belongs to nobody).
+    ``last_origin`` is the ``Origin`` of the latest refused call that sent one: what a browser
+    claimed, shown escaped, never trusted.
+    """
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="refused_calls", db_index=False
+    )
+    hour = models.DateTimeField()  # the start of the UTC hour
+    reason = models.CharField(max_length=24, choices=IngestRefusal.choices)
+    count = models.PositiveIntegerField(default=0)
+    last_origin = models.CharField(max_length=200, blank=True)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["destination", "hour", "reason"], name="capi_refused_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.hour:%Y-%m-%d %H:00} {self.reason}: {self.count}"
 
 
 class AttemptOutcome(models.TextChoices):

@@ -312,12 +312,12 @@ def seed(conn: psycopg.Connection, total: int) -> list[int]:
             " consent_policy, missing_consent, ingest_key, ingest_secret_hash, allowed_origins,"
             " health, health_reasons, health_notes, health_transient_failures, pixel_name,"
             " pause_reason,"
-            " blocked_reason, block_kind, event_filter, event_filter_names, created_at,"
+            " blocked_reason, block_kind, event_filter, event_filter_names, forward_to, created_at,"
             " updated_at, tenant_id)"
             " SELECT gen_random_uuid(), 'floor ' || d, (100000000000000 + d)::text,"
             " '', '', '', '', '',"
             " true, '', '', '', 'send_always', 'granted', 'floor-key-' || d, '', '', 'unknown',"
-            " '[]', '[]', 0, '', '', '', '', 'all', '', now(), now(), %s"
+            " '[]', '[]', 0, '', '', '', '', 'all', '', '[]', now(), now(), %s"
             " FROM generate_series(1, %s) AS d"
             " RETURNING id",
             (tenant, N_DEST),

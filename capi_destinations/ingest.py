@@ -110,6 +110,10 @@ class TrackResult:
         }
 
 
+# Tells "no event given" from an event that is None (recorded as rejected, as any bad value).
+_NO_EVENT: Any = object()
+
+
 @overload
 def track(
     destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
@@ -129,7 +133,7 @@ def track(
 @sensitive_variables()
 def track(
     destination: Destination | None = None,
-    event: Mapping[str, Any] | None = None,
+    event: Any = _NO_EVENT,
     *,
     request: HttpRequest | None = None,
     destinations: Iterable[Destination] | None = None,
@@ -140,7 +144,7 @@ def track(
     agency's own pixel and the client's, say), independently and with the same event_id, and
     returns one result per destination, in order.
     """
-    if event is None:
+    if event is _NO_EVENT:
         raise TypeError("track() needs the event.")
     if destinations is not None:
         if destination is not None:

@@ -168,7 +168,7 @@ def test_escape_closes_the_advanced_section_from_its_summary_only(
         live_server.url
         + reverse("capi_destinations:destination_add", kwargs={"tenant_slug": tenant.slug})
     )
-    advanced = page.locator("details.capi-advanced")
+    advanced = page.get_by_test_id("advanced-section")
     advanced.locator("summary").click()
     expect(advanced).to_have_attribute("open", "")
     page.fill("input[name=default_country]", "de")

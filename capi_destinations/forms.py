@@ -16,8 +16,9 @@ from django.db.models import Field
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
-from capi_destinations.models import Destination, EventStatus, Role, Tenant
+from capi_destinations.models import Destination, EventStatus, NotificationChannel, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
+from capi_destinations.signals import ALERT_KINDS
 
 
 def token_widget() -> forms.PasswordInput:
@@ -179,6 +180,28 @@ class AddMemberForm(forms.Form):
         user_model = get_user_model()
         login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
         self.fields["username"].label = capfirst(login_field.verbose_name)
+
+
+class ChannelForm(forms.ModelForm):
+    """Add or edit a notification channel; the model checks the target (and its host)."""
+
+    alert_kinds = forms.MultipleChoiceField(
+        label="Alerts it receives",
+        choices=list(ALERT_KINDS.items()),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        initial=list(ALERT_KINDS),
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "alert_kinds", "enabled"]
+        widgets = {"target": forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"})}
+        labels = {"target": "Email addresses or URL"}
+
+    def values(self) -> dict[str, Any]:
+        """The cleaned values, for ``alerts.create_channel`` / ``update_channel``."""
+        return {name: self.cleaned_data[name] for name in self.Meta.fields}
 
 
 class MemberRoleForm(forms.Form):

@@ -11,7 +11,8 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
 - dispatch every minute, a safety net behind the immediate dispatch that recording events
   enqueues;
 - the health checks every ``HEALTH_CHECK_INTERVAL`` seconds (rounded up to whole minutes);
-- the purge of old records once a day.
+- the purge of old records once a day;
+- the delivery of due alerts (new ones and retries) every minute.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import dispatch, health, retention
+from capi_destinations import alert_delivery, dispatch, health, retention
 from capi_destinations.conf import app_settings
 from capi_destinations.queueing import (
+    ALERT_TASK,
     DISPATCH_TASK,
     HEALTH_CHECK_TASK,
     HEALTH_TASK,
@@ -36,6 +38,7 @@ from capi_destinations.queueing import (
 DISPATCH_SCHEDULE = "capi_destinations: dispatch due events"
 PURGE_SCHEDULE = "capi_destinations: purge old records"
 HEALTH_SCHEDULE = "capi_destinations: health checks"
+ALERT_SCHEDULE = "capi_destinations: deliver alerts"
 
 
 # Tokens are decrypted and events (customer data) read below this frame.
@@ -76,6 +79,11 @@ def run_health_check(destination_id: int) -> str | None:
     return checks[0].status if checks else None
 
 
+def deliver_due_alerts() -> int:
+    """Task: send the alerts that are due (new ones and retries); returns how many were tried."""
+    return alert_delivery.deliver_due()
+
+
 def ensure_schedules() -> list[str]:
     """Create or update the app's django-q2 schedules; each exists exactly once afterwards.
 
@@ -93,6 +101,7 @@ def ensure_schedules() -> list[str]:
             "minutes": interval_minutes,
         },
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
+        ALERT_SCHEDULE: {"func": ALERT_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
     }
     with transaction.atomic():
         for name, fields in wanted.items():
@@ -113,6 +122,8 @@ def ensure_schedules() -> list[str]:
 
 
 __all__ = [
+    "ALERT_SCHEDULE",
+    "ALERT_TASK",
     "DISPATCH_SCHEDULE",
     "DISPATCH_TASK",
     "HEALTH_CHECK_TASK",
@@ -120,6 +131,7 @@ __all__ = [
     "HEALTH_TASK",
     "PURGE_SCHEDULE",
     "PURGE_TASK",
+    "deliver_due_alerts",
     "dispatch_due",
     "ensure_schedules",
     "purge_old_records",

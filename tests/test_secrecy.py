@@ -36,6 +36,7 @@ from capi_destinations.models import (
     Event,
     HealthCheck,
     Membership,
+    NotificationChannel,
     Role,
     Tenant,
 )
@@ -45,6 +46,8 @@ from tests.test_isolation import admin_routes, app_routes
 SECRET_TOKEN = make_token("the-secret-under-test")
 APP_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 PIXEL_IDS = ("1111111111111111", "2222222222222222", "3333333333333333")
+# A notification channel's webhook signing secret: the app keeps it (encrypted) to sign with.
+CHANNEL_SECRET = "whsec_the-channel-secret-under-test-0123456789"
 
 
 def forbidden_strings(now_seconds: int) -> dict[str, str]:
@@ -57,6 +60,7 @@ def forbidden_strings(now_seconds: int) -> dict[str, str]:
             SECRET_TOKEN, APP_SECRET, at=now_seconds
         ),
         "the app secret": APP_SECRET,
+        "the channel's signing secret": CHANNEL_SECRET,
     }
 
 
@@ -172,6 +176,14 @@ def secret_world(
         destination.set_ingest_secret()
         destination.save()
         stored.append(destination)
+    NotificationChannel.objects.create(
+        tenant=tenant,
+        kind="webhook",
+        name="Ops webhook",
+        target="https://hooks.example.com/capi",
+        alert_kinds=["health"],
+        signing_secret=CHANNEL_SECRET,
+    )
     admin_user = make_user(tenant, Role.ADMIN)
     superuser = make_user(None, is_staff=True, is_superuser=True)
     world = SecretWorld(
@@ -232,6 +244,7 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
+                "channel": str(NotificationChannel.objects.get(tenant=world.tenant).code),
             }
             kwargs = {name: values[name] for name in route.parameters}
             base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)
@@ -384,6 +397,7 @@ def _admin_objects(world: SecretWorld) -> dict[str, Any]:
         "deliveryattempt": DeliveryAttempt.objects.exclude(error_message="").first(),
         "healthcheck": HealthCheck.objects.filter(status="unhealthy").first(),
         "auditentry": destination.audit_entries.first(),
+        "notificationchannel": NotificationChannel.objects.get(tenant=world.tenant),
     }
 
 
@@ -559,5 +573,8 @@ def test_reprs_and_strings_of_what_holds_the_token_are_clean(
         texts += [repr(error), str(error), repr(error.to_record()), repr(error.__dict__)]
     else:  # pragma: no cover - the token is revoked in this world
         pytest.fail("a revoked token must be refused")
+    channel = NotificationChannel.objects.get(tenant=secret_world.tenant)
+    assert channel.signing_secret == CHANNEL_SECRET  # kept, to sign with
+    texts += [repr(channel), str(channel)]
     for text in texts:
         secret_world.assert_clean(text, "a repr")

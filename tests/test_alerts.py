@@ -12,11 +12,8 @@ import hmac
 import json
 import logging
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -39,6 +36,7 @@ from capi_destinations.models import (
     Role,
     Tenant,
 )
+from tests.fixtures.receivers import Receiver
 
 SITE_URL = "https://capi.example.com"
 LOOPBACK_ALLOWED = {
@@ -46,77 +44,6 @@ LOOPBACK_ALLOWED = {
     "ALERT_ALLOW_HTTP": True,
     "ALERT_ALLOW_PRIVATE_ADDRESSES": True,
 }
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A loopback HTTP receiver: answers ``script`` in turn (then ``default``), keeps requests."""
-
-    url: str
-    script: list[int] = field(default_factory=list)
-    default: int = 200
-    answer: bytes = b"ok"
-    redirect_to: str = ""
-    requests: list[Received] = field(default_factory=list)
-
-    def next_status(self) -> int:
-        return self.script.pop(0) if self.script else self.default
-
-
-def _start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
-    receiver: Receiver
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
-            status = receiver.next_status()
-            self.send_response(status)
-            if 300 <= status < 400 and receiver.redirect_to:
-                self.send_header("Location", receiver.redirect_to)
-            self.send_header("Content-Length", str(len(receiver.answer)))
-            self.end_headers()
-            self.wfile.write(receiver.answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks/T0SECRETPATH")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return receiver, server
-
-
-@pytest.fixture
-def make_receiver() -> Iterator[Callable[[], Receiver]]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def factory() -> Receiver:
-        receiver, server = _start_receiver()
-        servers.append(server)
-        return receiver
-
-    yield factory
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def receiver(make_receiver: Callable[[], Receiver]) -> Receiver:
-    return make_receiver()
 
 
 @pytest.fixture

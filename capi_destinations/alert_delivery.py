@@ -46,6 +46,7 @@ logger = logging.getLogger("capi_destinations.alerts")
 
 HEALTH_KIND = "health"
 TEST_KIND = "test"
+SLACK_TEXT_LIMIT = 3000
 # How long a worker owns a delivery it claimed; past it another worker may send it.
 LEASE = timedelta(minutes=5)
 
@@ -126,14 +127,11 @@ def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
     ]
-    if payload.get("reason"):
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why:* {payload['reason']}"}}
-        )
-    if payload.get("fix"):
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Fix:* {payload['fix']}"}}
-        )
+    for label, key in (("Why", "reason"), ("Fix", "fix")):
+        if payload.get(key):
+            # Slack refuses a section text longer than 3000 characters.
+            text = f"*{label}:* {payload[key]}"[:SLACK_TEXT_LIMIT]
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     if str(payload.get("url", "")).startswith(("https://", "http://")):
         blocks.append(
             {
@@ -147,7 +145,7 @@ def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
                 ],
             }
         )
-    text = f"{title}. {payload.get('reason', '')}".strip()
+    text = f"{title}. {payload.get('reason', '')}".strip()[:SLACK_TEXT_LIMIT]
     return {"text": text, "blocks": blocks}
 
 

@@ -18,13 +18,21 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.core.checks import run_checks
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from capi_destinations import alert_transport, alerts, health_status, signals, tasks
+from capi_destinations import (
+    alert_delivery,
+    alert_transport,
+    alerts,
+    health_status,
+    signals,
+    tasks,
+)
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AlertAttempt,
@@ -641,3 +649,94 @@ def test_deleting_a_channel_takes_its_waiting_alerts(
     assert client.post(url).status_code == 302
     assert not NotificationChannel.objects.exists()
     assert not AlertDelivery.objects.exists()
+
+
+# --- claims, leases, retention, checks -----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_delivery_is_claimed_by_one_worker_only_and_a_lost_lease_is_taken_back(
+    destination: Destination, receiver: Receiver, clock: Any
+) -> None:
+    channel, _ = make_channel(destination.tenant, receiver.url)
+    delivery = AlertDelivery.objects.create(
+        channel=channel, kind="health", payload={"kind": "health"}, next_attempt_at=clock.now()
+    )
+    first = alert_delivery._claim(delivery.pk, clock.now())
+    assert first is not None
+    assert alert_delivery._claim(delivery.pk, clock.now()) is None
+    assert run_delivery() == 0  # claimed and leased: nobody else sends it
+    assert receiver.requests == []
+
+    # The worker died holding it: past the lease, the next run sends it, once.
+    clock.advance(alert_delivery.LEASE + timedelta(seconds=1))
+    assert run_delivery() == 1
+    assert run_delivery() == 0
+    assert len(receiver.requests) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == AlertDeliveryStatus.SENT
+    # The dead worker's late outcome is not written over the new one.
+    _, stale_lease = first
+    assert not alert_delivery._record(delivery, AlertAttempt(ok=False, error="late"), stale_lease)
+    delivery.refresh_from_db()
+    assert delivery.status == AlertDeliveryStatus.SENT
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_disabled_channel_keeps_its_alerts_waiting(
+    destination: Destination, receiver: Receiver, clock: Any
+) -> None:
+    channel, _ = make_channel(destination.tenant, receiver.url)
+    AlertDelivery.objects.create(
+        channel=channel, kind="health", payload={"kind": "health"}, next_attempt_at=clock.now()
+    )
+    alerts.update_channel(channel, enabled=False)
+    assert run_delivery() == 0
+    assert AlertDelivery.objects.get().status == AlertDeliveryStatus.PENDING
+    alerts.update_channel(channel, enabled=True)
+    assert run_delivery() == 1
+    assert len(receiver.requests) == 1
+
+
+def test_old_sent_and_failed_alerts_are_purged_and_waiting_ones_kept(
+    tenant: Tenant, clock: Any, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = LOOPBACK_ALLOWED
+    channel, _ = make_channel(tenant, "ops@agency.example", kind="email")
+    for status in AlertDeliveryStatus.values:
+        delivery = AlertDelivery.objects.create(
+            channel=channel, kind="health", payload={}, status=status, created_at=clock.now()
+        )
+        AlertAttempt.objects.create(delivery=delivery, channel=channel, started_at=clock.now())
+    AlertDelivery.objects.create(channel=channel, kind="health", payload={}, status="sent")
+    clock.advance(timedelta(days=int(app_settings.RETENTION_DAYS) + 1))
+    AlertDelivery.objects.create(channel=channel, kind="health", payload={}, status="sent")
+
+    purged = tasks.purge_old_records()
+
+    assert purged["alert_deliveries"] == 3  # sent and failed ones past retention
+    left = sorted(AlertDelivery.objects.values_list("status", flat=True))
+    assert left == ["pending", "sending", "sent"]
+    assert AlertAttempt.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "key", ["ALERT_CONNECT_TIMEOUT", "ALERT_RETRY_BASE_SECONDS", "ALERT_RETRY_FOR_SECONDS"]
+)
+def test_a_bad_alert_number_setting_is_a_system_check_error(key: str, settings: Any) -> None:
+    settings.CAPI_DESTINATIONS = {key: 0}
+    errors = [error for error in run_checks() if error.id == "capi_destinations.E009"]
+    assert [key in error.msg for error in errors] == [True]
+
+
+def test_a_long_reason_is_cut_to_what_slack_takes(destination: Destination) -> None:
+    payload = alert_delivery.alert_payload(
+        destination.tenant, destination, kind="failure_rate", raised=True, reason="x" * 5000, fix=""
+    )
+    message = alert_delivery.slack_message(payload)
+    assert len(message["text"]) == alert_delivery.SLACK_TEXT_LIMIT
+    sections = [block for block in message["blocks"] if block["type"] == "section"]
+    assert [len(block["text"]["text"]) for block in sections if "text" in block] == [3000]
+    # No SITE_URL: the page's path alone, and no button Slack would refuse.
+    assert payload["url"] == f"/capi/d/{destination.code}/"
+    assert all(block["type"] != "actions" for block in message["blocks"])

@@ -12,8 +12,11 @@ import hmac
 import json
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -740,3 +743,29 @@ def test_a_long_reason_is_cut_to_what_slack_takes(destination: Destination) -> N
     # No SITE_URL: the page's path alone, and no button Slack would refuse.
     assert payload["url"] == f"/capi/d/{destination.code}/"
     assert all(block["type"] != "actions" for block in message["blocks"])
+
+
+# --- the demo's example receiver ----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_the_example_receiver_verifies_the_signature_of_a_test_alert(tenant: Tenant) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "alert_receiver.py"
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}/"
+    channel, secret = make_channel(tenant, url)
+    with subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), "--secret", secret],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert "Waiting for alerts" in process.stdout.readline()  # listening now
+            attempt = alerts.send_test_alert(channel)
+            assert (attempt.ok, attempt.answer) == (True, "signature OK")
+            channel.signing_secret = "whsec_another"  # in memory only: the receiver refuses it
+            attempt = alert_delivery.send_test_alert(channel)
+            assert attempt.answer == "BAD signature"
+        finally:
+            process.terminate()

@@ -632,7 +632,8 @@ class NotificationChannelAdmin(TenantScopedAdmin):
     list_display = ["name", "tenant", "kind", "enabled", "failing_since"]
     list_filter = ["kind", "enabled"]
     list_select_related = ["tenant"]
-    readonly_fields = ["tenant", "failing_since", "last_error"]
+    # The kind stays: a channel made a webhook here would get a secret nobody was shown.
+    readonly_fields = ["tenant", "kind", "failing_since", "last_error"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = admin.ModelAdmin.get_queryset(self, request)

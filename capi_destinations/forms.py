@@ -146,7 +146,10 @@ class DestinationForm(WriteOnlySecretsMixin):
 
     def values(self) -> dict[str, Any]:
         """Every field, ready for ``destinations.create_destination``."""
-        return {name: self.cleaned_data[name] for name in self.Meta.fields}
+        # The admin shows some fields read-only: those are not in cleaned_data.
+        return {
+            name: self.cleaned_data[name] for name in self.Meta.fields if name in self.cleaned_data
+        }
 
 
 class ReplaceTokenForm(forms.Form):
@@ -201,7 +204,10 @@ class ChannelForm(forms.ModelForm):
 
     def values(self) -> dict[str, Any]:
         """The cleaned values, for ``alerts.create_channel`` / ``update_channel``."""
-        return {name: self.cleaned_data[name] for name in self.Meta.fields}
+        # The admin shows some fields read-only: those are not in cleaned_data.
+        return {
+            name: self.cleaned_data[name] for name in self.Meta.fields if name in self.cleaned_data
+        }
 
 
 class MemberRoleForm(forms.Form):

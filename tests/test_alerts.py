@@ -769,3 +769,29 @@ def test_the_example_receiver_verifies_the_signature_of_a_test_alert(tenant: Ten
             assert attempt.answer == "BAD signature"
         finally:
             process.terminate()
+
+
+def test_the_admin_changes_a_channel_through_the_service_and_never_shows_its_secret(
+    tenant: Tenant, make_user: Callable[..., Any], settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = LOOPBACK_ALLOWED
+    channel, secret = make_channel(tenant, "http://127.0.0.1:9/hook")
+    client = Client()
+    client.force_login(make_user(None, is_staff=True, is_superuser=True))
+    url = reverse("admin:capi_destinations_notificationchannel_change", args=[channel.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert secret not in page.content.decode()
+    saved = client.post(
+        url,
+        {"name": "Renamed", "target": "http://127.0.0.1:9/other", "alert_kinds": ["health"]},
+    )
+    assert saved.status_code == 302
+    channel.refresh_from_db()
+    assert (channel.name, channel.kind, channel.enabled) == ("Renamed", "webhook", False)
+    assert channel.signing_secret == secret
+    refused = client.post(url, {"name": "Renamed", "target": "ftp://x", "alert_kinds": []})
+    assert refused.status_code == 200
+    assert b"errornote" in refused.content
+    add = reverse("admin:capi_destinations_notificationchannel_add")
+    assert client.get(add).status_code == 403  # added on the page, which shows the secret once

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 
@@ -49,6 +51,15 @@ TEST_KIND = "test"
 SLACK_TEXT_LIMIT = 3000
 # How long a worker owns a delivery it claimed; past it another worker may send it.
 LEASE = timedelta(minutes=5)
+
+# SQLite runs one writer at a time; threads sharing an in-memory database fail with "table is
+# locked" instead of queueing, so on SQLite this process's threads take turns for their short
+# steps (as dispatch.py's and access.py's do). Never held across a send.
+_SQLITE_TURN = threading.RLock()
+
+
+def _database_turn() -> AbstractContextManager[Any]:
+    return _SQLITE_TURN if connection.vendor == "sqlite" else nullcontext()
 
 
 # --- what an alert says -----------------------------------------------------------------------
@@ -278,7 +289,7 @@ def _send(channel: NotificationChannel, payload: dict[str, Any]) -> alert_transp
 
 
 def attempt_send(delivery: AlertDelivery) -> AlertAttempt:
-    """Send a delivery once and record the attempt (no state change; see :func:`deliver`)."""
+    """Send a delivery once; the attempt (not saved yet) says how it went."""
     started = clock.now()
     try:
         answer = _send(delivery.channel, delivery.payload)
@@ -287,7 +298,7 @@ def attempt_send(delivery: AlertDelivery) -> AlertAttempt:
     else:
         ok, status_code, text, took = answer.ok, answer.status_code, answer.body, answer.duration_ms
         error_text = "" if ok else f"The receiver answered {status_code}."
-    return AlertAttempt.objects.create(
+    return AlertAttempt(
         delivery=delivery,
         channel=delivery.channel,
         started_at=started,
@@ -307,7 +318,11 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _record(delivery: AlertDelivery, attempt: AlertAttempt, lease: uuid.UUID) -> bool:
-    """Write the outcome under the lease; returns whether this worker still held it."""
+    """Save the attempt, and the outcome under the lease; returns whether this worker held it.
+
+    The attempt is kept either way (it happened); a worker whose lease was taken back writes
+    no outcome over the new holder's.
+    """
     now = clock.now()
     attempts = delivery.attempts + 1
     updates: dict[str, Any] = {"attempts": attempts, "lease_token": None, "lease_expires_at": None}
@@ -321,7 +336,8 @@ def _record(delivery: AlertDelivery, attempt: AlertAttempt, lease: uuid.UUID) ->
     else:
         next_at = min(now + retry_delay(attempts), deadline)
         updates |= {"status": AlertDeliveryStatus.PENDING, "next_attempt_at": next_at}
-    with transaction.atomic():
+    with _database_turn(), transaction.atomic():
+        attempt.save()
         written = AlertDelivery.objects.filter(pk=delivery.pk, lease_token=lease).update(**updates)
         if not written:
             return False
@@ -338,14 +354,17 @@ def _record(delivery: AlertDelivery, attempt: AlertAttempt, lease: uuid.UUID) ->
 
 def _claim(delivery_id: int, now: datetime) -> tuple[AlertDelivery, uuid.UUID] | None:
     lease = uuid.uuid4()
-    claimed = (
-        AlertDelivery.objects.filter(pk=delivery_id)
-        .filter(_due(now))
-        .update(status=AlertDeliveryStatus.SENDING, lease_token=lease, lease_expires_at=now + LEASE)
-    )
-    if not claimed:
-        return None
-    delivery = AlertDelivery.objects.select_related("channel").get(pk=delivery_id)
+    with _database_turn():
+        claimed = (
+            AlertDelivery.objects.filter(pk=delivery_id)
+            .filter(_due(now))
+            .update(
+                status=AlertDeliveryStatus.SENDING, lease_token=lease, lease_expires_at=now + LEASE
+            )
+        )
+        if not claimed:
+            return None
+        delivery = AlertDelivery.objects.select_related("channel").get(pk=delivery_id)
     return delivery, lease
 
 
@@ -358,11 +377,12 @@ def _due(now: datetime) -> Q:
 def deliver_due(*, limit: int = 200) -> int:
     """Send every due delivery once (each claimed under a lease); returns how many were tried."""
     now = clock.now()
-    due_ids = list(
-        AlertDelivery.objects.filter(_due(now), is_test=False)
-        .order_by("next_attempt_at", "pk")
-        .values_list("pk", flat=True)[:limit]
-    )
+    with _database_turn():
+        due_ids = list(
+            AlertDelivery.objects.filter(_due(now), is_test=False)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
     tried = 0
     for delivery_id in due_ids:
         claim = _claim(delivery_id, now)
@@ -371,9 +391,10 @@ def deliver_due(*, limit: int = 200) -> int:
         delivery, lease = claim
         if not delivery.channel.enabled:
             # A channel switched off keeps its alerts waiting, as a channel that is down does.
-            AlertDelivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
-                status=AlertDeliveryStatus.PENDING, lease_token=None, lease_expires_at=None
-            )
+            with _database_turn():
+                AlertDelivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
+                    status=AlertDeliveryStatus.PENDING, lease_token=None, lease_expires_at=None
+                )
             continue
         attempt = attempt_send(delivery)
         _record(delivery, attempt, lease)

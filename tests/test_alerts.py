@@ -48,6 +48,7 @@ from capi_destinations.models import (
     Tenant,
 )
 from tests.fixtures.receivers import Receiver
+from tests.test_dispatch_concurrency import run_in_threads
 
 SITE_URL = "https://capi.example.com"
 LOOPBACK_ALLOWED = {
@@ -680,9 +681,11 @@ def test_a_delivery_is_claimed_by_one_worker_only_and_a_lost_lease_is_taken_back
     assert delivery.status == AlertDeliveryStatus.SENT
     # The dead worker's late outcome is not written over the new one.
     _, stale_lease = first
-    assert not alert_delivery._record(delivery, AlertAttempt(ok=False, error="late"), stale_lease)
+    late = AlertAttempt(delivery=delivery, channel=channel, started_at=clock.now(), error="late")
+    assert not alert_delivery._record(delivery, late, stale_lease)
     delivery.refresh_from_db()
     assert delivery.status == AlertDeliveryStatus.SENT
+    assert AlertAttempt.objects.filter(error="late").count() == 1  # it happened: kept
 
 
 @pytest.mark.usefixtures("loopback_allowed")
@@ -795,3 +798,24 @@ def test_the_admin_changes_a_channel_through_the_service_and_never_shows_its_sec
     assert b"errornote" in refused.content
     add = reverse("admin:capi_destinations_notificationchannel_add")
     assert client.get(add).status_code == 403  # added on the page, which shows the secret once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_running_at_once_send_each_alert_once(
+    tenant: Tenant, make_receiver: Callable[[], Receiver], clock: Any, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = LOOPBACK_ALLOWED
+    receivers = [make_receiver() for _ in range(3)]
+    for receiver in receivers:
+        channel, _ = make_channel(tenant, receiver.url)
+        AlertDelivery.objects.bulk_create(
+            AlertDelivery(channel=channel, kind="health", payload={}, next_attempt_at=clock.now())
+            for _ in range(15)
+        )
+
+    tried = run_in_threads(4, alert_delivery.deliver_due)
+
+    assert sum(tried) == 45
+    assert [len(receiver.requests) for receiver in receivers] == [15, 15, 15]
+    assert set(AlertDelivery.objects.values_list("status", "attempts")) == {("sent", 1)}
+    assert AlertAttempt.objects.count() == 45

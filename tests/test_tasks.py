@@ -197,7 +197,12 @@ def test_capi_purge_command_reports_what_it_deleted(
 def schedule_counts() -> dict[str, int]:
     return {
         name: Schedule.objects.filter(name=name).count()
-        for name in (tasks.DISPATCH_SCHEDULE, tasks.PURGE_SCHEDULE, tasks.HEALTH_SCHEDULE)
+        for name in (
+            tasks.DISPATCH_SCHEDULE,
+            tasks.PURGE_SCHEDULE,
+            tasks.HEALTH_SCHEDULE,
+            tasks.ALERT_SCHEDULE,
+        )
     }
 
 
@@ -209,7 +214,10 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.DISPATCH_SCHEDULE: 1,
         tasks.PURGE_SCHEDULE: 1,
         tasks.HEALTH_SCHEDULE: 1,
+        tasks.ALERT_SCHEDULE: 1,
     }
+    alert_schedule = Schedule.objects.get(name=tasks.ALERT_SCHEDULE)
+    assert (alert_schedule.func, alert_schedule.minutes) == (tasks.ALERT_TASK, 1)
     dispatch_schedule = Schedule.objects.get(name=tasks.DISPATCH_SCHEDULE)
     assert dispatch_schedule.func == tasks.DISPATCH_TASK
     assert dispatch_schedule.schedule_type == Schedule.MINUTES

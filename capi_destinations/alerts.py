@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Prefetch, Q
 from django.http import Http404
@@ -108,6 +109,16 @@ def create_channel(tenant: Tenant, **values: Any) -> tuple[NotificationChannel, 
 def update_channel(channel: NotificationChannel, **values: Any) -> str:
     """Change a channel; returns a new signing secret if it just became a webhook, else ""."""
     return _apply(channel, values)
+
+
+def new_signing_secret(channel: NotificationChannel) -> str:
+    """Replace a webhook's signing secret; returns the new one (shown once). The old one stops
+    working at once: alerts still waiting are signed with the new one when they are sent."""
+    if channel.kind != ChannelKind.WEBHOOK:
+        raise ValidationError("Only a webhook channel has a signing secret.")
+    secret = channel.set_signing_secret()
+    channel.save(update_fields=["signing_secret"])
+    return secret
 
 
 def delete_channel(channel: NotificationChannel) -> None:

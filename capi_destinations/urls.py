@@ -69,6 +69,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="alert_channel_delete",
     ),
     _page(
+        "t/<slug:tenant_slug>/alerts/<uuid:channel>/secret/",
+        alert_views.alert_channel_secret,
+        name="alert_channel_secret",
+    ),
+    _page(
         "t/<slug:tenant_slug>/alerts/<uuid:channel>/test/",
         alert_views.alert_channel_test,
         name="alert_channel_test",

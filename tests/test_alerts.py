@@ -819,3 +819,40 @@ def test_workers_running_at_once_send_each_alert_once(
     assert [len(receiver.requests) for receiver in receivers] == [15, 15, 15]
     assert set(AlertDelivery.objects.values_list("status", "attempts")) == {("sent", 1)}
     assert AlertAttempt.objects.count() == 45
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_new_signing_secret_is_shown_once_and_signs_from_then_on(
+    destination: Destination,
+    receiver: Receiver,
+    make_user: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    channel, old = make_channel(destination.tenant, receiver.url)
+    client = _admin_client(destination.tenant, make_user)
+    url = reverse(
+        "capi_destinations:alert_channel_secret",
+        kwargs={"tenant_slug": "acme", "channel": channel.code},
+    )
+    answer = client.post(url)
+    channel.refresh_from_db()
+    new = str(channel.signing_secret)
+    assert new != old
+    assert new in answer.content.decode()
+    assert new not in client.get(_page_url(destination.tenant)).content.decode()
+
+    raise_traffic_alert(destination, django_capture_on_commit_callbacks)
+    got = receiver.requests[0]
+    assert verify_signature(new, got.headers, got.body)
+    assert not verify_signature(old, got.headers, got.body)
+
+    email, _ = make_channel(destination.tenant, "ops@agency.example", kind="email")
+    refused = client.post(
+        reverse(
+            "capi_destinations:alert_channel_secret",
+            kwargs={"tenant_slug": "acme", "channel": email.code},
+        )
+    )
+    assert refused.status_code == 302
+    email.refresh_from_db()
+    assert email.signing_secret == ""

@@ -406,7 +406,13 @@ def test_viewers_and_editors_are_refused_the_alerts_pages(world: World) -> None:
             page = client.get(url_for(route, world))
             assert page.status_code == 403, (name, page.status_code)
             assert world.channel.target not in page.content.decode()
-        for name in ("alert_channels", "alert_channel_edit", "alert_channel_delete"):
+        for name in (
+            "alert_channels",
+            "alert_channel_edit",
+            "alert_channel_delete",
+            "alert_channel_secret",
+            "alert_channel_test",
+        ):
             route = next(route for route in ROUTES if route.name == name)
             assert client.post(url_for(route, world), post_data(world)).status_code == 403
     assert snapshot() == before

@@ -99,6 +99,20 @@ def alert_channel_delete(request: HttpRequest, tenant_slug: str, channel: str) -
 
 @login_required
 @require_POST
+def alert_channel_secret(request: HttpRequest, tenant_slug: str, channel: str) -> HttpResponse:
+    """Give a webhook a new signing secret, shown this once (the old one stops working)."""
+    tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.ADMIN)
+    found = alerts.channel_of(tenant_access.tenant, channel)
+    try:
+        secret = alerts.new_signing_secret(found)
+    except ValidationError as error:
+        notify(request, messages.ERROR, " ".join(error.messages))
+        return redirect("capi_destinations:alert_channels", tenant_slug=tenant_slug)
+    return _alerts_page(request, tenant_access, ChannelForm(), new_secret=secret)
+
+
+@login_required
+@require_POST
 def alert_channel_test(request: HttpRequest, tenant_slug: str, channel: str) -> HttpResponse:
     """Send a test alert now; the fragment shows the receiver's answer (htmx) or the page does."""
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.ADMIN)

@@ -646,7 +646,14 @@ class NotificationChannelAdmin(TenantScopedAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        alerts.update_channel(obj, **form.values())
+        alerts.update_channel(obj, actor=request.user, **form.values())
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        alerts.delete_channel(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for channel in queryset:
+            alerts.delete_channel(channel, actor=request.user)
 
 
 # --- django-q2's own admin: superusers only -----------------------------------------------------

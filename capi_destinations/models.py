@@ -800,6 +800,12 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", "Member added"
     MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
     MEMBER_REMOVED = "member_removed", "Member removed"
+    # A tenant's notification channels (no destination): written by alerts.py. The detail names
+    # the channel and its kind, never its addresses, URL or secret.
+    CHANNEL_ADDED = "channel_added", "Alert channel added"
+    CHANNEL_CHANGED = "channel_changed", "Alert channel changed"
+    CHANNEL_DELETED = "channel_deleted", "Alert channel deleted"
+    CHANNEL_SECRET_REPLACED = "channel_secret", "Alert channel's signing secret replaced"
 
 
 class AuditEntry(models.Model):

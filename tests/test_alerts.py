@@ -856,3 +856,43 @@ def test_a_new_signing_secret_is_shown_once_and_signs_from_then_on(
     assert refused.status_code == 302
     email.refresh_from_db()
     assert email.signing_secret == ""
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_channel_changes_are_audited_without_addresses_or_secrets(
+    tenant: Tenant, receiver: Receiver, make_user: Callable[..., Any]
+) -> None:
+    client = _admin_client(tenant, make_user)
+    client.post(
+        _page_url(tenant),
+        {"name": "Ops", "kind": "webhook", "target": receiver.url, "alert_kinds": ["health"]},
+    )
+    channel = NotificationChannel.objects.get()
+    kwargs = {"tenant_slug": tenant.slug, "channel": channel.code}
+    client.post(
+        reverse("capi_destinations:alert_channel_edit", kwargs=kwargs),
+        {"name": "Ops", "kind": "webhook", "target": receiver.url + "/v2", "enabled": "on"},
+    )
+    client.post(reverse("capi_destinations:alert_channel_secret", kwargs=kwargs))
+    secret = str(NotificationChannel.objects.get().signing_secret)
+    client.post(reverse("capi_destinations:alert_channel_delete", kwargs=kwargs))
+
+    entries = list(alerts.channel_history(tenant))
+    assert [entry.action for entry in reversed(entries)] == [
+        "channel_added",
+        "channel_changed",
+        "channel_secret",
+        "channel_deleted",
+    ]
+    assert entries[2].detail == {
+        "channel": "Ops",
+        "kind": "Webhook",
+        "changed": ["target", "alert_kinds", "enabled"],
+    }
+    assert {entry.actor for entry in entries} == {entries[0].actor}
+    assert entries[0].actor is not None
+    page = client.get(_page_url(tenant)).content.decode()
+    assert page.count('data-testid="channel-change"') == 4
+    assert "Alert channel&#x27;s signing secret replaced" in page
+    assert receiver.url not in page
+    assert secret not in page

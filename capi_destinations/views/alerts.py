@@ -17,6 +17,7 @@ from capi_destinations import access, alerts
 from capi_destinations.forms import ChannelForm
 from capi_destinations.models import Role
 from capi_destinations.views.common import notify
+from capi_destinations.views.destination import describe_audit_detail
 
 
 def _alerts_page(
@@ -34,6 +35,10 @@ def _alerts_page(
             "access": tenant_access,
             "tenant": tenant_access.tenant,
             "rows": alerts.channel_rows(tenant_access.tenant),
+            "history": [
+                (entry, describe_audit_detail(entry.detail))
+                for entry in alerts.channel_history(tenant_access.tenant)
+            ],
             "form": form,
             "new_secret": new_secret,
         },
@@ -49,7 +54,9 @@ def alert_channels(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     form = ChannelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            channel, secret = alerts.create_channel(tenant_access.tenant, **form.values())
+            channel, secret = alerts.create_channel(
+                tenant_access.tenant, actor=request.user, **form.values()
+            )
         except ValidationError as error:
             form.add_error(None, error)
         else:
@@ -70,7 +77,7 @@ def alert_channel_edit(request: HttpRequest, tenant_slug: str, channel: str) -> 
     form = ChannelForm(request.POST or None, instance=found)
     if request.method == "POST" and form.is_valid():
         try:
-            secret = alerts.update_channel(found, **form.values())
+            secret = alerts.update_channel(found, actor=request.user, **form.values())
         except ValidationError as error:
             form.add_error(None, error)
         else:
@@ -92,7 +99,7 @@ def alert_channel_delete(request: HttpRequest, tenant_slug: str, channel: str) -
     """Delete a channel with the alerts waiting for it."""
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.ADMIN)
     found = alerts.channel_of(tenant_access.tenant, channel)
-    alerts.delete_channel(found)
+    alerts.delete_channel(found, actor=request.user)
     notify(request, messages.SUCCESS, f"Channel “{found.name}” deleted.")
     return redirect("capi_destinations:alert_channels", tenant_slug=tenant_slug)
 
@@ -104,7 +111,7 @@ def alert_channel_secret(request: HttpRequest, tenant_slug: str, channel: str) -
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.ADMIN)
     found = alerts.channel_of(tenant_access.tenant, channel)
     try:
-        secret = alerts.new_signing_secret(found)
+        secret = alerts.new_signing_secret(found, actor=request.user)
     except ValidationError as error:
         notify(request, messages.ERROR, " ".join(error.messages))
         return redirect("capi_destinations:alert_channels", tenant_slug=tenant_slug)

@@ -25,6 +25,7 @@ PURGE_TASK = "capi_destinations.tasks.purge_old_records"
 HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
 ALERT_TASK = "capi_destinations.tasks.deliver_due_alerts"
+MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
 
 
 def queued_key(destination_id: int | None) -> str:

@@ -11,6 +11,7 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
 - dispatch every minute, a safety net behind the immediate dispatch that recording events
   enqueues;
 - the health checks every ``HEALTH_CHECK_INTERVAL`` seconds (rounded up to whole minutes);
+- Meta's own Event Match Quality (the Dataset Quality API) every hour;
 - the purge of old records once a day;
 - the delivery of due alerts (new ones and retries) every minute.
 """
@@ -24,13 +25,14 @@ from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import alert_delivery, dispatch, health, retention
+from capi_destinations import alert_delivery, dispatch, health, match_quality, retention
 from capi_destinations.conf import app_settings
 from capi_destinations.queueing import (
     ALERT_TASK,
     DISPATCH_TASK,
     HEALTH_CHECK_TASK,
     HEALTH_TASK,
+    MATCH_QUALITY_TASK,
     PURGE_TASK,
     queued_key,
 )
@@ -39,6 +41,7 @@ DISPATCH_SCHEDULE = "capi_destinations: dispatch due events"
 PURGE_SCHEDULE = "capi_destinations: purge old records"
 HEALTH_SCHEDULE = "capi_destinations: health checks"
 ALERT_SCHEDULE = "capi_destinations: deliver alerts"
+MATCH_QUALITY_SCHEDULE = "capi_destinations: Meta's match quality"
 
 
 # Tokens are decrypted and events (customer data) read below this frame.
@@ -84,6 +87,13 @@ def deliver_due_alerts() -> int:
     return alert_delivery.deliver_due()
 
 
+# Tokens are decrypted below this frame.
+@sensitive_variables()
+def fetch_match_quality() -> dict[str, int]:
+    """Task: fetch Meta's Event Match Quality of every enabled destination; counts by outcome."""
+    return match_quality.fetch_all_match_quality()
+
+
 def ensure_schedules() -> list[str]:
     """Create or update the app's django-q2 schedules; each exists exactly once afterwards.
 
@@ -99,6 +109,11 @@ def ensure_schedules() -> list[str]:
             "func": HEALTH_TASK,
             "schedule_type": Schedule.MINUTES,
             "minutes": interval_minutes,
+        },
+        MATCH_QUALITY_SCHEDULE: {
+            "func": MATCH_QUALITY_TASK,
+            "schedule_type": Schedule.HOURLY,
+            "minutes": None,
         },
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
         ALERT_SCHEDULE: {"func": ALERT_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
@@ -129,11 +144,14 @@ __all__ = [
     "HEALTH_CHECK_TASK",
     "HEALTH_SCHEDULE",
     "HEALTH_TASK",
+    "MATCH_QUALITY_SCHEDULE",
+    "MATCH_QUALITY_TASK",
     "PURGE_SCHEDULE",
     "PURGE_TASK",
     "deliver_due_alerts",
     "dispatch_due",
     "ensure_schedules",
+    "fetch_match_quality",
     "purge_old_records",
     "run_health_check",
     "run_health_checks",

@@ -28,7 +28,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from capi_destinations import clock
+from capi_destinations import clock, invitations
 from capi_destinations.models import (
     AlertDelivery,
     AttemptOutcome,
@@ -39,6 +39,7 @@ from capi_destinations.models import (
     Event,
     Health,
     HealthCheck,
+    Invitation,
     Membership,
     NotificationChannel,
     Role,
@@ -51,6 +52,8 @@ APP_NAMESPACE = "capi_destinations"
 # Routes reachable without a login, and why; everything else must send a visitor to log in.
 PUBLIC_ROUTES = {
     "ingest_events": "authenticated by the destination's ingest key and secret or origin",
+    "invitation_link": "the invitation's secret is the credential; it joins only its tenant",
+    "invitation": "reads the invitation's secret from the session the link started",
 }
 
 # Read pages a viewer must be able to open (200), so a view that wrongly demands an editor
@@ -63,6 +66,10 @@ VIEWER_READABLE_ROUTES = {
     "delivery_card",
     "event_log",
     "event_detail",
+    "event_log_csv",
+    "attempts_csv",
+    "event",
+    "overview_csv",
     "members",
 }
 
@@ -141,6 +148,8 @@ class World:
     outsiders: dict[str, Any]
     other_destination: Destination
     channel: NotificationChannel
+    invitation: Invitation
+    invitation_token: str
 
 
 # How each URL parameter is filled for the target tenant. A new parameter name fails
@@ -151,6 +160,9 @@ ROUTE_VALUES: dict[str, Callable[[World], str]] = {
     "username": lambda world: world.editor.get_username(),
     "ingest_key": lambda world: world.destination.ingest_key,
     "channel": lambda world: str(world.channel.code),
+    "invitation_code": lambda world: str(world.invitation.code),
+    "token": lambda world: world.invitation_token,
+    "event_pk": lambda world: str(world.event.pk),
 }
 
 
@@ -172,6 +184,9 @@ def post_data(world: World) -> dict[str, str]:
         "consent_policy": "send_always",
         "missing_consent": "granted",
         "username": world.outsiders[Role.ADMIN].get_username(),
+        "email": "attacker@example.com",
+        "password1": "a long and unusual passphrase 42",
+        "password2": "a long and unusual passphrase 42",
         "role": Role.ADMIN,
         "event_name": world.event.event_name,
         "event_id": world.event.event_id,
@@ -218,6 +233,9 @@ def world(
     admin = make_user(tenant, Role.ADMIN)
     outsiders = {role: make_user(other_tenant, role) for role in ROLES}
     other_destination = make_destination(tenant=other_tenant, name="Globex pixel")
+    invitation, invitation_token = invitations.invite(
+        tenant, "invited@example.com", Role.ADMIN, actor=admin
+    )
     return World(
         tenant=tenant,
         destination=destination,
@@ -239,6 +257,8 @@ def world(
             alert_kinds=["health"],
             signing_secret="whsec_isolation",
         ),
+        invitation=invitation,
+        invitation_token=invitation_token,
     )
 
 
@@ -250,7 +270,9 @@ def client_for(user: Any) -> Client:
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the app's tables and of the membership/user tables, to compare later."""
-    tables = [model._meta.db_table for model in (Tenant, Membership, Destination, Event)]
+    tables = [
+        model._meta.db_table for model in (Tenant, Membership, Destination, Event, Invitation)
+    ]
     tables += [model._meta.db_table for model in (DeliveryAttempt, HealthCheck, AuditEntry)]
     tables += [model._meta.db_table for model in (NotificationChannel, AlertDelivery)]
     tables.append(settings.AUTH_USER_MODEL.replace(".", "_").lower())
@@ -326,6 +348,35 @@ def test_the_public_ingest_endpoint_needs_this_destinations_credentials(world: W
     )
     assert foreign_origin.status_code == 403
     assert not Event.objects.filter(event_id="evt-from-nowhere").exists()
+
+
+def test_the_invitation_pages_without_the_secret_change_nothing(world: World) -> None:
+    page = reverse(
+        f"{APP_NAMESPACE}:invitation", kwargs={"invitation_code": str(world.invitation.code)}
+    )
+    wrong_link = reverse(
+        f"{APP_NAMESPACE}:invitation_link",
+        kwargs={"invitation_code": str(world.invitation.code), "token": "x" * 43},
+    )
+    clients = [Client(), client_for(world.viewer), client_for(world.outsiders[Role.ADMIN])]
+    before = snapshot()
+    for client in clients:
+        assert client.get(wrong_link).status_code == 404
+        assert client.get(page).status_code == 404
+        assert client.post(page, post_data(world)).status_code == 404
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_another_tenants_member_with_the_link_is_not_let_in(world: World, role: str) -> None:
+    # The invitation is for another address: the link shows who it is for and joins nobody.
+    client = client_for(world.outsiders[role])
+    link = url_for(next(route for route in ROUTES if route.name == "invitation_link"), world)
+    before = snapshot()
+    response = client.get(link, follow=True)
+    assert response.status_code == 403
+    assert client.post(response.wsgi_request.path, post_data(world)).status_code == 403
+    assert snapshot() == before
 
 
 # --- members of another tenant ----------------------------------------------------------------
@@ -422,7 +473,10 @@ def test_an_editor_is_refused_the_member_pages_admin_actions(world: World) -> No
     # The one place where the editor role is not enough: managing members.
     client = client_for(world.editor)
     before = snapshot()
-    for name in ("members", "member_role", "member_remove"):
+    for name in ("members", "member_role", "member_remove", "invite"):
+        route = next(route for route in ROUTES if route.name == name)
+        assert client.post(url_for(route, world), post_data(world)).status_code == 403
+    for name in ("invitation_resend", "invitation_revoke"):
         route = next(route for route in ROUTES if route.name == name)
         assert client.post(url_for(route, world), post_data(world)).status_code == 403
     assert snapshot() == before
@@ -514,8 +568,10 @@ def url_with_nul_in(route: Route, world: World, parameter: str) -> str:
     kwargs = {name: ROUTE_VALUES[name](world) for name in route.parameters}
     url = reverse(route.qualified_name, kwargs=kwargs)
     value = quote(kwargs[parameter])
-    assert url.count(value) == 1, url
-    return url.replace(value, f"{value[:3]}%00{value[3:]}")
+    # Replace the parameter's own occurrence (a short number may also appear in the code).
+    head, _, tail = url.rpartition(value) if parameter == "event_pk" else url.partition(value)
+    assert url.count(value) == 1 or parameter == "event_pk", url
+    return f"{head}{value[:3]}%00{value[3:]}{tail}"
 
 
 @pytest.mark.parametrize(
@@ -528,7 +584,7 @@ def test_a_nul_in_a_url_parameter_is_a_404(world: World, route: Route, parameter
     url = url_with_nul_in(route, world, parameter)
     for method in ("get", "post"):
         response = getattr(client, method)(url, post_data(world) if method == "post" else None)
-        if route.name in PUBLIC_ROUTES:
+        if route.name == "ingest_events":
             # The ingest endpoint answers in JSON: a GET is refused before any lookup.
             expected = {"get": (405, "method_not_allowed"), "post": (404, "unknown_key")}[method]
             assert (response.status_code, response.json()["error"]["code"]) == expected

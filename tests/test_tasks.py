@@ -202,6 +202,7 @@ def schedule_counts() -> dict[str, int]:
             tasks.PURGE_SCHEDULE,
             tasks.HEALTH_SCHEDULE,
             tasks.ALERT_SCHEDULE,
+            tasks.MATCH_QUALITY_SCHEDULE,
         )
     }
 
@@ -215,6 +216,7 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.PURGE_SCHEDULE: 1,
         tasks.HEALTH_SCHEDULE: 1,
         tasks.ALERT_SCHEDULE: 1,
+        tasks.MATCH_QUALITY_SCHEDULE: 1,
     }
     alert_schedule = Schedule.objects.get(name=tasks.ALERT_SCHEDULE)
     assert (alert_schedule.func, alert_schedule.minutes) == (tasks.ALERT_TASK, 1)
@@ -227,6 +229,8 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
     health = Schedule.objects.get(name=tasks.HEALTH_SCHEDULE)
     assert health.func == tasks.HEALTH_TASK
     assert health.minutes == 5
+    emq = Schedule.objects.get(name=tasks.MATCH_QUALITY_SCHEDULE)
+    assert (emq.func, emq.schedule_type) == (tasks.MATCH_QUALITY_TASK, Schedule.HOURLY)
 
 
 def test_ensure_schedules_follows_settings_and_removes_duplicates(settings: Any) -> None:

@@ -10,6 +10,8 @@ What follows a change, whichever path made it (a page, the admin, the shell, a c
   (``destination_alert``): the tenant's subscribed notification channels get it
   (:mod:`capi_destinations.alert_delivery`);
 - events recorded (``events_recorded``): a dispatch is queued, so they leave within seconds;
+- any model saved (``post_save``): the conversion rules a host site registered for it
+  (:mod:`capi_destinations.rules`) fire once their condition holds;
 - ``migrate`` (``post_migrate``): the django-q2 schedules exist;
 - a destination saved or deleted: the ingest endpoint forgets its cached destinations;
 - a setting changed (``override_settings`` in tests, key rotation): the app's settings and the
@@ -33,6 +35,7 @@ from capi_destinations import (
     delivery_state,
     health_status,
     queueing,
+    rules,
     signals,
     tasks,
 )
@@ -148,6 +151,8 @@ def connect(app_config: AppConfig) -> None:
     signals.destination_alert.connect(
         alert_on_destination_alert, dispatch_uid="capi_destinations.alerts.on_alert"
     )
+    # Conversion rules a host site registers: one receiver for every model's saves.
+    post_save.connect(rules.on_save, dispatch_uid="capi_destinations.rules")
     post_migrate.connect(
         ensure_schedules_after_migrate,
         sender=app_config,

@@ -28,8 +28,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import access, destinations, health
-from capi_destinations.forms import WriteOnlySecretsMixin
+from capi_destinations import access, alerts, destinations, health
+from capi_destinations.forms import ChannelForm, WriteOnlySecretsMixin
 from capi_destinations.models import (
     AuditEntry,
     DeliveryAttempt,
@@ -38,6 +38,7 @@ from capi_destinations.models import (
     Health,
     HealthCheck,
     Membership,
+    NotificationChannel,
     Role,
     Tenant,
 )
@@ -621,6 +622,43 @@ class AuditEntryAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "tenant", "destination_label", "action", "actor"]
     list_filter = ["action"]
     list_select_related = ["tenant", "actor"]
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(TenantScopedAdmin):
+    """A tenant's notification channels, for its admins only (targets may hold tokens).
+
+    The signing secret is never a field here: it is made when a channel is added on the Alerts
+    page, which shows it once, so the admin changes and deletes channels but adds none.
+    """
+
+    role_to_change = Role.ADMIN
+    form = ChannelForm
+    list_display = ["name", "tenant", "kind", "enabled", "failing_since"]
+    list_filter = ["kind", "enabled"]
+    list_select_related = ["tenant"]
+    # The kind stays: a channel made a webhook here would get a secret nobody was shown.
+    readonly_fields = ["tenant", "kind", "failing_since", "last_error"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        tenant_ids = tenant_ids_for(request, role=Role.ADMIN)
+        if tenant_ids is None:
+            return queryset
+        return queryset.filter(tenant_id__in=tenant_ids)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        alerts.update_channel(obj, actor=request.user, **form.values())
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        alerts.delete_channel(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for channel in queryset:
+            alerts.delete_channel(channel, actor=request.user)
 
 
 # --- django-q2's own admin: superusers only -----------------------------------------------------

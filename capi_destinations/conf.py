@@ -68,6 +68,24 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_LOW_MATCH_QUALITY": 5.0,
     # Email the tenant's admins when a destination turns unhealthy or recovers.
     "HEALTH_EMAIL_ADMINS": False,
+    # --- Alerts (notification channels: capi_destinations.alert_delivery) ----------------------
+    # The site's address as people reach it ("https://capi.example.com"), so an alert can link
+    # to the destination's page; "" sends the page's path alone.
+    "SITE_URL": "",
+    # Channel URLs (Slack, webhooks) must use https; True also allows plain http.
+    "ALERT_ALLOW_HTTP": False,
+    # Channel URLs whose host resolves to a private, loopback, link-local, multicast or reserved
+    # address are refused (at save time and again before each send); True allows them.
+    "ALERT_ALLOW_PRIVATE_ADDRESSES": False,
+    # Seconds to open a connection to / to wait for the answer of a Slack or webhook receiver.
+    "ALERT_CONNECT_TIMEOUT": 3.05,
+    "ALERT_READ_TIMEOUT": 10.0,
+    # Retries of an alert a channel did not take: the first after ALERT_RETRY_BASE_SECONDS,
+    # each next one twice as late, at most ALERT_RETRY_MAX_SECONDS apart.
+    "ALERT_RETRY_BASE_SECONDS": 60,
+    "ALERT_RETRY_MAX_SECONDS": 3600,
+    # Seconds an alert keeps being retried; past them it is failed and its channel marked failing.
+    "ALERT_RETRY_FOR_SECONDS": 86400,
     # --- Ingestion ---------------------------------------------------------------------------
     # ISO 3166-1 alpha-2 country used to read phone numbers without a country code when neither
     # the event nor the destination says which country they belong to ("" = none).

@@ -18,9 +18,10 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
-from capi_destinations.models import Destination, EventStatus, Role, Tenant
+from capi_destinations.models import Destination, EventStatus, NotificationChannel, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
 from capi_destinations.routing import EventFilter
+from capi_destinations.signals import ALERT_KINDS
 
 
 def token_widget() -> forms.PasswordInput:
@@ -224,7 +225,10 @@ class DestinationForm(WriteOnlySecretsMixin):
 
     def values(self) -> dict[str, Any]:
         """Every field, ready for ``destinations.create_destination``."""
-        return {name: self.cleaned_data[name] for name in self.Meta.fields}
+        # The admin shows some fields read-only: those are not in cleaned_data.
+        return {
+            name: self.cleaned_data[name] for name in self.Meta.fields if name in self.cleaned_data
+        }
 
 
 class ReplaceTokenForm(forms.Form):
@@ -260,6 +264,31 @@ class AddMemberForm(forms.Form):
         user_model = get_user_model()
         login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
         self.fields["username"].label = capfirst(login_field.verbose_name)
+
+
+class ChannelForm(forms.ModelForm):
+    """Add or edit a notification channel; the model checks the target (and its host)."""
+
+    alert_kinds = forms.MultipleChoiceField(
+        label="Alerts it receives",
+        choices=list(ALERT_KINDS.items()),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        initial=list(ALERT_KINDS),
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "alert_kinds", "enabled"]
+        widgets = {"target": forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"})}
+        labels = {"target": "Email addresses or URL"}
+
+    def values(self) -> dict[str, Any]:
+        """The cleaned values, for ``alerts.create_channel`` / ``update_channel``."""
+        # The admin shows some fields read-only: those are not in cleaned_data.
+        return {
+            name: self.cleaned_data[name] for name in self.Meta.fields if name in self.cleaned_data
+        }
 
 
 class InviteMemberForm(forms.Form):

@@ -18,15 +18,16 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import RegexValidator, validate_email
 from django.db import models
 from fernet_fields import EncryptedTextField
 
-from capi_destinations import clock, tokens
+from capi_destinations import alert_transport, clock, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.consent import ConsentPolicy, MissingConsent
 from capi_destinations.graph_errors import Category
 from capi_destinations.routing import EventFilter, validate_event_names, validate_networks
+from capi_destinations.signals import ALERT_KINDS
 
 
 class StrictJSONEncoder(json.JSONEncoder):
@@ -1100,6 +1101,12 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", "Member added"
     MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
     MEMBER_REMOVED = "member_removed", "Member removed"
+    # A tenant's notification channels (no destination): written by alerts.py. The detail names
+    # the channel and its kind, never its addresses, URL or secret.
+    CHANNEL_ADDED = "channel_added", "Alert channel added"
+    CHANNEL_CHANGED = "channel_changed", "Alert channel changed"
+    CHANNEL_DELETED = "channel_deleted", "Alert channel deleted"
+    CHANNEL_SECRET_REPLACED = "channel_secret", "Alert channel's signing secret replaced"
     # Invitations by email (access.invite/revoke; acceptance is MEMBER_ADDED). Never the link.
     MEMBER_INVITED = "member_invited", "Invitation sent"
     INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
@@ -1129,13 +1136,152 @@ class AuditEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.destination_label}"
 
 
+class ChannelKind(models.TextChoices):
+    EMAIL = "email", "Email"
+    SLACK = "slack", "Slack"
+    WEBHOOK = "webhook", "Webhook"
+
+
+def _email_addresses(target: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,;\s]+", target) if part.strip()]
+
+
+class NotificationChannel(models.Model):
+    """Where a tenant's alerts go: email addresses, a Slack incoming webhook or a webhook URL.
+
+    A webhook's signing secret is stored encrypted (the app signs with it), shown once when it is
+    made, and never in a page, a log line or a repr. ``failing_since`` is set when an alert
+    could not be delivered within ``ALERT_RETRY_FOR_SECONDS`` and cleared by the next delivery.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="notification_channels"
+    )
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    name = models.CharField(max_length=200)
+    target = models.TextField(
+        help_text="Email addresses (separated by commas), or the Slack / webhook URL."
+    )
+    # A subset of signals.ALERT_KINDS.
+    alert_kinds = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    signing_secret = EncryptedTextField(blank=True, default="", editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def __repr__(self) -> str:
+        # Never the target (a Slack URL holds a token) nor the secret.
+        return f"<NotificationChannel {self.pk}: {self.name!r} {self.kind}>"
+
+    @property
+    def email_addresses(self) -> list[str]:
+        return _email_addresses(self.target) if self.kind == ChannelKind.EMAIL else []
+
+    def set_signing_secret(self) -> str:
+        """Make a new signing secret, store it (encrypted) and return it (shown once)."""
+        self.signing_secret = "whsec_" + secrets.token_urlsafe(32)
+        return str(self.signing_secret)
+
+    def clean(self) -> None:
+        super().clean()
+        unknown = sorted(set(self.alert_kinds or []) - set(ALERT_KINDS))
+        if unknown or not isinstance(self.alert_kinds, list):
+            raise ValidationError({"alert_kinds": "Choose among the alert kinds listed."})
+        self.target = self.target.strip()
+        if self.kind == ChannelKind.EMAIL:
+            addresses = _email_addresses(self.target)
+            if not addresses:
+                raise ValidationError({"target": "Give at least one email address."})
+            for address in addresses:
+                try:
+                    validate_email(address)
+                except ValidationError:
+                    raise ValidationError(
+                        {"target": f"“{address[:100]}” is not an email address."}
+                    ) from None
+            return
+        try:
+            alert_transport.refuse_unsafe_url(self.target)
+        except alert_transport.UnsafeURL as error:
+            raise ValidationError({"target": str(error)}) from None
+
+
+class AlertDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Waiting"  # due at next_attempt_at
+    SENDING = "sending", "Sending"  # claimed by a worker under a lease
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"  # not taken within ALERT_RETRY_FOR_SECONDS
+
+
+class AlertDelivery(models.Model):
+    """One alert for one channel: what is sent, and where its delivery stands."""
+
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    # The same for every channel that receives one alert, so a receiver can tell repeats apart.
+    alert_id = models.UUIDField(default=uuid.uuid4)
+    kind = models.CharField(max_length=30)
+    payload = models.JSONField(default=dict, encoder=StrictJSONEncoder)
+    is_test = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=10, choices=AlertDeliveryStatus.choices, default=AlertDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="capi_alert_due")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} → channel {self.channel_id} ({self.status})"
+
+
+class AlertAttempt(models.Model):
+    """One try at delivering an alert: the receiver's status code, or the error (no secrets)."""
+
+    delivery = models.ForeignKey(AlertDelivery, on_delete=models.CASCADE, related_name="tries")
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.CASCADE, related_name="attempts"
+    )
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    ok = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    answer = models.TextField(blank=True)  # the start of the receiver's answer
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["channel", "-started_at"], name="capi_alert_attempt_channel")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status_code or '-'}"
+
+
 def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
     """``setting_changed`` receiver (``receivers`` connects it) for the encrypted fields."""
     # fernet_fields caches the keys on each field instance; drop them when FERNET_KEYS changes
     # (tests with override_settings, key rotation) so the new keys take effect.
     if setting not in ("FERNET_KEYS", "SECRET_KEY"):
         return
-    for model in (Destination,):
+    for model in (Destination, NotificationChannel):
         for field in model._meta.concrete_fields:
             if isinstance(field, EncryptedTextField):
                 for cached in ("keys", "fernet_keys", "fernet"):

@@ -24,6 +24,7 @@ DISPATCH_TASK = "capi_destinations.tasks.dispatch_due"
 PURGE_TASK = "capi_destinations.tasks.purge_old_records"
 HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
+ALERT_TASK = "capi_destinations.tasks.deliver_due_alerts"
 MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
 
 
@@ -80,6 +81,21 @@ def enqueue_health_check(destination_id: int) -> None:
             task_name=f"capi health check {destination_id}",
             group="capi_destinations.health",
             what=f"health check of destination {destination_id}",
+        )
+    )
+
+
+def enqueue_alert_delivery() -> None:
+    """Queue a delivery of the due alerts for when the current transaction commits.
+
+    Never raises (see :func:`queue_task`): the per-minute schedule delivers them otherwise.
+    """
+    transaction.on_commit(
+        lambda: queue_task(
+            ALERT_TASK,
+            task_name="capi alert delivery",
+            group="capi_destinations.alerts",
+            what="delivery of alerts",
         )
     )
 

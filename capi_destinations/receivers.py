@@ -6,6 +6,9 @@ What follows a change, whichever path made it (a page, the admin, the shell, a c
   lifted and the waiting events dispatched, and the destination is health-checked at once;
 - sending switched on or off (``destination_enabled_changed``): the destination is
   health-checked at once, and once enabled its waiting events are dispatched;
+- a health change (``destination_health_changed``) or an alert a check raised
+  (``destination_alert``): the tenant's subscribed notification channels get it
+  (:mod:`capi_destinations.alert_delivery`);
 - events recorded (``events_recorded``): a dispatch is queued, so they leave within seconds;
 - any model saved (``post_save``): the conversion rules a host site registered for it
   (:mod:`capi_destinations.rules`) fire once their condition holds;
@@ -20,16 +23,27 @@ request that sent the signal (:mod:`capi_destinations.queueing`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.apps import AppConfig, apps
 from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_migrate, post_save
 
-from capi_destinations import delivery_state, health_status, queueing, rules, signals, tasks
+from capi_destinations import (
+    alert_delivery,
+    delivery_state,
+    health_status,
+    queueing,
+    rules,
+    signals,
+    tasks,
+)
 from capi_destinations.conf import reload_on_setting_changed
 from capi_destinations.models import Destination, forget_fernet_keys
 from capi_destinations.views import ingest as ingest_views
+
+logger = logging.getLogger("capi_destinations.alerts")
 
 
 def resume_after_token_replaced(sender: Any, destination: Destination, **kwargs: Any) -> None:
@@ -69,6 +83,38 @@ def dispatch_after_recording(sender: Any, destination_id: int, **kwargs: Any) ->
     queueing.enqueue_dispatch(destination_id)
 
 
+def alert_on_health_change(
+    sender: Any, destination: Destination, old: str, new: str, check: Any, **kwargs: Any
+) -> None:
+    """A destination turned Unhealthy or recovered: its tenant's channels hear of it once.
+
+    ``health_status`` sends the signal once per change, after commit; a failure here is logged
+    and never undoes or hides the recorded change.
+    """
+    try:
+        alert_delivery.alert_health_change(destination, old=old, new=new, check=check)
+    except Exception:
+        logger.exception("Could not file the health alert of destination %s", destination.pk)
+
+
+def alert_on_destination_alert(
+    sender: Any,
+    destination: Destination,
+    kind: str,
+    raised: bool,
+    reason: str,
+    fix: str = "",
+    **kwargs: Any,
+) -> None:
+    """A check raised (or ended) an alert: the subscribed channels hear of it."""
+    try:
+        alert_delivery.raise_alert(
+            destination, kind=kind, raised=raised, reason=reason, fix=fix or ""
+        )
+    except Exception:
+        logger.exception("Could not file the %s alert of destination %s", kind, destination.pk)
+
+
 def ensure_schedules_after_migrate(sender: Any, **kwargs: Any) -> None:
     """The schedules exist once the tables do."""
     if not apps.is_installed("django_q"):
@@ -98,6 +144,12 @@ def connect(app_config: AppConfig) -> None:
     )
     signals.events_recorded.connect(
         dispatch_after_recording, dispatch_uid="capi_destinations.dispatch_on_record"
+    )
+    signals.destination_health_changed.connect(
+        alert_on_health_change, dispatch_uid="capi_destinations.alerts.on_health_changed"
+    )
+    signals.destination_alert.connect(
+        alert_on_destination_alert, dispatch_uid="capi_destinations.alerts.on_alert"
     )
     # Conversion rules a host site registers: one receiver for every model's saves.
     post_save.connect(rules.on_save, dispatch_uid="capi_destinations.rules")

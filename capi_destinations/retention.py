@@ -4,7 +4,7 @@ One purge (:func:`purge_old_records`) serves the daily task and ``manage.py capi
 delivered and expired events, delivery attempts, hourly counters and health checks older than
 the retention period go; failed events stay (someone may want to fix and redeliver them), and
 each destination keeps its latest health check and latest status change however old
-(:func:`purge_old_checks`).
+(:func:`purge_old_checks`). Alerts sent or failed go with their attempts; waiting ones stay.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from django.db.models.functions import RowNumber
 from capi_destinations import clock, counters
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
+    AlertDelivery,
+    AlertDeliveryStatus,
     ClickIdSighting,
     DeliveryAttempt,
     Event,
@@ -55,6 +57,13 @@ def purge_old_records() -> dict[str, int]:
     purged["refused_calls"] = counters.purge_refused(cutoff)
     purged["click_id_sightings"] = _delete_in_chunks(
         ClickIdSighting.objects.filter(last_seen_at__lt=cutoff)
+    )
+    # Alerts sent or given up on, with their attempts; those still waiting stay.
+    purged["alert_deliveries"] = _delete_in_chunks(
+        AlertDelivery.objects.filter(
+            status__in=(AlertDeliveryStatus.SENT, AlertDeliveryStatus.FAILED),
+            created_at__lt=cutoff,
+        )
     )
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged

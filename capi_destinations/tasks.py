@@ -12,7 +12,8 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
   enqueues;
 - the health checks every ``HEALTH_CHECK_INTERVAL`` seconds (rounded up to whole minutes);
 - Meta's own Event Match Quality (the Dataset Quality API) every hour;
-- the purge of old records once a day.
+- the purge of old records once a day;
+- the delivery of due alerts (new ones and retries) every minute.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import dispatch, health, match_quality, retention
+from capi_destinations import alert_delivery, dispatch, health, match_quality, retention
 from capi_destinations.conf import app_settings
 from capi_destinations.queueing import (
+    ALERT_TASK,
     DISPATCH_TASK,
     HEALTH_CHECK_TASK,
     HEALTH_TASK,
@@ -38,6 +40,7 @@ from capi_destinations.queueing import (
 DISPATCH_SCHEDULE = "capi_destinations: dispatch due events"
 PURGE_SCHEDULE = "capi_destinations: purge old records"
 HEALTH_SCHEDULE = "capi_destinations: health checks"
+ALERT_SCHEDULE = "capi_destinations: deliver alerts"
 MATCH_QUALITY_SCHEDULE = "capi_destinations: Meta's match quality"
 
 
@@ -79,6 +82,11 @@ def run_health_check(destination_id: int) -> str | None:
     return checks[0].status if checks else None
 
 
+def deliver_due_alerts() -> int:
+    """Task: send the alerts that are due (new ones and retries); returns how many were tried."""
+    return alert_delivery.deliver_due()
+
+
 # Tokens are decrypted below this frame.
 @sensitive_variables()
 def fetch_match_quality() -> dict[str, int]:
@@ -108,6 +116,7 @@ def ensure_schedules() -> list[str]:
             "minutes": None,
         },
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
+        ALERT_SCHEDULE: {"func": ALERT_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
     }
     with transaction.atomic():
         for name, fields in wanted.items():
@@ -128,6 +137,8 @@ def ensure_schedules() -> list[str]:
 
 
 __all__ = [
+    "ALERT_SCHEDULE",
+    "ALERT_TASK",
     "DISPATCH_SCHEDULE",
     "DISPATCH_TASK",
     "HEALTH_CHECK_TASK",
@@ -137,6 +148,7 @@ __all__ = [
     "MATCH_QUALITY_TASK",
     "PURGE_SCHEDULE",
     "PURGE_TASK",
+    "deliver_due_alerts",
     "dispatch_due",
     "ensure_schedules",
     "fetch_match_quality",

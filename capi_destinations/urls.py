@@ -13,6 +13,7 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, path
 
 from capi_destinations.security import secure_view
+from capi_destinations.views import alerts as alert_views
 from capi_destinations.views import destination as destination_views
 from capi_destinations.views import events as event_views
 from capi_destinations.views import ingest as ingest_views
@@ -57,6 +58,27 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "t/<slug:tenant_slug>/members/<str:username>/remove/",
         member_views.member_remove,
         name="member_remove",
+    ),
+    _page("t/<slug:tenant_slug>/alerts/", alert_views.alert_channels, name="alert_channels"),
+    _page(
+        "t/<slug:tenant_slug>/alerts/<uuid:channel>/edit/",
+        alert_views.alert_channel_edit,
+        name="alert_channel_edit",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/alerts/<uuid:channel>/delete/",
+        alert_views.alert_channel_delete,
+        name="alert_channel_delete",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/alerts/<uuid:channel>/secret/",
+        alert_views.alert_channel_secret,
+        name="alert_channel_secret",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/alerts/<uuid:channel>/test/",
+        alert_views.alert_channel_test,
+        name="alert_channel_test",
     ),
     _page("t/<slug:tenant_slug>/invitations/", member_views.invite, name="invite"),
     _page(

@@ -167,6 +167,15 @@ if env.str("CAPI_GRAPH_API_BASE_URL", default=""):
 # throttling count visitors apart.
 if env.str("CAPI_TRUSTED_PROXY_HEADER", default=""):
     CAPI_DESTINATIONS["TRUSTED_PROXY_HEADER"] = env.str("CAPI_TRUSTED_PROXY_HEADER")
+# Alerts link to the destination's page at this address (the demo's own with DEBUG on).
+CAPI_DESTINATIONS["SITE_URL"] = env.str(
+    "CAPI_SITE_URL", default="http://127.0.0.1:8000" if DEBUG else ""
+)
+# Alert channels may point at http:// and loopback/private addresses (scripts/alert_receiver.py
+# on 127.0.0.1): on by default with DEBUG only.
+if env.bool("CAPI_ALERT_ALLOW_LOCAL", default=DEBUG):
+    CAPI_DESTINATIONS["ALERT_ALLOW_HTTP"] = True
+    CAPI_DESTINATIONS["ALERT_ALLOW_PRIVATE_ADDRESSES"] = True
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -30,6 +30,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from capi_destinations import clock, invitations
 from capi_destinations.models import (
+    AlertDelivery,
     AttemptOutcome,
     AuditAction,
     AuditEntry,
@@ -40,6 +41,7 @@ from capi_destinations.models import (
     HealthCheck,
     Invitation,
     Membership,
+    NotificationChannel,
     Role,
     Tenant,
 )
@@ -145,6 +147,7 @@ class World:
     admin: Any
     outsiders: dict[str, Any]
     other_destination: Destination
+    channel: NotificationChannel
     invitation: Invitation
     invitation_token: str
 
@@ -156,6 +159,7 @@ ROUTE_VALUES: dict[str, Callable[[World], str]] = {
     "code": lambda world: str(world.destination.code),
     "username": lambda world: world.editor.get_username(),
     "ingest_key": lambda world: world.destination.ingest_key,
+    "channel": lambda world: str(world.channel.code),
     "invitation_code": lambda world: str(world.invitation.code),
     "token": lambda world: world.invitation_token,
     "event_pk": lambda world: str(world.event.pk),
@@ -244,6 +248,15 @@ def world(
         admin=admin,
         outsiders=outsiders,
         other_destination=other_destination,
+        # Saved as it is: its address would be refused by a save through the service.
+        channel=NotificationChannel.objects.create(
+            tenant=tenant,
+            kind="webhook",
+            name="Ops webhook",
+            target="https://hooks.acme.test/capi",
+            alert_kinds=["health"],
+            signing_secret="whsec_isolation",
+        ),
         invitation=invitation,
         invitation_token=invitation_token,
     )
@@ -261,6 +274,7 @@ def snapshot() -> dict[str, list[tuple[Any, ...]]]:
         model._meta.db_table for model in (Tenant, Membership, Destination, Event, Invitation)
     ]
     tables += [model._meta.db_table for model in (DeliveryAttempt, HealthCheck, AuditEntry)]
+    tables += [model._meta.db_table for model in (NotificationChannel, AlertDelivery)]
     tables.append(settings.AUTH_USER_MODEL.replace(".", "_").lower())
     rows = {}
     with connection.cursor() as cursor:
@@ -433,6 +447,28 @@ def test_a_viewers_posts_change_nothing(world: World) -> None:
     assert snapshot() == before
 
 
+def test_viewers_and_editors_are_refused_the_alerts_pages(world: World) -> None:
+    # A channel's URL may hold a token (Slack) and its addresses are the client's: admins only.
+    clients = [client_for(user) for user in (world.viewer, world.editor)]
+    before = snapshot()
+    for client in clients:
+        for name in ("alert_channels", "alert_channel_edit"):
+            route = next(route for route in ROUTES if route.name == name)
+            page = client.get(url_for(route, world))
+            assert page.status_code == 403, (name, page.status_code)
+            assert world.channel.target not in page.content.decode()
+        for name in (
+            "alert_channels",
+            "alert_channel_edit",
+            "alert_channel_delete",
+            "alert_channel_secret",
+            "alert_channel_test",
+        ):
+            route = next(route for route in ROUTES if route.name == name)
+            assert client.post(url_for(route, world), post_data(world)).status_code == 403
+    assert snapshot() == before
+
+
 def test_an_editor_is_refused_the_member_pages_admin_actions(world: World) -> None:
     # The one place where the editor role is not enough: managing members.
     client = client_for(world.editor)
@@ -468,13 +504,21 @@ def _target_object(model_name: str, world: World) -> Any:
         "deliveryattempt": world.attempt,
         "healthcheck": world.check,
         "auditentry": world.audit_entry,
+        "notificationchannel": world.channel,
     }
     return objects[model_name]
 
 
 def test_the_admin_walk_covers_every_model_of_the_app() -> None:
     names = {name for name, _ in admin_routes()}
-    for model in ("tenant", "membership", "destination", "event", "deliveryattempt"):
+    for model in (
+        "tenant",
+        "membership",
+        "destination",
+        "event",
+        "deliveryattempt",
+        "notificationchannel",
+    ):
         assert f"{APP_NAMESPACE}_{model}_change" in names
     for model in ("healthcheck", "auditentry"):
         assert f"{APP_NAMESPACE}_{model}_history" in names

@@ -45,6 +45,7 @@ from capi_destinations.models import (
     HealthCheck,
     MatchQualityReport,
     Membership,
+    NotificationChannel,
     Role,
     Tenant,
 )
@@ -54,6 +55,8 @@ from tests.test_isolation import admin_routes, app_routes
 SECRET_TOKEN = make_token("the-secret-under-test")
 APP_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 PIXEL_IDS = ("1111111111111111", "2222222222222222", "3333333333333333")
+# A notification channel's webhook signing secret: the app keeps it (encrypted) to sign with.
+CHANNEL_SECRET = "whsec_the-channel-secret-under-test-0123456789"
 
 
 def forbidden_strings(now_seconds: int) -> dict[str, str]:
@@ -66,6 +69,7 @@ def forbidden_strings(now_seconds: int) -> dict[str, str]:
             SECRET_TOKEN, APP_SECRET, at=now_seconds
         ),
         "the app secret": APP_SECRET,
+        "the channel's signing secret": CHANNEL_SECRET,
     }
 
 
@@ -181,6 +185,14 @@ def secret_world(
         destination.set_ingest_secret()
         destination.save()
         stored.append(destination)
+    NotificationChannel.objects.create(
+        tenant=tenant,
+        kind="webhook",
+        name="Ops webhook",
+        target="https://hooks.example.com/capi",
+        alert_kinds=["health"],
+        signing_secret=CHANNEL_SECRET,
+    )
     admin_user = make_user(tenant, Role.ADMIN)
     superuser = make_user(None, is_staff=True, is_superuser=True)
     world = SecretWorld(
@@ -244,6 +256,7 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
+                "channel": str(NotificationChannel.objects.get(tenant=world.tenant).code),
                 "invitation_code": str(invitation.code),
                 "token": invitation_token,
             }
@@ -408,6 +421,7 @@ def _admin_objects(world: SecretWorld) -> dict[str, Any]:
         "deliveryattempt": DeliveryAttempt.objects.exclude(error_message="").first(),
         "healthcheck": HealthCheck.objects.filter(status="unhealthy").first(),
         "auditentry": destination.audit_entries.first(),
+        "notificationchannel": NotificationChannel.objects.get(tenant=world.tenant),
     }
 
 
@@ -583,6 +597,9 @@ def test_reprs_and_strings_of_what_holds_the_token_are_clean(
         texts += [repr(error), str(error), repr(error.to_record()), repr(error.__dict__)]
     else:  # pragma: no cover - the token is revoked in this world
         pytest.fail("a revoked token must be refused")
+    channel = NotificationChannel.objects.get(tenant=secret_world.tenant)
+    assert channel.signing_secret == CHANNEL_SECRET  # kept, to sign with
+    texts += [repr(channel), str(channel)]
     for text in texts:
         secret_world.assert_clean(text, "a repr")
 

@@ -201,6 +201,7 @@ def schedule_counts() -> dict[str, int]:
             tasks.DISPATCH_SCHEDULE,
             tasks.PURGE_SCHEDULE,
             tasks.HEALTH_SCHEDULE,
+            tasks.ALERT_SCHEDULE,
             tasks.MATCH_QUALITY_SCHEDULE,
         )
     }
@@ -214,8 +215,11 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.DISPATCH_SCHEDULE: 1,
         tasks.PURGE_SCHEDULE: 1,
         tasks.HEALTH_SCHEDULE: 1,
+        tasks.ALERT_SCHEDULE: 1,
         tasks.MATCH_QUALITY_SCHEDULE: 1,
     }
+    alert_schedule = Schedule.objects.get(name=tasks.ALERT_SCHEDULE)
+    assert (alert_schedule.func, alert_schedule.minutes) == (tasks.ALERT_TASK, 1)
     dispatch_schedule = Schedule.objects.get(name=tasks.DISPATCH_SCHEDULE)
     assert dispatch_schedule.func == tasks.DISPATCH_TASK
     assert dispatch_schedule.schedule_type == Schedule.MINUTES

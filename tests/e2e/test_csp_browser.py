@@ -15,7 +15,7 @@ from django.urls import reverse
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 from capi_destinations import track
-from capi_destinations.models import Destination, Role, Tenant
+from capi_destinations.models import Destination, NotificationChannel, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +58,13 @@ def test_every_page_runs_with_no_csp_violation(
     expect(page.get_by_test_id("current-user")).to_have_text(admin.username)
 
     code = destination.code
+    channel = NotificationChannel.objects.create(
+        tenant=tenant,
+        kind="slack",
+        name="Ops",
+        target="https://hooks.example.com/x",
+        alert_kinds=[],
+    )
     urls = [
         reverse("capi_destinations:overview"),
         reverse("capi_destinations:destination", kwargs={"code": code}),
@@ -69,6 +76,11 @@ def test_every_page_runs_with_no_csp_violation(
         reverse("capi_destinations:destination_edit", kwargs={"code": code}),
         reverse("capi_destinations:replace_token", kwargs={"code": code}),
         reverse("capi_destinations:destination_delete", kwargs={"code": code}),
+        reverse("capi_destinations:alert_channels", kwargs={"tenant_slug": tenant.slug}),
+        reverse(
+            "capi_destinations:alert_channel_edit",
+            kwargs={"tenant_slug": tenant.slug, "channel": channel.code},
+        ),
     ]
     for url in urls:
         response = page.goto(f"{live_server.url}{url}")

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from capi_destinations import health, track
-from capi_destinations.models import Destination, Role, Tenant
+from capi_destinations.models import Destination, NotificationChannel, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import make_token
 from tests.e2e.test_pages_browser import PIXEL_ID, log_in
@@ -86,6 +86,14 @@ def test_every_page_fits_a_375_px_screen(
             "custom_data": {"value": 49.9},
         },
     )
+    # A channel with a long URL on the alerts page.
+    NotificationChannel.objects.create(
+        tenant=destination.tenant,
+        kind="slack",
+        name="Acme operations in Slack",
+        target="https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        alert_kinds=["health", "traffic_dropped", "failure_rate"],
+    )
     # The login page, before anyone is logged in.
     page.goto(f"{live_server.url}/capi/")
     expect(page.get_by_test_id("login")).to_be_visible()
@@ -103,6 +111,7 @@ def test_every_page_fits_a_375_px_screen(
         "the edit page": f"{base}/d/{destination.code}/edit/",
         "the replace-token page": f"{base}/d/{destination.code}/token/",
         "the members page": f"{base}/t/acme/members/",
+        "the alerts page": f"{base}/t/acme/alerts/",
         "the event log": f"{base}/d/{destination.code}/events/",
         "the event detail page": f"{base}/d/{destination.code}/events/detail/?{event_query}",
     }

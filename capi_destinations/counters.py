@@ -49,17 +49,20 @@ def add(
     delivered: int = 0,
     failed: int = 0,
     rejected: int = 0,
+    recorded: int = 0,
     at: datetime | None = None,
     using: str | None = None,
 ) -> None:
     """Add to the destination's counts of the UTC hour of ``at`` (now): one UPSERT.
 
     Call it in the transaction that gives the events their outcome, so both commit together.
+    ``recorded`` counts events stored at ingest (any status), the traffic the alerts watch.
     """
-    if not (delivered or failed or rejected):
+    if not (delivered or failed or rejected or recorded):
         return
     database = using or router.db_for_write(HourlyOutcomes)
-    counts = {"delivered": delivered, "failed": failed, "rejected": rejected}
+    # Every column is written: the table has no database defaults.
+    counts = {"delivered": delivered, "failed": failed, "rejected": rejected, "recorded": recorded}
     eventstore.store_for(database).add_counts(destination_id, hour_of(at or clock.now()), counts)
 
 
@@ -90,10 +93,25 @@ def by_hour(destination_id: int, *, now: datetime | None = None) -> dict[datetim
     return {hour_of(row.pop("hour")): row for row in rows.values("hour", *OUTCOMES)}
 
 
+def sums_by_hour(
+    destination_ids: Sequence[int], hours: Iterable[datetime], *, fields: Sequence[str]
+) -> dict[tuple[int, datetime], dict[str, int]]:
+    """``{(destination_id, hour): {field: n}}`` for the given hour starts (absent: nothing
+    counted), in one query whatever the number of destinations."""
+    wanted = sorted({hour_of(hour) for hour in hours})
+    if not destination_ids or not wanted:
+        return {}
+    rows = HourlyOutcomes.objects.filter(
+        destination_id__in=list(destination_ids), hour__in=wanted
+    ).values_list("destination_id", "hour", *fields)
+    return {(row[0], hour_of(row[1])): dict(zip(fields, row[2:], strict=True)) for row in rows}
+
+
 def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | None = None) -> int:
     """Recount the hours from ``since`` (24 hours ago) from the events; returns rows written.
 
-    Each event counts in the hour of its latest status change. That differs from what the
+    Each event counts as recorded in the hour it was stored, and as an outcome in the hour of
+    its latest status change. That differs from what the
     counters record as outcomes happen in one way only: an event that failed and was then
     redelivered no longer counts as failed. For repairs and imported data, not the hot path.
     """
@@ -108,7 +126,7 @@ def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | N
         status: outcome for outcome, statuses in STATUSES_OF_OUTCOME.items() for status in statuses
     }
     totals: dict[tuple[int, datetime], dict[str, int]] = defaultdict(
-        lambda: dict.fromkeys(OUTCOMES, 0)
+        lambda: dict.fromkeys((*OUTCOMES, "recorded"), 0)
     )
     rows = (
         events.filter(status__in=list(outcome_of_status))
@@ -119,6 +137,17 @@ def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | N
     )
     for destination_id, hour, status, count in rows:
         totals[(destination_id, hour_of(hour))][outcome_of_status[status]] += count
+    created = Event.objects.filter(created_at__gte=since)
+    if destination_ids is not None:
+        created = created.filter(destination_id__in=ids)
+    recorded_rows = (
+        created.annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values_list("destination_id", "hour")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    for destination_id, hour, count in recorded_rows:
+        totals[(destination_id, hour_of(hour))]["recorded"] += count
     with transaction.atomic():
         existing.delete()
         HourlyOutcomes.objects.bulk_create(

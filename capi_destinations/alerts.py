@@ -1,0 +1,295 @@
+"""Alerts: conditions worth telling someone about, raised once when they start, cleared once.
+
+The health checks (:mod:`capi_destinations.health`) observe, at every run, whether each alert
+condition holds on a destination: traffic dropped, the Graph API version ending, match quality
+fell, the failure rate crossed its threshold. This module gathers the figures they need from
+the database (:func:`collect_alert_facts`, a fixed number of queries for any number of
+destinations), turns figures into conditions (``traffic_drop``, ``refusal_rate``,
+``match_quality_drop``), and keeps the edge-triggered state (:func:`record_conditions`).
+
+Edge-triggered with a debounce: a condition changes its ``AlertState`` only after the opposite
+was observed ``ALERT_DEBOUNCE_CHECKS`` evaluations in a row (two by default, so ten minutes with
+the 5-minute schedule); one reading the other way resets the streak. Each change is a
+compare-and-set on (``raised``, ``streak``), so two processes never both announce it, and sends
+``signals.destination_alert`` exactly once, after commit. A condition that holds stays silent.
+The channels that carry alerts receive that signal; nothing here delivers anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.db import IntegrityError, transaction
+from django.db.models import Avg, Count
+
+from capi_destinations import counters, signals
+from capi_destinations.conf import app_settings
+from capi_destinations.models import AlertKind, AlertState, Destination, Event
+
+logger = logging.getLogger("capi_destinations.alerts")
+
+WEEK = timedelta(days=7)
+DAY = timedelta(hours=24)
+
+TRAFFIC_FIX = (
+    "Check that your site still calls track() (a release may have removed it): open a page "
+    "that should send an event and look for it in this destination's event log."
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Whether one alert condition holds now, and in plain words why and what fixes it."""
+
+    kind: str
+    active: bool
+    reason: str = ""
+    fix: str = ""
+
+
+@dataclass
+class AlertFacts:
+    """What the hourly counters and recent events say, for the alert conditions."""
+
+    # Events recorded in the traffic window, and the usual count for those hours of the week
+    # (None: less than a week of history).
+    recorded: int = 0
+    usual_recorded: float | None = None
+    # Outcomes counted over the failure-rate hours.
+    refused: int = 0
+    outcomes: int = 0
+    # Match-quality estimate of the 7 days before the last 24 hours, and over how many events.
+    match_quality_before: float | None = None
+    match_quality_before_events: int = 0
+
+
+def traffic_window(now: datetime) -> list[datetime]:
+    """The ``TRAFFIC_DROP_HOURS`` complete UTC hours before the current one, oldest first."""
+    current = counters.hour_of(now)
+    hours = max(1, int(app_settings.TRAFFIC_DROP_HOURS))
+    return [current - timedelta(hours=offset) for offset in range(hours, 0, -1)]
+
+
+def failure_rate_hours(now: datetime) -> list[datetime]:
+    """The ``ALERT_FAILURE_RATE_HOURS`` hours ending with the current one."""
+    current = counters.hour_of(now)
+    hours = max(1, int(app_settings.ALERT_FAILURE_RATE_HOURS))
+    return [current - timedelta(hours=offset) for offset in range(hours)]
+
+
+def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dict[int, AlertFacts]:
+    """The figures of every alert condition for many destinations: three queries in all."""
+    facts = {pk: AlertFacts() for pk in destination_ids}
+    if not facts:
+        return facts
+    ids = list(facts)
+    created = dict(Destination.objects.filter(pk__in=ids).values_list("pk", "created_at"))
+    window = traffic_window(now)
+    weeks = range(1, max(1, int(app_settings.TRAFFIC_HISTORY_WEEKS)) + 1)
+    history = [hour - WEEK * week for week in weeks for hour in window]
+    rate_hours = failure_rate_hours(now)
+    counts = counters.sums_by_hour(
+        ids,
+        [*window, *history, *rate_hours],
+        fields=("recorded", "delivered", "failed", "rejected"),
+    )
+
+    def recorded(pk: int, hours: Sequence[datetime]) -> int:
+        return sum(counts.get((pk, hour), {}).get("recorded", 0) for hour in hours)
+
+    for pk, item in facts.items():
+        item.recorded = recorded(pk, window)
+        # Only weeks the destination existed for the whole window count as history.
+        known = [
+            week
+            for week in weeks
+            if pk in created and window[0] - WEEK * week >= counters.hour_of(created[pk])
+        ]
+        if known:
+            past = [recorded(pk, [hour - WEEK * week for hour in window]) for week in known]
+            item.usual_recorded = sum(past) / len(known)
+        for hour in rate_hours:
+            row = counts.get((pk, hour), {})
+            item.refused += row.get("failed", 0) + row.get("rejected", 0)
+            item.outcomes += row.get("delivered", 0) + row.get("failed", 0) + row.get("rejected", 0)
+
+    before = (
+        Event.objects.filter(
+            destination_id__in=ids,
+            created_at__gte=now - DAY - WEEK,
+            created_at__lt=now - DAY,
+            match_quality__isnull=False,
+        )
+        .values("destination_id")
+        .annotate(average=Avg("match_quality"), count=Count("pk"))
+        .values_list("destination_id", "average", "count")
+    )
+    for pk, average, count in before:
+        facts[pk].match_quality_before = average
+        facts[pk].match_quality_before_events = count
+    return facts
+
+
+# --- the conditions ----------------------------------------------------------------------------
+
+
+def traffic_drop(facts: AlertFacts) -> str | None:
+    """Why traffic counts as dropped (plain words), or None when it flows or cannot be judged.
+
+    Recording is what is watched, so a destination with sending turned off still counts.
+    """
+    usual = facts.usual_recorded
+    if usual is None or usual < float(app_settings.TRAFFIC_MIN_USUAL):
+        return None
+    ratio = float(app_settings.TRAFFIC_DROP_RATIO)
+    if facts.recorded >= usual * ratio:
+        return None
+    hours = max(1, int(app_settings.TRAFFIC_DROP_HOURS))
+    if facts.recorded == 0:
+        return (
+            f"No events were recorded in the last {hours} h, where this destination usually "
+            f"records about {usual:.0f} at this time of the week."
+        )
+    return (
+        f"Only {facts.recorded} events were recorded in the last {hours} h, where this "
+        f"destination usually records about {usual:.0f} at this time of the week."
+    )
+
+
+def refusal_rate(facts: AlertFacts) -> Condition:
+    """Failure rate: the share of events refused (failed or rejected) crossed the threshold."""
+    threshold = float(app_settings.ALERT_FAILURE_RATE)
+    enough = facts.outcomes >= max(1, int(app_settings.ALERT_FAILURE_RATE_MIN_EVENTS))
+    if not enough or facts.refused <= threshold * facts.outcomes:
+        return Condition(AlertKind.FAILURE_RATE, False)
+    hours = max(1, int(app_settings.ALERT_FAILURE_RATE_HOURS))
+    share = facts.refused / facts.outcomes
+    return Condition(
+        AlertKind.FAILURE_RATE,
+        True,
+        f"{facts.refused} of the {facts.outcomes} events of the last {hours} h were refused "
+        f"({share:.0%}, above the {threshold:.0%} threshold).",
+        "Open the failed and rejected events: each names the field that was refused. A release "
+        "that changed what your site sends (for example purchases without a currency) is the "
+        "usual cause.",
+    )
+
+
+def match_quality_drop(facts: AlertFacts, recent: float | None, recent_events: int) -> Condition:
+    """Match quality fell: the last 24 hours' estimate against the 7 days before them.
+
+    Our own estimate (``Event.match_quality``). Meta's own score, where stored, can be compared
+    the same way here: pass its recent and previous averages instead.
+    """
+    before = facts.match_quality_before
+    least = max(1, int(app_settings.ALERT_MATCH_QUALITY_MIN_EVENTS))
+    drop = float(app_settings.ALERT_MATCH_QUALITY_DROP)
+    if (
+        recent is None
+        or before is None
+        or recent_events < least
+        or facts.match_quality_before_events < least
+        or before - recent < drop
+    ):
+        return Condition(AlertKind.MATCH_QUALITY_FELL, False)
+    return Condition(
+        AlertKind.MATCH_QUALITY_FELL,
+        True,
+        f"Estimated match quality fell from {before:.1f} to {recent:.1f} out of 10 (the last "
+        "24 hours against the week before).",
+        "Look at a recent event's diagnostics for the identifiers it lacks: a release may have "
+        "stopped sending the email, phone or the fbp/fbc cookies.",
+    )
+
+
+# --- edge-triggered state ----------------------------------------------------------------------
+
+
+def record_conditions(
+    destination: Destination, conditions: Sequence[Condition], *, now: datetime
+) -> list[Condition]:
+    """Fold this evaluation's observations into the alert states; returns the changes.
+
+    A change (raised or cleared) needs ``ALERT_DEBOUNCE_CHECKS`` observations in a row; it is
+    written with a compare-and-set and announced with ``signals.destination_alert`` once,
+    after commit. One query when nothing changes.
+    """
+    needed = max(1, int(app_settings.ALERT_DEBOUNCE_CHECKS))
+    states = {
+        state.kind: state for state in AlertState.objects.filter(destination_id=destination.pk)
+    }
+    changes: list[Condition] = []
+    for condition in conditions:
+        state = states.get(condition.kind)
+        if state is None:
+            if not condition.active:
+                continue  # never raised, still clear: nothing to remember
+            state = _new_state(destination, condition.kind)
+            if state is None:
+                continue  # another process created it: it counts this observation
+        if condition.active == state.raised:
+            if state.streak:
+                AlertState.objects.filter(pk=state.pk, raised=state.raised).update(streak=0)
+            continue
+        streak = state.streak + 1
+        flips = streak >= needed
+        updates = (
+            {
+                "raised": condition.active,
+                "streak": 0,
+                "changed_at": now,
+                "reason": condition.reason,
+                "fix": condition.fix,
+            }
+            if flips
+            else {"streak": streak}
+        )
+        with transaction.atomic():
+            written = AlertState.objects.filter(
+                pk=state.pk, raised=state.raised, streak=state.streak
+            ).update(**updates)
+            if written and flips:
+                changes.append(condition)
+                transaction.on_commit(partial(_announce, destination, condition))
+    return changes
+
+
+def _new_state(destination: Destination, kind: str) -> AlertState | None:
+    try:
+        with transaction.atomic():
+            return AlertState.objects.create(destination_id=destination.pk, kind=kind)
+    except IntegrityError:
+        return None
+
+
+def _announce(destination: Destination, condition: Condition) -> None:
+    try:
+        signals.destination_alert.send(
+            sender=Destination,
+            destination=destination,
+            kind=condition.kind,
+            raised=condition.active,
+            reason=condition.reason if condition.active else _ended(condition.kind),
+            fix=condition.fix if condition.active else "",
+        )
+    except Exception:
+        # A failing receiver must not undo or hide the recorded change.
+        logger.exception("A receiver of destination_alert failed for %s", destination.pk)
+
+
+def _ended(kind: str) -> str:
+    return f"{AlertKind(kind).label}: the condition has ended."
+
+
+def raised_alerts(destination_ids: Sequence[int]) -> dict[int, list[AlertState]]:
+    """The alerts currently raised on these destinations, in one query."""
+    raised: dict[int, list[AlertState]] = {pk: [] for pk in destination_ids}
+    for state in AlertState.objects.filter(
+        destination_id__in=list(destination_ids), raised=True
+    ).order_by("kind"):
+        raised[state.destination_id].append(state)
+    return raised

@@ -16,7 +16,7 @@ from django.db.models import Field
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
-from capi_destinations.models import Destination, EventStatus, Role, Tenant
+from capi_destinations.models import Destination, DigestChoice, EventStatus, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
 
 
@@ -233,3 +233,9 @@ class EventFilterForm(forms.Form):
             "status": self.cleaned_data.get("status") or "",
             "event_name": self.cleaned_data.get("event_name") or "",
         }
+
+
+class DigestChoiceForm(forms.Form):
+    """The person's daily-digest choice (``DigestPreference``)."""
+
+    digest = forms.ChoiceField(choices=DigestChoice.choices, widget=forms.RadioSelect)

@@ -29,7 +29,7 @@ from django.utils.log import AdminEmailHandler
 from django_q.models import OrmQ, Schedule, Task
 
 import capi_destinations
-from capi_destinations import destinations, dispatch, graph, health, signals
+from capi_destinations import destinations, digest, dispatch, graph, health, signals
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
@@ -232,6 +232,7 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
+                "token": digest.unsubscribe_token(member.user),
             }
             kwargs = {name: values[name] for name in route.parameters}
             base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)

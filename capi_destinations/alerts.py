@@ -117,21 +117,29 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
             item.refused += row.get("failed", 0) + row.get("rejected", 0)
             item.outcomes += row.get("delivered", 0) + row.get("failed", 0) + row.get("rejected", 0)
 
-    before = (
-        Event.objects.filter(
-            destination_id__in=ids,
-            created_at__gte=now - DAY - WEEK,
-            created_at__lt=now - DAY,
-            match_quality__isnull=False,
-        )
-        .values("destination_id")
-        .annotate(average=Avg("match_quality"), count=Count("pk"))
-        .values_list("destination_id", "average", "count")
-    )
-    for pk, average, count in before:
+    before = match_quality_averages(ids, since=now - DAY - WEEK, until=now - DAY)
+    for pk, (average, count) in before.items():
         facts[pk].match_quality_before = average
         facts[pk].match_quality_before_events = count
     return facts
+
+
+def match_quality_averages(
+    destination_ids: Sequence[int], *, since: datetime, until: datetime | None = None
+) -> dict[int, tuple[float, int]]:
+    """``{destination_id: (average estimated match quality, events)}`` of the events recorded
+    from ``since`` (until ``until``), in one query; destinations without any are absent."""
+    events = Event.objects.filter(
+        destination_id__in=list(destination_ids), created_at__gte=since, match_quality__isnull=False
+    )
+    if until is not None:
+        events = events.filter(created_at__lt=until)
+    rows = (
+        events.values("destination_id")
+        .annotate(average=Avg("match_quality"), count=Count("pk"))
+        .values_list("destination_id", "average", "count")
+    )
+    return {pk: (average, count) for pk, average, count in rows}
 
 
 # --- the conditions ----------------------------------------------------------------------------

@@ -28,11 +28,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
-from django.db.models import Avg
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from capi_destinations import clock, reports
+from capi_destinations import alerts, clock, reports
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AlertKind,
@@ -40,7 +39,6 @@ from capi_destinations.models import (
     Destination,
     DigestChoice,
     DigestPreference,
-    Event,
     Health,
     HealthCheck,
     Membership,
@@ -120,15 +118,8 @@ def build_digests(tenant_ids: Sequence[int], *, now: datetime | None = None) -> 
 
 
 def _match_quality(ids: Sequence[int], *, now: datetime) -> dict[int, float]:
-    rows = (
-        Event.objects.filter(
-            destination_id__in=list(ids), created_at__gte=now - DAY, match_quality__isnull=False
-        )
-        .values("destination_id")
-        .annotate(average=Avg("match_quality"))
-        .values_list("destination_id", "average")
-    )
-    return dict(rows)
+    averages = alerts.match_quality_averages(ids, since=now - DAY)
+    return {pk: average for pk, (average, _count) in averages.items()}
 
 
 def _changes_since_yesterday(ids: Sequence[int], *, now: datetime) -> dict[int, list[str]]:

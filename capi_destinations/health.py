@@ -68,7 +68,7 @@ from datetime import datetime, timedelta
 from cryptography.fernet import InvalidToken
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Avg, Count, F, Min, Window
+from django.db.models import F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
@@ -431,15 +431,8 @@ def collect_delivery_facts(
     for destination_id, oldest in stalled:
         facts[destination_id].stalled_since = oldest
 
-    quality = (
-        Event.objects.filter(
-            destination_id__in=ids, created_at__gte=recent_since, match_quality__isnull=False
-        )
-        .values("destination_id")
-        .annotate(average=Avg("match_quality"), count=Count("pk"))
-        .values_list("destination_id", "average", "count")
-    )
-    for destination_id, average, count in quality:
+    quality = alerts.match_quality_averages(ids, since=recent_since)
+    for destination_id, (average, count) in quality.items():
         facts[destination_id].match_quality = average
         facts[destination_id].match_quality_events = count
     for destination_id, figures in alerts.collect_alert_facts(ids, now=now).items():

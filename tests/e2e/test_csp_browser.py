@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from capi_destinations import track
+from capi_destinations import digest, track
 from capi_destinations.models import Destination, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 
@@ -69,6 +69,11 @@ def test_every_page_runs_with_no_csp_violation(
         reverse("capi_destinations:destination_edit", kwargs={"code": code}),
         reverse("capi_destinations:replace_token", kwargs={"code": code}),
         reverse("capi_destinations:destination_delete", kwargs={"code": code}),
+        reverse("capi_destinations:digest_settings"),
+        reverse(
+            "capi_destinations:digest_unsubscribe",
+            kwargs={"token": digest.unsubscribe_token(admin)},
+        ),
     ]
     for url in urls:
         response = page.goto(f"{live_server.url}{url}")

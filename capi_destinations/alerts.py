@@ -117,10 +117,16 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
             item.refused += row.get("failed", 0) + row.get("rejected", 0)
             item.outcomes += row.get("delivered", 0) + row.get("failed", 0) + row.get("rejected", 0)
 
-    before = match_quality_averages(ids, since=now - DAY - WEEK, until=now - DAY)
-    for pk, (average, count) in before.items():
-        facts[pk].match_quality_before = average
-        facts[pk].match_quality_before_events = count
+    # The week before the last 24 hours, from the hourly counters (up to 168 rows each), not
+    # from a week of events.
+    before = counters.sums_between(
+        ids, now - DAY - WEEK, now - DAY, fields=("quality_sum", "quality_events")
+    )
+    for pk, sums in before.items():
+        rated = int(sums["quality_events"] or 0)
+        if rated:
+            facts[pk].match_quality_before = float(sums["quality_sum"] or 0.0) / rated
+            facts[pk].match_quality_before_events = rated
     return facts
 
 

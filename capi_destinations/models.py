@@ -682,6 +682,10 @@ class HourlyOutcomes(models.Model):
     # Events stored at ingest this hour, whatever their status: what "traffic" means for the
     # traffic-dropped alert (the outcomes above depend on sending, this does not).
     recorded = models.PositiveIntegerField(default=0)
+    # The sum of the estimated match quality of those recorded events, and how many had one:
+    # a week's average for the match-quality alert without reading a week of events.
+    quality_sum = models.FloatField(default=0.0)
+    quality_events = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

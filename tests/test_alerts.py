@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from capi_destinations import alerts, dispatch, health, signals, track_many
+from capi_destinations import alerts, counters, dispatch, health, signals, track_many
 from capi_destinations import clock as app_clock
 from capi_destinations.models import AlertKind, AlertState, Destination, Health, HourlyOutcomes
 from capi_destinations.sandbox import Sandbox
@@ -125,7 +125,30 @@ def test_ingest_counts_recorded_events_per_hour(
     record(registered, app_clock.now(), 2, currency=False)
 
     row = HourlyOutcomes.objects.get(destination=registered)
-    assert (row.recorded, row.rejected) == (6, 2)
+    assert (row.recorded, row.rejected, row.quality_events) == (6, 2, 6)
+    assert row.quality_sum == pytest.approx(
+        sum(registered.events.values_list("match_quality", flat=True))
+    )
+
+
+def test_rebuilding_the_counters_recounts_recorded_events_and_their_quality(
+    alert_settings: Any, registered: Destination, record: Callable[..., None]
+) -> None:
+    record(registered, app_clock.now() - timedelta(hours=2), 3)
+    record(registered, app_clock.now(), 2, rich=False)
+    counted = {
+        row.hour: (row.recorded, row.quality_events, round(row.quality_sum, 3))
+        for row in HourlyOutcomes.objects.filter(destination=registered)
+    }
+
+    counters.rebuild(destination_ids=[registered.pk])
+
+    rebuilt = {
+        row.hour: (row.recorded, row.quality_events, round(row.quality_sum, 3))
+        for row in HourlyOutcomes.objects.filter(destination=registered)
+    }
+    assert rebuilt == counted
+    assert sorted(recorded for recorded, _rated, _sum in rebuilt.values()) == [2, 3]
 
 
 def test_traffic_drop_raises_once_turns_the_card_unhealthy_and_clears_once(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -65,6 +65,8 @@ class AlertFacts:
     # Match-quality estimate of the 7 days before the last 24 hours, and over how many events.
     match_quality_before: float | None = None
     match_quality_before_events: int = 0
+    # The destination's alert states as read with these figures (by kind).
+    states: dict[str, AlertState] = field(default_factory=dict)
 
 
 def traffic_window(now: datetime) -> list[datetime]:
@@ -82,7 +84,8 @@ def failure_rate_hours(now: datetime) -> list[datetime]:
 
 
 def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dict[int, AlertFacts]:
-    """The figures of every alert condition for many destinations: three queries in all."""
+    """The figures of every alert condition, and the alert states, for many destinations: four
+    queries in all."""
     facts = {pk: AlertFacts() for pk in destination_ids}
     if not facts:
         return facts
@@ -127,6 +130,8 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
         if rated:
             facts[pk].match_quality_before = float(sums["quality_sum"] or 0.0) / rated
             facts[pk].match_quality_before_events = rated
+    for state in AlertState.objects.filter(destination_id__in=ids):
+        facts[state.destination_id].states[state.kind] = state
     return facts
 
 
@@ -224,18 +229,26 @@ def match_quality_drop(facts: AlertFacts, recent: float | None, recent_events: i
 
 
 def record_conditions(
-    destination: Destination, conditions: Sequence[Condition], *, now: datetime
+    destination: Destination,
+    conditions: Sequence[Condition],
+    *,
+    now: datetime,
+    states: dict[str, AlertState] | None = None,
 ) -> list[Condition]:
     """Fold this evaluation's observations into the alert states; returns the changes.
 
     A change (raised or cleared) needs ``ALERT_DEBOUNCE_CHECKS`` observations in a row; it is
     written with a compare-and-set and announced with ``signals.destination_alert`` once,
-    after commit. One query when nothing changes.
+    after commit. ``states`` are the destination's states as read before (by
+    :func:`collect_alert_facts`); without them they are read here. No query when nothing
+    changes and the states were given; a state changed meanwhile by another process fails its
+    compare-and-set, and this observation is simply not counted.
     """
     needed = max(1, int(app_settings.ALERT_DEBOUNCE_CHECKS))
-    states = {
-        state.kind: state for state in AlertState.objects.filter(destination_id=destination.pk)
-    }
+    if states is None:
+        states = {
+            state.kind: state for state in AlertState.objects.filter(destination_id=destination.pk)
+        }
     changes: list[Condition] = []
     for condition in conditions:
         state = states.get(condition.kind)

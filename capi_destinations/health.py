@@ -961,7 +961,9 @@ def _evaluate_and_record(
         duration_ms=int((time.monotonic() - started) * 1000),
         pixel_name=pixel_name,
     )
-    alerts.record_conditions(destination, alert_conditions(check, facts), now=now)
+    alerts.record_conditions(
+        destination, alert_conditions(check, facts), now=now, states=facts.alert_facts.states
+    )
     return check
 
 

@@ -355,4 +355,28 @@ def test_collecting_alert_facts_costs_the_same_for_one_destination_or_many(
     with CaptureQueriesContext(connection) as for_many:
         alerts.collect_alert_facts(many, now=app_clock.now())
 
-    assert len(for_one) == len(for_many) == 3
+    assert len(for_one) == len(for_many) == 4
+
+
+def test_folding_in_unchanged_conditions_costs_no_query(
+    clock: Any,
+    destination: Destination,
+    sent: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+    django_assert_num_queries: Any,
+) -> None:
+    for _ in range(2):
+        observe(destination, True, django_capture_on_commit_callbacks)  # raised, streak 0
+    states = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[
+        destination.pk
+    ].states
+    still = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+    never = alerts.Condition(AlertKind.VERSION_ENDING, False)
+
+    with django_assert_num_queries(0):
+        changes = alerts.record_conditions(
+            destination, [still, never], now=app_clock.now(), states=states
+        )
+
+    assert changes == []
+    assert kinds(sent) == [("failure_rate", True)]

@@ -264,17 +264,12 @@ def record_conditions(
             continue
         streak = state.streak + 1
         flips = streak >= needed
-        updates = (
-            {
-                "raised": condition.active,
-                "streak": 0,
-                "changed_at": now,
-                "reason": condition.reason,
-                "fix": condition.fix,
-            }
-            if flips
-            else {"streak": streak}
-        )
+        updates: dict[str, object] = {"streak": streak}
+        if flips:
+            updates = {"raised": condition.active, "streak": 0, "changed_at": now}
+            if condition.active:
+                # The reason and fix stay after it ends: what it was about.
+                updates.update(raised_at=now, reason=condition.reason, fix=condition.fix)
         with transaction.atomic():
             written = AlertState.objects.filter(
                 pk=state.pk, raised=state.raised, streak=state.streak

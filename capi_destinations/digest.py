@@ -133,12 +133,14 @@ def _changes_since_yesterday(ids: Sequence[int], *, now: datetime) -> dict[int, 
         dated[pk].append((moment, f"{moment:%H:%M} UTC: became {Health(status).label}"))
     alert_changes = AlertState.objects.filter(
         destination_id__in=list(ids), changed_at__gte=since
-    ).values_list("destination_id", "changed_at", "kind", "raised", "reason")
-    for pk, changed_at, kind, raised, reason in alert_changes:
-        assert changed_at is not None  # filtered on it
+    ).values_list("destination_id", "changed_at", "raised_at", "kind", "raised", "reason")
+    for pk, changed_at, raised_at, kind, raised, reason in alert_changes:
         label = AlertKind(kind).label
-        text = f"alert: {label} — {reason}" if raised else f"alert ended: {label}"
-        dated[pk].append((changed_at, f"{changed_at:%H:%M} UTC: {text}"))
+        # An alert raised and ended since yesterday shows both.
+        if raised_at is not None and raised_at >= since:
+            dated[pk].append((raised_at, f"{raised_at:%H:%M} UTC: alert: {label} — {reason}"))
+        if not raised and changed_at is not None:
+            dated[pk].append((changed_at, f"{changed_at:%H:%M} UTC: alert ended: {label}"))
     return {pk: [text for _moment, text in sorted(items)] for pk, items in dated.items()}
 
 

@@ -818,6 +818,8 @@ class AlertState(models.Model):
     reason = models.TextField(blank=True)
     fix = models.TextField(blank=True)
     changed_at = models.DateTimeField(null=True, blank=True)
+    # When it was last raised (kept after it ends, so a digest can say both).
+    raised_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

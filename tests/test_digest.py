@@ -85,6 +85,15 @@ def acme(
         raised=True,
         reason="No events were recorded in the last 3 h.",
         changed_at=now - timedelta(hours=1),
+        raised_at=now - timedelta(hours=1),
+    )
+    AlertState.objects.create(
+        destination=shop,
+        kind=AlertKind.FAILURE_RATE,
+        raised=False,
+        reason="9 of the 10 events of the last 6 h were refused.",
+        raised_at=now - timedelta(hours=5),
+        changed_at=now - timedelta(hours=2),
     )
     return {"shop": shop, "blog": blog}
 
@@ -110,6 +119,10 @@ def test_a_tenant_digest_summarises_every_destination_in_text_and_html(
     assert "Top finding: Sending is turned off." in shop_part
     assert "became Unhealthy" in shop_part
     assert "alert: Traffic dropped — No events were recorded in the last 3 h." in shop_part
+    # Raised and ended since yesterday: both, in the order they happened.
+    raised = shop_part.index("alert: Failure rate crossed the threshold — 9 of the 10 events")
+    ended = shop_part.index("alert ended: Failure rate crossed the threshold")
+    assert raised < ended
     assert "became Healthy" not in shop_part  # two days ago: not since yesterday
     assert f"{SITE}/capi/d/{acme['shop'].code}/" in shop_part
     blog_part = text.split("* Blog pixel")[1].split("* ")[0]

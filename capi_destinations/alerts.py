@@ -104,13 +104,17 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
     def recorded(pk: int, hours: Sequence[datetime]) -> int:
         return sum(counts.get((pk, hour), {}).get("recorded", 0) for hour in hours)
 
+    # Counters older than the retention period are purged: those weeks are unknown, not empty.
+    kept_since = now - timedelta(days=int(app_settings.RETENTION_DAYS))
     for pk, item in facts.items():
         item.recorded = recorded(pk, window)
         # Only weeks the destination existed for the whole window count as history.
         known = [
             week
             for week in weeks
-            if pk in created and window[0] - WEEK * week >= counters.hour_of(created[pk])
+            if pk in created
+            and window[0] - WEEK * week >= counters.hour_of(created[pk])
+            and window[0] - WEEK * week >= kept_since
         ]
         if known:
             past = [recorded(pk, [hour - WEEK * week for hour in window]) for week in known]

@@ -204,6 +204,22 @@ def test_a_destination_without_a_week_of_history_never_counts_as_dropped(
     assert registered.health == Health.HEALTHY
 
 
+def test_weeks_past_retention_are_not_counted_as_quiet_ones(
+    alert_settings: Any, registered: Destination, record: Callable[..., None]
+) -> None:
+    alert_settings.CAPI_DESTINATIONS = {
+        **alert_settings.CAPI_DESTINATIONS,
+        "TRAFFIC_HISTORY_WEEKS": 2,
+        "RETENTION_DAYS": 10,
+    }
+    record(registered, app_clock.now().replace(hour=11) - timedelta(weeks=1), 6)
+
+    facts = alerts.collect_alert_facts([registered.pk], now=app_clock.now())[registered.pk]
+
+    # Two weeks ago is past retention: its counters are gone, not zero.
+    assert facts.usual_recorded == 6
+
+
 def test_traffic_is_about_recording_so_it_counts_with_sending_off(
     alert_settings: Any,
     registered: Destination,

@@ -396,3 +396,44 @@ def test_folding_in_unchanged_conditions_costs_no_query(
 
     assert changes == []
     assert kinds(sent) == [("failure_rate", True)]
+
+
+def test_two_processes_with_the_same_reading_announce_a_change_once(
+    clock: Any,
+    destination: Destination,
+    sent: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    observe(destination, True, django_capture_on_commit_callbacks)  # streak 1 of 2
+    # Two health-check processes read the states before either writes.
+    first = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
+    second = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
+    condition = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        won = alerts.record_conditions(
+            destination, [condition], now=app_clock.now(), states=first.states
+        )
+        lost = alerts.record_conditions(
+            destination, [condition], now=app_clock.now(), states=second.states
+        )
+
+    assert (len(won), len(lost)) == (1, 0)
+    assert kinds(sent) == [("failure_rate", True)]
+
+
+def test_two_processes_creating_the_first_state_do_not_fail(
+    clock: Any,
+    destination: Destination,
+    sent: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    condition = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):  # both read "no state yet"
+            alerts.record_conditions(destination, [condition], now=app_clock.now(), states={})
+
+    state = AlertState.objects.get(destination=destination)
+    assert (state.raised, state.streak) == (False, 1)
+    assert sent == []

@@ -18,7 +18,7 @@ The channels that carry alerts receive that signal; nothing here delivers anythi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -34,6 +34,9 @@ logger = logging.getLogger("capi_destinations.alerts")
 
 WEEK = timedelta(days=7)
 DAY = timedelta(hours=24)
+
+# Hourly counter sums by (destination, hour), as counters.sums_by_hour returns them.
+Counts = dict[tuple[int, datetime], dict[str, int]]
 
 TRAFFIC_FIX = (
     "Check that your site still calls track() (a release may have removed it): open a page "
@@ -91,66 +94,74 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
         return facts
     ids = list(facts)
     created = dict(Destination.objects.filter(pk__in=ids).values_list("pk", "created_at"))
-    window = traffic_window(now)
+    window, rate_hours = traffic_window(now), failure_rate_hours(now)
     weeks = range(1, max(1, int(app_settings.TRAFFIC_HISTORY_WEEKS)) + 1)
     history = [hour - WEEK * week for week in weeks for hour in window]
-    rate_hours = failure_rate_hours(now)
     counts = counters.sums_by_hour(
         ids,
         [*window, *history, *rate_hours],
         fields=("recorded", "delivered", "failed", "rejected"),
     )
-
-    def recorded(pk: int, hours: Sequence[datetime]) -> int:
-        return sum(counts.get((pk, hour), {}).get("recorded", 0) for hour in hours)
-
     # Counters older than the retention period are purged: those weeks are unknown, not empty.
     kept_since = now - timedelta(days=int(app_settings.RETENTION_DAYS))
     for pk, item in facts.items():
-        item.recorded = recorded(pk, window)
-        # Only weeks the destination existed for the whole window count as history.
-        known = [
-            week
-            for week in weeks
-            if pk in created
-            and window[0] - WEEK * week >= counters.hour_of(created[pk])
-            and window[0] - WEEK * week >= kept_since
-        ]
-        if known:
-            past = [recorded(pk, [hour - WEEK * week for hour in window]) for week in known]
-            item.usual_recorded = sum(past) / len(known)
-        for hour in rate_hours:
-            row = counts.get((pk, hour), {})
-            item.refused += row.get("failed", 0) + row.get("rejected", 0)
-            item.outcomes += row.get("delivered", 0) + row.get("failed", 0) + row.get("rejected", 0)
+        # Only weeks the destination existed for the whole window count as history (none for
+        # one deleted meanwhile).
+        first_hour = counters.hour_of(created[pk]) if pk in created else window[0]
+        known = [week for week in weeks if window[0] - WEEK * week >= max(first_hour, kept_since)]
+        _add_traffic(item, pk, counts, window, known)
+        _add_refusals(item, pk, counts, rate_hours)
+    _add_match_quality_before(facts, now=now)
+    for state in AlertState.objects.filter(destination_id__in=ids):
+        facts[state.destination_id].states[state.kind] = state
+    return facts
 
+
+def _add_traffic(
+    item: AlertFacts, pk: int, counts: Counts, window: Sequence[datetime], weeks: Sequence[int]
+) -> None:
+    def recorded(hours: Iterable[datetime]) -> int:
+        return sum(counts.get((pk, hour), {}).get("recorded", 0) for hour in hours)
+
+    item.recorded = recorded(window)
+    if weeks:
+        past = [recorded(hour - WEEK * week for hour in window) for week in weeks]
+        item.usual_recorded = sum(past) / len(weeks)
+
+
+def _add_refusals(item: AlertFacts, pk: int, counts: Counts, hours: Sequence[datetime]) -> None:
+    for hour in hours:
+        row = counts.get((pk, hour), {})
+        refused = row.get("failed", 0) + row.get("rejected", 0)
+        item.refused += refused
+        item.outcomes += row.get("delivered", 0) + refused
+
+
+def _add_match_quality_before(facts: dict[int, AlertFacts], *, now: datetime) -> None:
     # The week before the last 24 hours, from the hourly counters (up to 168 rows each), not
     # from a week of events.
     before = counters.sums_between(
-        ids, now - DAY - WEEK, now - DAY, fields=("quality_sum", "quality_events")
+        list(facts), now - DAY - WEEK, now - DAY, fields=("quality_sum", "quality_events")
     )
     for pk, sums in before.items():
         rated = int(sums["quality_events"] or 0)
         if rated:
             facts[pk].match_quality_before = float(sums["quality_sum"] or 0.0) / rated
             facts[pk].match_quality_before_events = rated
-    for state in AlertState.objects.filter(destination_id__in=ids):
-        facts[state.destination_id].states[state.kind] = state
-    return facts
 
 
 def match_quality_averages(
-    destination_ids: Sequence[int], *, since: datetime, until: datetime | None = None
+    destination_ids: Sequence[int], *, since: datetime
 ) -> dict[int, tuple[float, int]]:
     """``{destination_id: (average estimated match quality, events)}`` of the events recorded
-    from ``since`` (until ``until``), in one query; destinations without any are absent."""
-    events = Event.objects.filter(
-        destination_id__in=list(destination_ids), created_at__gte=since, match_quality__isnull=False
-    )
-    if until is not None:
-        events = events.filter(created_at__lt=until)
+    since ``since``, in one query; destinations without any are absent."""
     rows = (
-        events.values("destination_id")
+        Event.objects.filter(
+            destination_id__in=list(destination_ids),
+            created_at__gte=since,
+            match_quality__isnull=False,
+        )
+        .values("destination_id")
         .annotate(average=Avg("match_quality"), count=Count("pk"))
         .values_list("destination_id", "average", "count")
     )

@@ -144,6 +144,11 @@ def test_a_tenant_digest_summarises_every_destination_in_text_and_html(
     assert "alert: Traffic dropped" in html
     assert "7.5 / 10" in html
     assert f'href="{SITE}/capi/digest/unsubscribe/{token}/"' in html
+    # Never a secret: no token, not even its hint, in either part.
+    for destination in Destination.objects.filter(tenant=tenant):
+        assert destination.access_token not in text
+        assert destination.access_token not in html
+        assert destination.token_hint not in text
 
 
 def test_one_click_unsubscribe_needs_no_login_and_stops_the_next_digest(

@@ -30,6 +30,8 @@ from capi_destinations.models import (
 )
 
 MEMBER_ACTIONS = (
+    AuditAction.MEMBER_INVITED,
+    AuditAction.INVITATION_REVOKED,
     AuditAction.MEMBER_ADDED,
     AuditAction.MEMBER_ROLE_CHANGED,
     AuditAction.MEMBER_REMOVED,
@@ -184,8 +186,9 @@ def _sqlite_turn() -> AbstractContextManager[Any]:
 
 
 @contextmanager
-def _member_change(*tenant_ids: int | None) -> Iterator[None]:
-    """One transaction holding the locks of the tenants whose members change."""
+def member_change(*tenant_ids: int | None) -> Iterator[None]:
+    """One transaction holding the locks of the tenants whose members change (also taken by
+    ``invitations`` to invite, revoke and accept)."""
     with _sqlite_turn(), transaction.atomic():
         _lock_tenants(*tenant_ids)
         yield
@@ -201,8 +204,8 @@ def add_member(tenant: Tenant, username: str, role: str, *, actor: Any = None) -
         user = user_model.objects.get(**{user_model.USERNAME_FIELD: username.strip()})
     except user_model.DoesNotExist:
         raise ValidationError(
-            f"There is no user “{username.strip()}”. Ask them to sign up first, or check "
-            "the spelling.",
+            f"There is no user “{username.strip()}” on this site. Check the spelling, or invite "
+            "them by email instead.",
             code="no_such_user",
         ) from None
     return save_new_membership(Membership(tenant=tenant, user=user, role=Role(role)), actor=actor)
@@ -213,7 +216,7 @@ def save_new_membership(membership: Membership, *, actor: Any = None) -> Members
 
     Raises ``ValidationError`` when the user is already a member of the tenant.
     """
-    with _member_change(membership.tenant_id):
+    with member_change(membership.tenant_id):
         if Membership.objects.filter(
             tenant_id=membership.tenant_id, user_id=membership.user_id
         ).exists():
@@ -233,7 +236,7 @@ def change_role(membership: Membership, role: str, *, actor: Any = None) -> Memb
     membership was removed meanwhile.
     """
     role = Role(role)
-    with _member_change(membership.tenant_id):
+    with member_change(membership.tenant_id):
         current = _current(membership.pk, membership.tenant_id)
         previous = current.role
         if role == previous:
@@ -250,7 +253,7 @@ def change_role(membership: Membership, role: str, *, actor: Any = None) -> Memb
 
 def remove_member(membership: Membership, *, actor: Any = None) -> None:
     """Remove a member, audited as ``actor``'s; the last admin of a tenant cannot be removed."""
-    with _member_change(membership.tenant_id):
+    with member_change(membership.tenant_id):
         current = _current(membership.pk, membership.tenant_id)
         refuse_to_orphan(Membership.objects.filter(pk=current.pk))
         audit_member_change(current, AuditAction.MEMBER_REMOVED, actor=actor)
@@ -262,7 +265,7 @@ def remove_members(memberships: QuerySet[Membership], *, actor: Any = None) -> i
 
     Raises ``ValidationError`` naming the tenants it would leave without an admin, removing none.
     """
-    with _sqlite_turn(), _member_change(*memberships.values_list("tenant_id", flat=True)):
+    with _sqlite_turn(), member_change(*memberships.values_list("tenant_id", flat=True)):
         refuse_to_orphan(memberships, many=True)
         removed = list(memberships.select_related("user"))
         for membership in removed:
@@ -299,7 +302,7 @@ def _update_membership(
     role: Role,
     actor: Any,
 ) -> Membership:
-    with _member_change(stored_tenant_id, tenant.pk):
+    with member_change(stored_tenant_id, tenant.pk):
         before = _current(membership.pk, stored_tenant_id)
         check_admin_kept(before, role=role, tenant_id=tenant.pk)
         membership.user, membership.tenant, membership.role = user, tenant, role
@@ -340,12 +343,20 @@ def _current(membership_id: int | None, tenant_id: int | None) -> Membership:
 
 
 def audit_member_change(
-    membership: Membership, action: str, *, actor: Any = None, previous_role: str = ""
+    membership: Membership,
+    action: str,
+    *,
+    actor: Any = None,
+    previous_role: str = "",
+    invited_by: str = "",
 ) -> AuditEntry:
-    """Record that ``actor`` (None or anonymous: the system) did ``action`` to a membership."""
+    """Record that ``actor`` (None or anonymous: the system) did ``action`` to a membership;
+    ``invited_by``: the member joined through an invitation that person sent."""
     detail = {"member": membership.user.get_username(), "role": str(membership.role)}
     if previous_role:
         detail["previous_role"] = str(previous_role)
+    if invited_by:
+        detail["invited_by"] = invited_by
     is_person = actor is not None and getattr(actor, "is_authenticated", False)
     return AuditEntry.objects.create(
         tenant_id=membership.tenant_id,

@@ -135,6 +135,9 @@ DEFAULTS: dict[str, Any] = {
     # Days before an event that a person's fbc/fbp seen on an earlier event may fill it, when it
     # arrives without them (a webhook, a CRM update): Meta's default click attribution window.
     "CLICK_ID_FILL_DAYS": 7,
+    # --- Members -----------------------------------------------------------------------------
+    # Seconds an invitation link stays valid after it was (last) sent.
+    "INVITATION_MAX_AGE": 7 * 24 * 3600,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

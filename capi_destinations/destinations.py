@@ -42,6 +42,9 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "default_country",
     "consent_policy",
     "missing_consent",
+    "event_filter",
+    "event_filter_names",
+    "minimum_purchase_value",
     "allowed_origins",
 )
 
@@ -464,14 +467,18 @@ def check_destination_token(destination: Destination, *, pixel_id: str, token: s
 # --- Test events --------------------------------------------------------------------------------
 
 
-def send_test_event(destination: Destination, *, actor: Any) -> TestEventResult:
-    """Send one synthetic event with the destination's test code and return Meta's answer.
+def send_test_event(
+    destination: Destination, *, actor: Any, test_event_code: str = ""
+) -> TestEventResult:
+    """Send one synthetic event with the destination's test code (else ``test_event_code``,
+    copied from Events Manager) and return Meta's answer.
 
     Only when a person asks (the **Send test event** button, which says what follows); the
     sending and its DeliveryAttempt are :func:`capi_destinations.testevents.send_test_event`'s.
-    This service adds the audit entry naming ``actor``.
+    Without a code it raises ``ValidationError`` and sends nothing. This service adds the audit
+    entry naming ``actor``.
     """
-    result = testevents.send_test_event(destination)
+    result = testevents.send_test_event(destination, test_event_code=test_event_code)
     audit(
         destination,
         AuditAction.TEST_EVENT_SENT,

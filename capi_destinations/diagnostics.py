@@ -39,11 +39,13 @@ __all__ = [
     "CUSTOMER_INFO_KEYS",
     "ERROR",
     "INFO",
+    "MATCH_KEYS_FIX",
     "MAX_CLOCK_SKEW",
     "MAX_EVENT_AGE",
     "MAX_STORE_EVENT_AGE",
     "SEVERITIES",
     "STANDARD_EVENTS",
+    "USER_AGENT_FIX",
     "WARNING",
     "WEAK_KEY_SETS",
     "Diagnostic",
@@ -193,6 +195,20 @@ EXTINFO_PLATFORMS: frozenset[str] = frozenset({"a2", "i2"})
 # Our own key beside Meta's: the consent state travels with the event and is evaluated per
 # destination before anything is sent.
 _KNOWN_EVENT_KEYS = SERVER_EVENT_KEYS | {"consent"}
+
+
+#: What raises match quality, in the words of the health card's match-quality note; Meta's
+#: per-key feedback on the destination page uses it too.
+MATCH_KEYS_FIX = (
+    "Send the hashed email and phone with every event where you have them, plus an "
+    "external ID, and the fbp/fbc cookies and the client's IP address and user agent "
+    "(the browser helper adds these). Each event's diagnostics list what it lacks."
+)
+#: How to send the user agent (``missing_client_user_agent``), for Meta's feedback on it too.
+USER_AGENT_FIX = (
+    "Send the User-Agent header of the visitor's request as client_user_agent "
+    "(the ingest endpoint and track(request=…) add it for you)."
+)
 
 
 def max_event_age(action_source: Any) -> timedelta:
@@ -790,8 +806,7 @@ def _check_website_user_data(user_data: Mapping[str, Any], found: list[Diagnosti
                 "missing_client_user_agent",
                 "user_data.client_user_agent",
                 "Website events need the visitor's browser user agent, and none was sent.",
-                "Send the User-Agent header of the visitor's request as client_user_agent "
-                "(the ingest endpoint and track(request=…) add it for you).",
+                USER_AGENT_FIX,
                 meta_code=_META_INVALID_PARAMETER,
             )
         )

@@ -220,7 +220,7 @@ def unsubscribe_token(user: Any) -> str:
 def unsubscribe_url(user: Any) -> str:
     """The person's one-click unsubscribe link."""
     path = reverse(
-        "capi_destinations:digest_unsubscribe", kwargs={"token": unsubscribe_token(user)}
+        "capi_destinations:digest_unsubscribe", kwargs={"signature": unsubscribe_token(user)}
     )
     return absolute(path)
 

@@ -7,25 +7,48 @@ the pages and the admin write the same audit entries and send the same signals.
 from __future__ import annotations
 
 import copy
+from datetime import UTC
 from typing import Any, cast
 
 from django import forms
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db.models import Field
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
 from capi_destinations.models import Destination, DigestChoice, EventStatus, Role, Tenant
 from capi_destinations.reports import STATUS_FILTERS
+from capi_destinations.routing import EventFilter
 
 
 def token_widget() -> forms.PasswordInput:
-    """A write-only input: it never renders a value back to the browser."""
+    """A write-only input: it never renders a value back to the browser.
+
+    ``hx-preserve`` (with the field's stable id) lets htmx keep the input, with what was pasted,
+    when the form posted through htmx comes back with an error: the browser keeps the token,
+    the server never sends it back.
+    """
     return forms.PasswordInput(
         render_value=False,
-        attrs={"autocomplete": "off", "spellcheck": "false", "data-testid": "token-input"},
+        attrs={
+            "autocomplete": "off",
+            "spellcheck": "false",
+            "autocapitalize": "none",
+            "data-testid": "token-input",
+            "hx-preserve": True,
+        },
     )
+
+
+def token_needs_pasting_again(form: forms.BaseForm) -> bool:
+    """Whether a form came back with an error after a token was pasted into it.
+
+    The token field then renders empty (it is write-only); the page says so plainly.
+    """
+    pasted = str(form.data.get("access_token", "") or "").strip()
+    return bool(form.is_bound and pasted and form.errors)
 
 
 class WriteOnlySecretsMixin(forms.ModelForm):
@@ -100,8 +123,14 @@ class DestinationForm(WriteOnlySecretsMixin):
             "api_version",
             "default_country",
             "allowed_origins",
+            "event_filter",
+            "event_filter_names",
+            "minimum_purchase_value",
         ]
-        widgets = {"allowed_origins": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "allowed_origins": forms.Textarea(attrs={"rows": 3}),
+            "event_filter_names": forms.Textarea(attrs={"rows": 3}),
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         instance = kwargs.get("instance")
@@ -127,6 +156,12 @@ class DestinationForm(WriteOnlySecretsMixin):
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
 
+    def clean_event_filter(self) -> str:
+        # Left out of a post (an older form, a script): keep what is stored.
+        return (
+            self.cleaned_data.get("event_filter") or self.instance.event_filter or EventFilter.ALL
+        )
+
     def clean_pixel_id(self) -> str:
         pixel_id = (self.cleaned_data.get("pixel_id") or "").strip()
         duplicates = Destination.objects.filter(tenant=self.tenant, pixel_id=pixel_id)
@@ -151,8 +186,10 @@ class DestinationForm(WriteOnlySecretsMixin):
 class ReplaceTokenForm(forms.Form):
     """Paste a new token for a destination."""
 
+    # Not ``required``: clean_access_token names what is missing in the same words as every
+    # other token form ("Paste the Conversions API access token.").
     access_token = forms.CharField(
-        label="New access token", strip=True, required=True, widget=token_widget()
+        label="New access token", strip=True, required=False, widget=token_widget()
     )
 
     def clean_access_token(self) -> str:
@@ -181,16 +218,98 @@ class AddMemberForm(forms.Form):
         self.fields["username"].label = capfirst(login_field.verbose_name)
 
 
+class InviteMemberForm(forms.Form):
+    """Invite someone by email with a role; they join through the link the email holds."""
+
+    email = forms.EmailField(max_length=254, label="Email address")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class JoinForm(forms.Form):
+    """Create the account an invitation is for: a login name (unless the site's users log in by
+    email, then it is the invited address), and a password the site's validators accept."""
+
+    username = forms.CharField(max_length=150)
+    password1 = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html,
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args: Any, email: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.email = email
+        user_model = get_user_model()
+        login_field = cast("Field[Any, Any]", user_model._meta.get_field(user_model.USERNAME_FIELD))
+        if user_model.get_email_field_name() == user_model.USERNAME_FIELD:
+            # The login is the address: nothing to choose.
+            del self.fields["username"]
+        else:
+            field = cast("forms.CharField", self.fields["username"])
+            field.label = capfirst(login_field.verbose_name)
+            field.initial = email
+            field.help_text = "What you log in with; your email address unless you pick another."
+            field.max_length = login_field.max_length or 150
+            field.validators = [*field.validators, *login_field.validators]
+
+    @property
+    def login_name(self) -> str:
+        """The new account's ``USERNAME_FIELD`` value."""
+        return str(self.cleaned_data.get("username") or self.email)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, second = cleaned.get("password1"), cleaned.get("password2")
+        if first and second and first != second:
+            self.add_error("password2", "The two passwords differ.")
+        elif first:
+            user_model = get_user_model()
+            fields = {user_model.USERNAME_FIELD: self.login_name}
+            fields[user_model.get_email_field_name()] = self.email
+            try:
+                password_validation.validate_password(first, user=user_model(**fields))
+            except ValidationError as error:
+                self.add_error("password1", error)
+        return cleaned
+
+
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
-class OverviewFilterForm(forms.Form):
-    """Filter the overview by tenant and by status."""
+def search_field(label: str, placeholder: str, test_id: str) -> forms.CharField:
+    """An optional search box (``type="search"``), its value stripped."""
+    return forms.CharField(
+        required=False,
+        max_length=255,
+        strip=True,
+        label=label,
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": placeholder, "data-testid": test_id}
+        ),
+    )
 
+
+class OverviewFilterForm(forms.Form):
+    """Filter the overview by tenant, by status and by a search of client, name or Pixel ID."""
+
+    q = search_field("Search", "Client, destination or Pixel ID", "overview-search")
     tenant = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *STATUS_FILTERS.items()]
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Unhealthy first"),
+            ("attention", "Needs attention: lowest Meta score first"),
+        ],
     )
 
     def __init__(self, *args: Any, tenants: list[Tenant], **kwargs: Any) -> None:
@@ -202,20 +321,47 @@ class OverviewFilterForm(forms.Form):
         ]
 
     def filters(self) -> dict[str, str]:
-        """``tenant_slug`` and ``status`` for ``reports.overview_cards`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"tenant_slug": "", "status": ""}
+        """``tenant_slug``, ``status`` and ``search`` for ``reports.overview_cards`` (an invalid
+        field → no filter from it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "tenant_slug": self.cleaned_data.get("tenant") or "",
-            "status": self.cleaned_data.get("status") or "",
+            "tenant_slug": cleaned.get("tenant") or "",
+            "status": cleaned.get("status") or "",
+            "search": cleaned.get("q") or "",
+            "sort": cleaned.get("sort") or "",
         }
 
 
-class EventFilterForm(forms.Form):
-    """Filter a destination's event log by status and event name."""
+class UTCDateTimeField(forms.DateTimeField):
+    """A date and time typed without a zone, read as UTC whatever zone is active (the log and
+    its exports show UTC, so the filter speaks the same)."""
 
+    def to_python(self, value: Any) -> Any:
+        with timezone.override(UTC):
+            return super().to_python(value)
+
+    @classmethod
+    def optional(cls, label: str, test_id: str) -> UTCDateTimeField:
+        """An optional field with the browser's date-and-time picker."""
+        return cls(
+            required=False,
+            label=label,
+            widget=forms.DateTimeInput(
+                attrs={"type": "datetime-local", "data-testid": test_id}, format="%Y-%m-%dT%H:%M"
+            ),
+        )
+
+
+class EventFilterForm(forms.Form):
+    """Filter a destination's event log: status, event name, an event_id or order id, and a
+    range of reception times (UTC)."""
+
+    q = search_field("event_id or order id", "exact value", "event-search")
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *EventStatus.choices])
     event_name = forms.ChoiceField(required=False)
+    received_from = UTCDateTimeField.optional("Received from (UTC)", "event-from")
+    received_to = UTCDateTimeField.optional("to (UTC)", "event-to")
 
     def __init__(self, *args: Any, event_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -225,13 +371,17 @@ class EventFilterForm(forms.Form):
             *((name, name) for name in event_names),
         ]
 
-    def filters(self) -> dict[str, str]:
-        """``status`` and ``event_name`` for ``reports.event_log`` (invalid → no filter)."""
-        if not self.is_valid():
-            return {"status": "", "event_name": ""}
+    def filters(self) -> dict[str, Any]:
+        """The keyword arguments of ``reports.event_log``. A field that does not validate filters
+        nothing; the others still apply (the form shows the error beside it)."""
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
         return {
-            "status": self.cleaned_data.get("status") or "",
-            "event_name": self.cleaned_data.get("event_name") or "",
+            "status": cleaned.get("status") or "",
+            "event_name": cleaned.get("event_name") or "",
+            "search": cleaned.get("q") or "",
+            "received_from": cleaned.get("received_from"),
+            "received_to": cleaned.get("received_to"),
         }
 
 

@@ -1,8 +1,10 @@
 """The Graph API client: the only code that talks to Meta.
 
-Two calls: :func:`send_events` (``POST /{version}/{pixel_id}/events``) and :func:`get_pixel`
-(``GET /{version}/{pixel_id}``). Every answer becomes a result object or a :class:`GraphError`
-whose ``category`` tells the caller what to do (see :mod:`capi_destinations.graph_errors`).
+Three calls: :func:`send_events` (``POST /{version}/{pixel_id}/events``), :func:`get_pixel`
+(``GET /{version}/{pixel_id}``) and :func:`get_dataset_quality` (``GET
+/{version}/dataset_quality?dataset_id={pixel_id}``, Meta's own Event Match Quality). Every
+answer becomes a result object or a :class:`GraphError` whose ``category`` tells the caller
+what to do (see :mod:`capi_destinations.graph_errors`).
 
 Secrets: the access token travels in the JSON body of a POST and in the ``Authorization``
 header of a GET, never in a URL. ``appsecret_proof`` is sent when the destination has an app
@@ -77,14 +79,18 @@ __all__ = [
     "TRANSIENT",
     "UNKNOWN",
     "BusinessUseCaseUsage",
+    "DatasetQuality",
     "ErrorInfo",
+    "EventMatchQuality",
     "GraphError",
+    "MatchKeyCoverage",
     "PixelInfo",
     "RateLimitUsage",
     "SendResult",
     "appsecret_proof",
     "classify",
     "close_session",
+    "get_dataset_quality",
     "get_pixel",
     "get_session",
     "parse_rate_limit_headers",
@@ -103,6 +109,13 @@ MAX_EVENTS_PER_REQUEST = 1000
 # Only what the product uses: the pixel's name, shown beside its ID. Reading the pixel is a
 # bonus: a send-only token (made in the dataset's settings) may not read it at all.
 PIXEL_FIELDS = ("id", "name")
+# Meta's Dataset Quality API: per web event name, the Event Match Quality score and the share of
+# events carrying each match key. No ``agent_name``: Meta then scores "all events regardless of
+# whether they were sent by an agent or not" (conversions-api/dataset-quality-api).
+DATASET_QUALITY_FIELDS = (
+    "web{event_name,event_match_quality{composite_score,"
+    "match_key_feedback{identifier,coverage{percentage}}}}"
+)
 # Connections kept per host: enough for the health check fan-out to run in parallel.
 CONNECTION_POOL_SIZE = 64
 REDACTED = "[redacted]"
@@ -247,6 +260,35 @@ class PixelInfo:
     name: str
     duration_ms: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class MatchKeyCoverage:
+    """One entry of Meta's ``match_key_feedback``: a match key and the share of events with it.
+
+    ``identifier`` is Meta's name (``email``, ``phone``, ``external_id``, ``ip_address``, …);
+    ``coverage`` is a percentage (0-100), None when Meta gave none.
+    """
+
+    identifier: str
+    coverage: float | None
+
+
+@dataclass(frozen=True)
+class EventMatchQuality:
+    """Meta's Event Match Quality of one event name: its score (0-10) and per-key feedback."""
+
+    event_name: str
+    composite_score: float | None
+    match_key_feedback: tuple[MatchKeyCoverage, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetQuality:
+    """Meta's answer to ``GET /dataset_quality``: one entry per web event name."""
+
+    events: tuple[EventMatchQuality, ...]
+    duration_ms: int = 0
 
 
 class GraphError(Exception):
@@ -546,6 +588,76 @@ def get_pixel(
     return info
 
 
+@sensitive_variables()
+def get_dataset_quality(destination: GraphDestination) -> DatasetQuality:
+    """Ask Meta's Dataset Quality API for the pixel's Event Match Quality per web event name.
+
+    ``GET /{version}/dataset_quality?dataset_id={pixel_id}&fields=web{…}`` with the token in
+    the ``Authorization`` header and ``appsecret_proof`` when the destination has an app secret.
+    Meta says the token generated in Events Manager "will be able to fetch quality data"; a
+    token made in a dataset's Conversions API settings "can't be used to run API GET data
+    requests", so a refusal here is normal and says nothing about sending. Raises
+    :class:`GraphError` on failure (a refusal is category ``permission``).
+    """
+    token = destination.access_token or ""
+    secret = destination.app_secret or ""
+    secrets = _secrets_of(token, secret)
+    if not token:
+        raise _no_token_error()
+    params: dict[str, Any] = {
+        "dataset_id": str(destination.pixel_id),
+        "fields": DATASET_QUALITY_FIELDS,
+    }
+    proof = _appsecret_parameters(token, secret)
+    params.update(proof)
+    secrets += (str(proof.get("appsecret_proof", "")),)
+    response, duration_ms = _request(
+        "GET",
+        f"{_version_url(destination)}/dataset_quality",
+        secrets,
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    answer = _decode_answer(response, duration_ms, secrets)
+    web = answer.get("web", [])
+    if not isinstance(web, list):
+        raise _unexpected(response, duration_ms, secrets, 'the answer\'s "web" is not a list')
+    quality = DatasetQuality(
+        events=tuple(
+            _event_match_quality(entry)
+            for entry in web
+            if isinstance(entry, dict) and isinstance(entry.get("event_name"), str)
+        ),
+        duration_ms=duration_ms,
+    )
+    logger.info(
+        "Dataset quality of pixel %s: %d event names (%d ms)",
+        destination.pixel_id,
+        len(quality.events),
+        duration_ms,
+    )
+    return quality
+
+
+def _event_match_quality(entry: Mapping[str, Any]) -> EventMatchQuality:
+    """One ``web`` entry of a Dataset Quality answer; parts Meta left out become None/empty."""
+    emq = entry.get("event_match_quality")
+    emq = emq if isinstance(emq, Mapping) else {}
+    feedback = emq.get("match_key_feedback")
+    keys = []
+    for item in feedback if isinstance(feedback, list) else []:
+        if not isinstance(item, Mapping) or not isinstance(item.get("identifier"), str):
+            continue
+        coverage = item.get("coverage")
+        percentage = coverage.get("percentage") if isinstance(coverage, Mapping) else None
+        keys.append(MatchKeyCoverage(str(item["identifier"]), _optional_number(percentage)))
+    return EventMatchQuality(
+        event_name=str(entry["event_name"]),
+        composite_score=_optional_number(emq.get("composite_score")),
+        match_key_feedback=tuple(keys),
+    )
+
+
 # --- plumbing ------------------------------------------------------------------------------
 
 
@@ -553,10 +665,13 @@ def _secrets_of(token: str, app_secret: str) -> tuple[str, ...]:
     return tuple(secret for secret in (token, app_secret) if secret)
 
 
-def _node_url(destination: GraphDestination) -> str:
+def _version_url(destination: GraphDestination) -> str:
     base = str(app_settings.GRAPH_API_BASE_URL).rstrip("/")
-    version = quote(str(destination.graph_api_version), safe="")
-    return f"{base}/{version}/{quote(str(destination.pixel_id), safe='')}"
+    return f"{base}/{quote(str(destination.graph_api_version), safe='')}"
+
+
+def _node_url(destination: GraphDestination) -> str:
+    return f"{_version_url(destination)}/{quote(str(destination.pixel_id), safe='')}"
 
 
 @sensitive_variables()
@@ -829,6 +944,13 @@ def _integer(value: object) -> int | None:
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
+    return None
+
+
+def _optional_number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else (Meta leaves values out)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
     return None
 
 

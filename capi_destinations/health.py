@@ -806,9 +806,7 @@ def _check_match_quality(destination: Destination, facts: DeliveryFacts) -> Chec
         MATCH_QUALITY,
         False,
         message,
-        "Send the hashed email and phone with every event where you have them, plus an "
-        "external ID, and the fbp/fbc cookies and the client's IP address and user agent "
-        "(the browser helper adds these). Each event's diagnostics list what it lacks.",
+        diagnostics.MATCH_KEYS_FIX,
         INFO,
     )
 

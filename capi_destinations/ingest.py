@@ -40,6 +40,7 @@ from capi_destinations import (
     eventstore,
     normalize,
     ratelimit,
+    routing,
 )
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
@@ -153,6 +154,9 @@ def track_many(
     """
     now = clock.now()
     context = _Context(destination, now, _enrichment(request))
+    if context.routing.exclude_staff:
+        # Only then: reading request.user loads the session (and makes the answer vary on it).
+        context.staff_request = _is_staff_request(request)
     prepared = [_prepare(event, index, context) for index, event in enumerate(events)]
     if not prepared:
         return []
@@ -189,6 +193,12 @@ class _Enrichment:
     fbc: str | None = None
 
 
+def _is_staff_request(request: HttpRequest | None) -> bool:
+    """Whether the request is a logged-in staff user's (the client may exclude their events)."""
+    user = getattr(request, "user", None)
+    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_staff", False))
+
+
 def _enrichment(request: HttpRequest | None) -> _Enrichment:
     if request is None:
         return _Enrichment()
@@ -211,6 +221,8 @@ class _Context:
         "now",
         "now_ms",
         "now_seconds",
+        "routing",
+        "staff_request",
     )
 
     def __init__(self, destination: Destination, now: datetime, enrichment: _Enrichment) -> None:
@@ -221,6 +233,16 @@ class _Context:
         self.enrichment = enrichment
         self.has_enrichment = enrichment != _Enrichment()
         self.default_country = destination.default_country or app_settings.DEFAULT_COUNTRY or None
+        tenant = destination.tenant
+        self.routing = routing.Routing.of(
+            event_filter=destination.event_filter,
+            event_filter_names=destination.event_filter_names,
+            minimum_purchase_value=destination.minimum_purchase_value,
+            exclude_staff=tenant.exclude_staff,
+            excluded_networks=tenant.excluded_networks,
+            test_flag=tenant.test_flag,
+        )
+        self.staff_request = False
 
 
 @dataclass
@@ -316,7 +338,12 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     if len(found) > 1:
         # diagnose() sorted its own findings; consent's and ours were added after them.
         found.sort(key=lambda finding: severity_rank(finding.severity))
-    status, reason = _status(found, verdict)
+    suppression = (
+        None
+        if context.routing.is_open
+        else context.routing.suppression(payload, staff_request=context.staff_request)
+    )
+    status, reason = _status(found, verdict, suppression)
 
     payload, payload_json, payload_hash = _canonical_payload(
         payload,
@@ -451,10 +478,15 @@ def _apply_processing_options(payload: dict[str, Any], verdict: consent.ConsentV
             payload[key] = value
 
 
-def _status(found: list[Diagnostic], verdict: consent.ConsentVerdict) -> tuple[str, str]:
-    """The stored event's (status, status_reason)."""
+def _status(
+    found: list[Diagnostic], verdict: consent.ConsentVerdict, suppression: str | None
+) -> tuple[str, str]:
+    """The stored event's (status, status_reason): errors first, then the destination's filter
+    and the client's exclusions, then consent."""
     if has_errors(found):
         return EventStatus.REJECTED, _rejection_reason(found)
+    if suppression is not None:
+        return EventStatus.SUPPRESSED, suppression
     if not verdict.send:
         return EventStatus.SUPPRESSED, verdict.reason
     return EventStatus.PENDING, ""

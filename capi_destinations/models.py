@@ -11,8 +11,8 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ from capi_destinations import clock, tokens
 from capi_destinations.conf import app_settings
 from capi_destinations.consent import ConsentPolicy, MissingConsent
 from capi_destinations.graph_errors import Category
+from capi_destinations.routing import EventFilter, validate_event_names, validate_networks
 
 
 class StrictJSONEncoder(json.JSONEncoder):
@@ -47,6 +48,28 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    # Staff and test traffic, recorded as suppressed (never sent) on every destination of the
+    # client (``routing``).
+    exclude_staff = models.BooleanField(
+        "Exclude staff traffic",
+        default=False,
+        help_text="Events recorded in a request of a logged-in staff user are not sent.",
+    )
+    excluded_networks = models.TextField(
+        "Excluded IP ranges",
+        blank=True,
+        validators=[validate_networks],
+        help_text="Events from these addresses are not sent: one address or range per line "
+        "(203.0.113.0/24, 2001:db8::/32).",
+    )
+    test_flag = models.CharField(
+        "Test-order flag",
+        max_length=50,
+        blank=True,
+        default="test_order",
+        help_text="Events whose custom_data holds this key with a true value are not sent "
+        "(blank: none).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -87,6 +110,99 @@ class Membership(models.Model):
     @property
     def can_manage_members(self) -> bool:
         return self.role == Role.ADMIN
+
+
+class InvitationState(models.TextChoices):
+    """Where an invitation stands. "Expired" is not stored: it is a pending invitation whose
+    ``sent_at`` is older than ``INVITATION_MAX_AGE`` (``Invitation.is_expired``)."""
+
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+def hash_invitation_token(token: str) -> str:
+    # The token has 256 bits of entropy, so a plain SHA-256 is enough (no password hashing).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a tenant with a role, sent as a one-time link.
+
+    Only a hash of the link's secret is stored (``token_hash``): the secret itself is in the
+    email and nowhere else. A pending invitation is used once (``accepted``), can be revoked,
+    and expires ``INVITATION_MAX_AGE`` seconds after it was last sent.
+    """
+
+    # Public id in URLs (the link and the revoke/resend buttons), never the integer key.
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    # Stored in lower case: addresses are compared without regard to case.
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    state = models.CharField(
+        max_length=10, choices=InvitationState.choices, default=InvitationState.PENDING
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # From the app clock so tests can move time; ``sent_at`` moves on each resend.
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(default=clock.now)
+    # When it was accepted or revoked, and by whom.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            # One pending invitation per address and tenant: inviting again sends it anew.
+            models.UniqueConstraint(
+                fields=["tenant", "email"],
+                condition=models.Q(state="pending"),
+                name="capi_invitation_one_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} · {self.tenant} ({self.role}, {self.state})"
+
+    def __repr__(self) -> str:
+        # Never the hash either: it names the link as well as an id does.
+        return f"<Invitation {self.pk}: {self.email} {self.state}>"
+
+    def new_token(self) -> str:
+        """Make a new secret for the link, store its hash, and return it (for the email only)."""
+        token = secrets.token_urlsafe(32)
+        self.token_hash = hash_invitation_token(token)
+        return token
+
+    def token_matches(self, token: str) -> bool:
+        """Whether ``token`` is this invitation's secret (compared in constant time)."""
+        return secrets.compare_digest(self.token_hash, hash_invitation_token(token))
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.sent_at + timedelta(seconds=app_settings.INVITATION_MAX_AGE)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.state == InvitationState.PENDING and clock.now() >= self.expires_at
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == InvitationState.PENDING and not self.is_expired
 
 
 class Health(models.TextChoices):
@@ -258,6 +374,30 @@ class Destination(models.Model):
     )
     ingest_key = models.CharField(max_length=64, unique=True, default=new_ingest_key)
     ingest_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Which events this destination sends (``routing``); the others are recorded as suppressed.
+    event_filter = models.CharField(
+        "Events to send",
+        max_length=5,
+        choices=EventFilter.choices,
+        default=EventFilter.ALL,
+        # Optional in forms: a form that leaves it out (an older admin form, an API client)
+        # keeps the stored choice; blank sends all, as ALL does.
+        blank=True,
+    )
+    event_filter_names = models.TextField(
+        "Event names",
+        blank=True,
+        validators=[validate_event_names],
+        help_text="One event name per line, for 'only these' or 'all but these'.",
+    )
+    minimum_purchase_value = models.DecimalField(
+        "Minimum Purchase value",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Purchases worth less are not sent (blank: all).",
+    )
     allowed_origins = models.TextField(
         blank=True,
         validators=[validate_allowed_origins],
@@ -453,14 +593,26 @@ class Destination(models.Model):
         self.token_fingerprint, self.token_hint = fingerprint, hint
         return True
 
-    def clean(self) -> None:
-        super().clean()
-        self._refuse_unbound_changes()
-        if self.token_changed():
+    def clean_fields(self, exclude: Collection[str] | None = None) -> None:
+        # The token rule is a rule of the field: a form that already refused the token (so
+        # excludes the field) shows its message once, not a second time from the model.
+        errors: dict[str, Any] = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        skip = "access_token" in (exclude or ()) or "access_token" in errors
+        if not skip and self.token_changed():
             try:
                 self.access_token = tokens.clean_access_token(self.access_token)
             except ValidationError as error:
-                raise ValidationError({"access_token": error.messages}) from None
+                errors["access_token"] = error.messages
+        if errors:
+            raise ValidationError(errors)
+
+    def clean(self) -> None:
+        super().clean()
+        self._refuse_unbound_changes()
         if self.default_country:
             self.default_country = self.default_country.lower()
 
@@ -662,6 +814,23 @@ class ClickIdSighting(models.Model):
         return f"{self.key} for {self.identifier_key} {self.identifier[:8]}…"
 
 
+class RuleFiring(models.Model):
+    """A conversion rule has recorded its event for one object (``rules``): at most once."""
+
+    rule = models.CharField(max_length=100)
+    # "<app_label>.<model>:<pk>" of the object whose change fired the rule.
+    object_key = models.CharField(max_length=255)
+    fired_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "object_key"], name="capi_rule_firing")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} fired for {self.object_key}"
+
+
 class HourlyOutcomes(models.Model):
     """How many of a destination's events reached each outcome in one UTC hour.
 
@@ -855,6 +1024,76 @@ class DigestPreference(models.Model):
         return f"{self.user_id}: {self.digest}"
 
 
+class MetaScoreStatus(models.TextChoices):
+    """Whether Meta's Dataset Quality API let the destination's token read its scores."""
+
+    AVAILABLE = "available", "Available"
+    # Meta refused the token for this endpoint: normal for a token made in the dataset's
+    # Conversions API settings ("can't be used to run API GET data requests"); never a health
+    # problem, the destination sends as before.
+    NOT_AVAILABLE = "not_available", "Not available with this token"
+
+
+class MatchQualityReport(models.Model):
+    """Meta's own Event Match Quality for a destination, as last fetched (one row each).
+
+    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer alone:
+    one entry per event name, replaced whole by each successful fetch. A failure that is not a
+    refusal (an outage, a timeout, a rate limit) leaves the row as it was.
+    """
+
+    destination = models.OneToOneField(
+        Destination,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="match_quality_report",
+    )
+    status = models.CharField(max_length=16, choices=MetaScoreStatus.choices)
+    # [{"event_name", "composite_score", "match_key_feedback": [{"identifier", "coverage"}]}]
+    # as Meta sent them (coverage a percentage, or null).
+    events = models.JSONField(default=list, blank=True)
+    # The lowest composite score of ``events`` (null: none), so pages can sort "needs
+    # attention" first in SQL.
+    lowest_score = models.FloatField(null=True, blank=True)
+    # When Meta last answered (with scores or with a refusal).
+    fetched_at = models.DateTimeField()
+    # Our own estimate at the same moment, {event name: [average 0-10, events]} over the last
+    # 24 hours, so an overview card shows both numbers without counting events.
+    ours = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.status} {self.fetched_at:%Y-%m-%d %H:%M}"
+
+    def headline(self) -> tuple[str, float | None, float | None] | None:
+        """(event name, Meta's score, ours) of the event a card names: Purchase when there is
+        one, else the event with the most events; None when neither score exists."""
+        meta = {
+            entry["event_name"]: entry.get("composite_score")
+            for entry in (self.events if isinstance(self.events, list) else [])
+            if isinstance(entry, dict) and isinstance(entry.get("event_name"), str)
+        }
+        ours = {
+            name: value
+            for name, value in (self.ours if isinstance(self.ours, dict) else {}).items()
+            if isinstance(value, list) and len(value) == 2
+        }
+        names = set(meta) | set(ours)
+        if not names:
+            return None
+        name = (
+            "Purchase"
+            if "Purchase" in names
+            else max(names, key=lambda event_name: (ours.get(event_name, [0, 0])[1], event_name))
+        )
+        score = meta.get(name)
+        our = ours.get(name, [None, 0])[0]
+        return (
+            name,
+            float(score) if isinstance(score, int | float) else None,
+            float(our) if isinstance(our, int | float) else None,
+        )
+
+
 class AuditAction(models.TextChoices):
     CREATED = "created", "Created"
     UPDATED = "updated", "Updated"
@@ -872,6 +1111,9 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", "Member added"
     MEMBER_ROLE_CHANGED = "member_role_changed", "Member's role changed"
     MEMBER_REMOVED = "member_removed", "Member removed"
+    # Invitations by email (access.invite/revoke; acceptance is MEMBER_ADDED). Never the link.
+    MEMBER_INVITED = "member_invited", "Invitation sent"
+    INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
 
 
 class AuditEntry(models.Model):

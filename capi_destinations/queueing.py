@@ -25,6 +25,7 @@ PURGE_TASK = "capi_destinations.tasks.purge_old_records"
 DIGEST_TASK = "capi_destinations.tasks.send_daily_digests"
 HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
+MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
 
 
 def queued_key(destination_id: int | None) -> str:

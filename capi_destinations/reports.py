@@ -13,17 +13,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.paginator import Page, Paginator
 from django.db.models import (
     Avg,
     Case,
     Count,
+    F,
     IntegerField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Value,
     When,
 )
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
@@ -36,6 +41,7 @@ from capi_destinations.models import (
     Event,
     EventStatus,
     Health,
+    MetaScoreStatus,
 )
 from capi_destinations.user_data_keys import IDENTIFIER_LABELS, TOP_IDENTIFIERS
 
@@ -81,6 +87,27 @@ class DestinationCard:
     def waiting_text(self) -> str:
         """What is waiting and for what ("" when nothing is), see :func:`waiting_text`."""
         return waiting_text(self.destination, self.waiting)
+
+    @property
+    def match_quality_text(self) -> str:
+        """ "Purchase: Meta 6.8 / ours 7.1" from the last match-quality report ("" without one);
+        Meta's part says when the token may not read Meta's score."""
+        try:
+            report = self.destination.match_quality_report
+        except ObjectDoesNotExist:
+            return ""
+        headline = report.headline()
+        if headline is None:
+            return ""
+        name, meta, ours = headline
+        if meta is not None:
+            meta_text = f"Meta {meta:.1f}"
+        elif report.status == MetaScoreStatus.NOT_AVAILABLE:
+            meta_text = "Meta's score not available with this token"
+        else:
+            meta_text = "Meta —"
+        ours_text = f"ours {ours:.1f}" if ours is not None else "ours —"
+        return f"{name}: {meta_text} / {ours_text}"
 
 
 def waiting_text(destination: Destination, waiting: int, *, now: datetime | None = None) -> str:
@@ -155,23 +182,42 @@ def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
 
 
 def overview_destinations(
-    user: Any, *, tenant_slug: str = "", status: str = ""
+    user: Any, *, tenant_slug: str = "", status: str = "", search: str = "", sort: str = ""
 ) -> QuerySet[Destination]:
-    """The destinations ``user`` may see, filtered, unhealthy first (no secrets loaded), each
-    with its ``waiting`` count."""
-    destinations = (
-        Destination.objects.for_user(user)
-        .select_related("tenant")
+    """The destinations ``user`` may see, filtered (:func:`matching_destinations`), unhealthy
+    first (``sort="attention"``: lowest Meta match-quality score first), no secrets loaded,
+    each with its ``waiting`` count and its match-quality report (one join)."""
+    order: list[str | Combinable] = [unhealthy_first(), "tenant__name", "name", "pk"]
+    if sort == "attention":
+        order.insert(0, F("match_quality_report__lowest_score").asc(nulls_last=True))
+    return (
+        matching_destinations(user, tenant_slug=tenant_slug, status=status, search=search)
+        .select_related("tenant", "match_quality_report")
         .defer(*SECRET_COLUMNS)
         .annotate(waiting=waiting_count())
-        .order_by(unhealthy_first(), "tenant__name", "name", "pk")
+        .order_by(*order)
     )
+
+
+def matching_destinations(
+    user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
+) -> QuerySet[Destination]:
+    """The destinations ``user`` may see, of the tenant ``tenant_slug``, with ``status`` (a
+    health value or "disabled"), and whose client (tenant) name, name or Pixel ID contains
+    ``search`` whatever the case; an empty filter keeps all."""
+    destinations = Destination.objects.for_user(user)
     if tenant_slug:
         destinations = destinations.filter(tenant__slug=tenant_slug)
     if status == "disabled":
         destinations = destinations.filter(enabled=False)
     elif status in Health.values:
         destinations = destinations.filter(health=status)
+    if search:
+        destinations = destinations.filter(
+            Q(tenant__name__icontains=search)
+            | Q(name__icontains=search)
+            | Q(pixel_id__icontains=search)
+        )
     return destinations
 
 
@@ -187,15 +233,83 @@ def counts_last_24h(
 
 
 def overview_cards(
-    user: Any, *, tenant_slug: str = "", status: str = "", now: datetime | None = None
+    user: Any,
+    *,
+    tenant_slug: str = "",
+    status: str = "",
+    search: str = "",
+    sort: str = "",
+    now: datetime | None = None,
 ) -> list[DestinationCard]:
     """The overview's cards for ``user``: two queries however many destinations there are."""
-    destinations = list(overview_destinations(user, tenant_slug=tenant_slug, status=status))
+    destinations = overview_destinations(
+        user, tenant_slug=tenant_slug, status=status, search=search, sort=sort
+    )
+    return cards_of(list(destinations), now=now)
+
+
+def cards_of(
+    destinations: Sequence[Destination], *, now: datetime | None = None
+) -> list[DestinationCard]:
+    """Cards for ``destinations`` (from :func:`overview_destinations`): one query for all their
+    24-hour counts."""
     counts = counts_last_24h([destination.pk for destination in destinations], now=now)
     url_of = destination_url_maker()
     return [
         card_for(destination, counts.get(destination.pk), url_of) for destination in destinations
     ]
+
+
+@dataclass(frozen=True)
+class OverviewPage:
+    """One page of the overview: its cards, and the health totals of every matching
+    destination (not only this page's)."""
+
+    cards: list[DestinationCard]
+    page: Page[Destination]
+    health_totals: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.health_totals.values())
+
+
+def overview_page(
+    user: Any,
+    *,
+    page_number: Any = 1,
+    per_page: int = 30,
+    tenant_slug: str = "",
+    status: str = "",
+    search: str = "",
+    sort: str = "",
+    now: datetime | None = None,
+) -> OverviewPage:
+    """Page ``page_number`` of ``user``'s overview (out-of-range numbers give the nearest page).
+
+    Three queries however many destinations match: the health totals (which are also the
+    paginator's count), the page's destinations, and their 24-hour counts.
+    """
+    filters = {"tenant_slug": tenant_slug, "status": status, "search": search}
+    totals = (
+        matching_destinations(user, **filters)
+        .order_by()
+        .aggregate(
+            **{
+                health.value: Count("pk", filter=Q(health=health))
+                for health in (Health.UNHEALTHY, Health.UNKNOWN, Health.HEALTHY)
+            }
+        )
+    )
+    paginator = Paginator(overview_destinations(user, **filters, sort=sort), per_page)
+    # The totals already counted the rows: the paginator needs no COUNT query of its own.
+    paginator.count = sum(totals.values())
+    page = paginator.get_page(page_number)
+    return OverviewPage(
+        cards=cards_of(list(page.object_list), now=now),
+        page=page,
+        health_totals=totals,
+    )
 
 
 def card_for(
@@ -555,15 +669,39 @@ def _top_missing_identifiers(
 
 
 def event_log(
-    destination: Destination, *, status: str = "", event_name: str = ""
+    destination: Destination,
+    *,
+    status: str = "",
+    event_name: str = "",
+    search: str = "",
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
 ) -> QuerySet[Event]:
-    """The destination's events, newest first, filtered by status and event name."""
+    """The destination's events, newest first, filtered by status, event name, an exact
+    ``event_id`` or order id (``custom_data.order_id``, as a text or a number) and the time they
+    were received (``received_from`` ≤ received < ``received_to``). Filters combine: an event
+    is listed when it passes every one given."""
     events = Event.objects.filter(destination=destination).order_by("-created_at", "-pk")
     if status in EventStatus.values:
         events = events.filter(status=status)
     if event_name:
         events = events.filter(event_name=event_name)
+    if search:
+        events = events.filter(event_id_or_order_id(search))
+    if received_from is not None:
+        events = events.filter(created_at__gte=received_from)
+    if received_to is not None:
+        events = events.filter(created_at__lt=received_to)
     return events.defer("payload", "consent")
+
+
+def event_id_or_order_id(search: str) -> Q:
+    """Events whose ``event_id`` is ``search`` or whose ``custom_data.order_id`` is, whether the
+    order id was sent as a text or as a whole number (JSON lookups: PostgreSQL and SQLite)."""
+    matches = Q(event_id=search) | Q(payload__custom_data__order_id=search)
+    if search.isascii() and search.isdigit() and len(search) < 19:
+        matches |= Q(payload__custom_data__order_id=int(search))
+    return matches
 
 
 def event_names(destination: Destination, *, limit: int = 100) -> list[str]:

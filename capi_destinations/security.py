@@ -18,7 +18,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.views.debug import SafeExceptionReporterFilter
 
 __all__ = [
@@ -56,11 +57,11 @@ class AlwaysSafeExceptionReporterFilter(SafeExceptionReporterFilter):
 _FILTER = AlwaysSafeExceptionReporterFilter()
 
 
-def secure_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def secure_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """``view`` with the safe error-report filter and, unless it set its own, the app's CSP."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # Django asks the request for its filter (get_exception_reporter_filter).
         request.exception_reporter_filter = _FILTER  # type: ignore[attr-defined]
         response = view(request, *args, **kwargs)

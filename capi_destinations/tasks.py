@@ -11,6 +11,7 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
 - dispatch every minute, a safety net behind the immediate dispatch that recording events
   enqueues;
 - the health checks every ``HEALTH_CHECK_INTERVAL`` seconds (rounded up to whole minutes);
+- Meta's own Event Match Quality (the Dataset Quality API) every hour;
 - the purge of old records once a day;
 - the daily digest once a day, first at ``DIGEST_HOUR`` (UTC).
 """
@@ -25,13 +26,14 @@ from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, digest, dispatch, health, retention
+from capi_destinations import clock, digest, dispatch, health, match_quality, retention
 from capi_destinations.conf import app_settings
 from capi_destinations.queueing import (
     DIGEST_TASK,
     DISPATCH_TASK,
     HEALTH_CHECK_TASK,
     HEALTH_TASK,
+    MATCH_QUALITY_TASK,
     PURGE_TASK,
     queued_key,
 )
@@ -40,6 +42,7 @@ DISPATCH_SCHEDULE = "capi_destinations: dispatch due events"
 PURGE_SCHEDULE = "capi_destinations: purge old records"
 HEALTH_SCHEDULE = "capi_destinations: health checks"
 DIGEST_SCHEDULE = "capi_destinations: daily digest"
+MATCH_QUALITY_SCHEDULE = "capi_destinations: Meta's match quality"
 
 
 # Tokens are decrypted and events (customer data) read below this frame.
@@ -85,6 +88,13 @@ def run_health_check(destination_id: int) -> str | None:
     return checks[0].status if checks else None
 
 
+# Tokens are decrypted below this frame.
+@sensitive_variables()
+def fetch_match_quality() -> dict[str, int]:
+    """Task: fetch Meta's Event Match Quality of every enabled destination; counts by outcome."""
+    return match_quality.fetch_all_match_quality()
+
+
 def ensure_schedules() -> list[str]:
     """Create or update the app's django-q2 schedules; each exists exactly once afterwards.
 
@@ -100,6 +110,11 @@ def ensure_schedules() -> list[str]:
             "func": HEALTH_TASK,
             "schedule_type": Schedule.MINUTES,
             "minutes": interval_minutes,
+        },
+        MATCH_QUALITY_SCHEDULE: {
+            "func": MATCH_QUALITY_TASK,
+            "schedule_type": Schedule.HOURLY,
+            "minutes": None,
         },
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
         DIGEST_SCHEDULE: {"func": DIGEST_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
@@ -139,10 +154,13 @@ __all__ = [
     "HEALTH_CHECK_TASK",
     "HEALTH_SCHEDULE",
     "HEALTH_TASK",
+    "MATCH_QUALITY_SCHEDULE",
+    "MATCH_QUALITY_TASK",
     "PURGE_SCHEDULE",
     "PURGE_TASK",
     "dispatch_due",
     "ensure_schedules",
+    "fetch_match_quality",
     "purge_old_records",
     "run_health_check",
     "run_health_checks",

@@ -9,11 +9,12 @@ test event is live data to Meta, so no check or task ever sends one.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from django.core.exceptions import ValidationError
 
 from capi_destinations import clock, dispatch, graph
 from capi_destinations.models import AttemptOutcome, DeliveryAttempt, Destination
@@ -40,9 +41,44 @@ class TestEventResult:
     attempt: DeliveryAttempt | None = None
 
 
-def new_test_event_code() -> str:
-    """A code in the form Events Manager gives (``TEST12345``) for a destination without one."""
-    return f"TEST{secrets.randbelow(100_000):05d}"
+#: Meta's own words on test events (Conversions API, "Using the API"), quoted wherever the
+#: pages say what happens to one.
+META_KEEPS_TEST_EVENTS = (
+    "Events sent with test_event_code are not dropped. They flow into Events Manager and are "
+    "used for targeting and ads measurement purposes."
+)
+
+#: Where a test event shows, and where its code comes from.
+TEST_EVENTS_TAB = "Events Manager → your dataset → Test events"
+
+# The destination's own field holds up to 50 characters.
+TEST_CODE_MAX_LENGTH = 50
+
+TEST_CODE_NEEDED = (
+    f"A test event shows in {TEST_EVENTS_TAB} tab only under the code that tab shows. Copy the "
+    "code from there (it looks like TEST12345) and paste it here, or set it as the "
+    "destination's test event code (Edit). Nothing was sent."
+)
+
+
+def code_for_test_event(destination: Destination, typed: str = "") -> str:
+    """The test code to send with: the destination's own, else the one typed for this event.
+
+    Raises ``ValidationError`` when there is none (a code made up here would show in no Test
+    events tab) or the typed one cannot be Events Manager's (a space, too long).
+    """
+    if destination.test_event_code:
+        return destination.test_event_code
+    code = (typed or "").strip()
+    if not code:
+        raise ValidationError(TEST_CODE_NEEDED, code="test_code_missing")
+    if len(code) > TEST_CODE_MAX_LENGTH or any(character.isspace() for character in code):
+        raise ValidationError(
+            f"That is not a test code from {TEST_EVENTS_TAB}: copy the code alone (such as "
+            "TEST12345), without spaces.",
+            code="test_code_invalid",
+        )
+    return code
 
 
 def build_test_event(destination: Destination, *, now: Any = None) -> dict[str, Any]:
@@ -68,20 +104,20 @@ def build_test_event(destination: Destination, *, now: Any = None) -> dict[str, 
 _ATTEMPT_FIELDS = frozenset(field.name for field in DeliveryAttempt._meta.concrete_fields)
 
 
-def send_test_event(destination: Destination) -> TestEventResult:
+def send_test_event(destination: Destination, *, test_event_code: str = "") -> TestEventResult:
     """Send one synthetic event with the destination's test code and return Meta's answer.
 
     Only when a person asks (the **Send test event** button, which says what follows). A
-    destination without a test code gets a generated ``TEST…`` code so the event also shows
-    under Events Manager → Test Events; it is still live data: "Events sent with
-    test_event_code are not dropped. They flow into Events Manager and are used for targeting
-    and ads measurement purposes" (Meta, Conversions API "Using the API"). The event stands for
-    nobody (a documentation IP address, a hashed ID of this destination). The request is
-    recorded as a DeliveryAttempt, filed like a delivery by Meta's answer
-    (:func:`capi_destinations.dispatch.attempt_outcome`); the audit entry is the caller's
-    (:func:`capi_destinations.destinations.send_test_event`).
+    destination without a test code of its own takes the code the person copied from Events
+    Manager → Test events (``test_event_code``; :func:`code_for_test_event` refuses to send without
+    one). The event is live data: "Events sent with test_event_code are not dropped. They flow
+    into Events Manager and are used for targeting and ads measurement purposes" (Meta,
+    Conversions API "Using the API"). It stands for nobody (a documentation IP address, a hashed
+    ID of this destination). The request is recorded as a DeliveryAttempt, filed like a delivery
+    by Meta's answer (:func:`capi_destinations.dispatch.attempt_outcome`); the audit entry is the
+    caller's (:func:`capi_destinations.destinations.send_test_event`).
     """
-    test_code = destination.test_event_code or new_test_event_code()
+    test_code = code_for_test_event(destination, test_event_code)
     started_at = clock.now()
     event = build_test_event(destination, now=started_at)
     started = time.monotonic()
@@ -127,9 +163,10 @@ def send_test_event(destination: Destination) -> TestEventResult:
             test_event_code=test_code,
             event_id=event["event_id"],
             message=(
-                f"Meta received {answer.events_received} event and recorded it in the dataset "
-                "(test events are not dropped: Meta uses them like any other event). Open "
-                f"Events Manager → Test Events and look for code {test_code}."
+                f"Meta received {answer.events_received} event and recorded it in the dataset. "
+                f"It shows in Events Manager → your dataset (pixel {destination.pixel_id}) → "
+                f"Test events tab, under test code {test_code}, while that tab shows the same "
+                f"code. Meta keeps it: “{META_KEEPS_TEST_EVENTS}”"
             ),
             fix=""
             if answer.events_received == 1

@@ -18,6 +18,7 @@ old key, kept in ``SECRET_KEY_FALLBACKS`` as Django documents, still matches
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -29,17 +30,22 @@ from capi_destinations.conf import app_settings
 
 TYPICAL_TOKEN_LENGTH = 190
 
+# "Bearer " is the word before a token in an Authorization header: a token copied from a request
+# (a curl example, the browser's network tab) comes with it. What follows it is the token.
+_BEARER = re.compile(r"\Abearer\s+", re.IGNORECASE)
+
 
 # Django's error reports print local variables: never these.
 @sensitive_variables("value", "token")
 def clean_access_token(value: object) -> str:
     """Return the token with surrounding whitespace removed, or raise ``ValidationError``.
 
-    Every message names the exact problem and never repeats the token itself.
+    A leading ``Bearer `` (a token copied from an Authorization header) is removed. Every
+    message names the exact problem and never repeats the token itself.
     """
     if not isinstance(value, str):
         raise ValidationError("The access token must be text.", code="token_type")
-    token = value.strip()
+    token = _BEARER.sub("", value.strip())
     if not token:
         raise ValidationError("Paste the Conversions API access token.", code="token_missing")
     if any(character.isspace() for character in token):

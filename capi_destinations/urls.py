@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, path
 
 from capi_destinations.security import secure_view
@@ -17,6 +17,7 @@ from capi_destinations.views import destination as destination_views
 from capi_destinations.views import digest as digest_views
 from capi_destinations.views import events as event_views
 from capi_destinations.views import ingest as ingest_views
+from capi_destinations.views import invitations as invitation_views
 from capi_destinations.views import members as member_views
 from capi_destinations.views import overview as overview_views
 from capi_destinations.views import setup as setup_views
@@ -25,7 +26,7 @@ from capi_destinations.views.common import refuse_nul_characters
 app_name = "capi_destinations"
 
 
-def _page(route: str, view: Callable[..., HttpResponse], name: str) -> URLPattern:
+def _page(route: str, view: Callable[..., HttpResponseBase], name: str) -> URLPattern:
     """A page's URL pattern: ``secure_view`` around a view that refuses NUL characters first."""
     return path(route, secure_view(refuse_nul_characters(view)), name=name)
 
@@ -43,10 +44,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     _page("digest/", digest_views.digest_settings, name="digest_settings"),
     # No login: the signed token names the person (see digest.unsubscribe_token).
     _page(
-        "digest/unsubscribe/<str:token>/",
+        "digest/unsubscribe/<str:signature>/",
         digest_views.digest_unsubscribe,
         name="digest_unsubscribe",
     ),
+    _page("destinations.csv", overview_views.overview_csv, name="overview_csv"),
     _page("t/<slug:tenant_slug>/new/", setup_views.destination_add, name="destination_add"),
     _page(
         "t/<slug:tenant_slug>/check-token/",
@@ -64,6 +66,24 @@ urlpatterns: list[URLPattern | URLResolver] = [
         member_views.member_remove,
         name="member_remove",
     ),
+    _page("t/<slug:tenant_slug>/invitations/", member_views.invite, name="invite"),
+    _page(
+        "t/<slug:tenant_slug>/invitations/<uuid:invitation_code>/resend/",
+        member_views.invitation_resend,
+        name="invitation_resend",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/invitations/<uuid:invitation_code>/revoke/",
+        member_views.invitation_revoke,
+        name="invitation_revoke",
+    ),
+    # The invited person's pages, open without a login: the link's secret is the credential.
+    _page(
+        "invitation/<uuid:invitation_code>/<str:token>/",
+        invitation_views.invitation_link,
+        name="invitation_link",
+    ),
+    _page("invitation/<uuid:invitation_code>/", invitation_views.invitation, name="invitation"),
     _page("d/<uuid:code>/", destination_views.destination_detail, name="destination"),
     _page("d/<uuid:code>/card/", overview_views.destination_card, name="destination_card"),
     _page("d/<uuid:code>/health/", destination_views.health_card, name="health_card"),
@@ -82,5 +102,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     _page("d/<uuid:code>/delete/", setup_views.destination_delete, name="destination_delete"),
     _page("d/<uuid:code>/events/", event_views.event_log, name="event_log"),
-    _page("d/<uuid:code>/events/detail/", event_views.event_detail, name="event_detail"),
+    _page("d/<uuid:code>/events.csv", event_views.event_log_csv, name="event_log_csv"),
+    _page("d/<uuid:code>/attempts.csv", event_views.attempts_csv, name="attempts_csv"),
+    # The old address of an event (its natural key in the query string) redirects to its own.
+    _page("d/<uuid:code>/events/detail/", event_views.event_detail_by_key, name="event_detail"),
+    _page("d/<uuid:code>/events/<int:event_pk>/", event_views.event_detail, name="event"),
 ]

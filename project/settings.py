@@ -117,6 +117,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# Email (member invitations, health alerts) from EMAIL_URL, e.g. smtp+tls://user:password@host:587.
+# Without it the demo prints every email, invitation links included, in the web server's console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/capi/"
 LOGOUT_REDIRECT_URL = "login"

@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_q",
     "capi_destinations",
+    # A host site's own model (an order), for the conversion-rule tests.
+    "tests.shop.apps.ShopConfig",
 ]
 
 MIDDLEWARE = [

@@ -170,6 +170,8 @@ def test_a_header_name_as_proxy_header_is_reported_with_its_meta_key(
         ("RETENTION_DAYS", 0),
         ("HEALTH_CHECK_CONCURRENCY", 0),
         ("INGEST_KEY_CACHE_SECONDS", -1),
+        ("INVITATION_MAX_AGE", 0),
+        ("INVITATION_MAX_AGE", "7 days"),
     ],
 )
 def test_timeouts_and_sizes_must_be_positive_numbers(settings, key, value) -> None:

@@ -103,6 +103,13 @@ def test_destinations_in_every_state_checked_at_the_end(graph_settings: Sandbox)
     globex_shop = destination_of(GLOBEX_SHOP)
     assert globex_shop.is_test_mode
     assert all(destination_of(spec).health_checked_at for spec in DEMO_DESTINATIONS)
+    # Meta's own score beside ours (issue 18): read for the healthy ones, not available with the
+    # send-only token, and none of it changed a card.
+    for spec in healthy:
+        report = destination_of(spec).match_quality_report
+        expected = "not_available" if spec.send_only else "available"
+        assert report.status == expected, spec.name
+        assert bool(report.events) == (not spec.send_only), spec.name
     assert "Acme outlet store        Unhealthy" in out
     assert "Globex wholesale leads   Unhealthy, sending off" in out
 

@@ -329,22 +329,11 @@ def test_send_test_event_uses_the_destinations_test_code(
     assert entry.detail["test_event_code"] == "TEST4242"
 
 
-def test_send_test_event_without_a_code_generates_one(graph_settings, destination, editor) -> None:
-    result = destinations.send_test_event(destination, actor=editor)
-    assert result.ok
-    assert result.test_event_code.startswith("TEST")
-    assert len(result.test_event_code) == 9
-    # Filed with the test events (Meta still records it in the dataset like any other event).
-    assert graph_settings.events(event_id=result.event_id)[0]["test_event_code"] == (
-        result.test_event_code
-    )
-
-
 def test_send_test_event_with_a_revoked_token_shows_metas_reason(
     graph_settings, destination, editor
 ) -> None:
     graph_settings.revoke(destination.access_token)
-    result = destinations.send_test_event(destination, actor=editor)
+    result = destinations.send_test_event(destination, actor=editor, test_event_code="TEST1")
     assert not result.ok
     assert result.message
     assert result.fix
@@ -367,3 +356,53 @@ def test_check_token_says_a_cut_token_looks_incomplete(graph_settings, token) ->
     assert "revoked" not in result.message
     assert "Copy the whole token again" in result.fix
     assert token[:150] not in result.message + result.fix
+
+
+def test_send_test_event_without_a_code_sends_nothing_and_asks_for_one(
+    graph_settings, destination, editor
+) -> None:
+    """Issue 16: a generated code shows in no Test events tab; the code Events Manager shows is
+    asked for instead, and nothing reaches Meta without one."""
+    with pytest.raises(ValidationError) as refused:
+        destinations.send_test_event(destination, actor=editor)
+    assert refused.value.code == "test_code_missing"
+    assert "Events Manager → your dataset → Test events" in refused.value.message
+    assert graph_settings.events() == []
+    assert not DeliveryAttempt.objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_send_test_event_with_a_pasted_code_uses_it_and_keeps_the_destination_as_it_was(
+    graph_settings, destination, editor
+) -> None:
+    result = destinations.send_test_event(destination, actor=editor, test_event_code=" TEST777 ")
+    assert result.ok
+    assert result.test_event_code == "TEST777"
+    assert graph_settings.events(event_id=result.event_id)[0]["test_event_code"] == "TEST777"
+    destination.refresh_from_db()
+    assert destination.test_event_code == ""
+
+
+@pytest.mark.parametrize("code", ["TEST 12", "x" * 51])
+def test_send_test_event_refuses_a_code_events_manager_never_shows(
+    graph_settings, destination, editor, code
+) -> None:
+    with pytest.raises(ValidationError):
+        destinations.send_test_event(destination, actor=editor, test_event_code=code)
+    assert graph_settings.events() == []
+
+
+def test_the_test_event_answer_says_where_it_shows_and_that_meta_keeps_it(
+    graph_settings, make_destination, editor
+) -> None:
+    destination = make_destination(test_event_code="TEST4242")
+    result = destinations.send_test_event(destination, actor=editor)
+    assert (
+        f"Events Manager → your dataset (pixel {destination.pixel_id}) → Test events tab"
+        in result.message
+    )
+    assert "test code TEST4242" in result.message
+    assert (
+        "Events sent with test_event_code are not dropped. They flow into Events Manager and are "
+        "used for targeting and ads measurement purposes." in result.message
+    )

@@ -457,7 +457,7 @@ def test_the_test_event_button(
 ) -> None:
     configure(settings, GRAPH_CONNECT_TIMEOUT="soon")
     url = reverse("capi_destinations:send_test_event", kwargs={"code": secret_destination.code})
-    response = editor_client.post(url)
+    response = editor_client.post(url, {"test_event_code": "TEST1"})
     assert_one_clean_report(response, failed_requests, "send_test_event", "_request")
 
 

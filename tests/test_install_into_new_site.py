@@ -360,9 +360,14 @@ def test_the_install_guide_works_in_a_new_site(
     assert delivery["delivered"] == len(sent)
 
     pages = site.step("pages", sandbox_url)
-    for name in ("overview", "destination", "event_log", "event_detail", "members"):
+    for name in ("overview", "destination", "event_log", "event_detail", "event", "members"):
         assert pages["statuses"][name] == {"superuser": 200, "member": 200}, name
     assert pages["in_site_layout"] == email_login
     assert pages["login_field_label"] == ("Email address" if email_login else "Username")
     expected_name = "member@example.com" if email_login else "member"
     assert pages["redelivery_reason"] == f"Redelivery requested by {expected_name}."
+    # An invitation by email creates the account with the site's user model: where the login is
+    # the email, only a password is asked for.
+    assert pages["invited_login"] == "invitee@example.com"
+    assert pages["invited_role"] == "editor"
+    assert pages["invite_asks_for_login_name"] == (not email_login)

@@ -19,7 +19,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from capi_destinations import access
+from capi_destinations import access, invitations
 from capi_destinations.models import AuditAction, AuditEntry, Membership, Role, Tenant
 from tests.conftest import close_thread_connection
 
@@ -198,3 +198,30 @@ if connection.vendor == "postgresql":
 
         assert all(answer in (200, 302) for answer in answers), answers
         assert admins_of(tenant) == 1
+
+
+# --- an invitation accepted twice at once ------------------------------------------------------
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_one_link_accepted_twice_at_once_makes_one_account(
+    transactional_db: None, make_tenant, make_user, django_user_model, round_: int
+) -> None:
+    tenant = make_tenant()
+    admin = make_user(tenant, Role.ADMIN)
+    invitation, token = invitations.invite(tenant, "new@example.com", Role.EDITOR, actor=admin)
+
+    def create(username: str) -> Callable[[], Any]:
+        return lambda: invitations.create_account_and_accept(
+            invitation, token, username=username, password="a long and unusual passphrase 42"
+        )
+
+    results = run_together(create("first"), create("second"))
+    accepted = [result for result in results if isinstance(result, invitations.Accepted)]
+    refused = [result for result in results if not isinstance(result, invitations.Accepted)]
+    assert len(accepted) == 1, results
+    assert isinstance(refused[0], invitations.InvitationUnusable | ValidationError), refused
+    assert Membership.objects.filter(tenant=tenant, role=Role.EDITOR).count() == 1
+    assert django_user_model.objects.filter(email="new@example.com").count() == 1
+    added = AuditEntry.objects.filter(tenant=tenant, action=AuditAction.MEMBER_ADDED)
+    assert added.count() == 1

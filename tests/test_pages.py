@@ -433,9 +433,9 @@ def test_overview_query_count_does_not_grow_with_destinations(
         make_event(destination=destination)  # waiting: counted inside the destinations' query
     client = logged_in(owner)
     client.get(reverse("capi_destinations:overview"))  # warm the session
-    # session, user, tenants, destinations (with their waiting events), 24-hour counts,
-    # memberships (roles)
-    with django_assert_num_queries(6):
+    # session, user, tenants, health totals (also the pager's count), one page of destinations
+    # (with their waiting events), their 24-hour counts, memberships (roles)
+    with django_assert_num_queries(7):
         response = client.get(reverse("capi_destinations:overview"))
     assert response.content.decode().count('data-testid="destination-card"') == count
 
@@ -895,12 +895,40 @@ def test_check_now_shows_the_reason_when_unhealthy(graph_settings, owner, destin
 
 def test_send_test_event_shows_metas_answer_inline(graph_settings, editor, destination) -> None:
     response = logged_in(editor).post(
-        reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}), **HTMX
+        reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}),
+        {"test_event_code": "TEST31337"},
+        **HTMX,
     )
     content = response.content.decode()
     assert 'data-testid="test-event-result" data-ok="true"' in content
-    code = re.search(r'data-testid="test-event-code">(TEST\d+)<', content).group(1)
-    assert graph_settings.events(test_event_code=code)
+    assert 'data-testid="test-event-code">TEST31337<' in content
+    assert graph_settings.events(test_event_code="TEST31337")
+
+
+def test_send_test_event_without_a_code_asks_for_the_one_events_manager_shows(
+    graph_settings, editor, destination
+) -> None:
+    """Issue 16: no code is made up (Meta would show the event under no Test events tab)."""
+    client = logged_in(editor)
+    page = client.get(reverse("capi_destinations:destination", kwargs={"code": destination.code}))
+    assert 'data-testid="test-event-code-input"' in page.content.decode()
+    response = client.post(
+        reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}), **HTMX
+    )
+    content = response.content.decode()
+    assert 'data-testid="test-event-code-needed"' in content
+    assert "Copy the code from" in content
+    assert graph_settings.events() == []
+
+
+def test_a_destination_with_its_own_test_code_asks_for_none(editor, make_destination) -> None:
+    destination = make_destination(test_event_code="TEST4242")
+    page = logged_in(editor).get(
+        reverse("capi_destinations:destination", kwargs={"code": destination.code})
+    )
+    content = page.content.decode()
+    assert "test-event-code-input" not in content
+    assert "this destination's test code <code>TEST4242</code>" in content
 
 
 def test_redeliver_button_requeues_failed_events(editor, shown, clock) -> None:

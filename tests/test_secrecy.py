@@ -29,12 +29,22 @@ from django.utils.log import AdminEmailHandler
 from django_q.models import OrmQ, Schedule, Task
 
 import capi_destinations
-from capi_destinations import destinations, digest, dispatch, graph, health, signals
+from capi_destinations import (
+    destinations,
+    digest,
+    dispatch,
+    graph,
+    health,
+    invitations,
+    match_quality,
+    signals,
+)
 from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
     Event,
     HealthCheck,
+    MatchQualityReport,
     Membership,
     Role,
     Tenant,
@@ -186,7 +196,7 @@ def secret_world(
         health.check_destination(destination)
         for index in range(3):
             capi_destinations.track(destination, purchase(f"ok-{index}", clock.now()))
-        destinations.send_test_event(destination, actor=admin_user)
+        destinations.send_test_event(destination, actor=admin_user, test_event_code="TEST1")
     dispatch.dispatch_pending()
     # Meta's error message quoting the token, and a proxy's HTML page echoing the request.
     sandbox.answer_error(
@@ -225,6 +235,9 @@ def app_urls(world: SecretWorld) -> list[str]:
     urls = []
     member = Membership.objects.filter(tenant=world.tenant).select_related("user").first()
     assert member is not None
+    invitation, invitation_token = invitations.invite(
+        world.tenant, "invited@example.com", "viewer", actor=world.admin_user
+    )
     for route in app_routes():
         for destination in world.destinations:
             values = {
@@ -232,13 +245,22 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "code": str(destination.code),
                 "username": member.user.get_username(),
                 "ingest_key": destination.ingest_key,
-                "token": digest.unsubscribe_token(member.user),
+                "invitation_code": str(invitation.code),
+                "token": invitation_token,
+                "signature": digest.unsubscribe_token(member.user),
             }
-            kwargs = {name: values[name] for name in route.parameters}
-            base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)
             for event in destination.events.all()[:3]:
+                # An event's own address names it; the others ignore the event's pk.
+                kwargs = {
+                    name: str(event.pk) if name == "event_pk" else values[name]
+                    for name in route.parameters
+                }
+                base = reverse(f"capi_destinations:{route.name}", kwargs=kwargs)
                 urls.append(f"{base}?event_name={event.event_name}&event_id={event.event_id}")
-            urls.append(f"{base}?status=failed")
+                urls.append(f"{base}?status=failed")
+            if "event_pk" not in route.parameters:
+                kwargs = {name: values[name] for name in route.parameters}
+                urls.append(f"{reverse(f'capi_destinations:{route.name}', kwargs=kwargs)}?q=")
     return sorted(set(urls))
 
 
@@ -258,7 +280,9 @@ def test_no_page_or_fragment_shows_the_token(
         ):
             response = client.get(url, **headers)
             assert response.status_code < 500, url
-            secret_world.assert_clean(response.content.decode(), f"GET {url} {headers}")
+            # The CSV exports stream.
+            body = b"".join(response.streaming_content) if response.streaming else response.content
+            secret_world.assert_clean(body.decode(), f"GET {url} {headers}")
             fetched += 1
     assert fetched > 50
     secret_world.assert_clean(logged_text(captured_logs), "the logs")
@@ -331,6 +355,7 @@ def test_a_working_token_check_and_a_test_event_show_no_token(
     destination = secret_world.destinations[1]
     sent = client.post(
         reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}),
+        {"test_event_code": "TEST1"},
         HTTP_HX_REQUEST="true",
     )
     assert sent.status_code == 200
@@ -562,3 +587,52 @@ def test_reprs_and_strings_of_what_holds_the_token_are_clean(
         pytest.fail("a revoked token must be refused")
     for text in texts:
         secret_world.assert_clean(text, "a repr")
+
+
+def test_fetching_metas_match_quality_shows_and_keeps_no_secret(
+    clock: Any,
+    use_sandbox: Any,
+    make_destination: Callable[..., Destination],
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 18: the Dataset Quality read, answered, refused and failed, leaks nothing."""
+    sandbox = use_sandbox
+    forbidden = forbidden_strings(int(clock.now().timestamp()))
+    destination = make_destination(
+        pixel_id=PIXEL_IDS[0], access_token=SECRET_TOKEN, app_secret=APP_SECRET
+    )
+    sandbox.register_pixel(PIXEL_IDS[0], "Pixel", [SECRET_TOKEN], app_secret=APP_SECRET)
+    capi_destinations.track(destination, purchase("emq-1", clock.now()))
+    dispatch.dispatch_pending()
+
+    texts = [repr(match_quality.fetch_match_quality(destination))]
+    sandbox.answer_next(
+        status=400,
+        method="GET",
+        error={
+            "message": f"(#10) No access for {SECRET_TOKEN}",
+            "type": "OAuthException",
+            "code": 10,
+        },
+    )
+    texts.append(repr(match_quality.fetch_match_quality(destination)))
+    sandbox.answer_next(
+        status=502, method="GET", text=f"<html>Bad gateway access_token={SECRET_TOKEN}</html>"
+    )
+    texts.append(repr(match_quality.fetch_match_quality(destination)))
+    try:
+        sandbox.answer_next(status=400, method="GET", error={"message": SECRET_TOKEN, "code": 10})
+        graph.get_dataset_quality(destination)
+    except graph.GraphError as error:
+        texts += [repr(error), str(error), repr(error.__dict__)]
+    request_log = repr(sandbox.requests())
+
+    assert MatchQualityReport.objects.get(destination=destination).status == "not_available"
+    assert any(request["path"].endswith("/dataset_quality") for request in sandbox.requests())
+    for label, secret in forbidden.items():
+        assert secret not in logged_text(captured_logs), f"{label} appears in the logs"
+        assert secret not in request_log, f"{label} appears in the sandbox's request log"
+        for text in texts:
+            assert secret not in text, f"{label} appears in a repr"
+        for where, row in database_text():
+            assert secret not in row, f"{label} appears in a raw row of {where}"

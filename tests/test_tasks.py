@@ -197,7 +197,12 @@ def test_capi_purge_command_reports_what_it_deleted(
 def schedule_counts() -> dict[str, int]:
     return {
         name: Schedule.objects.filter(name=name).count()
-        for name in (tasks.DISPATCH_SCHEDULE, tasks.PURGE_SCHEDULE, tasks.HEALTH_SCHEDULE)
+        for name in (
+            tasks.DISPATCH_SCHEDULE,
+            tasks.PURGE_SCHEDULE,
+            tasks.HEALTH_SCHEDULE,
+            tasks.MATCH_QUALITY_SCHEDULE,
+        )
     }
 
 
@@ -209,6 +214,7 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.DISPATCH_SCHEDULE: 1,
         tasks.PURGE_SCHEDULE: 1,
         tasks.HEALTH_SCHEDULE: 1,
+        tasks.MATCH_QUALITY_SCHEDULE: 1,
     }
     dispatch_schedule = Schedule.objects.get(name=tasks.DISPATCH_SCHEDULE)
     assert dispatch_schedule.func == tasks.DISPATCH_TASK
@@ -219,6 +225,8 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
     health = Schedule.objects.get(name=tasks.HEALTH_SCHEDULE)
     assert health.func == tasks.HEALTH_TASK
     assert health.minutes == 5
+    emq = Schedule.objects.get(name=tasks.MATCH_QUALITY_SCHEDULE)
+    assert (emq.func, emq.schedule_type) == (tasks.MATCH_QUALITY_TASK, Schedule.HOURLY)
 
 
 def test_ensure_schedules_follows_settings_and_removes_duplicates(settings: Any) -> None:

@@ -199,7 +199,7 @@ def test_an_editor_cannot_point_the_stored_token_at_another_clients_pixel(
     # 2. Push fabricated Purchases through A's public ingest key, and a test event.
     assert post_purchase_from_the_shop(acme, "fabricated-1").status_code == 202
     dispatch.dispatch_pending()
-    response = client.post(url("send_test_event", acme), **HTMX)
+    response = client.post(url("send_test_event", acme), {"test_event_code": "TEST1"}, **HTMX)
     assert response.status_code == 200
 
     # Nothing reached B's pixel; what was sent went to A's own pixel.

@@ -7,6 +7,10 @@ Graph API (same paths, parameters and JSON shapes as Meta):
   (the official SDK's way, ``data`` a JSON array of JSON-encoded events) or as query parameters;
   the token may also come as ``Authorization: Bearer …`` / ``OAuth …``.
 * ``GET /{version}/{pixel_id}?fields=id,name,…``.
+* ``GET /{version}/dataset_quality?dataset_id={pixel_id}&fields=web{…}``: Meta's Dataset Quality
+  API, with Event Match Quality scores the sandbox derives from the events it received for the
+  pixel (its own approximation, see :mod:`capi_destinations.sandbox.quality`). A send-only token
+  is refused as its read of the pixel is.
 
 Control API (JSON; see README "The Graph API sandbox"): ``POST /_sandbox/pixels``,
 ``POST /_sandbox/revoke``, ``GET|POST /_sandbox/faults``, ``POST /_sandbox/answers``,
@@ -30,7 +34,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from capi_destinations.sandbox import errors
+from capi_destinations.sandbox import errors, quality
 from capi_destinations.sandbox.errors import GraphAnswerError, new_fbtrace_id
 from capi_destinations.sandbox.state import RawData, SandboxState, ScriptedAnswer, parse_version
 from capi_destinations.sandbox.validation import validate_events, validate_partner_agent
@@ -234,6 +238,8 @@ class SandboxApp:
         record: dict[str, Any],
         raw_data: RawData,
     ) -> tuple[int, Any, dict[str, str], str | None, GraphAnswerError | None]:
+        if _is_dataset_quality(path):
+            return self._answer_dataset_quality(method, path, params, token, body_problem)
         route = _route(method, path)
         if isinstance(route, GraphAnswerError):
             return 400, None, {}, None, route
@@ -252,6 +258,42 @@ class SandboxApp:
         if method == "POST":
             return 400, None, {}, pixel_id, errors.unknown_object(method, pixel_id)
         return self._describe_pixel(pixel_id, params.get("fields"))
+
+    def _answer_dataset_quality(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any],
+        token: str | None,
+        body_problem: str | None,
+    ) -> tuple[int, Any, dict[str, str], str | None, GraphAnswerError | None]:
+        """Meta's ``GET /dataset_quality``: the token, the dataset, the proof, then the scores.
+
+        The dataset is read like the pixel node, so a send-only token (or one without access)
+        gets the same code 100 / 33 refusal naming the dataset ID (*unconfirmed*: Meta
+        publishes no refusal body for this endpoint).
+        """
+        segments = [segment for segment in path.split("/") if segment]
+        deprecated = self._deprecated(segments[0] if len(segments) == 2 else None)
+        if deprecated is not None:
+            return 400, None, {}, None, deprecated
+        dataset_id = str(params.get("dataset_id") or "")
+        problem = self._check_token(token)
+        if problem is None and method != "GET":
+            problem = errors.unknown_object(method, "dataset_quality")
+        if problem is None and not dataset_id:
+            problem = errors.missing_parameter("dataset_id")
+        if problem is None:
+            problem = self._check_pixel("GET", dataset_id, token or "")
+        if problem is None:
+            problem = self._check_appsecret_proof(dataset_id, token or "", params)
+        if problem is None and body_problem is not None:
+            problem = errors.invalid_body(body_problem)
+        pixel_id = dataset_id if dataset_id.isdigit() else None
+        if problem is not None:
+            return 400, None, {}, pixel_id, problem
+        body = quality.dataset_quality(self.state.events(pixel_id=dataset_id), now=self.state.now())
+        return 200, body, {"x-fb-trace-id": new_fbtrace_id()}, pixel_id, None
 
     def _deprecated(self, version: str | None) -> GraphAnswerError | None:
         """Code 2635 for a version older than the oldest one served (none named: the default)."""
@@ -509,6 +551,14 @@ def _scripted_code(answer: ScriptedAnswer) -> int | None:
         code = answer.body["error"].get("code")
         return code if isinstance(code, int) else None
     return None
+
+
+def _is_dataset_quality(path: str) -> bool:
+    """``/dataset_quality`` or ``/{version}/dataset_quality``."""
+    segments = [segment for segment in path.split("/") if segment]
+    if len(segments) == 2 and parse_version(segments[0]) is not None:
+        segments = segments[1:]
+    return segments == ["dataset_quality"]
 
 
 def _route(method: str, path: str) -> tuple[str | None, str, bool] | GraphAnswerError:

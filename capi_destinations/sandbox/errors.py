@@ -116,6 +116,11 @@ def unknown_object(method: str, object_id: str) -> GraphAnswerError:
     )
 
 
+def missing_parameter(name: str) -> GraphAnswerError:
+    """A required query parameter left out (code 100; the wording is *unconfirmed*)."""
+    return GraphAnswerError(400, 100, f"(#100) The parameter {name} is required")
+
+
 def unknown_path(path: str) -> GraphAnswerError:
     """A path the Graph API does not have (code 2500)."""
     return GraphAnswerError(400, 2500, f"Unknown path components: {path}")

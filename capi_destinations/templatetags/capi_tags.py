@@ -1,7 +1,9 @@
-"""Template tags: ``{% load capi_tags %}{% capi_snippet destination %}``."""
+"""Template tags: ``{% load capi_tags %}{% capi_snippet destination %}``, ``{% capi_time %}``,
+``{% capi_ago %}``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django import template
@@ -9,9 +11,12 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
 
+from capi_destinations import clock
 from capi_destinations.models import Destination, Health
 
 register = template.Library()
@@ -79,3 +84,59 @@ def health_badge(destination: Destination) -> SafeString:
             "Test mode</span>"
         )
     return badge
+
+
+#: How ``{% capi_time %}`` writes a moment (Django date formats); static/capi_destinations/
+#: pages.js writes the same styles in the viewer's time zone.
+TIME_STYLES = {
+    "full": "Y-m-d H:i:s",
+    "minute": "Y-m-d H:i",
+    "short": "M j, H:i:s",
+    "time": "H:i",
+    "seconds": "H:i:s",
+}
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A naive value (a site with USE_TZ off) is taken as UTC, as the app stores it.
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value.astimezone(UTC)
+
+
+def _time_element(moment: datetime, text: str, *, kind: str, value: str) -> SafeString:
+    # ``data-capi-time`` (a style pages.js rewrites in the viewer's zone) or ``data-capi-ago``.
+    iso = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    title = f"{dateformat.format(moment, TIME_STYLES['full'])} UTC"
+    return format_html(
+        '<time datetime="{}" title="{}" data-capi-{}="{}">{}</time>', iso, title, kind, value, text
+    )
+
+
+@register.simple_tag
+def capi_time(value: datetime | None, style: str = "full") -> SafeString | str:
+    """A moment as ``<time>``: in UTC on the page as sent, with its UTC title for the hover;
+    pages.js rewrites the text in the viewer's time zone (the title stays UTC)."""
+    if not value:
+        return ""
+    moment = _in_utc(value)
+    text = f"{dateformat.format(moment, TIME_STYLES[style])} UTC"
+    return _time_element(moment, text, kind="time", value=style)
+
+
+def time_ago(value: datetime, now: datetime | None = None) -> str:
+    """ "just now" under a minute (and for a moment a clock puts ahead), else "5 minutes ago"."""
+    now = now or clock.now()
+    if (now - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value, now)} ago"
+
+
+@register.simple_tag
+def capi_ago(value: datetime | None) -> SafeString | str:
+    """How long ago a moment was ("just now", "5 minutes ago"), as ``<time>`` with its UTC
+    title for the hover."""
+    if not value:
+        return ""
+    moment = _in_utc(value)
+    return _time_element(moment, time_ago(moment), kind="ago", value="1")

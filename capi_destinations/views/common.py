@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import BadRequest
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.cache import patch_vary_headers
+from django_htmx.http import HttpResponseClientRedirect
 
+from capi_destinations import exports
 from capi_destinations.models import Destination
 
 # Sent with an htmx answer after a change, so the destination page's cards refresh at once.
@@ -21,6 +25,13 @@ CHANGED_EVENT = "capi:destination-changed"
 def is_htmx(request: HttpRequest) -> bool:
     """Whether the request came from htmx (django-htmx's middleware sets ``request.htmx``)."""
     return bool(getattr(request, "htmx", False))
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    """Whether to answer with a fragment: an htmx request, but not htmx restoring a page of its
+    history it no longer holds (that one needs the whole page)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request  # type: ignore[union-attr]
 
 
 def notify(request: HttpRequest, level: int, text: str) -> None:
@@ -33,14 +44,56 @@ def destination_url(destination: Destination, name: str = "destination") -> str:
     return reverse(f"capi_destinations:{name}", kwargs={"code": destination.code})
 
 
-def back_to_destination(destination: Destination) -> HttpResponse:
-    """Redirect a plain (non-htmx) form post back to the destination page."""
+def back_to_destination(
+    destination: Destination, request: HttpRequest | None = None
+) -> HttpResponse:
+    """Redirect a form post back to the destination page.
+
+    Given the ``request`` of a form posted through htmx (``hx-boost``), the browser is told to
+    load the page itself (``HX-Redirect``), as after a plain post.
+    """
+    if request is not None and is_htmx(request):
+        return HttpResponseClientRedirect(destination_url(destination))
     return redirect(destination_url(destination))
+
+
+def keep_address(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wrap a form ``view`` so that htmx adds no history entry for its answers.
+
+    The setup forms post through ``hx-boost``, which pushes the address for every answer (even
+    under ``hx-push-url="false"``): with ``HX-Push-Url: false`` a form that comes back with an
+    error, or the page shown once after a save, keeps the address it was posted to, as after a
+    plain post.
+    """
+
+    @wraps(view)
+    def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.setdefault("HX-Push-Url", "false")
+        return response
+
+    return answer
 
 
 def with_changed_trigger(response: HttpResponse) -> HttpResponse:
     """Tell htmx that the destination changed: cards listening for it reload."""
     response["HX-Trigger"] = CHANGED_EVENT
+    return response
+
+
+def vary_on_htmx(response: HttpResponse) -> HttpResponse:
+    """Mark a response that is a fragment for htmx and a whole page otherwise, so a browser's
+    cache never serves the fragment for the page's own address (htmx pushes it to the history)."""
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def csv_response(rows: Iterable[Sequence[Any]], filename: str) -> StreamingHttpResponse:
+    """``rows`` (the header first) streamed as a CSV download named ``filename``."""
+    response = StreamingHttpResponse(
+        exports.csv_lines(rows), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
@@ -55,7 +108,9 @@ def query_string_without(request: HttpRequest, *names: str) -> str:
 _FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def refuse_nul_characters(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def refuse_nul_characters(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
     """Wrap ``view`` so that a NUL character in the URL, the query or the form never reaches it.
 
     No database stores NUL in text, and PostgreSQL refuses a query that carries one with an
@@ -65,7 +120,7 @@ def refuse_nul_characters(view: Callable[..., HttpResponse]) -> Callable[..., Ht
     """
 
     @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if any(isinstance(value, str) and "\x00" in value for value in kwargs.values()):
             raise Http404("No such page.")
         if _has_nul(request.GET) or (

@@ -6,12 +6,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
-from capi_destinations import access, destinations, health, reports
+from capi_destinations import access, destinations, health, match_quality, reports
 from capi_destinations.access import TenantAccess
 from capi_destinations.models import Destination, Event, Role
 from capi_destinations.views.charts import match_quality_sparkline, stacked_hourly_chart
@@ -111,6 +112,7 @@ def destination_detail(request: HttpRequest, code: str) -> HttpResponse:
         **ingest_context(destination, request),
         "summary": reports.diagnostics_summary(destination),
         "match_quality": match_quality_sparkline(reports.hourly_match_quality(destination)),
+        "meta_quality": match_quality.match_quality_panel(destination),
         "audit_entries": [
             (entry, describe_audit_detail(entry.detail))
             for entry in destination.audit_entries.select_related("actor")[:AUDIT_ENTRIES_SHOWN]
@@ -167,7 +169,22 @@ def check_now(request: HttpRequest, code: str) -> HttpResponse:
 def send_test_event(request: HttpRequest, code: str) -> HttpResponse:
     """Send a synthetic event with the test code and show Meta's answer inline."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
-    result = destinations.send_test_event(destination, actor=request.user)
+    try:
+        result = destinations.send_test_event(
+            destination,
+            actor=request.user,
+            test_event_code=request.POST.get("test_event_code", ""),
+        )
+    except ValidationError as refused:
+        # No test code (or not one Events Manager shows): nothing was sent; say where to copy it.
+        if not is_htmx(request):
+            notify(request, messages.ERROR, refused.messages[0])
+            return back_to_destination(destination)
+        return render(
+            request,
+            "capi_destinations/_action_result.html",
+            {"ok": False, "text": refused.messages[0], "testid": "test-event-code-needed"},
+        )
     if not is_htmx(request):
         level = messages.SUCCESS if result.ok else messages.ERROR
         notify(request, level, result.message)

@@ -32,9 +32,9 @@ def digest_settings(request: HttpRequest) -> HttpResponse:
 # one-click unsubscribe (List-Unsubscribe-Post), sent by mail clients without a CSRF token.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
-def digest_unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+def digest_unsubscribe(request: HttpRequest, signature: str) -> HttpResponse:
     """Stop the daily digest for the person the link was made for (one click, no login)."""
-    user = digest.unsubscribe(token)
+    user = digest.unsubscribe(signature)
     status = 200 if user is not None else 404
     return render(
         request,

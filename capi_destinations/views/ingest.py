@@ -74,8 +74,11 @@ def find_destination(ingest_key: str) -> Destination | None:
         return cached[2]
     try:
         # The token is not needed to record events, so it is neither decrypted nor kept here.
-        destination = Destination.objects.defer("access_token", "app_secret").get(
-            ingest_key=ingest_key
+        # With its client: the client's exclusions apply to every event (ingest.routing).
+        destination = (
+            Destination.objects.defer("access_token", "app_secret")
+            .select_related("tenant")
+            .get(ingest_key=ingest_key)
         )
     except Destination.DoesNotExist:
         return None

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from capi_destinations import access, reports
+from capi_destinations import access, exports, reports
 from capi_destinations.forms import OverviewFilterForm
 from capi_destinations.models import Role
-from capi_destinations.views.common import is_htmx
+from capi_destinations.views.common import (
+    csv_response,
+    is_htmx,
+    query_string_without,
+    vary_on_htmx,
+)
 
 # The id of the card grid: the element htmx polls and swaps.
 CARD_GRID_ID = "capi-cards"
+# Cards per page: a screenful or two on a laptop, and a fixed render time with hundreds.
+CARDS_PER_PAGE = 30
 
 
 @login_required
@@ -27,17 +33,26 @@ def overview(request: HttpRequest) -> HttpResponse:
     tenants = list(access.tenants_for(user).order_by("name"))
     form = OverviewFilterForm(request.GET, tenants=tenants)
     filters = form.filters()
-    cards = reports.overview_cards(
-        user, tenant_slug=filters["tenant_slug"], status=filters["status"]
+    overview = reports.overview_page(
+        user,
+        page_number=request.GET.get("page"),
+        per_page=CARDS_PER_PAGE,
+        tenant_slug=filters["tenant_slug"],
+        status=filters["status"],
+        search=filters["search"],
+        sort=filters["sort"],
     )
+    filter_query = query_string_without(request, "page")
     context: dict[str, Any] = {
-        "cards": cards,
+        "cards": overview.cards,
+        "overview": overview,
         "filter_form": form,
+        "filter_query": filter_query,
         "grid_id": CARD_GRID_ID,
-        "health_totals": Counter(card.destination.health for card in cards),
+        "health_totals": overview.health_totals,
     }
     if is_htmx(request) and request.htmx.target == CARD_GRID_ID:  # type: ignore[attr-defined]
-        return render(request, "capi_destinations/_card_grid.html", context)
+        return vary_on_htmx(render(request, "capi_destinations/_card_grid.html", context))
     roles = access.roles_by_tenant(user)
     context["tenant_rows"] = [
         {
@@ -48,7 +63,24 @@ def overview(request: HttpRequest) -> HttpResponse:
         for tenant in tenants
     ]
     context["can_add"] = any(row["can_edit"] for row in context["tenant_rows"])
-    return render(request, "capi_destinations/overview.html", context)
+    return vary_on_htmx(render(request, "capi_destinations/overview.html", context))
+
+
+@login_required
+@require_GET
+def overview_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """Every destination the overview shows with the same filters (all pages), as CSV."""
+    tenants = list(access.tenants_for(request.user))
+    form = OverviewFilterForm(request.GET, tenants=tenants)
+    filters = form.filters()
+    cards = reports.overview_cards(
+        request.user,
+        tenant_slug=filters["tenant_slug"],
+        status=filters["status"],
+        search=filters["search"],
+        sort=filters["sort"],
+    )
+    return csv_response(exports.overview_rows(cards), "destinations.csv")
 
 
 @login_required

@@ -14,12 +14,18 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 
 from capi_destinations import access, destinations, reports
-from capi_destinations.forms import DestinationForm, ReplaceTokenForm, TokenCheckForm
+from capi_destinations.forms import (
+    DestinationForm,
+    ReplaceTokenForm,
+    TokenCheckForm,
+    token_needs_pasting_again,
+)
 from capi_destinations.models import Destination, Health, Role
 from capi_destinations.views.common import (
     back_to_destination,
     destination_url,
     ingest_context,
+    keep_address,
     notify,
 )
 
@@ -35,6 +41,7 @@ hide_variables = sensitive_variables()
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
     """Add a destination to a tenant; on success show the ingest secret once."""
     tenant_access = access.tenant_access(request.user, tenant_slug, needed=Role.EDITOR)
@@ -93,6 +100,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
             ),
             "cancel_url": reverse("capi_destinations:overview"),
             "check": refusal if unconfirmed else None,
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -101,6 +109,7 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     """Edit a destination; a blank token keeps the stored one."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
@@ -133,7 +142,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             notify(request, messages.SUCCESS, "Saved." if changed else "Nothing changed.")
             if "access_token" in changed:
                 warn_if_token_shared(request, destination)
-            return back_to_destination(destination)
+            return back_to_destination(destination, request)
     return render(
         request,
         "capi_destinations/destination_form.html",
@@ -144,6 +153,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
             "check_url": destination_url(destination, "destination_token_check"),
             "cancel_url": destination_url(destination),
             "check": refusal if unconfirmed else None,
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -152,6 +162,7 @@ def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
 @hide_secrets
 @login_required
 @require_http_methods(["GET", "POST"])
+@keep_address
 def replace_token(request: HttpRequest, code: str) -> HttpResponse:
     """Paste a new token; the health check runs at once."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
@@ -166,7 +177,7 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
         else:
             notify(request, messages.SUCCESS, "Token replaced. Meta is being asked about it now.")
             warn_if_token_shared(request, destination)
-            return back_to_destination(destination)
+            return back_to_destination(destination, request)
     return render(
         request,
         "capi_destinations/replace_token.html",
@@ -174,6 +185,7 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
             "form": form,
             "destination": destination,
             "check_url": destination_url(destination, "destination_token_check"),
+            "token_repaste": token_needs_pasting_again(form),
         },
     )
 
@@ -182,8 +194,8 @@ def replace_token(request: HttpRequest, code: str) -> HttpResponse:
 SAVE_REFUSED_FIELD = "save_refused"
 
 REFUSED_NOT_SAVED = (
-    "Not saved yet: Meta refused this Pixel ID and token (see below). Fix them, or paste the "
-    "token again and tick “Save anyway”."
+    "Not saved yet: Meta refused this Pixel ID and token (see below). Fix them, or tick "
+    "“Save anyway”."
 )
 
 

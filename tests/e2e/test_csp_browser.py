@@ -72,7 +72,7 @@ def test_every_page_runs_with_no_csp_violation(
         reverse("capi_destinations:digest_settings"),
         reverse(
             "capi_destinations:digest_unsubscribe",
-            kwargs={"token": digest.unsubscribe_token(admin)},
+            kwargs={"signature": digest.unsubscribe_token(admin)},
         ),
     ]
     for url in urls:

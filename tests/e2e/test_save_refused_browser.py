@@ -47,8 +47,8 @@ def test_a_refused_pair_is_saved_only_with_save_anyway(
     expect(page.get_by_test_id("form-error")).to_contain_text("Not saved yet")
     assert not Destination.objects.exists()
 
-    # The token is never sent back: paste it again, tick Save anyway.
-    page.fill("input[name=access_token]", make_token("not-this-pixels-token"))
+    # The browser kept the token (the server never sends it back): tick Save anyway.
+    expect(page.get_by_test_id("token-input")).to_have_value(make_token("not-this-pixels-token"))
     expect(token_check.get_by_test_id("save-refused")).to_be_visible()
     token_check.get_by_test_id("save-refused").check()
     page.get_by_test_id("save-destination").click()

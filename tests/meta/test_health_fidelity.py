@@ -102,6 +102,7 @@ def test_the_send_test_event_button_says_meta_records_the_event(
     page = client.get(reverse("capi_destinations:destination", kwargs={"code": destination.code}))
     answer = client.post(
         reverse("capi_destinations:send_test_event", kwargs={"code": destination.code}),
+        {"test_event_code": "TEST12345"},
         HTTP_HX_REQUEST="true",
     )
 
@@ -111,7 +112,7 @@ def test_the_send_test_event_button_says_meta_records_the_event(
     assert "targeting and ads measurement" in note.group(1)
     assert "recorded it in the dataset" in answer.content.decode()
     (sent,) = meta.events()
-    assert sent["test_event_code"].startswith("TEST")
+    assert sent["test_event_code"] == "TEST12345"
 
 
 def test_no_page_message_or_doc_says_a_test_event_does_not_count() -> None:
@@ -159,7 +160,9 @@ def test_the_sandbox_refuses_a_send_only_tokens_read_and_accepts_its_events(
     refusal is Graph's real one for an object the token may not load: code 100, subcode 33,
     GraphMethodException (public issue threads quoting Graph's body; FACTS.md §14)."""
     check = destinations.check_token(send_only.pixel_id, send_only.access_token)
-    dispatch_event = destinations.send_test_event(send_only, actor=None)
+    dispatch_event = destinations.send_test_event(
+        send_only, actor=None, test_event_code="TEST12345"
+    )
 
     (read,) = [request for request in meta.requests() if request["method"] == "GET"]
     assert read["error"]["code"] == 100

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from io import StringIO
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 from django.test.utils import setup_test_environment
@@ -26,7 +28,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_q.models import OrmQ
 
 import capi_destinations
-from capi_destinations import destinations
+from capi_destinations import destinations, invitations
 from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
 
 PASSWORD = "a new site's password 1"
@@ -172,11 +174,17 @@ def render_every_page() -> dict[str, Any]:
     assert overview_page.status_code == 200
     in_site_layout = 'data-testid="site-layout"' in overview_page.content.decode()
 
+    invitation, invitation_token = invitations.invite(
+        target.tenant, "walked@example.com", Role.VIEWER, actor=member
+    )
     values = {
         "tenant_slug": target.tenant.slug,
         "code": str(target.code),
         "username": member.get_username(),
         "ingest_key": target.ingest_key,
+        "invitation_code": str(invitation.code),
+        "token": invitation_token,
+        "event_pk": str(event.pk),
     }
     _, resolver = get_resolver().namespace_dict["capi_destinations"]
     statuses: dict[str, dict[str, int]] = {}
@@ -219,6 +227,8 @@ def render_every_page() -> dict[str, Any]:
     assert f'data-username="{colleague.get_username()}"' in page, page
     login_field_label = str(response.context["add_form"]["username"].label)
 
+    invited = join_by_invitation(client, members)
+
     Event.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
     assert destinations.redeliver([event.pk], actor=member) == 1
     event.refresh_from_db()
@@ -231,6 +241,42 @@ def render_every_page() -> dict[str, Any]:
         "redelivery_reason": event.status_reason,
         "in_site_layout": in_site_layout,
         "login_field_label": login_field_label,
+        **invited,
+    }
+
+
+def join_by_invitation(admin: Client, members: str) -> dict[str, Any]:
+    """The member (an admin) invites an address by email; the link from the email, opened
+    without a login, creates the account with the site's user model and joins it."""
+    slug = members.rstrip("/").split("/")[-2]
+    invite = reverse("capi_destinations:invite", kwargs={"tenant_slug": slug})
+    response = admin.post(invite, {"email": "Invitee@Example.com", "role": Role.EDITOR})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert len(mail.outbox) == 1, mail.outbox
+    link = re.search(r"http://testserver(/\S+/invitation/\S+/)", mail.outbox[0].body)
+    assert link is not None, mail.outbox[0].body
+    invited = Client()
+    page = invited.get(link.group(1), follow=True)
+    assert page.status_code == 200, page.content.decode()[:3000]
+    asks_for_login_name = "username" in page.context["form"].fields
+    response = invited.post(
+        page.wsgi_request.path,
+        {
+            "username": "invitee@example.com",
+            "password1": "an invited person's passphrase 7",
+            "password2": "an invited person's passphrase 7",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    membership = Membership.objects.select_related("user").get(
+        tenant__slug=slug, user__in=USERS.objects.filter(email="invitee@example.com")
+    )
+    overview = invited.get(response["Location"]).content.decode()
+    assert "you are now editor of" in overview, overview[:3000]
+    return {
+        "invited_login": membership.user.get_username(),
+        "invited_role": membership.role,
+        "invite_asks_for_login_name": asks_for_login_name,
     }
 
 

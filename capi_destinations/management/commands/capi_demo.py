@@ -6,7 +6,8 @@ token), one whose token the sandbox has revoked, one with sending turned off —
 sample events of varied quality recorded through ``capi_destinations.track_many``, each at the
 time it would have arrived, and delivered by dispatch passes through that day, so that
 diagnostics, match quality, delivery attempts and charts are the app's own work. The health
-checks run at the end, so the cards are green or red at first sight. It prints the logins and
+checks run at the end, so the cards are green or red at first sight, and Meta's own Event Match
+Quality is read once from the sandbox, so the pages show both scores. It prints the logins and
 two sandbox-only tokens to try.
 
 Running it again changes nothing harmful: users, tenants and destinations are only created when
@@ -29,7 +30,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from capi_destinations import clock, destinations, dispatch, health, track_many
+from capi_destinations import clock, destinations, dispatch, health, match_quality, track_many
 from capi_destinations.conf import app_settings
 from capi_destinations.management.commands._demo_traffic import SampleTraffic, Site
 from capi_destinations.models import (
@@ -303,6 +304,8 @@ class Command(BaseCommand):
             self.revoke_old_tokens(sandbox, demo)
             dispatch.dispatch_pending()
             health.check_all_destinations(destination_ids=[d.pk for d in demo.values()])
+            # Meta's own score beside ours at once, as the hourly task would fetch it.
+            match_quality.fetch_all_match_quality(destination_ids=[d.pk for d in demo.values()])
         self.report(demo, users, sandbox, base_url)
 
     # --- people and tenants --------------------------------------------------------------------

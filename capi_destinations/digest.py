@@ -41,6 +41,7 @@ from capi_destinations.models import (
     DigestPreference,
     Health,
     HealthCheck,
+    MatchQualityReport,
     Membership,
     Role,
     Tenant,
@@ -60,6 +61,8 @@ class DigestRow:
     match_quality: float | None
     changes: list[str]
     url: str
+    # Meta's own score as last fetched (``MatchQualityReport.headline``): (event name, score).
+    meta_score: tuple[str, float] | None = None
 
     @property
     def status(self) -> str:
@@ -93,7 +96,7 @@ def build_digests(tenant_ids: Sequence[int], *, now: datetime | None = None) -> 
     tenants = list(Tenant.objects.filter(pk__in=list(tenant_ids)).order_by("name", "pk"))
     destinations = list(
         Destination.objects.filter(tenant_id__in=[tenant.pk for tenant in tenants])
-        .select_related("tenant")
+        .select_related("tenant", "match_quality_report")
         .defer(*reports.SECRET_COLUMNS)
         .annotate(waiting=reports.waiting_count())
         .order_by(reports.unhealthy_first(), "name", "pk")
@@ -112,9 +115,22 @@ def build_digests(tenant_ids: Sequence[int], *, now: datetime | None = None) -> 
                 match_quality=quality.get(destination.pk),
                 changes=changes.get(destination.pk, []),
                 url=absolute(card.url),
+                meta_score=_meta_score(destination),
             )
         )
     return [TenantDigest(tenant, by_tenant.get(tenant.pk, [])) for tenant in tenants]
+
+
+def _meta_score(destination: Destination) -> tuple[str, float] | None:
+    """Meta's score of the event the cards name, from the report loaded with the destination."""
+    try:
+        report = destination.match_quality_report
+    except MatchQualityReport.DoesNotExist:
+        return None
+    headline = report.headline()
+    if headline is None or headline[1] is None:
+        return None
+    return (headline[0], headline[1])
 
 
 def _match_quality(ids: Sequence[int], *, now: datetime) -> dict[int, float]:

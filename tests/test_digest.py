@@ -25,7 +25,9 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     HealthCheck,
+    MatchQualityReport,
     Membership,
+    MetaScoreStatus,
     Role,
     Tenant,
 )
@@ -79,6 +81,13 @@ def acme(
         status=Health.HEALTHY,
         status_changed=True,
     )
+    MatchQualityReport.objects.create(
+        destination=shop,
+        status=MetaScoreStatus.AVAILABLE,
+        events=[{"event_name": "Purchase", "composite_score": 6.8, "match_key_feedback": []}],
+        lowest_score=6.8,
+        fetched_at=now - timedelta(minutes=30),
+    )
     AlertState.objects.create(
         destination=shop,
         kind=AlertKind.TRAFFIC_DROPPED,
@@ -115,7 +124,9 @@ def test_a_tenant_digest_summarises_every_destination_in_text_and_html(
     shop_part = text.split("* Shop pixel")[1].split("* ")[0]
     assert "Unhealthy" in shop_part
     assert "Delivered 2 · failed 1 · rejected 1" in shop_part
-    assert "Match quality (our estimate): 7.5 of 10" in shop_part
+    assert (
+        "Match quality (our estimate): 7.5 of 10 · Meta's score (Purchase): 6.8 of 10" in shop_part
+    )
     assert "Top finding: Sending is turned off." in shop_part
     assert "became Unhealthy" in shop_part
     assert "alert: Traffic dropped — No events were recorded in the last 3 h." in shop_part
@@ -143,6 +154,7 @@ def test_a_tenant_digest_summarises_every_destination_in_text_and_html(
     assert "Sending is turned off." in html
     assert "alert: Traffic dropped" in html
     assert "7.5 / 10" in html
+    assert "Meta (Purchase): 6.8" in html
     assert f'href="{SITE}/capi/digest/unsubscribe/{token}/"' in html
     # Never a secret: no token, not even its hint, in either part.
     for destination in Destination.objects.filter(tenant=tenant):

@@ -299,8 +299,9 @@ def state_indexes(conn: psycopg.Connection) -> dict[str, str]:
 def seed(conn: psycopg.Connection, total: int) -> list[int]:
     """N_DEST destinations and table src of `total` generated events (same seed every run)."""
     (tenant,) = conn.execute(
-        "INSERT INTO capi_destinations_tenant (name, slug, created_at)"
-        " VALUES ('floor', 'floor', now()) RETURNING id"
+        "INSERT INTO capi_destinations_tenant (name, slug, created_at, exclude_staff,"
+        " excluded_networks, test_flag)"
+        " VALUES ('floor', 'floor', now(), false, '', 'test_order') RETURNING id"
     ).fetchone()
     dests = [
         row[0]
@@ -309,12 +310,15 @@ def seed(conn: psycopg.Connection, total: int) -> list[int]:
             " token_hint, token_fingerprint, blocked_token_fingerprint, app_secret, enabled,"
             " test_event_code, api_version, default_country,"
             " consent_policy, missing_consent, ingest_key, ingest_secret_hash, allowed_origins,"
-            " health, health_reasons, health_transient_failures, pixel_name, pause_reason,"
-            " blocked_reason, block_kind, created_at, updated_at, tenant_id)"
+            " health, health_reasons, health_notes, health_transient_failures, pixel_name,"
+            " pause_reason,"
+            " blocked_reason, block_kind, event_filter, event_filter_names, forward_to, created_at,"
+            " updated_at, tenant_id)"
             " SELECT gen_random_uuid(), 'floor ' || d, (100000000000000 + d)::text,"
             " '', '', '', '', '',"
             " true, '', '', '', 'send_always', 'granted', 'floor-key-' || d, '', '', 'unknown',"
-            " '[]', 0, '', '', '', '', now(), now(), %s FROM generate_series(1, %s) AS d"
+            " '[]', '[]', 0, '', '', '', '', 'all', '', '[]', now(), now(), %s"
+            " FROM generate_series(1, %s) AS d"
             " RETURNING id",
             (tenant, N_DEST),
         ).fetchall()

@@ -174,7 +174,12 @@ class DestinationAdminForm(WriteOnlySecretsMixin):
 
     class Meta:
         model = Destination
-        fields = ["tenant", *destinations.EDITABLE_FIELDS]
+        # Fan-out targets are ids picked on the destination's edit page, among the destinations
+        # the user may edit; not a raw list to type here.
+        fields = [
+            "tenant",
+            *(name for name in destinations.EDITABLE_FIELDS if name != "forward_to"),
+        ]
 
 
 @admin.register(Tenant)

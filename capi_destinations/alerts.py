@@ -38,11 +38,6 @@ DAY = timedelta(hours=24)
 # Hourly counter sums by (destination, hour), as counters.sums_by_hour returns them.
 Counts = dict[tuple[int, datetime], dict[str, int]]
 
-TRAFFIC_FIX = (
-    "Check that your site still calls track() (a release may have removed it): open a page "
-    "that should send an event and look for it in this destination's event log."
-)
-
 
 @dataclass(frozen=True)
 class Condition:

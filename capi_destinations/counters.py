@@ -1,4 +1,5 @@
-"""Hourly outcome counters per destination: what the overview's 24-hour numbers add up.
+"""Hourly counters per destination: what the overview's 24-hour numbers add up, and the calls
+the ingest endpoint refused.
 
 Counting a day of events on every overview load grows with the traffic (180,000 rows took
 100 ms of a 170 ms page; docs/BENCHMARKS.md, pages). Instead, the code that gives events an
@@ -8,19 +9,24 @@ batch, and the overview sums at most 24 rows per destination.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from django.db import router, transaction
+from django.db import DatabaseError, router, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncHour
 
 from capi_destinations import clock, eventstore
-from capi_destinations.models import Event, EventStatus, HourlyOutcomes
+from capi_destinations.models import Event, EventStatus, HourlyOutcomes, RefusedCalls
+
+logger = logging.getLogger("capi_destinations.counters")
 
 OUTCOMES = ("delivered", "failed", "rejected")
+# How much of a refused call's Origin is kept (a browser may claim anything, of any length).
+ORIGIN_KEPT = 200
 
 # The status each outcome is read from when the counters are rebuilt from the events.
 STATUSES_OF_OUTCOME = {
@@ -194,4 +200,53 @@ def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | N
 def purge(before: datetime) -> int:
     """Delete the counts of hours before ``before``; returns how many rows went."""
     deleted, _ = HourlyOutcomes.objects.filter(hour__lt=hour_of(before)).delete()
+    return deleted
+
+
+# --- refused ingest calls --------------------------------------------------------------------
+
+
+def add_refused_call(
+    destination_id: int, reason: str, *, origin: str = "", at: datetime | None = None
+) -> None:
+    """Count one call the ingest endpoint refused for ``destination_id``: one UPSERT, no row per
+    call. Only for a destination the call named by its key; never raises (a refused call is
+    answered whether or not it could be counted)."""
+    now = at or clock.now()
+    database = router.db_for_write(RefusedCalls)
+    try:
+        with transaction.atomic(using=database):
+            eventstore.store_for(database).add_refused_call(
+                destination_id, hour_of(now), reason, (origin or "")[:ORIGIN_KEPT], now
+            )
+    except DatabaseError:
+        logger.exception("Could not count a refused call of destination %s", destination_id)
+
+
+def refused_last_day(destination_id: int, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The refused calls of the 24 hours shown, per reason, most calls first (one query).
+
+    Each: ``reason``, ``count``, ``last_at`` and ``origins`` (the latest refused origins, newest
+    first, at most three).
+    """
+    since = hours_shown(now or clock.now())[0]
+    rows = RefusedCalls.objects.filter(destination_id=destination_id, hour__gte=since).order_by(
+        "-last_at"
+    )
+    by_reason: dict[str, dict[str, Any]] = {}
+    for reason, count, origin, last_at in rows.values_list(
+        "reason", "count", "last_origin", "last_at"
+    ):
+        entry = by_reason.setdefault(
+            reason, {"reason": reason, "count": 0, "last_at": last_at, "origins": []}
+        )
+        entry["count"] += count
+        if origin and origin not in entry["origins"] and len(entry["origins"]) < 3:
+            entry["origins"].append(origin)
+    return sorted(by_reason.values(), key=lambda entry: -entry["count"])
+
+
+def purge_refused(before: datetime) -> int:
+    """Delete the refused-call counts of hours before ``before``; returns how many rows went."""
+    deleted, _ = RefusedCalls.objects.filter(hour__lt=hour_of(before)).delete()
     return deleted

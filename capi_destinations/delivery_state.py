@@ -30,7 +30,7 @@ from cryptography.fernet import InvalidToken
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, queueing, tokens
+from capi_destinations import clock, problems, queueing, tokens
 from capi_destinations.models import BlockKind, Destination
 
 # The dispatcher's logger: a block lifted is news of the delivery engine.
@@ -41,14 +41,7 @@ logger = logging.getLogger("capi_destinations.dispatch")
 REFUSED_WHATEVER_THE_EVENTS = (
     "Meta refuses every request for this destination, whatever the events: "
 )
-REFUSED_WHATEVER_THE_EVENTS_FIX = (
-    "This is not one event's fault, so no event was failed: they wait, without using up their "
-    "retries. Check what every request of this destination carries: its test event code (paste "
-    "the current one from Events Manager → Test Events, or clear it), its Graph API "
-    "version, and its consent policy if Meta asks for Limited Data Use. Meta's message above "
-    "says which. One of the destination's own waiting events is sent alone from time to time "
-    "(never a made-up one); when Meta accepts it, sending resumes."
-)
+REFUSED_WHATEVER_THE_EVENTS_FIX = problems.EVERY_REQUEST_REFUSED.fix
 
 # A blocked destination's first canary (one of its own waiting events, sent alone) goes this
 # long after the block; each next one waits as long as the block has lasted, up to the maximum.

@@ -16,7 +16,17 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, dispatch, graph, health, signals, testevents, tokens
+from capi_destinations import (
+    clock,
+    dispatch,
+    graph,
+    health,
+    problems,
+    signals,
+    testevents,
+    tokens,
+)
+from capi_destinations.findings import Diagnostic
 from capi_destinations.models import (
     AuditAction,
     AuditEntry,
@@ -45,6 +55,7 @@ EDITABLE_FIELDS: tuple[str, ...] = (
     "event_filter",
     "event_filter_names",
     "minimum_purchase_value",
+    "forward_to",
     "allowed_origins",
 )
 
@@ -359,6 +370,82 @@ def redeliver_failed(
     return redeliver(events, actor=actor)
 
 
+# The diagnostic the dispatcher adds when Meta refuses one event on its own (dispatch._fail).
+META_REFUSAL_CODE = "meta_rejected"
+
+
+@dataclass(frozen=True)
+class DataRefusal:
+    """A failed event Meta refused for its data: Meta's words and what to fix in what is sent."""
+
+    event_name: str
+    event_id: str
+    reason: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class RefusedAgain:
+    """What a **Redeliver** would send that Meta refused for its data, unchanged since."""
+
+    count: int
+    examples: list[DataRefusal] = field(default_factory=list)
+
+
+def refused_for_their_data(
+    destination: Destination, *, event_ids: Iterable[int] | None = None, examples: int = 3
+) -> RefusedAgain:
+    """The failed events (of ``event_ids``, else all) that Meta refused for their own data.
+
+    Such an event is unchanged since Meta refused it: a failed event's payload is never replaced
+    (a later copy under its key is a duplicate, ``eventstore.plan``), and anything that moves it
+    (a redelivery) ends its ``failed`` status. Sent again as it is, Meta refuses it again, so
+    **Redeliver** asks first. An event that failed for another reason (it expired, the token was
+    refused) is not one: a redelivery may well get it through.
+    """
+    events = Event.objects.filter(destination=destination, status=EventStatus.FAILED)
+    if event_ids is not None:
+        events = events.filter(pk__in=list(event_ids))
+    count = 0
+    found: list[DataRefusal] = []
+    rows = events.order_by("-updated_at", "-pk").values_list(
+        "event_name", "event_id", "diagnostics"
+    )
+    for event_name, event_id, stored in rows.iterator():
+        refusal = _data_refusal(event_name, event_id, stored)
+        if refusal is None:
+            continue
+        count += 1
+        if len(found) < examples:
+            found.append(refusal)
+    return RefusedAgain(count, found)
+
+
+def _data_refusal(event_name: str, event_id: str, stored: Any) -> DataRefusal | None:
+    findings = [
+        Diagnostic.from_dict(item)
+        for item in stored or []
+        if isinstance(item, dict) and "code" in item
+    ]
+    refusals = [item for item in findings if item.code == META_REFUSAL_CODE]
+    if not refusals:
+        return None
+    meta = refusals[-1]
+    info = graph.classify(None, meta.meta_code, meta.meta_subcode, None, message=meta.message)
+    if info.category != graph.INVALID:
+        return None
+    # Our own finding on the same field says what to change in what the site sends.
+    own = next(
+        (
+            item
+            for item in findings
+            if item.code != META_REFUSAL_CODE and meta.field and item.field == meta.field
+        ),
+        None,
+    )
+    return DataRefusal(event_name, event_id, meta.message, own.fix if own else meta.fix)
+
+
 # --- Checking a token before it is saved --------------------------------------------------------
 
 
@@ -377,6 +464,8 @@ class TokenCheck:
     # Meta refused the Pixel ID and token (not an outage, not a read refused): saving them
     # anyway takes a confirmation, since the destination could send nothing.
     refused: bool = False
+    # The problem Meta's answer is (``problems``): the same words as the health card's.
+    problem: str = ""
 
 
 @sensitive_variables()
@@ -403,6 +492,16 @@ def check_token(
         field_errors["access_token"] = list(error.messages)
     if field_errors:
         first = next(iter(field_errors.values()))[0]
+        if "pixel_id" not in field_errors:
+            # A token that breaks the format rules was not pasted whole: the card's words.
+            not_whole = problems.TOKEN_NOT_WHOLE
+            return TokenCheck(
+                ok=False,
+                message=f"{not_whole.reason} {first}",
+                field_errors=field_errors,
+                fix=not_whole.fix,
+                problem=not_whole.key,
+            )
         return TokenCheck(ok=False, message=first, field_errors=field_errors)
 
     # An unsaved stand-in carries what the Graph client reads: pixel, version, app secret.
@@ -426,7 +525,13 @@ def check_token(
                 "or refuses. Confirm the Pixel ID matches the pixel the token was made for.",
                 read_refused=True,
             )
-        return TokenCheck(ok=False, message=error.explanation, fix=error.fix, refused=True)
+        return TokenCheck(
+            ok=False,
+            message=error.explanation,
+            fix=error.fix,
+            refused=True,
+            problem=error.problem,
+        )
     name = pixel.name or f"Pixel {pixel_id}"
     return TokenCheck(ok=True, message=f"Connected to pixel '{name}'", pixel_name=name)
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from capi_destinations import clock, normalize
+from capi_destinations import clock, normalize, problems
 from capi_destinations.findings import (
     ERROR,
     INFO,
@@ -199,11 +199,7 @@ _KNOWN_EVENT_KEYS = SERVER_EVENT_KEYS | {"consent"}
 
 #: What raises match quality, in the words of the health card's match-quality note; Meta's
 #: per-key feedback on the destination page uses it too.
-MATCH_KEYS_FIX = (
-    "Send the hashed email and phone with every event where you have them, plus an "
-    "external ID, and the fbp/fbc cookies and the client's IP address and user agent "
-    "(the browser helper adds these). Each event's diagnostics list what it lacks."
-)
+MATCH_KEYS_FIX = problems.LOW_MATCH_QUALITY.fix  # one wording for the card and the panel
 #: How to send the user agent (``missing_client_user_agent``), for Meta's feedback on it too.
 USER_AGENT_FIX = (
     "Send the User-Agent header of the visitor's request as client_user_agent "

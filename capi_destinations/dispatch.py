@@ -75,7 +75,14 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
-from capi_destinations import clock, counters, delivery_state, graph, health_status, queueing
+from capi_destinations import (
+    clock,
+    counters,
+    delivery_state,
+    graph,
+    health_status,
+    queueing,
+)
 from capi_destinations.conf import app_settings
 from capi_destinations.delivery_state import (
     REFUSED_WHATEVER_THE_EVENTS,
@@ -100,6 +107,7 @@ from capi_destinations.models import (
     Event,
     EventStatus,
 )
+from capi_destinations.problems import EVERY_REQUEST_REFUSED
 from capi_destinations.user_data_keys import CUSTOMER_INFO_KEYS
 
 logger = logging.getLogger("capi_destinations.dispatch")
@@ -861,9 +869,10 @@ class _Dispatcher:
                 fbtrace_id=refusal.fbtrace_id,
                 info=graph.ErrorInfo(
                     graph.INVALID,
-                    "Meta refuses every request for this destination, whatever the events it "
-                    f"carries. Meta said: {refusal.error_user_msg or refusal.message}",
+                    f"{EVERY_REQUEST_REFUSED.reason} Meta said: "
+                    f"{refusal.error_user_msg or refusal.message}",
                     REFUSED_WHATEVER_THE_EVENTS_FIX,
+                    EVERY_REQUEST_REFUSED.key,
                 ),
             )
             with _database_turn():

@@ -91,6 +91,13 @@ class WriteOnlySecretsMixin(forms.ModelForm):
         return value
 
 
+class DestinationsField(forms.ModelMultipleChoiceField):
+    """Destinations to tick, each named with its client: "Acme Shoes: Web shop"."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.tenant.name}: {obj.name}"
+
+
 class DestinationForm(WriteOnlySecretsMixin):
     """Add or edit a destination. The token is write-only: blank on edit keeps the stored one."""
 
@@ -132,7 +139,17 @@ class DestinationForm(WriteOnlySecretsMixin):
             "event_filter_names": forms.Textarea(attrs={"rows": 3}),
         }
 
-    def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+    # Fan-out targets: offered on the edit page, among the destinations the user may edit.
+    forward_to_destinations = DestinationsField(
+        label="Also record its events for",
+        queryset=Destination.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Events sent to this destination's endpoint are also recorded for these "
+        "(each sent on its own, with the same event_id): the agency's own pixel, say.",
+    )
+
+    def __init__(self, *args: Any, tenant: Tenant, editor: Any = None, **kwargs: Any) -> None:
         instance = kwargs.get("instance")
         if instance is not None:
             # Validation writes the cleaned values into the form's instance; work on a copy so
@@ -155,6 +172,24 @@ class DestinationForm(WriteOnlySecretsMixin):
                 self.fields["access_token"].help_text += f" {shared}"
             if self.instance.app_secret:
                 self.fields["app_secret"].help_text = "A secret is stored. Leave blank to keep it."
+        targets = cast(DestinationsField, self.fields["forward_to_destinations"])
+        if self.is_edit and editor is not None:
+            targets.queryset = (
+                Destination.objects.editable_by(editor)
+                .exclude(pk=self.instance.pk)
+                .select_related("tenant")
+                .defer("access_token", "app_secret")
+                .order_by("tenant__name", "name")
+                .distinct()
+            )
+            self.initial["forward_to_destinations"] = [
+                pk for pk in self.instance.forward_to or [] if isinstance(pk, int)
+            ]
+        else:
+            del self.fields["forward_to_destinations"]
+
+    def clean_forward_to_destinations(self) -> list[Destination]:
+        return list(self.cleaned_data.get("forward_to_destinations") or [])
 
     def clean_event_filter(self) -> str:
         # Left out of a post (an older form, a script): keep what is stored.
@@ -176,7 +211,16 @@ class DestinationForm(WriteOnlySecretsMixin):
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, ready for ``destinations.update_destination``."""
-        return {name: self.cleaned_data[name] for name in self.changed_data}
+        changes = {
+            name: self.cleaned_data[name]
+            for name in self.changed_data
+            if name != "forward_to_destinations"
+        }
+        if "forward_to_destinations" in self.changed_data:
+            changes["forward_to"] = sorted(
+                target.pk for target in self.cleaned_data["forward_to_destinations"]
+            )
+        return changes
 
     def values(self) -> dict[str, Any]:
         """Every field, ready for ``destinations.create_destination``."""

@@ -331,6 +331,7 @@ class GraphError(Exception):
         self.category = info.category
         self.explanation = info.explanation
         self.fix = info.fix
+        self.problem = info.problem
         self.retry_after = retry_after
         self.rate_limit = rate_limit
         self.duration_ms = duration_ms

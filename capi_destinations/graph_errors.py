@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from django.db.models import TextChoices
 
+from capi_destinations import problems
+
 
 class Category(TextChoices):
     """What a failed Graph call means for the caller; stored on ``DeliveryAttempt.category``."""
@@ -47,55 +49,63 @@ class ErrorInfo:
     category: str
     explanation: str
     fix: str
+    #: The key of the destination problem it is (``problems.PROBLEMS``), when it is one.
+    problem: str = ""
 
 
-_FIX_REGENERATE = (
-    "Generate a new token (Events Manager → your pixel → Settings → Conversions API → "
-    "Generate access token, or a system user's token in Business Settings) and paste it into "
-    "this destination."
-)
-_CHECK_PIXEL = (
-    "Confirm the Pixel ID matches the pixel you generated the token for, and that the pixel "
-    "is assigned to the token's system user in Business Settings."
-)
+def _of(category: str, problem: problems.Problem) -> ErrorInfo:
+    """The answer that *is* ``problem``: its reason and fix, worded once in ``problems``."""
+    return ErrorInfo(category, problem.reason, problem.fix, problem.key)
+
+
+_FIX_REGENERATE = problems.TOKEN_REVOKED.fix
+_CHECK_PIXEL = problems.WRONG_PIXEL.fix
+_REVOKED = problems.TOKEN_REVOKED.key
+_WRONG_PIXEL = problems.WRONG_PIXEL.key
+_RATE_LIMITED = problems.RATE_LIMITED.key
 _BISECT = "The batch is split automatically to find the event at fault; the others are resent."
 _WAIT = "Nothing to do: sending resumes by itself after a pause."
 
 # (code, subcode) → meaning. A subcode of None is the code's general entry.
 KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
     # --- auth: the token itself is refused ------------------------------------------------
-    (190, None): ErrorInfo(
-        AUTH,
-        "Meta refused the access token: it is invalid, expired or was revoked.",
-        _FIX_REGENERATE,
-    ),
+    (190, None): _of(AUTH, problems.TOKEN_REVOKED),
     (190, 458): ErrorInfo(
-        AUTH, "The app that issued the token is no longer installed for its user.", _FIX_REGENERATE
+        AUTH,
+        "The app that issued the token is no longer installed for its user.",
+        _FIX_REGENERATE,
+        _REVOKED,
     ),
     (190, 459): ErrorInfo(
         AUTH,
         "The token's user is checkpointed: Meta wants them to log in and confirm something.",
         "Log in to Facebook with the token's user, clear the checkpoint, then generate a new "
         "token.",
+        _REVOKED,
     ),
     (190, 460): ErrorInfo(
         AUTH,
         "The token stopped working because its user changed their password.",
         _FIX_REGENERATE,
+        _REVOKED,
     ),
-    (190, 463): ErrorInfo(AUTH, "The access token has expired.", _FIX_REGENERATE),
+    (190, 463): _of(AUTH, problems.TOKEN_EXPIRED),
     (190, 464): ErrorInfo(
         AUTH,
         "The token's user is not confirmed on Facebook.",
         "Confirm the user's account on Facebook, or use a system user's token.",
+        _REVOKED,
     ),
-    (190, 467): ErrorInfo(AUTH, "The access token is invalid.", _FIX_REGENERATE),
+    (190, 467): _of(AUTH, problems.TOKEN_REVOKED),
     (190, 492): ErrorInfo(
         AUTH,
         "The token's session is invalid (often: the user lost their role on the business).",
         "Check the user's role in Business Settings, then generate a new token.",
+        _REVOKED,
     ),
-    (102, None): ErrorInfo(AUTH, "Meta says the API session is invalid.", _FIX_REGENERATE),
+    (102, None): ErrorInfo(
+        AUTH, "Meta says the API session is invalid.", _FIX_REGENERATE, _REVOKED
+    ),
     (104, None): ErrorInfo(
         AUTH,
         "The request reached Meta without an access token.",
@@ -103,13 +113,10 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
         "bug: the token should always be sent.",
     ),
     # --- permission: the token works but may not use this pixel ---------------------------
-    (100, 33): ErrorInfo(
-        PERMISSION,
-        "Meta cannot find this pixel for this token: the Pixel ID is wrong, or the token has "
-        "no access to it.",
-        _CHECK_PIXEL,
+    (100, 33): _of(PERMISSION, problems.WRONG_PIXEL),
+    (10, None): ErrorInfo(
+        PERMISSION, "Meta denied permission for this request.", _CHECK_PIXEL, _WRONG_PIXEL
     ),
-    (10, None): ErrorInfo(PERMISSION, "Meta denied permission for this request.", _CHECK_PIXEL),
     (3, None): ErrorInfo(
         PERMISSION,
         "The token's app lacks the capability this call needs.",
@@ -121,12 +128,9 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
         "Permission denied for this pixel.",
         "Assign the pixel to the system user as an asset, and use a token from the Business "
         "Manager that owns the pixel.",
+        _WRONG_PIXEL,
     ),
-    (2635, None): ErrorInfo(
-        PERMISSION,
-        "The Graph API version this destination uses is deprecated and no longer served.",
-        "Clear the destination's API version to use the app default, or set a newer one.",
-    ),
+    (2635, None): _of(PERMISSION, problems.API_VERSION_ENDED),
     # --- invalid: the data in the request is wrong ----------------------------------------
     # Only subcodes with a public source have an entry (docs/META.md, "Dispatch reactions").
     # Codes and subcodes nobody has documented (1815018, 2061015, 2804019, 2804036, 2804087,
@@ -209,6 +213,18 @@ KNOWN_ERRORS: dict[tuple[int, int | None], ErrorInfo] = {
     ),
 }
 
+
+def _in_problem_words(info: ErrorInfo) -> ErrorInfo:
+    """``info`` with its problem's reason first, when it is a finer case of one ("Meta refused
+    the token: …. The token stopped working because its user changed their password.")."""
+    found = problems.problem(info.problem)
+    if found is None or info.explanation.startswith(found.reason):
+        return info
+    return ErrorInfo(info.category, f"{found.reason} {info.explanation}", info.fix, info.problem)
+
+
+KNOWN_ERRORS = {key: _in_problem_words(info) for key, info in KNOWN_ERRORS.items()}
+
 # Codes Meta gives with subcodes we have no entry for fall back to the code's general entry;
 # these ranges stand for whole families of codes.
 _PERMISSION_CODE_RANGE = range(200, 300)
@@ -220,22 +236,9 @@ _APPSECRET_MARKER = "appsecret_proof"
 # token", FACTS §11/§14): a token cut short or altered, not one that was revoked or expired.
 _UNPARSEABLE_TOKEN_MARKER = "Cannot parse access token"  # noqa: S105 (Meta's message, not a secret)
 
-UNPARSEABLE_TOKEN = ErrorInfo(
-    AUTH,
-    "Meta cannot read the access token (“Cannot parse access token”): the pasted token looks "
-    "incomplete.",
-    "Copy the whole token again, all of it (a token starts with EAA and is about 190 letters "
-    "and digits), and paste it in one piece into this destination. If you no longer have it, "
-    "generate a new one in Events Manager → your pixel → Settings → Conversions API.",
-)
+UNPARSEABLE_TOKEN = _of(AUTH, problems.TOKEN_INCOMPLETE)
 
-APPSECRET_PROOF = ErrorInfo(
-    AUTH,
-    "Meta refused the request's appsecret_proof: the app secret stored for this destination "
-    "does not match the token's app, or the app requires one and none is stored.",
-    "Copy the app secret from the token's Meta app (App settings → Basic) into this "
-    "destination, or clear it if the app does not require it.",
-)
+APPSECRET_PROOF = _of(AUTH, problems.APP_SECRET)
 TIMEOUT = ErrorInfo(
     TRANSIENT,
     "Meta did not answer in time. The events may or may not have arrived; resending them "
@@ -304,8 +307,13 @@ def classify(
             # Users were told some numbers as "codes" that Meta may send as subcodes.
             return KNOWN_ERRORS[(subcode, None)]
         if code in _PERMISSION_CODE_RANGE:
-            return ErrorInfo(
-                PERMISSION, f"Meta denied a permission this call needs (#{code}).", _CHECK_PIXEL
+            return _in_problem_words(
+                ErrorInfo(
+                    PERMISSION,
+                    f"Meta denied a permission this call needs (#{code}).",
+                    _CHECK_PIXEL,
+                    _WRONG_PIXEL,
+                )
             )
     if http_status is not None:
         if http_status >= 500:
@@ -315,7 +323,11 @@ def classify(
         if http_status == 401:
             return KNOWN_ERRORS[(190, None)]
         if http_status == 403:
-            return ErrorInfo(PERMISSION, "Meta denied access to this pixel.", _CHECK_PIXEL)
+            return _in_problem_words(
+                ErrorInfo(
+                    PERMISSION, "Meta denied access to this pixel.", _CHECK_PIXEL, _WRONG_PIXEL
+                )
+            )
     if is_transient:
         return ErrorInfo(
             TRANSIENT,

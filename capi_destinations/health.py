@@ -77,19 +77,19 @@ from capi_destinations import (
     clock,
     diagnostics,
     graph,
-    graph_errors,
     graph_versions,
+    problems,
     tokens,
 )
 from capi_destinations.conf import app_settings
 from capi_destinations.delivery_state import (
-    REFUSED_WHATEVER_THE_EVENTS_FIX,
     refuses_every_request,
     release_outlived_block,
     request_canary,
 )
 from capi_destinations.health_status import (
     DELIVERIES_ACCEPTED,
+    DELIVERIES_REFUSED,
     DELIVERY_FAILURE_RATE,
     ERROR,
     GRAPH_API_VERSION,
@@ -140,25 +140,13 @@ _FAILED_OUTCOMES = frozenset(
 _CANARY_REFUSALS = (AttemptOutcome.BLOCKED, AttemptOutcome.INVALID)
 _UNREACHABLE_CATEGORIES = frozenset({graph.TRANSIENT, graph.RATE_LIMIT, graph.UNKNOWN})
 
-_NEW_CREDENTIAL_FIX = (
-    "Generate a new token in Events Manager → your pixel → Settings → Conversions API → "
-    "Generate access token (or, better for production, a system user's token in Business "
-    "Settings → System Users, which does not expire), paste it into this destination and save."
-)
-_CONFIRM_PIXEL = "Confirm the Pixel ID matches the pixel you generated the token for."
 
-_TOKEN_FORMAT_FIXES: dict[str, str] = {
-    "token_missing": "Paste the token from Events Manager → your pixel → Settings → "
-    "Conversions API → Generate access token, and save.",
-    "token_type": "Paste the token from Events Manager again and save.",
-    "token_whitespace": "Copy the token again in one piece — no spaces or line breaks — "
-    "paste it into this destination and save.",
-    "token_characters": "Copy only the token itself (letters and digits, no quotes) and "
-    "paste it into this destination again.",
-    "token_prefix": "A Conversions API token starts with “EAA”. " + _NEW_CREDENTIAL_FIX,
-    "token_truncated": "Copy the whole token again (it is about 190 characters long) and "
-    "paste it into this destination.",
-}
+def _failing(
+    name: str, problem: problems.Problem, details: str = "", *, severity: str = ERROR
+) -> CheckResult:
+    """A failing check worded as ``problem`` (its reason, then ``details``; its fix)."""
+    message = f"{problem.reason} {details}".strip()
+    return CheckResult(name, False, message, problem.fix, severity, problem.key)
 
 
 @dataclass(frozen=True)
@@ -446,37 +434,20 @@ def collect_delivery_facts(
 def _check_sending_enabled(destination: Destination) -> CheckResult:
     if destination.enabled:
         return CheckResult(SENDING_ENABLED, True, "Sending events via Conversions API is on.")
-    return CheckResult(
-        SENDING_ENABLED,
-        False,
-        "Sending is turned off: “Send events via Conversions API” is not ticked, so events are "
-        "recorded here but nothing is sent to Meta.",
-        "Tick “Send events via Conversions API” on this destination and save. Events recorded "
-        "in the last 7 days are then sent.",
-    )
+    return _failing(SENDING_ENABLED, problems.SENDING_OFF)
 
 
 @sensitive_variables("token")
 def _check_token_format(destination: Destination) -> CheckResult:
     token = _readable_token(destination)
     if token is None:
-        return CheckResult(
-            TOKEN_FORMAT,
-            False,
-            "The stored token cannot be decrypted with this server's encryption keys "
-            "(FERNET_KEYS changed or lost a key).",
-            "Ask the site's administrator to put the previous key back in FERNET_KEYS, or "
-            "paste the token into this destination again.",
+        return _failing(
+            TOKEN_FORMAT, problems.TOKEN_UNREADABLE, "(FERNET_KEYS changed or lost a key.)"
         )
     problem = _token_format_problem(token)
     if problem is None:
         return CheckResult(TOKEN_FORMAT, True, "A token is stored and looks whole.")
-    return CheckResult(
-        TOKEN_FORMAT,
-        False,
-        problem.messages[0],
-        _TOKEN_FORMAT_FIXES.get(problem.code or "", _NEW_CREDENTIAL_FIX),
-    )
+    return _failing(TOKEN_FORMAT, problems.TOKEN_NOT_WHOLE, problem.messages[0])
 
 
 def _readable_token(destination: Destination) -> str | None:
@@ -519,15 +490,13 @@ def _check_meta_accepts_token(
         return _unreachable_result(error, failures_in_a_row=failures_in_a_row, threshold=threshold)
     if probe.read_refused:
         return _read_refused_result(destination, facts)
-    message, fix = _token_refusal(error)
-    return CheckResult(META_ACCEPTS_TOKEN, False, message, fix)
+    return _token_refusal(error)
 
 
 #: Why a token may send but not read the pixel (Meta's words, for the card).
 SEND_ONLY_NOTE = (
-    "Meta does not let this token read the pixel, so the pixel's name cannot be shown. That is "
-    "normal for a token made in the dataset's Conversions API settings: Meta limits such a "
-    "token to sending data."
+    f"{problems.SEND_ONLY_TOKEN.reason} That is normal for a token made in the dataset's "
+    "Conversions API settings: Meta limits such a token to sending data."
 )
 
 
@@ -547,8 +516,9 @@ def _read_refused_result(destination: Destination, facts: DeliveryFacts) -> Chec
         "the token was made for another pixel; no event was sent in the last 24 hours to tell "
         "which. The first events Meta accepts prove the token; if Meta refuses them, this "
         "destination turns Unhealthy with Meta's reason.",
-        f"{_CONFIRM_PIXEL} Nothing else to do for a send-only token: send events as usual.",
-        severity=INFO,
+        problems.SEND_ONLY_TOKEN.fix,
+        INFO,
+        problems.SEND_ONLY_TOKEN.key,
     )
 
 
@@ -569,38 +539,25 @@ def _unreachable_result(
             f"The status stays as it was until {threshold} checks in a row fail "
             f"(this was {failures_in_a_row})."
         )
-    return CheckResult(
+    return _failing(
         META_ACCEPTS_TOKEN,
-        False,
-        f"Could not reach Meta to check the token. {why.rstrip('.')}. {tail}",
-        "Usually an outage at Meta or a network problem of this server: events are kept and "
-        "retried, nothing is lost. If it lasts, check https://metastatus.com and that this "
-        "server can reach graph.facebook.com (or the GRAPH_API_BASE_URL setting).",
+        problems.META_UNREACHABLE,
+        f"{why.rstrip('.')}. {tail}",
         severity=ERROR if decided else INFO,
     )
 
 
-def _token_refusal(error: graph.GraphError) -> tuple[str, str]:
-    """Message and fix for a definite refusal of the token, told apart by Meta's code.
+def _token_refusal(error: graph.GraphError) -> CheckResult:
+    """Check 3 for a definite refusal of the token, in the words of its problem.
 
-    A refused read of the pixel (100/33, a permission code) is not one: see
-    :func:`_read_refused_result`.
+    ``graph_errors`` words each of Meta's answers once (a cut paste, a revoked or an expired
+    token: ``problems``), so the card says what the token check and the attempts say. A refused
+    read of the pixel (100/33, a permission code) is not one: see :func:`_read_refused_result`.
     """
-    if error.category == graph.AUTH and error.code == 190:
-        if graph_errors.is_unparseable_token(error.code, error.error_subcode, error.message):
-            # A token cut short or altered in the paste: copy it again, no new one needed.
-            return (error.explanation, error.fix)
-        if error.error_subcode == 463:
-            return (
-                "Meta says the token has expired.",
-                _NEW_CREDENTIAL_FIX,
-            )
-        return (
-            "Meta refused the token: it is invalid or was revoked (for example, its user "
-            "left the business, changed their password or removed the app).",
-            _NEW_CREDENTIAL_FIX,
-        )
-    return (f"Meta refused the check: {error.explanation}", error.fix)
+    message = error.explanation
+    if error.category not in (graph.AUTH, graph.PERMISSION) or not error.problem:
+        message = f"Meta refused the check: {error.explanation}"
+    return CheckResult(META_ACCEPTS_TOKEN, False, message, error.fix, ERROR, error.problem)
 
 
 def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> CheckResult:
@@ -616,7 +573,7 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
         .values("category", "error_code", "error_subcode", "error_message", "http_status")
         .first()
     )
-    fix = _NEW_CREDENTIAL_FIX
+    fix, problem = problems.TOKEN_REVOKED.fix, problems.TOKEN_REVOKED.key
     if attempt is not None:
         info = graph.classify(
             attempt["http_status"],
@@ -625,9 +582,9 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
             None,
             message=attempt["error_message"] or "",
         )
-        fix = info.fix
+        fix, problem = info.fix, info.problem
     if refuses_every_request(destination):
-        fix = REFUSED_WHATEVER_THE_EVENTS_FIX
+        fix, problem = problems.EVERY_REQUEST_REFUSED.fix, problems.EVERY_REQUEST_REFUSED.key
     canary = (
         " One of its own waiting events is sent alone to test whether Meta still refuses "
         f"(next at {destination.canary_due_at:%Y-%m-%d %H:%M} UTC); when Meta accepts it, the "
@@ -641,9 +598,10 @@ def _check_deliveries_accepted(destination: Destination, probe: TokenProbe) -> C
     return CheckResult(
         DELIVERIES_ACCEPTED,
         False,
-        "Meta refused events for this destination, so sending is stopped until this is "
-        f"fixed: {destination.blocked_reason}{canary}",
+        f"{DELIVERIES_REFUSED} {destination.blocked_reason}{canary}",
         fix,
+        ERROR,
+        problem,
     )
 
 
@@ -659,38 +617,21 @@ def _check_delivery_failure_rate(facts: DeliveryFacts) -> CheckResult:
             message += "succeeded."
         return CheckResult(DELIVERY_FAILURE_RATE, True, message)
     most_common = Counter(failed).most_common(1)[0][0]
-    message = f"{len(failed)} of the last {len(attempts)} requests to Meta failed"
-    if most_common == graph.INVALID:
-        return CheckResult(
-            DELIVERY_FAILURE_RATE,
-            False,
-            f"{message}, mostly because Meta rejected the events' data.",
-            "Open the failed events: each shows the field Meta rejected and how to fix what "
-            "your site sends.",
-        )
-    if most_common == graph.RATE_LIMIT:
-        return CheckResult(
-            DELIVERY_FAILURE_RATE,
-            False,
-            f"{message}, mostly because Meta asked to slow down (rate limits).",
-            "Sending resumes by itself after each pause. If it keeps happening, make sure only "
-            "one system sends this pixel's events, and send low-priority events in larger "
-            "batches.",
-        )
-    if most_common in (graph.AUTH, graph.PERMISSION):
-        return CheckResult(
-            DELIVERY_FAILURE_RATE,
-            False,
-            f"{message}, mostly because Meta refused the token.",
-            _NEW_CREDENTIAL_FIX,
-        )
-    return CheckResult(
+    problem = _FAILURE_PROBLEMS.get(most_common, problems.META_UNREACHABLE)
+    return _failing(
         DELIVERY_FAILURE_RATE,
-        False,
-        f"{message}, mostly because Meta could not be reached or had errors.",
-        "Events are kept and retried automatically. If it lasts, check https://metastatus.com "
-        "and that this server can reach graph.facebook.com.",
+        problem,
+        f"{len(failed)} of the last {len(attempts)} requests to Meta failed.",
     )
+
+
+# What most failed requests mean, as the problem the card names.
+_FAILURE_PROBLEMS = {
+    graph.INVALID: problems.EVENTS_DATA_REFUSED,
+    graph.RATE_LIMIT: problems.RATE_LIMITED,
+    graph.AUTH: problems.TOKEN_REVOKED,
+    graph.PERMISSION: problems.TOKEN_REVOKED,
+}
 
 
 def _check_queue_moving(
@@ -704,11 +645,10 @@ def _check_queue_moving(
         return CheckResult(QUEUE_MOVING, True, "Events are being sent as they become due.")
     waited = _duration(now - waiting_since)
     if not destination.enabled:
-        return CheckResult(
+        return _failing(
             QUEUE_MOVING,
-            False,
-            f"Events have been waiting {waited} because sending is turned off.",
-            "Tick “Send events via Conversions API” to send them.",
+            problems.SENDING_OFF,
+            f"Events have been waiting {waited}.",
             severity=INFO,
         )
     if destination.blocked_reason:
@@ -720,22 +660,14 @@ def _check_queue_moving(
             severity=INFO,
         )
     if destination.paused_until is not None and destination.paused_until > now:
-        return CheckResult(
+        return _failing(
             QUEUE_MOVING,
-            False,
-            f"Sending is paused until {destination.paused_until:%Y-%m-%d %H:%M} UTC because "
-            f"Meta asked to slow down; events have been waiting {waited}.",
-            "Nothing to do: sending resumes by itself.",
+            problems.RATE_LIMITED,
+            f"Sending is paused until {destination.paused_until:%Y-%m-%d %H:%M} UTC; events "
+            f"have been waiting {waited}.",
             severity=INFO,
         )
-    return CheckResult(
-        QUEUE_MOVING,
-        False,
-        f"Events that are due have been waiting {waited} without being sent: no worker seems "
-        "to be sending them.",
-        "Make sure the task workers are running (python manage.py qcluster) or that "
-        "python manage.py capi_dispatch runs regularly, and look at their logs for errors.",
-    )
+    return _failing(QUEUE_MOVING, problems.QUEUE_STALLED, f"They have been waiting {waited}.")
 
 
 def _check_traffic_flowing(facts: DeliveryFacts) -> CheckResult:
@@ -744,15 +676,19 @@ def _check_traffic_flowing(facts: DeliveryFacts) -> CheckResult:
         return CheckResult(
             TRAFFIC_FLOWING, True, "Events are being recorded as usual for this time of week."
         )
-    return CheckResult(TRAFFIC_FLOWING, False, dropped, alerts.TRAFFIC_FIX)
+    return _failing(TRAFFIC_FLOWING, problems.TRAFFIC_DROPPED, dropped)
 
 
 def _check_graph_api_version(destination: Destination, *, now: datetime) -> CheckResult:
     status = graph_versions.version_status(destination.graph_api_version, now.date())
+    details = (
+        f"{status.message} The newest is {graph_versions.newest_version()} "
+        f"(Meta's dates: {graph_versions.CHANGELOG_URL})."
+    )
     if status.is_error:
-        return CheckResult(GRAPH_API_VERSION, False, status.message, status.fix)
+        return _failing(GRAPH_API_VERSION, problems.API_VERSION_ENDED, details)
     if status.is_warning:
-        return CheckResult(GRAPH_API_VERSION, False, status.message, status.fix, INFO)
+        return _failing(GRAPH_API_VERSION, problems.API_VERSION_ENDING, details, severity=INFO)
     return CheckResult(GRAPH_API_VERSION, True, status.message)
 
 
@@ -761,15 +697,12 @@ def _check_test_mode(destination: Destination) -> CheckResult:
         return CheckResult(TEST_MODE, True, "Test mode is off.", "", INFO)
     # Meta: "Events sent with test_event_code are not dropped. They flow into Events Manager
     # and are used for targeting and ads measurement purposes." A test event is live data.
-    return CheckResult(
+    return _failing(
         TEST_MODE,
-        False,
-        f"Test mode is on: events are sent with test code “{destination.test_event_code}” and "
-        "also appear in Events Manager → Test Events. Meta still records them in the dataset "
-        "and uses them for targeting and ads measurement, like any other event.",
-        "When a whole test journey looks clean for ten minutes, remove the test event code "
-        "from this destination.",
-        INFO,
+        problems.TEST_MODE,
+        f"Test code: “{destination.test_event_code}”. Meta uses them for targeting and ads "
+        "measurement, like any other event.",
+        severity=INFO,
     )
 
 
@@ -795,20 +728,13 @@ def _check_match_quality(destination: Destination, facts: DeliveryFacts) -> Chec
         )
     missing = most_often_missing_identifiers(destination)
     named = ", ".join(IDENTIFIER_LABELS.get(key, key) for key in missing)
-    message = (
-        f"Estimated match quality of recent events is low: {score} on average over "
-        f"{facts.match_quality_events} events (our estimate; Meta's own score is in Events "
-        "Manager, 7 or more is good)."
+    details = (
+        f"{score} on average over {facts.match_quality_events} events (our estimate; Meta's own "
+        "score is in Events Manager, 7 or more is good)."
     )
     if named:
-        message += f" Most often missing: {named}."
-    return CheckResult(
-        MATCH_QUALITY,
-        False,
-        message,
-        diagnostics.MATCH_KEYS_FIX,
-        INFO,
-    )
+        details += f" Most often missing: {named}."
+    return _failing(MATCH_QUALITY, problems.LOW_MATCH_QUALITY, details, severity=INFO)
 
 
 def most_often_missing_identifiers(destination: Destination, *, limit: int = 3) -> list[str]:

@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 
-from capi_destinations import clock, findings, graph, signals
+from capi_destinations import clock, findings, graph, problems, signals
 from capi_destinations.conf import app_settings
 from capi_destinations.models import Destination, Health, HealthCheck, Membership, Role
 
@@ -31,6 +31,12 @@ logger = logging.getLogger("capi_destinations.health")
 # Check severities are the findings' severities: one order, one home.
 ERROR = findings.ERROR
 INFO = findings.INFO
+
+#: How a block's reason begins, on the card and in the emails, whoever recorded it (a delivery
+#: Meta refused, or the health check that found the block still there).
+DELIVERIES_REFUSED = (
+    "Meta refused events for this destination, so sending is stopped until this is fixed:"
+)
 
 # Check names, in the order they run and are shown.
 SENDING_ENABLED = "sending_enabled"
@@ -54,6 +60,9 @@ class CheckResult:
     message: str
     fix: str = ""
     severity: str = ERROR
+    #: The key of the problem it reports (``problems.PROBLEMS``): the card links its fix to the
+    #: control that applies it. Empty for a passing check or a problem without one.
+    problem: str = ""
 
     @property
     def failed(self) -> bool:
@@ -66,7 +75,12 @@ class CheckResult:
 
     def reason(self) -> dict[str, str]:
         """What ``Destination.health_reasons`` keeps of a failed check."""
-        return {"name": self.name, "message": self.message, "fix": self.fix}
+        return {
+            "name": self.name,
+            "message": self.message,
+            "fix": self.fix,
+            "problem": self.problem,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,20 @@ class Snapshot:
     health: str
     reasons: list[dict[str, str]]
     transient_failures: int
+
+
+def notes_of(checks: list[CheckResult]) -> list[str]:
+    """The problem keys of the notes among ``checks`` (test mode, low match quality, …), in order.
+
+    A note is an informational check that did not pass and whose problem is a note
+    (``problems.Problem.note``): shown on the cards, it never turns one red.
+    """
+    notes = []
+    for check in checks:
+        found = problems.problem(check.problem)
+        if not check.ok and check.severity == INFO and found is not None and found.note:
+            notes.append(found.key)
+    return notes
 
 
 def record_verdict(
@@ -118,6 +146,7 @@ def record_verdict(
             }
             if count_as_checked:
                 updates["health_checked_at"] = now
+                updates["health_notes"] = notes_of(verdict.checks)
             if changed:
                 updates["health_changed_at"] = now
             if pixel_name:
@@ -182,8 +211,9 @@ def mark_unhealthy_from_delivery(
     result = CheckResult(
         DELIVERIES_ACCEPTED,
         False,
-        f"Meta refused events for this destination: {error.explanation}",
+        f"{DELIVERIES_REFUSED} {error.explanation}",
         error.fix,
+        problem=error.problem,
     )
 
     def verdict_for(old: Snapshot) -> Verdict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 from django.db import router, transaction
 from django.db.models.base import ModelState
@@ -110,12 +110,44 @@ class TrackResult:
         }
 
 
+@overload
+def track(
+    destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
+) -> TrackResult: ...
+
+
+@overload
+def track(
+    *,
+    event: Mapping[str, Any],
+    destinations: Iterable[Destination],
+    request: HttpRequest | None = None,
+) -> list[TrackResult]: ...
+
+
 # Raw customer data (email, phone, names) is in this frame and every frame it calls.
 @sensitive_variables()
 def track(
-    destination: Destination, event: Mapping[str, Any], *, request: HttpRequest | None = None
-) -> TrackResult:
-    """Record one event for ``destination``; see ``track_many``."""
+    destination: Destination | None = None,
+    event: Mapping[str, Any] | None = None,
+    *,
+    request: HttpRequest | None = None,
+    destinations: Iterable[Destination] | None = None,
+) -> TrackResult | list[TrackResult]:
+    """Record one event for ``destination``; see ``track_many``.
+
+    ``track(event=..., destinations=[a, b])`` records it for each destination (fan-out: the
+    agency's own pixel and the client's, say), independently and with the same event_id, and
+    returns one result per destination, in order.
+    """
+    if event is None:
+        raise TypeError("track() needs the event.")
+    if destinations is not None:
+        if destination is not None:
+            raise TypeError("Give either a destination or destinations=[...], not both.")
+        return [track_many(each, [event], request=request)[0] for each in destinations]
+    if destination is None:
+        raise TypeError("track() needs a destination (or destinations=[...]).")
     return track_many(destination, [event], request=request)[0]
 
 

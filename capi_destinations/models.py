@@ -319,6 +319,15 @@ class DestinationQuerySet(models.QuerySet["Destination"]):
             return self
         return self.filter(tenant__memberships__user=user)
 
+    def editable_by(self, user: Any) -> DestinationQuerySet:
+        """Destinations of the tenants where ``user`` is an editor or an admin."""
+        if user.is_superuser:
+            return self
+        return self.filter(
+            tenant__memberships__user=user,
+            tenant__memberships__role__in=[Role.EDITOR, Role.ADMIN],
+        )
+
 
 class Destination(models.Model):
     """One Meta pixel (dataset) that events are sent to, with its encrypted token and health."""
@@ -390,6 +399,9 @@ class Destination(models.Model):
         validators=[validate_event_names],
         help_text="One event name per line, for 'only these' or 'all but these'.",
     )
+    # Fan-out: the ingest endpoint also records this destination's events for these destinations
+    # (ids), each independently, with the same event_id (one hop: theirs are not followed).
+    forward_to = models.JSONField("Also record its events for", default=list, blank=True)
     minimum_purchase_value = models.DecimalField(
         "Minimum Purchase value",
         max_digits=12,
@@ -408,6 +420,9 @@ class Destination(models.Model):
     # Health, written by health.py.
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_reasons = models.JSONField(default=list, blank=True)
+    # The notes of the latest full check (problem keys such as "low_match_quality"): shown on the
+    # cards, never turning one red.
+    health_notes = models.JSONField(default=list, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_changed_at = models.DateTimeField(null=True, blank=True)
     health_transient_failures = models.PositiveIntegerField(default=0)
@@ -615,6 +630,14 @@ class Destination(models.Model):
         self._refuse_unbound_changes()
         if self.default_country:
             self.default_country = self.default_country.lower()
+        forward_to = self.forward_to if isinstance(self.forward_to, list) else None
+        if forward_to is None or not all(
+            isinstance(pk, int) and not isinstance(pk, bool) for pk in forward_to
+        ):
+            raise ValidationError({"forward_to": "A list of destination ids."})
+        if self.pk is not None and self.pk in forward_to:
+            raise ValidationError({"forward_to": "A destination cannot record its events twice."})
+        self.forward_to = sorted(set(forward_to))
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Whatever path saves a new token (form, admin, shell, API), it is validated and the hint
@@ -866,6 +889,45 @@ class HourlyOutcomes(models.Model):
             f"{self.destination_id} {self.hour:%Y-%m-%d %H:00}: {self.delivered} delivered, "
             f"{self.failed} failed, {self.rejected} rejected"
         )
+
+
+class IngestRefusal(models.TextChoices):
+    """Why the ingest endpoint refused a call it could attribute to a destination (its key)."""
+
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed", "Origin not allowed"
+    MISSING_CREDENTIALS = "missing_credentials", "No server key, no allowed origin"
+    WRONG_SECRET = "wrong_secret", "Wrong server key"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    BAD_BODY = "bad_body", "Body not readable"
+
+
+class RefusedCalls(models.Model):
+    """How many calls to a destination's ingest endpoint were refused, per UTC hour and reason.
+
+    One UPSERT per refused call (``counters.add_refused_call``), no row per request; only calls
+    that named an existing destination's key are counted (an unknown key belongs to nobody).
+    ``last_origin`` is the ``Origin`` of the latest refused call that sent one: what a browser
+    claimed, shown escaped, never trusted.
+    """
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="refused_calls", db_index=False
+    )
+    hour = models.DateTimeField()  # the start of the UTC hour
+    reason = models.CharField(max_length=24, choices=IngestRefusal.choices)
+    count = models.PositiveIntegerField(default=0)
+    last_origin = models.CharField(max_length=200, blank=True)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["destination", "hour", "reason"], name="capi_refused_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.hour:%Y-%m-%d %H:00} {self.reason}: {self.count}"
 
 
 class AttemptOutcome(models.TextChoices):

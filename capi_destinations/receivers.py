@@ -7,6 +7,8 @@ What follows a change, whichever path made it (a page, the admin, the shell, a c
 - sending switched on or off (``destination_enabled_changed``): the destination is
   health-checked at once, and once enabled its waiting events are dispatched;
 - events recorded (``events_recorded``): a dispatch is queued, so they leave within seconds;
+- any model saved (``post_save``): the conversion rules a host site registered for it
+  (:mod:`capi_destinations.rules`) fire once their condition holds;
 - ``migrate`` (``post_migrate``): the django-q2 schedules exist;
 - a destination saved or deleted: the ingest endpoint forgets its cached destinations;
 - a setting changed (``override_settings`` in tests, key rotation): the app's settings and the
@@ -24,7 +26,7 @@ from django.apps import AppConfig, apps
 from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_migrate, post_save
 
-from capi_destinations import delivery_state, health_status, queueing, signals, tasks
+from capi_destinations import delivery_state, health_status, queueing, rules, signals, tasks
 from capi_destinations.conf import reload_on_setting_changed
 from capi_destinations.models import Destination, forget_fernet_keys
 from capi_destinations.views import ingest as ingest_views
@@ -97,6 +99,8 @@ def connect(app_config: AppConfig) -> None:
     signals.events_recorded.connect(
         dispatch_after_recording, dispatch_uid="capi_destinations.dispatch_on_record"
     )
+    # Conversion rules a host site registers: one receiver for every model's saves.
+    post_save.connect(rules.on_save, dispatch_uid="capi_destinations.rules")
     post_migrate.connect(
         ensure_schedules_after_migrate,
         sender=app_config,

@@ -32,7 +32,7 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
-from capi_destinations import clock, counters, graph
+from capi_destinations import clock, counters, graph, problems
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     BlockKind,
@@ -84,6 +84,16 @@ class DestinationCard:
         return first_reason(self.destination)
 
     @property
+    def first_problem(self) -> Reason | None:
+        """The first thing to fix with its fix (None when nothing is wrong)."""
+        return first_problem(self.destination)
+
+    @property
+    def notes(self) -> list[problems.Problem]:
+        """The card's notes (test mode, low match quality, …), see :func:`notes`."""
+        return notes(self.destination)
+
+    @property
     def waiting_text(self) -> str:
         """What is waiting and for what ("" when nothing is), see :func:`waiting_text`."""
         return waiting_text(self.destination, self.waiting)
@@ -131,16 +141,110 @@ def waiting_text(destination: Destination, waiting: int, *, now: datetime | None
     return events
 
 
+@dataclass(frozen=True)
+class Reason:
+    """Why a destination is not healthy, with its fix and the problem it is (``problems``)."""
+
+    message: str
+    fix: str = ""
+    problem: str = ""
+
+    @property
+    def action(self) -> str:
+        """The control that applies the fix (``problems.REPLACE_TOKEN``, …), or ""."""
+        found = problems.problem(self.problem)
+        return found.action if found is not None else ""
+
+
 def first_reason(destination: Destination) -> str:
     """The destination's first failing reason: a token block wins, then the health check's."""
+    reason = first_problem(destination)
+    return reason.message if reason is not None else ""
+
+
+def first_problem(destination: Destination) -> Reason | None:
+    """The destination's first failing reason with its fix: a block wins, then the checks'.
+
+    A block's own fix is the one its health reason stored (Meta's answer, worded in
+    ``problems``); a block from before reasons were stored gets its kind's fix.
+    """
+    reasons = [
+        Reason(str(item["message"]), str(item.get("fix") or ""), str(item.get("problem") or ""))
+        if isinstance(item, Mapping)
+        else Reason(str(item))
+        for item in destination.health_reasons or []
+        if (isinstance(item, Mapping) and item.get("message")) or (isinstance(item, str) and item)
+    ]
     if destination.blocked_reason:
-        return destination.blocked_reason
-    for reason in destination.health_reasons or []:
-        if isinstance(reason, Mapping) and reason.get("message"):
-            return str(reason["message"])
-        if isinstance(reason, str) and reason:
-            return reason
-    return ""
+        stored = next(
+            (
+                item
+                for item in destination.health_reasons or []
+                if isinstance(item, Mapping) and item.get("name") == "deliveries_accepted"
+            ),
+            None,
+        )
+        if stored is not None and stored.get("fix"):
+            fix, key = str(stored["fix"]), str(stored.get("problem") or "")
+        else:
+            kind = (
+                problems.EVERY_REQUEST_REFUSED
+                if destination.block_kind == BlockKind.EVERY_REQUEST
+                else problems.TOKEN_REVOKED
+            )
+            fix, key = kind.fix, kind.key
+        return Reason(destination.blocked_reason, fix, key)
+    return reasons[0] if reasons else None
+
+
+def notes(destination: Destination) -> list[problems.Problem]:
+    """The notes a card shows beside its numbers: never a reason for red, always worth saying.
+
+    Test mode comes from the destination itself (right after an edit); the others (low match
+    quality, a send-only token, a Graph API version ending soon) from its latest full check
+    (``Destination.health_notes``). No query: both are columns of the destination's row.
+    """
+    found = [problems.TEST_MODE] if destination.test_event_code else []
+    for key in destination.health_notes or []:
+        note = problems.problem(str(key))
+        if note is not None and note not in found:
+            found.append(note)
+    return found
+
+
+@dataclass(frozen=True)
+class RefusedCallsRow:
+    """Calls of one kind the ingest endpoint refused in the last 24 hours, with the fix."""
+
+    reason: str
+    count: int
+    last_at: datetime
+    origins: list[str]
+
+    @property
+    def problem(self) -> problems.Problem | None:
+        """What the refusal means and what fixes it (``problems.REFUSED_CALLS``)."""
+        return problems.REFUSED_CALLS.get(self.reason)
+
+    @property
+    def fix(self) -> str:
+        """The fix, naming the origin refused last ("Add https://shop.example.com to …")."""
+        found = self.problem
+        if found is None:
+            return ""
+        if self.origins:
+            return found.fix.replace(problems.THE_REFUSED_ORIGIN, self.origins[0], 1)
+        return found.fix
+
+
+def refused_calls(
+    destination: Destination, *, now: datetime | None = None
+) -> list[RefusedCallsRow]:
+    """The destination's refused ingest calls of the last 24 hours, by reason (one query)."""
+    return [
+        RefusedCallsRow(row["reason"], row["count"], row["last_at"], row["origins"])
+        for row in counters.refused_last_day(destination.pk, now=now)
+    ]
 
 
 def unhealthy_first() -> Case:

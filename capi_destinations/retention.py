@@ -52,6 +52,7 @@ def purge_old_records() -> dict[str, int]:
     }
     purged["health_checks"] = purge_old_checks(now=now)
     purged["hourly_counts"] = counters.purge(cutoff)
+    purged["refused_calls"] = counters.purge_refused(cutoff)
     purged["click_id_sightings"] = _delete_in_chunks(
         ClickIdSighting.objects.filter(last_seen_at__lt=cutoff)
     )

@@ -18,12 +18,12 @@ A host site declares, in code, that an ``Order`` becoming paid is a ``Purchase``
         destinations=lambda order: [order.shop.capi_destination],
     ))
 
-(in an ``AppConfig.ready()``). Whenever an object of the model is saved, the rule asks
+(in an ``AppConfig.ready()``). Whenever an object of the model is saved (``receivers`` connects
+:func:`on_save` to ``post_save`` once, for every model), the rule asks
 ``when(obj)``; the first time it holds, the event is recorded for each destination after the
 saving transaction commits (a rolled-back save records nothing), together with a
 ``RuleFiring`` row whose unique key (rule, object) makes it once per object however many times,
-and from however many processes at once, the object is saved. Rules connect their own
-``post_save`` receiver (a host's model is not known to ``receivers``).
+and from however many processes at once, the object is saved.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from typing import Any
 
 from django.apps import apps
 from django.db import IntegrityError, models, router, transaction
-from django.db.models.signals import post_save
 
 from capi_destinations import clock, ingest
 from capi_destinations.models import Destination, RuleFiring
@@ -76,31 +75,23 @@ class ConversionRule:
 
 
 def register(rule: ConversionRule) -> ConversionRule:
-    """Register ``rule`` and connect it to its model's ``post_save`` (once per rule name)."""
+    """Register ``rule`` (a rule of the same name is replaced)."""
     if len(rule.name) > 100:
         raise ValueError("A rule's name is at most 100 characters.")
     registered[rule.name] = rule
-    post_save.connect(
-        _on_save,
-        sender=rule.model_class(),
-        dispatch_uid=f"capi_destinations.rules.{rule.name}",
-        weak=False,
-    )
     return rule
 
 
 def unregister(name: str) -> None:
-    """Disconnect and forget a rule (tests, or a rule a site stops using)."""
-    rule = registered.pop(name, None)
-    if rule is not None:
-        post_save.disconnect(
-            sender=rule.model_class(), dispatch_uid=f"capi_destinations.rules.{rule.name}"
-        )
+    """Forget a rule (tests, or a rule a site stops using)."""
+    registered.pop(name, None)
 
 
-def _on_save(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    if kwargs.get("raw"):
-        return  # loading fixtures is not a business event
+def on_save(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    """``post_save`` of every model: the rules of ``sender`` whose condition now holds fire
+    after the saving transaction commits. Nothing to do (a dict walk) for other models."""
+    if not registered or kwargs.get("raw"):
+        return  # no rules; or loading fixtures, which is not a business event
     for rule in list(registered.values()):
         if rule.model_class() is not sender or not rule.when(instance):
             continue

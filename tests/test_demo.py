@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 
-from capi_destinations import destinations, health, tokens
+from capi_destinations import destinations, dispatch, health, tokens
 from capi_destinations.management.commands.capi_demo import (
     ACME_CHECKOUT,
     ACME_OUTLET,
@@ -22,6 +24,7 @@ from capi_destinations.management.commands.capi_demo import (
     DEMO_DESTINATIONS,
     GLOBEX_SHOP,
     GLOBEX_WHOLESALE,
+    REFUSED_LEAD_SOURCE_URL,
     TRY_PIXEL_ID,
     TRY_PIXEL_NAME,
     TRY_TOKEN,
@@ -170,7 +173,7 @@ def test_delivery_attempts_show_what_a_real_day_brings(graph_settings: Sandbox) 
     assert outcomes[AttemptOutcome.BLOCKED] >= 1  # the revoked token
     failed = Event.objects.get(status=EventStatus.FAILED)
     assert failed.destination.name == ACME_WEB_SHOP.name
-    assert "customer information" in failed.status_reason
+    assert "event_source_url" in failed.status_reason
     # The agency tried "Send test event" on the destination in test mode.
     sent = AuditEntry.objects.get(action=AuditAction.TEST_EVENT_SENT)
     assert sent.destination is not None
@@ -259,3 +262,50 @@ def test_demo_tokens_are_well_formed_and_stable() -> None:
     assert tokens.clean_access_token(token) == token
     assert len(token) == 190
     assert demo_token("anything") == token != demo_token("something else")
+
+
+def test_the_refused_lead_stays_refused_when_redelivered_unchanged(
+    graph_settings: Sandbox,
+) -> None:
+    run_demo("--hours", "8")
+    lead = Event.objects.get(status=EventStatus.FAILED)
+    assert (lead.event_name, lead.payload["event_source_url"]) == ("Lead", REFUSED_LEAD_SOURCE_URL)
+    # Meta's own rule refused it (the sandbox validates as Meta does; nothing was scripted).
+    assert "event_source_url" in lead.status_reason
+    agency = Client()
+    agency.force_login(get_user_model().objects.get(username=AGENCY_LOGIN[0]))
+    url = reverse("capi_destinations:redeliver", kwargs={"code": lead.destination.code})
+    named = {"event_name": lead.event_name, "event_id": lead.event_id}
+
+    # Redeliver warns first: Meta refused it for its data, which has not changed since.
+    warning = agency.post(url, named, HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="redeliver-warning"' in warning
+    assert "Meta will refuse this event again." in warning
+    assert "Send the full URL of the page" in warning  # what to fix in what the site sends
+    lead.refresh_from_db()
+    assert lead.status == EventStatus.FAILED  # nothing redelivered yet
+
+    # Confirmed, it goes back in the queue, and Meta refuses it again for the same reason.
+    done = agency.post(url, {**named, "confirm": "1"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "1 event put back in the queue." in done
+    dispatch.dispatch_pending(lead.destination_id)
+    lead.refresh_from_db()
+    assert lead.status == EventStatus.FAILED
+    assert "event_source_url" in lead.status_reason
+    assert lead.attempts == 1
+
+
+def test_redeliver_does_not_warn_for_events_that_failed_for_another_reason(
+    graph_settings: Sandbox,
+) -> None:
+    run_demo("--hours", "8")
+    lead = Event.objects.get(status=EventStatus.FAILED)
+    Event.objects.filter(pk=lead.pk).update(diagnostics=[], status_reason="Expired.")
+    agency = Client()
+    agency.force_login(get_user_model().objects.get(username=AGENCY_LOGIN[0]))
+    url = reverse("capi_destinations:redeliver", kwargs={"code": lead.destination.code})
+
+    answer = agency.post(url, HTTP_HX_REQUEST="true").content.decode()
+
+    assert 'data-testid="redeliver-warning"' not in answer
+    assert "1 event put back in the queue." in answer

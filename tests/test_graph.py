@@ -276,7 +276,7 @@ def test_a_pixel_the_token_cannot_use_is_permission(graph_settings, destination,
 
     error = caught.value
     assert (error.category, error.code, error.error_subcode) == (graph.PERMISSION, 100, 33)
-    assert "Confirm the Pixel ID matches the pixel you generated the token for" in error.fix
+    assert "the Pixel ID is the pixel the token was generated for" in error.fix
 
 
 def test_a_deprecated_version_stops_sending(graph_settings, destination):

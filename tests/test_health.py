@@ -11,7 +11,16 @@ from django.core import mail
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from capi_destinations import dispatch, graph, health, health_status, retention, signals, tasks
+from capi_destinations import (
+    dispatch,
+    graph,
+    health,
+    health_status,
+    problems,
+    retention,
+    signals,
+    tasks,
+)
 from capi_destinations.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -98,8 +107,10 @@ def test_sending_disabled_makes_the_destination_unhealthy_with_the_fix(
 
     entry = check_named(check, "sending_enabled")
     assert entry["ok"] is False
-    assert "not ticked" in entry["message"]
+    assert entry["message"] == problems.SENDING_OFF.reason
+    assert entry["fix"] == problems.SENDING_OFF.fix
     assert "Tick “Send events via Conversions API”" in entry["fix"]
+    assert entry["problem"] == "sending_off"
     assert reload(destination).health == Health.UNHEALTHY
     assert reload(destination).health_reasons[0]["name"] == "sending_enabled"
 
@@ -110,14 +121,14 @@ def test_sending_disabled_makes_the_destination_unhealthy_with_the_fix(
 @pytest.mark.parametrize(
     ("bad_token", "says", "fix_says"),
     [
-        ("", "Paste the Conversions API access token", "Generate access token"),
-        (make_token("cut")[:60], "looks truncated: 60 characters", "Copy the whole token"),
+        ("", "Paste the Conversions API access token", "one piece"),
+        (make_token("cut")[:60], "looks truncated: 60 characters", "one piece"),
         (
             make_token("space")[:90] + " " + make_token("space")[90:],
             "contains a space",
             "one piece",
         ),
-        ("XYZ" + make_token("prefix")[3:], "starts with “XYZ”", "starts with “EAA”"),
+        ("XYZ" + make_token("prefix")[3:], "starts with “XYZ”", "starts with EAA"),
     ],
     ids=["missing", "truncated", "whitespace", "prefix"],
 )
@@ -130,8 +141,11 @@ def test_token_format_failures_say_which(
 
     entry = check_named(check, "token_format")
     assert entry["ok"] is False
+    # One wording for every paste problem, Meta's rule named after it.
+    assert entry["message"].startswith(problems.TOKEN_NOT_WHOLE.reason)
     assert says in entry["message"]
     assert fix_says in entry["fix"]
+    assert entry["fix"] == problems.TOKEN_NOT_WHOLE.fix
     assert check.status == Health.UNHEALTHY
     # A malformed token is never sent to Meta.
     assert meta.requests() == []
@@ -147,6 +161,7 @@ def test_token_format_passes_for_a_whole_token(registered: Destination) -> None:
         "message": "A token is stored and looks whole.",
         "fix": "",
         "severity": "error",
+        "problem": "",
     }
 
 
@@ -220,7 +235,7 @@ def test_a_pixel_id_meta_will_not_read_leaves_a_new_destination_unknown(
     entry = check_named(check, "meta_accepts_token")
     assert "Pixel ID 1234567890123456 is mistyped" in entry["message"]
     assert "cannot be shown" in entry["message"]
-    assert "Confirm the Pixel ID matches the pixel you generated the token for" in entry["fix"]
+    assert "the Pixel ID is the pixel the token was generated for" in entry["fix"]
     assert entry["severity"] == "info"
     assert check.status == Health.UNKNOWN
     assert reload(destination).health_reasons[0]["name"] == "meta_accepts_token"
@@ -281,8 +296,10 @@ def test_other_refusals_show_metas_explanation(meta: Sandbox, registered: Destin
     check = health.check_destination(registered)
 
     entry = check_named(check, "meta_accepts_token")
-    assert entry["message"].startswith("Meta refused the check: ")
-    assert entry["fix"]
+    # Meta's 2635 is a problem with its own wording: the version is no longer served.
+    assert entry["message"] == problems.API_VERSION_ENDED.reason
+    assert entry["fix"] == problems.API_VERSION_ENDED.fix
+    assert entry["problem"] == "api_version_ended"
     assert check.status == Health.UNHEALTHY
 
 
@@ -408,8 +425,9 @@ def test_many_failed_requests_make_the_destination_unhealthy(
 
     entry = check_named(check, "delivery_failure_rate")
     assert entry["ok"] is False
-    assert entry["message"].startswith("6 of the last 8 requests to Meta failed")
-    assert "could not be reached" in entry["message"]
+    assert entry["message"].startswith(problems.META_UNREACHABLE.reason)
+    assert "6 of the last 8 requests to Meta failed" in entry["message"]
+    assert entry["problem"] == "meta_unreachable"
     assert check.status == Health.UNHEALTHY
 
 
@@ -419,7 +437,7 @@ def test_rejected_data_gets_a_data_fix(meta: Sandbox, registered: Destination) -
     check = health.check_destination(registered)
 
     entry = check_named(check, "delivery_failure_rate")
-    assert "rejected the events' data" in entry["message"]
+    assert entry["message"].startswith(problems.EVENTS_DATA_REFUSED.reason)
     assert "Open the failed events" in entry["fix"]
 
 
@@ -471,7 +489,7 @@ def test_events_waiting_past_the_delay_mean_no_worker_is_sending(
 
     entry = check_named(check, "queue_moving")
     assert entry["ok"] is False
-    assert "waiting 40 min without being sent" in entry["message"]
+    assert "They have been waiting 40 min" in entry["message"]
     assert "qcluster" in entry["fix"]
     assert check.status == Health.UNHEALTHY
 
@@ -527,7 +545,7 @@ def test_test_mode_is_shown_without_changing_the_status(
     assert entry["ok"] is False
     assert entry["severity"] == "info"
     assert "TEST12345" in entry["message"]
-    assert "remove the test event code" in entry["fix"]
+    assert "clear the test event code" in entry["fix"]
     assert check.status == Health.HEALTHY
 
 
@@ -1126,7 +1144,7 @@ def test_events_still_unsent_long_after_a_release_are_a_stalled_queue(
 
     check = health.check_destination(reload(registered))
 
-    assert "waiting 40 min without being sent" in check_named(check, "queue_moving")["message"]
+    assert "They have been waiting 40 min" in check_named(check, "queue_moving")["message"]
     assert check.status == Health.UNHEALTHY
 
 

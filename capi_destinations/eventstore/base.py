@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import AutoField
 
-from capi_destinations.models import Event, HourlyOutcomes
+from capi_destinations.models import Event, HourlyOutcomes, RefusedCalls
 
 __all__ = ["CHUNK_SIZE", "INSERT_FIELDS", "REPLACED_FIELDS", "Candidate", "EventStore"]
 
@@ -105,6 +105,26 @@ class EventStore(ABC):
         )
         hour_value = self.connection.ops.adapt_datetimefield_value(hour)
         self._execute(sql, [destination_id, hour_value, *counts.values()])
+
+    def add_refused_call(
+        self, destination_id: int, hour: datetime, reason: str, origin: str, at: datetime
+    ) -> None:
+        """Count one refused ingest call in the destination's row of ``hour`` and ``reason``.
+
+        One UPSERT, the same on both databases; an empty ``origin`` keeps the last one known.
+        """
+        quote, table = self.quote, self.quote(RefusedCalls._meta.db_table)
+        count, origin_column = quote("count"), quote("last_origin")
+        key = f"{quote('destination_id')}, {quote('hour')}, {quote('reason')}"
+        sql = (
+            f"INSERT INTO {table} ({key}, {count}, {origin_column}, {quote('last_at')}) "  # noqa: S608
+            f"VALUES (%s, %s, %s, 1, %s, %s) ON CONFLICT ({key}) DO UPDATE SET "
+            f"{count} = {table}.{count} + 1, {quote('last_at')} = EXCLUDED.{quote('last_at')}, "
+            f"{origin_column} = CASE WHEN EXCLUDED.{origin_column} = '' "
+            f"THEN {table}.{origin_column} ELSE EXCLUDED.{origin_column} END"
+        )
+        adapt = self.connection.ops.adapt_datetimefield_value
+        self._execute(sql, [destination_id, adapt(hour), reason, origin, adapt(at)])
 
     def originals(
         self, destination_id: int, keys: Iterable[tuple[str, str]]

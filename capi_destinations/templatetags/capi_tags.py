@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
-from capi_destinations import clock
+from capi_destinations import clock, problems
 from capi_destinations.models import Destination, Health
 
 register = template.Library()
@@ -84,6 +84,46 @@ def health_badge(destination: Destination) -> SafeString:
             "Test mode</span>"
         )
     return badge
+
+
+# Controls that only an editor may use; the failed events are every member's to read.
+_EDITOR_ACTIONS = frozenset({problems.REPLACE_TOKEN, problems.EDIT, problems.ENABLE})
+
+
+def fix_url(destination: Destination, action: str) -> str:
+    """Where the control that applies a fix lives (``problems`` names it), or ""."""
+    code = {"code": destination.code}
+    if action == problems.REPLACE_TOKEN:
+        return reverse("capi_destinations:replace_token", kwargs=code)
+    if action == problems.EDIT:
+        return reverse("capi_destinations:destination_edit", kwargs=code)
+    if action == problems.ENABLE:
+        # The Enable button is in the page's Sending panel.
+        return reverse("capi_destinations:destination", kwargs=code) + "#controls"
+    if action == problems.FAILED_EVENTS:
+        return reverse("capi_destinations:event_log", kwargs=code) + "?status=failed"
+    return ""
+
+
+@register.simple_tag
+def fix_link(destination: Destination, problem_key: str, can_edit: bool = False) -> SafeString:
+    """The link from a fix to the button or page that applies it ("Replace token", …).
+
+    Nothing when the problem has no such control, or when it is an editor's and the reader
+    may not edit (the fix is still said in words).
+    """
+    found = problems.problem(problem_key)
+    if found is None or not found.action:
+        return SafeString("")
+    if found.action in _EDITOR_ACTIONS and not can_edit:
+        return SafeString("")
+    return format_html(
+        '<a class="capi-button capi-fix__action" href="{}" data-testid="fix-link" '
+        'data-action="{}">{}</a>',
+        fix_url(destination, found.action),
+        found.action,
+        found.action_label,
+    )
 
 
 #: How ``{% capi_time %}`` writes a moment (Django date formats); static/capi_destinations/

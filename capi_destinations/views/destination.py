@@ -75,7 +75,8 @@ def health_card_context(destination: Destination, tenant_access: TenantAccess) -
         "access": tenant_access,
         "latest_check": latest,
         "checks": check_rows(latest.checks) if latest else [],
-        "first_reason": reports.first_reason(destination),
+        "first_problem": reports.first_problem(destination),
+        "notes": reports.notes(destination),
     }
 
 
@@ -110,6 +111,7 @@ def destination_detail(request: HttpRequest, code: str) -> HttpResponse:
         **delivery_card_context(destination),
         **event_log_context(request, destination),
         **ingest_context(destination, request),
+        "refused_calls": reports.refused_calls(destination),
         "summary": reports.diagnostics_summary(destination),
         "match_quality": match_quality_sparkline(reports.hourly_match_quality(destination)),
         "meta_quality": match_quality.match_quality_panel(destination),
@@ -195,15 +197,26 @@ def send_test_event(request: HttpRequest, code: str) -> HttpResponse:
 @login_required
 @require_POST
 def redeliver(request: HttpRequest, code: str) -> HttpResponse:
-    """Put failed and expired events (all, or the one named) back in the queue."""
+    """Put failed and expired events (all, or the one named) back in the queue.
+
+    Events Meta refused for their data, unchanged since, would be refused again: unless the
+    request confirms (``confirm=1``), nothing is redelivered and the answer says so, with Meta's
+    reason and what to fix, and offers **Redeliver anyway**.
+    """
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
     event_ids = None
+    named = {"event_name": request.POST.get("event_name", ""), "event_id": ""}
     if request.POST.get("event_id"):
-        event_ids = Event.objects.filter(
-            destination=destination,
-            event_name=request.POST.get("event_name", ""),
-            event_id=request.POST["event_id"],
-        ).values_list("pk", flat=True)
+        named["event_id"] = request.POST["event_id"]
+        event_ids = list(
+            Event.objects.filter(destination=destination, **named).values_list("pk", flat=True)
+        )
+    if request.POST.get("confirm") != "1":
+        refused = destinations.refused_for_their_data(destination, event_ids=event_ids)
+        if refused.count:
+            context = {"destination": destination, "refused": refused, "named": named}
+            template = "_redeliver_warning.html" if is_htmx(request) else "redeliver_confirm.html"
+            return render(request, f"capi_destinations/{template}", context)
     count = destinations.redeliver_failed(destination, actor=request.user, event_ids=event_ids)
     text = (
         f"{count} event{'s' if count != 1 else ''} put back in the queue."

@@ -31,10 +31,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import ratelimit
+from capi_destinations import counters, ratelimit
 from capi_destinations.conf import app_settings
 from capi_destinations.ingest import track_many
-from capi_destinations.models import Destination
+from capi_destinations.models import Destination, IngestRefusal
 
 __all__ = ["MAX_EVENTS_PER_REQUEST", "find_destination", "forget_destinations", "ingest_events"]
 
@@ -141,6 +141,7 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
 
     if request.method == "OPTIONS":
         if not cors:
+            _count(destination, IngestRefusal.ORIGIN_NOT_ALLOWED, origin)
             return _error(403, "origin_not_allowed", _origin_message(origin))
         return HttpResponse(
             status=204,
@@ -155,7 +156,9 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     authorization = request.META.get("HTTP_AUTHORIZATION")
     if authorization is not None and _has_the_secret(destination, authorization):
         # The destination's own server: only its calls spend the key's server budget.
-        limited = _over_rate(f"ingest:{ingest_key}", app_settings.INGEST_RATE_LIMIT, cors, "key")
+        limited = _over_rate(
+            f"ingest:{ingest_key}", app_settings.INGEST_RATE_LIMIT, cors, "key", destination, origin
+        )
         if limited is not None:
             return limited
         return _record(request, destination, ingest_key, cors, from_browser=False)
@@ -164,15 +167,23 @@ def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     # address first, so a flood from one address runs out of its own budget, not the key's.
     address = ratelimit.client_address(request) or "unknown"
     limited = _over_rate(
-        f"ingest-client:{address}", app_settings.INGEST_CLIENT_RATE_LIMIT, cors, "address"
+        f"ingest-client:{address}",
+        app_settings.INGEST_CLIENT_RATE_LIMIT,
+        cors,
+        "address",
+        destination,
+        origin,
     )
     if limited is not None:
         return limited
     if authorization is not None:
+        _count(destination, IngestRefusal.WRONG_SECRET, origin)
         return _refuse_authorization(authorization, cors)
     if not cors:
         if origin:
+            _count(destination, IngestRefusal.ORIGIN_NOT_ALLOWED, origin)
             return _error(403, "origin_not_allowed", _origin_message(origin))
+        _count(destination, IngestRefusal.MISSING_CREDENTIALS, origin)
         return _error(
             401,
             "missing_credentials",
@@ -217,17 +228,25 @@ def _record(
     *,
     from_browser: bool,
 ) -> HttpResponse:
+    origin = request.META.get("HTTP_ORIGIN")
     body = _read_body(request, cors)
     if isinstance(body, HttpResponse):
+        _count(destination, IngestRefusal.BAD_BODY, origin)
         return body
     events = _parse_events(body, cors)
     if isinstance(events, HttpResponse):
+        _count(destination, IngestRefusal.BAD_BODY, origin)
         return events
     if from_browser and events:
         # Counted only once a browser call brings events: an empty or refused body has cost its
         # sender's address already and costs the destination nothing.
         limited = _over_rate(
-            f"ingest-browser:{ingest_key}", app_settings.INGEST_BROWSER_RATE_LIMIT, cors, "key"
+            f"ingest-browser:{ingest_key}",
+            app_settings.INGEST_BROWSER_RATE_LIMIT,
+            cors,
+            "key",
+            destination,
+            origin,
         )
         if limited is not None:
             return limited
@@ -243,10 +262,27 @@ def _record(
             raise
         forget_destinations()
         return _unknown_key()
-    return JsonResponse(
-        {"received": len(results), "events": [result.as_dict() for result in results]},
-        status=202,
-        headers=cors,
+    answer: dict[str, Any] = {
+        "received": len(results),
+        "events": [result.as_dict() for result in results],
+    }
+    if destination.forward_to and events:
+        # Fan-out: each target records the events on its own (its filters, consent, delivery).
+        targets = _forward_targets(destination)
+        for target in targets:
+            track_many(target, events, request=request if from_browser else None)
+        answer["also_recorded_for"] = len(targets)
+    return JsonResponse(answer, status=202, headers=cors)
+
+
+def _forward_targets(destination: Destination) -> list[Destination]:
+    """The destinations this one forwards to that still exist (one hop, never itself)."""
+    return list(
+        Destination.objects.defer("access_token", "app_secret")
+        .select_related("tenant")
+        .filter(pk__in=destination.forward_to)
+        .exclude(pk=destination.pk)
+        .order_by("pk")
     )
 
 
@@ -282,16 +318,32 @@ def _origin_message(origin: str | None) -> str:
     )
 
 
+def _count(destination: Destination, reason: str, origin: str | None) -> None:
+    """Count a refused call on the destination its key named (the page shows it with the fix)."""
+    counters.add_refused_call(destination.pk, reason, origin=origin or "")
+
+
 def _over_rate(
-    scope: str, setting: str | None, cors: dict[str, str], counted_per: str
+    scope: str,
+    setting: str | None,
+    cors: dict[str, str],
+    counted_per: str,
+    destination: Destination,
+    origin: str | None,
 ) -> HttpResponse | None:
-    """A 429 when ``scope`` is over the rate ``setting`` (None or "" turns it off), else None."""
+    """A 429 when ``scope`` is over the rate ``setting`` (None or "" turns it off), else None.
+
+    The first refusal of each window is counted on the destination, not every one: a flood
+    costs the database one write per window, and the page still says the limit was reached.
+    """
     if not setting:
         return None
     rate = ratelimit.parse_rate(setting)
     result = ratelimit.hit(scope, rate)
     if result.allowed:
         return None
+    if result.count == rate.limit + 1:
+        _count(destination, IngestRefusal.RATE_LIMITED, origin)
     advice = (
         "or send events in batches ({'data': [...]})"
         if counted_per == "key"

@@ -113,7 +113,12 @@ def destination_add(request: HttpRequest, tenant_slug: str) -> HttpResponse:
 def destination_edit(request: HttpRequest, code: str) -> HttpResponse:
     """Edit a destination; a blank token keeps the stored one."""
     destination, _ = access.destination_access(request.user, code, needed=Role.EDITOR)
-    form = DestinationForm(request.POST or None, instance=destination, tenant=destination.tenant)
+    form = DestinationForm(
+        request.POST or None,
+        instance=destination,
+        tenant=destination.tenant,
+        editor=request.user,
+    )
     refusal, unconfirmed = None, False
     if (
         request.method == "POST"

@@ -20,7 +20,7 @@ from django.test import Client
 from django.urls import reverse
 
 from capi_destinations import clock as app_clock
-from capi_destinations import destinations, dispatch, graph_versions, health
+from capi_destinations import destinations, dispatch, graph_versions, health, problems
 from capi_destinations.conf import DEFAULTS
 from capi_destinations.models import Destination, Event, EventStatus, Health, HealthCheck, Role
 from capi_destinations.sandbox import Sandbox
@@ -297,7 +297,8 @@ def test_the_health_card_warns_90_days_before_a_version_ends(
     assert version["ok"] is False
     assert version["severity"] == "info"
     assert "stops working on 21 Jan 2027, in 89 days" in version["message"]
-    assert "v26.0" in version["fix"]
+    assert "v26.0" in version["message"]
+    assert version["fix"] == problems.API_VERSION_ENDING.fix
     assert check.status == Health.HEALTHY
 
 

@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from capi_destinations import alerts, counters, dispatch, health, signals, track_many
 from capi_destinations import clock as app_clock
-from capi_destinations.models import AlertKind, AlertState, Destination, Health, HourlyOutcomes
+from capi_destinations.models import (
+    AlertKind,
+    AlertState,
+    Destination,
+    Health,
+    HourlyOutcomes,
+    Role,
+)
 from capi_destinations.sandbox import Sandbox
 
 pytestmark = pytest.mark.django_db
@@ -437,3 +445,27 @@ def test_two_processes_creating_the_first_state_do_not_fail(
     state = AlertState.objects.get(destination=destination)
     assert (state.raised, state.streak) == (False, 1)
     assert sent == []
+
+
+def test_the_overview_costs_the_same_queries_with_alerts_raised(
+    clock: Any,
+    make_user: Any,
+    tenant: Any,
+    make_destination: Any,
+    client: Any,
+    django_assert_num_queries: Any,
+) -> None:
+    client.force_login(make_user(tenant, Role.ADMIN))
+    url = reverse("capi_destinations:overview")
+    destinations = [make_destination() for _ in range(3)]
+    client.get(url)  # warm the session
+    with CaptureQueriesContext(connection) as without_alerts:
+        client.get(url)
+    for destination in destinations:
+        for kind in AlertKind.values:
+            AlertState.objects.create(destination=destination, kind=kind, raised=True)
+
+    with django_assert_num_queries(len(without_alerts)):
+        response = client.get(url)
+
+    assert response.status_code == 200

@@ -31,7 +31,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from capi_destinations import alerts, clock, reports
+from capi_destinations import alert_checks, clock, reports
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AlertKind,
@@ -134,7 +134,7 @@ def _meta_score(destination: Destination) -> tuple[str, float] | None:
 
 
 def _match_quality(ids: Sequence[int], *, now: datetime) -> dict[int, float]:
-    averages = alerts.match_quality_averages(ids, since=now - DAY)
+    averages = alert_checks.match_quality_averages(ids, since=now - DAY)
     return {pk: average for pk, (average, _count) in averages.items()}
 
 

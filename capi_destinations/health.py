@@ -20,7 +20,7 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
    destination's canary due (``delivery_state.request_canary``), and the dispatcher sends one
    of the destination's own waiting events alone and lifts the block if Meta accepts it.
 5. ``traffic_flowing`` — does a destination that usually records events at this time of the
-   week still record them (``alerts.traffic_drop``; never judged on less than a week of
+   week still record them (``alert_checks.traffic_drop``; never judged on less than a week of
    history)? Recording is watched, not sending, so it counts with sending turned off too.
 5. ``graph_api_version`` — is the Graph API version in use (the destination's own, else the
    ``GRAPH_API_VERSION`` setting) still available (``graph_versions.py``)? A note 90 days
@@ -28,8 +28,8 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
 6. ``test_mode``, ``match_quality`` — informational: they never change the status.
 
 After each run the alert conditions (traffic dropped, version ending, match quality fell,
-failure rate) are folded into the destination's alert states (:mod:`capi_destinations.alerts`),
-which raise ``signals.destination_alert`` once when a condition starts and once when it ends.
+failure rate) are folded into the destination's alert states
+(:mod:`capi_destinations.alert_checks`), which raise ``signals.destination_alert`` once when a condition starts and once when it ends.
 
 A health check never sends an event: a test event is live data to Meta ("Events sent with
 test_event_code are not dropped. They flow into Events Manager and are used for targeting and
@@ -73,7 +73,7 @@ from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import (
-    alerts,
+    alert_checks,
     clock,
     diagnostics,
     graph,
@@ -195,7 +195,7 @@ class DeliveryFacts:
     match_quality: float | None = None
     match_quality_events: int = 0
     # The figures of the alert conditions (traffic, refusals, last week's match quality).
-    alert_facts: alerts.AlertFacts = field(default_factory=alerts.AlertFacts)
+    alert_facts: alert_checks.AlertFacts = field(default_factory=alert_checks.AlertFacts)
 
     @property
     def sends_accepted(self) -> bool:
@@ -419,11 +419,11 @@ def collect_delivery_facts(
     for destination_id, oldest in stalled:
         facts[destination_id].stalled_since = oldest
 
-    quality = alerts.match_quality_averages(ids, since=recent_since)
+    quality = alert_checks.match_quality_averages(ids, since=recent_since)
     for destination_id, (average, count) in quality.items():
         facts[destination_id].match_quality = average
         facts[destination_id].match_quality_events = count
-    for destination_id, figures in alerts.collect_alert_facts(ids, now=now).items():
+    for destination_id, figures in alert_checks.collect_alert_facts(ids, now=now).items():
         facts[destination_id].alert_facts = figures
     return facts
 
@@ -671,7 +671,7 @@ def _check_queue_moving(
 
 
 def _check_traffic_flowing(facts: DeliveryFacts) -> CheckResult:
-    dropped = alerts.traffic_drop(facts.alert_facts)
+    dropped = alert_checks.traffic_drop(facts.alert_facts)
     if dropped is None:
         return CheckResult(
             TRAFFIC_FLOWING, True, "Events are being recorded as usual for this time of week."
@@ -885,27 +885,27 @@ def _evaluate_and_record(
         duration_ms=int((time.monotonic() - started) * 1000),
         pixel_name=pixel_name,
     )
-    alerts.record_conditions(
+    alert_checks.record_conditions(
         destination, alert_conditions(check, facts), now=now, states=facts.alert_facts.states
     )
     return check
 
 
-def alert_conditions(check: HealthCheck, facts: DeliveryFacts) -> list[alerts.Condition]:
-    """The alert conditions observed by one check run (see :mod:`capi_destinations.alerts`)."""
+def alert_conditions(check: HealthCheck, facts: DeliveryFacts) -> list[alert_checks.Condition]:
+    """The alert conditions observed by one check run (see :mod:`alert_checks`)."""
     by_name = {item["name"]: item for item in check.checks}
 
-    def from_check(kind: str, name: str) -> alerts.Condition:
+    def from_check(kind: str, name: str) -> alert_checks.Condition:
         item = by_name.get(name)
         if item is None or item["ok"]:
-            return alerts.Condition(kind, False)
-        return alerts.Condition(kind, True, item["message"], item["fix"])
+            return alert_checks.Condition(kind, False)
+        return alert_checks.Condition(kind, True, item["message"], item["fix"])
 
     return [
         from_check(AlertKind.TRAFFIC_DROPPED, TRAFFIC_FLOWING),
         from_check(AlertKind.VERSION_ENDING, GRAPH_API_VERSION),
-        alerts.match_quality_drop(
+        alert_checks.match_quality_drop(
             facts.alert_facts, facts.match_quality, facts.match_quality_events
         ),
-        alerts.refusal_rate(facts.alert_facts),
+        alert_checks.refusal_rate(facts.alert_facts),
     ]

@@ -1033,7 +1033,7 @@ class AlertKind(models.TextChoices):
 class AlertState(models.Model):
     """Whether one alert condition is raised on a destination, with its debounce streak.
 
-    Edge-triggered: ``alerts.record_conditions`` changes ``raised`` (a compare-and-set on
+    Edge-triggered: ``alert_checks.record_conditions`` changes ``raised`` (a compare-and-set on
     ``raised`` and ``streak``) only after the opposite was observed ``ALERT_DEBOUNCE_CHECKS``
     evaluations in a row, and sends ``signals.destination_alert`` once per change. A row of its
     own, never read by the pages, so the overview's queries stay as they were.

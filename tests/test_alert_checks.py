@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from capi_destinations import alerts, counters, dispatch, health, signals, track_many
+from capi_destinations import alert_checks, counters, dispatch, health, signals, track_many
 from capi_destinations import clock as app_clock
 from capi_destinations.models import (
     AlertKind,
@@ -222,7 +222,7 @@ def test_weeks_past_retention_are_not_counted_as_quiet_ones(
     }
     record(registered, app_clock.now().replace(hour=11) - timedelta(weeks=1), 6)
 
-    facts = alerts.collect_alert_facts([registered.pk], now=app_clock.now())[registered.pk]
+    facts = alert_checks.collect_alert_facts([registered.pk], now=app_clock.now())[registered.pk]
 
     # Two weeks ago is past retention: its counters are gone, not zero.
     assert facts.usual_recorded == 6
@@ -322,10 +322,12 @@ def test_refused_share_crossing_the_threshold_raises_and_clears(
 # --- the edge-triggered state ----------------------------------------------------------------
 
 
-def observe(destination: Destination, active: bool, capture: Any) -> list[alerts.Condition]:
-    condition = alerts.Condition(AlertKind.FAILURE_RATE, active, "Too many refused.", "Fix it.")
+def observe(destination: Destination, active: bool, capture: Any) -> list[alert_checks.Condition]:
+    condition = alert_checks.Condition(
+        AlertKind.FAILURE_RATE, active, "Too many refused.", "Fix it."
+    )
     with capture(execute=True):
-        return alerts.record_conditions(destination, [condition], now=app_clock.now())
+        return alert_checks.record_conditions(destination, [condition], now=app_clock.now())
 
 
 def test_a_flapping_condition_never_alerts(
@@ -375,9 +377,9 @@ def test_collecting_alert_facts_costs_the_same_for_one_destination_or_many(
     one = [make_destination().pk]
     many = [make_destination().pk for _ in range(6)]
     with CaptureQueriesContext(connection) as for_one:
-        alerts.collect_alert_facts(one, now=app_clock.now())
+        alert_checks.collect_alert_facts(one, now=app_clock.now())
     with CaptureQueriesContext(connection) as for_many:
-        alerts.collect_alert_facts(many, now=app_clock.now())
+        alert_checks.collect_alert_facts(many, now=app_clock.now())
 
     assert len(for_one) == len(for_many) == 4
 
@@ -391,14 +393,14 @@ def test_folding_in_unchanged_conditions_costs_no_query(
 ) -> None:
     for _ in range(2):
         observe(destination, True, django_capture_on_commit_callbacks)  # raised, streak 0
-    states = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[
+    states = alert_checks.collect_alert_facts([destination.pk], now=app_clock.now())[
         destination.pk
     ].states
-    still = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
-    never = alerts.Condition(AlertKind.VERSION_ENDING, False)
+    still = alert_checks.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+    never = alert_checks.Condition(AlertKind.VERSION_ENDING, False)
 
     with django_assert_num_queries(0):
-        changes = alerts.record_conditions(
+        changes = alert_checks.record_conditions(
             destination, [still, never], now=app_clock.now(), states=states
         )
 
@@ -414,15 +416,15 @@ def test_two_processes_with_the_same_reading_announce_a_change_once(
 ) -> None:
     observe(destination, True, django_capture_on_commit_callbacks)  # streak 1 of 2
     # Two health-check processes read the states before either writes.
-    first = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
-    second = alerts.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
-    condition = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+    first = alert_checks.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
+    second = alert_checks.collect_alert_facts([destination.pk], now=app_clock.now())[destination.pk]
+    condition = alert_checks.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
 
     with django_capture_on_commit_callbacks(execute=True):
-        won = alerts.record_conditions(
+        won = alert_checks.record_conditions(
             destination, [condition], now=app_clock.now(), states=first.states
         )
-        lost = alerts.record_conditions(
+        lost = alert_checks.record_conditions(
             destination, [condition], now=app_clock.now(), states=second.states
         )
 
@@ -436,11 +438,11 @@ def test_two_processes_creating_the_first_state_do_not_fail(
     sent: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    condition = alerts.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
+    condition = alert_checks.Condition(AlertKind.FAILURE_RATE, True, "Too many refused.", "Fix it.")
 
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(2):  # both read "no state yet"
-            alerts.record_conditions(destination, [condition], now=app_clock.now(), states={})
+            alert_checks.record_conditions(destination, [condition], now=app_clock.now(), states={})
 
     state = AlertState.objects.get(destination=destination)
     assert (state.raised, state.streak) == (False, 1)

@@ -29,7 +29,8 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
 
 After each run the alert conditions (traffic dropped, version ending, match quality fell,
 failure rate) are folded into the destination's alert states
-(:mod:`capi_destinations.alert_checks`), which raise ``signals.destination_alert`` once when a condition starts and once when it ends.
+(:mod:`capi_destinations.alert_checks`), which raise ``signals.destination_alert`` once when a
+condition starts and once when it ends.
 
 A health check never sends an event: a test event is live data to Meta ("Events sent with
 test_event_code are not dropped. They flow into Events Manager and are used for targeting and

@@ -287,6 +287,13 @@ _POSITIVE_NUMBERS = (
     "ALERT_RETRY_BASE_SECONDS",
     "ALERT_RETRY_MAX_SECONDS",
     "ALERT_RETRY_FOR_SECONDS",
+    "ALERT_DEBOUNCE_CHECKS",
+    "TRAFFIC_DROP_HOURS",
+    "TRAFFIC_MIN_USUAL",
+    "TRAFFIC_HISTORY_WEEKS",
+    "ALERT_FAILURE_RATE_HOURS",
+    "ALERT_FAILURE_RATE_MIN_EVENTS",
+    "ALERT_MATCH_QUALITY_MIN_EVENTS",
     "INVITATION_MAX_AGE",
 )
 # 0 turns these off.
@@ -299,8 +306,21 @@ _WHOLE_NUMBERS = frozenset(
         "HEALTH_CHECK_CONCURRENCY",
         "HEALTH_TRANSIENT_FAILURE_THRESHOLD",
         "HEALTH_FAILURE_RATE_ATTEMPTS",
+        "ALERT_DEBOUNCE_CHECKS",
+        "TRAFFIC_DROP_HOURS",
+        "TRAFFIC_MIN_USUAL",
+        "TRAFFIC_HISTORY_WEEKS",
+        "ALERT_FAILURE_RATE_HOURS",
+        "ALERT_FAILURE_RATE_MIN_EVENTS",
+        "ALERT_MATCH_QUALITY_MIN_EVENTS",
     }
 )
+# Alert thresholds: (lowest allowed, excluded; highest allowed), and what they are.
+_ALERT_RANGES = {
+    "TRAFFIC_DROP_RATIO": (0, 1, "a share above 0 and at most 1"),
+    "ALERT_FAILURE_RATE": (0, 1, "a share above 0 and at most 1"),
+    "ALERT_MATCH_QUALITY_DROP": (0, 10, "points of 10, above 0 and at most 10"),
+}
 # How Django names a request header in request.META: HTTP_ + upper case, "-" as "_".
 _META_HEADER_KEY = re.compile(r"HTTP_[A-Z0-9_]+")
 _GRAPH_API_VERSION = re.compile(r"v\d+\.\d+")
@@ -326,6 +346,7 @@ def check_setting_formats(app_configs: Any = None, **kwargs: Any) -> list[checks
         *_check_graph_api(),
         *_check_default_country(),
         *_check_partner_agent(),
+        *_check_alerts_and_digest(),
     ]
 
 
@@ -400,6 +421,33 @@ def _check_numbers() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _check_alerts_and_digest() -> list[checks.CheckMessage]:
+    """E021: alert thresholds out of range, a digest hour that is no hour, a SITE_URL that is
+    not an http(s) address (links in emails would lead nowhere)."""
+    problems: list[tuple[str, str]] = []
+    for key, (low, high, wanted) in _ALERT_RANGES.items():
+        value = getattr(app_settings, key)
+        if not (_is_number(value, whole=False) and low < value <= high):
+            problems.append((key, f"Set it to {wanted}"))
+    hour = app_settings.DIGEST_HOUR
+    if not (_is_number(hour, whole=True) and 0 <= hour <= 23):
+        problems.append(("DIGEST_HOUR", "Set it to a whole hour from 0 to 23 (UTC)"))
+    site_url = app_settings.SITE_URL
+    parts = urlsplit(site_url) if isinstance(site_url, str) else None
+    if site_url != "" and (
+        parts is None or parts.scheme not in ("http", "https") or not parts.netloc
+    ):
+        problems.append(("SITE_URL", "Give the site's address, such as 'https://capi.example.com'"))
+    return [
+        checks.Error(
+            f"{_setting(key)} is {getattr(app_settings, key)!r}.",
+            hint=f"{hint}, or leave it out for the default ({DEFAULTS[key]!r}).",
+            id="capi_destinations.E021",
+        )
+        for key, hint in problems
+    ]
 
 
 def _is_number(value: Any, *, whole: bool) -> bool:

@@ -69,8 +69,8 @@ DEFAULTS: dict[str, Any] = {
     # Email the tenant's admins when a destination turns unhealthy or recovers.
     "HEALTH_EMAIL_ADMINS": False,
     # --- Alerts (notification channels: capi_destinations.alert_delivery) ----------------------
-    # The site's address as people reach it ("https://capi.example.com"), so an alert can link
-    # to the destination's page; "" sends the page's path alone.
+    # The site's address as people reach it ("https://capi.example.com"), so alerts and the
+    # daily digest can link to its pages; "" leaves the links relative (the page's path alone).
     "SITE_URL": "",
     # Channel URLs (Slack, webhooks) must use https; True also allows plain http.
     "ALERT_ALLOW_HTTP": False,
@@ -86,6 +86,33 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_RETRY_MAX_SECONDS": 3600,
     # Seconds an alert keeps being retried; past them it is failed and its channel marked failing.
     "ALERT_RETRY_FOR_SECONDS": 86400,
+    # --- Alerts (signals.destination_alert; see README → "Alerts and the daily digest") ------
+    # Evaluations in a row (health checks, every HEALTH_CHECK_INTERVAL) a condition must hold
+    # before its alert is raised, and be gone before it is cleared: no alert on one odd reading.
+    "ALERT_DEBOUNCE_CHECKS": 2,
+    # Traffic dropped: over the last TRAFFIC_DROP_HOURS complete hours the destination recorded
+    # fewer than TRAFFIC_DROP_RATIO of what it usually records in those hours of the week (the
+    # average of the same hours over the last TRAFFIC_HISTORY_WEEKS weeks it existed). Never
+    # judged with less history than a week, or when it usually records fewer than
+    # TRAFFIC_MIN_USUAL events in those hours (too quiet to tell a drop from chance).
+    "TRAFFIC_DROP_HOURS": 3,
+    "TRAFFIC_DROP_RATIO": 0.2,
+    "TRAFFIC_MIN_USUAL": 10,
+    "TRAFFIC_HISTORY_WEEKS": 4,
+    # Failure rate: share (0-1) of events refused (failed at Meta + rejected by our checks) among
+    # those that got an outcome in the last ALERT_FAILURE_RATE_HOURS hours, counted only over at
+    # least ALERT_FAILURE_RATE_MIN_EVENTS events.
+    "ALERT_FAILURE_RATE": 0.2,
+    "ALERT_FAILURE_RATE_HOURS": 6,
+    "ALERT_FAILURE_RATE_MIN_EVENTS": 20,
+    # Match quality fell: the estimate of the last 24 hours is this many points (of 10) below
+    # the 7 days before them, each over at least ALERT_MATCH_QUALITY_MIN_EVENTS events.
+    "ALERT_MATCH_QUALITY_DROP": 1.0,
+    "ALERT_MATCH_QUALITY_MIN_EVENTS": 20,
+    # --- Daily digest ------------------------------------------------------------------------
+    # Links in the digest (its pages, its unsubscribe link) start with SITE_URL (see Alerts).
+    # UTC hour the daily digest is sent (the django-q2 schedule's first run).
+    "DIGEST_HOUR": 7,
     # --- Ingestion ---------------------------------------------------------------------------
     # ISO 3166-1 alpha-2 country used to read phone numbers without a country code when neither
     # the event nor the destination says which country they belong to ("" = none).

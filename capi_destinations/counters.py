@@ -55,17 +55,30 @@ def add(
     delivered: int = 0,
     failed: int = 0,
     rejected: int = 0,
+    recorded: int = 0,
+    quality_sum: float = 0.0,
+    quality_events: int = 0,
     at: datetime | None = None,
     using: str | None = None,
 ) -> None:
     """Add to the destination's counts of the UTC hour of ``at`` (now): one UPSERT.
 
     Call it in the transaction that gives the events their outcome, so both commit together.
+    ``recorded`` counts events stored at ingest (any status), the traffic the alerts watch;
+    ``quality_sum``/``quality_events`` add up their estimated match quality.
     """
-    if not (delivered or failed or rejected):
+    if not (delivered or failed or rejected or recorded or quality_events):
         return
     database = using or router.db_for_write(HourlyOutcomes)
-    counts = {"delivered": delivered, "failed": failed, "rejected": rejected}
+    # Every column is written: the table has no database defaults.
+    counts: dict[str, float] = {
+        "delivered": delivered,
+        "failed": failed,
+        "rejected": rejected,
+        "recorded": recorded,
+        "quality_sum": quality_sum,
+        "quality_events": quality_events,
+    }
     eventstore.store_for(database).add_counts(destination_id, hour_of(at or clock.now()), counts)
 
 
@@ -96,10 +109,46 @@ def by_hour(destination_id: int, *, now: datetime | None = None) -> dict[datetim
     return {hour_of(row.pop("hour")): row for row in rows.values("hour", *OUTCOMES)}
 
 
+def sums_by_hour(
+    destination_ids: Sequence[int], hours: Iterable[datetime], *, fields: Sequence[str]
+) -> dict[tuple[int, datetime], dict[str, int]]:
+    """``{(destination_id, hour): {field: n}}`` for the given hour starts (absent: nothing
+    counted), in one query whatever the number of destinations."""
+    wanted = sorted({hour_of(hour) for hour in hours})
+    if not destination_ids or not wanted:
+        return {}
+    rows = HourlyOutcomes.objects.filter(
+        destination_id__in=list(destination_ids), hour__in=wanted
+    ).values_list("destination_id", "hour", *fields)
+    return {(row[0], hour_of(row[1])): dict(zip(fields, row[2:], strict=True)) for row in rows}
+
+
+def sums_between(
+    destination_ids: Sequence[int], since: datetime, until: datetime, *, fields: Sequence[str]
+) -> dict[int, dict[str, Any]]:
+    """``{destination_id: {field: sum}}`` over the hours from ``since`` up to (not including)
+    ``until``, in one query; destinations with no row are absent."""
+    if not destination_ids:
+        return {}
+    rows: Iterable[dict[str, Any]] = cast(
+        "Iterable[dict[str, Any]]",
+        HourlyOutcomes.objects.filter(
+            destination_id__in=list(destination_ids),
+            hour__gte=hour_of(since),
+            hour__lt=hour_of(until),
+        )
+        .values("destination_id")
+        .annotate(**{name: Sum(name) for name in fields})
+        .order_by(),
+    )
+    return {row.pop("destination_id"): row for row in rows}
+
+
 def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | None = None) -> int:
     """Recount the hours from ``since`` (24 hours ago) from the events; returns rows written.
 
-    Each event counts in the hour of its latest status change. That differs from what the
+    Each event counts as recorded in the hour it was stored, and as an outcome in the hour of
+    its latest status change. That differs from what the
     counters record as outcomes happen in one way only: an event that failed and was then
     redelivered no longer counts as failed. For repairs and imported data, not the hot path.
     """
@@ -113,8 +162,8 @@ def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | N
     outcome_of_status = {
         status: outcome for outcome, statuses in STATUSES_OF_OUTCOME.items() for status in statuses
     }
-    totals: dict[tuple[int, datetime], dict[str, int]] = defaultdict(
-        lambda: dict.fromkeys(OUTCOMES, 0)
+    totals: dict[tuple[int, datetime], dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys((*OUTCOMES, "recorded", "quality_events"), 0) | {"quality_sum": 0.0}
     )
     rows = (
         events.filter(status__in=list(outcome_of_status))
@@ -125,6 +174,20 @@ def rebuild(*, since: datetime | None = None, destination_ids: Iterable[int] | N
     )
     for destination_id, hour, status, count in rows:
         totals[(destination_id, hour_of(hour))][outcome_of_status[status]] += count
+    created = Event.objects.filter(created_at__gte=since)
+    if destination_ids is not None:
+        created = created.filter(destination_id__in=ids)
+    recorded_rows = (
+        created.annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values_list("destination_id", "hour")
+        .annotate(count=Count("id"), quality=Sum("match_quality"), rated=Count("match_quality"))
+        .order_by()
+    )
+    for destination_id, hour, count, quality, rated in recorded_rows:
+        row = totals[(destination_id, hour_of(hour))]
+        row["recorded"] += count
+        row["quality_sum"] += quality or 0.0
+        row["quality_events"] += rated
     with transaction.atomic():
         existing.delete()
         HourlyOutcomes.objects.bulk_create(

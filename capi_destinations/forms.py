@@ -18,7 +18,14 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
-from capi_destinations.models import Destination, EventStatus, NotificationChannel, Role, Tenant
+from capi_destinations.models import (
+    Destination,
+    DigestChoice,
+    EventStatus,
+    NotificationChannel,
+    Role,
+    Tenant,
+)
 from capi_destinations.reports import STATUS_FILTERS
 from capi_destinations.routing import EventFilter
 from capi_destinations.signals import ALERT_KINDS
@@ -456,3 +463,9 @@ class EventFilterForm(forms.Form):
             "received_from": cleaned.get("received_from"),
             "received_to": cleaned.get("received_to"),
         }
+
+
+class DigestChoiceForm(forms.Form):
+    """The person's daily-digest choice (``DigestPreference``)."""
+
+    digest = forms.ChoiceField(choices=DigestChoice.choices, widget=forms.RadioSelect)

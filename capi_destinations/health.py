@@ -19,10 +19,18 @@ plain-language ``message``, a ``fix``, a ``severity``) on a ``HealthCheck`` row:
    allow one and refuse the other), so the check sends nothing itself: it makes the
    destination's canary due (``delivery_state.request_canary``), and the dispatcher sends one
    of the destination's own waiting events alone and lifts the block if Meta accepts it.
+5. ``traffic_flowing`` — does a destination that usually records events at this time of the
+   week still record them (``alert_checks.traffic_drop``; never judged on less than a week of
+   history)? Recording is watched, not sending, so it counts with sending turned off too.
 5. ``graph_api_version`` — is the Graph API version in use (the destination's own, else the
    ``GRAPH_API_VERSION`` setting) still available (``graph_versions.py``)? A note 90 days
    before its end, a failing check after it.
 6. ``test_mode``, ``match_quality`` — informational: they never change the status.
+
+After each run the alert conditions (traffic dropped, version ending, match quality fell,
+failure rate) are folded into the destination's alert states
+(:mod:`capi_destinations.alert_checks`), which raise ``signals.destination_alert`` once when a
+condition starts and once when it ends.
 
 A health check never sends an event: a test event is live data to Meta ("Events sent with
 test_event_code are not dropped. They flow into Events Manager and are used for targeting and
@@ -61,11 +69,19 @@ from datetime import datetime, timedelta
 from cryptography.fernet import InvalidToken
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Avg, Count, F, Min, Window
+from django.db.models import F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph, graph_versions, problems, tokens
+from capi_destinations import (
+    alert_checks,
+    clock,
+    diagnostics,
+    graph,
+    graph_versions,
+    problems,
+    tokens,
+)
 from capi_destinations.conf import app_settings
 from capi_destinations.delivery_state import (
     refuses_every_request,
@@ -85,12 +101,14 @@ from capi_destinations.health_status import (
     SENDING_ENABLED,
     TEST_MODE,
     TOKEN_FORMAT,
+    TRAFFIC_FLOWING,
     CheckResult,
     Snapshot,
     Verdict,
     record_verdict,
 )
 from capi_destinations.models import (
+    AlertKind,
     AttemptOutcome,
     DeliveryAttempt,
     Destination,
@@ -177,6 +195,8 @@ class DeliveryFacts:
     # Our match-quality estimate averaged over recent events, and how many events that was.
     match_quality: float | None = None
     match_quality_events: int = 0
+    # The figures of the alert conditions (traffic, refusals, last week's match quality).
+    alert_facts: alert_checks.AlertFacts = field(default_factory=alert_checks.AlertFacts)
 
     @property
     def sends_accepted(self) -> bool:
@@ -400,17 +420,12 @@ def collect_delivery_facts(
     for destination_id, oldest in stalled:
         facts[destination_id].stalled_since = oldest
 
-    quality = (
-        Event.objects.filter(
-            destination_id__in=ids, created_at__gte=recent_since, match_quality__isnull=False
-        )
-        .values("destination_id")
-        .annotate(average=Avg("match_quality"), count=Count("pk"))
-        .values_list("destination_id", "average", "count")
-    )
-    for destination_id, average, count in quality:
+    quality = alert_checks.match_quality_averages(ids, since=recent_since)
+    for destination_id, (average, count) in quality.items():
         facts[destination_id].match_quality = average
         facts[destination_id].match_quality_events = count
+    for destination_id, figures in alert_checks.collect_alert_facts(ids, now=now).items():
+        facts[destination_id].alert_facts = figures
     return facts
 
 
@@ -656,6 +671,15 @@ def _check_queue_moving(
     return _failing(QUEUE_MOVING, problems.QUEUE_STALLED, f"They have been waiting {waited}.")
 
 
+def _check_traffic_flowing(facts: DeliveryFacts) -> CheckResult:
+    dropped = alert_checks.traffic_drop(facts.alert_facts)
+    if dropped is None:
+        return CheckResult(
+            TRAFFIC_FLOWING, True, "Events are being recorded as usual for this time of week."
+        )
+    return _failing(TRAFFIC_FLOWING, problems.TRAFFIC_DROPPED, dropped)
+
+
 def _check_graph_api_version(destination: Destination, *, now: datetime) -> CheckResult:
     status = graph_versions.version_status(destination.graph_api_version, now.date())
     details = (
@@ -802,6 +826,7 @@ def _run_checks(
         _check_deliveries_accepted(destination, probe),
         _check_delivery_failure_rate(facts),
         _check_queue_moving(destination, facts, now=now),
+        _check_traffic_flowing(facts),
         _check_graph_api_version(destination, now=now),
         _check_test_mode(destination),
         _check_match_quality(destination, facts),
@@ -854,10 +879,34 @@ def _evaluate_and_record(
             now=now,
         )
 
-    return record_verdict(
+    check = record_verdict(
         destination,
         verdict_for,
         now=now,
         duration_ms=int((time.monotonic() - started) * 1000),
         pixel_name=pixel_name,
     )
+    alert_checks.record_conditions(
+        destination, alert_conditions(check, facts), now=now, states=facts.alert_facts.states
+    )
+    return check
+
+
+def alert_conditions(check: HealthCheck, facts: DeliveryFacts) -> list[alert_checks.Condition]:
+    """The alert conditions observed by one check run (see :mod:`alert_checks`)."""
+    by_name = {item["name"]: item for item in check.checks}
+
+    def from_check(kind: str, name: str) -> alert_checks.Condition:
+        item = by_name.get(name)
+        if item is None or item["ok"]:
+            return alert_checks.Condition(kind, False)
+        return alert_checks.Condition(kind, True, item["message"], item["fix"])
+
+    return [
+        from_check(AlertKind.TRAFFIC_DROPPED, TRAFFIC_FLOWING),
+        from_check(AlertKind.VERSION_ENDING, GRAPH_API_VERSION),
+        alert_checks.match_quality_drop(
+            facts.alert_facts, facts.match_quality, facts.match_quality_events
+        ),
+        alert_checks.refusal_rate(facts.alert_facts),
+    ]

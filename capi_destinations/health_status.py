@@ -45,6 +45,7 @@ META_ACCEPTS_TOKEN = "meta_accepts_token"  # noqa: S105
 DELIVERIES_ACCEPTED = "deliveries_accepted"
 DELIVERY_FAILURE_RATE = "delivery_failure_rate"
 QUEUE_MOVING = "queue_moving"
+TRAFFIC_FLOWING = "traffic_flowing"
 GRAPH_API_VERSION = "graph_api_version"
 TEST_MODE = "test_mode"
 MATCH_QUALITY = "match_quality"

@@ -1010,8 +1010,9 @@ def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResu
         original = first.row if first.inserted else first.original
         assert original is not None
         results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
-    if rejected:
-        _count_rejected(kept[0].row.destination_id, rejected, store.alias)
+    inserted = [item.row for item in kept if item.inserted]
+    if inserted:
+        _count_recorded(inserted, rejected, store.alias)
     return [result for result in results if result is not None], pending
 
 
@@ -1088,13 +1089,23 @@ def _superseded_results(
             )
 
 
-def _count_rejected(destination_id: int, rejected: int, database: str) -> None:
+def _count_recorded(inserted: list[Event], rejected: int, database: str) -> None:
+    """Count the events stored (with their match quality) and the rejected ones, after commit."""
+    rated = [row.match_quality for row in inserted if row.match_quality is not None]
+    destination_id, recorded = inserted[0].destination_id, len(inserted)
     # After the caller's commit (at once in autocommit), in a statement of its own: it never
     # holds a counter row's lock inside a caller's transaction, where two callers counting
     # two destinations in opposite orders could deadlock. A crash in between loses a count
     # on the overview, never an event; a rollback counts nothing, as nothing was stored.
     transaction.on_commit(
-        lambda: counters.add(destination_id, rejected=rejected, using=database),
+        lambda: counters.add(
+            destination_id,
+            recorded=recorded,
+            rejected=rejected,
+            quality_sum=sum(rated),
+            quality_events=len(rated),
+            using=database,
+        ),
         using=database,
     )
 

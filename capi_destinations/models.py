@@ -872,6 +872,13 @@ class HourlyOutcomes(models.Model):
     delivered = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)  # Meta refused the event, or it expired
     rejected = models.PositiveIntegerField(default=0)  # refused by our own checks at ingest
+    # Events stored at ingest this hour, whatever their status: what "traffic" means for the
+    # traffic-dropped alert (the outcomes above depend on sending, this does not).
+    recorded = models.PositiveIntegerField(default=0)
+    # The sum of the estimated match quality of those recorded events, and how many had one:
+    # a week's average for the match-quality alert without reading a week of events.
+    quality_sum = models.FloatField(default=0.0)
+    quality_events = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -1012,6 +1019,72 @@ class HealthCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{self.destination_id} {self.checked_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class AlertKind(models.TextChoices):
+    """The alerts raised by the checks (``signals.ALERT_KINDS`` without "health", which is
+    ``Destination.health`` itself)."""
+
+    TRAFFIC_DROPPED = "traffic_dropped", "Traffic dropped"
+    VERSION_ENDING = "version_ending", "Graph API version ending"
+    MATCH_QUALITY_FELL = "match_quality_fell", "Match quality fell"
+    FAILURE_RATE = "failure_rate", "Failure rate crossed the threshold"
+
+
+class AlertState(models.Model):
+    """Whether one alert condition is raised on a destination, with its debounce streak.
+
+    Edge-triggered: ``alert_checks.record_conditions`` changes ``raised`` (a compare-and-set on
+    ``raised`` and ``streak``) only after the opposite was observed ``ALERT_DEBOUNCE_CHECKS``
+    evaluations in a row, and sends ``signals.destination_alert`` once per change. A row of its
+    own, never read by the pages, so the overview's queries stay as they were.
+    """
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="alert_states", db_index=False
+    )
+    kind = models.CharField(max_length=24, choices=AlertKind.choices)
+    raised = models.BooleanField(default=False)
+    # Evaluations in a row that observed the opposite of ``raised`` (0: it agrees).
+    streak = models.PositiveSmallIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    fix = models.TextField(blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    # When it was last raised (kept after it ends, so a digest can say both).
+    raised_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "kind"], name="capi_alert_state_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id} {self.kind}: {'raised' if self.raised else 'clear'}"
+
+
+class DigestChoice(models.TextChoices):
+    """Which daily digest a person receives."""
+
+    PER_TENANT = "per_tenant", "One digest per client I administer"
+    COMBINED = "combined", "One digest across all my clients"
+    NONE = "none", "No digest"
+
+
+class DigestPreference(models.Model):
+    """A person's daily-digest choice. No row means the default, ``PER_TENANT``: the admins of
+    each tenant get that tenant's digest; the combined digest (every tenant the person is a
+    member of, in any role) is chosen here."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="capi_digest_preference"
+    )
+    digest = models.CharField(
+        max_length=12, choices=DigestChoice.choices, default=DigestChoice.PER_TENANT
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.digest}"
 
 
 class MetaScoreStatus(models.TextChoices):

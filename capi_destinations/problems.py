@@ -145,6 +145,12 @@ QUEUE_STALLED = Problem(
     "Ask whoever runs the site to start the task workers (python manage.py qcluster) or the "
     "capi_dispatch cron job, and to look at their logs for errors.",
 )
+TRAFFIC_DROPPED = Problem(
+    "traffic_dropped",
+    "Far fewer events than usual are being recorded for this time of the week.",
+    "Check that your site still calls track() (a release may have removed it): open a page that "
+    "should send an event and look for it in this destination's event log.",
+)
 META_UNREACHABLE = Problem(
     "meta_unreachable",
     "Could not reach Meta, or Meta had errors.",
@@ -208,6 +214,7 @@ PROBLEMS: dict[str, Problem] = {
         API_VERSION_ENDED,
         EVENTS_DATA_REFUSED,
         QUEUE_STALLED,
+        TRAFFIC_DROPPED,
         META_UNREACHABLE,
         RATE_LIMITED,
         SEND_ONLY_TOKEN,

@@ -22,6 +22,7 @@ logger = logging.getLogger("capi_destinations.tasks")
 
 DISPATCH_TASK = "capi_destinations.tasks.dispatch_due"
 PURGE_TASK = "capi_destinations.tasks.purge_old_records"
+DIGEST_TASK = "capi_destinations.tasks.send_daily_digests"
 HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
 ALERT_TASK = "capi_destinations.tasks.deliver_due_alerts"

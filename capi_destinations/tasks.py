@@ -14,21 +14,32 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
 - Meta's own Event Match Quality (the Dataset Quality API) every hour;
 - the purge of old records once a day;
 - the delivery of due alerts (new ones and retries) every minute.
+- the daily digest once a day, first at ``DIGEST_HOUR`` (UTC).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from datetime import datetime, timedelta
 
 from django.core.cache import cache
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import alert_delivery, dispatch, health, match_quality, retention
+from capi_destinations import (
+    alert_delivery,
+    clock,
+    digest,
+    dispatch,
+    health,
+    match_quality,
+    retention,
+)
 from capi_destinations.conf import app_settings
 from capi_destinations.queueing import (
     ALERT_TASK,
+    DIGEST_TASK,
     DISPATCH_TASK,
     HEALTH_CHECK_TASK,
     HEALTH_TASK,
@@ -41,6 +52,7 @@ DISPATCH_SCHEDULE = "capi_destinations: dispatch due events"
 PURGE_SCHEDULE = "capi_destinations: purge old records"
 HEALTH_SCHEDULE = "capi_destinations: health checks"
 ALERT_SCHEDULE = "capi_destinations: deliver alerts"
+DIGEST_SCHEDULE = "capi_destinations: daily digest"
 MATCH_QUALITY_SCHEDULE = "capi_destinations: Meta's match quality"
 
 
@@ -65,6 +77,11 @@ def dispatch_due(destination_id: int | None = None, linger_seconds: float = 0) -
 def purge_old_records() -> dict[str, int]:
     """Task: delete what is older than ``RETENTION_DAYS`` (:mod:`~capi_destinations.retention`)."""
     return retention.purge_old_records()
+
+
+def send_daily_digests() -> int:
+    """Task: send the daily digest emails (:mod:`~capi_destinations.digest`); returns how many."""
+    return digest.send_daily_digests()
 
 
 # Tokens are decrypted and events (customer data) read below this frame.
@@ -117,12 +134,14 @@ def ensure_schedules() -> list[str]:
         },
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
         ALERT_SCHEDULE: {"func": ALERT_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
+        DIGEST_SCHEDULE: {"func": DIGEST_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
     }
     with transaction.atomic():
         for name, fields in wanted.items():
             existing = list(Schedule.objects.filter(name=name).order_by("pk"))
             if not existing:
-                Schedule.objects.create(name=name, repeats=-1, **fields)
+                first_run = {"next_run": _next_digest_run()} if name == DIGEST_SCHEDULE else {}
+                Schedule.objects.create(name=name, repeats=-1, **fields, **first_run)
                 continue
             # A duplicate left by two concurrent migrates is removed.
             Schedule.objects.filter(pk__in=[item.pk for item in existing[1:]]).delete()
@@ -136,9 +155,19 @@ def ensure_schedules() -> list[str]:
     return list(wanted)
 
 
+def _next_digest_run() -> datetime:
+    """The next ``DIGEST_HOUR`` o'clock (UTC): when the daily digest schedule first runs."""
+    now = clock.now()
+    hour = int(app_settings.DIGEST_HOUR) % 24
+    run = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return run if run > now else run + timedelta(days=1)
+
+
 __all__ = [
     "ALERT_SCHEDULE",
     "ALERT_TASK",
+    "DIGEST_SCHEDULE",
+    "DIGEST_TASK",
     "DISPATCH_SCHEDULE",
     "DISPATCH_TASK",
     "HEALTH_CHECK_TASK",
@@ -155,4 +184,5 @@ __all__ = [
     "purge_old_records",
     "run_health_check",
     "run_health_checks",
+    "send_daily_digests",
 ]

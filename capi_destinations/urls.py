@@ -15,6 +15,7 @@ from django.urls import URLPattern, URLResolver, path
 from capi_destinations.security import secure_view
 from capi_destinations.views import alerts as alert_views
 from capi_destinations.views import destination as destination_views
+from capi_destinations.views import digest as digest_views
 from capi_destinations.views import events as event_views
 from capi_destinations.views import ingest as ingest_views
 from capi_destinations.views import invitations as invitation_views
@@ -41,6 +42,13 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     # Pages.
     _page("", overview_views.overview, name="overview"),
+    _page("digest/", digest_views.digest_settings, name="digest_settings"),
+    # No login: the signed token names the person (see digest.unsubscribe_token).
+    _page(
+        "digest/unsubscribe/<str:signature>/",
+        digest_views.digest_unsubscribe,
+        name="digest_unsubscribe",
+    ),
     _page("destinations.csv", overview_views.overview_csv, name="overview_csv"),
     _page("t/<slug:tenant_slug>/new/", setup_views.destination_add, name="destination_add"),
     _page(

@@ -181,6 +181,49 @@ def test_timeouts_and_sizes_must_be_positive_numbers(settings, key, value) -> No
 @pytest.mark.parametrize(
     ("key", "value"),
     [
+        ("ALERT_DEBOUNCE_CHECKS", 0),
+        ("TRAFFIC_DROP_HOURS", 1.5),
+        ("TRAFFIC_HISTORY_WEEKS", -1),
+        ("ALERT_FAILURE_RATE_MIN_EVENTS", "20"),
+    ],
+)
+def test_alert_counts_must_be_positive_whole_numbers(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == ["capi_destinations.E009"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("TRAFFIC_DROP_RATIO", 0),
+        ("ALERT_FAILURE_RATE", 1.5),
+        ("ALERT_MATCH_QUALITY_DROP", 11),
+        ("DIGEST_HOUR", 24),
+        ("DIGEST_HOUR", 7.5),
+        ("SITE_URL", "capi.example.com"),
+        ("SITE_URL", None),
+    ],
+)
+def test_alert_thresholds_digest_hour_and_site_url_are_checked(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == ["capi_destinations.E021"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("TRAFFIC_DROP_RATIO", 1),
+        ("ALERT_MATCH_QUALITY_DROP", 0.5),
+        ("DIGEST_HOUR", 0),
+        ("SITE_URL", "https://capi.example.com"),
+        ("SITE_URL", ""),
+    ],
+)
+def test_sensible_alert_and_digest_settings_pass(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
         ("GRAPH_CONNECT_TIMEOUT", 1),
         ("GRAPH_READ_TIMEOUT", 0.5),
         ("INGEST_KEY_CACHE_SECONDS", 0),

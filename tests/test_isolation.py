@@ -28,7 +28,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from capi_destinations import clock, invitations
+from capi_destinations import clock, digest, invitations
 from capi_destinations.models import (
     AlertDelivery,
     AttemptOutcome,
@@ -52,6 +52,7 @@ APP_NAMESPACE = "capi_destinations"
 # Routes reachable without a login, and why; everything else must send a visitor to log in.
 PUBLIC_ROUTES = {
     "ingest_events": "authenticated by the destination's ingest key and secret or origin",
+    "digest_unsubscribe": "authenticated by its signature, which names the person (one click)",
     "invitation_link": "the invitation's secret is the credential; it joins only its tenant",
     "invitation": "reads the invitation's secret from the session the link started",
 }
@@ -71,6 +72,11 @@ VIEWER_READABLE_ROUTES = {
     "event",
     "overview_csv",
     "members",
+}
+
+# Routes about the signed-in person only (they name no tenant): any member may change their own.
+PERSONAL_ROUTES = {
+    "digest_settings": "the person's own daily-digest choice",
 }
 
 ROLES = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
@@ -163,6 +169,7 @@ ROUTE_VALUES: dict[str, Callable[[World], str]] = {
     "invitation_code": lambda world: str(world.invitation.code),
     "token": lambda world: world.invitation_token,
     "event_pk": lambda world: str(world.event.pk),
+    "signature": lambda world: digest.unsubscribe_token(world.viewer),
 }
 
 
@@ -423,7 +430,11 @@ def test_the_overview_shows_another_tenants_member_nothing_of_this_tenant(
 # --- a viewer of the right tenant -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", PRIVATE_ROUTES, ids=lambda route: route.name)
+@pytest.mark.parametrize(
+    "route",
+    [route for route in PRIVATE_ROUTES if route.name not in PERSONAL_ROUTES],
+    ids=lambda route: route.name,
+)
 def test_a_viewer_can_read_but_every_post_is_refused(world: World, route: Route) -> None:
     client = client_for(world.viewer)
     url = url_for(route, world)

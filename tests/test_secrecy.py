@@ -31,6 +31,7 @@ from django_q.models import OrmQ, Schedule, Task
 import capi_destinations
 from capi_destinations import (
     destinations,
+    digest,
     dispatch,
     graph,
     health,
@@ -259,6 +260,7 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "channel": str(NotificationChannel.objects.get(tenant=world.tenant).code),
                 "invitation_code": str(invitation.code),
                 "token": invitation_token,
+                "signature": digest.unsubscribe_token(member.user),
             }
             for event in destination.events.all()[:3]:
                 # An event's own address names it; the others ignore the event's pk.

@@ -88,7 +88,7 @@ class EventStore(ABC):
         write nor add the finding twice.
         """
 
-    def add_counts(self, destination_id: int, hour: datetime, counts: dict[str, int]) -> None:
+    def add_counts(self, destination_id: int, hour: datetime, counts: dict[str, float]) -> None:
         """Add ``counts`` (``{"delivered": n, …}``) to the destination's row of ``hour``.
 
         One UPSERT (the same on both databases), so concurrent adds never lose a count.

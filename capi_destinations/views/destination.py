@@ -35,6 +35,7 @@ CHECK_TITLES = {
     health.DELIVERIES_ACCEPTED: "Deliveries accepted",
     health.DELIVERY_FAILURE_RATE: "Delivery failure rate",
     health.QUEUE_MOVING: "Queue moving",
+    health.TRAFFIC_FLOWING: "Traffic flowing",
     health.GRAPH_API_VERSION: "Graph API version",
     health.TEST_MODE: "Test mode",
     health.MATCH_QUALITY: "Match quality",

@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from capi_destinations import track
+from capi_destinations import digest, track
 from capi_destinations.models import Destination, NotificationChannel, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 
@@ -80,6 +80,11 @@ def test_every_page_runs_with_no_csp_violation(
         reverse(
             "capi_destinations:alert_channel_edit",
             kwargs={"tenant_slug": tenant.slug, "channel": channel.code},
+        ),
+        reverse("capi_destinations:digest_settings"),
+        reverse(
+            "capi_destinations:digest_unsubscribe",
+            kwargs={"signature": digest.unsubscribe_token(admin)},
         ),
     ]
     for url in urls:

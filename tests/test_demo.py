@@ -309,3 +309,23 @@ def test_redeliver_does_not_warn_for_events_that_failed_for_another_reason(
 
     assert 'data-testid="redeliver-warning"' not in answer
     assert "1 event put back in the queue." in answer
+
+
+def test_payment_webhook_purchases_gain_the_click_seen_at_checkout(
+    graph_settings: Sandbox,
+) -> None:
+    """Issue 18: the demo's web shop confirms every third checkout by a server Purchase without
+    browser cookies; the click IDs seen with the customer at checkout are filled in."""
+    run_demo()
+
+    webhooks = Event.objects.filter(
+        destination=destination_of(ACME_WEB_SHOP), event_id__startswith="order-paid-"
+    )
+    assert webhooks.count() > 10
+    filled = [
+        event
+        for event in webhooks
+        if "click_id_filled" in {item["code"] for item in event.diagnostics}
+    ]
+    assert len(filled) == webhooks.count()
+    assert all(event.payload["user_data"].get("fbp") for event in filled)

@@ -135,6 +135,8 @@ TRY_PIXEL_NAME = "Initech Website"
 DISPATCH_EVERY = timedelta(minutes=15)
 PASSES_PER_HOUR = timedelta(hours=1) // DISPATCH_EVERY
 ARRIVAL_DELAY = timedelta(seconds=2)
+# A payment provider's webhook confirms a checkout's order this long after it.
+PAYMENT_WEBHOOK_DELAY = timedelta(minutes=20)
 
 # When things happen in the recorded day (hours before now).
 REVOKED_HOURS_AGO = 3
@@ -443,6 +445,7 @@ class Command(BaseCommand):
             for spec, destination in demo.items()
             for moment, event in traffic.events(spec.site, hour)
         ]
+        arrivals += self._payment_webhooks(arrivals, demo[ACME_WEB_SHOP])
         if hours_ago == REJECTED_EVENT_HOURS_AGO:
             # A newsletter form that sends the page's path instead of its address. Our checks
             # warn (an event is not refused for it here); Meta refuses a website event without
@@ -452,6 +455,40 @@ class Command(BaseCommand):
             lead["event_source_url"] = REFUSED_LEAD_SOURCE_URL
             arrivals.append(Arrival(moment, demo[ACME_WEB_SHOP], lead, refused_by_meta=True))
         return sorted(arrivals, key=lambda arrival: arrival.moment)
+
+    @staticmethod
+    def _payment_webhooks(arrivals: list[Arrival], web_shop: Destination) -> list[Arrival]:
+        """The payment provider's webhook for every third checkout of the web shop: a server
+        Purchase 20 minutes later with what the order kept (email, customer id, the checkout's
+        IP and browser) but no browser cookies. The app fills in the fbc/fbp it saw with that
+        customer at checkout (``click_memory``), and the event says so (``click_id_filled``)."""
+        webhooks = []
+        checkouts = [
+            arrival
+            for arrival in arrivals
+            if arrival.destination.pk == web_shop.pk
+            and arrival.event["event_name"] == "InitiateCheckout"
+            and "email" in arrival.event["user_data"]
+            and "fbp" in arrival.event["user_data"]
+        ]
+        for checkout in checkouts[::3]:
+            paid_at = checkout.moment + PAYMENT_WEBHOOK_DELAY
+            kept = checkout.event["user_data"]
+            purchase = {
+                "event_name": "Purchase",
+                "event_time": int(paid_at.timestamp()),
+                "event_id": f"order-paid-{checkout.event['event_id']}",
+                "action_source": "website",
+                "event_source_url": checkout.event["event_source_url"].split("?")[0],
+                "user_data": {
+                    key: kept[key]
+                    for key in ("email", "external_id", "client_ip_address", "client_user_agent")
+                    if key in kept
+                },
+                "custom_data": dict(checkout.event.get("custom_data") or {}),
+            }
+            webhooks.append(Arrival(paid_at, web_shop, purchase))
+        return webhooks
 
     def _receive(self, arrival: Arrival, sandbox: SandboxControl | None) -> None:
         destination = arrival.destination

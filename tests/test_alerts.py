@@ -226,7 +226,8 @@ def test_a_receiver_down_beyond_the_bound_marks_the_channel_failing_and_the_page
     client.force_login(admin)
     page = client.get(reverse("capi_destinations:alert_channels", kwargs={"tenant_slug": "acme"}))
     assert page.status_code == 200
-    assert f"Failing since {bound:%Y-%m-%d %H:%M} UTC" in page.content.decode()
+    # The time in the viewer's zone (pages.js), UTC on hover and as sent.
+    assert f'Failing since <time datetime="{bound:%Y-%m-%dT%H:%M:%SZ}"' in page.content.decode()
 
     # While it is down, new alerts wait; once it answers again they arrive and it recovers.
     raise_traffic_alert(destination, django_capture_on_commit_callbacks)

@@ -24,7 +24,7 @@ from capi_destinations.models import Event, EventStatus, HourlyOutcomes, Refused
 
 logger = logging.getLogger("capi_destinations.counters")
 
-OUTCOMES = ("delivered", "failed", "rejected")
+OUTCOMES = ("delivered", "failed", "rejected", "suppressed")
 # How much of a refused call's Origin is kept (a browser may claim anything, of any length).
 ORIGIN_KEPT = 200
 
@@ -33,6 +33,7 @@ STATUSES_OF_OUTCOME = {
     "delivered": (EventStatus.DELIVERED,),
     "failed": (EventStatus.FAILED, EventStatus.EXPIRED),
     "rejected": (EventStatus.REJECTED,),
+    "suppressed": (EventStatus.SUPPRESSED,),
 }
 
 HOURS_SHOWN = 24
@@ -55,6 +56,7 @@ def add(
     delivered: int = 0,
     failed: int = 0,
     rejected: int = 0,
+    suppressed: int = 0,
     recorded: int = 0,
     quality_sum: float = 0.0,
     quality_events: int = 0,
@@ -67,7 +69,7 @@ def add(
     ``recorded`` counts events stored at ingest (any status), the traffic the alerts watch;
     ``quality_sum``/``quality_events`` add up their estimated match quality.
     """
-    if not (delivered or failed or rejected or recorded or quality_events):
+    if not (delivered or failed or rejected or suppressed or recorded or quality_events):
         return
     database = using or router.db_for_write(HourlyOutcomes)
     # Every column is written: the table has no database defaults.
@@ -75,6 +77,7 @@ def add(
         "delivered": delivered,
         "failed": failed,
         "rejected": rejected,
+        "suppressed": suppressed,
         "recorded": recorded,
         "quality_sum": quality_sum,
         "quality_events": quality_events,

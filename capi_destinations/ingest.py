@@ -1004,7 +1004,7 @@ def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResu
     _note_reused_originals(kept, plan.later, reused, reused_dict, store)
 
     results: list[TrackResult | None] = [None] * len(prepared)
-    pending, rejected = _kept_results(kept, results)
+    pending, rejected, suppressed = _kept_results(kept, results)
     _superseded_results(plan, results, store)
     for item, first in plan.later:
         original = first.row if first.inserted else first.original
@@ -1012,7 +1012,7 @@ def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResu
         results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
     inserted = [item.row for item in kept if item.inserted]
     if inserted:
-        _count_recorded(inserted, rejected, store.alias)
+        _count_recorded(inserted, rejected, suppressed, store.alias)
     return [result for result in results if result is not None], pending
 
 
@@ -1051,9 +1051,10 @@ def _note_reused_originals(
             original.updated_at = now
 
 
-def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> tuple[int, int]:
-    """Fill in the results of the kept events; (pending, rejected) among those inserted."""
-    pending = rejected = 0
+def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> tuple[int, int, int]:
+    """Fill in the results of the kept events; (pending, rejected, suppressed) among those
+    inserted."""
+    pending = rejected = suppressed = 0
     for item in kept:
         if item.inserted:
             status = item.row.status
@@ -1062,12 +1063,13 @@ def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> t
             )
             pending += status == EventStatus.PENDING
             rejected += status == EventStatus.REJECTED
+            suppressed += status == EventStatus.SUPPRESSED
         else:
             assert item.original is not None
             results[item.index] = TrackResult(
                 DUPLICATE, item.original, item.diagnostics, item.index
             )
-    return pending, rejected
+    return pending, rejected, suppressed
 
 
 def _superseded_results(
@@ -1089,8 +1091,9 @@ def _superseded_results(
             )
 
 
-def _count_recorded(inserted: list[Event], rejected: int, database: str) -> None:
-    """Count the events stored (with their match quality) and the rejected ones, after commit."""
+def _count_recorded(inserted: list[Event], rejected: int, suppressed: int, database: str) -> None:
+    """Count the events stored (with their match quality), the rejected and the suppressed
+    ones, after commit."""
     rated = [row.match_quality for row in inserted if row.match_quality is not None]
     destination_id, recorded = inserted[0].destination_id, len(inserted)
     # After the caller's commit (at once in autocommit), in a statement of its own: it never
@@ -1102,6 +1105,7 @@ def _count_recorded(inserted: list[Event], rejected: int, database: str) -> None
             destination_id,
             recorded=recorded,
             rejected=rejected,
+            suppressed=suppressed,
             quality_sum=sum(rated),
             quality_events=len(rated),
             using=database,

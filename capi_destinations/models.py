@@ -872,6 +872,8 @@ class HourlyOutcomes(models.Model):
     delivered = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)  # Meta refused the event, or it expired
     rejected = models.PositiveIntegerField(default=0)  # refused by our own checks at ingest
+    # Recorded but never to be sent: consent, the destination's filter, the client's exclusions.
+    suppressed = models.PositiveIntegerField(default=0)
     # Events stored at ingest this hour, whatever their status: what "traffic" means for the
     # traffic-dropped alert (the outcomes above depend on sending, this does not).
     recorded = models.PositiveIntegerField(default=0)

@@ -75,6 +75,7 @@ class DestinationCard:
     delivered_24h: int = 0
     failed_24h: int = 0
     rejected_24h: int = 0
+    suppressed_24h: int = 0  # recorded, never to be sent (consent, filter, exclusions)
     url: str = ""  # the destination page
     waiting: int = 0  # events not delivered yet, however old: pending or being sent
 
@@ -430,6 +431,7 @@ def card_for(
         delivered_24h=counts.get("delivered", 0),
         failed_24h=counts.get("failed", 0),
         rejected_24h=counts.get("rejected", 0),
+        suppressed_24h=counts.get("suppressed", 0),
         url=(url_of or destination_url_maker())(destination),
         waiting=waiting if waiting is not None else getattr(destination, "waiting", 0),
     )

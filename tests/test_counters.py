@@ -29,7 +29,7 @@ def env(clock: Any, use_sandbox: Sandbox) -> Sandbox:
 
 def shown(destination: Destination) -> dict[str, int]:
     return counters.last_day([destination.pk]).get(
-        destination.pk, {"delivered": 0, "failed": 0, "rejected": 0}
+        destination.pk, {"delivered": 0, "failed": 0, "rejected": 0, "suppressed": 0}
     )
 
 
@@ -68,8 +68,8 @@ def test_adds_accumulate_in_one_row_per_destination_and_hour(
 
     assert HourlyOutcomes.objects.filter(destination=destination).count() == 2
     assert counters.last_day([destination.pk, other.pk]) == {
-        destination.pk: {"delivered": 1008, "failed": 2, "rejected": 1},
-        other.pk: {"delivered": 0, "failed": 7, "rejected": 0},
+        destination.pk: {"delivered": 1008, "failed": 2, "rejected": 1, "suppressed": 0},
+        other.pk: {"delivered": 0, "failed": 7, "rejected": 0, "suppressed": 0},
     }
 
 
@@ -100,7 +100,7 @@ def test_ingest_counts_rejected_events_once_after_commit(
     with django_capture_on_commit_callbacks(execute=True):
         track_many(destination, [bad])  # the same rejected event again: a duplicate
 
-    assert shown(destination) == {"delivered": 0, "failed": 0, "rejected": 1}
+    assert shown(destination) == {"delivered": 0, "failed": 0, "rejected": 1, "suppressed": 0}
     assert shown(destination) == from_the_events(destination)
 
 
@@ -126,7 +126,7 @@ def test_delivery_counts_the_events_meta_accepted(env: Sandbox, destination: Des
 
     dispatch.dispatch_pending()
 
-    assert shown(destination) == {"delivered": 1200, "failed": 0, "rejected": 0}
+    assert shown(destination) == {"delivered": 1200, "failed": 0, "rejected": 0, "suppressed": 0}
     assert HourlyOutcomes.objects.count() == 1
 
 
@@ -135,7 +135,7 @@ def test_events_meta_refused_count_as_failed(env: Sandbox, destination: Destinat
 
     dispatch.dispatch_pending()
 
-    assert shown(destination) == {"delivered": 98, "failed": 2, "rejected": 0}
+    assert shown(destination) == {"delivered": 98, "failed": 2, "rejected": 0, "suppressed": 0}
     assert shown(destination) == from_the_events(destination)
 
 
@@ -166,8 +166,13 @@ def test_events_that_expire_count_as_failed(
     app_clock.advance(7 * DAY)
     dispatch.dispatch_pending()  # the disabled destination's held events leave the window
 
-    assert shown(destination) == {"delivered": 0, "failed": 0, "rejected": 0}  # a week later
-    assert shown(disabled) == {"delivered": 0, "failed": 4, "rejected": 0}
+    assert shown(destination) == {
+        "delivered": 0,
+        "failed": 0,
+        "rejected": 0,
+        "suppressed": 0,
+    }  # a week later
+    assert shown(disabled) == {"delivered": 0, "failed": 4, "rejected": 0, "suppressed": 0}
     week_ago = app_clock.now() - 7 * DAY
     assert (
         sum(
@@ -194,7 +199,7 @@ def test_a_redelivered_event_counts_as_failed_then_delivered(
     dispatch.dispatch_pending()
 
     # Both happened: the failure an hour ago stays counted in its hour.
-    assert shown(destination) == {"delivered": 10, "failed": 1, "rejected": 0}
+    assert shown(destination) == {"delivered": 10, "failed": 1, "rejected": 0, "suppressed": 0}
     assert HourlyOutcomes.objects.get(hour=counters.hour_of(clock_hour)).failed == 1
 
 
@@ -209,7 +214,7 @@ def test_the_overview_counts_from_the_counters_in_one_query(
     Event.objects.all().delete()  # the counts stay: they say what happened that hour
     with django_assert_num_queries(1):
         counts = reports.counts_last_24h([destination.pk])
-    assert counts == {destination.pk: {"delivered": 1, "failed": 1, "rejected": 0}}
+    assert counts == {destination.pk: {"delivered": 1, "failed": 1, "rejected": 0, "suppressed": 0}}
 
 
 def test_rebuild_recounts_the_hours_from_the_events(
@@ -225,7 +230,7 @@ def test_rebuild_recounts_the_hours_from_the_events(
     counters.add(destination.pk, delivered=99)  # a wrong count, to be replaced
 
     assert counters.rebuild() == 2
-    assert shown(destination) == {"delivered": 1, "failed": 1, "rejected": 1}
+    assert shown(destination) == {"delivered": 1, "failed": 1, "rejected": 1, "suppressed": 1}
     assert (
         HourlyOutcomes.objects.get(
             hour=counters.hour_of(app_clock.now() - timedelta(hours=5))

@@ -197,3 +197,24 @@ def test_the_edit_page_sets_the_filter(
     assert saved.event_filter_names == "Purchase\nLead"
     assert saved.minimum_purchase_value == Decimal("5")
     assert record(saved, "PageView").status == "suppressed"
+
+
+def test_the_overview_card_counts_the_suppressed_events(
+    client: Client,
+    destination: Destination,
+    tenant: Tenant,
+    make_user: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from capi_destinations.models import Role
+
+    configure(destination, event_filter=EventFilter.DENY, event_filter_names="PageView")
+    with django_capture_on_commit_callbacks(execute=True):
+        record(destination, "PageView")
+        record(destination, "PageView")
+        record(destination, "Purchase")
+
+    client.force_login(make_user(tenant, Role.VIEWER, username="vic"))
+    page = client.get("/capi/").content.decode()
+
+    assert "2 suppressed</span>" in page

@@ -148,3 +148,17 @@ def test_the_snippet_server_key_and_curl_have_copy_buttons_for_their_exact_text(
         assert tag is not None, button
         assert f'data-capi-copy="{target}"' in tag.group(0)
         assert re.search(rf'<pre [^>]*id="{target}"', content), target
+
+
+def test_no_template_has_a_comment_django_would_print() -> None:
+    """``{# … #}`` ends on its own line; one spread over lines is printed on the page as text."""
+    from pathlib import Path
+
+    templates = Path(__file__).resolve().parent.parent / "capi_destinations" / "templates"
+    printed = [
+        f"{path.name}:{number}"
+        for path in templates.glob("**/*.html")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "{#" in line and "#}" not in line.split("{#", 1)[1]
+    ]
+    assert printed == []

@@ -28,8 +28,16 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_q.models import OrmQ
 
 import capi_destinations
-from capi_destinations import destinations, invitations
-from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
+from capi_destinations import destinations, digest, invitations
+from capi_destinations.models import (
+    Destination,
+    Event,
+    EventStatus,
+    Membership,
+    NotificationChannel,
+    Role,
+    Tenant,
+)
 
 PASSWORD = "a new site's password 1"
 # A well-formed token: the sandbox, open, accepts any such token on any pixel.
@@ -177,7 +185,12 @@ def render_every_page() -> dict[str, Any]:
     invitation, invitation_token = invitations.invite(
         target.tenant, "walked@example.com", Role.VIEWER, actor=member
     )
+    channel = NotificationChannel.objects.create(
+        tenant=target.tenant, kind="email", name="Ops", target="ops@example.com", alert_kinds=[]
+    )
     values = {
+        "channel": str(channel.code),
+        "signature": digest.unsubscribe_token(member),
         "tenant_slug": target.tenant.slug,
         "code": str(target.code),
         "username": member.get_username(),

@@ -30,10 +30,11 @@ def test_counts_last_24h_in_one_query(
     make_event(destination=other, status=EventStatus.DELIVERED)
     with django_assert_num_queries(1):
         counts = reports.counts_last_24h([destination.pk, other.pk])
-    # Rejected events never went to Meta: counted apart from those Meta failed (or that expired).
+    # Rejected events never went to Meta: counted apart from those Meta failed (or that expired);
+    # suppressed ones (consent, filters, exclusions) apart from both.
     assert counts == {
-        destination.pk: {"delivered": 1, "failed": 2, "rejected": 1},
-        other.pk: {"delivered": 1, "failed": 0, "rejected": 0},
+        destination.pk: {"delivered": 1, "failed": 2, "rejected": 1, "suppressed": 1},
+        other.pk: {"delivered": 1, "failed": 0, "rejected": 0, "suppressed": 0},
     }
     assert reports.counts_last_24h([]) == {}
 

@@ -727,6 +727,8 @@ def test_old_sent_and_failed_alerts_are_purged_and_waiting_ones_kept(
     assert AlertAttempt.objects.count() == 2
 
 
+# Database access allowed: Django 6.1 runs checks that read the database in run_checks().
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "key", ["ALERT_CONNECT_TIMEOUT", "ALERT_RETRY_BASE_SECONDS", "ALERT_RETRY_FOR_SECONDS"]
 )

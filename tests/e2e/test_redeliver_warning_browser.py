@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from capi_destinations.models import Destination, Event, EventStatus, Role, Tenant
+from capi_destinations.sandbox import Sandbox
 from tests.e2e.test_pages_browser import log_in
 
 pytestmark = pytest.mark.e2e
@@ -26,8 +27,16 @@ def editor(make_user: Callable[..., Any], tenant: Tenant) -> Any:
 
 
 def test_redeliver_warns_then_redelivers_only_when_confirmed(
-    page: Page, live_server: Any, editor: Any, destination: Destination, make_event: Any
+    page: Page,
+    live_server: Any,
+    editor: Any,
+    destination: Destination,
+    make_event: Any,
+    use_sandbox: Sandbox,
 ) -> None:
+    # Redelivery sends at once (django-q2's sync mode in tests): to the sandbox, never to Meta
+    # (a call to graph.facebook.com from a machine without internet hung the whole run).
+    use_sandbox.register_pixel(destination.pixel_id, "Acme", [destination.access_token])
     lead = make_event(
         destination=destination,
         event_name="Lead",

@@ -16,7 +16,11 @@ from capi_destinations import clock as app_clock
 from capi_destinations import counters
 from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
 
-pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.receivers"]
+pytest_plugins = [
+    "tests.fixtures.sandbox",
+    "tests.fixtures.receivers",
+    "tests.fixtures.live_server",
+]
 
 FROZEN_AT = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 

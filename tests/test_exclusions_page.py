@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from capi_destinations import exclusions, track
@@ -193,3 +193,38 @@ def test_the_admin_saves_the_exclusions_through_the_same_service(
 def test_the_service_refuses_what_is_not_an_exclusion(tenant: Tenant) -> None:
     with pytest.raises(TypeError, match="Not an exclusion: name"):
         exclusions.update_exclusions(tenant, name="Renamed")
+
+
+def test_what_the_exclusions_catch_is_suppressed_with_reasons_and_counted_on_the_card(
+    tenant: Tenant,
+    destination: Destination,
+    make_user: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    admin = make_user(tenant, Role.ADMIN, is_staff=True)
+    client = logged_in(admin)
+    client.post(url(tenant), posted(exclude_staff=True, excluded_networks="192.0.2.0/24"))
+    fresh = Destination.objects.get(pk=destination.pk)
+    by_staff = RequestFactory().post("/checkout", REMOTE_ADDR="198.51.100.1")
+    by_staff.user = admin
+    office, test_order = server_event("office-2"), server_event("test-2")
+    office["user_data"]["client_ip_address"] = "192.0.2.50"
+    test_order["custom_data"]["test_order"] = "yes"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        results = [
+            track(fresh, server_event("staff-2"), request=by_staff),
+            track(fresh, office),
+            track(fresh, test_order),
+            track(fresh, server_event("customer-2")),
+        ]
+
+    assert [result.event.status_reason for result in results] == [
+        "suppressed: recorded by a logged-in staff user (the client excludes staff)",
+        "suppressed: from 192.0.2.0/24, an address range the client excludes",
+        "suppressed: a test order (custom_data.test_order is set)",
+        "",
+    ]
+    assert (
+        "3 suppressed</span>" in client.get(reverse("capi_destinations:overview")).content.decode()
+    )

@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    # The demo site's shop, as in project/settings.py: capi_demo runs the shop's version.
+    "project.shop.apps.DemoShopConfig",
     "capi_destinations",
     # A host site's own model (an order), for the conversion-rule tests.
     "tests.shop.apps.ShopConfig",

@@ -19,11 +19,6 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-try:  # psycopg 3 is optional: the app runs on SQLite without it.
-    import psycopg
-except ImportError:  # pragma: no cover - psycopg is installed wherever tests run
-    psycopg = None  # type: ignore[assignment]
-
 __all__ = ["execute", "fetch_all"]
 
 
@@ -43,23 +38,24 @@ def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) ->
 
 
 def _cursor(connection: BaseDatabaseWrapper) -> Any:
-    if connection.vendor != "postgresql" or psycopg is None:
+    if connection.vendor != "postgresql":
         return connection.cursor()
+    # The driver Django's backend loaded (psycopg 3, or psycopg2, which binds on the client
+    # only): psycopg is an extra of the app's, never imported here.
+    database: Any = getattr(connection, "Database", None)
     connection.ensure_connection()
     raw = connection.connection
-    if not isinstance(raw, psycopg.Connection) or not issubclass(
-        raw.cursor_factory, psycopg.ClientCursor
-    ):
+    client_cursor = getattr(database, "ClientCursor", None)
+    if client_cursor is None or not issubclass(raw.cursor_factory, client_cursor):
         return connection.cursor()
-    cursor = psycopg.Cursor(raw)
+    cursor = database.Cursor(raw)
     # As Django's own cursors: timestamps read in the connection's time zone.
     from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped]
         register_tzloader,
     )
-    from psycopg.pq import Format
 
     timezone = connection.timezone
-    loader = raw.adapters.get_loader(1184, Format.TEXT)  # 1184: timestamptz
+    loader = raw.adapters.get_loader(raw.adapters.types["timestamptz"].oid, database.pq.Format.TEXT)
     if loader is None or timezone != getattr(loader, "timezone", None):
         register_tzloader(timezone, cursor)
     # Django's wrapper (the debug one when queries are recorded), as connection.cursor() gives.

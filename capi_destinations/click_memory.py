@@ -12,12 +12,17 @@ allows it are filled.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from capi_destinations import normalize
+from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
+
+from capi_destinations import bound_sql, normalize
 from capi_destinations.conf import app_settings
 from capi_destinations.models import ClickIdSighting, Tenant
 
@@ -85,24 +90,37 @@ def recall(
     digests = {digest for _, found, _ in wanted.values() for _, digest in found}
     keys = {key for _, _, lacking in wanted.values() for key in lacking}
     earliest = min(moment for moment, _, _ in wanted.values()) - window
-    sightings = list(
-        ClickIdSighting.objects.filter(
-            tenant_id=tenant_id, identifier__in=digests, key__in=keys, last_seen_at__gte=earliest
-        ).values_list(
-            "identifier", "identifier_key", "key", "value", "first_seen_at", "last_seen_at"
+    connection = connections[router.db_for_read(ClickIdSighting)]
+    sightings: list[tuple[Any, ...]]
+    if connection.vendor == "postgresql":
+        sightings = bound_sql.fetch_all(
+            connection,
+            _recall_sql(connection),
+            [tenant_id, sorted(digests), sorted(keys), earliest],
         )
-    )
+    else:
+        sightings = list(
+            ClickIdSighting.objects.filter(
+                tenant_id=tenant_id,
+                identifier__in=digests,
+                key__in=keys,
+                last_seen_at__gte=earliest,
+            ).values_list(*_RECALLED_FIELDS)
+        )
+    # By (key, identifier): each event looks only at its own person's sightings, so a batch
+    # costs in proportion to its size, not to its size times the sightings found.
+    by_person: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for sighting in sightings:
+        by_person.setdefault((sighting[2], sighting[0]), []).append(sighting)
     filled: dict[int, list[Recalled]] = {}
     for index, (moment, found, lacking) in wanted.items():
         rank = {digest: position for position, (_, digest) in enumerate(found)}
         for key in lacking:
             candidates = [
                 sighting
-                for sighting in sightings
-                if sighting[2] == key
-                and sighting[0] in rank
-                and moment - window <= sighting[5]
-                and sighting[4] <= moment + _LATER_SIGHTING
+                for digest in rank
+                for sighting in by_person.get((key, digest), ())
+                if moment - window <= sighting[5] and sighting[4] <= moment + _LATER_SIGHTING
             ]
             if not candidates:
                 continue
@@ -119,6 +137,31 @@ def recall(
     return filled
 
 
+def _field(name: str) -> Field[Any, Any]:
+    return cast("Field[Any, Any]", ClickIdSighting._meta.get_field(name))
+
+
+_RECALLED_FIELDS = ("identifier", "identifier_key", "key", "value", "first_seen_at", "last_seen_at")
+_RECALL_SQL: dict[str, str] = {}
+
+
+def _recall_sql(connection: BaseDatabaseWrapper) -> str:
+    """``recall``'s SELECT on PostgreSQL: the digests as ONE array parameter, not thousands."""
+    sql = _RECALL_SQL.get(connection.alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+        meta = ClickIdSighting._meta
+        column = {name: quote(_field(name).column) for name in (*_RECALLED_FIELDS, "tenant")}
+        # Only the model's own table and column names are formatted in; values are parameters.
+        sql = _RECALL_SQL[connection.alias] = (
+            f"SELECT {', '.join(column[name] for name in _RECALLED_FIELDS)} "  # noqa: S608
+            f"FROM {quote(meta.db_table)} WHERE {column['tenant']} = %s "
+            f"AND {column['identifier']} = ANY(%s) AND {column['key']} = ANY(%s) "
+            f"AND {column['last_seen_at']} >= %s"
+        )
+    return sql
+
+
 def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
     """Record sightings in one statement: new ones inserted, known ones seen again."""
     latest: dict[tuple[str, str, str], Sighting] = {}
@@ -127,6 +170,10 @@ def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
         if unique not in latest or latest[unique].seen_at < sighting.seen_at:
             latest[unique] = sighting
     if not latest:
+        return
+    connection = connections[router.db_for_write(ClickIdSighting)]
+    if connection.vendor == "postgresql":
+        _remember_on_postgresql(connection, tenant_id, latest.values())
         return
     ClickIdSighting.objects.bulk_create(
         [
@@ -146,6 +193,57 @@ def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
         unique_fields=["tenant", "identifier", "key", "value"],
         update_fields=["last_seen_at", "ad_storage"],
     )
+
+
+# The UPSERT per database alias, built once (the columns never change at run time).
+_REMEMBER_SQL: dict[str, str] = {}
+_SIGHTING_COLUMNS = ("identifier", "identifier_key", "key", "value", "ad_storage")
+
+
+def _remember_on_postgresql(
+    connection: BaseDatabaseWrapper, tenant_id: int, sightings: Iterable[Sighting]
+) -> None:
+    """``remember``'s UPSERT with the rows as ONE jsonb parameter bound by the server.
+
+    What ``bulk_create(update_conflicts=True)`` sends, without its thousands of parameters
+    escaped into the SQL text: on a batch of 1,000 events that was a third of ingestion's time.
+    """
+    sql = _REMEMBER_SQL.get(connection.alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+        meta = ClickIdSighting._meta
+        column = {name: quote(_field(name).column) for name in _SIGHTING_COLUMNS}
+        types = ", ".join(
+            f"{column[name]} {_field(name).db_type(connection)}" for name in _SIGHTING_COLUMNS
+        )
+        tenant, first, last = (
+            quote(_field(name).column) for name in ("tenant", "first_seen_at", "last_seen_at")
+        )
+        listed = ", ".join(column[name] for name in _SIGHTING_COLUMNS)
+        unique = ", ".join((tenant, column["identifier"], column["key"], column["value"]))
+        # Only the model's own table and column names are formatted in; values are parameters.
+        sql = _REMEMBER_SQL[connection.alias] = (
+            f"INSERT INTO {quote(meta.db_table)} ({tenant}, {listed}, {first}, {last}) "  # noqa: S608
+            f"SELECT %s, {listed}, seen_at, seen_at FROM jsonb_to_recordset(%s::jsonb) "
+            f"AS sighting({types}, seen_at timestamp with time zone) "
+            f"ON CONFLICT ({unique}) DO UPDATE SET {last} = EXCLUDED.{last}, "
+            f"{column['ad_storage']} = EXCLUDED.{column['ad_storage']}"
+        )
+    rows = json.dumps(
+        [
+            {
+                "identifier": sighting.identifier,
+                "identifier_key": sighting.identifier_key,
+                "key": sighting.key,
+                "value": sighting.value,
+                "ad_storage": sighting.ad_storage,
+                "seen_at": sighting.seen_at.isoformat(),
+            }
+            for sighting in sightings
+        ],
+        ensure_ascii=False,
+    )
+    bound_sql.execute(connection, sql, [tenant_id, rows])
 
 
 def forget(

@@ -30,6 +30,7 @@ from capi_destinations.findings import (
 )
 from capi_destinations.user_data_keys import (
     CHANNEL_IDENTIFIERS,
+    CUSTOMER_INFO_KEY_SET,
     CUSTOMER_INFO_KEYS,
     MESSAGING_CHANNELS,
 )
@@ -745,7 +746,7 @@ def _check_user_data(
         report = normalize.normalize_user_data_report(raw or {}, country=default_country)
     found.extend(report.diagnostics)
     user_data = report.user_data
-    keys = {key for key in user_data if key in CUSTOMER_INFO_KEYS}
+    keys = CUSTOMER_INFO_KEY_SET.intersection(user_data)
     if not keys:
         found.append(
             _error(

@@ -12,6 +12,7 @@ __all__ = [
     "CHANNEL_IDENTIFIERS",
     "CLEAR_KEYS",
     "CUSTOMER_INFO_KEYS",
+    "CUSTOMER_INFO_KEY_SET",
     "FIELD_LABELS",
     "HASHED_KEYS",
     "IDENTIFIER_LABELS",
@@ -91,6 +92,8 @@ ALIASES: dict[str, str] = {
 
 #: Every user_data key that counts as customer information.
 CUSTOMER_INFO_KEYS: tuple[str, ...] = HASHED_KEYS + CLEAR_KEYS
+#: The same keys as a set, for membership tests on every event (a 25-item tuple is a scan).
+CUSTOMER_INFO_KEY_SET: frozenset[str] = frozenset(CUSTOMER_INFO_KEYS)
 
 #: Plain names of the user_data keys for lists and summaries, most valuable for matching first
 #: (the identifier value ranking users are given: email, phone, external_id, fbp, fbc, IP and

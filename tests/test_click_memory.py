@@ -258,3 +258,77 @@ def test_the_diagnostics_summary_counts_the_events_that_gained_click_ids(
         'data-testid="click-id-filled" data-key="fbc" data-event="Purchase" data-count="1"' in page
     )
     assert "in the last 7 days" in page
+
+
+def test_a_click_seen_again_moves_its_last_sighting_and_keeps_its_first(
+    shop: Destination, clock: Any
+) -> None:
+    first = browser_checkout(shop)
+    clock.advance(timedelta(hours=2))
+    track(
+        shop,
+        {
+            "event_name": "ViewContent",
+            "event_id": "view-2",
+            "action_source": "website",
+            "event_source_url": "https://shop.example/product",
+            "user_data": {
+                "email": EMAIL,
+                "fbc": FBC,
+                "fbp": FBP,
+                "client_user_agent": "Mozilla/5.0",
+            },
+            "consent": {"ad_storage": "granted"},
+        },
+    )
+
+    rows = list(ClickIdSighting.objects.order_by("key"))
+    assert [(row.key, row.value) for row in rows] == [("fbc", FBC), ("fbp", FBP)]
+    for row in rows:
+        assert row.first_seen_at == first.event_time
+        assert row.last_seen_at == first.event_time + timedelta(hours=2)
+        assert row.ad_storage == "granted"
+
+
+def test_a_batch_fills_each_event_from_its_own_persons_sightings(
+    shop: Destination, clock: Any
+) -> None:
+    people = [f"person{n}@example.com" for n in range(3)]
+    for number, email in enumerate(people[:2]):
+        track(
+            shop,
+            {
+                "event_name": "ViewContent",
+                "event_id": f"view-{number}",
+                "action_source": "website",
+                "event_source_url": "https://shop.example/product",
+                "user_data": {
+                    "email": email,
+                    "fbp": f"fb.1.1732449500000.109876543{number}",
+                    "client_user_agent": "Mozilla/5.0",
+                },
+            },
+        )
+    clock.advance(timedelta(hours=1))
+
+    results = capi_destinations.track_many(
+        shop,
+        [
+            {
+                "event_name": "Purchase",
+                "event_id": f"order-{email}",
+                "action_source": "website",
+                "event_source_url": "https://shop.example/thanks",
+                "user_data": {
+                    "email": email,
+                    "client_ip_address": "203.0.113.7",
+                    "client_user_agent": "Mozilla/5.0",
+                },
+                "custom_data": {"value": 49.9, "currency": "EUR"},
+            }
+            for email in reversed(people)
+        ],
+    )
+
+    filled = [result.event.payload["user_data"].get("fbp") for result in results]
+    assert filled == [None, "fb.1.1732449500000.1098765431", "fb.1.1732449500000.1098765430"]

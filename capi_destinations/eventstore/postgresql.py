@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from capi_destinations import bound_sql
 from capi_destinations.eventstore.base import (
     INSERT_FIELDS,
     REPLACED_FIELDS,
@@ -77,6 +78,10 @@ class PostgreSQLEventStore(EventStore):
             sql,
             [json.dumps([finding]), now, list(ids), json.dumps([{"code": finding["code"]}])],
         )
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        # The chunk bound as a parameter, not escaped into the SQL text (see bound_sql).
+        return bound_sql.fetch_all(self.connection, sql, params)
 
     def _columns(self) -> str:
         return ", ".join(self.quote(model_field.column) for model_field in INSERT_FIELDS)

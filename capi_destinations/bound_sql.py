@@ -1,0 +1,62 @@
+"""Statements whose parameters PostgreSQL binds itself, whatever the site's ``DATABASES`` say.
+
+Django's psycopg 3 backend binds parameters on the client unless the site sets
+``OPTIONS["server_side_binding"]``: every value is escaped and written into the SQL text. For
+the app's bulk statements, which carry a chunk of hundreds of rows as ONE JSON parameter, that
+escaping costs more Python time than preparing the rows, and PostgreSQL must parse a literal
+of hundreds of kilobytes; bound as a parameter it is read as it is, and a statement run again
+on the same connection is prepared once (psycopg's ``prepare_threshold``, which a site behind a
+transaction-pooling proxy sets to ``None``). So those statements run here on a server-binding
+cursor of the same connection (the same transaction), through Django's cursor wrapper (errors
+wrapped, queries counted and logged as any other). Anywhere else (SQLite, psycopg 2, a site that
+binds on the server already) they run on Django's ordinary cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = ["execute", "fetch_all"]
+
+
+def fetch_all(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """Run ``sql`` with ``params`` bound by the server where it can; every row it returns."""
+    with _cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> None:
+    """Run ``sql`` with ``params`` bound by the server where it can."""
+    with _cursor(connection) as cursor:
+        cursor.execute(sql, params)
+
+
+def _cursor(connection: BaseDatabaseWrapper) -> Any:
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    # The driver Django's backend loaded (psycopg 3, or psycopg2, which binds on the client
+    # only): psycopg is an extra of the app's, never imported here.
+    database: Any = getattr(connection, "Database", None)
+    connection.ensure_connection()
+    raw = connection.connection
+    client_cursor = getattr(database, "ClientCursor", None)
+    if client_cursor is None or not issubclass(raw.cursor_factory, client_cursor):
+        return connection.cursor()
+    cursor = database.Cursor(raw)
+    # As Django's own cursors: timestamps read in the connection's time zone.
+    from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped]
+        register_tzloader,
+    )
+
+    timezone = connection.timezone
+    loader = raw.adapters.get_loader(raw.adapters.types["timestamptz"].oid, database.pq.Format.TEXT)
+    if loader is None or timezone != getattr(loader, "timezone", None):
+        register_tzloader(timezone, cursor)
+    # Django's wrapper (the debug one when queries are recorded), as connection.cursor() gives.
+    return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]  # not in the stubs

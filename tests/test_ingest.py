@@ -465,8 +465,11 @@ def test_bulk_storage_takes_one_query_per_chunk(
     destination: Destination, django_assert_max_num_queries: Any
 ) -> None:
     events = [purchase(f"order-{n}") for n in range(500)]
+    # SQLite has no INSERT inside a WITH: the queue entries are a second INSERT, in a savepoint
+    # with the first (PostgreSQL writes both in one statement).
+    queue = 0 if connection.vendor == "postgresql" else 3
     # The SELECT of click IDs remembered for these customers (click_memory), INSERT … RETURNING.
-    with django_assert_max_num_queries(2):
+    with django_assert_max_num_queries(2 + queue):
         results = track_many(destination, events)
     assert {r.status for r in results} == {"stored"}
 
@@ -474,7 +477,7 @@ def test_bulk_storage_takes_one_query_per_chunk(
         purchase(f"order-{n}", custom_data={"value": 1, "currency": "EUR"}) for n in range(500)
     ]
     # Click IDs remembered, INSERT, SELECT of the originals, UPDATE.
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(4 + queue):
         again = track_many(destination, changed)
     assert {r.status for r in again} == {"duplicate"}
     assert Event.objects.count() == 500
@@ -714,7 +717,6 @@ def test_a_resend_that_is_still_wrong_replaces_the_rejection_with_its_own(
     "status",
     [
         EventStatus.PENDING,
-        EventStatus.SENDING,
         EventStatus.DELIVERED,
         EventStatus.SUPPRESSED,
         EventStatus.FAILED,
@@ -775,8 +777,10 @@ def test_replacing_rejected_events_takes_one_update_per_chunk(
 ) -> None:
     track_many(destination, [without_currency(f"order-{n}") for n in range(500)])
 
-    # Click IDs remembered, INSERT, SELECT of the originals, one UPDATE.
-    with django_assert_max_num_queries(4):
+    # Click IDs remembered, INSERT, SELECT of the originals, one UPDATE (on SQLite each write
+    # with its queue entries: a savepoint and a second INSERT).
+    queue = 0 if connection.vendor == "postgresql" else 6
+    with django_assert_max_num_queries(4 + queue):
         results = track_many(destination, [purchase(f"order-{n}") for n in range(500)])
 
     assert {r.status for r in results} == {"stored"}

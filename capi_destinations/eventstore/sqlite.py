@@ -70,9 +70,10 @@ class SQLiteEventStore(EventStore):
             for candidate in chunk
             for model_field in INSERT_FIELDS
         ]
-        # Two statements (SQLite's INSERT has no data-modifying CTE), one transaction: no
-        # pending row without its queue entry.
-        with transaction.atomic(using=self.alias):
+        # Two statements (SQLite's INSERT has no data-modifying CTE), one transaction (the
+        # caller's if there is one: no savepoint round trips): no pending row without its
+        # queue entry.
+        with transaction.atomic(using=self.alias, savepoint=False):
             inserted = self._fetch(sql, params)
             self._enqueue([pk for pk, _, _ in inserted])
         return inserted
@@ -96,7 +97,7 @@ class SQLiteEventStore(EventStore):
             params.append(int(pk))
             params.extend(_value(candidate, f, adapt) for f in REPLACED_FIELDS)
         params.append(EventStatus.REJECTED.value)
-        with transaction.atomic(using=self.alias):
+        with transaction.atomic(using=self.alias, savepoint=False):
             replaced = {pk for (pk,) in self._fetch(sql, params)}
             self._enqueue(sorted(replaced))
         return replaced

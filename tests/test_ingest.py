@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -446,7 +447,10 @@ def test_a_row_a_concurrent_request_inserted_first_is_the_original(
     started: list[bool] = []
 
     def insert_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if not started and sql.startswith("INSERT") and Event._meta.db_table in sql:
+        # The INSERT into the event table (on PostgreSQL inside a WITH that also fills the
+        # delivery queue; on SQLite the queue's own INSERT follows it).
+        into_events = re.search(rf'\bINTO "{Event._meta.db_table}" ', sql)
+        if not started and into_events:
             started.append(True)  # before creating it, which runs through this wrapper too
             competitor.append(make_event(event_id="order-race"))
         return execute(sql, params, many, context)
@@ -797,7 +801,7 @@ def test_a_rejected_row_replaced_by_a_concurrent_request_first_makes_ours_a_dupl
     started: list[bool] = []
 
     def replace_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if not started and " UPDATE " in f" {sql} ":
+        if not started and re.search(r"\bUPDATE\b", sql):
             # Another request's replacement commits between our SELECT and our UPDATE.
             started.append(True)  # the competitor's UPDATE runs through this wrapper too
             Event.objects.filter(pk=rejected.pk).update(

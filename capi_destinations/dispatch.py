@@ -398,7 +398,10 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
             # Not those a worker holds (a canary): their outcome is the worker's to write.
             too_old = list(
                 Event.objects.filter(
-                    _outside_window(now), destination_id=pk, queued__lease_token__isnull=True
+                    _outside_window(now),
+                    status=EventStatus.PENDING,
+                    destination_id=pk,
+                    queued__lease_token__isnull=True,
                 ).values_list("pk", flat=True)
             )
         if not too_old:

@@ -74,7 +74,6 @@ def _rows(
             "pending",
             "",
             0,
-            when,
             "[]",
             6.5,
             when,
@@ -93,7 +92,6 @@ _COLUMNS = (
     "status",
     "status_reason",
     "attempts",
-    "next_attempt_at",
     "diagnostics",
     "match_quality",
     "created_at",
@@ -110,7 +108,7 @@ def insert_pending_events(
     """
     from django.db import connection
 
-    from capi_destinations.models import Event
+    from capi_destinations.models import Event, QueuedEvent
 
     table = Event._meta.db_table
     rows = _rows(destination_ids, count, now=now, prefix=prefix)
@@ -136,3 +134,10 @@ def insert_pending_events(
                     batch = []
             if batch:
                 cursor.executemany(statement, batch)
+        # Pending events wait in the delivery queue, due when they were recorded.
+        queue = QueuedEvent._meta.db_table
+        cursor.execute(
+            f"INSERT INTO {queue} (event_id, destination_id, due_at) "  # noqa: S608
+            f"SELECT id, destination_id, created_at FROM {table} WHERE status = 'pending' "
+            "ON CONFLICT DO NOTHING"
+        )

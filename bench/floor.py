@@ -31,12 +31,10 @@ Dispatch (``--dispatch-rows`` rows, claimed and delivered in the app's 1,000-row
 - B-a: the app's claim, then a delivery that links every event to its attempt with a row in
   the M2M table: how deliveries were recorded before ``Event.delivered_by``; B-a minus B-c
   is what those link rows cost.
-- B-c: the app's claim and delivery as they are now: the deliver UPDATE sets
-  ``delivered_by_id`` to the attempt's id, no row per event.
-- B-e: the schema change docs/BENCHMARKS.md proposes: the mutable delivery state in a narrow
-  ``event_state`` table carrying the app's state indexes (which the wide table loses), so a
-  status change does not copy the ~1 kB event row; the claim joins the wide table for the
-  payload. Delivered as B-c (``delivered_by_id``), so B-e minus B-c is the narrow table's gain.
+- B-c: the app's claim and delivery as they are now (issue 21): the claim leases entries of the
+  narrow delivery queue (``QueuedEvent``) and reads the payloads by a join, writing nothing in
+  the event table; the delivery deletes the entries and writes each event row once
+  (``delivered_by_id`` set to the attempt's id, no row per event).
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -70,16 +67,7 @@ EV = "capi_destinations_event"
 N_DEST = 50
 INGEST_CHUNK = 500  # eventstore.CHUNK_SIZE
 CLAIM_BATCH = 1000  # the app's default BATCH_SIZE
-# B-e's event_state: the event columns a claim or a delivery changes, and what they filter on.
-STATE = (
-    "destination_id, status, status_reason, attempts, next_attempt_at, lease_token,"
-    " lease_expires_at, delivered_at, delivered_by_id, updated_at"
-)
-# An index over any of these is a state index: B-e moves it to event_state.
-STATE_COLUMNS = re.compile(
-    r"\b(status|status_reason|attempts|next_attempt_at|lease_token|lease_expires_at"
-    r"|delivered_at|delivered_by_id)\b"
-)
+QUEUE = "capi_destinations_queuedevent"
 
 
 @dataclass(frozen=True)
@@ -88,7 +76,6 @@ class Variant:
     what: str
     mode: str  # ingest: upsert, copy, recordset; dispatch: link, delivered_by
     payload_text: bool = False
-    narrow: bool = False
 
     @property
     def is_ingest(self) -> bool:
@@ -105,12 +92,10 @@ VARIANTS = [
     ),
     Variant("A-c", "ingest, A-a with payload text instead of jsonb", "upsert", payload_text=True),
     Variant("B-a", "dispatch, app schema, an M2M link row per delivered event", "link"),
-    Variant("B-c", "dispatch, app schema, deliver sets delivered_by_id (the app)", "delivered_by"),
     Variant(
-        "B-e",
-        "dispatch, narrow event_state table (claim joins the wide table for the payload)",
+        "B-c",
+        "dispatch, the app: claim in the queue table, deliver deletes it and sets delivered_by_id",
         "delivered_by",
-        narrow=True,
     ),
 ]
 
@@ -208,9 +193,6 @@ def event_values(src: tuple, now: datetime) -> dict[str, object]:
         "status": "pending",
         "status_reason": "",
         "attempts": 0,
-        "next_attempt_at": now,
-        "lease_token": None,
-        "lease_expires_at": None,
         "diagnostics": diagnostics,
         "match_quality": mq,
         "delivered_at": None,
@@ -230,9 +212,6 @@ PRELOAD = {
     "status": "'pending'",
     "status_reason": "''",
     "attempts": "0",
-    "next_attempt_at": DUE,
-    "lease_token": "NULL",
-    "lease_expires_at": "NULL",
     "diagnostics": "diagnostics::jsonb",
     "match_quality": "match_quality",
     "delivered_at": "NULL",
@@ -285,17 +264,6 @@ def event_columns(conn: psycopg.Connection) -> dict[str, str]:
     return types
 
 
-def state_indexes(conn: psycopg.Connection) -> dict[str, str]:
-    """name → CREATE INDEX statement of the app's indexes over the delivery state."""
-    rows = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", (EV,)
-    ).fetchall()
-    found = {name: ddl for name, ddl in rows if STATE_COLUMNS.search(ddl.partition(" USING ")[2])}
-    if not found:
-        sys.exit(f"no state index found on {EV}: B-e has nothing to move")
-    return found
-
-
 def seed(conn: psycopg.Connection, total: int) -> list[int]:
     """N_DEST destinations and table src of `total` generated events (same seed every run)."""
     (tenant,) = conn.execute(
@@ -338,40 +306,20 @@ def seed(conn: psycopg.Connection, total: int) -> list[int]:
     return dests
 
 
-def reset(conn: psycopg.Connection, v: Variant, indexes: dict[str, str]) -> None:
+def reset(conn: psycopg.Connection, v: Variant) -> None:
     """Empty tables (new relfilenodes), then bring the event table to the variant's schema."""
-    conn.execute("DROP TABLE IF EXISTS event_state")
     conn.execute(
         "TRUNCATE capi_destinations_deliveryattempt_events, capi_destinations_deliveryattempt,"
-        " capi_destinations_event RESTART IDENTITY"
+        f" {QUEUE}, capi_destinations_event RESTART IDENTITY"
     )
     ptype = "text" if v.payload_text else "jsonb"
     conn.execute(f"ALTER TABLE {EV} ALTER COLUMN payload TYPE {ptype} USING payload::{ptype}")
-    present = {
-        row[0]
-        for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (EV,))
-    }
-    for name, ddl in indexes.items():
-        if v.narrow and name in present:
-            conn.execute(f"DROP INDEX {name}")
-        elif not v.narrow and name not in present:
-            conn.execute(ddl)
-    if v.narrow:
-        conn.execute(
-            "CREATE TABLE event_state (event_id bigint PRIMARY KEY, destination_id bigint,"
-            " status varchar(10), status_reason text, attempts int, next_attempt_at timestamptz,"
-            " lease_token uuid, lease_expires_at timestamptz, delivered_at timestamptz,"
-            " delivered_by_id bigint, updated_at timestamptz)"  # the columns of STATE
-        )
-        # The same indexes, so B-e differs from B-c by the table's width only.
-        for name, ddl in indexes.items():
-            moved = ddl.replace(f"INDEX {name} ON", f"INDEX state_{name} ON")
-            conn.execute(re.sub(rf" ON (\S+\.)?{EV} ", " ON event_state ", moved))
     conn.commit()
 
 
 def preload(conn: psycopg.Connection, rows: int, types: dict[str, str], v: Variant) -> None:
-    """`rows` pending events, due in the past, destinations interleaved; VACUUM, CHECKPOINT."""
+    """`rows` pending events (and their queue entries), due in the past, destinations
+    interleaved; VACUUM, CHECKPOINT."""
     ptype = "text" if v.payload_text else "jsonb"
     exprs = ", ".join(PRELOAD[c].format(ptype=ptype) for c in types)
     conn.execute(
@@ -379,14 +327,13 @@ def preload(conn: psycopg.Connection, rows: int, types: dict[str, str], v: Varia
         " WHERE n <= %s ORDER BY n",
         (rows,),
     )
-    if v.narrow:
-        conn.execute(
-            f"INSERT INTO event_state (event_id, {STATE}) SELECT id, {STATE} FROM {EV}"  # noqa: S608
-            " ORDER BY id"
-        )
+    conn.execute(
+        f"INSERT INTO {QUEUE} (event_id, destination_id, due_at)"  # noqa: S608
+        f" SELECT id, destination_id, created_at FROM {EV} ORDER BY id"
+    )
     conn.commit()
     conn.autocommit = True
-    conn.execute("VACUUM ANALYZE")  # the whole (small) database: events, state, attempts
+    conn.execute("VACUUM ANALYZE")  # the whole (small) database: events, queue, attempts
     conn.execute("CHECKPOINT")  # so no variant pays the previous one's dirty pages
     conn.autocommit = False
 
@@ -455,42 +402,40 @@ def run_ingest(
 # ----------------------------------------------------------------------------- dispatch
 
 
-def claim_sql(narrow: bool) -> str:
-    """dispatch.claim_due_events on PostgreSQL (``_claim_returning``).
-
-    The destination whose oldest due event is the oldest, then its due events oldest first,
-    both skipping rows other workers hold.
-    """
-    table, key = ("event_state", "event_id") if narrow else (EV, "id")
-    due = "status = 'pending' AND next_attempt_at <= %(now)s AND destination_id = ANY(%(dests)s)"
+def claim_sql() -> str:
+    """``PostgreSQLEventStore.claim``: the destination whose oldest due entry is the oldest,
+    then its due entries oldest first, both skipping entries other workers hold; the lease
+    written in the queue entry only, the payloads read by a join."""
+    due = "due_at <= %(now)s"
     first = (
-        f"SELECT destination_id FROM {table} WHERE {due}"  # noqa: S608
-        " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        f"SELECT destination_id FROM {QUEUE} WHERE destination_id = ANY(%(dests)s) AND {due}"  # noqa: S608
+        " ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
-    claim = (
-        f"UPDATE {table} SET status = 'sending', lease_token = %(tok)s,"  # noqa: S608
-        f" lease_expires_at = %(exp)s, updated_at = %(now)s WHERE {key} IN (SELECT {key}"
-        f" FROM {table} WHERE {due} AND destination_id = ({first}) ORDER BY next_attempt_at"
-        " LIMIT %(lim)s FOR UPDATE SKIP LOCKED) AND status = 'pending'"
+    return (
+        f"WITH due AS (SELECT event_id FROM {QUEUE} WHERE destination_id = ({first})"  # noqa: S608
+        f" AND {due} ORDER BY due_at LIMIT %(lim)s FOR UPDATE SKIP LOCKED),"
+        f" claimed AS (UPDATE {QUEUE} SET lease_token = %(tok)s, due_at = %(exp)s FROM due"
+        f" WHERE {QUEUE}.event_id = due.event_id RETURNING {QUEUE}.event_id)"
+        " SELECT e.id, e.destination_id, e.event_time, e.attempts, e.payload::text,"
+        f" e.action_source FROM claimed JOIN {EV} e ON e.id = claimed.event_id"
     )
-    if narrow:
-        return (
-            f"WITH c AS ({claim} RETURNING event_id, destination_id, attempts)"  # noqa: S608
-            " SELECT c.event_id, c.destination_id, e.event_time, c.attempts, e.payload::text"
-            f" FROM c JOIN {EV} e ON e.id = c.event_id"
-        )
-    return f"{claim} RETURNING id, destination_id, event_time, attempts, payload::text"
+
+
+# ``_record_delivery``: the entries still held under the lease leave the queue, then their
+# events are written once.
+LEAVE_SQL = (
+    f"DELETE FROM {QUEUE} WHERE event_id = ANY(%(ids)s) AND lease_token = %(tok)s"  # noqa: S608
+    " RETURNING event_id"
+)
 
 
 def deliver_sql(v: Variant) -> str:
-    """The delivery's UPDATE (``Worker._record_delivery``)."""
-    table, key = ("event_state", "event_id") if v.narrow else (EV, "id")
+    """The delivery's UPDATE of the events (``_Dispatcher._record_delivery``)."""
     by = " delivered_by_id = %(attempt)s," if v.mode == "delivered_by" else ""
     return (
-        f"UPDATE {table} SET status = 'delivered', status_reason = '',"  # noqa: S608
-        f" delivered_at = %(now)s,{by} attempts = attempts + 1, next_attempt_at = NULL,"
-        " lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s"
-        f" WHERE {key} = ANY(%(ids)s) AND lease_token = %(tok)s"
+        f"UPDATE {EV} SET status = 'delivered', status_reason = '',"  # noqa: S608
+        f" delivered_at = %(now)s,{by} attempts = attempts + 1, updated_at = %(now)s"
+        " WHERE id = ANY(%(ids)s)"
     )
 
 
@@ -514,7 +459,7 @@ def run_dispatch(
 ) -> tuple[float, float, float]:
     """Claim and deliver `n_rows` events; returns µs per row (total, claim, deliver)."""
     cur = conn.cursor()
-    claim, deliver = claim_sql(v.narrow), deliver_sql(v)
+    claim, deliver = claim_sql(), deliver_sql(v)
     claim_t = deliver_t = 0.0
     done = 0
     while done < n_rows:
@@ -535,7 +480,9 @@ def run_dispatch(
         # As _record_delivery: the attempt first, so the events can name it.
         cur.execute(ATTEMPT_SQL, (now, len(ids), len(ids), rows[0][1]))
         (attempt,) = cur.fetchone()
-        cur.execute(deliver, {"now": now, "ids": ids, "tok": tok, "attempt": attempt})
+        cur.execute(LEAVE_SQL, {"ids": ids, "tok": tok})
+        left = [r[0] for r in cur.fetchall()]
+        cur.execute(deliver, {"now": now, "ids": left, "attempt": attempt})
         if cur.rowcount != len(ids):
             raise RuntimeError("the delivery updated fewer rows than were claimed")
         if v.mode == "link":
@@ -585,7 +532,6 @@ def main() -> None:
     create_database(url)
     conn = psycopg.connect(url)
     types = event_columns(conn)
-    indexes = state_indexes(conn)
     version = conn.execute("SHOW server_version").fetchone()[0]
     settings = dict(
         conn.execute(
@@ -607,7 +553,7 @@ def main() -> None:
     for rnd in range(args.rounds):
         shift = rnd % len(jobs)
         for v in jobs[shift:] + jobs[:shift]:  # rotated: no variant always runs first or last
-            reset(conn, v, indexes)
+            reset(conn, v)
             preload(conn, args.rows, types, v)
             if v.is_ingest:
                 us = (run_ingest(conn, src, types, v),)
@@ -640,7 +586,7 @@ def main() -> None:
         f" VACUUM ANALYZE + CHECKPOINT before every measured run); ingest = {args.ingest_rows}"
         f" more rows in {INGEST_CHUNK}-row statements, one commit each; dispatch ="
         f" {args.dispatch_rows} rows in claims of up to {CLAIM_BATCH} (one destination each)."
-        f" B-e moves {', '.join(sorted(indexes))} to event_state. {args.rounds} rounds,"
+        f" {args.rounds} rounds,"
         f" variants rotated; {elapsed / 60:.1f} min."
     )
     print(f"Load average (1/5/15 min) at start and after each round: {' | '.join(loads)}")

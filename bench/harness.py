@@ -410,6 +410,28 @@ def analyze(*, vacuum: bool = False) -> None:
         cursor.execute("VACUUM ANALYZE" if full else "ANALYZE")
 
 
+def backend_cpu_seconds() -> float:
+    """CPU seconds the PostgreSQL backend serving this process's connection has used (0 on
+    SQLite, or when its ``/proc`` entry is not readable: another host, another user).
+
+    What PostgreSQL spends on the worker's statements, apart from the other work sharing the
+    machine (read from ``/proc/<pid>/stat``: user plus system time, in clock ticks).
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime and stime are the 14th and 15th fields; the text after ")" starts at the 3rd.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_json(path: str | None, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` to ``path``, or to stdout when ``path`` is ``-`` or empty."""
     text = json.dumps(payload, indent=2, default=str)

@@ -79,6 +79,7 @@ from capi_destinations import (
     clock,
     counters,
     delivery_state,
+    eventstore,
     graph,
     health_status,
     queueing,
@@ -106,6 +107,7 @@ from capi_destinations.models import (
     Destination,
     Event,
     EventStatus,
+    QueuedEvent,
 )
 from capi_destinations.problems import EVERY_REQUEST_REFUSED
 from capi_destinations.user_data_keys import CUSTOMER_INFO_KEYS
@@ -295,6 +297,11 @@ def _step() -> Iterator[None]:
         yield
 
 
+def _queue() -> eventstore.EventStore:
+    """The store of the database the dispatcher works on (its queue statements)."""
+    return eventstore.store_on(connection)
+
+
 # --- claiming --------------------------------------------------------------------------------
 
 
@@ -323,10 +330,12 @@ def claim_due_events(
     oldest first: one claim fills one request. (Claiming the oldest events across all
     destinations instead cut a claim into as many small requests as there were destinations,
     when their events arrive interleaved: 20 events per request over 50 destinations, at a
-    quarter of the throughput; docs/BENCHMARKS.md.) On PostgreSQL the candidate rows are
-    locked with ``SKIP LOCKED``, so concurrent workers take different events; everywhere, the
-    claim is a conditional UPDATE (still ``pending``), so even without row locks (SQLite) no
-    event is claimed twice. Only events whose UPDATE succeeded are returned.
+    quarter of the throughput; docs/BENCHMARKS.md.) The claim writes only the events'
+    ``QueuedEvent`` rows (token, and ``due_at`` moved to the lease's end), never the wide event
+    row. On PostgreSQL the candidate entries are locked with ``SKIP LOCKED``, so concurrent
+    workers take different events; everywhere, the claim is a conditional UPDATE (still due),
+    so even without row locks (SQLite) no event is claimed twice. Only events whose UPDATE
+    succeeded are returned (``eventstore``'s ``claim``).
     """
     now = now or clock.now()
     limit = limit or int(app_settings.BATCH_SIZE)
@@ -336,84 +345,12 @@ def claim_due_events(
     )
     if not destination_ids:
         return claim
-    waiting = Event.objects.filter(
-        status=EventStatus.PENDING,
-        next_attempt_at__lte=now,
-        destination_id__in=list(destination_ids),
-    )
-    # Skipping locked rows here too: a destination whose due events other workers hold
-    # must not make this worker's claim come back empty while other destinations wait.
-    first_destination = (
-        waiting.order_by("next_attempt_at")
-        .select_for_update(skip_locked=True, of=("self",))
-        .values("destination_id")[:1]
-    )
-    due = (
-        waiting.filter(destination_id=Subquery(first_destination))
-        .order_by("next_attempt_at")
-        .select_for_update(skip_locked=True, of=("self",))
-        .values("pk")[:limit]
-    )
-    if connection.vendor == "postgresql":
-        claim.events = _claim_returning(due, claim, now)
-        return claim
-    # One statement: the UPDATE takes the write lock before it reads (no lock upgrade on
-    # SQLite), and on PostgreSQL its subquery skips rows other workers are claiming.
     with _step():
-        claimed = Event.objects.filter(pk__in=due, status=EventStatus.PENDING).update(
-            status=EventStatus.SENDING,
-            lease_token=claim.lease_token,
-            lease_expires_at=claim.lease_expires_at,
-            updated_at=now,
+        rows = _queue().claim(
+            sorted(destination_ids), limit, now, claim.lease_token, claim.lease_expires_at
         )
-    if not claimed:
-        return claim
-    rows = Event.objects.filter(
-        # (status, lease_expires_at) is indexed; the token tells this claim from another one
-        # made at the same instant.
-        status=EventStatus.SENDING,
-        lease_expires_at=claim.lease_expires_at,
-        lease_token=claim.lease_token,
-    ).values_list(
-        "pk",
-        "destination_id",
-        "event_time",
-        "attempts",
-        Cast("payload", output_field=TextField()),
-        "action_source",
-    )
-    with _database_turn():
-        fetched = list(rows)
-    claim.events = [ClaimedEvent(*row) for row in fetched]
+    claim.events = [ClaimedEvent(*row) for row in rows]
     return claim
-
-
-def _claim_returning(due: QuerySet[Event, Any], claim: Claim, now: datetime) -> list[ClaimedEvent]:
-    """PostgreSQL: claim and read the claimed events in one statement (UPDATE … RETURNING).
-
-    The claim's commit skips waiting for the WAL flush: if the server loses it in a crash,
-    the events are simply still pending, as if never claimed (the delivery's own commit is
-    durable as usual).
-    """
-    table = connection.ops.quote_name(Event._meta.db_table)
-    with _step(), connection.cursor() as cursor:
-        due_sql, due_params = due.query.sql_with_params()
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.execute(
-            f"UPDATE {table} SET status = %s, lease_token = %s, lease_expires_at = %s, "  # noqa: S608
-            f"updated_at = %s WHERE id IN ({due_sql}) AND status = %s "
-            "RETURNING id, destination_id, event_time, attempts, payload::text, action_source",
-            [
-                EventStatus.SENDING,
-                claim.lease_token,
-                claim.lease_expires_at,
-                now,
-                *due_params,
-                EventStatus.PENDING,
-            ],
-        )
-        rows = cursor.fetchall()
-    return [ClaimedEvent(*row) for row in rows]
 
 
 def release_expired_leases(*, now: datetime | None = None) -> int:
@@ -424,13 +361,14 @@ def release_expired_leases(*, now: datetime | None = None) -> int:
     Meta keeps one of them.
     """
     now = now or clock.now()
-    return Event.objects.filter(status=EventStatus.SENDING, lease_expires_at__lt=now).update(
-        status=EventStatus.PENDING,
-        lease_token=None,
-        lease_expires_at=None,
-        status_reason=LEASE_RETURNED_REASON,
-        updated_at=now,
-    )
+    # A lease that ran out is due already (its entry's due_at is the lease's end): this only
+    # says so on the event and counts it; a claim may take the event first, which is as good.
+    returned = QueuedEvent.objects.filter(lease_token__isnull=False, due_at__lt=now)
+    with _step():
+        Event.objects.filter(pk__in=Subquery(returned.values("pk"))).update(
+            status_reason=LEASE_RETURNED_REASON, updated_at=now
+        )
+        return returned.update(lease_token=None)
 
 
 def expire_unsendable_events(*, now: datetime | None = None, only: int | None = None) -> int:
@@ -456,25 +394,26 @@ def expire_unsendable_events(*, now: datetime | None = None, only: int | None = 
             reason = LAST_ERROR_PREFIX + blocked_reason
         else:
             reason = LAST_ERROR_PREFIX + (pause_reason or "sending was paused by a rate limit.")
+        with _database_turn():
+            # Not those a worker holds (a canary): their outcome is the worker's to write.
+            too_old = list(
+                Event.objects.filter(
+                    _outside_window(now),
+                    status=EventStatus.PENDING,
+                    destination_id=pk,
+                    queued__lease_token__isnull=True,
+                ).values_list("pk", flat=True)
+            )
+        if not too_old:
+            continue
         with _step():
-            count = Event.objects.filter(
-                _outside_window(now), status=EventStatus.PENDING, destination_id=pk
-            ).update(
-                status=EventStatus.EXPIRED,
-                status_reason=reason,
-                next_attempt_at=None,
-                updated_at=now,
+            left = _queue().leave_queue(too_old, None)
+            count = Event.objects.filter(pk__in=left).update(
+                status=EventStatus.EXPIRED, status_reason=reason, updated_at=now
             )
             counters.add(pk, failed=count, at=now)
         expired += count
     return expired
-
-
-def _schedule_orphans(now: datetime) -> None:
-    # A pending event without a time would never be claimed; make it due.
-    Event.objects.filter(status=EventStatus.PENDING, next_attempt_at__isnull=True).update(
-        next_attempt_at=now
-    )
 
 
 # --- one pass --------------------------------------------------------------------------------
@@ -508,7 +447,6 @@ class _Dispatcher:
             self.report.leases_released = release_expired_leases(now=now)
             # Before expiring anything as blocked: a block whose token was replaced is no block.
             release_outlived_blocks(only=self.only)
-            _schedule_orphans(now)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
         self._send_canaries()
         batches = 0
@@ -589,9 +527,7 @@ class _Dispatcher:
         pks = [event.pk for event in batch] + [event.pk for item in waiting for event in item]
         claim.lease_expires_at = now + lease
         with _database_turn():
-            Event.objects.filter(pk__in=pks, lease_token=claim.lease_token).update(
-                lease_expires_at=claim.lease_expires_at
-            )
+            _queue().extend_lease(pks, claim.lease_token, claim.lease_expires_at)
 
     def _send(
         self,
@@ -693,15 +629,12 @@ class _Dispatcher:
             messages=list(result.messages),
             canary=self._sending_canary,
         )
-        delivered = _owned(pks, claim.lease_token).update(
+        delivered = _leave_queue(pks, claim.lease_token).update(
             status=EventStatus.DELIVERED,
             status_reason=reason,
             delivered_at=now,
             delivered_by_id=attempt.pk,
             attempts=F("attempts") + 1,
-            next_attempt_at=None,
-            lease_token=None,
-            lease_expires_at=None,
             updated_at=now,
         )
         counters.add(destination.pk, delivered=delivered, at=now)
@@ -818,7 +751,9 @@ class _Dispatcher:
             # writes can fail at once with "database is locked" instead of waiting its turn.
             with _database_turn():
                 diagnostics = (
-                    _owned(pks, claim.lease_token).values_list("diagnostics", flat=True).first()
+                    _owned_events(claim.lease_token, pks)
+                    .values_list("diagnostics", flat=True)
+                    .first()
                 )
             with _step():
                 if diagnostics is not None:
@@ -856,9 +791,9 @@ class _Dispatcher:
             Event.objects.filter(pk__in=list(requeue), status=EventStatus.FAILED).update(
                 status=EventStatus.PENDING,
                 status_reason=f"Waiting: {reason}",
-                next_attempt_at=now,
                 updated_at=now,
             )
+            _queue().enqueue(list(requeue), now)
         if blocked:
             explained = graph.GraphError(
                 refusal.message,
@@ -1049,29 +984,27 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
         lease_expires_at=now + timedelta(seconds=int(app_settings.LEASE_SECONDS)),
     )
     newest = (
-        Event.objects.filter(
-            status=EventStatus.PENDING,
+        QueuedEvent.objects.filter(
+            Q(lease_token__isnull=True) | Q(due_at__lte=now),
             destination_id=destination_id,
-            event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
+            event__event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
         )
         .order_by("-pk")
         .values("pk")[:1]
     )
     with _step():
-        claimed = Event.objects.filter(pk__in=Subquery(newest), status=EventStatus.PENDING).update(
-            status=EventStatus.SENDING,
-            lease_token=claim.lease_token,
-            lease_expires_at=claim.lease_expires_at,
-            updated_at=now,
-        )
+        claimed = QueuedEvent.objects.filter(
+            Q(lease_token__isnull=True) | Q(due_at__lte=now), pk__in=Subquery(newest)
+        ).update(lease_token=claim.lease_token, due_at=claim.lease_expires_at)
     if not claimed:
         return claim
-    rows = Event.objects.filter(lease_token=claim.lease_token).values_list(
+    rows = _owned_events(claim.lease_token).values_list(
         "pk",
         "destination_id",
         "event_time",
         "attempts",
         Cast("payload", output_field=TextField()),
+        "action_source",
     )
     with _database_turn():
         claim.events = [ClaimedEvent(*row) for row in rows]
@@ -1097,20 +1030,23 @@ def _write_surviving_reconnect(write: Callable[[], T]) -> T:
         return write()
 
 
-def _owned(pks: Sequence[int], lease_token: uuid.UUID) -> QuerySet[Event]:
-    """The events among ``pks`` this worker still holds the lease on."""
-    return Event.objects.filter(pk__in=pks, lease_token=lease_token)
+def _owned_events(lease_token: uuid.UUID, pks: Sequence[int] | None = None) -> QuerySet[Event]:
+    """The events (among ``pks``) this worker still holds the lease on."""
+    events = Event.objects.filter(queued__lease_token=lease_token)
+    return events if pks is None else events.filter(pk__in=pks)
+
+
+def _leave_queue(pks: Sequence[int], lease_token: uuid.UUID) -> QuerySet[Event]:
+    """Take the events among ``pks`` this worker still holds out of the queue; the caller
+    writes their outcome on the queryset returned, in the same transaction."""
+    return Event.objects.filter(pk__in=_queue().leave_queue(pks, lease_token))
 
 
 def _hold(pks: Sequence[int], lease_token: uuid.UUID, *, reason: str) -> int:
-    """Back to pending as they were (due, attempts unchanged), with the reason they wait."""
-    return _owned(pks, lease_token).update(
-        status=EventStatus.PENDING,
-        status_reason=reason,
-        lease_token=None,
-        lease_expires_at=None,
-        updated_at=clock.now(),
-    )
+    """Back in the queue, due now with attempts unchanged, with the reason they wait."""
+    now = clock.now()
+    held = _queue().requeue_owned(pks, lease_token, now)
+    return Event.objects.filter(pk__in=held).update(status_reason=reason, updated_at=now)
 
 
 def _expire_too_old(pks: Sequence[int], lease_token: uuid.UUID, now: datetime) -> int:
@@ -1121,13 +1057,8 @@ def _expire_too_old(pks: Sequence[int], lease_token: uuid.UUID, now: datetime) -
         default=Concat(Value(LAST_ERROR_PREFIX), F("status_reason")),
         output_field=TextField(),
     )
-    return _owned(pks, lease_token).update(
-        status=EventStatus.EXPIRED,
-        status_reason=reason,
-        next_attempt_at=None,
-        lease_token=None,
-        lease_expires_at=None,
-        updated_at=now,
+    return _leave_queue(pks, lease_token).update(
+        status=EventStatus.EXPIRED, status_reason=reason, updated_at=now
     )
 
 
@@ -1152,24 +1083,18 @@ def _retry_later(
             e.pk for e in events if next_attempt_at < send_deadline(e.event_time, e.action_source)
         ]
         if in_time:
-            retrying += _owned(in_time, lease_token).update(
-                status=EventStatus.PENDING,
+            scheduled = _queue().requeue_owned(in_time, lease_token, next_attempt_at)
+            retrying += Event.objects.filter(pk__in=scheduled).update(
                 status_reason=f"Attempt {failures} failed, next at "
                 f"{next_attempt_at:%Y-%m-%d %H:%M:%S} UTC: {reason}",
                 attempts=F("attempts") + 1,
-                next_attempt_at=next_attempt_at,
-                lease_token=None,
-                lease_expires_at=None,
                 updated_at=now,
             )
         if too_late:
-            expired += _owned(too_late, lease_token).update(
+            expired += _leave_queue(too_late, lease_token).update(
                 status=EventStatus.EXPIRED,
                 status_reason=LAST_ERROR_PREFIX + reason,
                 attempts=F("attempts") + 1,
-                next_attempt_at=None,
-                lease_token=None,
-                lease_expires_at=None,
                 updated_at=now,
             )
     if batch:
@@ -1185,14 +1110,11 @@ def _fail(
 ) -> int:
     """Meta refused this event on its own: ``failed``, with Meta's message as a diagnostic."""
     diagnostic = diagnostic_from_error(error)
-    return _owned([event.pk], lease_token).update(
+    return _leave_queue([event.pk], lease_token).update(
         status=EventStatus.FAILED,
         status_reason=f"Meta rejected this event: {diagnostic.message}",
         diagnostics=[*(diagnostics or []), diagnostic.to_dict()],
         attempts=F("attempts") + 1,
-        next_attempt_at=None,
-        lease_token=None,
-        lease_expires_at=None,
         updated_at=clock.now(),
     )
 
@@ -1335,11 +1257,9 @@ def requeue(events: QuerySet[Event] | Iterable[int], *, reason: str) -> dict[int
                 status=EventStatus.PENDING,
                 status_reason=reason,
                 attempts=0,
-                next_attempt_at=now,
-                lease_token=None,
-                lease_expires_at=None,
                 updated_at=now,
             )
+            _queue().enqueue(pks, now)
             queueing.dispatch_after_commit(destination_id)
     return counts
 

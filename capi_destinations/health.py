@@ -113,9 +113,9 @@ from capi_destinations.models import (
     DeliveryAttempt,
     Destination,
     Event,
-    EventStatus,
     Health,
     HealthCheck,
+    QueuedEvent,
 )
 from capi_destinations.user_data_keys import IDENTIFIER_LABELS
 
@@ -384,13 +384,11 @@ def collect_delivery_facts(
 
     overdue_before = now - timedelta(seconds=app_settings.HEALTH_MAX_QUEUE_DELAY)
     overdue = (
-        Event.objects.filter(
-            destination_id__in=ids,
-            status=EventStatus.PENDING,
-            next_attempt_at__lte=overdue_before,
+        QueuedEvent.objects.filter(
+            destination_id__in=ids, lease_token__isnull=True, due_at__lte=overdue_before
         )
         .values("destination_id")
-        .annotate(oldest=Min("next_attempt_at"))
+        .annotate(oldest=Min("due_at"))
         .values_list("destination_id", "oldest")
     )
     # Events held on purpose (sending off, a block, a pause) count as due from the moment
@@ -407,14 +405,13 @@ def collect_delivery_facts(
         since = max(oldest, resumed.get(destination_id) or oldest)
         if since <= overdue_before:
             facts[destination_id].overdue_since = since
+    # A worker's lease that ran out long ago (its entry is due from the lease's end).
     stalled = (
-        Event.objects.filter(
-            destination_id__in=ids,
-            status=EventStatus.SENDING,
-            lease_expires_at__lte=overdue_before,
+        QueuedEvent.objects.filter(
+            destination_id__in=ids, lease_token__isnull=False, due_at__lte=overdue_before
         )
         .values("destination_id")
-        .annotate(oldest=Min("lease_expires_at"))
+        .annotate(oldest=Min("due_at"))
         .values_list("destination_id", "oldest")
     )
     for destination_id, oldest in stalled:

@@ -402,9 +402,6 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         "status": status,
         "status_reason": _storable_text(reason),
         "attempts": 0,
-        "next_attempt_at": context.now if status == EventStatus.PENDING else None,
-        "lease_token": None,
-        "lease_expires_at": None,
         "diagnostics": [_stored_diagnostic(finding) for finding in found],
         "match_quality": diagnostics.match_quality_score(report.user_data)
         if report is not None

@@ -681,8 +681,8 @@ class Destination(models.Model):
 
 
 class EventStatus(models.TextChoices):
-    PENDING = "pending", "Pending"  # waiting to be sent (or to be retried)
-    SENDING = "sending", "Sending"  # claimed by a worker under a lease
+    # Waiting to be sent, retried, or on its way: it has a QueuedEvent (due time, lease).
+    PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered"
     REJECTED = "rejected", "Rejected"  # local validation errors; never sent
     SUPPRESSED = "suppressed", "Suppressed"  # consent policy; never sent
@@ -723,10 +723,9 @@ class Event(models.Model):
         max_length=10, choices=EventStatus.choices, default=EventStatus.PENDING
     )
     status_reason = models.TextField(blank=True)
+    # Requests that carried the event and ended (delivered, refused, retried): what the pages
+    # show and what the retry schedule counts. Written with the outcome, never by a claim.
     attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    lease_token = models.UUIDField(null=True, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     diagnostics = models.JSONField(default=list, blank=True, encoder=StrictJSONEncoder)
     match_quality = models.FloatField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -754,29 +753,9 @@ class Event(models.Model):
                 fields=["destination", "event_name", "event_id"], name="capi_event_unique_id"
             )
         ]
+        # The delivery queue (due time, lease) is QueuedEvent's: a claim never writes this wide
+        # row, and the outcome writes it once (docs/BENCHMARKS.md, issue 21).
         indexes = [
-            # The dispatcher's query: due pending events. Partial, like the next one, so that
-            # the rows of other statuses (nearly all of them) are not in it, and a claim or a
-            # delivery does not have to add an entry to it (docs/BENCHMARKS.md, dispatch).
-            models.Index(
-                fields=["next_attempt_at"],
-                name="capi_event_due",
-                condition=models.Q(status="pending"),
-            ),
-            # A claim takes one destination's due events, oldest first. Through the index above
-            # it walked every destination's due events and read each row to skip the others'
-            # (50,000 rows read per 1,000 claimed with 50 destinations; docs/BENCHMARKS.md).
-            models.Index(
-                fields=["destination", "next_attempt_at"],
-                name="capi_event_due_by_destination",
-                condition=models.Q(status="pending"),
-            ),
-            # Expired leases.
-            models.Index(
-                fields=["lease_expires_at"],
-                name="capi_event_lease",
-                condition=models.Q(status="sending"),
-            ),
             # Pages: a destination's log and its 24-hour counts.
             models.Index(fields=["destination", "-created_at"], name="capi_event_dest_created"),
             models.Index(
@@ -786,6 +765,15 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.event_id} ({self.status})"
+
+    @property
+    def next_attempt_at(self) -> datetime | None:
+        """When the event is due to be sent next (its queue entry's), or None once it left the
+        queue. While a worker holds it, the moment its lease runs out."""
+        try:
+            return self.queued.due_at
+        except QueuedEvent.DoesNotExist:
+            return None
 
     def delivery_history(self, limit: int = 20) -> list[DeliveryAttempt]:
         """The requests that carried this event, newest first: the failed ones and the one that
@@ -802,6 +790,50 @@ class Event(models.Model):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "updated_at"}
         super().save(*args, **kwargs)
+
+
+class QueuedEvent(models.Model):
+    """A pending event in the delivery queue: when it is due, and the lease of the worker
+    sending it.
+
+    The dispatcher's hot path lives here, in a narrow row, instead of in the event's wide row
+    (the payload, the pages' indexes): a claim rewrites only this row, and an outcome deletes
+    it while writing the event once (docs/BENCHMARKS.md, issue 21). An event is ``pending``
+    exactly while it has one; whoever moves an event into or out of ``pending`` adds or deletes
+    it in the same transaction (``eventstore`` at ingest, ``dispatch`` afterwards).
+
+    A claim sets ``lease_token`` and moves ``due_at`` to the moment the lease runs out, so a
+    claimed event is not due, and one whose worker died is due again when its lease ends
+    without anything having to notice first.
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.CASCADE, primary_key=True, related_name="queued"
+    )
+    # The event's destination, copied so a claim reads only this table's index. No constraint
+    # and no index of its own: the event's foreign key holds, and the due index starts with it.
+    destination = models.ForeignKey(
+        Destination,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    due_at = models.DateTimeField()
+    # Set while a worker holds the event; ``due_at`` is then the end of its lease.
+    lease_token = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # A claim takes one destination's due events, oldest first.
+            models.Index(fields=["destination", "due_at"], name="capi_queue_due_by_destination"),
+            # Which destination's oldest due event is the oldest; overdue events and leases.
+            models.Index(fields=["due_at"], name="capi_queue_due"),
+        ]
+
+    def __str__(self) -> str:
+        state = "leased" if self.lease_token else "due"
+        return f"event {self.event_id} {state} at {self.due_at:%Y-%m-%d %H:%M:%S}"
 
 
 class ClickIdSighting(models.Model):

@@ -53,7 +53,8 @@ FAILED_STATUSES = counters.STATUSES_OF_OUTCOME["failed"]
 # "Rejected" is counted apart: our own checks refused them, so they were never sent.
 REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]
 # "Pending": still on their way.
-PENDING_STATUSES = (EventStatus.PENDING, EventStatus.SENDING)
+# Waiting, retried or on its way (a worker's lease is in the queue, not in the status).
+PENDING_STATUSES = (EventStatus.PENDING,)
 
 # The overview's status filter: a health value, or "disabled".
 STATUS_FILTERS = {

@@ -2,12 +2,13 @@
 
 Three promises are checked (issue 9):
 
-- ingested = delivered + failed + rejected + suppressed + expired + pending (+ sending under a
-  live lease, which is work in hand, never lost);
+- ingested = delivered + failed + rejected + suppressed + expired + pending (pending counts
+  the events a worker holds under a live lease: work in hand, never lost), and the delivery
+  queue holds exactly the pending events;
 - every delivered ``event_id`` reached the sandbox exactly once — a second copy is tolerated only
   for an event whose worker was killed or lost its database connection after Meta received the
   request (Meta deduplicates on event_id; the soak names each one);
-- no event sits in ``sending`` without a live lease.
+- no queue entry is held under a lease that ran out (a worker died and nobody took it back).
 
 Must be imported after ``django.setup()``.
 """
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
-from capi_destinations.models import DeliveryAttempt, Destination, Event, EventStatus
+from capi_destinations.models import DeliveryAttempt, Destination, Event, EventStatus, QueuedEvent
 
 Key = tuple[str, bool, str, str]
 BUCKETS = ("delivered", "failed", "rejected", "suppressed", "expired", "pending")
@@ -30,7 +31,7 @@ BUCKETS = ("delivered", "failed", "rejected", "suppressed", "expired", "pending"
 
 @dataclass
 class Books:
-    """Counts by status, the sending split by lease, and the checks' verdicts."""
+    """Counts by status, the events held by workers split by lease, and the checks' verdicts."""
 
     ingested: int
     by_status: dict[str, int]
@@ -54,24 +55,31 @@ def event_books(destination_ids: list[int], *, now: datetime | None = None) -> B
     now = now or timezone.now()
     events = Event.objects.filter(destination_id__in=destination_ids)
     by_status = dict(events.values_list("status").annotate(count=Count("pk")).order_by())
-    sending = events.filter(status=EventStatus.SENDING)
-    dead = sending.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
-    dead_count = dead.count()
+    queue = QueuedEvent.objects.filter(destination_id__in=destination_ids)
+    leased = queue.filter(lease_token__isnull=False)
+    dead_count = leased.filter(due_at__lte=now).count()
     books = Books(
         ingested=events.count(),
         by_status=by_status,
-        sending_live_lease=sending.count() - dead_count,
+        sending_live_lease=leased.count() - dead_count,
         sending_dead_lease=dead_count,
     )
-    accounted = sum(by_status.get(status, 0) for status in BUCKETS) + books.sending_live_lease
+    accounted = sum(by_status.get(status, 0) for status in BUCKETS)
     if accounted != books.ingested:
         books.problems.append(
             f"ingested {books.ingested} != delivered + failed + rejected + suppressed + expired "
-            f"+ pending + sending under a live lease = {accounted}"
+            f"+ pending = {accounted}"
+        )
+    queued = queue.count()
+    queued_pending = queue.filter(event__status=EventStatus.PENDING).count()
+    if queued != queued_pending or queued != by_status.get(EventStatus.PENDING, 0):
+        books.problems.append(
+            f"the delivery queue holds {queued} entries ({queued_pending} of pending events) "
+            f"for {by_status.get(EventStatus.PENDING, 0)} pending events"
         )
     if dead_count:
-        books.problems.append(f"{dead_count} events are 'sending' without a live lease")
-    unknown = set(by_status) - set(BUCKETS) - {EventStatus.SENDING}
+        books.problems.append(f"{dead_count} events are held under a lease that ran out")
+    unknown = set(by_status) - set(BUCKETS)
     if unknown:
         books.problems.append(f"unknown statuses: {sorted(unknown)}")
     return books

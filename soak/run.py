@@ -334,7 +334,7 @@ class Soak:
         self.tokens[destination_id] = token
 
     def phase_kill(self) -> dict[str, Any]:
-        from capi_destinations.models import Event, EventStatus
+        from capi_destinations.models import QueuedEvent
 
         seconds = max(self.options.seconds / 4, 30)
         begin = time.monotonic()
@@ -346,7 +346,7 @@ class Soak:
         # Meta slows down so requests stay in flight; with three of the four workers holding a
         # lease, each cluster has at least one worker in the middle of a batch.
         self.sandbox.set_faults(latency_ms=5000)
-        sending = Event.objects.filter(status=EventStatus.SENDING)
+        sending = QueuedEvent.objects.filter(lease_token__isnull=False)
         wait_until(
             lambda: sending.order_by().values("lease_token").distinct().count() >= 3,
             timeout=30,
@@ -363,8 +363,7 @@ class Soak:
         # The survivor's requests finish within the latency; what is still leased afterwards
         # belonged to the killed worker and waits for its lease to run out.
         time.sleep(7)
-        orphaned = Event.objects.filter(
-            status=EventStatus.SENDING,
+        orphaned = QueuedEvent.objects.filter(
             pk__in=[pk for pk, _ in in_flight],
             lease_token__in=[token for _, token in in_flight],
         ).count()
@@ -452,9 +451,7 @@ class Soak:
 
         self.sandbox.set_faults(**NO_FAULTS)
         sendable = [target.destination_id for target in self.targets if target.kind != "disabled"]
-        waiting = Event.objects.filter(
-            destination_id__in=sendable, status__in=(EventStatus.PENDING, EventStatus.SENDING)
-        )
+        waiting = Event.objects.filter(destination_id__in=sendable, status=EventStatus.PENDING)
         started = time.monotonic()
         emptied = wait_until(
             lambda: not waiting.exists(), timeout=self.options.drain_seconds, interval=2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,15 @@ from django.db import connection
 
 from capi_destinations import clock as app_clock
 from capi_destinations import counters
-from capi_destinations.models import Destination, Event, EventStatus, Membership, Role, Tenant
+from capi_destinations.models import (
+    Destination,
+    Event,
+    EventStatus,
+    Membership,
+    QueuedEvent,
+    Role,
+    Tenant,
+)
 
 pytest_plugins = [
     "tests.fixtures.sandbox",
@@ -163,6 +172,25 @@ def server_event(
     }
 
 
+def queue_events(
+    events: Iterable[Event],
+    *,
+    due_at: datetime | None = None,
+    lease_token: uuid.UUID | None = None,
+) -> None:
+    """Put pending events made without ``track()`` (``bulk_create``) in the delivery queue,
+    due at ``due_at`` (now by default), as ingest does."""
+    QueuedEvent.objects.bulk_create(
+        QueuedEvent(
+            event_id=event.pk,
+            destination_id=event.destination_id,
+            due_at=due_at or app_clock.now(),
+            lease_token=lease_token,
+        )
+        for event in events
+    )
+
+
 @pytest.fixture
 def make_event(db: None, destination: Destination) -> Callable[..., Event]:
     """``make_event(destination=..., event_id=..., **fields)`` → a pending, due Event row.
@@ -180,7 +208,10 @@ def make_event(db: None, destination: Destination) -> Callable[..., Event]:
             "payload", server_event(event_id, event_name=event_name, event_time=event_time)
         )
         fields.setdefault("status", EventStatus.PENDING)
-        fields.setdefault("next_attempt_at", app_clock.now())
+        # The queue entry of a pending event: due at ``next_attempt_at`` (now by default), or
+        # held by a worker until ``lease_expires_at``.
+        due_at = fields.pop("next_attempt_at", app_clock.now())
+        lease_expires_at = fields.pop("lease_expires_at", None)
         event = Event.objects.create(
             event_id=event_id,
             event_name=event_name,
@@ -188,6 +219,13 @@ def make_event(db: None, destination: Destination) -> Callable[..., Event]:
             action_source=fields["payload"].get("action_source", ""),
             **fields,
         )
+        if event.status == EventStatus.PENDING:
+            leased = lease_expires_at is not None
+            queue_events(
+                [event],
+                due_at=lease_expires_at if leased else due_at or app_clock.now(),
+                lease_token=uuid.uuid4() if leased else None,
+            )
         # An event made with an outcome reached it now, as the code that gives outcomes counts.
         for outcome, statuses in counters.STATUSES_OF_OUTCOME.items():
             if event.status in statuses:

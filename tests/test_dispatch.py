@@ -23,9 +23,10 @@ from capi_destinations.models import (
     Event,
     EventStatus,
     Health,
+    QueuedEvent,
 )
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import make_token, server_event
+from tests.conftest import make_token, queue_events, server_event
 
 pytestmark = pytest.mark.django_db
 
@@ -61,10 +62,11 @@ def add_events(
                 event_time=when,
                 action_source="website",
                 payload=payload,
-                next_attempt_at=app_clock.now(),
             )
         )
-    return Event.objects.bulk_create(rows)
+    events = Event.objects.bulk_create(rows)
+    queue_events(events)
+    return events
 
 
 def statuses(destination: Destination | None = None) -> dict[str, int]:
@@ -94,7 +96,7 @@ def test_due_events_are_delivered_once_and_recorded(env: Sandbox, destination: D
         assert event.status == EventStatus.DELIVERED
         assert event.delivered_at == app_clock.now()
         assert event.attempts == 1
-        assert event.lease_token is None
+    assert not QueuedEvent.objects.exists()
     attempt = DeliveryAttempt.objects.get()
     assert attempt.outcome == AttemptOutcome.DELIVERED
     assert attempt.events_received == 5
@@ -389,7 +391,8 @@ def test_the_lease_of_a_dead_worker_is_given_back(env: Sandbox, destination: Des
     # A worker claims the events and sends them, then dies before recording anything.
     claim = dispatch.claim_due_events([destination.pk])
     graph.send_events(destination, [event.payload_json for event in claim.events])
-    assert statuses() == {EventStatus.SENDING: 4}
+    assert statuses() == {EventStatus.PENDING: 4}
+    assert QueuedEvent.objects.filter(lease_token=claim.lease_token).count() == 4
 
     # Its lease is still running: nobody else takes the events.
     assert dispatch.dispatch_pending().claimed == 0

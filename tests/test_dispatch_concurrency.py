@@ -26,9 +26,9 @@ from django.utils import timezone
 
 from capi_destinations import clock as app_clock
 from capi_destinations import dispatch
-from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.models import Destination, Event, EventStatus, QueuedEvent
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import close_thread_connection, server_event
+from tests.conftest import close_thread_connection, queue_events, server_event
 
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = {"failure_rate": 0.1, "drop_rate": 0.05, "rate_limit_every": 9, "latency_ms": 5, "seed": 7}
@@ -64,10 +64,9 @@ def seed_events(
                     event_time=now,
                     action_source="website",
                     payload=payload,
-                    next_attempt_at=now,
                 )
             )
-    Event.objects.bulk_create(rows, batch_size=500)
+    queue_events(Event.objects.bulk_create(rows, batch_size=500), due_at=now)
     return bad
 
 
@@ -303,7 +302,8 @@ if _database_is_shared():
         worker = start_worker(worker_environment(tmp_path, use_sandbox))
         try:
             wait_until(lambda: len(use_sandbox.requests()) == 1, timeout=30)
-            assert set(Event.objects.values_list("status", flat=True)) == {EventStatus.SENDING}
+            assert set(Event.objects.values_list("status", flat=True)) == {EventStatus.PENDING}
+            assert not QueuedEvent.objects.filter(lease_token__isnull=True).exists()
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.communicate(timeout=10)

@@ -93,7 +93,6 @@ def candidate(destination: Destination, event_id: str, **fields: Any) -> _Candid
         payload=payload,
         payload_hash=fields.pop("payload_hash", "hash-" + event_id),
         status=fields.pop("status", EventStatus.PENDING),
-        next_attempt_at=now,
         created_at=now,
         updated_at=now,
         **fields,

@@ -507,7 +507,7 @@ def test_a_recently_due_event_is_fine(
 def test_an_abandoned_lease_counts_as_a_stuck_queue(
     meta: Sandbox, registered: Destination, make_event: Callable[..., Any]
 ) -> None:
-    make_event(status="sending", lease_expires_at=health.clock.now() - timedelta(hours=2))
+    make_event(lease_expires_at=health.clock.now() - timedelta(hours=2))
 
     check = health.check_destination(registered)
 

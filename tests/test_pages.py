@@ -455,7 +455,7 @@ def test_cards_say_what_is_waiting_and_for_what(
         make_event(destination=blocked)
     make_event(destination=off)
     make_event(destination=off, status=EventStatus.DELIVERED)
-    make_event(destination=on_its_way, status=EventStatus.SENDING)
+    make_event(destination=on_its_way, lease_expires_at=app_clock.now() + timedelta(minutes=5))
     client = logged_in(owner)
 
     overview = client.get(reverse("capi_destinations:overview")).content.decode()

@@ -78,7 +78,7 @@ def test_hourly_counts_bucket_by_hour_and_skip_suppressed(
         make_event(status=EventStatus.DELIVERED)
         make_event(status=EventStatus.REJECTED)
         make_event(status=EventStatus.FAILED)
-    make_event(status=EventStatus.SENDING)
+    make_event(lease_expires_at=clock.now() + timedelta(minutes=5))  # on its way
     make_event(status=EventStatus.SUPPRESSED)
     with django_assert_num_queries(2):
         hours = reports.hourly_counts(destination)
@@ -194,7 +194,7 @@ def test_waiting_counts_in_one_query_and_in_words(
 ) -> None:
     other = make_destination()
     make_event(status=EventStatus.PENDING)
-    make_event(status=EventStatus.SENDING)
+    make_event(lease_expires_at=clock.now() + timedelta(minutes=5))  # on its way
     make_event(status=EventStatus.DELIVERED)
     make_event(status=EventStatus.FAILED)
     with django_assert_num_queries(1):

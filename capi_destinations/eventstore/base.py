@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -12,9 +13,19 @@ from typing import Any, Protocol
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import AutoField
 
-from capi_destinations.models import Event, HourlyOutcomes, RefusedCalls
+from capi_destinations.models import Event, EventStatus, HourlyOutcomes, QueuedEvent, RefusedCalls
 
-__all__ = ["CHUNK_SIZE", "INSERT_FIELDS", "REPLACED_FIELDS", "Candidate", "EventStore"]
+__all__ = [
+    "CHUNK_SIZE",
+    "INSERT_FIELDS",
+    "PENDING",
+    "REPLACED_FIELDS",
+    "Candidate",
+    "EventStore",
+]
+
+#: The status whose rows are in the delivery queue.
+PENDING = EventStatus.PENDING.value
 
 # Rows per INSERT: big enough that a 1000-event request is two statements, small enough to stay
 # far below PostgreSQL's 65535 parameters (about 20 per row).
@@ -42,7 +53,8 @@ class EventStore(ABC):
 
     Every write is safe alone and against concurrent requests: inserts skip keys already
     there and say which rows went in; replacing a rejected row and noting a reused event_id are
-    conditional on the row's state. No method opens a transaction of its own.
+    conditional on the row's state. A row stored ``pending`` gets its ``QueuedEvent`` (due at
+    once) in the same statement, or in the same transaction where one statement cannot do it.
     """
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
@@ -50,6 +62,7 @@ class EventStore(ABC):
         self.alias: str = connection.alias
         self.quote = connection.ops.quote_name
         self.table = self.quote(Event._meta.db_table)
+        self.queue_table = self.quote(QueuedEvent._meta.db_table)
 
     def writing(self) -> AbstractContextManager[Any]:
         """Held around one call's writes (SQLite: one thread of the process at a time)."""
@@ -137,6 +150,122 @@ class EventStore(ABC):
             destination_id=destination_id, event_name__in=names, event_id__in=ids
         )
         return {(event.event_name, event.event_id): event for event in rows}
+
+    def _enqueue_sql(self, source: str, condition: str = "") -> str:
+        """INSERT the queue entries of the ``pending`` rows of ``source`` (the event table or a
+        CTE with its ``id``, ``destination_id``, ``status`` and ``created_at``) that meet
+        ``condition``, due when they were recorded; the last placeholder is the pending
+        status."""
+        where = f"{condition} AND " if condition else ""
+        return (
+            f"INSERT INTO {self.queue_table} (event_id, destination_id, due_at) "  # noqa: S608
+            f"SELECT id, destination_id, created_at FROM {source} WHERE {where}status = %s "
+            "ON CONFLICT DO NOTHING"
+        )
+
+    # --- the delivery queue (QueuedEvent) -----------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self,
+        destination_ids: Sequence[int],
+        limit: int,
+        now: datetime,
+        lease_token: uuid.UUID,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Any, ...]]:
+        """Lease up to ``limit`` due events of one of ``destination_ids`` (the one whose oldest
+        due event is the oldest, its events oldest first) under ``lease_token`` until
+        ``lease_expires_at``, inside the caller's transaction.
+
+        Returns (id, destination_id, event_time, attempts, payload JSON text, action_source)
+        of each event really leased: the lease is a conditional write of the queue entry
+        (still due), so two workers never both take one, even without row locks.
+        """
+
+    def _due_sql(self, destination_ids: Sequence[int], lock: str) -> tuple[str, list[Any]]:
+        """SELECT the ids of the due queue entries a claim takes (see :meth:`claim`); its
+        parameters after ``destination_ids``: now, now, limit."""
+        condition, params = self._id_in("destination_id", destination_ids)
+        queue = self.queue_table
+        sql = (
+            f"SELECT event_id FROM {queue} WHERE destination_id = ("  # noqa: S608
+            f"SELECT destination_id FROM {queue} WHERE {condition} AND due_at <= %s "
+            f"ORDER BY due_at LIMIT 1{lock}) AND due_at <= %s ORDER BY due_at LIMIT %s{lock}"
+        )
+        return sql, params
+
+    def enqueue(self, ids: Sequence[int], due_at: datetime) -> None:
+        """Put the ``pending`` events among ``ids`` in the queue, due at ``due_at`` (those
+        already in it stay as they are). For an event made ``pending`` again, in the same
+        transaction."""
+        if not ids:
+            return
+        condition, params = self._id_in("id", ids)
+        sql = (
+            f"INSERT INTO {self.queue_table} (event_id, destination_id, due_at) "  # noqa: S608
+            f"SELECT id, destination_id, %s FROM {self.table} WHERE {condition} AND status = %s "
+            "ON CONFLICT DO NOTHING"
+        )
+        self._execute(sql, [self._time(due_at), *params, PENDING])
+
+    def leave_queue(self, ids: Sequence[int], lease_token: uuid.UUID | None) -> list[int]:
+        """Delete the queue entries of ``ids`` held under ``lease_token`` (``None``: the ones
+        no worker holds); returns the event ids really taken out, whose outcome the caller
+        then writes in the same transaction."""
+        return self._queue_write("DELETE FROM {queue}", [], ids, lease_token)
+
+    def requeue_owned(
+        self, ids: Sequence[int], lease_token: uuid.UUID, due_at: datetime
+    ) -> list[int]:
+        """Give back the lease on ``ids`` (those still held under ``lease_token``), due at
+        ``due_at``; returns the event ids given back."""
+        return self._queue_write(
+            "UPDATE {queue} SET lease_token = NULL, due_at = %s",
+            [self._time(due_at)],
+            ids,
+            lease_token,
+        )
+
+    def extend_lease(
+        self, ids: Sequence[int], lease_token: uuid.UUID, lease_expires_at: datetime
+    ) -> None:
+        """Move the end of the lease on ``ids`` still held under ``lease_token``."""
+        self._queue_write(
+            "UPDATE {queue} SET due_at = %s", [self._time(lease_expires_at)], ids, lease_token
+        )
+
+    def _queue_write(
+        self,
+        statement: str,
+        params: list[Any],
+        ids: Sequence[int],
+        lease_token: uuid.UUID | None,
+    ) -> list[int]:
+        if not ids:
+            return []
+        condition, id_params = self._id_in("event_id", ids)
+        if lease_token is None:
+            lease = "lease_token IS NULL"
+            lease_params: list[Any] = []
+        else:
+            lease = "lease_token = %s"
+            lease_params = [self._uuid(lease_token)]
+        sql = (
+            f"{statement.format(queue=self.queue_table)} WHERE {condition} AND {lease} "
+            "RETURNING event_id"
+        )
+        return [pk for (pk,) in self._fetch(sql, [*params, *id_params, *lease_params])]
+
+    def _id_in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        """``column IN (…)`` of ``ids``, and its parameters."""
+        return f"{column} IN ({', '.join(['%s'] * len(ids))})", [int(pk) for pk in ids]
+
+    def _time(self, value: datetime) -> Any:
+        return self.connection.ops.adapt_datetimefield_value(value)
+
+    def _uuid(self, value: uuid.UUID) -> Any:
+        return value
 
     def _returning(self) -> str:
         quote = self.quote

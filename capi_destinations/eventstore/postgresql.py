@@ -17,6 +17,7 @@ from typing import Any
 from capi_destinations import bound_sql
 from capi_destinations.eventstore.base import (
     INSERT_FIELDS,
+    PENDING,
     REPLACED_FIELDS,
     Candidate,
     EventStore,
@@ -39,15 +40,19 @@ class PostgreSQLEventStore(EventStore):
     def insert(self, chunk: Sequence[Candidate]) -> list[tuple[int, str, str]]:
         sql = _INSERT_SQL.get(self.alias)
         if sql is None:
+            # One statement: the rows, and the queue entries of the pending ones.
             sql = _INSERT_SQL[self.alias] = (
-                f"INSERT INTO {self.table} ({self._columns()}) "  # noqa: S608
+                f"WITH inserted AS (INSERT INTO {self.table} ({self._columns()}) "  # noqa: S608
                 f"SELECT {self._columns()} FROM jsonb_to_recordset(%s::jsonb) "
-                f"AS chunk({self._column_types()}) ON CONFLICT DO NOTHING{self._returning()}"
+                f"AS chunk({self._column_types()}) ON CONFLICT DO NOTHING "
+                "RETURNING id, event_name, event_id, destination_id, status, created_at), "
+                f"queued AS ({self._enqueue_sql('inserted')}) "
+                "SELECT id, event_name, event_id FROM inserted"
             )
         # Most rows share their timestamps (the batch's "now"): format each one once.
         iso_times: dict[datetime, str] = {}
         records = ",".join(_json_record(candidate, iso_times) for candidate in chunk)
-        return self._fetch(sql, [f"[{records}]"])
+        return self._fetch(sql, [f"[{records}]", PENDING])
 
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:
         quote = self.quote
@@ -56,17 +61,19 @@ class PostgreSQLEventStore(EventStore):
         )
         id_type = Event._meta.pk.rel_db_type(self.connection)  # type: ignore[attr-defined]  # not in the stubs
         sql = (
-            f"UPDATE {self.table} AS stored SET {assignments} "  # noqa: S608
+            f"WITH replaced AS (UPDATE {self.table} AS stored SET {assignments} "  # noqa: S608
             f"FROM jsonb_to_recordset(%s::jsonb) AS incoming(id {id_type}, "
             f"{self._column_types()}) "
-            "WHERE stored.id = incoming.id AND stored.status = %s RETURNING stored.id"
+            "WHERE stored.id = incoming.id AND stored.status = %s "
+            "RETURNING stored.id, stored.destination_id, stored.status, stored.created_at), "
+            f"queued AS ({self._enqueue_sql('replaced')}) SELECT id FROM replaced"
         )
         iso_times: dict[datetime, str] = {}
         records = ",".join(
             f'{{"id":{int(pk)},{_json_record(candidate, iso_times)[1:]}'
             for pk, candidate in replacements
         )
-        rows = self._fetch(sql, [f"[{records}]", EventStatus.REJECTED.value])
+        rows = self._fetch(sql, [f"[{records}]", EventStatus.REJECTED.value, PENDING])
         return {pk for (pk,) in rows}
 
     def append_finding(self, ids: Sequence[int], finding: dict[str, Any], now: datetime) -> None:
@@ -82,6 +89,33 @@ class PostgreSQLEventStore(EventStore):
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         # The chunk bound as a parameter, not escaped into the SQL text (see bound_sql).
         return bound_sql.fetch_all(self.connection, sql, params)
+    def claim(
+        self,
+        destination_ids: Sequence[int],
+        limit: int,
+        now: datetime,
+        lease_token: uuid.UUID,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Any, ...]]:
+        # One statement: choose (skipping entries other workers are claiming), lease, and read
+        # the events' payloads. Its commit does not wait for the WAL flush: a claim lost in a
+        # server crash leaves its events due, as if never claimed (an outcome's commit is
+        # durable as usual).
+        due, params = self._due_sql(destination_ids, " FOR UPDATE SKIP LOCKED")
+        queue = self.queue_table
+        sql = (
+            f"WITH due AS ({due}), claimed AS (UPDATE {queue} SET lease_token = %s, "  # noqa: S608
+            f"due_at = %s FROM due WHERE {queue}.event_id = due.event_id RETURNING "
+            f"{queue}.event_id) SELECT event.id, event.destination_id, event.event_time, "
+            "event.attempts, event.payload::text, event.action_source FROM claimed "
+            f"JOIN {self.table} AS event ON event.id = claimed.event_id"
+        )
+        self._execute("SET LOCAL synchronous_commit TO OFF", [])
+        return self._fetch(sql, [*params, now, now, limit, lease_token, lease_expires_at])
+
+    def _id_in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        # One array parameter: a thousand placeholders cost more to send and to parse.
+        return f"{column} = ANY(%s)", [[int(pk) for pk in ids]]
 
     def _columns(self) -> str:
         return ", ".join(self.quote(model_field.column) for model_field in INSERT_FIELDS)

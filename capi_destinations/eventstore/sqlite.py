@@ -17,18 +17,20 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from django.db import NotSupportedError
+from django.db import NotSupportedError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
+from django.db.models import Field, TextField
+from django.db.models.functions import Cast
 
 from capi_destinations.eventstore.base import (
     INSERT_FIELDS,
+    PENDING,
     REPLACED_FIELDS,
     Candidate,
     EventStore,
     dumps,
 )
-from capi_destinations.models import EventStatus
+from capi_destinations.models import Event, EventStatus
 
 __all__ = ["SQLiteEventStore"]
 
@@ -68,7 +70,13 @@ class SQLiteEventStore(EventStore):
             for candidate in chunk
             for model_field in INSERT_FIELDS
         ]
-        return self._fetch(sql, params)
+        # Two statements (SQLite's INSERT has no data-modifying CTE), one transaction (the
+        # caller's if there is one: no savepoint round trips): no pending row without its
+        # queue entry.
+        with transaction.atomic(using=self.alias, savepoint=False):
+            inserted = self._fetch(sql, params)
+            self._enqueue([pk for pk, _, _ in inserted])
+        return inserted
 
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:
         quote, table = self.quote, self.table
@@ -89,7 +97,58 @@ class SQLiteEventStore(EventStore):
             params.append(int(pk))
             params.extend(_value(candidate, f, adapt) for f in REPLACED_FIELDS)
         params.append(EventStatus.REJECTED.value)
-        return {pk for (pk,) in self._fetch(sql, params)}
+        with transaction.atomic(using=self.alias, savepoint=False):
+            replaced = {pk for (pk,) in self._fetch(sql, params)}
+            self._enqueue(sorted(replaced))
+        return replaced
+
+    def claim(
+        self,
+        destination_ids: Sequence[int],
+        limit: int,
+        now: datetime,
+        lease_token: uuid.UUID,
+        lease_expires_at: datetime,
+    ) -> list[tuple[Any, ...]]:
+        # One UPDATE: it takes the write lock before it reads (no lock upgrade on SQLite).
+        due, params = self._due_sql(destination_ids, "")
+        sql = (
+            f"UPDATE {self.queue_table} SET lease_token = %s, due_at = %s "  # noqa: S608
+            f"WHERE event_id IN ({due}) AND due_at <= %s"
+        )
+        adapt = self._time
+        self._execute(
+            sql,
+            [
+                lease_token.hex,
+                adapt(lease_expires_at),
+                *params,
+                adapt(now),
+                adapt(now),
+                limit,
+                adapt(now),
+            ],
+        )
+        rows = Event.objects.using(self.alias).filter(queued__lease_token=lease_token)
+        return list(
+            rows.values_list(
+                "pk",
+                "destination_id",
+                "event_time",
+                "attempts",
+                Cast("payload", output_field=TextField()),
+                "action_source",
+            )
+        )
+
+    def _uuid(self, value: uuid.UUID) -> Any:
+        # Django stores a UUIDField as 32 hex digits on SQLite.
+        return value.hex
+
+    def _enqueue(self, ids: Sequence[int]) -> None:
+        if ids:
+            condition = f"id IN ({', '.join(['%s'] * len(ids))})"
+            self._execute(self._enqueue_sql(self.table, condition), [*ids, PENDING])
 
     def append_finding(self, ids: Sequence[int], finding: dict[str, Any], now: datetime) -> None:
         table = self.table

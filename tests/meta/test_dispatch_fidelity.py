@@ -28,10 +28,11 @@ from capi_destinations.models import (
     Destination,
     Event,
     EventStatus,
+    QueuedEvent,
     Role,
 )
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import server_event
+from tests.conftest import queue_events, server_event
 
 pytestmark = pytest.mark.django_db
 
@@ -77,10 +78,11 @@ def add_events(
                 event_time=now,
                 action_source="website",
                 payload=payload,
-                next_attempt_at=now,
             )
         )
-    return Event.objects.bulk_create(rows)
+    events = Event.objects.bulk_create(rows)
+    queue_events(events)
+    return events
 
 
 def assert_only_tracked_events_reached(sandbox: Sandbox) -> Counter[str]:
@@ -425,6 +427,7 @@ def test_a_canary_stays_due_while_nothing_waits(
     (held,) = add_events(destination, 1, prefix="held")
     block_with_a_refused_token(env, destination)
     Event.objects.filter(pk=held.pk).update(status=EventStatus.FAILED)
+    QueuedEvent.objects.filter(pk=held.pk).delete()  # out of the queue, as a failure is
     clock.advance(timedelta(minutes=30))
     before = len(env.requests())
 

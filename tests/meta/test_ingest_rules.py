@@ -20,6 +20,7 @@ from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.forms import DestinationForm
 from capi_destinations.models import Destination, Event, EventStatus, Role
 from capi_destinations.sandbox import Sandbox, validation
+from tests.conftest import queue_events
 
 pytestmark = pytest.mark.django_db
 
@@ -129,25 +130,24 @@ def test_the_sandbox_accepts_a_store_event_of_sixty_days(
         "user_data": {"em": ["a" * 64]},
         "custom_data": {"value": 1.0, "currency": "EUR"},
     }
-    Event.objects.create(
+    store = Event.objects.create(
         destination=destination,
         event_name="Purchase",
         event_id="store-60",
         event_time=when,
         action_source="physical_store",
         payload=payload,
-        next_attempt_at=app_clock.now(),
     )
     website = {**payload, "event_id": "web-60", "action_source": "website"}
-    Event.objects.create(
+    web = Event.objects.create(
         destination=destination,
         event_name="Purchase",
         event_id="web-60",
         event_time=when,
         action_source="website",
         payload=website,
-        next_attempt_at=app_clock.now(),
     )
+    queue_events([store, web])
 
     report = dispatch.dispatch_pending()
 

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("capi_destinations", "0001_initial"),
+        ("capi_destinations", "__first__"),  # survives `make migrations` regenerating 0001
     ]
 
     operations = [

@@ -89,6 +89,7 @@ class PostgreSQLEventStore(EventStore):
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         # The chunk bound as a parameter, not escaped into the SQL text (see bound_sql).
         return bound_sql.fetch_all(self.connection, sql, params)
+
     def claim(
         self,
         destination_ids: Sequence[int],

@@ -386,6 +386,75 @@ def record_run(
     return run, summary
 
 
+def accept_upload(destination: Destination, upload: Any, *, actor: Any = None) -> ImportRun:
+    """Keep an uploaded file for mapping (the page's first step); ``ImportRefused`` says why not.
+
+    ``upload`` is Django's ``UploadedFile``. Refused: a file over ``IMPORT_MAX_BYTES``, one that
+    is not text (an Excel workbook, a PDF) and one whose first line names no columns.
+    """
+    limit = int(app_settings.IMPORT_MAX_BYTES)
+    if upload.size > limit:
+        raise ImportRefused(
+            f"The file is {upload.size / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.1f} MB."
+            " Split it, or import it with the capi_import_csv command."
+        )
+    head = next(iter(upload.chunks(4096)), b"")[:4096]
+    upload.seek(0)
+    if b"\0" in head or head.startswith((b"PK\x03\x04", b"%PDF", b"\xd0\xcf\x11\xe0")):
+        raise ImportRefused(
+            "This is not a CSV file. Save the sheet as “CSV UTF-8 (comma delimited)” and upload"
+            " that."
+        )
+    run = ImportRun.objects.create(
+        destination=destination,
+        created_by=actor,
+        file_name=str(upload.name or "")[:255],
+        file_size=upload.size,
+    )
+    save_upload(run, upload.chunks())
+    try:
+        read_header(upload_path(run))
+    except ImportRefused:
+        delete_upload(run)
+        run.delete()
+        raise
+    return run
+
+
+def header_of(run: ImportRun) -> list[str]:
+    """The column names of a run's uploaded file ([] once the file is gone)."""
+    try:
+        return read_header(upload_path(run))
+    except (OSError, ImportRefused):
+        return []
+
+
+def start_import(
+    run: ImportRun,
+    mapping: Mapping[str, str],
+    *,
+    event_name: str = DEFAULT_EVENT_NAME,
+    action_source: str = DEFAULT_ACTION_SOURCE,
+    date_format: str = "",
+) -> None:
+    """Check the mapping against the file and queue the run's import (after commit)."""
+    with _open(upload_path(run)) as text:
+        header, _ = _header_and_reader(text)
+    _column_positions(header, mapping)
+    updated = ImportRun.objects.filter(pk=run.pk, status=ImportStatus.UPLOADED).update(
+        status=ImportStatus.QUEUED,
+        mapping=dict(mapping),
+        event_name=event_name,
+        action_source=action_source,
+        date_format=date_format,
+    )
+    if not updated:
+        raise ImportRefused("This import has already started.")
+    run.refresh_from_db()
+    run_id = run.pk
+    transaction.on_commit(lambda: queueing.enqueue_import(run_id))
+
+
 def save_upload(run: ImportRun, chunks: Iterable[bytes]) -> None:
     """Write an uploaded file where the background task reads it (``IMPORT_DIRECTORY``)."""
     path = upload_path(run)
@@ -394,15 +463,6 @@ def save_upload(run: ImportRun, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
             target.write(chunk)
     os.chmod(path, 0o600)
-
-
-def queue_run(run: ImportRun) -> None:
-    """Queue the run's import for when the transaction commits (django-q2, ``queueing``)."""
-    ImportRun.objects.filter(pk=run.pk, status=ImportStatus.UPLOADED).update(
-        status=ImportStatus.QUEUED
-    )
-    run.status = ImportStatus.QUEUED
-    transaction.on_commit(lambda: queueing.enqueue_import(run.pk))
 
 
 def rejected_rows_csv(run: ImportRun) -> Iterator[list[str]]:

@@ -345,7 +345,7 @@ def test_the_command_remembers_the_mapping_for_the_page(
 def test_a_queued_run_imports_once_and_removes_its_file(
     destination: Destination, clock: Any, settings: Any, tmp_path: Path
 ) -> None:
-    settings.CAPI_DESTINATIONS = {"IMPORT_DIRECTORY": str(tmp_path)}
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "IMPORT_DIRECTORY": str(tmp_path)}
     data = csv_bytes()
     run = ImportRun.objects.create(
         destination=destination,

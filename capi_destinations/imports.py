@@ -34,7 +34,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, cast
@@ -113,6 +113,8 @@ REPORTED_FIELDS = (
 DEFAULT_EVENT_NAME = "Purchase"
 DEFAULT_ACTION_SOURCE = diagnostics.STORE_ACTION_SOURCE
 CHUNK_SIZE = 500
+#: An upload left at the mapping step this long is deleted (see forget_abandoned_uploads).
+ABANDONED_AFTER = timedelta(days=1)
 
 # Header words that say which field a column holds (compared without case, spaces, _ or -).
 _HEADER_WORDS: dict[str, tuple[str, ...]] = {
@@ -132,7 +134,7 @@ _HEADER_WORDS: dict[str, tuple[str, ...]] = {
     "country": ("country", "countrycode"),
     "date_of_birth": ("dateofbirth", "birthdate", "dob", "birthday", "db"),
     "external_id": ("externalid", "customerid", "crmid", "clientid", "contactid"),
-    "action_source": ("actionsource", "source", "channel"),
+    "action_source": ("actionsource",),
     "event_id": ("eventid",),
 }
 
@@ -405,6 +407,7 @@ def accept_upload(destination: Destination, upload: Any, *, actor: Any = None) -
             "This is not a CSV file. Save the sheet as “CSV UTF-8 (comma delimited)” and upload"
             " that."
         )
+    forget_abandoned_uploads()
     run = ImportRun.objects.create(
         destination=destination,
         created_by=actor,
@@ -419,6 +422,23 @@ def accept_upload(destination: Destination, upload: Any, *, actor: Any = None) -
         run.delete()
         raise
     return run
+
+
+def forget_abandoned_uploads(older_than: timedelta = ABANDONED_AFTER) -> int:
+    """Delete uploads never imported (left at the mapping step) after ``older_than``.
+
+    Their files hold customer data in plain text; the runs say nothing useful. Runs on every
+    upload. Returns how many were removed.
+    """
+    abandoned = list(
+        ImportRun.objects.filter(
+            status=ImportStatus.UPLOADED, created_at__lt=clock.now() - older_than
+        )
+    )
+    for run in abandoned:
+        delete_upload(run)
+        run.delete()
+    return len(abandoned)
 
 
 def header_of(run: ImportRun) -> list[str]:
@@ -616,7 +636,7 @@ class _Rows:
     @sensitive_variables()
     def _row(self, line: int, cells: list[str]) -> _Row:
         reported = {
-            name: _defused(cells[position].strip())
+            name: _reportable(cells[position].strip())
             for name, position in self.columns.items()
             if name in REPORTED_FIELDS and position < len(cells)
         }
@@ -624,10 +644,11 @@ class _Rows:
             reported = {name: value for name, value in reported.items() if _is_text(value)}
             return _Row(line, {}, reported, set(), "Not UTF-8 text: save the file as CSV UTF-8.")
         if len(cells) != self.width:
+            # The cells are shifted: which one holds what is unknown, so none is kept.
             return _Row(
                 line,
                 {},
-                reported,
+                {},
                 set(),
                 f"{len(cells)} columns where the first line names {self.width}.",
             )
@@ -674,13 +695,14 @@ def _event_id(value_of: Mapping[str, str], cells: list[str]) -> str:
 def _parse_time(text: str, date_format: str) -> datetime:
     if not text:
         raise ValueError("No event time.")
+    shown = _reportable(text)[:40]
     moment: datetime | None = None
     if date_format:
         try:
             moment = datetime.strptime(text, date_format)
         except ValueError:
             raise ValueError(
-                f"Event time “{text[:40]}” does not match the date format {date_format}."
+                f"Event time “{shown}” does not match the date format {date_format}."
             ) from None
     elif text.isdigit() and len(text) in (10, 13):
         moment = datetime.fromtimestamp(int(text) / (1000 if len(text) == 13 else 1), tz=UTC)
@@ -689,7 +711,7 @@ def _parse_time(text: str, date_format: str) -> datetime:
             moment = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(
-                f"Event time “{text[:40]}” is not a date: use 2026-11-30 14:05 (ISO 8601), "
+                f"Event time “{shown}” is not a date: use 2026-11-30 14:05 (ISO 8601), "
                 "Unix seconds, or set the date format."
             ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -708,12 +730,18 @@ def _parse_value(text: str) -> Decimal:
     except InvalidOperation:
         value = Decimal("NaN")
     if not value.is_finite():
-        raise ValueError(f"Value “{text[:40]}” is not a number.")
+        raise ValueError(f"Value “{_reportable(text)[:40]}” is not a number.")
     return value
 
 
-def _defused(cell: str) -> str:
-    """A cell kept for the report, cut short."""
+def _reportable(cell: str) -> str:
+    """A cell kept for the report, cut short; one that looks like an email is not kept.
+
+    Only non-personal fields are reported, but a column mapped to the wrong field (the email
+    column as the order ID) must not bring an address into the database.
+    """
+    if "@" in cell:
+        return "(not kept: looks like an email address)"
     return cell[:200]
 
 

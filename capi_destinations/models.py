@@ -1414,6 +1414,13 @@ class ImportRun(models.Model):
         return self.status in (ImportStatus.DONE, ImportStatus.FAILED)
 
     @property
+    def waits_for_a_worker(self) -> bool:
+        """Queued for over a minute: no django-q2 worker (``qcluster``) has taken it yet."""
+        return self.status == ImportStatus.QUEUED and self.created_at < clock.now() - timedelta(
+            minutes=1
+        )
+
+    @property
     def percent(self) -> int:
         """How far the import has read the file, 0 to 100."""
         if self.status == ImportStatus.DONE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,19 @@ def test_header_only_file_imports_nothing(
 
     run.refresh_from_db()
     assert (run.status, run.rows_read, run.stored) == (ImportStatus.DONE, 0, 0)
+
+
+def test_a_queued_import_no_worker_took_says_so(
+    destination: Destination, editor: Any, clock: Any
+) -> None:
+    run = ImportRun.objects.create(
+        destination=destination, file_name="a.csv", status=ImportStatus.QUEUED
+    )
+    client = logged_in(editor)
+    assert 'data-testid="import-waiting"' not in client.get(run_url(run)).text
+
+    clock.advance(timedelta(minutes=2))
+
+    assert "is manage.py qcluster running?" in client.get(run_url(run)).text.replace(
+        "<code>", ""
+    ).replace("</code>", "")

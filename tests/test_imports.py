@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,44 @@ def test_a_queued_run_imports_once_and_removes_its_file(
     assert (run.status, run.stored, run.percent) == (ImportStatus.DONE, 2, 100)
     assert twice is None
     assert not imports.upload_path(run).exists()
+
+
+def test_a_column_mapped_wrongly_brings_no_email_into_the_report(
+    destination: Destination, clock: Any
+) -> None:
+    # The email column mapped as the event time: every row is rejected, no address is kept.
+    summary = imports.import_csv(
+        destination, io.BytesIO(csv_bytes()), {"event_time": "Email", "order_id": "Order"}
+    )
+
+    assert summary.rejected == 2
+    kept = json.dumps([row.to_dict() for row in summary.rejected_rows])
+    assert "@" not in kept
+    assert "not kept: looks like an email address" in kept
+
+
+def test_a_row_with_shifted_columns_keeps_none_of_them(
+    destination: Destination, clock: Any
+) -> None:
+    data = csv_bytes("2026-11-20,A-1,jane@example.com,+33 6 12 34 56 78\n")
+
+    summary = imports.import_csv(destination, io.BytesIO(data), MAPPING)
+
+    assert summary.rejected_rows[0].columns == {}
+
+
+def test_uploads_left_at_the_mapping_step_are_forgotten_after_a_day(
+    destination: Destination, clock: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "IMPORT_DIRECTORY": str(tmp_path)}
+    left = ImportRun.objects.create(destination=destination, file_name="left.csv")
+    imports.save_upload(left, [csv_bytes()])
+    clock.advance(timedelta(hours=23))
+    assert imports.forget_abandoned_uploads() == 0
+
+    clock.advance(timedelta(hours=2))
+    fresh = ImportRun.objects.create(destination=destination, file_name="fresh.csv")
+
+    assert imports.forget_abandoned_uploads() == 1
+    assert not imports.upload_path(left).exists()
+    assert list(ImportRun.objects.all()) == [fresh]

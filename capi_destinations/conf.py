@@ -160,6 +160,9 @@ DEFAULTS: dict[str, Any] = {
     # Where uploaded files wait for the background import (deleted when it ends); a directory
     # the web and the qcluster processes share. Empty: a folder in the system's temp directory.
     "IMPORT_DIRECTORY": "",
+    # Seconds one background task imports before it queues the rest as a new task: keep it well
+    # under Q_CLUSTER's ``timeout``, which kills a task that runs longer.
+    "IMPORT_TASK_SECONDS": 30,
     # How many rejected rows an import keeps for its report (all are counted).
     "IMPORT_REJECTED_ROWS_KEPT": 1000,
     # --- Retention ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import io
 import itertools
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from django.db import transaction
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce
 from django.views.decorators.debug import sensitive_variables
 
 from capi_destinations import clock, diagnostics, ingest, queueing
@@ -170,6 +173,8 @@ class ImportSummary:
     rejected: int = 0
     suppressed: int = 0
     rejected_rows: list[RejectedRow] = field(default_factory=list)
+    #: False when ``import_csv`` stopped at its ``deadline`` with rows left to read.
+    complete: bool = True
 
     @property
     def accounted(self) -> int:
@@ -258,6 +263,8 @@ def import_csv(
     date_format: str = "",
     chunk_size: int = CHUNK_SIZE,
     progress: Callable[[ImportSummary, int], None] | None = None,
+    resume: ImportSummary | None = None,
+    deadline: float | None = None,
 ) -> ImportSummary:
     """Record every row of a CSV file for ``destination`` and say what became of each.
 
@@ -269,17 +276,30 @@ def import_csv(
     (``strptime``, e.g. ``%d/%m/%Y``). The file is read in chunks of ``chunk_size`` rows, each
     recorded with one ``track_many`` call; ``progress(summary, bytes_read)`` is called after
     each. Raises ``ImportRefused`` before reading any row if the header or mapping is unusable.
+
+    In slices (the background task, which must end before django-q2's ``timeout``): with a
+    ``deadline`` (``time.monotonic()``), the import stops after the chunk that passes it and
+    returns with ``complete`` False; ``resume=`` that summary continues after the rows it has
+    read, adding to its counts.
     """
-    summary = ImportSummary()
+    summary = resume if resume is not None else ImportSummary()
+    summary.complete = False
     with _open(source) as text:
         header, reader = _header_and_reader(text)
         columns = _column_positions(header, mapping)
-        rows = _Rows(reader, len(header), columns, event_name, action_source, date_format)
+        rows = _Rows(
+            reader, len(header), columns, event_name, action_source, date_format, summary.rows_read
+        )
         for chunk in _chunked(rows, max(1, chunk_size)):
             _record_chunk(destination, chunk, summary)
+            summary.rows_read = rows.read
             if progress is not None:
                 progress(summary, _bytes_read(text))
-        summary.rows_read = rows.read
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        else:
+            summary.complete = True
+        summary.rows_read = max(summary.rows_read, rows.read)
         summary.rejected_rows.sort(key=lambda row: row.line)
     return summary
 
@@ -317,11 +337,15 @@ def run_import(run_id: int) -> ImportRun | None:
     """Carry out a queued import run (the background task): once, however often it is called.
 
     The run is claimed with a compare-and-set (queued → running), so a task delivered twice
-    imports once. Progress and counters are saved after every chunk; the uploaded file is
-    deleted when the run ends, whatever the outcome.
+    imports once. A task works for at most ``IMPORT_TASK_SECONDS`` (well inside django-q2's
+    ``timeout``, which would kill it), saves where it stopped and queues the next slice, which
+    continues from there. Progress and counters are saved after every chunk; the uploaded file
+    is deleted when the run ends, whatever the outcome.
     """
+    now = clock.now()
     claimed = ImportRun.objects.filter(pk=run_id, status=ImportStatus.QUEUED).update(
-        status=ImportStatus.RUNNING, started_at=clock.now()
+        status=ImportStatus.RUNNING,
+        started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
     )
     if not claimed:
         return None
@@ -339,14 +363,43 @@ def run_import(run_id: int) -> ImportRun | None:
             action_source=run.action_source or DEFAULT_ACTION_SOURCE,
             date_format=run.date_format,
             progress=save_progress,
+            resume=_summary_of(run),
+            deadline=time.monotonic() + float(app_settings.IMPORT_TASK_SECONDS),
         )
     except (ImportRefused, OSError) as refused:
-        run.finish_failed(str(refused) if isinstance(refused, ImportRefused) else _unreadable())
-    else:
-        run.finish(summary.counts(), [row.to_dict() for row in summary.rejected_rows])
-    finally:
         delete_upload(run)
+        run.finish_failed(str(refused) if isinstance(refused, ImportRefused) else _unreadable())
+        return run
+    except Exception:
+        delete_upload(run)
+        run.finish_failed(
+            "The import stopped on an unexpected error. The rows before it are recorded; "
+            "importing the file again stores none of them twice."
+        )
+        raise
+    rejected_rows = [row.to_dict() for row in summary.rejected_rows]
+    if summary.complete:
+        delete_upload(run)
+        run.finish(summary.counts(), rejected_rows)
+    else:
+        run.pause(summary.counts(), rejected_rows)
+        queueing.enqueue_import(run.pk)
     return run
+
+
+def _summary_of(run: ImportRun) -> ImportSummary:
+    """Where an earlier slice of the run left off (all zero for a new run)."""
+    return ImportSummary(
+        rows_read=run.rows_read,
+        stored=run.stored,
+        duplicates=run.duplicates,
+        rejected=run.rejected,
+        suppressed=run.suppressed,
+        rejected_rows=[
+            RejectedRow(int(row["line"]), str(row["reason"]), dict(row.get("columns") or {}))
+            for row in run.rejected_rows or []
+        ],
+    )
 
 
 def record_run(
@@ -605,8 +658,10 @@ class _Rows:
         event_name: str,
         action_source: str,
         date_format: str,
+        skip: int = 0,
     ) -> None:
         self.reader = reader
+        self.skip = skip
         self.width = width
         self.columns = columns
         self.event_name = event_name
@@ -625,13 +680,15 @@ class _Rows:
             except csv.Error as error:
                 self.line = getattr(self.reader, "line_num", line)
                 self.read += 1
-                yield _Row(line, {}, {}, set(), f"The line cannot be read as CSV ({error}).")
+                if self.read > self.skip:
+                    yield _Row(line, {}, {}, set(), f"The line cannot be read as CSV ({error}).")
                 continue
             self.line = getattr(self.reader, "line_num", line)
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line is no row
             self.read += 1
-            yield self._row(line, cells)
+            if self.read > self.skip:  # the rows before were imported by an earlier slice
+                yield self._row(line, cells)
 
     @sensitive_variables()
     def _row(self, line: int, cells: list[str]) -> _Row:

@@ -1439,6 +1439,14 @@ class ImportRun(models.Model):
         self.finished_at = clock.now()
         self.save()
 
+    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
+        """Record where a slice of the import stopped; queued again for the next slice."""
+        for name, value in counts.items():
+            setattr(self, name, value)
+        self.rejected_rows = rejected_rows
+        self.status = ImportStatus.QUEUED
+        self.save(update_fields=[*counts, "rejected_rows", "status"])
+
     def finish_failed(self, error: str) -> None:
         """Record that the file could not be imported at all, and why."""
         self.status = ImportStatus.FAILED

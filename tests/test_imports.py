@@ -405,3 +405,65 @@ def test_uploads_left_at_the_mapping_step_are_forgotten_after_a_day(
     assert imports.forget_abandoned_uploads() == 1
     assert not imports.upload_path(left).exists()
     assert list(ImportRun.objects.all()) == [fresh]
+
+
+def many_rows(count: int) -> bytes:
+    """``count`` sales, every 7th with a date that is none."""
+    lines = [
+        f"{'someday' if n % 7 == 3 else '2026-11-20 10:00'},S-{n},5,EUR,s{n}@example.com,,,FR\n"
+        for n in range(count)
+    ]
+    return csv_bytes("".join(lines))
+
+
+def test_an_import_stopped_at_its_deadline_resumes_where_it_stopped(
+    destination: Destination, clock: Any
+) -> None:
+    data = many_rows(25)
+
+    first = imports.import_csv(destination, io.BytesIO(data), MAPPING, chunk_size=10, deadline=0)
+    assert (first.complete, first.rows_read, first.accounted) == (False, 10, 10)
+    second = imports.import_csv(
+        destination, io.BytesIO(data), MAPPING, chunk_size=10, deadline=0, resume=first
+    )
+    assert (second.complete, second.rows_read) == (False, 20)
+    last = imports.import_csv(destination, io.BytesIO(data), MAPPING, chunk_size=10, resume=second)
+
+    assert last.complete
+    assert last.counts() == {
+        "rows_read": 25,
+        "stored": 21,
+        "duplicates": 0,
+        "rejected": 4,
+        "suppressed": 0,
+    }
+    assert [row.line for row in last.rejected_rows] == [5, 12, 19, 26]
+    assert Event.objects.filter(destination=destination).count() == 21
+
+
+def test_a_background_import_in_slices_gives_the_functions_results(
+    make_destination: Callable[..., Destination], clock: Any, settings: Any, tmp_path: Path
+) -> None:
+    # Each task imports one chunk of 500 rows, then queues the rest (django-q2's sync mode here
+    # runs the next slice at once).
+    settings.CAPI_DESTINATIONS = {
+        **settings.CAPI_DESTINATIONS,
+        "IMPORT_DIRECTORY": str(tmp_path),
+        "IMPORT_TASK_SECONDS": 0,
+    }
+    data = many_rows(1_200)
+    by_task, by_function = make_destination(), make_destination()
+    run = ImportRun.objects.create(
+        destination=by_task, file_size=len(data), mapping=MAPPING, status=ImportStatus.QUEUED
+    )
+    imports.save_upload(run, [data])
+
+    imports.run_import(run.pk)
+
+    run.refresh_from_db()
+    expected = imports.import_csv(by_function, io.BytesIO(data), MAPPING)
+    assert run.status == ImportStatus.DONE
+    assert {name: getattr(run, name) for name in expected.counts()} == expected.counts()
+    assert run.rejected_rows == [row.to_dict() for row in expected.rejected_rows]
+    assert Event.objects.filter(destination=by_task).count() == expected.stored
+    assert not imports.upload_path(run).exists()

@@ -28,7 +28,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from capi_destinations import access, alerts, destinations, health
+from capi_destinations import access, alerts, destinations, exclusions, health
 from capi_destinations.forms import ChannelForm, WriteOnlySecretsMixin
 from capi_destinations.models import (
     AuditEntry,
@@ -194,6 +194,21 @@ class TenantAdmin(TenantScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A new tenant has no members yet, so only a superuser could ever see it again.
         return request.user.is_superuser and super().has_add_permission(request)
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # The exclusions through the service the Exclusions page uses: checked and audited
+        # alike (it compares with the stored row, so it runs before the rest is saved).
+        with transaction.atomic():
+            values = {
+                name: form.cleaned_data[name]
+                for name in exclusions.FIELDS
+                if name in form.cleaned_data
+            }
+            exclusions.update_exclusions(obj, actor=request.user, **values)
+            super().save_model(request, obj, form, change)
 
 
 class MembershipAdminForm(forms.ModelForm):

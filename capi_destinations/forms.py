@@ -300,6 +300,24 @@ class ChannelForm(forms.ModelForm):
         }
 
 
+class ExclusionsForm(forms.ModelForm):
+    """A client's exclusions; the model refuses a bad address range with the line."""
+
+    class Meta:
+        model = Tenant
+        fields = ["exclude_staff", "excluded_networks", "test_flag"]
+        widgets = {
+            "excluded_networks": forms.Textarea(
+                attrs={"rows": 4, "spellcheck": "false", "placeholder": "203.0.113.0/24"}
+            ),
+            "test_flag": forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+        }
+
+    def values(self) -> dict[str, Any]:
+        """The cleaned values, for ``exclusions.update_exclusions``."""
+        return {name: self.cleaned_data[name] for name in self.Meta.fields}
+
+
 class InviteMemberForm(forms.Form):
     """Invite someone by email with a role; they join through the link the email holds."""
 

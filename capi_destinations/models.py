@@ -1185,6 +1185,9 @@ class AuditAction(models.TextChoices):
     # Invitations by email (access.invite/revoke; acceptance is MEMBER_ADDED). Never the link.
     MEMBER_INVITED = "member_invited", "Invitation sent"
     INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
+    # A tenant's exclusions (staff traffic, IP ranges, test-order flag; no destination): written
+    # by exclusions.update_exclusions, from the Exclusions page and the admin alike.
+    EXCLUSIONS_CHANGED = "exclusions_changed", "Exclusions changed"
 
 
 class AuditEntry(models.Model):

@@ -17,6 +17,7 @@ from capi_destinations.views import alerts as alert_views
 from capi_destinations.views import destination as destination_views
 from capi_destinations.views import digest as digest_views
 from capi_destinations.views import events as event_views
+from capi_destinations.views import exclusions as exclusion_views
 from capi_destinations.views import imports as import_views
 from capi_destinations.views import ingest as ingest_views
 from capi_destinations.views import invitations as invitation_views
@@ -67,6 +68,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "t/<slug:tenant_slug>/members/<str:username>/remove/",
         member_views.member_remove,
         name="member_remove",
+    ),
+    _page(
+        "t/<slug:tenant_slug>/exclusions/",
+        exclusion_views.tenant_exclusions,
+        name="tenant_exclusions",
     ),
     _page("t/<slug:tenant_slug>/alerts/", alert_views.alert_channels, name="alert_channels"),
     _page(

@@ -59,6 +59,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    # The demo shop (orders and their conversion rule); before the app, so that its capi_demo
+    # (with the shop's payment webhooks) is the one manage.py runs.
+    "project.shop.apps.DemoShopConfig",
     "capi_destinations",
 ]
 

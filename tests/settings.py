@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    # The demo site's shop, as in project/settings.py: capi_demo runs the shop's version.
+    "project.shop.apps.DemoShopConfig",
     "capi_destinations",
     # A host site's own model (an order), for the conversion-rule tests.
     "tests.shop.apps.ShopConfig",
@@ -82,7 +84,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # django-q2 reads its settings once at import: sync mode runs tasks inline in tests.
 Q_CLUSTER = {"name": "capi-tests", "orm": "default", "sync": True, "timeout": 60, "retry": 120}
 
-CAPI_DESTINATIONS: dict[str, object] = {}
+# No test may reach Meta (these machines have no internet, and a test that tried hung the run):
+# the default base URL is a local port that refuses at once; tests that talk to "Meta" point it
+# at the sandbox (fixture ``use_sandbox``), and tests of the default read ``conf.DEFAULTS``.
+CAPI_DESTINATIONS: dict[str, object] = {"GRAPH_API_BASE_URL": "https://127.0.0.1:9"}
 
 # A test run is one process, so Django's memory cache is shared by all of it (see the check).
 SILENCED_SYSTEM_CHECKS = ["capi_destinations.W001"]

@@ -13,9 +13,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from capi_destinations import destinations, dispatch, health, tokens
+from capi_destinations import destinations, dispatch, health, rules, tokens
 from capi_destinations.management.commands.capi_demo import (
     ACME_CHECKOUT,
+    ACME_OFFICE,
     ACME_OUTLET,
     ACME_WEB_SHOP,
     AGENCY_LOGIN,
@@ -42,9 +43,12 @@ from capi_destinations.models import (
     Health,
     Membership,
     Role,
+    RuleFiring,
     Tenant,
 )
 from capi_destinations.sandbox import Sandbox
+from project.shop.conversions import ORDER_PAID
+from project.shop.models import Order
 
 pytestmark = pytest.mark.django_db
 
@@ -135,9 +139,14 @@ def test_a_day_of_events_of_varied_quality_partly_delivered(graph_settings: Sand
         GLOBEX_WHOLESALE.name,
         ACME_OUTLET.name,
     }
-    # Suppressed by consent only on the destination that requires it.
+    # Suppressed by consent on the destination that requires it; by Acme's exclusions (its
+    # office, its test orders) and the mobile checkout's filter (its leads go to a CRM).
     suppressed = Event.objects.filter(status=EventStatus.SUPPRESSED)
-    assert set(suppressed.values_list("destination__name", flat=True)) == {GLOBEX_SHOP.name}
+    assert set(suppressed.values_list("destination__name", flat=True)) == {
+        GLOBEX_SHOP.name,
+        ACME_WEB_SHOP.name,
+        ACME_CHECKOUT.name,
+    }
 
     qualities = [q for q in Event.objects.values_list("match_quality", flat=True) if q is not None]
     assert min(qualities) < 5 < max(qualities)
@@ -311,6 +320,8 @@ def test_redeliver_does_not_warn_for_events_that_failed_for_another_reason(
     assert "1 event put back in the queue." in answer
 
 
+# The Purchases are recorded by the demo shop's conversion rule, after each commit.
+@pytest.mark.django_db(transaction=True)
 def test_payment_webhook_purchases_gain_the_click_seen_at_checkout(
     graph_settings: Sandbox,
 ) -> None:
@@ -321,7 +332,7 @@ def test_payment_webhook_purchases_gain_the_click_seen_at_checkout(
     webhooks = Event.objects.filter(
         destination=destination_of(ACME_WEB_SHOP), event_id__startswith="order-paid-"
     )
-    assert webhooks.count() > 10
+    assert webhooks.count() >= 5  # about one checkout in ten, every third confirmed: by the hour
     filled = [
         event
         for event in webhooks
@@ -329,3 +340,71 @@ def test_payment_webhook_purchases_gain_the_click_seen_at_checkout(
     ]
     assert len(filled) == webhooks.count()
     assert all(event.payload["user_data"].get("fbp") for event in filled)
+
+
+@pytest.mark.django_db(transaction=True)  # the cards' counters are added after commit
+def test_suppressed_by_the_clients_exclusions_and_a_filter_with_reasons_on_the_cards(
+    graph_settings: Sandbox,
+) -> None:
+    """Issue 20: Acme excludes its office and test orders (set as on its Exclusions page, and
+    audited), the mobile checkout sends only checkouts and purchases; the cards count what
+    was suppressed and the event log says why."""
+    run_demo()
+
+    acme = Tenant.objects.get(slug="acme-shoes")
+    assert acme.excluded_networks == ACME_OFFICE
+    assert AuditEntry.objects.filter(tenant=acme, action=AuditAction.EXCLUSIONS_CHANGED).exists()
+    checkout = destination_of(ACME_CHECKOUT)
+    assert checkout.event_filter == "allow"
+    reasons = Counter(
+        Event.objects.filter(destination__tenant=acme, status=EventStatus.SUPPRESSED).values_list(
+            "destination__name", "status_reason"
+        )
+    )
+    office = f"suppressed: from {ACME_OFFICE}, an address range the client excludes"
+    assert reasons[(ACME_WEB_SHOP.name, office)] >= 5
+    assert reasons[(ACME_CHECKOUT.name, "suppressed: a test order (custom_data.test_order is set)")]
+    assert reasons[
+        (ACME_CHECKOUT.name, "suppressed: Lead is not among the events this destination sends")
+    ]
+    assert sum(reasons.values()) == sum(
+        count
+        for (name, _), count in reasons.items()
+        if name in (ACME_WEB_SHOP.name, ACME_CHECKOUT.name)
+    )
+    agency = Client()
+    agency.force_login(get_user_model().objects.get(username=AGENCY_LOGIN[0]))
+    overview = agency.get(reverse("capi_destinations:overview"), {"tenant": "acme-shoes"})
+    assert overview.content.decode().count(" suppressed</span>") == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the rule fires after the webhook's commit
+def test_the_demo_shops_conversion_rule_records_each_paid_order_once(
+    graph_settings: Sandbox,
+) -> None:
+    """Issue 20: the demo site declares a real conversion rule (project/shop): the payment
+    webhook marks an Order paid and the rule records its Purchase, once per order."""
+    assert rules.registered["demo-order-paid"] is ORDER_PAID
+    run_demo()
+
+    paid = Order.objects.filter(status=Order.Status.PAID)
+    purchases = Event.objects.filter(
+        destination=destination_of(ACME_WEB_SHOP), event_id__startswith="order-paid-"
+    )
+    assert paid.count() >= 5
+    assert sorted(purchases.values_list("event_id", flat=True)) == sorted(
+        f"order-paid-{number}" for number in paid.values_list("number", flat=True)
+    )
+    firings = RuleFiring.objects.filter(rule="demo-order-paid")
+    assert sorted(firings.values_list("object_key", flat=True)) == sorted(
+        f"demo_shop.order:{pk}" for pk in paid.values_list("pk", flat=True)
+    )
+    order = paid.first()
+    event = purchases.get(event_id=f"order-paid-{order.number}")
+    assert event.payload["custom_data"]["value"] == float(order.total)
+    assert event.event_time == order.paid_at
+
+    # The provider sends the webhook again, the order is saved again: nothing more is recorded.
+    order.save()
+    assert purchases.count() == paid.count()
+    assert firings.count() == paid.count()

@@ -20,7 +20,7 @@ from capi_destinations import destinations, dispatch, track
 from capi_destinations.models import Destination, EventStatus, Role, Tenant
 from capi_destinations.routing import EventFilter
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import server_event
+from tests.conftest import make_token, server_event
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +66,46 @@ def test_each_destination_receives_it_once_and_a_revoked_token_holds_only_its_ow
     assert client_pixel.events.get().status == EventStatus.DELIVERED
     assert agency_pixel.events.get().status != EventStatus.DELIVERED
     assert graph_settings.events(pixel_id=agency_pixel.pixel_id) == []
+
+
+def test_the_held_destination_catches_up_once_and_the_others_are_never_sent_again(
+    two: tuple, graph_settings: Sandbox
+) -> None:
+    """The revoked pixel comes first and keeps its events waiting while the other pixel goes
+    on receiving new ones; after a new token each pixel has had each event exactly once."""
+    client_pixel, agency_pixel = two
+    new_token = make_token("agency-new")
+    graph_settings.register_pixel(client_pixel.pixel_id, "Client", [client_pixel.access_token])
+    graph_settings.register_pixel(
+        agency_pixel.pixel_id, "Agency", [agency_pixel.access_token, new_token]
+    )
+    graph_settings.revoke(agency_pixel.access_token)
+
+    track(event=server_event("order-10"), destinations=[agency_pixel, client_pixel])
+    dispatch.dispatch_pending()
+    track(event=server_event("order-11"), destinations=[agency_pixel, client_pixel])
+    dispatch.dispatch_pending()
+
+    assert [e["event_id"] for e in graph_settings.events(pixel_id=client_pixel.pixel_id)] == [
+        "order-10",
+        "order-11",
+    ]
+    held = Destination.objects.get(pk=agency_pixel.pk)
+    assert held.is_blocked
+    assert set(held.events.values_list("status", flat=True)) == {EventStatus.PENDING}
+
+    destinations.update_destination(held, actor=None, access_token=new_token)
+    dispatch.dispatch_pending()
+    dispatch.dispatch_pending()
+
+    def received(pixel: Destination) -> list[str]:
+        return sorted(e["event_id"] for e in graph_settings.events(pixel_id=pixel.pixel_id))
+
+    assert received(agency_pixel) == ["order-10", "order-11"]
+    assert received(client_pixel) == ["order-10", "order-11"]
+    assert set(
+        Destination.objects.get(pk=agency_pixel.pk).events.values_list("status", flat=True)
+    ) == {EventStatus.DELIVERED}
 
 
 def test_the_endpoint_also_records_for_the_destinations_it_forwards_to(

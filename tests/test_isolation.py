@@ -73,6 +73,7 @@ VIEWER_READABLE_ROUTES = {
     "event",
     "overview_csv",
     "members",
+    "tenant_exclusions",
 }
 
 # Routes about the signed-in person only (they name no tenant): any member may change their own.

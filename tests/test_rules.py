@@ -1,41 +1,36 @@
-"""Conversion rules: an order becoming paid records one Purchase, once per order (issue 20)."""
+"""Conversion rules: an order becoming paid records one Purchase, once per order (issue 20).
+
+Once per order however it is saved: again and again, in a transaction that fails and is
+retried, after a firing that failed, from two threads and from two processes at the same moment
+(PostgreSQL); a rolled-back save records nothing.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from capi_destinations import rules
 from capi_destinations.models import Destination, Event, RuleFiring
 from tests.conftest import close_thread_connection
+from tests.shop.conversions import order_paid as order_paid_rule
+from tests.shop.conversions import purchase_of
 from tests.shop.models import Order
 
-
-def purchase_of(order: Order) -> dict[str, Any]:
-    return {
-        "event_name": "Purchase",
-        "event_id": f"order-{order.pk}",
-        "action_source": "system_generated",
-        "user_data": {"email": order.email},
-        "custom_data": {"value": float(order.total), "currency": order.currency},
-    }
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def order_paid(destination: Destination) -> Iterator[rules.ConversionRule]:
-    rule = rules.register(
-        rules.ConversionRule(
-            name="order-paid",
-            model="shop.Order",
-            when=lambda order: order.status == "paid",
-            event=purchase_of,
-            destinations=lambda order: Destination.objects.filter(pk=destination.pk),
-        )
-    )
+    rule = rules.register(order_paid_rule(destination.pk))
     yield rule
     rules.unregister(rule.name)
 
@@ -130,6 +125,76 @@ def test_a_rule_picks_each_objects_destinations(
     )
 
 
+def with_retries(work: Any, *, attempts: int = 3) -> None:
+    """How a host site retries a transaction that failed (a deadlock, a lost connection)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                work(attempt)
+            return
+        except OperationalError:
+            if attempt == attempts:
+                raise
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_retried_after_a_failure_records_once(
+    order_paid: rules.ConversionRule,
+) -> None:
+    """The payment webhook's transaction fails after marking the order paid and is retried;
+    then the provider delivers the same webhook again: one Purchase, one firing."""
+    order = Order.objects.create(email="jane@example.com", total="25")
+
+    def payment_webhook(attempt: int) -> None:
+        pay(Order.objects.get(pk=order.pk))
+        if attempt == 1:
+            raise OperationalError("deadlock detected")  # what PostgreSQL answers, say
+
+    with_retries(payment_webhook)
+    assert Event.objects.filter(event_id=f"order-{order.pk}").count() == 1
+    with_retries(payment_webhook)  # delivered again by the provider
+
+    assert Event.objects.filter(event_id=f"order-{order.pk}").count() == 1
+    assert RuleFiring.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_firing_that_failed_is_retried_by_the_next_save_and_records_once(
+    destination: Destination, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rule could not record (its destination lookup failed): nothing is marked fired, so
+    the order's next save fires it, once."""
+    lookups = []
+
+    def destinations_of(order: Order) -> list[Destination]:
+        lookups.append(order.pk)
+        if len(lookups) == 1:
+            raise ConnectionError("the CRM did not answer")
+        return [destination]
+
+    rules.register(
+        rules.ConversionRule(
+            name="order-paid-flaky",
+            model=Order,
+            when=lambda order: order.status == "paid",
+            event=purchase_of,
+            destinations=destinations_of,
+        )
+    )
+    try:
+        order = Order.objects.create(email="jane@example.com", status="paid")
+        assert not Event.objects.exists()
+        assert not RuleFiring.objects.exists()
+        order.save()
+        order.save()
+    finally:
+        rules.unregister("order-paid-flaky")
+
+    assert "Conversion rule order-paid-flaky could not fire" in caplog.text
+    assert Event.objects.filter(event_id=f"order-{order.pk}").count() == 1
+    assert RuleFiring.objects.get().rule == "order-paid-flaky"
+
+
 # PostgreSQL only: the test's in-memory SQLite database, shared by threads, answers "table is
 # locked" to a reader while another thread writes; the same pattern as test_member_concurrency.
 if connection.vendor == "postgresql":
@@ -165,3 +230,72 @@ if connection.vendor == "postgresql":
         assert errors == []
         assert Event.objects.filter(event_id=f"order-{order.pk}").count() == 1
         assert RuleFiring.objects.count() == 1
+
+
+# --- two processes ------------------------------------------------------------------------------
+
+
+def process_environment(tmp_path: Path) -> dict[str, str]:
+    """Settings for a process of its own on this test's database."""
+    module = tmp_path / "rule_process_settings.py"
+    module.write_text(
+        "from tests.settings import *  # noqa: F403\n"
+        f"DATABASES = {{'default': {{**DATABASES['default'], "
+        f"'NAME': {connection.settings_dict['NAME']!r}, 'TEST': {{}}}}}}\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "rule_process_settings"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
+    return env
+
+
+def start_paying(env: dict[str, str], destination: Destination, orders: list[Order]) -> Any:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.shop.pay_orders", str(destination.pk)]
+        + [str(order.pk) for order in orders],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# Two processes need a database both can open: PostgreSQL (the suite's SQLite is in memory).
+if connection.vendor == "postgresql":
+
+    @pytest.mark.django_db(transaction=True)
+    def test_two_processes_saving_the_same_orders_at_once_fire_the_rule_once_per_order(
+        destination: Destination, tmp_path: Path
+    ) -> None:
+        """Two processes (two web workers, say) each mark the same orders paid at the same
+        moment, order after order, in their own transactions; the rule fires in each after its
+        commit. One Purchase and one firing per order, and no firing failed."""
+        orders = [Order.objects.create(email=f"buyer{n}@example.com", total="10") for n in range(8)]
+        env = process_environment(tmp_path)
+        workers = [start_paying(env, destination, orders) for _ in range(2)]
+        try:
+            for order in orders:
+                # Both have read the order in their open transaction: let them pay it together.
+                for worker in workers:
+                    line = worker.stdout.readline()
+                    assert line.split() == ["ready", str(order.pk)], worker.stderr.read()
+                for worker in workers:
+                    worker.stdin.write("go\n")
+                    worker.stdin.flush()
+            outputs = [worker.communicate(timeout=60) for worker in workers]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.communicate()
+
+        fired = failed = 0
+        for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+            assert worker.returncode == 0, stderr
+            _, mine, _, my_failures = stdout.split()
+            fired, failed = fired + int(mine), failed + int(my_failures)
+        assert (fired, failed) == (len(orders), 0)  # each order recorded by one process only
+        for order in orders:
+            assert Event.objects.filter(event_id=f"order-{order.pk}").count() == 1
+        assert RuleFiring.objects.count() == len(orders)

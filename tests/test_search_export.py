@@ -242,6 +242,8 @@ def test_overview_csv_columns_and_formula_injection(
     destination.save()
     make_event(destination=destination, status=EventStatus.DELIVERED)
     make_event(destination=destination, status=EventStatus.REJECTED)
+    make_event(destination=destination, status=EventStatus.SUPPRESSED)
+    make_event(destination=destination, status=EventStatus.SUPPRESSED)
     make_event(destination=destination)
     client = logged_in(owner_of_tenant)
     (row,) = csv_rows(client.get(reverse("capi_destinations:overview_csv"), {"q": "hyperlink"}))
@@ -249,6 +251,8 @@ def test_overview_csv_columns_and_formula_injection(
     assert row["client"] == "Acme Shoes"
     assert row["enabled"] == "no"
     assert (row["delivered_24h"], row["failed_24h"], row["rejected_24h"]) == ("1", "0", "1")
+    # Suppressed (consent, the destination's filter, the client's exclusions): never sent.
+    assert row["suppressed_24h"] == "2"
     assert row["waiting"] == "1"
     assert row["waiting_for"] == "1 event waiting while sending is off"
     assert row["last_delivery_utc"] == "2026-11-24T11:55:00Z"

@@ -14,6 +14,11 @@ Running it again changes nothing harmful: users, tenants and destinations are on
 missing (passwords only on creation), the sandbox — which forgets everything when it restarts —
 is told again about the demo's pixels, and a day of events is added only when the demo has none
 from the last 24 hours. Never run this on a production site.
+
+Acme Shoes excludes its office's addresses and its test orders, and its mobile checkout sends
+only checkouts and purchases, so the cards show suppressed events with their reasons. The
+payment webhooks' Purchases go through :meth:`Command.confirm_payment`, which the demo site
+overrides to mark its shop's orders paid: its conversion rule records them.
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from capi_destinations import (
     clock,
     destinations,
     dispatch,
+    exclusions,
     health,
     imports,
     match_quality,
     track_many,
 )
 from capi_destinations.conf import app_settings
-from capi_destinations.management.commands._demo_traffic import SampleTraffic, Site
+from capi_destinations.management.commands._demo_traffic import USER_AGENTS, SampleTraffic, Site
 from capi_destinations.models import (
     ConsentPolicy,
     Destination,
@@ -52,6 +58,7 @@ from capi_destinations.models import (
     Role,
     Tenant,
 )
+from capi_destinations.routing import EventFilter
 from capi_destinations.sandbox import errors as sandbox_errors
 
 DEMO_ADMIN = ("admin", "capi-demo-admin")
@@ -87,6 +94,9 @@ class DemoDestination:
     send_only: bool = False
     test_event_code: str = ""
     consent_policy: str = ConsentPolicy.SEND_ALWAYS
+    # Which events it sends (the edit page's "Which events to send").
+    event_filter: str = EventFilter.ALL
+    event_filter_names: str = ""
 
 
 ACME_WEB_SHOP = DemoDestination(
@@ -103,6 +113,9 @@ ACME_CHECKOUT = DemoDestination(
     "Acme Shoes Checkout",
     Site(ACME_SHOP_URL, "thin", events_per_hour=4, event_id_prefix="app"),
     send_only=True,
+    # The app's leads go to the client's CRM, not to this pixel: suppressed with the reason.
+    event_filter=EventFilter.ALLOW,
+    event_filter_names="InitiateCheckout\nPurchase",
 )
 ACME_OUTLET = DemoDestination(
     ACME[1],
@@ -148,6 +161,12 @@ PASSES_PER_HOUR = timedelta(hours=1) // DISPATCH_EVERY
 ARRIVAL_DELAY = timedelta(seconds=2)
 # A payment provider's webhook confirms a checkout's order this long after it.
 PAYMENT_WEBHOOK_DELAY = timedelta(minutes=20)
+
+# Acme's office: the client excludes it (its Exclusions page), and its staff test the shops from
+# there, every few hours, with the app's checkout placing a test order (custom_data.test_order).
+ACME_OFFICE = "198.51.100.0/24"
+ACME_OFFICE_ADDRESS = "198.51.100.23"
+STAFF_VISIT_EVERY_HOURS = 4
 
 # When things happen in the recorded day (hours before now).
 REVOKED_HOURS_AGO = 3
@@ -259,6 +278,25 @@ def demo_token(label: str) -> str:
     return "EAA" + body[:187]
 
 
+def payment_purchase(checkout: dict[str, Any], paid_at: datetime) -> dict[str, Any]:
+    """The server Purchase of a paid checkout: what the order kept (email, customer id, the
+    checkout's IP and browser, its cart), without browser cookies."""
+    kept = checkout["user_data"]
+    return {
+        "event_name": "Purchase",
+        "event_time": int(paid_at.timestamp()),
+        "event_id": f"order-paid-{checkout['event_id']}",
+        "action_source": "website",
+        "event_source_url": checkout["event_source_url"].split("?")[0],
+        "user_data": {
+            key: kept[key]
+            for key in ("email", "external_id", "client_ip_address", "client_user_agent")
+            if key in kept
+        },
+        "custom_data": dict(checkout.get("custom_data") or {}),
+    }
+
+
 def replacement_token(spec: DemoDestination) -> str:
     """A second token the sandbox accepts for ``spec``'s pixel: the fix for the revoked one."""
     return demo_token(f"{spec.pixel_id}:replacement")
@@ -340,6 +378,8 @@ class Arrival:
     destination: Destination
     event: dict[str, Any]
     refused_by_meta: bool = False
+    # The payment provider's webhook confirming this checkout: ``Command.confirm_payment``.
+    payment_webhook: bool = False
 
 
 @dataclass
@@ -448,13 +488,24 @@ class Command(BaseCommand):
         return user
 
     def ensure_tenants(self, users: DemoUsers) -> dict[str, Tenant]:
-        """Both clients; the agency administers both, the client views Acme Shoes only."""
+        """Both clients; the agency administers both, the client views Acme Shoes only.
+
+        Acme Shoes excludes its office's addresses, from its creation on.
+        """
         tenants = {}
         for name, slug in (ACME, GLOBEX):
-            tenants[slug], _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
+            tenants[slug], created = Tenant.objects.get_or_create(
+                slug=slug, defaults={"name": name}
+            )
             Membership.objects.get_or_create(
                 user=users.agency, tenant=tenants[slug], defaults={"role": Role.ADMIN}
             )
+            if created and slug == ACME[1]:
+                # As the agency would on the client's Exclusions page (test orders are
+                # excluded by default: the flag custom_data.test_order).
+                exclusions.update_exclusions(
+                    tenants[slug], actor=users.agency, excluded_networks=ACME_OFFICE
+                )
         Membership.objects.get_or_create(
             user=users.client, tenant=tenants[ACME[1]], defaults={"role": Role.VIEWER}
         )
@@ -492,6 +543,8 @@ class Command(BaseCommand):
                     test_event_code=spec.test_event_code,
                     consent_policy=spec.consent_policy,
                     allowed_origins=spec.site.url,
+                    event_filter=spec.event_filter,
+                    event_filter_names=spec.event_filter_names,
                 )
                 if not spec.enabled:
                     destinations.set_enabled(destination, False, actor=users.agency)
@@ -561,6 +614,8 @@ class Command(BaseCommand):
             for moment, event in traffic.events(spec.site, hour)
         ]
         arrivals += self._payment_webhooks(arrivals, demo[ACME_WEB_SHOP])
+        if hours_ago % STAFF_VISIT_EVERY_HOURS == 2:
+            arrivals += self._staff_tests(demo, hour)
         if hours_ago == REJECTED_EVENT_HOURS_AGO:
             # A newsletter form that sends the page's path instead of its address. Our checks
             # warn (an event is not refused for it here); Meta refuses a website event without
@@ -570,6 +625,39 @@ class Command(BaseCommand):
             lead["event_source_url"] = REFUSED_LEAD_SOURCE_URL
             arrivals.append(Arrival(moment, demo[ACME_WEB_SHOP], lead, refused_by_meta=True))
         return sorted(arrivals, key=lambda arrival: arrival.moment)
+
+    @staticmethod
+    def _staff_tests(demo: dict[DemoDestination, Destination], hour: datetime) -> list[Arrival]:
+        """Acme's staff check the web shop from the office and place a test order in the app:
+        the client's exclusions suppress both, with the reason, and the cards count them.
+        (Made here, not drawn from the sample traffic, so the rest of the day stays the same.)"""
+        visit_at, order_at = hour + timedelta(minutes=11), hour + timedelta(minutes=37)
+        staff = {
+            "client_ip_address": ACME_OFFICE_ADDRESS,
+            "client_user_agent": USER_AGENTS[0],
+            "email": "qa.team@example.com",
+        }
+        visit = {
+            "event_name": "ViewContent",
+            "event_time": int(visit_at.timestamp()),
+            "event_id": f"staff-{visit_at:%m%d%H%M}",
+            "action_source": "website",
+            "event_source_url": f"{ACME_SHOP_URL}/products/boot-trail",
+            "user_data": staff,
+        }
+        test_order = {
+            "event_name": "Purchase",
+            "event_time": int(order_at.timestamp()),
+            "event_id": f"order-test-{order_at:%m%d%H%M}",
+            "action_source": "website",
+            "event_source_url": f"{ACME_SHOP_URL}/checkout",
+            "user_data": staff,
+            "custom_data": {"value": 1.0, "currency": "USD", "test_order": True},
+        }
+        return [
+            Arrival(visit_at, demo[ACME_WEB_SHOP], visit),
+            Arrival(order_at, demo[ACME_CHECKOUT], test_order),
+        ]
 
     @staticmethod
     def _payment_webhooks(arrivals: list[Arrival], web_shop: Destination) -> list[Arrival]:
@@ -588,26 +676,27 @@ class Command(BaseCommand):
         ]
         for checkout in checkouts[::3]:
             paid_at = checkout.moment + PAYMENT_WEBHOOK_DELAY
-            kept = checkout.event["user_data"]
-            purchase = {
-                "event_name": "Purchase",
-                "event_time": int(paid_at.timestamp()),
-                "event_id": f"order-paid-{checkout.event['event_id']}",
-                "action_source": "website",
-                "event_source_url": checkout.event["event_source_url"].split("?")[0],
-                "user_data": {
-                    key: kept[key]
-                    for key in ("email", "external_id", "client_ip_address", "client_user_agent")
-                    if key in kept
-                },
-                "custom_data": dict(checkout.event.get("custom_data") or {}),
-            }
-            webhooks.append(Arrival(paid_at, web_shop, purchase))
+            webhooks.append(Arrival(paid_at, web_shop, checkout.event, payment_webhook=True))
         return webhooks
+
+    def confirm_payment(
+        self, destination: Destination, checkout: dict[str, Any], *, paid_at: datetime
+    ) -> None:
+        """The payment provider confirms the order of ``checkout`` (an InitiateCheckout event).
+
+        Here its Purchase is recorded directly. The demo site overrides this
+        (``project/shop/management/commands/capi_demo.py``): there the webhook marks the shop's
+        ``Order`` paid, and the site's conversion rule records the same Purchase after the
+        commit, as a host site would (README → "Conversion rules").
+        """
+        track_many(destination, [payment_purchase(checkout, paid_at)])
 
     def _receive(self, arrival: Arrival, sandbox: SandboxControl | None) -> None:
         destination = arrival.destination
         with clock.held_at(arrival.moment + ARRIVAL_DELAY):
+            if arrival.payment_webhook:
+                self.confirm_payment(destination, arrival.event, paid_at=arrival.moment)
+                return
             if not (arrival.refused_by_meta and sandbox is not None):
                 track_many(destination, [arrival.event])
                 return

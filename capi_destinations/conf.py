@@ -154,6 +154,17 @@ DEFAULTS: dict[str, Any] = {
     # --- Members -----------------------------------------------------------------------------
     # Seconds an invitation link stays valid after it was (last) sent.
     "INVITATION_MAX_AGE": 7 * 24 * 3600,
+    # --- CSV imports (store and CRM conversions) -----------------------------------------------
+    # The largest CSV file the page accepts, in bytes (the command and import_csv() take any).
+    "IMPORT_MAX_BYTES": 50 * 1024 * 1024,
+    # Where uploaded files wait for the background import (deleted when it ends); a directory
+    # the web and the qcluster processes share. Empty: a folder in the system's temp directory.
+    "IMPORT_DIRECTORY": "",
+    # Seconds one background task imports before it queues the rest as a new task: keep it well
+    # under Q_CLUSTER's ``timeout``, which kills a task that runs longer.
+    "IMPORT_TASK_SECONDS": 30,
+    # How many rejected rows an import keeps for its report (all are counted).
+    "IMPORT_REJECTED_ROWS_KEPT": 1000,
     # --- Retention ---------------------------------------------------------------------------
     # Days delivered/expired events, attempts and health checks are kept before ``capi_purge``.
     "RETENTION_DAYS": 30,

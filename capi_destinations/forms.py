@@ -18,6 +18,8 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from capi_destinations import destinations, tokens
+from capi_destinations.diagnostics import ACTION_SOURCES
+from capi_destinations.imports import FIELDS as IMPORT_FIELDS
 from capi_destinations.models import (
     Destination,
     DigestChoice,
@@ -487,3 +489,68 @@ class DigestChoiceForm(forms.Form):
     """The person's daily-digest choice (``DigestPreference``)."""
 
     digest = forms.ChoiceField(choices=DigestChoice.choices, widget=forms.RadioSelect)
+
+
+class ImportUploadForm(forms.Form):
+    """The CSV file of store or CRM conversions (size and type checked by the view's service)."""
+
+    file = forms.FileField(
+        label="CSV file",
+        help_text="UTF-8 (Excel: “CSV UTF-8”), the first line naming the columns.",
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".csv,text/csv", "data-testid": "import-file"}
+        ),
+    )
+
+
+class ImportMappingForm(forms.Form):
+    """Which column holds each field, and the defaults for rows that do not say."""
+
+    event_name = forms.CharField(
+        label="Event name when no column says",
+        max_length=100,
+        initial="Purchase",
+    )
+    action_source = forms.ChoiceField(
+        label="Action source when no column says",
+        choices=[(source, source) for source in ACTION_SOURCES],
+        initial="physical_store",
+        help_text="physical_store: Meta accepts sales up to 62 days old (other sources: 7 days).",
+    )
+    date_format = forms.CharField(
+        label="Date format (optional)",
+        max_length=40,
+        required=False,
+        help_text="Only for times that are not like 2026-11-30 14:05 or Unix seconds: "
+        "e.g. %d/%m/%Y %H:%M for 30/11/2026 14:05.",
+    )
+
+    def __init__(self, *args: Any, columns: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "— not in the file —"), *((column, column) for column in columns)]
+        for name, label in IMPORT_FIELDS.items():
+            self.fields[f"map_{name}"] = forms.ChoiceField(
+                label=label,
+                choices=choices,
+                required=name == "event_time",
+                widget=forms.Select(attrs={"data-testid": f"map-{name}"}),
+            )
+
+    def mapping_fields(self) -> list[forms.BoundField]:
+        return [self[f"map_{name}"] for name in IMPORT_FIELDS]
+
+    def mapping(self) -> dict[str, str]:
+        """The chosen field → column pairs (fields left out of the file are left out)."""
+        return {
+            name: self.cleaned_data[f"map_{name}"]
+            for name in IMPORT_FIELDS
+            if self.cleaned_data.get(f"map_{name}")
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        chosen = [cleaned.get(f"map_{name}") for name in IMPORT_FIELDS]
+        repeated = sorted({column for column in chosen if column and chosen.count(column) > 1})
+        if repeated:
+            raise ValidationError(f"Each column can hold one field: {', '.join(repeated)}.")
+        return cleaned

@@ -1385,6 +1385,111 @@ class AlertAttempt(models.Model):
         return f"{self.channel_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status_code or '-'}"
 
 
+class ImportStatus(models.TextChoices):
+    """Where an import run stands: uploaded (being mapped), queued, running, done or failed."""
+
+    UPLOADED = "uploaded", "Uploaded"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ImportRun(models.Model):
+    """One CSV import of store or CRM conversions into a destination, and what became of it.
+
+    The mapping (field → column) of a destination's latest run pre-fills its next one. The
+    counters always add up to ``rows_read`` once done; ``rejected_rows`` keeps line, reason and
+    the non-personal fields of the first rejected rows (never email, phone or names).
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    destination = models.ForeignKey(
+        Destination, on_delete=models.CASCADE, related_name="import_runs"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    file_name = models.CharField(max_length=255, blank=True)
+    file_size = models.PositiveBigIntegerField(default=0)
+    mapping = models.JSONField(default=dict, blank=True)
+    event_name = models.CharField(max_length=100, blank=True)
+    action_source = models.CharField(max_length=32, blank=True)
+    date_format = models.CharField(max_length=40, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ImportStatus.choices, default=ImportStatus.UPLOADED
+    )
+    bytes_read = models.PositiveBigIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    suppressed = models.PositiveIntegerField(default=0)
+    rejected_rows = models.JSONField(default=list, blank=True, encoder=StrictJSONEncoder)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["destination", "-created_at"], name="capi_import_destination")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name or 'import'} → {self.destination_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ImportStatus.DONE, ImportStatus.FAILED)
+
+    @property
+    def waits_for_a_worker(self) -> bool:
+        """Queued for over a minute: no django-q2 worker (``qcluster``) has taken it yet."""
+        return self.status == ImportStatus.QUEUED and self.created_at < clock.now() - timedelta(
+            minutes=1
+        )
+
+    @property
+    def percent(self) -> int:
+        """How far the import has read the file, 0 to 100."""
+        if self.status == ImportStatus.DONE:
+            return 100
+        if not self.file_size:
+            return 0
+        return min(99, int(100 * self.bytes_read / self.file_size))
+
+    def finish(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
+        """Record the import's outcome: done, with its counters and rejected rows."""
+        for name, value in counts.items():
+            setattr(self, name, value)
+        self.rejected_rows = rejected_rows
+        self.status = ImportStatus.DONE
+        self.bytes_read = self.file_size
+        self.finished_at = clock.now()
+        self.save()
+
+    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
+        """Record where a slice of the import stopped; queued again for the next slice."""
+        for name, value in counts.items():
+            setattr(self, name, value)
+        self.rejected_rows = rejected_rows
+        self.status = ImportStatus.QUEUED
+        self.save(update_fields=[*counts, "rejected_rows", "status"])
+
+    def finish_failed(self, error: str) -> None:
+        """Record that the file could not be imported at all, and why."""
+        self.status = ImportStatus.FAILED
+        self.error = error
+        self.finished_at = clock.now()
+        self.save(update_fields=["status", "error", "finished_at"])
+
+
 def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:
     """``setting_changed`` receiver (``receivers`` connects it) for the encrypted fields."""
     # fernet_fields caches the keys on each field instance; drop them when FERNET_KEYS changes

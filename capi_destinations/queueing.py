@@ -27,6 +27,7 @@ HEALTH_TASK = "capi_destinations.tasks.run_health_checks"
 HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
 ALERT_TASK = "capi_destinations.tasks.deliver_due_alerts"
 MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
+IMPORT_TASK = "capi_destinations.tasks.import_csv_run"
 
 
 def queued_key(destination_id: int | None) -> str:
@@ -98,6 +99,21 @@ def enqueue_alert_delivery() -> None:
             group="capi_destinations.alerts",
             what="delivery of alerts",
         )
+    )
+
+
+def enqueue_import(run_id: int) -> bool:
+    """Queue the import of an uploaded CSV file (an ``ImportRun``); returns whether queued.
+
+    Unlike the other tasks, nothing else runs an import: a refusal is logged and the run stays
+    queued, and the page offers to start it again.
+    """
+    return queue_task(
+        IMPORT_TASK,
+        run_id,
+        task_name=f"capi import {run_id}",
+        group="capi_destinations.imports",
+        what=f"import run {run_id}",
     )
 
 

@@ -33,6 +33,7 @@ from capi_destinations import (
     digest,
     dispatch,
     health,
+    imports,
     match_quality,
     retention,
 )
@@ -109,6 +110,14 @@ def deliver_due_alerts() -> int:
 def fetch_match_quality() -> dict[str, int]:
     """Task: fetch Meta's Event Match Quality of every enabled destination; counts by outcome."""
     return match_quality.fetch_all_match_quality()
+
+
+def import_csv_run(run_id: int) -> dict[str, int] | None:
+    """Task: carry out an uploaded CSV import (:func:`~capi_destinations.imports.run_import`)."""
+    run = imports.run_import(run_id)
+    if run is None:
+        return None
+    return {"rows_read": run.rows_read, "stored": run.stored, "rejected": run.rejected}
 
 
 def ensure_schedules() -> list[str]:

@@ -18,6 +18,7 @@ from capi_destinations.views import destination as destination_views
 from capi_destinations.views import digest as digest_views
 from capi_destinations.views import events as event_views
 from capi_destinations.views import exclusions as exclusion_views
+from capi_destinations.views import imports as import_views
 from capi_destinations.views import ingest as ingest_views
 from capi_destinations.views import invitations as invitation_views
 from capi_destinations.views import members as member_views
@@ -129,6 +130,23 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="destination_token_check",
     ),
     _page("d/<uuid:code>/delete/", setup_views.destination_delete, name="destination_delete"),
+    _page("d/<uuid:code>/import/", import_views.import_upload, name="import_upload"),
+    _page("d/<uuid:code>/import/<uuid:run>/", import_views.import_run, name="import_run"),
+    _page(
+        "d/<uuid:code>/import/<uuid:run>/preview/",
+        import_views.import_preview,
+        name="import_preview",
+    ),
+    _page(
+        "d/<uuid:code>/import/<uuid:run>/progress/",
+        import_views.import_progress,
+        name="import_progress",
+    ),
+    _page(
+        "d/<uuid:code>/import/<uuid:run>/rejected.csv",
+        import_views.import_rejected_csv,
+        name="import_rejected_csv",
+    ),
     _page("d/<uuid:code>/events/", event_views.event_log, name="event_log"),
     _page("d/<uuid:code>/events.csv", event_views.event_log_csv, name="event_log_csv"),
     _page("d/<uuid:code>/attempts.csv", event_views.attempts_csv, name="attempts_csv"),

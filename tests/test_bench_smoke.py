@@ -59,6 +59,50 @@ def test_the_normalize_benchmark_runs_and_checks_its_hashes(tmp_path: Path) -> N
     assert "| normalize + hash user data |" in completed.stdout
 
 
+def test_the_import_benchmark_runs_and_accounts_for_every_row(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--only",
+            "import",
+            "--smoke",
+            "--databases",
+            "sqlite",
+            "--no-write-docs",
+            "--json",
+            str(output),
+        ],
+        cwd=REPO,
+        # Its own SQLite file: the benchmark deletes and migrates it.
+        env={**os.environ, "BENCH_SQLITE_PATH": str(tmp_path / "bench.sqlite3")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    (row,) = json.loads(output.read_text())["results"]
+    assert row["row"] == "import"
+    checks = {check["name"]: check["ok"] for check in row["checks"]}
+    assert checks == {
+        "100 rows: every row accounted for once": True,
+        "100 rows: each good row stored once, each bad one rejected": True,
+        "importing the same file again stores nothing": True,
+        "1,000 rows: every row accounted for once": True,
+        "1,000 rows: each good row stored once, each bad one rejected": True,
+    }
+    assert [goal["name"] for goal in row["goals"]] == [
+        "peak RSS, 1,000 rows",
+        "constant in the number of rows",
+    ]
+    assert row["details"]["runs"]["1000"]["peak_mb"] > 0
+
+
 if connection.vendor == "postgresql":
 
     def test_the_postgresql_floor_runs_every_variant_on_the_app_schema() -> None:

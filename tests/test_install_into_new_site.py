@@ -362,6 +362,8 @@ def test_the_install_guide_works_in_a_new_site(
     pages = site.step("pages", sandbox_url)
     for name in ("overview", "destination", "event_log", "event_detail", "event", "members"):
         assert pages["statuses"][name] == {"superuser": 200, "member": 200}, name
+    for name in ("import_upload", "import_run", "import_rejected_csv"):
+        assert pages["statuses"][name]["superuser"] == 200, name
     assert pages["in_site_layout"] == email_login
     assert pages["login_field_label"] == ("Email address" if email_login else "Username")
     expected_name = "member@example.com" if email_login else "member"

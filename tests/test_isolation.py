@@ -39,6 +39,7 @@ from capi_destinations.models import (
     Event,
     Health,
     HealthCheck,
+    ImportRun,
     Invitation,
     Membership,
     NotificationChannel,
@@ -157,6 +158,7 @@ class World:
     channel: NotificationChannel
     invitation: Invitation
     invitation_token: str
+    import_run: ImportRun
 
 
 # How each URL parameter is filled for the target tenant. A new parameter name fails
@@ -170,6 +172,7 @@ ROUTE_VALUES: dict[str, Callable[[World], str]] = {
     "invitation_code": lambda world: str(world.invitation.code),
     "token": lambda world: world.invitation_token,
     "event_pk": lambda world: str(world.event.pk),
+    "run": lambda world: str(world.import_run.code),
     "signature": lambda world: digest.unsubscribe_token(world.viewer),
 }
 
@@ -267,6 +270,9 @@ def world(
         ),
         invitation=invitation,
         invitation_token=invitation_token,
+        import_run=ImportRun.objects.create(
+            destination=destination, file_name="store.csv", mapping={"event_time": "Date"}
+        ),
     )
 
 
@@ -282,7 +288,7 @@ def snapshot() -> dict[str, list[tuple[Any, ...]]]:
         model._meta.db_table for model in (Tenant, Membership, Destination, Event, Invitation)
     ]
     tables += [model._meta.db_table for model in (DeliveryAttempt, HealthCheck, AuditEntry)]
-    tables += [model._meta.db_table for model in (NotificationChannel, AlertDelivery)]
+    tables += [model._meta.db_table for model in (NotificationChannel, AlertDelivery, ImportRun)]
     tables.append(settings.AUTH_USER_MODEL.replace(".", "_").lower())
     rows = {}
     with connection.cursor() as cursor:

@@ -44,6 +44,8 @@ from capi_destinations.models import (
     Destination,
     Event,
     HealthCheck,
+    ImportRun,
+    ImportStatus,
     MatchQualityReport,
     Membership,
     NotificationChannel,
@@ -261,6 +263,7 @@ def app_urls(world: SecretWorld) -> list[str]:
                 "invitation_code": str(invitation.code),
                 "token": invitation_token,
                 "signature": digest.unsubscribe_token(member.user),
+                "run": str(_import_run(destination).code),
             }
             for event in destination.events.all()[:3]:
                 # An event's own address names it; the others ignore the event's pk.
@@ -275,6 +278,22 @@ def app_urls(world: SecretWorld) -> list[str]:
                 kwargs = {name: values[name] for name in route.parameters}
                 urls.append(f"{reverse(f'capi_destinations:{route.name}', kwargs=kwargs)}?q=")
     return sorted(set(urls))
+
+
+def _import_run(destination: Destination) -> ImportRun:
+    """A finished import of the destination, with a rejected row (its results page shows it)."""
+    run, _ = ImportRun.objects.get_or_create(
+        destination=destination,
+        defaults={
+            "file_name": "store-sales.csv",
+            "status": ImportStatus.DONE,
+            "rows_read": 2,
+            "stored": 1,
+            "rejected": 1,
+            "rejected_rows": [{"line": 3, "reason": "No event time.", "columns": {}}],
+        },
+    )
+    return run
 
 
 # --- pages, fragments and forms ------------------------------------------------------------------

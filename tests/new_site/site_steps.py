@@ -33,6 +33,8 @@ from capi_destinations.models import (
     Destination,
     Event,
     EventStatus,
+    ImportRun,
+    ImportStatus,
     Membership,
     NotificationChannel,
     Role,
@@ -198,6 +200,17 @@ def render_every_page() -> dict[str, Any]:
         "invitation_code": str(invitation.code),
         "token": invitation_token,
         "event_pk": str(event.pk),
+        "run": str(
+            ImportRun.objects.create(
+                destination=target,
+                file_name="store-sales.csv",
+                status=ImportStatus.DONE,
+                rows_read=2,
+                stored=1,
+                rejected=1,
+                rejected_rows=[{"line": 3, "reason": "No event time.", "columns": {}}],
+            ).code
+        ),
     }
     _, resolver = get_resolver().namespace_dict["capi_destinations"]
     statuses: dict[str, dict[str, int]] = {}

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -41,6 +43,7 @@ from capi_destinations import (
     dispatch,
     exclusions,
     health,
+    imports,
     match_quality,
     track_many,
 )
@@ -50,6 +53,7 @@ from capi_destinations.models import (
     ConsentPolicy,
     Destination,
     Event,
+    ImportRun,
     Membership,
     Role,
     Tenant,
@@ -168,6 +172,92 @@ STAFF_VISIT_EVERY_HOURS = 4
 REVOKED_HOURS_AGO = 3
 META_OUTAGE_HOURS_AGO = 16
 REJECTED_EVENT_HOURS_AGO = 7
+# The sample CSV of store sales (written to the temp directory for trying the upload, and
+# imported once into the web shop's destination so its import page has a run to show).
+SAMPLE_CSV_NAME = "capi-demo-store-sales.csv"
+SAMPLE_MAPPING = {
+    "event_time": "Date",
+    "order_id": "Receipt",
+    "value": "Total",
+    "currency": "Currency",
+    "email": "Email",
+    "phone": "Phone",
+    "first_name": "First name",
+    "last_name": "Last name",
+    "zip": "Zip",
+    "country": "Country",
+}
+# (days ago, receipt, total, currency, email, phone, first, last, zip, country); the last three
+# rows are refused: a sale older than Meta's 62 days, a date nobody can read, no currency.
+SAMPLE_SALES = (
+    (
+        1,
+        "S-1001",
+        "89.90",
+        "USD",
+        "olivia.martin@example.com",
+        "+1 415 555 0101",
+        "Olivia",
+        "Martin",
+        "94105",
+        "US",
+    ),
+    (2, "S-1002", "129.00", "USD", "liam.chen@example.com", "", "Liam", "Chen", "94110", "US"),
+    (3, "S-1003", "59.50", "USD", "", "+1 415 555 0133", "Emma", "Garcia", "94103", "US"),
+    (
+        9,
+        "S-1004",
+        "210.00",
+        "USD",
+        "noah.kim@example.com",
+        "+1 628 555 0144",
+        "Noah",
+        "Kim",
+        "94107",
+        "US",
+    ),
+    (20, "S-1005", "45.00", "USD", "ava.patel@example.com", "", "Ava", "Patel", "94117", "US"),
+    (
+        45,
+        "S-1006",
+        "99.99",
+        "USD",
+        "lucas.rossi@example.com",
+        "+1 415 555 0166",
+        "Lucas",
+        "Rossi",
+        "94118",
+        "US",
+    ),
+    (70, "S-0907", "75.00", "USD", "mia.nguyen@example.com", "", "Mia", "Nguyen", "94122", "US"),
+    (
+        None,
+        "S-1008",
+        "30.00",
+        "USD",
+        "ethan.brown@example.com",
+        "",
+        "Ethan",
+        "Brown",
+        "94123",
+        "US",
+    ),
+    (4, "S-1009", "64.00", "", "zoe.silva@example.com", "", "Zoe", "Silva", "94121", "US"),
+)
+
+
+def sample_store_sales_csv(now: datetime) -> str:
+    """The demo's CSV of store sales, dated from ``now`` (so it stays inside Meta's window)."""
+    lines = ["Date,Receipt,Store,Total,Currency,Email,Phone,First name,Last name,Zip,Country"]
+    for days, receipt, *rest in SAMPLE_SALES:
+        if days is None:
+            when = "last Tuesday"
+        else:
+            when = (now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M")
+        lines.append(",".join([when, receipt, "Acme Market Street", *rest]))
+    return "\n".join(lines) + "\n"
+
+
 # The flagship refused Lead's event_source_url: the page's path, where Meta wants its address.
 REFUSED_LEAD_SOURCE_URL = "/newsletter"
 
@@ -351,6 +441,8 @@ class Command(BaseCommand):
             recorded = self.record_history(demo, sandbox, users, hours=hours)
             self.stdout.write(f"Recorded {recorded} sample events over {hours} hours.")
 
+        sample_csv = self.import_store_sales(demo[ACME_WEB_SHOP])
+
         if sandbox is not None:
             self.revoke_old_tokens(sandbox, demo)
             dispatch.dispatch_pending()
@@ -358,6 +450,22 @@ class Command(BaseCommand):
             # Meta's own score beside ours at once, as the hourly task would fetch it.
             match_quality.fetch_all_match_quality(destination_ids=[d.pk for d in demo.values()])
         self.report(demo, users, sandbox, base_url)
+        self.stdout.write(
+            f'  Import store sales: on "{ACME_WEB_SHOP.name}", Import conversions, and upload'
+        )
+        self.stdout.write(f"    {sample_csv}")
+
+    def import_store_sales(self, shop: Destination) -> Path:
+        """Write the sample CSV of store sales; import it once (a run for the import page)."""
+        path = Path(tempfile.gettempdir()) / SAMPLE_CSV_NAME
+        path.write_text(sample_store_sales_csv(clock.now()), encoding="utf-8")
+        if not ImportRun.objects.filter(destination=shop).exists():
+            _, summary = imports.record_run(shop, path, SAMPLE_MAPPING, file_name=SAMPLE_CSV_NAME)
+            self.stdout.write(
+                f"Imported {summary.stored} store sales from {SAMPLE_CSV_NAME} "
+                f"({summary.rejected} rows rejected, as the import page shows)."
+            )
+        return path
 
     # --- people and tenants --------------------------------------------------------------------
 

@@ -347,6 +347,23 @@ def recreate_postgres_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(identifier))
 
 
+def run_in_fresh_process(module: str, database: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m <module> <args>`` on ``database`` and return the JSON its last line prints.
+
+    For rows that measure a whole process (peak RSS): a fresh interpreter per run, so one run's
+    memory never counts against the next.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=bench_environment(database),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def bench_environment(database: str, **extra: str) -> dict[str, str]:
     """Environment for a benchmark process running the demo site's settings on ``database``.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timedelta
@@ -20,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    REPO,
     Result,
     analyze,
-    bench_environment,
     current_rss_mb,
     empty_tables,
     peak_rss_mb,
     rate_text,
+    run_in_fresh_process,
     sized,
 )
 
@@ -107,15 +105,7 @@ def import_in_this_process(path: str, destination_id: int) -> dict[str, Any]:
 
 
 def _import_child(database: str, path: Path, destination_id: int) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.import_bench", str(path), str(destination_id)],
-        cwd=REPO,
-        env=bench_environment(database),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_in_fresh_process("bench.import_bench", database, str(path), str(destination_id))
 
 
 def run(mode: str, database: str) -> Result:

@@ -9,18 +9,16 @@ process beforehand (set-up is not measured); the dispatching process does nothin
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from typing import Any
 
 from bench.harness import (
-    REPO,
     Result,
     analyze,
-    bench_environment,
     current_rss_mb,
     empty_tables,
     peak_rss_mb,
+    run_in_fresh_process,
     sized,
 )
 
@@ -48,15 +46,7 @@ def dispatch_in_this_process(sandbox_url: str) -> dict[str, Any]:
 
 
 def _dispatch_child(database: str, sandbox_url: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.memory_bench", sandbox_url],
-        cwd=REPO,
-        env=bench_environment(database),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_in_fresh_process("bench.memory_bench", database, sandbox_url)
 
 
 def run(mode: str, database: str) -> Result:

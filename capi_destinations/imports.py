@@ -13,7 +13,7 @@ Re-importing a file stores nothing twice, because every row gets a stable ``even
 
 - the mapped ``event_id`` column, if there is one;
 - else ``order-<order_id>`` (``order-<order_id>-<item_number>`` when an item number is
-  mapped): Meta's offline events deduplicate on the order, and a conversion rule written as
+  mapped; Meta deduplicates on ``event_name`` + ``event_id``, docs/META.md), and a rule written as
   ``event_id=f"order-{pk}"`` gives the same id for the same order;
 - else ``row-<digest>``: a SHA-256 of the whole row's cells (so two identical rows are one
   conversion).

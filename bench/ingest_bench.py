@@ -15,7 +15,7 @@ import time
 from bench.data import raw_events
 from bench.harness import Result, alternate, empty_tables, rate_text, sized
 
-GOAL_EVENTS_PER_SECOND = 20_000
+GOAL_EVENTS_PER_SECOND = 15_000
 BATCH = 1000
 
 

@@ -164,16 +164,13 @@ def _recall_sql(connection: BaseDatabaseWrapper) -> str:
 
 def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
     """Record sightings in one statement: new ones inserted, known ones seen again."""
-    latest: dict[tuple[str, str, str], Sighting] = {}
-    for sighting in sightings:
-        unique = (sighting.identifier, sighting.key, sighting.value)
-        if unique not in latest or latest[unique].seen_at < sighting.seen_at:
-            latest[unique] = sighting
+    latest = _latest(sightings)
     if not latest:
         return
     connection = connections[router.db_for_write(ClickIdSighting)]
     if connection.vendor == "postgresql":
-        _remember_on_postgresql(connection, tenant_id, latest.values())
+        sql, params = _remember_on_postgresql(connection, tenant_id, latest.values())
+        bound_sql.execute(connection, sql, params)
         return
     ClickIdSighting.objects.bulk_create(
         [
@@ -195,6 +192,35 @@ def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
     )
 
 
+def remember_statement(
+    alias: str, tenant_id: int, sightings: Iterable[Sighting]
+) -> tuple[str, list[Any]] | None:
+    """``remember`` as one PostgreSQL statement (SQL, parameters) for a caller to run inside
+    another one (the event INSERT, as a data-modifying CTE: the sightings are kept exactly when
+    the events are written), if the sightings are stored on the database ``alias`` and it is
+    PostgreSQL. None when there is nothing to remember, or it must run apart (``remember``).
+    """
+    if router.db_for_write(ClickIdSighting) != alias:
+        return None
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    latest = _latest(sightings)
+    if not latest:
+        return None
+    return _remember_on_postgresql(connection, tenant_id, latest.values())
+
+
+def _latest(sightings: Iterable[Sighting]) -> dict[tuple[str, str, str], Sighting]:
+    """The latest sighting of each (identifier, key, value)."""
+    latest: dict[tuple[str, str, str], Sighting] = {}
+    for sighting in sightings:
+        unique = (sighting.identifier, sighting.key, sighting.value)
+        if unique not in latest or latest[unique].seen_at < sighting.seen_at:
+            latest[unique] = sighting
+    return latest
+
+
 # The UPSERT per database alias, built once (the columns never change at run time).
 _REMEMBER_SQL: dict[str, str] = {}
 _SIGHTING_COLUMNS = ("identifier", "identifier_key", "key", "value", "ad_storage")
@@ -202,7 +228,7 @@ _SIGHTING_COLUMNS = ("identifier", "identifier_key", "key", "value", "ad_storage
 
 def _remember_on_postgresql(
     connection: BaseDatabaseWrapper, tenant_id: int, sightings: Iterable[Sighting]
-) -> None:
+) -> tuple[str, list[Any]]:
     """``remember``'s UPSERT with the rows as ONE jsonb parameter bound by the server.
 
     What ``bulk_create(update_conflicts=True)`` sends, without its thousands of parameters
@@ -243,7 +269,7 @@ def _remember_on_postgresql(
         ],
         ensure_ascii=False,
     )
-    bound_sql.execute(connection, sql, [tenant_id, rows])
+    return sql, [tenant_id, rows]
 
 
 def forget(

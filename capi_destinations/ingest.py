@@ -45,7 +45,7 @@ from capi_destinations import (
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
-from capi_destinations.models import Destination, Event, EventStatus
+from capi_destinations.models import Destination, Event, EventStatus, HourlyOutcomes
 from capi_destinations.signals import events_recorded
 
 __all__ = [
@@ -199,12 +199,21 @@ def track_many(
     _fill_remembered_click_ids(prepared, context)
     database = router.db_for_write(Event)
     store = eventstore.store_for(database)
+    sightings = _click_id_sightings(prepared, context)
+    # Where the database allows it (PostgreSQL), the sightings are remembered by the statement
+    # that inserts the events: one round trip fewer, and written exactly when the events are.
+    along = (
+        click_memory.remember_statement(database, destination.tenant_id, sightings)
+        if sightings and store.combines_statements
+        else None
+    )
     # No transaction of our own: every statement is safe alone (the insert is idempotent, the
     # diagnostic append guarded), and BEGIN/COMMIT round trips would cost a single-event request
     # more than the insert. Inside the caller's transaction the events commit with it.
     with store.writing():
-        results, pending = _store(prepared, store)
-    _remember_click_ids(prepared, context)
+        results, pending = _store(prepared, store, along)
+    if sightings and along is None:
+        click_memory.remember(destination.tenant_id, sightings)
     if pending:
         destination_id = destination.pk
         transaction.on_commit(
@@ -296,6 +305,8 @@ class _Prepared:
     without_fbc: bool = False
     # The user_data keys filled from click_memory (never remembered again as a sighting).
     filled: tuple[str, ...] = ()
+    # Added to the hourly counters by the INSERT itself (see _count_hour).
+    counted: bool = False
     original: Event | None = field(default=None, repr=False)
 
 
@@ -677,8 +688,10 @@ def _click_id_filled(item: click_memory.Recalled) -> Diagnostic:
     )
 
 
-def _remember_click_ids(prepared: list[_Prepared], context: _Context) -> None:
-    """Remember the fbc/fbp each event carried with the person it names (one statement)."""
+def _click_id_sightings(
+    prepared: list[_Prepared], context: _Context
+) -> list[click_memory.Sighting]:
+    """The fbc/fbp each event carried with the person it names, to remember."""
     destination = context.destination
     sightings: list[click_memory.Sighting] = []
     for item in prepared:
@@ -703,8 +716,7 @@ def _remember_click_ids(prepared: list[_Prepared], context: _Context) -> None:
                 click_memory.Sighting(digest, identifier_key, key, value, seen_at, ad_storage)
                 for key, value in values.items()
             )
-    if sightings:
-        click_memory.remember(destination.tenant_id, sightings)
+    return sightings
 
 
 def _event_time_filled() -> Diagnostic:
@@ -984,8 +996,13 @@ def _event_id_reused() -> Diagnostic:
     )
 
 
-def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResult], int]:
-    """Store the batch idempotently; (results in batch order, pending events stored)."""
+def _store(
+    prepared: list[_Prepared], store: EventStore, along: tuple[str, list[Any]] | None = None
+) -> tuple[list[TrackResult], int]:
+    """Store the batch idempotently; (results in batch order, pending events stored).
+
+    ``along`` (see ``EventStore.insert``) goes with the last chunk's INSERT.
+    """
     reused = _event_id_reused()
     reused_dict = _stored_diagnostic(reused)
     # Duplicates inside the batch never reach the database: they point at the event kept.
@@ -996,30 +1013,58 @@ def _store(prepared: list[_Prepared], store: EventStore) -> tuple[list[TrackResu
             if reused_dict not in first.row.diagnostics:
                 first.row.diagnostics.append(reused_dict)
     kept = plan.to_insert()
-    for chunk in _chunks(kept, store.chunk_size()):
-        _store_chunk(chunk, store)
+    count_hour = _count_hour(store)
+    chunks = list(_chunks(kept, store.chunk_size()))
+    for number, chunk in enumerate(chunks, start=1):
+        _store_chunk(chunk, store, along if number == len(chunks) else None, count_hour)
     _note_reused_originals(kept, plan.later, reused, reused_dict, store)
 
     results: list[TrackResult | None] = [None] * len(prepared)
-    pending, rejected, suppressed = _kept_results(kept, results)
+    pending = _kept_results(kept, results)
     _superseded_results(plan, results, store)
     for item, first in plan.later:
         original = first.row if first.inserted else first.original
         assert original is not None
         results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
-    inserted = [item.row for item in kept if item.inserted]
-    if inserted:
-        _count_recorded(inserted, rejected, suppressed, store.alias)
+    # What the INSERT did not count itself (all of it on SQLite or in a caller's transaction;
+    # on PostgreSQL in autocommit, only rejected originals replaced in place).
+    uncounted = [item.row for item in kept if item.inserted and not item.counted]
+    if uncounted:
+        _count_recorded(uncounted, store.alias)
     return [result for result in results if result is not None], pending
 
 
-def _store_chunk(chunk: list[_Prepared], store: EventStore) -> None:
+def _count_hour(store: EventStore) -> datetime | None:
+    """The hour the INSERT itself adds its rows to the hourly counters of, or None.
+
+    Only where one statement can (PostgreSQL) and only in autocommit: there the INSERT is its
+    own transaction, so the counter row is locked no longer than the separate UPSERT run after
+    commit would lock it (``_count_recorded``), and no count is lost between the two. Inside a
+    caller's transaction the counters are still added after its commit.
+    """
+    connection = store.connection
+    if (
+        not store.combines_statements
+        or connection.in_atomic_block
+        or not connection.get_autocommit()
+        or router.db_for_write(HourlyOutcomes) != store.alias
+    ):
+        return None
+    return counters.hour_of(clock.now())
+
+
+def _store_chunk(
+    chunk: list[_Prepared],
+    store: EventStore,
+    along: tuple[str, list[Any]] | None = None,
+    count_hour: datetime | None = None,
+) -> None:
     """Insert the chunk, find the originals of what was already there, replace rejected ones."""
-    _insert_chunk(chunk, store)
+    _insert_chunk(chunk, store, along, count_hour)
     missing = _attach_originals([item for item in chunk if not item.inserted], store)
     if missing:
         # The row that blocked ours was deleted before we could read it: insert again.
-        _insert_chunk(missing, store)
+        _insert_chunk(missing, store, count_hour=count_hour)
         _attach_originals([item for item in missing if not item.inserted], store)
     _replace_rejected_originals(chunk, store)
 
@@ -1048,10 +1093,9 @@ def _note_reused_originals(
             original.updated_at = now
 
 
-def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> tuple[int, int, int]:
-    """Fill in the results of the kept events; (pending, rejected, suppressed) among those
-    inserted."""
-    pending = rejected = suppressed = 0
+def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> int:
+    """Fill in the results of the kept events; how many of those inserted are pending."""
+    pending = 0
     for item in kept:
         if item.inserted:
             status = item.row.status
@@ -1059,14 +1103,12 @@ def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> t
                 _RESULT_FOR_STATUS[status], item.row, item.diagnostics, item.index
             )
             pending += status == EventStatus.PENDING
-            rejected += status == EventStatus.REJECTED
-            suppressed += status == EventStatus.SUPPRESSED
         else:
             assert item.original is not None
             results[item.index] = TrackResult(
                 DUPLICATE, item.original, item.diagnostics, item.index
             )
-    return pending, rejected, suppressed
+    return pending
 
 
 def _superseded_results(
@@ -1088,11 +1130,13 @@ def _superseded_results(
             )
 
 
-def _count_recorded(inserted: list[Event], rejected: int, suppressed: int, database: str) -> None:
+def _count_recorded(inserted: list[Event], database: str) -> None:
     """Count the events stored (with their match quality), the rejected and the suppressed
     ones, after commit."""
     rated = [row.match_quality for row in inserted if row.match_quality is not None]
     destination_id, recorded = inserted[0].destination_id, len(inserted)
+    rejected = sum(row.status == EventStatus.REJECTED for row in inserted)
+    suppressed = sum(row.status == EventStatus.SUPPRESSED for row in inserted)
     # After the caller's commit (at once in autocommit), in a statement of its own: it never
     # holds a counter row's lock inside a caller's transaction, where two callers counting
     # two destinations in opposite orders could deadlock. A crash in between loses a count
@@ -1129,11 +1173,18 @@ def _chunks(items: list[_Prepared], size: int) -> Iterable[list[_Prepared]]:
         yield items[start : start + size]
 
 
-def _insert_chunk(chunk: list[_Prepared], store: EventStore) -> None:
+def _insert_chunk(
+    chunk: list[_Prepared],
+    store: EventStore,
+    along: tuple[str, list[Any]] | None = None,
+    count_hour: datetime | None = None,
+) -> None:
     """INSERT the chunk in one statement, skipping rows whose key exists; mark the ones in."""
     by_key = {item.key: item for item in chunk}
-    for pk, event_name, event_id in store.insert(chunk):
-        _mark_inserted(by_key[(event_name, event_id)], pk, store.alias)
+    for pk, event_name, event_id in store.insert(chunk, along=along, count_hour=count_hour):
+        item = by_key[(event_name, event_id)]
+        _mark_inserted(item, pk, store.alias)
+        item.counted = count_hour is not None
 
 
 def _mark_inserted(item: _Prepared, pk: int, database: str) -> None:

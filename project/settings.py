@@ -67,6 +67,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The ingest endpoint is answered here, without the session, CSRF, auth and messages
+    # middleware below (it needs none of them); every page goes on down the whole list.
+    "capi_destinations.middleware.IngestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

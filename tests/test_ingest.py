@@ -12,19 +12,23 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.db.models.signals import post_init, pre_init
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 
-from capi_destinations import track, track_many
+from capi_destinations import counters, track, track_many
 from capi_destinations.diagnostics import Diagnostic
 from capi_destinations.ingest import TrackResult
 from capi_destinations.models import (
+    ClickIdSighting,
     ConsentPolicy,
     Destination,
     Event,
     EventStatus,
+    HourlyOutcomes,
     MissingConsent,
+    QueuedEvent,
 )
 from capi_destinations.signals import events_recorded
 from tests.conftest import FROZEN_AT, close_thread_connection
@@ -872,3 +876,88 @@ def test_a_lead_with_only_a_name_and_gender_is_rejected_never_sent(
     assert result.status == "rejected"
     assert "insufficient_customer_information" in codes(result.diagnostics)
     assert Event.objects.get().next_attempt_at is None
+
+
+# --- one statement for the insert, the click IDs remembered and the hourly counts ------------
+
+
+def _mixed_batch(prefix: str) -> list[dict[str, Any]]:
+    """Stored, rejected (no currency) and suppressed (consent denied) events, with an fbp."""
+    events = [purchase(f"{prefix}-{n}") for n in range(4)]
+    for n, event in enumerate(events):
+        event["user_data"]["fbp"] = f"fb.1.1700000000000.{1_000_000 + n}"
+    events[1]["custom_data"] = {"value": 49.9}
+    events[2]["consent"] = {"ad_storage": "denied", "ad_user_data": "denied"}
+    return events
+
+
+def test_counts_added_by_the_insert_equal_a_recount_from_the_events(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination(
+        consent_policy=ConsentPolicy.REQUIRE_CONSENT, missing_consent=MissingConsent.GRANTED
+    )
+    results = track_many(destination, _mixed_batch("count"))
+    track_many(destination, _mixed_batch("count"))  # all duplicates: counted nothing more
+    counted = list(
+        HourlyOutcomes.objects.filter(destination=destination).values(
+            "hour", "recorded", "rejected", "suppressed", "quality_events", "quality_sum"
+        )
+    )
+    counters.rebuild(destination_ids=[destination.pk])
+    recounted = list(
+        HourlyOutcomes.objects.filter(destination=destination).values(
+            "hour", "recorded", "rejected", "suppressed", "quality_events", "quality_sum"
+        )
+    )
+
+    assert sorted(result.status for result in results) == [
+        "rejected",
+        "stored",
+        "stored",
+        "suppressed",
+    ]
+    assert len(counted) == 1
+    assert counted[0]["recorded"] == 4
+    assert (counted[0]["rejected"], counted[0]["suppressed"]) == (1, 1)
+    assert counted[0]["quality_sum"] == pytest.approx(recounted[0].pop("quality_sum"))
+    counted[0].pop("quality_sum")
+    assert counted == recounted
+
+
+def test_sightings_are_remembered_only_when_the_events_are_written(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    kept = make_destination()
+    gone = make_destination()
+    track_many(kept, _mixed_batch("seen"))
+    remembered = ClickIdSighting.objects.count()
+    Destination.objects.filter(pk=gone.pk).delete()  # deleted after the caller read it
+
+    with pytest.raises(IntegrityError):
+        track_many(gone, _mixed_batch("lost"))
+
+    # Stored events with consent to ad storage: email and phone with fbp, one event rejected.
+    assert remembered > 0
+    assert ClickIdSighting.objects.count() == remembered
+    assert not Event.objects.filter(event_id__startswith="lost-").exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's data-modifying CTEs")
+def test_on_postgresql_an_event_costs_the_recall_and_one_insert(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination()
+    event = purchase("one-statement")
+    event["user_data"]["fbp"] = "fb.1.1700000000000.42"
+
+    with CaptureQueriesContext(connection) as queries:
+        result = track(destination, event)
+
+    assert result.status == "stored"
+    # The click memory's recall (the event lacks fbc), then one INSERT that queues the event,
+    # remembers its fbp and adds it to the hourly counters.
+    assert len(queries) == 2
+    assert ClickIdSighting.objects.filter(key="fbp", value="fb.1.1700000000000.42").count() == 2
+    assert HourlyOutcomes.objects.get(destination=destination).recorded == 1
+    assert QueuedEvent.objects.filter(event_id=result.event.pk).exists()

@@ -10,9 +10,11 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Protocol
 
+from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import AutoField
 
+from capi_destinations import bound_sql
 from capi_destinations.models import Event, EventStatus, HourlyOutcomes, QueuedEvent, RefusedCalls
 
 __all__ = [
@@ -23,6 +25,9 @@ __all__ = [
     "Candidate",
     "EventStore",
 ]
+
+# Statements built once per database alias (the table and column names never change).
+_SQL: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 #: The status whose rows are in the delivery queue.
 PENDING = EventStatus.PENDING.value
@@ -78,12 +83,29 @@ class EventStore(ABC):
     def _max_query_params(self) -> int | None:
         return self.connection.features.max_query_params
 
+    #: Whether ``insert`` runs ``along`` and ``count_hour`` in its own statement (PostgreSQL's
+    #: data-modifying CTEs); where it does not, the caller runs them on its own.
+    combines_statements = False
+
     @abstractmethod
-    def insert(self, chunk: Sequence[Candidate]) -> list[tuple[int, str, str]]:
+    def insert(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> list[tuple[int, str, str]]:
         """INSERT the chunk in one statement, skipping keys that exist.
 
         Returns (id, event_name, event_id) of the rows really inserted, so a row a concurrent
         request inserted first is told apart from ours without reading before writing.
+
+        Only where ``combines_statements``: ``along`` is another data-modifying statement
+        (SQL and its parameters) run in the same statement, so it takes effect exactly when the
+        rows do; with ``count_hour``, the rows inserted are added to their destination's
+        ``HourlyOutcomes`` of that hour (recorded, rejected, suppressed, match quality) in the
+        same statement too, as ``counters.add`` would (for a caller in autocommit: the counter
+        row's lock is held no longer than the statement).
         """
 
     @abstractmethod
@@ -106,18 +128,20 @@ class EventStore(ABC):
 
         One UPSERT (the same on both databases), so concurrent adds never lose a count.
         """
-        quote, table = self.quote, self.quote(HourlyOutcomes._meta.db_table)
-        names = list(counts)
-        added = ", ".join(
-            f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in names
-        )
-        key = f"{quote('destination_id')}, {quote('hour')}"
-        sql = (
-            f"INSERT INTO {table} ({key}, {', '.join(quote(name) for name in names)}) "  # noqa: S608
-            f"VALUES (%s, %s{', %s' * len(names)}) ON CONFLICT ({key}) DO UPDATE SET {added}"
-        )
+        names = tuple(counts)
+        sql = _SQL.get((self.alias, "add_counts", names))
+        if sql is None:
+            quote, table = self.quote, self.quote(HourlyOutcomes._meta.db_table)
+            added = ", ".join(
+                f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in names
+            )
+            key = f"{quote('destination_id')}, {quote('hour')}"
+            sql = _SQL[(self.alias, "add_counts", names)] = (
+                f"INSERT INTO {table} ({key}, {', '.join(quote(name) for name in names)}) "  # noqa: S608
+                f"VALUES (%s, %s{', %s' * len(names)}) ON CONFLICT ({key}) DO UPDATE SET {added}"
+            )
         hour_value = self.connection.ops.adapt_datetimefield_value(hour)
-        self._execute(sql, [destination_id, hour_value, *counts.values()])
+        self._execute_bound(sql, [destination_id, hour_value, *counts.values()])
 
     def add_refused_call(
         self, destination_id: int, hour: datetime, reason: str, origin: str, at: datetime
@@ -126,18 +150,28 @@ class EventStore(ABC):
 
         One UPSERT, the same on both databases; an empty ``origin`` keeps the last one known.
         """
-        quote, table = self.quote, self.quote(RefusedCalls._meta.db_table)
-        count, origin_column = quote("count"), quote("last_origin")
-        key = f"{quote('destination_id')}, {quote('hour')}, {quote('reason')}"
-        sql = (
-            f"INSERT INTO {table} ({key}, {count}, {origin_column}, {quote('last_at')}) "  # noqa: S608
-            f"VALUES (%s, %s, %s, 1, %s, %s) ON CONFLICT ({key}) DO UPDATE SET "
-            f"{count} = {table}.{count} + 1, {quote('last_at')} = EXCLUDED.{quote('last_at')}, "
-            f"{origin_column} = CASE WHEN EXCLUDED.{origin_column} = '' "
-            f"THEN {table}.{origin_column} ELSE EXCLUDED.{origin_column} END"
-        )
+        sql = _SQL.get((self.alias, "add_refused_call", ()))
+        if sql is None:
+            quote, table = self.quote, self.quote(RefusedCalls._meta.db_table)
+            count, origin_column = quote("count"), quote("last_origin")
+            key = f"{quote('destination_id')}, {quote('hour')}, {quote('reason')}"
+            sql = _SQL[(self.alias, "add_refused_call", ())] = (
+                f"INSERT INTO {table} ({key}, {count}, {origin_column}, {quote('last_at')}) "  # noqa: S608
+                f"VALUES (%s, %s, %s, 1, %s, %s) ON CONFLICT ({key}) DO UPDATE SET "
+                f"{count} = {table}.{count} + 1, "
+                f"{quote('last_at')} = EXCLUDED.{quote('last_at')}, "
+                f"{origin_column} = CASE WHEN EXCLUDED.{origin_column} = '' "
+                f"THEN {table}.{origin_column} ELSE EXCLUDED.{origin_column} END"
+            )
         adapt = self.connection.ops.adapt_datetimefield_value
-        self._execute(sql, [destination_id, adapt(hour), reason, origin, adapt(at)])
+        self._execute_bound(sql, [destination_id, adapt(hour), reason, origin, adapt(at)])
+
+    def _refuse_combined(self, along: object, count_hour: object) -> None:
+        if along is not None or count_hour is not None:
+            raise NotSupportedError(
+                f"Event storage on {self.connection.vendor} runs no other statement with its "
+                "INSERT: run it apart."
+            )
 
     def originals(
         self, destination_id: int, keys: Iterable[tuple[str, str]]
@@ -279,6 +313,11 @@ class EventStore(ABC):
     def _execute(self, sql: str, params: Sequence[Any]) -> None:
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
+
+    def _execute_bound(self, sql: str, params: Sequence[Any]) -> None:
+        """``_execute`` for a statement run on every request: bound by the server where it
+        can, so PostgreSQL prepares it once per connection (see ``bound_sql``)."""
+        bound_sql.execute(self.connection, sql, params)
 
 
 def dumps(value: Any) -> str:

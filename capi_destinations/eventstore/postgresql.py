@@ -23,12 +23,12 @@ from capi_destinations.eventstore.base import (
     EventStore,
     dumps,
 )
-from capi_destinations.models import Event, EventStatus
+from capi_destinations.models import Event, EventStatus, HourlyOutcomes
 
 __all__ = ["PostgreSQLEventStore"]
 
 # The INSERT statement per database alias, built once (the columns never change at run time).
-_INSERT_SQL: dict[str, str] = {}
+_INSERT_SQL: dict[tuple[str, str, bool], str] = {}
 # (column, attname) of every inserted column but the payload, whose JSON text is ready-made.
 _RECORD_COLUMNS = [(f.column, f.attname) for f in INSERT_FIELDS if f.attname != "payload"]
 _PAYLOAD_COLUMN = Event._meta.get_field("payload").column
@@ -37,22 +37,72 @@ _PAYLOAD_COLUMN = Event._meta.get_field("payload").column
 class PostgreSQLEventStore(EventStore):
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` and ``UPDATE … FROM`` over jsonb records."""
 
-    def insert(self, chunk: Sequence[Candidate]) -> list[tuple[int, str, str]]:
-        sql = _INSERT_SQL.get(self.alias)
+    combines_statements = True
+
+    def insert(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> list[tuple[int, str, str]]:
+        counted = count_hour is not None
+        key = (self.alias, along[0] if along is not None else "", counted)
+        sql = _INSERT_SQL.get(key)
         if sql is None:
-            # One statement: the rows, and the queue entries of the pending ones.
-            sql = _INSERT_SQL[self.alias] = (
+            # One statement: the rows, the queue entries of the pending ones, and what goes
+            # with them (the click IDs remembered, the hourly counts).
+            extra = f", along AS ({along[0]})" if along is not None else ""
+            if counted:
+                extra += f", counted AS ({self._count_sql()})"
+            sql = _INSERT_SQL[key] = (
                 f"WITH inserted AS (INSERT INTO {self.table} ({self._columns()}) "  # noqa: S608
                 f"SELECT {self._columns()} FROM jsonb_to_recordset(%s::jsonb) "
                 f"AS chunk({self._column_types()}) ON CONFLICT DO NOTHING "
-                "RETURNING id, event_name, event_id, destination_id, status, created_at), "
-                f"queued AS ({self._enqueue_sql('inserted')}) "
+                "RETURNING id, event_name, event_id, destination_id, status, created_at, "
+                f"match_quality), queued AS ({self._enqueue_sql('inserted')}){extra} "
                 "SELECT id, event_name, event_id FROM inserted"
             )
         # Most rows share their timestamps (the batch's "now"): format each one once.
         iso_times: dict[datetime, str] = {}
         records = ",".join(_json_record(candidate, iso_times) for candidate in chunk)
-        return self._fetch(sql, [f"[{records}]", PENDING])
+        params: list[Any] = [f"[{records}]", PENDING]
+        if along is not None:
+            params.extend(along[1])
+        if count_hour is not None:
+            params.extend(
+                [
+                    chunk[0].row.destination_id,
+                    count_hour,
+                    EventStatus.REJECTED.value,
+                    EventStatus.SUPPRESSED.value,
+                ]
+            )
+        return self._fetch(sql, params)
+
+    def _count_sql(self) -> str:
+        """``counters.add`` of the rows of ``inserted`` (all of one destination), if any."""
+        quote, table = self.quote, self.quote(HourlyOutcomes._meta.db_table)
+        names = (
+            "delivered",
+            "failed",
+            "rejected",
+            "suppressed",
+            "recorded",
+            "quality_sum",
+            "quality_events",
+        )
+        added = ", ".join(
+            f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in names
+        )
+        key = f"{quote('destination_id')}, {quote('hour')}"
+        return (
+            f"INSERT INTO {table} ({key}, {', '.join(quote(name) for name in names)}) "  # noqa: S608
+            "SELECT %s, %s, 0, 0, count(*) FILTER (WHERE status = %s), "
+            "count(*) FILTER (WHERE status = %s), count(*), "
+            "coalesce(sum(match_quality), 0), count(match_quality) FROM inserted "
+            f"HAVING count(*) > 0 ON CONFLICT ({key}) DO UPDATE SET {added}"
+        )
 
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:
         quote = self.quote

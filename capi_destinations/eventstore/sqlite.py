@@ -57,7 +57,14 @@ class SQLiteEventStore(EventStore):
         self.connection.ensure_connection()
         return int(self.connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
-    def insert(self, chunk: Sequence[Candidate]) -> list[tuple[int, str, str]]:
+    def insert(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> list[tuple[int, str, str]]:
+        self._refuse_combined(along, count_hour)
         columns = ", ".join(self.quote(model_field.column) for model_field in INSERT_FIELDS)
         row_sql = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
         sql = (

@@ -53,6 +53,12 @@ _destinations: dict[str, tuple[float, tuple[Any, ...], Destination]] = {}
 _VERSION_SQL: dict[str, str] = {}
 
 
+def _marked(view: Any) -> Any:
+    # How middleware.IngestMiddleware knows the view (functools.wraps carries the attribute).
+    view.capi_ingest_endpoint = True
+    return view
+
+
 def find_destination(ingest_key: str) -> Destination | None:
     """The destination with this public ingest key, as the database has it now.
 
@@ -124,6 +130,7 @@ def forget_destinations(**kwargs: Any) -> None:
 # and in every frame it calls; none of them belongs in an error report.
 @sensitive_variables()
 @csrf_exempt
+@_marked
 def ingest_events(request: HttpRequest, ingest_key: str) -> HttpResponse:
     """Record the events in the request body for the destination with ``ingest_key``."""
     if request.method not in ("POST", "OPTIONS"):

@@ -307,6 +307,8 @@ class _Prepared:
     filled: tuple[str, ...] = ()
     # Added to the hourly counters by the INSERT itself (see _count_hour).
     counted: bool = False
+    # The person's (key, digest) in the user_data, once read (click_memory.identifiers).
+    identifiers: list[tuple[str, str]] | None = None
     original: Event | None = field(default=None, repr=False)
 
 
@@ -642,7 +644,7 @@ def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> 
         lacking = tuple(key for key in click_memory.CLICK_KEYS if not user_data.get(key))
         if not lacking or not _allows_ad_storage(row.consent, destination):
             continue
-        found = click_memory.identifiers(user_data)
+        found = item.identifiers = click_memory.identifiers(user_data)
         if found:
             wanted[item.index] = (min(row.event_time, context.now), found, lacking)
     if not wanted:
@@ -711,7 +713,11 @@ def _click_id_sightings(
         given = row.consent.get("ad_storage") if isinstance(row.consent, dict) else None
         ad_storage = "granted" if given is not None else "default"
         seen_at = min(row.event_time, context.now)
-        for identifier_key, digest in click_memory.identifiers(user_data):
+        # Filling adds fbc/fbp only: the identifiers read before filling are still these.
+        found = item.identifiers
+        if found is None:
+            found = click_memory.identifiers(user_data)
+        for identifier_key, digest in found:
             sightings.extend(
                 click_memory.Sighting(digest, identifier_key, key, value, seen_at, ad_storage)
                 for key, value in values.items()

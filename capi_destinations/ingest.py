@@ -180,7 +180,8 @@ def track_many(
     original (never sent): a copy that differs from it, or now passes the checks, replaces it in
     place (same row id, the ``replaced_rejected`` note). Storing takes one INSERT per chunk of
     up to 500 events (plus one SELECT and one UPDATE when there are duplicates or rejected
-    originals to replace); once that is
+    originals to replace); on PostgreSQL in autocommit that INSERT also remembers the click IDs
+    and adds the rows to the hourly counters. Once that is
     committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
     is sent when events are waiting.
 

@@ -42,6 +42,7 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     MetaScoreStatus,
+    QueuedEvent,
 )
 from capi_destinations.user_data_keys import IDENTIFIER_LABELS, TOP_IDENTIFIERS
 
@@ -52,9 +53,10 @@ DAY = timedelta(hours=24)
 FAILED_STATUSES = counters.STATUSES_OF_OUTCOME["failed"]
 # "Rejected" is counted apart: our own checks refused them, so they were never sent.
 REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]
-# "Pending": still on their way.
-# Waiting, retried or on its way (a worker's lease is in the queue, not in the status).
-PENDING_STATUSES = (EventStatus.PENDING,)
+# "Pending" (waiting, retried or on its way) is counted from the queue: an event is pending
+# exactly while it has a QueuedEvent, found through the queue's (destination, due_at) index.
+# The event table has no index on ``status`` or ``updated_at``, so that the delivery's UPDATE
+# of the event row is a HOT update (docs/BENCHMARKS.md, issue 21).
 
 # The overview's status filter: a health value, or "disabled".
 STATUS_FILTERS = {
@@ -262,11 +264,11 @@ def unhealthy_first() -> Case:
 def waiting_count() -> Coalesce:
     """An annotation: the destination's events not delivered yet (pending or being sent).
 
-    A subquery of the destinations' own query (through the index on destination and status), so
-    the overview gains no query for it.
+    A subquery of the destinations' own query (counting the destination's queue entries
+    through the queue's index), so the overview gains no query for it.
     """
     waiting = (
-        Event.objects.filter(destination=OuterRef("pk"), status__in=PENDING_STATUSES)
+        QueuedEvent.objects.filter(destination=OuterRef("pk"))
         .order_by()
         .values("destination")
         .annotate(count=Count("pk"))
@@ -278,7 +280,7 @@ def waiting_count() -> Coalesce:
 def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
     """``{destination_id: events not delivered yet}``, one query (absent means none)."""
     rows = (
-        Event.objects.filter(destination_id__in=destination_ids, status__in=PENDING_STATUSES)
+        QueuedEvent.objects.filter(destination_id__in=destination_ids)
         .order_by()
         .values("destination_id")
         .annotate(count=Count("pk"))
@@ -490,10 +492,10 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     outcomes = counters.by_hour(destination.pk, now=now)
     waiting = Counter(
         counters.hour_of(row["hour"])
-        for row in Event.objects.filter(
-            destination=destination, status__in=PENDING_STATUSES, updated_at__gte=slots[0]
+        for row in QueuedEvent.objects.filter(
+            destination=destination, event__updated_at__gte=slots[0]
         )
-        .annotate(hour=TruncHour("updated_at", tzinfo=UTC))
+        .annotate(hour=TruncHour("event__updated_at", tzinfo=UTC))
         .values("hour")
     )
     empty = dict.fromkeys(counters.OUTCOMES, 0)

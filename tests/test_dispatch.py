@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from importlib import import_module
 from collections.abc import Callable, Collection
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 import pytest

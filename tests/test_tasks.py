@@ -166,6 +166,29 @@ def test_purge_deletes_old_delivered_and_expired_records_only(
     assert list(DeliveryAttempt.objects.values_list("pk", flat=True)) == [recent_attempt.pk]
 
 
+def test_purge_reaches_every_destination_and_judges_by_the_last_change(
+    clock: Any,
+    make_event: Callable[..., Event],
+    make_destination: Callable[..., Destination],
+    destination: Destination,
+) -> None:
+    # The purge goes one destination at a time (the event table has no index on status or
+    # updated_at); an old event whose outcome is recent stays, whatever its created_at.
+    other = make_destination()
+    old_here = make_event(status=EventStatus.DELIVERED)
+    old_there = make_event(status=EventStatus.EXPIRED, destination=other)
+    delivered_late = make_event(status=EventStatus.FAILED, destination=other)
+    app_clock.advance(timedelta(days=31))
+    Event.objects.filter(pk=delivered_late.pk).update(
+        status=EventStatus.DELIVERED, updated_at=app_clock.now() - timedelta(days=1)
+    )
+
+    assert retention.purge_old_records()["events"] == 2
+
+    assert not Event.objects.filter(pk__in=[old_here.pk, old_there.pk]).exists()
+    assert Event.objects.filter(pk=delivered_late.pk).exists()
+
+
 def test_purge_follows_the_retention_setting(
     clock: Any, make_event: Callable[..., Event], settings: Any
 ) -> None:

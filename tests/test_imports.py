@@ -18,7 +18,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from capi_destinations import imports
+from capi_destinations import clock as app_clock
+from capi_destinations import imports, retention
 from capi_destinations.models import Destination, Event, EventStatus, ImportRun, ImportStatus
 from capi_destinations.routing import EventFilter
 
@@ -467,3 +468,31 @@ def test_a_background_import_in_slices_gives_the_functions_results(
     assert run.rejected_rows == [row.to_dict() for row in expected.rejected_rows]
     assert Event.objects.filter(destination=by_task).count() == expected.stored
     assert not imports.upload_path(run).exists()
+
+
+def test_retention_purges_old_finished_runs_but_keeps_each_destinations_latest_and_live_ones(
+    destination: Destination, make_destination: Callable[..., Destination], clock: Any
+) -> None:
+    other = make_destination()
+
+    def run(target: Destination, status: str) -> ImportRun:
+        return ImportRun.objects.create(destination=target, mapping=MAPPING, status=status)
+
+    old_done = run(destination, ImportStatus.DONE)
+    old_failed = run(destination, ImportStatus.FAILED)
+    stuck_running = run(destination, ImportStatus.RUNNING)
+    others_only = run(other, ImportStatus.DONE)
+    app_clock.advance(timedelta(days=10))
+    latest = run(destination, ImportStatus.DONE)
+    app_clock.advance(timedelta(days=25))
+
+    purged = retention.purge_old_records()
+
+    assert purged["import_runs"] == 2
+    assert set(ImportRun.objects.values_list("pk", flat=True)) == {
+        stuck_running.pk,
+        others_only.pk,
+        latest.pk,
+    }
+    assert not ImportRun.objects.filter(pk__in=[old_done.pk, old_failed.pk]).exists()
+    assert imports.remembered_mapping(other) == MAPPING

@@ -693,6 +693,21 @@ class EventStatus(models.TextChoices):
     )  # not delivered inside Meta's window (7 days; 62 for store events)
 
 
+#: The final statuses of an event that was not delivered: few beside the delivered ones, and
+#: what the event log is filtered by to find what needs a look (``Event.problem_status``).
+PROBLEM_EVENT_STATUSES = (
+    EventStatus.REJECTED,
+    EventStatus.SUPPRESSED,
+    EventStatus.FAILED,
+    EventStatus.EXPIRED,
+)
+
+
+def problem_status_of(status: str) -> str | None:
+    """What the database computes into ``Event.problem_status`` for ``status``."""
+    return status if status in PROBLEM_EVENT_STATUSES else None
+
+
 FINAL_EVENT_STATUSES = (
     EventStatus.DELIVERED,
     EventStatus.REJECTED,
@@ -723,6 +738,19 @@ class Event(models.Model):
         max_length=10, choices=EventStatus.choices, default=EventStatus.PENDING
     )
     status_reason = models.TextField(blank=True)
+    # The status when it is one of PROBLEM_EVENT_STATUSES, else NULL; computed by the database.
+    # Its partial index finds a big destination's few failed or rejected events without an index
+    # on ``status``, which the delivery writes: pending → delivered leaves this NULL, so the
+    # delivery's UPDATE stays HOT.
+    problem_status = models.GeneratedField(
+        expression=models.Case(
+            models.When(status__in=PROBLEM_EVENT_STATUSES, then=models.F("status")),
+            default=models.Value(None),
+            output_field=models.CharField(max_length=10, null=True),
+        ),
+        output_field=models.CharField(max_length=10, null=True),
+        db_persist=True,
+    )
     # Requests that carried the event and ended (delivered, refused, retried): what the pages
     # show and what the retry schedule counts. Written with the outcome, never by a claim.
     attempts = models.PositiveIntegerField(default=0)
@@ -762,6 +790,12 @@ class Event(models.Model):
         indexes = [
             # Pages: a destination's log; retention and Redeliver by time received.
             models.Index(fields=["destination", "-created_at"], name="capi_event_dest_created"),
+            # The log filtered by a status that needs a look (failed, rejected, …).
+            models.Index(
+                fields=["destination", "problem_status", "-created_at"],
+                name="capi_event_dest_problem",
+                condition=models.Q(problem_status__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -35,6 +35,7 @@ from django.urls import reverse
 from capi_destinations import clock, counters, graph, match_quality, problems
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
+    PROBLEM_EVENT_STATUSES,
     BlockKind,
     DeliveryAttempt,
     Destination,
@@ -798,7 +799,11 @@ def event_log(
     were received (``received_from`` ≤ received < ``received_to``). Filters combine: an event
     is listed when it passes every one given."""
     events = Event.objects.filter(destination=destination).order_by("-created_at", "-pk")
-    if status in EventStatus.values:
+    if status in PROBLEM_EVENT_STATUSES:
+        # The same rows as status=…, found by the partial index on problem_status (no index may
+        # hold ``status``, which the delivery writes; models.Event).
+        events = events.filter(problem_status=status)
+    elif status in EventStatus.values:
         events = events.filter(status=status)
     if event_name:
         events = events.filter(event_name=event_name)

@@ -262,46 +262,108 @@ def _record(destination: Destination, health: str, clock: Any) -> None:
 
 
 @pytest.mark.usefixtures("loopback_allowed")
-def test_flapping_health_gives_one_alert_per_change_and_never_two_for_one(
+def test_flapping_health_sends_nothing_and_a_lasting_change_one_alert_once_it_settles(
     destination: Destination,
     receiver: Receiver,
     clock: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     make_channel(destination.tenant, receiver.url, kinds=["health"])
-    sequence = [
-        Health.HEALTHY,
-        Health.UNHEALTHY,
-        Health.UNHEALTHY,
-        Health.HEALTHY,
-        Health.HEALTHY,
-        Health.UNHEALTHY,
-    ]
-    for health in sequence:
+    assert int(app_settings.ALERT_HEALTH_SETTLE_SECONDS) == 600  # two health-check runs
+
+    def run(health: str) -> None:
+        """One health-check run 5 minutes after the last, then the per-minute delivery."""
         clock.advance(timedelta(minutes=5))
         with django_capture_on_commit_callbacks(execute=True):
             _record(destination, health, clock)
+        run_delivery()
 
-    # unknown→healthy is no news; then three changes into or out of Unhealthy, one alert each.
+    # unknown→healthy is no news; then the status flips at every run: each change is undone
+    # before it settles, so neither it nor its undoing is sent.
+    for health in (Health.HEALTHY, Health.UNHEALTHY, Health.HEALTHY, Health.UNHEALTHY):
+        run(health)
+        assert receiver.requests == []
+    # Settling, it is no alert "waiting to be retried" on the Alerts page.
+    assert [row.waiting for row in alerts.channel_rows(destination.tenant)] == [0]
+    run(Health.HEALTHY)
+    assert receiver.requests == []
+    assert not AlertDelivery.objects.exists()
+
+    # A change that lasts is sent once, when it has lasted ALERT_HEALTH_SETTLE_SECONDS.
+    run(Health.UNHEALTHY)
+    changed_at = clock.now()
+    run(Health.UNHEALTHY)
+    assert receiver.requests == []
+    for health in (Health.UNHEALTHY, Health.UNHEALTHY, Health.UNHEALTHY):
+        run(health)
+    assert len(receiver.requests) == 1
+    alert = receiver.requests[0].json
+    assert (alert["old_status"], alert["new_status"], alert["raised"]) == (
+        "healthy",
+        "unhealthy",
+        True,
+    )
+    assert alert["reason"] == "Meta refused the token."
+    assert alert["fix"] == "Paste a new one."
+    assert alert["time"] == f"{changed_at:%Y-%m-%dT%H:%M:%SZ}"  # when it changed
+
+    # Recovered, and it lasts: one alert again.
+    for health in (Health.HEALTHY, Health.HEALTHY, Health.HEALTHY):
+        run(health)
     got = [
         (r.json["old_status"], r.json["new_status"], r.json["raised"]) for r in receiver.requests
     ]
-    assert got == [
-        ("healthy", "unhealthy", True),
-        ("unhealthy", "healthy", False),
-        ("healthy", "unhealthy", True),
-    ]
-    assert receiver.requests[0].json["reason"] == "Meta refused the token."
-    assert receiver.requests[0].json["fix"] == "Paste a new one."
-    assert len({r.json["alert_id"] for r in receiver.requests}) == 3
+    assert got == [("healthy", "unhealthy", True), ("unhealthy", "healthy", False)]
+    assert len({r.json["alert_id"] for r in receiver.requests}) == 2
 
     # Two processes recording the same change from stale copies: one change, one alert.
     stale_a = Destination.objects.get(pk=destination.pk)
     stale_b = Destination.objects.get(pk=destination.pk)
     for stale in (stale_a, stale_b):
         with django_capture_on_commit_callbacks(execute=True):
-            _record(stale, Health.HEALTHY, clock)
-    assert len(receiver.requests) == 4
+            _record(stale, Health.UNHEALTHY, clock)
+    clock.advance(timedelta(minutes=10))
+    run_delivery()
+    assert len(receiver.requests) == 3
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_change_takes_back_only_its_own_destinations_settling_alert(
+    destination: Destination,
+    make_destination: Callable[..., Destination],
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    other = make_destination(name="Other pixel", pixel_id="2234567890123456")
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    for health in (Health.HEALTHY, Health.UNHEALTHY):
+        for each in (destination, other):
+            with django_capture_on_commit_callbacks(execute=True):
+                _record(each, health, clock)
+    # The other destination recovers at once: its own alert is taken back, not this one's.
+    with django_capture_on_commit_callbacks(execute=True):
+        _record(other, Health.HEALTHY, clock)
+    clock.advance(timedelta(minutes=10))
+    run_delivery()
+    assert [r.json["destination"]["name"] for r in receiver.requests] == [destination.name]
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_health_alerts_go_at_once_when_the_settle_time_is_zero(
+    settings: Any,
+    destination: Destination,
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.CAPI_DESTINATIONS = {**LOOPBACK_ALLOWED, "ALERT_HEALTH_SETTLE_SECONDS": 0}
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    for health in (Health.HEALTHY, Health.UNHEALTHY, Health.HEALTHY):
+        clock.advance(timedelta(minutes=5))
+        with django_capture_on_commit_callbacks(execute=True):
+            _record(destination, health, clock)
+    assert [r.json["raised"] for r in receiver.requests] == [True, False]
 
 
 # --- which channels, and each kind of channel ---------------------------------------------------
@@ -730,10 +792,18 @@ def test_old_sent_and_failed_alerts_are_purged_and_waiting_ones_kept(
 # Database access allowed: Django 6.1 runs checks that read the database in run_checks().
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "key", ["ALERT_CONNECT_TIMEOUT", "ALERT_RETRY_BASE_SECONDS", "ALERT_RETRY_FOR_SECONDS"]
+    ("key", "value"),
+    [
+        ("ALERT_CONNECT_TIMEOUT", 0),
+        ("ALERT_RETRY_BASE_SECONDS", 0),
+        ("ALERT_RETRY_FOR_SECONDS", 0),
+        ("ALERT_HEALTH_SETTLE_SECONDS", -1),
+    ],
 )
-def test_a_bad_alert_number_setting_is_a_system_check_error(key: str, settings: Any) -> None:
-    settings.CAPI_DESTINATIONS = {key: 0}
+def test_a_bad_alert_number_setting_is_a_system_check_error(
+    key: str, value: int, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {key: value}
     errors = [error for error in run_checks() if error.id == "capi_destinations.E009"]
     assert [key in error.msg for error in errors] == [True]
 

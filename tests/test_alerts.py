@@ -673,6 +673,38 @@ def test_send_test_alert_shows_the_receivers_answer_inline(
 
 
 @pytest.mark.usefixtures("loopback_allowed")
+def test_the_page_shows_each_attempt_with_its_status_error_and_duration(
+    destination: Destination,
+    receiver: Receiver,
+    make_user: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    receiver.default = 503
+    answering, _ = make_channel(destination.tenant, receiver.url)
+    unreachable, _ = make_channel(
+        destination.tenant, f"http://127.0.0.1:{_closed_port()}/hooks", kind="slack"
+    )
+    raise_traffic_alert(destination, django_capture_on_commit_callbacks)
+    durations = {attempt.channel_id: attempt.duration_ms for attempt in AlertAttempt.objects.all()}
+
+    page = _admin_client(destination.tenant, make_user).get(_page_url(destination.tenant))
+    html = page.content.decode()
+
+    def attempts_of(channel: NotificationChannel) -> str:
+        row = html.split(f'data-name="{channel.name}"', 1)[1]
+        return row.split('data-testid="channel-attempts"', 1)[1].split("</ul>", 1)[0]
+
+    shown = attempts_of(answering)
+    assert "HTTP 503" in shown
+    assert "The receiver answered 503." in shown
+    assert f"· {durations[answering.pk]} ms" in shown
+    shown = attempts_of(unreachable)
+    assert "HTTP" not in shown
+    assert "Could not connect to 127.0.0.1." in shown
+    assert f"· {durations[unreachable.pk]} ms" in shown
+
+
+@pytest.mark.usefixtures("loopback_allowed")
 def test_the_alerts_page_reads_a_fixed_number_of_queries(
     tenant: Tenant,
     destination: Destination,

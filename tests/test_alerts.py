@@ -462,6 +462,8 @@ def test_a_redirect_is_never_followed(
         ("https://224.0.0.1/hook", "private, loopback"),
         ("https://0.0.0.0/hook", "private, loopback"),
         ("https://240.0.0.1/hook", "private, loopback"),
+        # Shared address space (carrier-grade NAT, RFC 6598): inside a provider's network.
+        ("https://100.64.0.1/hook", "private, loopback"),
         ("https://user:pw@93.184.215.14/hook", "no user name"),
         ("https:///hook", "host name"),
     ],

@@ -269,8 +269,17 @@ def alert_health_change(
     if new == Health.UNHEALTHY:
         reason = " ".join(item["message"] for item in failed) or "A health check failed."
         fix = " ".join(item["fix"] for item in failed if item.get("fix"))
-    else:
+    elif new == Health.HEALTHY:
         reason, fix = "Every health check passes again.", ""
+    else:
+        # Out of Unhealthy but not proven healthy (a token Meta lets send but not read, before
+        # its first delivery): say so, with what the card says, rather than "passes again".
+        kept = [item for item in destination.health_reasons or [] if isinstance(item, dict)]
+        reason = " ".join(
+            ["No health check fails any more, but it is not known yet to be healthy."]
+            + [str(item.get("message", "")) for item in kept if item.get("message")]
+        )
+        fix = " ".join(str(item["fix"]) for item in kept if item.get("fix"))
     return raise_alert(
         destination,
         kind=HEALTH_KIND,

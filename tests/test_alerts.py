@@ -328,6 +328,38 @@ def test_flapping_health_sends_nothing_and_a_lasting_change_one_alert_once_it_se
 
 
 @pytest.mark.usefixtures("loopback_allowed")
+def test_leaving_unhealthy_for_unknown_is_not_called_passing_again(
+    settings: Any,
+    destination: Destination,
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.CAPI_DESTINATIONS = {**LOOPBACK_ALLOWED, "ALERT_HEALTH_SETTLE_SECONDS": 0}
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    _record(destination, Health.UNHEALTHY, clock)
+    # A send-only token: Meta refuses the read, and no delivery has proven it yet.
+    unproven = health_status.CheckResult(
+        "meta_accepts_token", False, "Meta lets this token send only.", "Send an event.", "info"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        health_status.record_verdict(
+            destination,
+            lambda old: health_status.Verdict(Health.UNKNOWN, [unproven.reason()], [unproven], 0),
+            now=clock.now(),
+            duration_ms=5,
+            pixel_name=None,
+        )
+    (alert,) = [r.json for r in receiver.requests if r.json["new_status"] == "unknown"]
+    assert alert["raised"] is False
+    assert alert["reason"] == (
+        "No health check fails any more, but it is not known yet to be healthy. "
+        "Meta lets this token send only."
+    )
+    assert alert["fix"] == "Send an event."
+
+
+@pytest.mark.usefixtures("loopback_allowed")
 def test_a_change_takes_back_only_its_own_destinations_settling_alert(
     destination: Destination,
     make_destination: Callable[..., Destination],

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from django.db import connection
 from django.db.models import Avg, Count
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph
+from capi_destinations import clock, diagnostics, fan_out, graph
 from capi_destinations.conf import app_settings
 from capi_destinations.models import Destination, Event, MatchQualityReport, MetaScoreStatus
 from capi_destinations.user_data_keys import ALIASES, IDENTIFIER_LABELS, TOP_IDENTIFIERS
@@ -110,22 +108,20 @@ def fetch_all_match_quality(
     counts = {MetaScoreStatus.AVAILABLE.value: 0, MetaScoreStatus.NOT_AVAILABLE.value: 0, "kept": 0}
     if not destinations:
         return counts
-    workers = max(1, min(max_workers or app_settings.HEALTH_CHECK_CONCURRENCY, len(destinations)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capi-emq") as pool:
-        pending: dict[Future[_Answer], Destination] = {
-            pool.submit(_ask_in_worker_thread, destination): destination
-            for destination in destinations
-        }
-        for future in as_completed(pending):
-            destination = pending[future]
-            try:
-                answer = future.result()
-                _record(destination, answer)
-            except Exception:
-                # One destination's bad data must not stop the others.
-                logger.exception("Match quality fetch of destination %s failed", destination.pk)
-                continue
-            counts[_outcome(answer)] += 1
+
+    def record(destination: Destination, answer: _Answer) -> None:
+        _record(destination, answer)
+        counts[_outcome(answer)] += 1
+
+    fan_out.ask_each(
+        destinations,
+        _ask_meta,
+        record,
+        max_workers=max_workers or app_settings.HEALTH_CHECK_CONCURRENCY,
+        name="emq",
+        what="Match quality fetch",
+        logger=logger,
+    )
     return counts
 
 
@@ -135,14 +131,6 @@ def _outcome(answer: _Answer) -> str:
     if answer.error is not None and answer.error.category == graph.PERMISSION:
         return MetaScoreStatus.NOT_AVAILABLE.value
     return "kept"
-
-
-def _ask_in_worker_thread(destination: Destination) -> _Answer:
-    try:
-        return _ask_meta(destination)
-    finally:
-        # Worker threads make only the Graph call; a connection must not outlive the thread.
-        connection.close()
 
 
 def _enabled_destinations(destination_ids: Iterable[int] | None) -> list[Destination]:

@@ -1441,6 +1441,10 @@ class ImportRun(models.Model):
     created_at = models.DateTimeField(default=clock.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker running a slice holds the run by this token until ``lease_expires_at``, renewed
+    # after every chunk; a run whose worker died is queued again once its lease has run out.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -1471,30 +1475,51 @@ class ImportRun(models.Model):
             return 0
         return min(99, int(100 * self.bytes_read / self.file_size))
 
-    def finish(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
-        """Record the import's outcome: done, with its counters and rejected rows."""
-        for name, value in counts.items():
-            setattr(self, name, value)
-        self.rejected_rows = rejected_rows
-        self.status = ImportStatus.DONE
-        self.bytes_read = self.file_size
-        self.finished_at = clock.now()
-        self.save()
+    @property
+    def is_stalled(self) -> bool:
+        """Running, but its worker stopped renewing its lease: it will be queued again."""
+        return (
+            self.status == ImportStatus.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at < clock.now()
+        )
 
-    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
+    def finish(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> bool:
+        """Record the import's outcome: done, with its counters and rejected rows.
+
+        Like :meth:`pause` and :meth:`finish_failed`, it writes only while this object still
+        holds the run's lease (a run given to another worker is that worker's); returns
+        whether it wrote.
+        """
+        return self._save_if_holder(
+            **counts,
+            rejected_rows=rejected_rows,
+            status=ImportStatus.DONE,
+            bytes_read=self.file_size,
+            finished_at=clock.now(),
+        )
+
+    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> bool:
         """Record where a slice of the import stopped; queued again for the next slice."""
-        for name, value in counts.items():
-            setattr(self, name, value)
-        self.rejected_rows = rejected_rows
-        self.status = ImportStatus.QUEUED
-        self.save(update_fields=[*counts, "rejected_rows", "status"])
+        return self._save_if_holder(
+            **counts, rejected_rows=rejected_rows, status=ImportStatus.QUEUED
+        )
 
-    def finish_failed(self, error: str) -> None:
+    def finish_failed(self, error: str) -> bool:
         """Record that the file could not be imported at all, and why."""
-        self.status = ImportStatus.FAILED
-        self.error = error
-        self.finished_at = clock.now()
-        self.save(update_fields=["status", "error", "finished_at"])
+        return self._save_if_holder(
+            status=ImportStatus.FAILED, error=error, finished_at=clock.now()
+        )
+
+    def _save_if_holder(self, **values: Any) -> bool:
+        values.update(lease_token=None, lease_expires_at=None)
+        written = ImportRun.objects.filter(pk=self.pk, lease_token=self.lease_token).update(
+            **values
+        )
+        if written:
+            for name, value in values.items():
+                setattr(self, name, value)
+        return bool(written)
 
 
 def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:

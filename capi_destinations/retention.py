@@ -5,6 +5,7 @@ delivered and expired events, delivery attempts, hourly counters and health chec
 the retention period go; failed events stay (someone may want to fix and redeliver them), and
 each destination keeps its latest health check and latest status change however old
 (:func:`purge_old_checks`). Alerts sent or failed go with their attempts; waiting ones stay.
+Finished CSV import runs go too, except each destination's latest (its mapping is remembered).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from capi_destinations.models import (
     Event,
     EventStatus,
     HealthCheck,
+    ImportRun,
+    ImportStatus,
 )
 
 logger = logging.getLogger("capi_destinations.tasks")
@@ -65,8 +68,34 @@ def purge_old_records() -> dict[str, int]:
             created_at__lt=cutoff,
         )
     )
+    purged["import_runs"] = purge_old_import_runs(cutoff)
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
+
+
+def purge_old_import_runs(cutoff: datetime) -> int:
+    """Delete finished CSV import runs created before ``cutoff``.
+
+    Each destination keeps its latest run that got past the mapping step, whatever its age:
+    its mapping pre-fills the next import. A run still queued or running is never touched.
+    """
+    latest = (
+        ImportRun.objects.exclude(status=ImportStatus.UPLOADED)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("destination_id")],
+                order_by=[F("created_at").desc(), F("id").desc()],
+            )
+        )
+        .filter(rank=1)
+        .values_list("pk", flat=True)
+    )
+    return _delete_in_chunks(
+        ImportRun.objects.filter(
+            status__in=(ImportStatus.DONE, ImportStatus.FAILED), created_at__lt=cutoff
+        ).exclude(pk__in=list(latest))
+    )
 
 
 def _delete_in_chunks(queryset: Any) -> int:

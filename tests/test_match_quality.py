@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
@@ -395,3 +396,16 @@ def test_a_stored_report_of_any_shape_never_breaks_the_page(
     for name in ("Purchase", "Lead", "Search"):
         assert 'data-testid="meta-score">—</strong>' in row_of(html, name)
     assert 'data-event="AddToCart"' not in html
+
+
+def test_the_command_refuses_an_unknown_destination_id_and_fetches_nothing(
+    meta: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    known = make_destination()
+
+    with pytest.raises(CommandError, match="No destination with id 987654"):
+        call_command(
+            "capi_match_quality", "--destination", str(known.pk), "--destination", "987654"
+        )
+
+    assert not MatchQualityReport.objects.exists()

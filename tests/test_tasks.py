@@ -203,6 +203,8 @@ def schedule_counts() -> dict[str, int]:
             tasks.HEALTH_SCHEDULE,
             tasks.ALERT_SCHEDULE,
             tasks.MATCH_QUALITY_SCHEDULE,
+            tasks.DIGEST_SCHEDULE,
+            tasks.STALLED_IMPORTS_SCHEDULE,
         )
     }
 
@@ -217,7 +219,11 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.HEALTH_SCHEDULE: 1,
         tasks.ALERT_SCHEDULE: 1,
         tasks.MATCH_QUALITY_SCHEDULE: 1,
+        tasks.DIGEST_SCHEDULE: 1,
+        tasks.STALLED_IMPORTS_SCHEDULE: 1,
     }
+    stalled_imports = Schedule.objects.get(name=tasks.STALLED_IMPORTS_SCHEDULE)
+    assert (stalled_imports.func, stalled_imports.minutes) == (tasks.STALLED_IMPORTS_TASK, 5)
     alert_schedule = Schedule.objects.get(name=tasks.ALERT_SCHEDULE)
     assert (alert_schedule.func, alert_schedule.minutes) == (tasks.ALERT_TASK, 1)
     dispatch_schedule = Schedule.objects.get(name=tasks.DISPATCH_SCHEDULE)

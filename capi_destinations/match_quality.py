@@ -270,11 +270,11 @@ class EventQualityRow:
 
     @property
     def meta_low(self) -> bool:
-        return self.meta_score is not None and self.meta_score < _low()
+        return self.meta_score is not None and self.meta_score < low_score()
 
     @property
     def our_low(self) -> bool:
-        return self.our_score is not None and self.our_score < _low()
+        return self.our_score is not None and self.our_score < low_score()
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,9 @@ class MatchQualityPanel:
         return self.status == MetaScoreStatus.NOT_AVAILABLE
 
 
-def _low() -> float:
+def low_score() -> float:
+    """The score under which a destination needs attention (``HEALTH_LOW_MATCH_QUALITY``), for
+    Meta's score as for ours."""
     return float(app_settings.HEALTH_LOW_MATCH_QUALITY)
 
 

@@ -32,7 +32,7 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
-from capi_destinations import clock, counters, graph, problems
+from capi_destinations import clock, counters, graph, match_quality, problems
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     BlockKind,
@@ -56,12 +56,14 @@ REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]
 # Waiting, retried or on its way (a worker's lease is in the queue, not in the status).
 PENDING_STATUSES = (EventStatus.PENDING,)
 
-# The overview's status filter: a health value, or "disabled".
+# The overview's status filter: a health value, "disabled", or "attention" (Meta's match-quality
+# score of some event name under HEALTH_LOW_MATCH_QUALITY).
 STATUS_FILTERS = {
     "unhealthy": "Unhealthy",
     "unknown": "Not checked yet",
     "healthy": "Healthy",
     "disabled": "Disabled",
+    "attention": "Needs attention: Meta's score low",
 }
 
 # Secrets are never needed to draw a page; not loading them also spares a decryption per row.
@@ -309,13 +311,18 @@ def matching_destinations(
     user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
 ) -> QuerySet[Destination]:
     """The destinations ``user`` may see, of the tenant ``tenant_slug``, with ``status`` (a
-    health value or "disabled"), and whose client (tenant) name, name or Pixel ID contains
-    ``search`` whatever the case; an empty filter keeps all."""
+    health value, "disabled", or "attention": Meta's score of some event name is low), and
+    whose client (tenant) name, name or Pixel ID contains ``search`` whatever the case; an
+    empty filter keeps all."""
     destinations = Destination.objects.for_user(user)
     if tenant_slug:
         destinations = destinations.filter(tenant__slug=tenant_slug)
     if status == "disabled":
         destinations = destinations.filter(enabled=False)
+    elif status == "attention":
+        destinations = destinations.filter(
+            match_quality_report__lowest_score__lt=match_quality.low_score()
+        )
     elif status in Health.values:
         destinations = destinations.filter(health=status)
     if search:

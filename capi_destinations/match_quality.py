@@ -3,7 +3,8 @@
 Meta's Dataset Quality API (``graph.get_dataset_quality``) gives, per web event name, Meta's
 Event Match Quality score (0-10) and ``match_key_feedback``: the share of events carrying each
 match key. :func:`fetch_match_quality` asks it for one destination and stores the answer in
-the destination's :class:`~capi_destinations.models.MatchQualityReport`, replacing the last one;
+the destination's :class:`~capi_destinations.models.MatchQualityReport`, replacing the last one
+(each day's last scores are kept a week, for the "match quality fell" alert);
 :func:`fetch_all_match_quality` does so for every enabled destination (the hourly task).
 
 What Meta may refuse is normal: Meta says the token generated in Events Manager "will be able to
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import InvalidToken
@@ -189,6 +190,7 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
                 "lowest_score": min(scores, default=None),
                 "fetched_at": now,
                 "ours": _our_estimate(destination, now),
+                "daily_scores": _daily_scores(destination, events, now),
             },
         )
         return report
@@ -216,6 +218,30 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
         error,
     )
     return MatchQualityReport.objects.filter(destination=destination).first()
+
+
+def _daily_scores(
+    destination: Destination, events: list[dict[str, Any]], now: datetime
+) -> dict[str, dict[str, float]]:
+    """The stored daily scores with today's replaced by this answer's, the oldest dropped."""
+    stored = (
+        MatchQualityReport.objects.filter(destination=destination)
+        .values_list("daily_scores", flat=True)
+        .first()
+    )
+    today = now.astimezone(UTC).date()
+    first_kept = (today - timedelta(days=MatchQualityReport.DAYS_KEPT - 1)).isoformat()
+    days = {
+        day: scores
+        for day, scores in (stored if isinstance(stored, dict) else {}).items()
+        if isinstance(day, str) and day >= first_kept
+    }
+    days[today.isoformat()] = {
+        item["event_name"]: float(item["composite_score"])
+        for item in events
+        if isinstance(item["composite_score"], int | float)
+    }
+    return days
 
 
 # --- the page ----------------------------------------------------------------------------------

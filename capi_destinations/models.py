@@ -1169,9 +1169,10 @@ class MetaScoreStatus(models.TextChoices):
 class MatchQualityReport(models.Model):
     """Meta's own Event Match Quality for a destination, as last fetched (one row each).
 
-    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer alone:
-    one entry per event name, replaced whole by each successful fetch. A failure that is not a
-    refusal (an outage, a timeout, a rate limit) leaves the row as it was.
+    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer: one entry
+    per event name, replaced whole by each successful fetch, and beside it the scores of each
+    day's last fetch for a week (``daily_scores``). A failure that is not a refusal (an outage, a
+    timeout, a rate limit) leaves the row as it was.
     """
 
     destination = models.OneToOneField(
@@ -1192,6 +1193,12 @@ class MatchQualityReport(models.Model):
     # Our own estimate at the same moment, {event name: [average 0-10, events]} over the last
     # 24 hours, so an overview card shows both numbers without counting events.
     ours = models.JSONField(default=dict, blank=True)
+    # Meta's scores of the last fetch of each UTC day, {"YYYY-MM-DD": {event name: score}}, for
+    # the last MatchQualityReport.DAYS_KEPT days: the "match quality fell" alert compares the
+    # latest scores with a week before. A refusal or a failed fetch leaves them as they were.
+    daily_scores = models.JSONField(default=dict, blank=True)
+
+    DAYS_KEPT = 8
 
     def __str__(self) -> str:
         return f"{self.destination_id} {self.status} {self.fetched_at:%Y-%m-%d %H:%M}"

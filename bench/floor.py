@@ -246,8 +246,9 @@ def event_columns(conn: psycopg.Connection) -> dict[str, str]:
     """The event table's columns but id and the generated ones, in table order, with their
     SQL types.
 
-    The floor fills each column itself (the database computes the generated ones), so a column it does not know (or one it fills that
-    the app dropped) stops the run instead of measuring a table the app no longer has.
+    The floor fills each column itself (the database computes the generated ones), so a column
+    it does not know (or one it fills that the app dropped) stops the run instead of measuring
+    a table the app no longer has.
     """
     types = dict(
         conn.execute(

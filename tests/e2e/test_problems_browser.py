@@ -50,3 +50,20 @@ def test_the_card_says_reason_and_fix_and_its_link_opens_replace_token(
     expect(page.get_by_test_id("token-check")).to_have_attribute("data-state", "ok")
     page.get_by_test_id("replace-token-form").locator("button[type=submit]").click()
     expect(page.get_by_test_id("health-card")).to_have_attribute("data-health", "healthy")
+
+
+def test_the_overview_card_says_reason_and_fix_and_its_link_opens_replace_token(
+    page: Page, live_server: Any, editor: Any, destination: Destination, use_sandbox: Sandbox
+) -> None:
+    use_sandbox.register_pixel(destination.pixel_id, "Acme Shoes", [destination.access_token])
+    use_sandbox.revoke(destination.access_token)
+    health.check_destination(destination)
+    log_in(page, live_server, editor)  # lands on the overview
+
+    card = page.locator(f'[data-testid="destination-card"][data-code="{destination.code}"]')
+    expect(card.get_by_test_id("first-reason")).to_have_text(problems.TOKEN_REVOKED.reason)
+    expect(card.get_by_test_id("first-fix")).to_contain_text(problems.TOKEN_REVOKED.fix)
+    card.get_by_test_id("fix-link").click()
+
+    expect(page).to_have_url(f"{live_server.url}/capi/d/{destination.code}/token/")
+    expect(page.get_by_test_id("replace-token-form")).to_be_visible()

@@ -334,3 +334,27 @@ def test_run_health_checks_checks_every_destination(
     make_destination()
 
     assert tasks.run_health_checks() == 2
+
+
+def test_purge_drops_rejected_and_suppressed_events_and_failed_ones_once_meta_cannot_take_them(
+    clock: Any, make_event: Callable[..., Event]
+) -> None:
+    rejected = make_event(status=EventStatus.REJECTED)
+    suppressed = make_event(status=EventStatus.SUPPRESSED)
+    failed = make_event(status=EventStatus.FAILED)
+    pending = make_event()
+
+    # Past RETENTION_DAYS (30): rejected and suppressed go; a failed event may still be fixed
+    # and redelivered inside Meta's longest window (62 days for store events), so it stays.
+    app_clock.advance(timedelta(days=31))
+    assert retention.purge_old_records()["events"] == 2
+    assert set(Event.objects.values_list("pk", flat=True)) == {failed.pk, pending.pk}
+    assert not Event.objects.filter(pk__in=[rejected.pk, suppressed.pk]).exists()
+
+    # Once that window has closed on it (and the clock skew ingest allows), nothing more can
+    # happen to it. A pending event is never purged: it expires by Meta's window first.
+    app_clock.advance(timedelta(days=31, minutes=4))
+    assert retention.purge_old_records()["events"] == 0
+    app_clock.advance(timedelta(minutes=2))
+    assert retention.purge_old_records()["events"] == 1
+    assert list(Event.objects.values_list("pk", flat=True)) == [pending.pk]

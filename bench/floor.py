@@ -243,16 +243,18 @@ def create_database(url: str) -> None:
 
 
 def event_columns(conn: psycopg.Connection) -> dict[str, str]:
-    """The event table's columns but id, in table order, with their SQL types.
+    """The event table's columns but id and the generated ones, in table order, with their
+    SQL types.
 
-    The floor fills each column itself, so a column it does not know (or one it fills that
-    the app dropped) stops the run instead of measuring a table the app no longer has.
+    The floor fills each column itself (the database computes the generated ones), so a column
+    it does not know (or one it fills that the app dropped) stops the run instead of measuring
+    a table the app no longer has.
     """
     types = dict(
         conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
             " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
-            " AND attname <> 'id' ORDER BY attnum",
+            " AND attgenerated = '' AND attname <> 'id' ORDER BY attnum",
             (EV,),
         ).fetchall()
     )

@@ -37,6 +37,7 @@ from capi_destinations.models import (
     Event,
     Health,
     HealthCheck,
+    ImportRun,
     Membership,
     NotificationChannel,
     Role,
@@ -628,6 +629,27 @@ class HealthCheckAdmin(ReadOnlyScopedAdmin):
     list_display = ["checked_at", "destination", "status", "duration_ms", "status_changed"]
     list_filter = ["status"]
     list_select_related = ["destination"]
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(ReadOnlyScopedAdmin):
+    # The destination page's import pages start and follow imports; here they are only listed.
+    tenant_path = "destination__tenant_id"
+    list_display = [
+        "created_at",
+        "destination",
+        "file_name",
+        "status",
+        "rows_read",
+        "stored",
+        "duplicates",
+        "rejected",
+        "suppressed",
+        "created_by",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["destination", "created_by"]
+    search_fields = ["file_name"]
 
 
 @admin.register(AuditEntry)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from django.db import IntegrityError, transaction
@@ -63,6 +63,10 @@ class AlertFacts:
     # Match-quality estimate of the 7 days before the last 24 hours, and over how many events.
     match_quality_before: float | None = None
     match_quality_before_events: int = 0
+    # Meta's own scores by event name: the latest fetched, and those fetched on the day a week
+    # before it (MatchQualityReport.daily_scores); empty when there is nothing to compare.
+    meta_scores: dict[str, float] = field(default_factory=dict)
+    meta_scores_week_before: dict[str, float] = field(default_factory=dict)
     # The destination's alert states as read with these figures (by kind).
     states: dict[str, AlertState] = field(default_factory=dict)
 
@@ -88,7 +92,16 @@ def collect_alert_facts(destination_ids: Sequence[int], *, now: datetime) -> dic
     if not facts:
         return facts
     ids = list(facts)
-    created = dict(Destination.objects.filter(pk__in=ids).values_list("pk", "created_at"))
+    created: dict[int, datetime] = {}
+    # Meta's stored scores come with the destinations (a LEFT JOIN, no query of their own).
+    for pk, created_at, fetched_at, daily in Destination.objects.filter(pk__in=ids).values_list(
+        "pk",
+        "created_at",
+        "match_quality_report__fetched_at",
+        "match_quality_report__daily_scores",
+    ):
+        created[pk] = created_at
+        _add_meta_scores(facts[pk], fetched_at, daily)
     window, rate_hours = traffic_window(now), failure_rate_hours(now)
     weeks = range(1, max(1, int(app_settings.TRAFFIC_HISTORY_WEEKS)) + 1)
     history = [hour - WEEK * week for week in weeks for hour in window]
@@ -143,6 +156,19 @@ def _add_match_quality_before(facts: dict[int, AlertFacts], *, now: datetime) ->
         if rated:
             facts[pk].match_quality_before = float(sums["quality_sum"] or 0.0) / rated
             facts[pk].match_quality_before_events = rated
+
+
+def _add_meta_scores(item: AlertFacts, fetched_at: datetime | None, daily: object) -> None:
+    if fetched_at is None or not isinstance(daily, dict):
+        return
+    day = fetched_at.astimezone(UTC).date()
+    latest, before = daily.get(day.isoformat()), daily.get((day - WEEK).isoformat())
+    if not isinstance(latest, dict) or not isinstance(before, dict):
+        return
+    item.meta_scores = {k: float(v) for k, v in latest.items() if isinstance(v, int | float)}
+    item.meta_scores_week_before = {
+        k: float(v) for k, v in before.items() if isinstance(v, int | float)
+    }
 
 
 def match_quality_averages(
@@ -209,27 +235,40 @@ def refusal_rate(facts: AlertFacts) -> Condition:
 
 
 def match_quality_drop(facts: AlertFacts, recent: float | None, recent_events: int) -> Condition:
-    """Match quality fell: the last 24 hours' estimate against the 7 days before them.
+    """Match quality fell: our estimate of the last 24 hours against the 7 days before them,
+    or Meta's own score of an event (where fetched) against the one fetched a week before.
 
-    Our own estimate (``Event.match_quality``). Meta's own score, where stored, can be compared
-    the same way here: pass its recent and previous averages instead.
+    Both by ``ALERT_MATCH_QUALITY_DROP`` points or more; ours only over at least
+    ``ALERT_MATCH_QUALITY_MIN_EVENTS`` events in each period (Meta's score is Meta's to judge).
     """
     before = facts.match_quality_before
     least = max(1, int(app_settings.ALERT_MATCH_QUALITY_MIN_EVENTS))
     drop = float(app_settings.ALERT_MATCH_QUALITY_DROP)
+    reasons = []
     if (
-        recent is None
-        or before is None
-        or recent_events < least
-        or facts.match_quality_before_events < least
-        or before - recent < drop
+        recent is not None
+        and before is not None
+        and recent_events >= least
+        and facts.match_quality_before_events >= least
+        and before - recent >= drop
     ):
+        reasons.append(
+            f"Estimated match quality fell from {before:.1f} to {recent:.1f} out of 10 (the last "
+            "24 hours against the week before)."
+        )
+    for name in sorted(facts.meta_scores):
+        was, now = facts.meta_scores_week_before.get(name), facts.meta_scores[name]
+        if was is not None and was - now >= drop:
+            reasons.append(
+                f"Meta's Event Match Quality of {name} fell from {was:.1f} to {now:.1f} out of 10 "
+                "(against a week before)."
+            )
+    if not reasons:
         return Condition(AlertKind.MATCH_QUALITY_FELL, False)
     return Condition(
         AlertKind.MATCH_QUALITY_FELL,
         True,
-        f"Estimated match quality fell from {before:.1f} to {recent:.1f} out of 10 (the last "
-        "24 hours against the week before).",
+        " ".join(reasons),
         "Look at a recent event's diagnostics for the identifiers it lacks: a release may have "
         "stopped sending the email, phone or the fbp/fbc cookies.",
     )

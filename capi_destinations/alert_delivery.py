@@ -10,6 +10,10 @@ with exponential backoff (``ALERT_RETRY_BASE_SECONDS`` doubling up to
 ``ALERT_RETRY_MAX_SECONDS``) until ``ALERT_RETRY_FOR_SECONDS`` after the alert: then it is failed
 and its channel marked failing. Alerts wait while a channel is down; they are never dropped
 before that bound.
+
+A health alert settles first (:func:`alert_health_change`): it is due only once the change has
+lasted ``ALERT_HEALTH_SETTLE_SECONDS``, and a change undone sooner takes the settling alert back
+instead of filing its own, so a status that flaps sends nothing.
 """
 
 from __future__ import annotations
@@ -196,9 +200,16 @@ def raise_alert(
     fix: str = "",
     old: str | None = None,
     new: str | None = None,
+    channels: list[NotificationChannel] | None = None,
+    settle: timedelta = timedelta(0),
 ) -> list[AlertDelivery]:
-    """File one alert for each subscribed channel and queue their delivery after commit."""
-    channels = channels_for(destination.tenant_id, kind)
+    """File one alert for each subscribed channel and queue their delivery after commit.
+
+    ``channels``: these instead of every subscribed one; ``settle``: the alert is due only
+    that long from now (a health alert that may yet be undone).
+    """
+    if channels is None:
+        channels = channels_for(destination.tenant_id, kind)
     if not channels:
         return []
     payload = alert_payload(
@@ -219,7 +230,7 @@ def raise_alert(
                 alert_id=uuid.UUID(payload["alert_id"]),
                 kind=kind,
                 payload=payload,
-                next_attempt_at=now,
+                next_attempt_at=now + settle,
                 created_at=now,
             )
             for channel in channels
@@ -239,15 +250,36 @@ def _failed_checks(check: HealthCheck) -> Iterable[dict[str, Any]]:
 def alert_health_change(
     destination: Destination, *, old: str, new: str, check: HealthCheck
 ) -> list[AlertDelivery]:
-    """One alert per change into or out of Unhealthy (``health_status`` sends each once)."""
+    """One alert per change into or out of Unhealthy (``health_status`` sends each once),
+    sent once the change has lasted ``ALERT_HEALTH_SETTLE_SECONDS``.
+
+    A change that undoes one whose alert is still settling takes that alert back on each
+    channel and files none there: a status that flips and flips back sends nothing, while
+    every change that lasts is sent exactly once.
+    """
     if Health.UNHEALTHY not in (old, new):
         return []
+    undone = _take_back_settling_health_alerts(destination)
+    channels = [
+        channel
+        for channel in channels_for(destination.tenant_id, HEALTH_KIND)
+        if channel.pk not in undone
+    ]
     failed = list(_failed_checks(check))
     if new == Health.UNHEALTHY:
         reason = " ".join(item["message"] for item in failed) or "A health check failed."
         fix = " ".join(item["fix"] for item in failed if item.get("fix"))
-    else:
+    elif new == Health.HEALTHY:
         reason, fix = "Every health check passes again.", ""
+    else:
+        # Out of Unhealthy but not proven healthy (a token Meta lets send but not read, before
+        # its first delivery): say so, with what the card says, rather than "passes again".
+        kept = [item for item in destination.health_reasons or [] if isinstance(item, dict)]
+        reason = " ".join(
+            ["No health check fails any more, but it is not known yet to be healthy."]
+            + [str(item.get("message", "")) for item in kept if item.get("message")]
+        )
+        fix = " ".join(str(item["fix"]) for item in kept if item.get("fix"))
     return raise_alert(
         destination,
         kind=HEALTH_KIND,
@@ -256,7 +288,41 @@ def alert_health_change(
         fix=fix,
         old=old,
         new=new,
+        channels=channels,
+        settle=timedelta(seconds=float(app_settings.ALERT_HEALTH_SETTLE_SECONDS)),
     )
+
+
+def _take_back_settling_health_alerts(destination: Destination) -> set[int]:
+    """Delete the destination's health alerts not due yet; returns their channels' ids.
+
+    Each is first taken like a worker's claim (a compare-and-set on its status), so one a
+    worker claimed meanwhile is left to be sent, and its channel hears of the undoing too.
+    """
+    now = clock.now()
+    settling = {
+        "kind": HEALTH_KIND,
+        "is_test": False,
+        "status": AlertDeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at__gt": now,
+    }
+    taken: set[int] = set()
+    with _database_turn():
+        rows = list(
+            AlertDelivery.objects.filter(
+                **settling, payload__destination__code=str(destination.code)
+            ).values_list("pk", "channel_id")
+        )
+        for pk, channel_id in rows:
+            lease = uuid.uuid4()
+            claimed = AlertDelivery.objects.filter(pk=pk, **settling).update(
+                status=AlertDeliveryStatus.SENDING, lease_token=lease, lease_expires_at=now + LEASE
+            )
+            if claimed:
+                AlertDelivery.objects.filter(pk=pk, lease_token=lease).delete()
+                taken.add(channel_id)
+    return taken
 
 
 # --- sending ----------------------------------------------------------------------------------

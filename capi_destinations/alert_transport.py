@@ -64,7 +64,9 @@ def _address_is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return not (
+    # is_global also refuses what is neither private nor public, such as the shared address
+    # space of carrier-grade NAT (100.64.0.0/10), which is_private leaves out.
+    return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
         or ip.is_link_local

@@ -65,6 +65,9 @@ def channel_rows(tenant: Tenant) -> list[ChannelRow]:
                         AlertDeliveryStatus.SENDING,
                     ),
                     deliveries__is_test=False,
+                    # Tried at least once: a health alert still settling is not "waiting to be
+                    # retried".
+                    deliveries__attempts__gt=0,
                 ),
             )
         )

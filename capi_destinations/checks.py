@@ -297,7 +297,11 @@ _POSITIVE_NUMBERS = (
     "INVITATION_MAX_AGE",
 )
 # 0 turns these off.
-_NON_NEGATIVE_NUMBERS = ("DISPATCH_ENQUEUE_DEDUP_SECONDS", "INGEST_KEY_CACHE_SECONDS")
+_NON_NEGATIVE_NUMBERS = (
+    "DISPATCH_ENQUEUE_DEDUP_SECONDS",
+    "INGEST_KEY_CACHE_SECONDS",
+    "ALERT_HEALTH_SETTLE_SECONDS",
+)
 _WHOLE_NUMBERS = frozenset(
     {
         "BATCH_MAX_BYTES",
@@ -347,6 +351,7 @@ def check_setting_formats(app_configs: Any = None, **kwargs: Any) -> list[checks
         *_check_default_country(),
         *_check_partner_agent(),
         *_check_alerts_and_digest(),
+        *_check_click_ids(),
     ]
 
 
@@ -448,6 +453,52 @@ def _check_alerts_and_digest() -> list[checks.CheckMessage]:
         )
         for key, hint in problems
     ]
+
+
+def _check_click_ids() -> list[checks.CheckMessage]:
+    """E022: the click-ID settings. ``ClickIdMiddleware`` reads them on every GET of the host
+    site and ingestion on every event, so a wrong one would fail each page, not the start."""
+    problems: list[tuple[str, str]] = []
+    if app_settings.CLICK_ID_MISSING_CONSENT not in ("granted", "denied"):
+        problems.append(("CLICK_ID_MISSING_CONSENT", "Set it to 'granted' or 'denied'"))
+    consent_path = app_settings.CLICK_ID_CONSENT
+    if consent_path is not None and not _is_function_path(consent_path):
+        problems.append(
+            (
+                "CLICK_ID_CONSENT",
+                "Give the dotted path of a function (request) -> consent state or None, "
+                "such as 'shop.consent.state_of'",
+            )
+        )
+    domain = app_settings.CLICK_ID_COOKIE_DOMAIN
+    if domain is not None and not (isinstance(domain, str) and _COOKIE_DOMAIN.fullmatch(domain)):
+        problems.append(
+            ("CLICK_ID_COOKIE_DOMAIN", "Give a domain such as '.example.com' (no scheme or path)")
+        )
+    days = app_settings.CLICK_ID_FILL_DAYS
+    if not (_is_number(days, whole=False) and days >= 0):
+        problems.append(("CLICK_ID_FILL_DAYS", "Set it to a number of days of 0 or more"))
+    return [
+        checks.Error(
+            f"{_setting(key)} is {getattr(app_settings, key)!r}.",
+            hint=f"{hint}, or leave it out for the default ({DEFAULTS[key]!r}).",
+            id="capi_destinations.E022",
+        )
+        for key, hint in problems
+    ]
+
+
+# Empty (the request's host), or labels of letters, digits and dashes, with an optional dot first.
+_COOKIE_DOMAIN = re.compile(r"(?:\.?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?")
+
+
+def _is_function_path(path: Any) -> bool:
+    if not isinstance(path, str):
+        return False
+    try:
+        return callable(import_string(path))
+    except ImportError:
+        return False
 
 
 def _is_number(value: Any, *, whole: bool) -> bool:

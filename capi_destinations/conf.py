@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_RETRY_MAX_SECONDS": 3600,
     # Seconds an alert keeps being retried; past them it is failed and its channel marked failing.
     "ALERT_RETRY_FOR_SECONDS": 86400,
+    # Seconds a change into or out of Unhealthy must last before its alert is sent; a change
+    # undone sooner sends nothing (no alerts from a flapping status). 0 sends at once.
+    "ALERT_HEALTH_SETTLE_SECONDS": 600,
     # --- Alerts (signals.destination_alert; see README → "Alerts and the daily digest") ------
     # Evaluations in a row (health checks, every HEALTH_CHECK_INTERVAL) a condition must hold
     # before its alert is raised, and be gone before it is cleared: no alert on one odd reading.

@@ -94,6 +94,7 @@ from capi_destinations.delivery_state import (
 )
 from capi_destinations.diagnostics import (
     ERROR,
+    MAX_CLOCK_SKEW,
     MAX_EVENT_AGE,
     MAX_STORE_EVENT_AGE,
     STORE_ACTION_SOURCE,
@@ -224,6 +225,18 @@ def _outside_window(now: datetime) -> Q:
     return (store & Q(event_time__lte=now - MAX_STORE_EVENT_AGE + SEND_WINDOW_MARGIN)) | (
         ~store & Q(event_time__lte=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN)
     )
+
+
+def may_be_inside_window(now: datetime) -> Q:
+    """A bound on ``created_at`` that every event still inside Meta's window meets.
+
+    Ingest refuses an event_time more than ``MAX_CLOCK_SKEW`` after the moment it records the
+    event, so an event whose window is open was recorded after the longest window (62 days)
+    opened, less that skew. It keeps a search for failed or expired events (Redeliver) on the
+    (destination, created_at) index: the event table has no index on ``status``, so that the
+    delivery's UPDATE of the event row is a HOT update (docs/BENCHMARKS.md, issue 21).
+    """
+    return Q(created_at__gt=now - MAX_STORE_EVENT_AGE + SEND_WINDOW_MARGIN - MAX_CLOCK_SKEW)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -1241,10 +1254,14 @@ def requeue(events: QuerySet[Event] | Iterable[int], *, reason: str) -> dict[int
     """
     now = clock.now()
     chosen = events if isinstance(events, QuerySet) else Event.objects.filter(pk__in=list(events))
-    eligible = Event.objects.filter(
-        pk__in=chosen.values_list("pk", flat=True),
-        status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
-    ).exclude(_outside_window(now))
+    eligible = (
+        Event.objects.filter(
+            pk__in=chosen.values_list("pk", flat=True),
+            status__in=(EventStatus.FAILED, EventStatus.EXPIRED),
+        )
+        .filter(may_be_inside_window(now))
+        .exclude(_outside_window(now))
+    )
     by_destination: dict[int, list[int]] = defaultdict(list)
     for pk, destination_id in eligible.values_list("pk", "destination_id"):
         by_destination[destination_id].append(pk)
@@ -1287,6 +1304,7 @@ __all__ = [
     "dispatch_pending",
     "expire_unsendable_events",
     "is_inside_window",
+    "may_be_inside_window",
     "release_expired_leases",
     "requeue",
     "retry_delay",

@@ -62,13 +62,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.fernet import InvalidToken
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.db.models import F, Min, Window
 from django.db.models.functions import RowNumber
 from django.views.decorators.debug import sensitive_variables
@@ -77,6 +75,7 @@ from capi_destinations import (
     alert_checks,
     clock,
     diagnostics,
+    fan_out,
     graph,
     graph_versions,
     problems,
@@ -281,39 +280,25 @@ def check_all_destinations(
     for destination in destinations:
         _release_outlived_block(destination)
     facts = collect_delivery_facts([destination.pk for destination in destinations])
-    workers = max(1, min(max_workers or app_settings.HEALTH_CHECK_CONCURRENCY, len(destinations)))
     results: list[HealthCheck] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capi-health") as pool:
-        pending: dict[Future[TokenProbe], Destination] = {
-            pool.submit(_probe_in_worker_thread, destination): destination
-            for destination in destinations
-        }
-        for future in as_completed(pending):
-            destination = pending[future]
-            try:
-                probe = future.result()
-                results.append(
-                    _evaluate_and_record(
-                        destination,
-                        probe,
-                        facts[destination.pk],
-                        now=clock.now(),
-                        started=probe.started,
-                    )
-                )
-            except Exception:
-                # One destination's bad data must not stop the others from being checked.
-                logger.exception("Health check of destination %s failed", destination.pk)
+
+    def record(destination: Destination, probe: TokenProbe) -> None:
+        results.append(
+            _evaluate_and_record(
+                destination, probe, facts[destination.pk], now=clock.now(), started=probe.started
+            )
+        )
+
+    fan_out.ask_each(
+        destinations,
+        probe_token,
+        record,
+        max_workers=max_workers or app_settings.HEALTH_CHECK_CONCURRENCY,
+        name="health",
+        what="Health check",
+        logger=logger,
+    )
     return results
-
-
-def _probe_in_worker_thread(destination: Destination) -> TokenProbe:
-    try:
-        return probe_token(destination)
-    finally:
-        # Worker threads should not touch the database, but if anything did, its connection
-        # must not outlive the thread.
-        connection.close()
 
 
 def _load_destinations(

@@ -33,6 +33,7 @@ import itertools
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -118,6 +119,10 @@ DEFAULT_ACTION_SOURCE = diagnostics.STORE_ACTION_SOURCE
 CHUNK_SIZE = 500
 #: An upload left at the mapping step this long is deleted (see forget_abandoned_uploads).
 ABANDONED_AFTER = timedelta(days=1)
+#: A running slice renews its lease after every chunk (seconds of work); a run whose worker
+#: has not renewed it for this long is taken to be dead and queued again
+#: (:func:`resume_stalled_runs`).
+IMPORT_LEASE = timedelta(minutes=5)
 
 # Header words that say which field a column holds (compared without case, spaces, _ or -).
 _HEADER_WORDS: dict[str, tuple[str, ...]] = {
@@ -343,16 +348,26 @@ def run_import(run_id: int) -> ImportRun | None:
     is deleted when the run ends, whatever the outcome.
     """
     now = clock.now()
+    lease_token = uuid.uuid4()
     claimed = ImportRun.objects.filter(pk=run_id, status=ImportStatus.QUEUED).update(
         status=ImportStatus.RUNNING,
         started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+        lease_token=lease_token,
+        lease_expires_at=now + IMPORT_LEASE,
     )
     if not claimed:
         return None
     run = ImportRun.objects.select_related("destination__tenant").get(pk=run_id)
 
     def save_progress(summary: ImportSummary, bytes_read: int) -> None:
-        ImportRun.objects.filter(pk=run.pk).update(bytes_read=bytes_read, **summary.counts())
+        kept = ImportRun.objects.filter(pk=run.pk, lease_token=lease_token).update(
+            bytes_read=bytes_read,
+            rejected_rows=[row.to_dict() for row in summary.rejected_rows],
+            lease_expires_at=clock.now() + IMPORT_LEASE,
+            **summary.counts(),
+        )
+        if not kept:
+            raise _LeaseLost
 
     try:
         summary = import_csv(
@@ -366,25 +381,52 @@ def run_import(run_id: int) -> ImportRun | None:
             resume=_summary_of(run),
             deadline=time.monotonic() + float(app_settings.IMPORT_TASK_SECONDS),
         )
+    except _LeaseLost:
+        # This worker was taken for dead and the run queued again: the run is no longer ours.
+        return None
     except (ImportRefused, OSError) as refused:
-        delete_upload(run)
-        run.finish_failed(str(refused) if isinstance(refused, ImportRefused) else _unreadable())
+        if run.finish_failed(str(refused) if isinstance(refused, ImportRefused) else _unreadable()):
+            delete_upload(run)
         return run
     except Exception:
-        delete_upload(run)
-        run.finish_failed(
+        if run.finish_failed(
             "The import stopped on an unexpected error. The rows before it are recorded; "
             "importing the file again stores none of them twice."
-        )
+        ):
+            delete_upload(run)
         raise
     rejected_rows = [row.to_dict() for row in summary.rejected_rows]
     if summary.complete:
-        delete_upload(run)
-        run.finish(summary.counts(), rejected_rows)
-    else:
-        run.pause(summary.counts(), rejected_rows)
+        if run.finish(summary.counts(), rejected_rows):
+            delete_upload(run)
+    elif run.pause(summary.counts(), rejected_rows):
         queueing.enqueue_import(run.pk)
     return run
+
+
+def resume_stalled_runs() -> int:
+    """Queue again the runs whose worker died mid-slice (lease run out); returns how many.
+
+    The next slice continues after the last chunk whose progress was saved; rows recorded after
+    it are read again and counted as duplicates, so nothing is stored twice and the counts
+    still add up.
+    """
+    resumed = 0
+    stalled = ImportRun.objects.filter(
+        status=ImportStatus.RUNNING, lease_expires_at__lt=clock.now()
+    ).values_list("pk", "lease_token")
+    for run_id, lease_token in list(stalled):
+        taken = ImportRun.objects.filter(
+            pk=run_id, status=ImportStatus.RUNNING, lease_token=lease_token
+        ).update(status=ImportStatus.QUEUED, lease_token=None, lease_expires_at=None)
+        if taken:
+            queueing.enqueue_import(run_id)
+            resumed += 1
+    return resumed
+
+
+class _LeaseLost(Exception):
+    """The run's lease passed to another worker while this one was importing."""
 
 
 def _summary_of(run: ImportRun) -> ImportSummary:

@@ -45,7 +45,13 @@ from capi_destinations import (
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
-from capi_destinations.models import Destination, Event, EventStatus, HourlyOutcomes
+from capi_destinations.models import (
+    Destination,
+    Event,
+    EventStatus,
+    HourlyOutcomes,
+    problem_status_of,
+)
 from capi_destinations.signals import events_recorded
 
 __all__ = [
@@ -550,6 +556,8 @@ def _new_event(columns: dict[str, Any]) -> Event:
     row = Event.__new__(Event)
     row._state = ModelState()
     row.__dict__.update(columns)
+    # The database computes this column from the status; the instance holds what it stores.
+    row.__dict__["problem_status"] = problem_status_of(columns["status"])
     return row
 
 

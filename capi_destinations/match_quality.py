@@ -3,7 +3,8 @@
 Meta's Dataset Quality API (``graph.get_dataset_quality``) gives, per web event name, Meta's
 Event Match Quality score (0-10) and ``match_key_feedback``: the share of events carrying each
 match key. :func:`fetch_match_quality` asks it for one destination and stores the answer in
-the destination's :class:`~capi_destinations.models.MatchQualityReport`, replacing the last one;
+the destination's :class:`~capi_destinations.models.MatchQualityReport`, replacing the last one
+(each day's last scores are kept a week, for the "match quality fell" alert);
 :func:`fetch_all_match_quality` does so for every enabled destination (the hourly task).
 
 What Meta may refuse is normal: Meta says the token generated in Events Manager "will be able to
@@ -22,17 +23,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from django.db import connection
 from django.db.models import Avg, Count
 from django.views.decorators.debug import sensitive_variables
 
-from capi_destinations import clock, diagnostics, graph
+from capi_destinations import clock, diagnostics, fan_out, graph
 from capi_destinations.conf import app_settings
 from capi_destinations.models import Destination, Event, MatchQualityReport, MetaScoreStatus
 from capi_destinations.user_data_keys import ALIASES, IDENTIFIER_LABELS, TOP_IDENTIFIERS
@@ -109,22 +108,20 @@ def fetch_all_match_quality(
     counts = {MetaScoreStatus.AVAILABLE.value: 0, MetaScoreStatus.NOT_AVAILABLE.value: 0, "kept": 0}
     if not destinations:
         return counts
-    workers = max(1, min(max_workers or app_settings.HEALTH_CHECK_CONCURRENCY, len(destinations)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capi-emq") as pool:
-        pending: dict[Future[_Answer], Destination] = {
-            pool.submit(_ask_in_worker_thread, destination): destination
-            for destination in destinations
-        }
-        for future in as_completed(pending):
-            destination = pending[future]
-            try:
-                answer = future.result()
-                _record(destination, answer)
-            except Exception:
-                # One destination's bad data must not stop the others.
-                logger.exception("Match quality fetch of destination %s failed", destination.pk)
-                continue
-            counts[_outcome(answer)] += 1
+
+    def record(destination: Destination, answer: _Answer) -> None:
+        _record(destination, answer)
+        counts[_outcome(answer)] += 1
+
+    fan_out.ask_each(
+        destinations,
+        _ask_meta,
+        record,
+        max_workers=max_workers or app_settings.HEALTH_CHECK_CONCURRENCY,
+        name="emq",
+        what="Match quality fetch",
+        logger=logger,
+    )
     return counts
 
 
@@ -134,14 +131,6 @@ def _outcome(answer: _Answer) -> str:
     if answer.error is not None and answer.error.category == graph.PERMISSION:
         return MetaScoreStatus.NOT_AVAILABLE.value
     return "kept"
-
-
-def _ask_in_worker_thread(destination: Destination) -> _Answer:
-    try:
-        return _ask_meta(destination)
-    finally:
-        # Worker threads make only the Graph call; a connection must not outlive the thread.
-        connection.close()
 
 
 def _enabled_destinations(destination_ids: Iterable[int] | None) -> list[Destination]:
@@ -201,6 +190,7 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
                 "lowest_score": min(scores, default=None),
                 "fetched_at": now,
                 "ours": _our_estimate(destination, now),
+                "daily_scores": _daily_scores(destination, events, now),
             },
         )
         return report
@@ -230,6 +220,30 @@ def _record(destination: Destination, answer: _Answer) -> MatchQualityReport | N
     return MatchQualityReport.objects.filter(destination=destination).first()
 
 
+def _daily_scores(
+    destination: Destination, events: list[dict[str, Any]], now: datetime
+) -> dict[str, dict[str, float]]:
+    """The stored daily scores with today's replaced by this answer's, the oldest dropped."""
+    stored = (
+        MatchQualityReport.objects.filter(destination=destination)
+        .values_list("daily_scores", flat=True)
+        .first()
+    )
+    today = now.astimezone(UTC).date()
+    first_kept = (today - timedelta(days=MatchQualityReport.DAYS_KEPT - 1)).isoformat()
+    days = {
+        day: scores
+        for day, scores in (stored if isinstance(stored, dict) else {}).items()
+        if isinstance(day, str) and day >= first_kept
+    }
+    days[today.isoformat()] = {
+        item["event_name"]: float(item["composite_score"])
+        for item in events
+        if isinstance(item["composite_score"], int | float)
+    }
+    return days
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 
@@ -256,11 +270,11 @@ class EventQualityRow:
 
     @property
     def meta_low(self) -> bool:
-        return self.meta_score is not None and self.meta_score < _low()
+        return self.meta_score is not None and self.meta_score < low_score()
 
     @property
     def our_low(self) -> bool:
-        return self.our_score is not None and self.our_score < _low()
+        return self.our_score is not None and self.our_score < low_score()
 
 
 @dataclass(frozen=True)
@@ -281,7 +295,9 @@ class MatchQualityPanel:
         return self.status == MetaScoreStatus.NOT_AVAILABLE
 
 
-def _low() -> float:
+def low_score() -> float:
+    """The score under which a destination needs attention (``HEALTH_LOW_MATCH_QUALITY``), for
+    Meta's score as for ours."""
     return float(app_settings.HEALTH_LOW_MATCH_QUALITY)
 
 

@@ -10,6 +10,9 @@ first-party: Safari's seven-day cap on cookies written by scripts and blockers o
 do not shorten them. The view sees the new values at once (``request.COOKIES``), so a ``track()``
 with ``request=`` in the same request carries them.
 
+A response that sets them is marked ``Cache-Control: private`` and ``Vary: Cookie``: it carries
+one visitor's cookies, which a shared cache must not hand to the next visitor.
+
 Nothing is set or renewed when the visitor's consent refuses ad storage: the consent state comes
 from ``CLICK_ID_CONSENT`` (a function of the request), and ``CLICK_ID_MISSING_CONSENT`` decides
 when it is unknown.
@@ -29,6 +32,7 @@ from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponseBase
 from django.http.request import split_domain_port
 from django.urls import Resolver404, get_resolver, get_urlconf
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
 
@@ -66,6 +70,11 @@ class ClickIdMiddleware:
                 httponly=False,  # the Pixel and capi.js read them
                 samesite="Lax",
             )
+        if cookies:
+            # The response now carries this visitor's own cookies: a shared cache (Django's
+            # per-site cache, a CDN) must never hand them to another visitor.
+            patch_cache_control(response, private=True)
+            patch_vary_headers(response, ("Cookie",))
         return response
 
 

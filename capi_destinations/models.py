@@ -693,6 +693,21 @@ class EventStatus(models.TextChoices):
     )  # not delivered inside Meta's window (7 days; 62 for store events)
 
 
+#: The final statuses of an event that was not delivered: few beside the delivered ones, and
+#: what the event log is filtered by to find what needs a look (``Event.problem_status``).
+PROBLEM_EVENT_STATUSES = (
+    EventStatus.REJECTED,
+    EventStatus.SUPPRESSED,
+    EventStatus.FAILED,
+    EventStatus.EXPIRED,
+)
+
+
+def problem_status_of(status: str) -> str | None:
+    """What the database computes into ``Event.problem_status`` for ``status``."""
+    return status if status in PROBLEM_EVENT_STATUSES else None
+
+
 FINAL_EVENT_STATUSES = (
     EventStatus.DELIVERED,
     EventStatus.REJECTED,
@@ -723,6 +738,19 @@ class Event(models.Model):
         max_length=10, choices=EventStatus.choices, default=EventStatus.PENDING
     )
     status_reason = models.TextField(blank=True)
+    # The status when it is one of PROBLEM_EVENT_STATUSES, else NULL; computed by the database.
+    # Its partial index finds a big destination's few failed or rejected events without an index
+    # on ``status``, which the delivery writes: pending → delivered leaves this NULL, so the
+    # delivery's UPDATE stays HOT.
+    problem_status = models.GeneratedField(
+        expression=models.Case(
+            models.When(status__in=PROBLEM_EVENT_STATUSES, then=models.F("status")),
+            default=models.Value(None),
+            output_field=models.CharField(max_length=10, null=True),
+        ),
+        output_field=models.CharField(max_length=10, null=True),
+        db_persist=True,
+    )
     # Requests that carried the event and ended (delivered, refused, retried): what the pages
     # show and what the retry schedule counts. Written with the outcome, never by a claim.
     attempts = models.PositiveIntegerField(default=0)
@@ -754,12 +782,19 @@ class Event(models.Model):
             )
         ]
         # The delivery queue (due time, lease) is QueuedEvent's: a claim never writes this wide
-        # row, and the outcome writes it once (docs/BENCHMARKS.md, issue 21).
+        # row, and the outcome writes it once. No index may hold a column the delivery's UPDATE
+        # writes (status, status_reason, attempts, delivered_at, delivered_by, updated_at):
+        # with the free space of the table's fillfactor (migration 0002) that UPDATE is then a
+        # HOT update, with no new index entry (docs/BENCHMARKS.md, issue 21; a test checks
+        # it). Pending events are counted from the queue, outcomes from HourlyOutcomes.
         indexes = [
-            # Pages: a destination's log and its 24-hour counts.
+            # Pages: a destination's log; retention and Redeliver by time received.
             models.Index(fields=["destination", "-created_at"], name="capi_event_dest_created"),
+            # The log filtered by a status that needs a look (failed, rejected, …).
             models.Index(
-                fields=["destination", "status", "updated_at"], name="capi_event_dest_status"
+                fields=["destination", "problem_status", "-created_at"],
+                name="capi_event_dest_problem",
+                condition=models.Q(problem_status__isnull=False),
             ),
         ]
 
@@ -1134,9 +1169,10 @@ class MetaScoreStatus(models.TextChoices):
 class MatchQualityReport(models.Model):
     """Meta's own Event Match Quality for a destination, as last fetched (one row each).
 
-    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer alone:
-    one entry per event name, replaced whole by each successful fetch. A failure that is not a
-    refusal (an outage, a timeout, a rate limit) leaves the row as it was.
+    Written only by :mod:`capi_destinations.match_quality`. Holds Meta's latest answer: one entry
+    per event name, replaced whole by each successful fetch, and beside it the scores of each
+    day's last fetch for a week (``daily_scores``). A failure that is not a refusal (an outage, a
+    timeout, a rate limit) leaves the row as it was.
     """
 
     destination = models.OneToOneField(
@@ -1157,6 +1193,12 @@ class MatchQualityReport(models.Model):
     # Our own estimate at the same moment, {event name: [average 0-10, events]} over the last
     # 24 hours, so an overview card shows both numbers without counting events.
     ours = models.JSONField(default=dict, blank=True)
+    # Meta's scores of the last fetch of each UTC day, {"YYYY-MM-DD": {event name: score}}, for
+    # the last MatchQualityReport.DAYS_KEPT days: the "match quality fell" alert compares the
+    # latest scores with a week before. A refusal or a failed fetch leaves them as they were.
+    daily_scores = models.JSONField(default=dict, blank=True)
+
+    DAYS_KEPT = 8
 
     def __str__(self) -> str:
         return f"{self.destination_id} {self.status} {self.fetched_at:%Y-%m-%d %H:%M}"
@@ -1434,6 +1476,10 @@ class ImportRun(models.Model):
     created_at = models.DateTimeField(default=clock.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker running a slice holds the run by this token until ``lease_expires_at``, renewed
+    # after every chunk; a run whose worker died is queued again once its lease has run out.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -1464,30 +1510,51 @@ class ImportRun(models.Model):
             return 0
         return min(99, int(100 * self.bytes_read / self.file_size))
 
-    def finish(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
-        """Record the import's outcome: done, with its counters and rejected rows."""
-        for name, value in counts.items():
-            setattr(self, name, value)
-        self.rejected_rows = rejected_rows
-        self.status = ImportStatus.DONE
-        self.bytes_read = self.file_size
-        self.finished_at = clock.now()
-        self.save()
+    @property
+    def is_stalled(self) -> bool:
+        """Running, but its worker stopped renewing its lease: it will be queued again."""
+        return (
+            self.status == ImportStatus.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at < clock.now()
+        )
 
-    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> None:
+    def finish(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> bool:
+        """Record the import's outcome: done, with its counters and rejected rows.
+
+        Like :meth:`pause` and :meth:`finish_failed`, it writes only while this object still
+        holds the run's lease (a run given to another worker is that worker's); returns
+        whether it wrote.
+        """
+        return self._save_if_holder(
+            **counts,
+            rejected_rows=rejected_rows,
+            status=ImportStatus.DONE,
+            bytes_read=self.file_size,
+            finished_at=clock.now(),
+        )
+
+    def pause(self, counts: dict[str, int], rejected_rows: list[dict[str, Any]]) -> bool:
         """Record where a slice of the import stopped; queued again for the next slice."""
-        for name, value in counts.items():
-            setattr(self, name, value)
-        self.rejected_rows = rejected_rows
-        self.status = ImportStatus.QUEUED
-        self.save(update_fields=[*counts, "rejected_rows", "status"])
+        return self._save_if_holder(
+            **counts, rejected_rows=rejected_rows, status=ImportStatus.QUEUED
+        )
 
-    def finish_failed(self, error: str) -> None:
+    def finish_failed(self, error: str) -> bool:
         """Record that the file could not be imported at all, and why."""
-        self.status = ImportStatus.FAILED
-        self.error = error
-        self.finished_at = clock.now()
-        self.save(update_fields=["status", "error", "finished_at"])
+        return self._save_if_holder(
+            status=ImportStatus.FAILED, error=error, finished_at=clock.now()
+        )
+
+    def _save_if_holder(self, **values: Any) -> bool:
+        values.update(lease_token=None, lease_expires_at=None)
+        written = ImportRun.objects.filter(pk=self.pk, lease_token=self.lease_token).update(
+            **values
+        )
+        if written:
+            for name, value in values.items():
+                setattr(self, name, value)
+        return bool(written)
 
 
 def forget_fernet_keys(*, setting: str, **kwargs: Any) -> None:

@@ -28,6 +28,7 @@ HEALTH_CHECK_TASK = "capi_destinations.tasks.run_health_check"
 ALERT_TASK = "capi_destinations.tasks.deliver_due_alerts"
 MATCH_QUALITY_TASK = "capi_destinations.tasks.fetch_match_quality"
 IMPORT_TASK = "capi_destinations.tasks.import_csv_run"
+STALLED_IMPORTS_TASK = "capi_destinations.tasks.resume_stalled_imports"
 
 
 def queued_key(destination_id: int | None) -> str:

@@ -32,9 +32,10 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 
-from capi_destinations import clock, counters, graph, problems
+from capi_destinations import clock, counters, graph, match_quality, problems
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
+    PROBLEM_EVENT_STATUSES,
     BlockKind,
     DeliveryAttempt,
     Destination,
@@ -42,6 +43,7 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     MetaScoreStatus,
+    QueuedEvent,
 )
 from capi_destinations.user_data_keys import IDENTIFIER_LABELS, TOP_IDENTIFIERS
 
@@ -52,16 +54,19 @@ DAY = timedelta(hours=24)
 FAILED_STATUSES = counters.STATUSES_OF_OUTCOME["failed"]
 # "Rejected" is counted apart: our own checks refused them, so they were never sent.
 REJECTED_STATUSES = counters.STATUSES_OF_OUTCOME["rejected"]
-# "Pending": still on their way.
-# Waiting, retried or on its way (a worker's lease is in the queue, not in the status).
-PENDING_STATUSES = (EventStatus.PENDING,)
+# "Pending" (waiting, retried or on its way) is counted from the queue: an event is pending
+# exactly while it has a QueuedEvent, found through the queue's (destination, due_at) index.
+# The event table has no index on ``status`` or ``updated_at``, so that the delivery's UPDATE
+# of the event row is a HOT update (docs/BENCHMARKS.md, issue 21).
 
-# The overview's status filter: a health value, or "disabled".
+# The overview's status filter: a health value, "disabled", or "attention" (Meta's match-quality
+# score of some event name under HEALTH_LOW_MATCH_QUALITY).
 STATUS_FILTERS = {
     "unhealthy": "Unhealthy",
     "unknown": "Not checked yet",
     "healthy": "Healthy",
     "disabled": "Disabled",
+    "attention": "Needs attention: Meta's score low",
 }
 
 # Secrets are never needed to draw a page; not loading them also spares a decryption per row.
@@ -262,11 +267,11 @@ def unhealthy_first() -> Case:
 def waiting_count() -> Coalesce:
     """An annotation: the destination's events not delivered yet (pending or being sent).
 
-    A subquery of the destinations' own query (through the index on destination and status), so
-    the overview gains no query for it.
+    A subquery of the destinations' own query (counting the destination's queue entries
+    through the queue's index), so the overview gains no query for it.
     """
     waiting = (
-        Event.objects.filter(destination=OuterRef("pk"), status__in=PENDING_STATUSES)
+        QueuedEvent.objects.filter(destination=OuterRef("pk"))
         .order_by()
         .values("destination")
         .annotate(count=Count("pk"))
@@ -278,7 +283,7 @@ def waiting_count() -> Coalesce:
 def waiting_counts(destination_ids: Sequence[int]) -> dict[int, int]:
     """``{destination_id: events not delivered yet}``, one query (absent means none)."""
     rows = (
-        Event.objects.filter(destination_id__in=destination_ids, status__in=PENDING_STATUSES)
+        QueuedEvent.objects.filter(destination_id__in=destination_ids)
         .order_by()
         .values("destination_id")
         .annotate(count=Count("pk"))
@@ -309,13 +314,18 @@ def matching_destinations(
     user: Any, *, tenant_slug: str = "", status: str = "", search: str = ""
 ) -> QuerySet[Destination]:
     """The destinations ``user`` may see, of the tenant ``tenant_slug``, with ``status`` (a
-    health value or "disabled"), and whose client (tenant) name, name or Pixel ID contains
-    ``search`` whatever the case; an empty filter keeps all."""
+    health value, "disabled", or "attention": Meta's score of some event name is low), and
+    whose client (tenant) name, name or Pixel ID contains ``search`` whatever the case; an
+    empty filter keeps all."""
     destinations = Destination.objects.for_user(user)
     if tenant_slug:
         destinations = destinations.filter(tenant__slug=tenant_slug)
     if status == "disabled":
         destinations = destinations.filter(enabled=False)
+    elif status == "attention":
+        destinations = destinations.filter(
+            match_quality_report__lowest_score__lt=match_quality.low_score()
+        )
     elif status in Health.values:
         destinations = destinations.filter(health=status)
     if search:
@@ -490,10 +500,10 @@ def hourly_counts(destination: Destination, *, now: datetime | None = None) -> l
     outcomes = counters.by_hour(destination.pk, now=now)
     waiting = Counter(
         counters.hour_of(row["hour"])
-        for row in Event.objects.filter(
-            destination=destination, status__in=PENDING_STATUSES, updated_at__gte=slots[0]
+        for row in QueuedEvent.objects.filter(
+            destination=destination, event__updated_at__gte=slots[0]
         )
-        .annotate(hour=TruncHour("updated_at", tzinfo=UTC))
+        .annotate(hour=TruncHour("event__updated_at", tzinfo=UTC))
         .values("hour")
     )
     empty = dict.fromkeys(counters.OUTCOMES, 0)
@@ -789,7 +799,11 @@ def event_log(
     were received (``received_from`` ≤ received < ``received_to``). Filters combine: an event
     is listed when it passes every one given."""
     events = Event.objects.filter(destination=destination).order_by("-created_at", "-pk")
-    if status in EventStatus.values:
+    if status in PROBLEM_EVENT_STATUSES:
+        # The same rows as status=…, found by the partial index on problem_status (no index may
+        # hold ``status``, which the delivery writes; models.Event).
+        events = events.filter(problem_status=status)
+    elif status in EventStatus.values:
         events = events.filter(status=status)
     if event_name:
         events = events.filter(event_name=event_name)

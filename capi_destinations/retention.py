@@ -1,10 +1,12 @@
 """Retention: delete what is older than ``RETENTION_DAYS``, keeping what someone may still need.
 
 One purge (:func:`purge_old_records`) serves the daily task and ``manage.py capi_purge``:
-delivered and expired events, delivery attempts, hourly counters and health checks older than
-the retention period go; failed events stay (someone may want to fix and redeliver them), and
-each destination keeps its latest health check and latest status change however old
+delivered, expired, rejected and suppressed events, delivery attempts, hourly counters and
+health checks older than the retention period go; failed events stay as long as Meta could still
+take them (someone may fix and redeliver them), and go once its longest window has closed on
+them; each destination keeps its latest health check and latest status change however old
 (:func:`purge_old_checks`). Alerts sent or failed go with their attempts; waiting ones stay.
+Finished CSV import runs go too, except each destination's latest (its mapping is remembered).
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Window
+from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 
-from capi_destinations import clock, counters
+from capi_destinations import clock, counters, diagnostics
 from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AlertDelivery,
     AlertDeliveryStatus,
     ClickIdSighting,
     DeliveryAttempt,
+    Destination,
     Event,
     EventStatus,
     HealthCheck,
+    ImportRun,
+    ImportStatus,
 )
 
 logger = logging.getLogger("capi_destinations.tasks")
@@ -36,9 +41,10 @@ PURGE_CHUNK = 5000
 
 
 def purge_old_records() -> dict[str, int]:
-    """Delete delivered/expired events and attempts older than ``RETENTION_DAYS``.
+    """Delete events that are done with and attempts older than ``RETENTION_DAYS``.
 
-    Failed events stay (someone may want to fix and redeliver them). Old health checks go
+    Failed events stay while Meta could still take them (someone may fix and redeliver them).
+    Pending events are never purged: they expire by Meta's window first. Old health checks go
     too, keeping each destination's last status change (:func:`purge_old_checks`). Returns
     how many rows of each kind were deleted.
     """
@@ -46,11 +52,7 @@ def purge_old_records() -> dict[str, int]:
     cutoff = now - timedelta(days=int(app_settings.RETENTION_DAYS))
     purged = {
         "attempts": _delete_in_chunks(DeliveryAttempt.objects.filter(started_at__lt=cutoff)),
-        "events": _delete_in_chunks(
-            Event.objects.filter(
-                status__in=(EventStatus.DELIVERED, EventStatus.EXPIRED), updated_at__lt=cutoff
-            )
-        ),
+        "events": _purge_events(cutoff, now),
     }
     purged["health_checks"] = purge_old_checks(now=now)
     purged["hourly_counts"] = counters.purge(cutoff)
@@ -65,8 +67,69 @@ def purge_old_records() -> dict[str, int]:
             created_at__lt=cutoff,
         )
     )
+    purged["import_runs"] = purge_old_import_runs(cutoff)
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
+
+
+def _purge_events(cutoff: datetime, now: datetime) -> int:
+    """Delete the events that are done with and whose last change is older than ``cutoff``.
+
+    Delivered, expired, rejected and suppressed events: nothing more will happen to them.
+    Failed ones only once Meta's longest window (62 days for store events) has closed on them:
+    before that a fix and a Redeliver may still get them accepted; after it, nothing can.
+
+    The event table has no index on ``status`` or ``updated_at`` (the delivery's UPDATE must
+    stay a HOT update: docs/BENCHMARKS.md, issue 21), so the purge goes one destination at a
+    time through the (destination, created_at) index: an event changes after it is recorded,
+    so ``created_at < cutoff`` holds for every event purged and only bounds the index scan.
+    """
+    # Ingest refuses an event_time more than MAX_CLOCK_SKEW after it records the event.
+    beyond_every_window = now - diagnostics.MAX_STORE_EVENT_AGE - diagnostics.MAX_CLOCK_SKEW
+    done_with = Q(
+        status__in=(
+            EventStatus.DELIVERED,
+            EventStatus.EXPIRED,
+            EventStatus.REJECTED,
+            EventStatus.SUPPRESSED,
+        )
+    ) | Q(status=EventStatus.FAILED, created_at__lt=beyond_every_window)
+    deleted = 0
+    for destination_id in Destination.objects.order_by("pk").values_list("pk", flat=True):
+        deleted += _delete_in_chunks(
+            Event.objects.filter(
+                done_with,
+                destination_id=destination_id,
+                created_at__lt=cutoff,
+                updated_at__lt=cutoff,
+            )
+        )
+    return deleted
+
+
+def purge_old_import_runs(cutoff: datetime) -> int:
+    """Delete finished CSV import runs created before ``cutoff``.
+
+    Each destination keeps its latest run that got past the mapping step, whatever its age:
+    its mapping pre-fills the next import. A run still queued or running is never touched.
+    """
+    latest = (
+        ImportRun.objects.exclude(status=ImportStatus.UPLOADED)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("destination_id")],
+                order_by=[F("created_at").desc(), F("id").desc()],
+            )
+        )
+        .filter(rank=1)
+        .values_list("pk", flat=True)
+    )
+    return _delete_in_chunks(
+        ImportRun.objects.filter(
+            status__in=(ImportStatus.DONE, ImportStatus.FAILED), created_at__lt=cutoff
+        ).exclude(pk__in=list(latest))
+    )
 
 
 def _delete_in_chunks(queryset: Any) -> int:

@@ -14,7 +14,8 @@ Schedules (created by :func:`ensure_schedules`, run after every ``migrate``):
 - Meta's own Event Match Quality (the Dataset Quality API) every hour;
 - the purge of old records once a day;
 - the delivery of due alerts (new ones and retries) every minute.
-- the daily digest once a day, first at ``DIGEST_HOUR`` (UTC).
+- the daily digest once a day, first at ``DIGEST_HOUR`` (UTC);
+- every five minutes, CSV imports whose worker died mid-slice are queued again.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from capi_destinations.queueing import (
     HEALTH_TASK,
     MATCH_QUALITY_TASK,
     PURGE_TASK,
+    STALLED_IMPORTS_TASK,
     queued_key,
 )
 
@@ -55,6 +57,7 @@ HEALTH_SCHEDULE = "capi_destinations: health checks"
 ALERT_SCHEDULE = "capi_destinations: deliver alerts"
 DIGEST_SCHEDULE = "capi_destinations: daily digest"
 MATCH_QUALITY_SCHEDULE = "capi_destinations: Meta's match quality"
+STALLED_IMPORTS_SCHEDULE = "capi_destinations: resume stalled imports"
 
 
 # Tokens are decrypted and events (customer data) read below this frame.
@@ -120,6 +123,11 @@ def import_csv_run(run_id: int) -> dict[str, int] | None:
     return {"rows_read": run.rows_read, "stored": run.stored, "rejected": run.rejected}
 
 
+def resume_stalled_imports() -> int:
+    """Task: queue again the CSV imports whose worker died mid-slice; returns how many."""
+    return imports.resume_stalled_runs()
+
+
 def ensure_schedules() -> list[str]:
     """Create or update the app's django-q2 schedules; each exists exactly once afterwards.
 
@@ -144,6 +152,11 @@ def ensure_schedules() -> list[str]:
         PURGE_SCHEDULE: {"func": PURGE_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
         ALERT_SCHEDULE: {"func": ALERT_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1},
         DIGEST_SCHEDULE: {"func": DIGEST_TASK, "schedule_type": Schedule.DAILY, "minutes": None},
+        STALLED_IMPORTS_SCHEDULE: {
+            "func": STALLED_IMPORTS_TASK,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 5,
+        },
     }
     with transaction.atomic():
         for name, fields in wanted.items():

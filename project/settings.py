@@ -77,6 +77,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # The demo shop's visitors keep _fbc/_fbp as first-party cookies (README, "Keeping click IDs
+    # first-party"); the demo asks no consent, so the default (granted) applies.
+    "capi_destinations.middleware.ClickIdMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"

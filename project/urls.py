@@ -13,4 +13,6 @@ urlpatterns = [
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("capi/", include("capi_destinations.urls")),
+    # The demo shop's own pages (issue 18 end to end: first-party click IDs, a webhook, erasure).
+    path("shop/", include("project.shop.urls")),
 ]

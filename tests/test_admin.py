@@ -20,6 +20,7 @@ from capi_destinations.models import (
     EventStatus,
     Health,
     HealthCheck,
+    ImportRun,
     Membership,
     Role,
 )
@@ -52,6 +53,7 @@ def test_staff_sees_only_own_tenant_in_lists(client, staff_of_acme, two_destinat
         "deliveryattempt",
         "healthcheck",
         "auditentry",
+        "importrun",
     ):
         response = client.get(reverse(f"admin:capi_destinations_{model}_changelist"))
         assert response.status_code == 200, model
@@ -708,3 +710,22 @@ def test_django_q_admin_is_for_superusers_only(client, make_user) -> None:
     for model in models:
         url = reverse(f"admin:django_q_{model._meta.model_name}_changelist")
         assert client.get(url).status_code == 200, url
+
+
+def test_import_runs_are_listed_read_only_and_scoped_to_the_users_tenants(
+    client, staff_of_acme, two_destinations
+) -> None:
+    mine, theirs = two_destinations
+    ImportRun.objects.create(destination=mine, file_name="acme-store-sales.csv", stored=7)
+    ImportRun.objects.create(destination=theirs, file_name="globex-crm.csv")
+    client.force_login(staff_of_acme)
+
+    page = client.get(reverse("admin:capi_destinations_importrun_changelist")).content.decode()
+
+    assert "acme-store-sales.csv" in page
+    assert "globex-crm.csv" not in page
+    assert client.get(reverse("admin:capi_destinations_importrun_add")).status_code == 403
+    run = ImportRun.objects.get(destination=mine)
+    change = client.get(reverse("admin:capi_destinations_importrun_change", args=[run.pk]))
+    assert change.status_code == 200
+    assert 'name="_save"' not in change.content.decode()

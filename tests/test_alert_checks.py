@@ -20,6 +20,8 @@ from capi_destinations.models import (
     Destination,
     Health,
     HourlyOutcomes,
+    MatchQualityReport,
+    MetaScoreStatus,
     Role,
 )
 from capi_destinations.sandbox import Sandbox
@@ -288,6 +290,40 @@ def test_match_quality_drop_against_the_week_before_raises_and_clears(
 
     # The release is fixed: the rest of the day's events carry the identifiers again.
     record(registered, now - timedelta(minutes=30), 200, rich=True)
+    evaluate(registered, 2, django_capture_on_commit_callbacks)
+
+    assert kinds(sent) == [("match_quality_fell", True), ("match_quality_fell", False)]
+
+
+def test_metas_score_falling_against_a_week_before_raises_and_clears(
+    alert_settings: Any,
+    registered: Destination,
+    sent: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # No events of ours: only Meta's score, as fetched a week apart, can tell.
+    today = app_clock.now().date()
+    week_before = (today - timedelta(days=7)).isoformat()
+    report = MatchQualityReport.objects.create(
+        destination=registered,
+        status=MetaScoreStatus.AVAILABLE,
+        fetched_at=app_clock.now(),
+        daily_scores={
+            week_before: {"Purchase": 7.5, "Lead": 6.0},
+            today.isoformat(): {"Purchase": 5.9, "Lead": 6.0},
+        },
+    )
+
+    evaluate(registered, 2, django_capture_on_commit_callbacks)
+    assert kinds(sent) == [("match_quality_fell", True)]
+    assert sent[0]["reason"] == (
+        "Meta's Event Match Quality of Purchase fell from 7.5 to 5.9 out of 10 (against a week "
+        "before)."
+    )
+
+    # Meta scores Purchase within a point of last week again.
+    report.daily_scores[today.isoformat()] = {"Purchase": 6.6, "Lead": 6.0}
+    report.save()
     evaluate(registered, 2, django_capture_on_commit_callbacks)
 
     assert kinds(sent) == [("match_quality_fell", True), ("match_quality_fell", False)]

@@ -262,46 +262,140 @@ def _record(destination: Destination, health: str, clock: Any) -> None:
 
 
 @pytest.mark.usefixtures("loopback_allowed")
-def test_flapping_health_gives_one_alert_per_change_and_never_two_for_one(
+def test_flapping_health_sends_nothing_and_a_lasting_change_one_alert_once_it_settles(
     destination: Destination,
     receiver: Receiver,
     clock: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     make_channel(destination.tenant, receiver.url, kinds=["health"])
-    sequence = [
-        Health.HEALTHY,
-        Health.UNHEALTHY,
-        Health.UNHEALTHY,
-        Health.HEALTHY,
-        Health.HEALTHY,
-        Health.UNHEALTHY,
-    ]
-    for health in sequence:
+    assert int(app_settings.ALERT_HEALTH_SETTLE_SECONDS) == 600  # two health-check runs
+
+    def run(health: str) -> None:
+        """One health-check run 5 minutes after the last, then the per-minute delivery."""
         clock.advance(timedelta(minutes=5))
         with django_capture_on_commit_callbacks(execute=True):
             _record(destination, health, clock)
+        run_delivery()
 
-    # unknown→healthy is no news; then three changes into or out of Unhealthy, one alert each.
+    # unknown→healthy is no news; then the status flips at every run: each change is undone
+    # before it settles, so neither it nor its undoing is sent.
+    for health in (Health.HEALTHY, Health.UNHEALTHY, Health.HEALTHY, Health.UNHEALTHY):
+        run(health)
+        assert receiver.requests == []
+    # Settling, it is no alert "waiting to be retried" on the Alerts page.
+    assert [row.waiting for row in alerts.channel_rows(destination.tenant)] == [0]
+    run(Health.HEALTHY)
+    assert receiver.requests == []
+    assert not AlertDelivery.objects.exists()
+
+    # A change that lasts is sent once, when it has lasted ALERT_HEALTH_SETTLE_SECONDS.
+    run(Health.UNHEALTHY)
+    changed_at = clock.now()
+    run(Health.UNHEALTHY)
+    assert receiver.requests == []
+    for health in (Health.UNHEALTHY, Health.UNHEALTHY, Health.UNHEALTHY):
+        run(health)
+    assert len(receiver.requests) == 1
+    alert = receiver.requests[0].json
+    assert (alert["old_status"], alert["new_status"], alert["raised"]) == (
+        "healthy",
+        "unhealthy",
+        True,
+    )
+    assert alert["reason"] == "Meta refused the token."
+    assert alert["fix"] == "Paste a new one."
+    assert alert["time"] == f"{changed_at:%Y-%m-%dT%H:%M:%SZ}"  # when it changed
+
+    # Recovered, and it lasts: one alert again.
+    for health in (Health.HEALTHY, Health.HEALTHY, Health.HEALTHY):
+        run(health)
     got = [
         (r.json["old_status"], r.json["new_status"], r.json["raised"]) for r in receiver.requests
     ]
-    assert got == [
-        ("healthy", "unhealthy", True),
-        ("unhealthy", "healthy", False),
-        ("healthy", "unhealthy", True),
-    ]
-    assert receiver.requests[0].json["reason"] == "Meta refused the token."
-    assert receiver.requests[0].json["fix"] == "Paste a new one."
-    assert len({r.json["alert_id"] for r in receiver.requests}) == 3
+    assert got == [("healthy", "unhealthy", True), ("unhealthy", "healthy", False)]
+    assert len({r.json["alert_id"] for r in receiver.requests}) == 2
 
     # Two processes recording the same change from stale copies: one change, one alert.
     stale_a = Destination.objects.get(pk=destination.pk)
     stale_b = Destination.objects.get(pk=destination.pk)
     for stale in (stale_a, stale_b):
         with django_capture_on_commit_callbacks(execute=True):
-            _record(stale, Health.HEALTHY, clock)
-    assert len(receiver.requests) == 4
+            _record(stale, Health.UNHEALTHY, clock)
+    clock.advance(timedelta(minutes=10))
+    run_delivery()
+    assert len(receiver.requests) == 3
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_leaving_unhealthy_for_unknown_is_not_called_passing_again(
+    settings: Any,
+    destination: Destination,
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.CAPI_DESTINATIONS = {**LOOPBACK_ALLOWED, "ALERT_HEALTH_SETTLE_SECONDS": 0}
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    _record(destination, Health.UNHEALTHY, clock)
+    # A send-only token: Meta refuses the read, and no delivery has proven it yet.
+    unproven = health_status.CheckResult(
+        "meta_accepts_token", False, "Meta lets this token send only.", "Send an event.", "info"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        health_status.record_verdict(
+            destination,
+            lambda old: health_status.Verdict(Health.UNKNOWN, [unproven.reason()], [unproven], 0),
+            now=clock.now(),
+            duration_ms=5,
+            pixel_name=None,
+        )
+    (alert,) = [r.json for r in receiver.requests if r.json["new_status"] == "unknown"]
+    assert alert["raised"] is False
+    assert alert["reason"] == (
+        "No health check fails any more, but it is not known yet to be healthy. "
+        "Meta lets this token send only."
+    )
+    assert alert["fix"] == "Send an event."
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_change_takes_back_only_its_own_destinations_settling_alert(
+    destination: Destination,
+    make_destination: Callable[..., Destination],
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    other = make_destination(name="Other pixel", pixel_id="2234567890123456")
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    for health in (Health.HEALTHY, Health.UNHEALTHY):
+        for each in (destination, other):
+            with django_capture_on_commit_callbacks(execute=True):
+                _record(each, health, clock)
+    # The other destination recovers at once: its own alert is taken back, not this one's.
+    with django_capture_on_commit_callbacks(execute=True):
+        _record(other, Health.HEALTHY, clock)
+    clock.advance(timedelta(minutes=10))
+    run_delivery()
+    assert [r.json["destination"]["name"] for r in receiver.requests] == [destination.name]
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_health_alerts_go_at_once_when_the_settle_time_is_zero(
+    settings: Any,
+    destination: Destination,
+    receiver: Receiver,
+    clock: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.CAPI_DESTINATIONS = {**LOOPBACK_ALLOWED, "ALERT_HEALTH_SETTLE_SECONDS": 0}
+    make_channel(destination.tenant, receiver.url, kinds=["health"])
+    for health in (Health.HEALTHY, Health.UNHEALTHY, Health.HEALTHY):
+        clock.advance(timedelta(minutes=5))
+        with django_capture_on_commit_callbacks(execute=True):
+            _record(destination, health, clock)
+    assert [r.json["raised"] for r in receiver.requests] == [True, False]
 
 
 # --- which channels, and each kind of channel ---------------------------------------------------
@@ -400,6 +494,8 @@ def test_a_redirect_is_never_followed(
         ("https://224.0.0.1/hook", "private, loopback"),
         ("https://0.0.0.0/hook", "private, loopback"),
         ("https://240.0.0.1/hook", "private, loopback"),
+        # Shared address space (carrier-grade NAT, RFC 6598): inside a provider's network.
+        ("https://100.64.0.1/hook", "private, loopback"),
         ("https://user:pw@93.184.215.14/hook", "no user name"),
         ("https:///hook", "host name"),
     ],
@@ -611,6 +707,38 @@ def test_send_test_alert_shows_the_receivers_answer_inline(
 
 
 @pytest.mark.usefixtures("loopback_allowed")
+def test_the_page_shows_each_attempt_with_its_status_error_and_duration(
+    destination: Destination,
+    receiver: Receiver,
+    make_user: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    receiver.default = 503
+    answering, _ = make_channel(destination.tenant, receiver.url)
+    unreachable, _ = make_channel(
+        destination.tenant, f"http://127.0.0.1:{_closed_port()}/hooks", kind="slack"
+    )
+    raise_traffic_alert(destination, django_capture_on_commit_callbacks)
+    durations = {attempt.channel_id: attempt.duration_ms for attempt in AlertAttempt.objects.all()}
+
+    page = _admin_client(destination.tenant, make_user).get(_page_url(destination.tenant))
+    html = page.content.decode()
+
+    def attempts_of(channel: NotificationChannel) -> str:
+        row = html.split(f'data-name="{channel.name}"', 1)[1]
+        return row.split('data-testid="channel-attempts"', 1)[1].split("</ul>", 1)[0]
+
+    shown = attempts_of(answering)
+    assert "HTTP 503" in shown
+    assert "The receiver answered 503." in shown
+    assert f"· {durations[answering.pk]} ms" in shown
+    shown = attempts_of(unreachable)
+    assert "HTTP" not in shown
+    assert "Could not connect to 127.0.0.1." in shown
+    assert f"· {durations[unreachable.pk]} ms" in shown
+
+
+@pytest.mark.usefixtures("loopback_allowed")
 def test_the_alerts_page_reads_a_fixed_number_of_queries(
     tenant: Tenant,
     destination: Destination,
@@ -730,10 +858,18 @@ def test_old_sent_and_failed_alerts_are_purged_and_waiting_ones_kept(
 # Database access allowed: Django 6.1 runs checks that read the database in run_checks().
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "key", ["ALERT_CONNECT_TIMEOUT", "ALERT_RETRY_BASE_SECONDS", "ALERT_RETRY_FOR_SECONDS"]
+    ("key", "value"),
+    [
+        ("ALERT_CONNECT_TIMEOUT", 0),
+        ("ALERT_RETRY_BASE_SECONDS", 0),
+        ("ALERT_RETRY_FOR_SECONDS", 0),
+        ("ALERT_HEALTH_SETTLE_SECONDS", -1),
+    ],
 )
-def test_a_bad_alert_number_setting_is_a_system_check_error(key: str, settings: Any) -> None:
-    settings.CAPI_DESTINATIONS = {key: 0}
+def test_a_bad_alert_number_setting_is_a_system_check_error(
+    key: str, value: int, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {key: value}
     errors = [error for error in run_checks() if error.id == "capi_destinations.E009"]
     assert [key in error.msg for error in errors] == [True]
 

@@ -49,7 +49,12 @@ def consent_from_cookie(request: HttpRequest) -> dict[str, Any] | None:
     return {"ad_storage": value} if value else None
 
 
-urlpatterns = [path("checkout/", checkout)]
+def landing(request: HttpRequest) -> HttpResponse:
+    """A page like any other of the host site: the same for every visitor."""
+    return HttpResponse("welcome")
+
+
+urlpatterns = [path("checkout/", checkout), path("landing/", landing)]
 
 
 @pytest.fixture
@@ -181,3 +186,22 @@ def test_posts_and_junk_fbclids_set_nothing(site: Client) -> None:
     assert not set_cookies(site.post(f"/checkout/?fbclid={FBCLID}"))
     cookies = set_cookies(site.get("/checkout/?fbclid=<script>"))
     assert "_fbc" not in cookies
+
+
+def test_a_page_cache_never_hands_one_visitors_cookies_to_another(settings: Any) -> None:
+    """Django's per-site cache with the middleware listed last, as the README's snippet reads:
+    a cached page must not carry the first visitor's _fbp to every later one."""
+    settings.MIDDLEWARE = [
+        "django.middleware.cache.UpdateCacheMiddleware",
+        *settings.MIDDLEWARE,
+        "django.middleware.cache.FetchFromCacheMiddleware",
+        MIDDLEWARE,
+    ]
+    settings.CACHE_MIDDLEWARE_SECONDS = 600
+
+    first = Client().get("/landing/")
+    second = Client().get("/landing/")
+
+    assert first.cookies["_fbp"].value != second.cookies["_fbp"].value
+    assert "private" in first["Cache-Control"]
+    assert "Cookie" in first["Vary"]

@@ -217,6 +217,17 @@ def test_forget_erases_a_person_and_later_events_gain_nothing(
     email_digest = hashlib.sha256(EMAIL.lower().encode()).hexdigest()
     assert not ClickIdSighting.objects.filter(identifier=email_digest).exists()
     assert "fbc" not in webhook_purchase(shop).event.payload["user_data"]
+    crm = track(
+        shop,
+        {
+            "event_name": "Subscribe",
+            "event_id": "crm-1",
+            "action_source": "system_generated",
+            "user_data": {"external_id": "customer-42"},
+        },
+    )
+    assert "fbc" not in crm.event.payload["user_data"]
+    assert not notes(crm)
     with pytest.raises(ValueError, match="Name the person"):
         capi_destinations.forget(tenant)
 

@@ -273,3 +273,38 @@ def test_an_unknown_default_country_is_reported(settings, country) -> None:
 
 def test_format_checks_wait_for_a_readable_settings_dict(settings) -> None:
     assert check_ids(settings, INGEST_RATE_LIMITS="6000/m") == ["capi_destinations.E005"]
+
+
+# ClickIdMiddleware runs on every GET of the host site: a wrong click-ID setting would fail
+# each page (or each recorded event), so the checks refuse it at start instead (issue 18).
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("CLICK_ID_MISSING_CONSENT", "deny"),
+        ("CLICK_ID_MISSING_CONSENT", None),
+        ("CLICK_ID_CONSENT", "shop.consent.no_such_module"),
+        ("CLICK_ID_CONSENT", "capi_destinations.click_ids.FBC_COOKIE"),  # not a function
+        ("CLICK_ID_CONSENT", 42),
+        ("CLICK_ID_COOKIE_DOMAIN", 1),
+        ("CLICK_ID_COOKIE_DOMAIN", "https://shop.example.com"),
+        ("CLICK_ID_FILL_DAYS", -1),
+        ("CLICK_ID_FILL_DAYS", "7"),
+    ],
+)
+def test_a_wrong_click_id_setting_is_reported(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == ["capi_destinations.E022"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("CLICK_ID_MISSING_CONSENT", "denied"),
+        ("CLICK_ID_CONSENT", "tests.test_click_ids.consent_from_cookie"),
+        ("CLICK_ID_COOKIE_DOMAIN", ".shop.example"),
+        ("CLICK_ID_COOKIE_DOMAIN", ""),
+        ("CLICK_ID_FILL_DAYS", 0),
+        ("CLICK_ID_FILL_DAYS", 1.5),
+    ],
+)
+def test_sensible_click_id_settings_pass(settings, key, value) -> None:
+    assert check_ids(settings, **{key: value}) == []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 from collections import Counter
+from html import unescape
 from typing import Any
 
 import pytest
@@ -340,6 +342,28 @@ def test_payment_webhook_purchases_gain_the_click_seen_at_checkout(
     ]
     assert len(filled) == webhooks.count()
     assert all(event.payload["user_data"].get("fbp") for event in filled)
+
+
+def test_the_overview_cards_show_metas_score_beside_ours(graph_settings: Sandbox) -> None:
+    """Issue 18's "done when": the demo's sample traffic shows both scores on the first page,
+    and the send-only token's card says Meta's is not available while ours stays."""
+    run_demo()
+
+    agency = Client()
+    agency.force_login(get_user_model().objects.get(username=AGENCY_LOGIN[0]))
+    html = agency.get(reverse("capi_destinations:overview")).content.decode()
+
+    def card_quality(spec: Any) -> str:
+        card = html[html.index(f'id="card-{destination_of(spec).code}"') :]
+        card = card[: card.index("</article>")]
+        found = re.search(r'data-testid="card-match-quality">([^<]*)<', card)
+        return unescape(found.group(1)) if found else ""
+
+    assert re.fullmatch(r"Purchase: Meta \d+\.\d / ours \d+\.\d", card_quality(ACME_WEB_SHOP))
+    assert re.fullmatch(
+        r"Purchase: Meta's score not available with this token / ours \d+\.\d",
+        card_quality(ACME_CHECKOUT),
+    )
 
 
 @pytest.mark.django_db(transaction=True)  # the cards' counters are added after commit

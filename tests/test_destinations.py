@@ -17,7 +17,7 @@ from capi_destinations.models import (
     EventStatus,
     Role,
 )
-from tests.conftest import make_token
+from tests.conftest import make_token, server_event
 
 
 class SignalRecorder:
@@ -248,6 +248,21 @@ def test_redeliver_failed_requeues_failed_events_inside_the_window(
     assert statuses[too_old.pk] == EventStatus.FAILED
     assert statuses[delivered.pk] == EventStatus.DELIVERED
     assert AuditEntry.objects.filter(action=AuditAction.REDELIVERED).count() == 1
+
+
+def test_redeliver_failed_finds_store_events_recorded_61_days_ago(
+    clock, destination, editor, make_event
+) -> None:
+    # The search reads only events recorded since Meta's longest window (62 days) opened (the
+    # event table has no index on status): a store event recorded 61 days ago is still found.
+    store_payload = {**server_event("store-1"), "action_source": "physical_store"}
+    store = make_event(status=EventStatus.FAILED, event_id="store-1", payload=store_payload)
+    web = make_event(status=EventStatus.FAILED)
+    clock.advance(timedelta(days=61))
+    assert destinations.redeliver_failed(destination, actor=editor) == 1
+    store.refresh_from_db()
+    web.refresh_from_db()
+    assert (store.status, web.status) == (EventStatus.PENDING, EventStatus.FAILED)
 
 
 def test_redeliver_failed_can_name_one_event(clock, destination, editor, make_event) -> None:

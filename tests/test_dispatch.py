@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 import pytest
@@ -766,3 +767,50 @@ def test_a_half_refused_for_another_reason_is_bisected(
     # The first half goes through; the second is split until its bad event stands alone and fails.
     assert statuses() == {EventStatus.DELIVERED: 3, EventStatus.FAILED: 1}
     assert not Destination.objects.get(pk=destination.pk).is_blocked
+
+
+# --- the delivery's UPDATE is a HOT update on PostgreSQL (docs/BENCHMARKS.md, issue 21) -------
+
+
+def _hot_updates_of_the_event_table() -> tuple[int, int]:
+    """(updates, HOT updates) of the event table so far: the shared statistics plus this
+    backend's not yet flushed ones, read in one statement so a flush cannot fall between."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT shared.n_tup_upd + pending.n_tup_upd, "
+            "shared.n_tup_hot_upd + pending.n_tup_hot_upd FROM pg_stat_user_tables AS shared "
+            "JOIN pg_stat_xact_user_tables AS pending USING (relid) "
+            "WHERE shared.relid = %s::regclass",
+            [Event._meta.db_table],
+        )
+        updates, hot = cursor.fetchone()
+    return int(updates), int(hot)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="HOT updates and fillfactor are PostgreSQL's"
+)
+def test_the_delivery_updates_each_event_row_in_place_on_postgresql(
+    env: Sandbox, destination: Destination
+) -> None:
+    # No index of the event table holds a column the delivery writes, and the table's
+    # fillfactor leaves room on each page: every delivered event's UPDATE is HOT (no new index
+    # entry). An index on status, updated_at, delivered_at… or a full page fails this.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [Event._meta.db_table]
+        )
+        (options,) = cursor.fetchone()
+    fillfactor = import_module("capi_destinations.migrations.0002_event_fillfactor").FILLFACTOR
+    assert f"fillfactor={fillfactor}" in (options or [])
+    count = 400  # rows of several pages, delivered in one request
+    add_events(destination, count)
+    updates_before, hot_before = _hot_updates_of_the_event_table()
+
+    report = dispatch.dispatch_pending()
+
+    assert report.delivered == count
+    updates, hot = _hot_updates_of_the_event_table()
+    assert updates - updates_before >= count
+    assert hot - hot_before >= count

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -292,3 +293,23 @@ def test_a_queued_import_no_worker_took_says_so(
     assert "is manage.py qcluster running?" in client.get(run_url(run)).text.replace(
         "<code>", ""
     ).replace("</code>", "")
+
+
+def test_a_run_whose_worker_died_says_it_continues_by_itself(
+    destination: Destination, editor: Any, clock: Any
+) -> None:
+    run = ImportRun.objects.create(
+        destination=destination,
+        file_name="a.csv",
+        status=ImportStatus.RUNNING,
+        lease_token=uuid.uuid4(),
+        lease_expires_at=clock.now() + timedelta(minutes=5),
+    )
+    client = logged_in(editor)
+    assert 'data-testid="import-stalled"' not in client.get(run_url(run)).text
+
+    clock.advance(timedelta(minutes=6))
+
+    page = client.get(run_url(run)).text
+    assert 'data-testid="import-stalled"' in page
+    assert "continues by itself within five minutes" in page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from capi_destinations import imports
+from capi_destinations import clock as app_clock
+from capi_destinations import imports, retention, tasks
 from capi_destinations.models import Destination, Event, EventStatus, ImportRun, ImportStatus
 from capi_destinations.routing import EventFilter
 
@@ -467,3 +469,97 @@ def test_a_background_import_in_slices_gives_the_functions_results(
     assert run.rejected_rows == [row.to_dict() for row in expected.rejected_rows]
     assert Event.objects.filter(destination=by_task).count() == expected.stored
     assert not imports.upload_path(run).exists()
+
+
+def test_retention_purges_old_finished_runs_but_keeps_each_destinations_latest_and_live_ones(
+    destination: Destination, make_destination: Callable[..., Destination], clock: Any
+) -> None:
+    other = make_destination()
+
+    def run(target: Destination, status: str) -> ImportRun:
+        return ImportRun.objects.create(destination=target, mapping=MAPPING, status=status)
+
+    old_done = run(destination, ImportStatus.DONE)
+    old_failed = run(destination, ImportStatus.FAILED)
+    stuck_running = run(destination, ImportStatus.RUNNING)
+    others_only = run(other, ImportStatus.DONE)
+    app_clock.advance(timedelta(days=10))
+    latest = run(destination, ImportStatus.DONE)
+    app_clock.advance(timedelta(days=25))
+
+    purged = retention.purge_old_records()
+
+    assert purged["import_runs"] == 2
+    assert set(ImportRun.objects.values_list("pk", flat=True)) == {
+        stuck_running.pk,
+        others_only.pk,
+        latest.pk,
+    }
+    assert not ImportRun.objects.filter(pk__in=[old_done.pk, old_failed.pk]).exists()
+    assert imports.remembered_mapping(other) == MAPPING
+
+
+def test_a_run_whose_worker_died_mid_slice_is_resumed_once_its_lease_runs_out(
+    make_destination: Callable[..., Destination], clock: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "IMPORT_DIRECTORY": str(tmp_path)}
+    data = many_rows(1_200)
+    destination, by_function = make_destination(), make_destination()
+    run = ImportRun.objects.create(
+        destination=destination, file_size=len(data), mapping=MAPPING, status=ImportStatus.QUEUED
+    )
+    imports.save_upload(run, [data])
+    # What a worker that died leaves: it claimed the run and recorded its first chunk of 500
+    # rows, and died before saving that chunk's progress.
+    imports.import_csv(destination, io.BytesIO(data), MAPPING, deadline=0)
+    ImportRun.objects.filter(pk=run.pk).update(
+        status=ImportStatus.RUNNING,
+        lease_token=uuid.uuid4(),
+        lease_expires_at=app_clock.now() + imports.IMPORT_LEASE,
+    )
+
+    app_clock.advance(imports.IMPORT_LEASE - timedelta(seconds=1))
+    assert tasks.resume_stalled_imports() == 0
+    assert not ImportRun.objects.get(pk=run.pk).is_stalled
+
+    app_clock.advance(timedelta(seconds=2))
+    assert ImportRun.objects.get(pk=run.pk).is_stalled
+    # django-q2's sync mode (the test settings) runs the queued slice at once.
+    assert tasks.resume_stalled_imports() == 1
+
+    run.refresh_from_db()
+    expected = imports.import_csv(by_function, io.BytesIO(data), MAPPING)
+    assert run.status == ImportStatus.DONE
+    assert run.rows_read == 1_200
+    assert run.stored + run.duplicates == expected.stored
+    assert run.duplicates > 0
+    assert run.stored + run.duplicates + run.rejected + run.suppressed == run.rows_read
+    assert Event.objects.filter(destination=destination).count() == expected.stored
+    assert (run.lease_token, run.lease_expires_at) == (None, None)
+    assert not imports.upload_path(run).exists()
+    assert tasks.resume_stalled_imports() == 0
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_and_keeps_the_file(
+    destination: Destination, clock: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.CAPI_DESTINATIONS = {**settings.CAPI_DESTINATIONS, "IMPORT_DIRECTORY": str(tmp_path)}
+    slow_worker = ImportRun.objects.create(
+        destination=destination,
+        mapping=MAPPING,
+        status=ImportStatus.RUNNING,
+        lease_token=uuid.uuid4(),
+        lease_expires_at=app_clock.now() + imports.IMPORT_LEASE,
+    )
+    imports.save_upload(slow_worker, [csv_bytes()])
+    app_clock.advance(imports.IMPORT_LEASE * 2)
+    assert imports.resume_stalled_runs() == 1  # another worker's slice now holds the run
+
+    assert not slow_worker.finish({"rows_read": 2, "stored": 2}, [])
+    assert not slow_worker.pause({"rows_read": 1}, [])
+    assert not slow_worker.finish_failed("late")
+
+    stored = ImportRun.objects.get(pk=slow_worker.pk)
+    assert stored.status == ImportStatus.DONE  # finished by the slice the resume queued
+    assert stored.error == ""
+    assert stored.stored == 2

@@ -523,6 +523,7 @@ def _target_object(model_name: str, world: World) -> Any:
         "healthcheck": world.check,
         "auditentry": world.audit_entry,
         "notificationchannel": world.channel,
+        "importrun": world.import_run,
     }
     return objects[model_name]
 

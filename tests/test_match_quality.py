@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
@@ -128,6 +129,35 @@ def test_metas_score_is_fetched_stored_and_shown_beside_ours(
     assert "of Purchase events have no email" not in row
     assert diagnostics.MATCH_KEYS_FIX in row.replace("&#x27;", "'")
     assert diagnostics.USER_AGENT_FIX.split(" (")[0] not in row  # Meta sees every user agent
+
+
+def test_metas_scores_are_kept_per_day_for_a_week_to_compare_with(
+    meta: Sandbox, clock: Any, destination: Destination
+) -> None:
+    meta.register_pixel(destination.pixel_id, "Acme", [destination.access_token])
+    deliver_purchases(destination, clock.now())
+    first = clock.now()
+    for day in range(9):  # one fetch a day for nine days, two on the last
+        clock.advance(timedelta(days=1 if day else 0))
+        match_quality.fetch_match_quality(destination)
+    # Purchases of the last week, so the sandbox scores them on the last fetch.
+    capi_destinations.track(destination, purchase("p-late", clock.now(), phone=True))
+    dispatch.dispatch_pending()
+    clock.advance(timedelta(hours=1))
+    match_quality.fetch_match_quality(destination)
+
+    stored = MatchQualityReport.objects.get(destination=destination)
+    # The last eight days (a week before the latest, and the latest): the first one is gone.
+    assert sorted(stored.daily_scores) == [
+        (first + timedelta(days=day)).date().isoformat() for day in range(1, 9)
+    ]
+    latest = {
+        entry["event_name"]: entry["composite_score"]
+        for entry in stored.events
+        if entry["composite_score"] is not None
+    }
+    assert latest  # the sandbox still scores the purchases
+    assert stored.daily_scores[clock.now().date().isoformat()] == latest
 
 
 def test_a_send_only_token_gets_not_available_and_the_destination_stays_healthy(
@@ -366,3 +396,16 @@ def test_a_stored_report_of_any_shape_never_breaks_the_page(
     for name in ("Purchase", "Lead", "Search"):
         assert 'data-testid="meta-score">—</strong>' in row_of(html, name)
     assert 'data-event="AddToCart"' not in html
+
+
+def test_the_command_refuses_an_unknown_destination_id_and_fetches_nothing(
+    meta: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    known = make_destination()
+
+    with pytest.raises(CommandError, match="No destination with id 987654"):
+        call_command(
+            "capi_match_quality", "--destination", str(known.pk), "--destination", "987654"
+        )
+
+    assert not MatchQualityReport.objects.exists()

@@ -102,6 +102,38 @@ def test_needs_attention_puts_the_lowest_meta_score_first(
     assert card_quality(attention, unscored) == ""
 
 
+def test_needs_attention_filters_to_a_low_meta_score(
+    clock: Any,
+    make_destination: Callable[..., Destination],
+    make_user: Callable[..., Any],
+    tenant: Any,
+    settings: Any,
+) -> None:
+    good, poor, _ = (make_destination(name=name) for name in ("Good", "Poor", "Unscored"))
+    for destination, scores in ((good, (8.4, 7.9)), (poor, (8.8, 3.1))):
+        MatchQualityReport.objects.create(
+            destination=destination,
+            status=MetaScoreStatus.AVAILABLE,
+            events=[
+                {"event_name": name, "composite_score": score, "match_key_feedback": []}
+                for name, score in zip(("Purchase", "Lead"), scores, strict=True)
+            ],
+            lowest_score=min(scores),
+            fetched_at=clock.now(),
+        )
+    viewer = make_user(tenant, Role.VIEWER)
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'data-testid="destination-link">([^<]*)<', html)
+
+    # Any event name under HEALTH_LOW_MATCH_QUALITY (5.0) needs attention; none scored: not yet.
+    html = overview(viewer, "?status=attention")
+    assert names(html) == ["Poor"]
+    assert '<option value="attention" selected>' in html
+    settings.CAPI_DESTINATIONS = {"HEALTH_LOW_MATCH_QUALITY": 8.0}
+    assert names(overview(viewer, "?status=attention&sort=attention")) == ["Poor", "Good"]
+
+
 def test_the_overview_costs_no_more_queries_with_reports(
     clock: Any,
     make_destination: Callable[..., Destination],

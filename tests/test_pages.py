@@ -739,7 +739,7 @@ def test_the_attempts_table_leaves_room_for_metas_answer(owner, shown) -> None:
     assert table is not None
     # Four columns: the request's figures share one, so Meta's answer gets the room it needs.
     headers = re.findall(r"<th[^>]*>([^<]+)</th>", table.group(1))
-    assert headers == ["Time (UTC)", "Request", "Outcome", "Meta's answer"]
+    assert headers == ["Time", "Request", "Outcome", "Meta's answer"]
     row = re.search(r'data-testid="attempt-row".*?</tr>', table.group(1), re.S).group(0)
     assert "2 events" in row
     assert "HTTP 400" in row
@@ -1180,3 +1180,26 @@ def test_the_created_page_curl_example_records_an_event_when_run(
     assert ran.stdout.rstrip().splitlines()[-1] in ("200", "201", "202"), ran.stdout
     destination = Destination.objects.get(name="New shop")
     assert destination.events.filter(event_id="order-1001", event_name="Purchase").exists()
+
+
+def test_the_health_card_that_ends_a_checks_wait_refreshes_the_deliveries(
+    owner, destination, clock
+) -> None:
+    """While a change's check is pending the card polls with ``after_check``; the answer that
+    shows the verdict tells the delivery card (HX-Trigger) to refresh with it (issue 16)."""
+    url = reverse("capi_destinations:health_card", kwargs={"code": destination.code})
+    Destination.objects.filter(pk=destination.pk).update(
+        health_check_requested_at=clock.now(), health_checked_at=None
+    )
+    client = logged_in(owner)
+
+    waiting = client.get(url, {"after_check": "1"}, **HTMX)
+    assert "HX-Trigger" not in waiting
+    assert f"{url}?after_check=1" in waiting.content.decode()
+
+    Destination.objects.filter(pk=destination.pk).update(health_checked_at=clock.now())
+    checked = client.get(url, {"after_check": "1"}, **HTMX)
+    assert checked["HX-Trigger"] == "capi:health-checked"
+    assert "after_check" not in checked.content.decode()
+    # An ordinary poll triggers nothing.
+    assert "HX-Trigger" not in client.get(url, **HTMX)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from capi_destinations import destinations, graph_errors, health, problems
-from capi_destinations.models import Destination, EventStatus, Role
+from capi_destinations.models import Destination, EventStatus, Membership, Role
 from capi_destinations.sandbox import Sandbox
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -128,6 +128,50 @@ def test_a_viewer_reads_the_fix_without_a_link_to_a_button_they_cannot_use(
 
     assert escape(problems.TOKEN_REVOKED.fix) in html
     assert 'data-testid="fix-link"' not in html
+
+
+def overview_card(html: str, destination: Destination) -> str:
+    return html.split(f'data-code="{destination.code}"', 1)[1].split("</article>", 1)[0]
+
+
+def test_the_overview_card_links_its_fix_to_the_control_for_those_who_may_use_it(
+    revoked: Destination, make_user: Any, make_tenant: Any, tenant: Any
+) -> None:
+    """The README: "the card says the reason and, under it, the fix … with a link to the control
+    that applies it": the overview's card as the destination page's health card. A user who
+    edits one client and only views another gets the link on the first client's cards alone."""
+    other = make_tenant("Globex")
+    editor = make_user(tenant, Role.EDITOR, username="eddie")
+    Membership.objects.create(tenant=other, user=editor, role=Role.VIEWER)
+    globex = Destination.objects.create(
+        tenant=other,
+        name="Globex shop",
+        pixel_id="6543210987654321",
+        access_token=revoked.access_token,
+    )
+    health.check_destination(globex)
+    replace = reverse("capi_destinations:replace_token", kwargs={"code": revoked.code})
+    link = f'<a class="capi-button capi-fix__action" href="{replace}" data-testid="fix-link"'
+    client = logged_in(editor)
+
+    for answer in (
+        client.get(reverse("capi_destinations:overview")),
+        client.get(
+            reverse("capi_destinations:overview"),
+            HTTP_HX_REQUEST="true",
+            HTTP_HX_TARGET="capi-cards",
+        ),
+        client.get(reverse("capi_destinations:destination_card", kwargs={"code": revoked.code})),
+    ):
+        card = overview_card(answer.content.decode(), revoked)
+        fix = card.split('data-testid="first-fix"', 1)[1]
+        assert escape(problems.TOKEN_REVOKED.fix) in fix
+        assert link in fix
+    # Globex, where the editor is a viewer: the fix in words, no link to a button they cannot use.
+    html = client.get(reverse("capi_destinations:overview")).content.decode()
+    globex_card = overview_card(html, globex)
+    assert escape(problems.TOKEN_REVOKED.fix) in globex_card
+    assert 'data-testid="fix-link"' not in globex_card
 
 
 def test_sending_off_links_its_fix_to_the_enable_control(

@@ -443,6 +443,7 @@ def _admin_objects(world: SecretWorld) -> dict[str, Any]:
         "healthcheck": HealthCheck.objects.filter(status="unhealthy").first(),
         "auditentry": destination.audit_entries.first(),
         "notificationchannel": NotificationChannel.objects.get(tenant=world.tenant),
+        "importrun": _import_run(destination),
     }
 
 

@@ -166,6 +166,29 @@ def test_purge_deletes_old_delivered_and_expired_records_only(
     assert list(DeliveryAttempt.objects.values_list("pk", flat=True)) == [recent_attempt.pk]
 
 
+def test_purge_reaches_every_destination_and_judges_by_the_last_change(
+    clock: Any,
+    make_event: Callable[..., Event],
+    make_destination: Callable[..., Destination],
+    destination: Destination,
+) -> None:
+    # The purge goes one destination at a time (the event table has no index on status or
+    # updated_at); an old event whose outcome is recent stays, whatever its created_at.
+    other = make_destination()
+    old_here = make_event(status=EventStatus.DELIVERED)
+    old_there = make_event(status=EventStatus.EXPIRED, destination=other)
+    delivered_late = make_event(status=EventStatus.FAILED, destination=other)
+    app_clock.advance(timedelta(days=31))
+    Event.objects.filter(pk=delivered_late.pk).update(
+        status=EventStatus.DELIVERED, updated_at=app_clock.now() - timedelta(days=1)
+    )
+
+    assert retention.purge_old_records()["events"] == 2
+
+    assert not Event.objects.filter(pk__in=[old_here.pk, old_there.pk]).exists()
+    assert Event.objects.filter(pk=delivered_late.pk).exists()
+
+
 def test_purge_follows_the_retention_setting(
     clock: Any, make_event: Callable[..., Event], settings: Any
 ) -> None:
@@ -203,6 +226,8 @@ def schedule_counts() -> dict[str, int]:
             tasks.HEALTH_SCHEDULE,
             tasks.ALERT_SCHEDULE,
             tasks.MATCH_QUALITY_SCHEDULE,
+            tasks.DIGEST_SCHEDULE,
+            tasks.STALLED_IMPORTS_SCHEDULE,
         )
     }
 
@@ -217,7 +242,11 @@ def test_each_schedule_exists_once_after_repeated_migrate() -> None:
         tasks.HEALTH_SCHEDULE: 1,
         tasks.ALERT_SCHEDULE: 1,
         tasks.MATCH_QUALITY_SCHEDULE: 1,
+        tasks.DIGEST_SCHEDULE: 1,
+        tasks.STALLED_IMPORTS_SCHEDULE: 1,
     }
+    stalled_imports = Schedule.objects.get(name=tasks.STALLED_IMPORTS_SCHEDULE)
+    assert (stalled_imports.func, stalled_imports.minutes) == (tasks.STALLED_IMPORTS_TASK, 5)
     alert_schedule = Schedule.objects.get(name=tasks.ALERT_SCHEDULE)
     assert (alert_schedule.func, alert_schedule.minutes) == (tasks.ALERT_TASK, 1)
     dispatch_schedule = Schedule.objects.get(name=tasks.DISPATCH_SCHEDULE)
@@ -305,3 +334,27 @@ def test_run_health_checks_checks_every_destination(
     make_destination()
 
     assert tasks.run_health_checks() == 2
+
+
+def test_purge_drops_rejected_and_suppressed_events_and_failed_ones_once_meta_cannot_take_them(
+    clock: Any, make_event: Callable[..., Event]
+) -> None:
+    rejected = make_event(status=EventStatus.REJECTED)
+    suppressed = make_event(status=EventStatus.SUPPRESSED)
+    failed = make_event(status=EventStatus.FAILED)
+    pending = make_event()
+
+    # Past RETENTION_DAYS (30): rejected and suppressed go; a failed event may still be fixed
+    # and redelivered inside Meta's longest window (62 days for store events), so it stays.
+    app_clock.advance(timedelta(days=31))
+    assert retention.purge_old_records()["events"] == 2
+    assert set(Event.objects.values_list("pk", flat=True)) == {failed.pk, pending.pk}
+    assert not Event.objects.filter(pk__in=[rejected.pk, suppressed.pk]).exists()
+
+    # Once that window has closed on it (and the clock skew ingest allows), nothing more can
+    # happen to it. A pending event is never purged: it expires by Meta's window first.
+    app_clock.advance(timedelta(days=31, minutes=4))
+    assert retention.purge_old_records()["events"] == 0
+    app_clock.advance(timedelta(minutes=2))
+    assert retention.purge_old_records()["events"] == 1
+    assert list(Event.objects.values_list("pk", flat=True)) == [pending.pk]

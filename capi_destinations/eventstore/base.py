@@ -37,7 +37,12 @@ PENDING = EventStatus.PENDING.value
 CHUNK_SIZE = 500
 
 #: The columns an INSERT writes: all but the id.
-INSERT_FIELDS = [f for f in Event._meta.concrete_fields if not isinstance(f, AutoField)]
+# Not the generated column (problem_status): the database computes it.
+INSERT_FIELDS = [
+    f
+    for f in Event._meta.concrete_fields
+    if not isinstance(f, AutoField) and not getattr(f, "generated", False)
+]
 #: What replacing a rejected row writes: everything but the key, so the row keeps its id and
 #: links to it stay valid.
 REPLACED_FIELDS = [

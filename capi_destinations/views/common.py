@@ -20,6 +20,9 @@ from capi_destinations.models import Destination
 
 # Sent with an htmx answer after a change, so the destination page's cards refresh at once.
 CHANGED_EVENT = "capi:destination-changed"
+# Sent with the health card that shows the verdict of the check a change asked for: the
+# deliveries beside it refresh too (the events that change released were sent meanwhile).
+CHECKED_EVENT = "capi:health-checked"
 
 
 def is_htmx(request: HttpRequest) -> bool:

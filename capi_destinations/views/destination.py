@@ -17,6 +17,7 @@ from capi_destinations.access import TenantAccess
 from capi_destinations.models import Destination, Event, Role
 from capi_destinations.views.charts import match_quality_sparkline, stacked_hourly_chart
 from capi_destinations.views.common import (
+    CHECKED_EVENT,
     back_to_destination,
     ingest_context,
     is_htmx,
@@ -126,13 +127,17 @@ def destination_detail(request: HttpRequest, code: str) -> HttpResponse:
 @login_required
 @require_GET
 def health_card(request: HttpRequest, code: str) -> HttpResponse:
-    """The health card alone (polled every 30 s)."""
+    """The health card alone (polled every 30 s; every 2 s while a change's check is pending,
+    with ``after_check``: the answer that ends the wait also refreshes the deliveries)."""
     destination, tenant_access = access.destination_access(request.user, code)
-    return render(
+    response = render(
         request,
         "capi_destinations/_health_card.html",
         health_card_context(destination, tenant_access),
     )
+    if request.GET.get("after_check") and not destination.health_check_pending:
+        response["HX-Trigger"] = CHECKED_EVENT
+    return response
 
 
 @login_required

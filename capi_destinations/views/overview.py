@@ -43,6 +43,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         sort=filters["sort"],
     )
     filter_query = query_string_without(request, "page")
+    roles = access.roles_by_tenant(user)
     context: dict[str, Any] = {
         "cards": overview.cards,
         "overview": overview,
@@ -50,10 +51,15 @@ def overview(request: HttpRequest) -> HttpResponse:
         "filter_query": filter_query,
         "grid_id": CARD_GRID_ID,
         "health_totals": overview.health_totals,
+        # The cards link a fix to its control where the user may use it.
+        "editable_tenant_ids": {
+            tenant.pk
+            for tenant in tenants
+            if user.is_superuser or access.role_allows(roles.get(tenant.pk), Role.EDITOR)
+        },
     }
     if is_htmx(request) and request.htmx.target == CARD_GRID_ID:  # type: ignore[attr-defined]
         return vary_on_htmx(render(request, "capi_destinations/_card_grid.html", context))
-    roles = access.roles_by_tenant(user)
     context["tenant_rows"] = [
         {
             "tenant": tenant,
@@ -87,6 +93,11 @@ def overview_csv(request: HttpRequest) -> StreamingHttpResponse:
 @require_GET
 def destination_card(request: HttpRequest, code: str) -> HttpResponse:
     """One overview card, for its own htmx refresh."""
-    destination, _ = access.destination_access(request.user, code)
+    destination, tenant_access = access.destination_access(request.user, code)
     card = reports.single_card(destination)
-    return render(request, "capi_destinations/_destination_cards.html", {"cards": [card]})
+    editable = {destination.tenant_id} if tenant_access.can_edit else set()
+    return render(
+        request,
+        "capi_destinations/_destination_cards.html",
+        {"cards": [card], "editable_tenant_ids": editable},
+    )

@@ -59,7 +59,7 @@ def test_an_admin_adds_a_slack_channel_sends_a_test_alert_and_sees_the_answer(
 
 
 @pytest.mark.usefixtures("loopback_allowed")
-def test_a_viewer_cannot_see_the_channels_url(
+def test_a_viewer_cannot_see_the_channels_urls_or_secrets(
     page: Page,
     live_server: Any,
     tenant: Tenant,
@@ -73,15 +73,26 @@ def test_a_viewer_cannot_see_the_channels_url(
         target=receiver.url,
         alert_kinds=["health"],
     )
+    webhook = NotificationChannel.objects.create(
+        tenant=tenant,
+        kind="webhook",
+        name="Ops webhook",
+        target=f"{receiver.url}/webhook",
+        alert_kinds=["health"],
+        signing_secret="whsec_viewer-must-never-see-this",
+    )
+    secrets = (receiver.url, "T0SECRETPATH", "whsec_viewer-must-never-see-this")
     viewer = make_user(tenant, Role.VIEWER, username="vic")
     log_in(page, live_server, viewer)
     expect(page.get_by_test_id("tenant-list")).to_be_visible()
     expect(page.get_by_test_id("alerts-link")).to_have_count(0)
+    assert not any(secret in page.content() for secret in secrets)
     page.goto(f"{live_server.url}/capi/t/{tenant.slug}/members/")
     expect(page.get_by_test_id("members")).to_be_visible()
     expect(page.get_by_test_id("alerts-link")).to_have_count(0)
-    answer = page.goto(f"{live_server.url}/capi/t/{tenant.slug}/alerts/")
-    assert answer is not None
-    assert answer.status == 403
-    assert receiver.url not in page.content()
-    assert "T0SECRETPATH" not in page.content()
+    assert not any(secret in page.content() for secret in secrets)
+    for path in ("alerts/", f"alerts/{webhook.code}/edit/"):
+        answer = page.goto(f"{live_server.url}/capi/t/{tenant.slug}/{path}")
+        assert answer is not None
+        assert answer.status == 403
+        assert not any(secret in page.content() for secret in secrets)

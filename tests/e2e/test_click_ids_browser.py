@@ -80,9 +80,12 @@ def test_refused_ad_storage_sets_no_cookie_and_remembers_nothing(
         "CLICK_ID_CONSENT": "tests.e2e.urls.consent_from_cookie",
     }
     page.context.add_cookies([{"name": "consent", "value": "denied", "url": landing["url"]}])
-    page.goto(f"{landing['url']}?fbclid={FBCLID}")
+    response = page.goto(f"{landing['url']}?fbclid={FBCLID}")
 
     assert cookie(page, "_fbc") is None
+    # The page's Pixel stand-in writes its own _fbp; the server set neither cookie.
+    set_by_server = [value.split("=", 1)[0] for value in response.header_values("set-cookie")]
+    assert not {"_fbc", "_fbp"} & set(set_by_server)
     page.evaluate("capi.setConsent({ad_storage: 'denied'})")
     assert buy(page).status == 202
     # What reaches Meta follows the destination's consent policy (issue 15's fbclid rule); what

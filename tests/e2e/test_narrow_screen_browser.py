@@ -16,11 +16,21 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page, expect
 
-from capi_destinations import health, track
-from capi_destinations.models import Destination, NotificationChannel, Role, Tenant
+from capi_destinations import counters, digest, health, invitations, track
+from capi_destinations.models import (
+    Destination,
+    EventStatus,
+    ImportRun,
+    ImportStatus,
+    IngestRefusal,
+    NotificationChannel,
+    Role,
+    Tenant,
+)
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import make_token
 from tests.e2e.test_pages_browser import PIXEL_ID, log_in
+from tests.test_imports import BAD_THEN_GOOD, GOOD, csv_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +151,141 @@ def test_every_page_fits_a_375_px_screen(
     page.get_by_test_id("logout").click()
     expect(page.get_by_test_id("logged-out")).to_be_visible()
     assert_no_sideways_scroll(page, "the logged-out page")
+
+
+def test_the_other_pages_fit_a_375_px_screen_too(
+    page: Page,
+    browser: Any,
+    live_server: Any,
+    admin: Any,
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Any],
+    use_sandbox: Sandbox,
+    tmp_path: Any,
+    settings: Any,
+) -> None:
+    """The pages the first test does not visit: a client's exclusions, the digest, a channel's
+    edit page, deleting a destination, an event's own address, the import pages, refused calls,
+    Redeliver's warning and an invitation link (valid and expired)."""
+    settings.CAPI_DESTINATIONS = {
+        **settings.CAPI_DESTINATIONS,
+        "IMPORT_DIRECTORY": str(tmp_path / "uploads"),
+    }
+    page.set_viewport_size(PHONE)
+    token = make_token("narrow-others")
+    use_sandbox.register_pixel(PIXEL_ID, "Acme Shoes Website", [token])
+    destination = make_destination(
+        name="Acme web shop — spring sale landing pages",
+        pixel_id=PIXEL_ID,
+        access_token=token,
+        allowed_origins="https://shop.example.com",
+    )
+    event = make_event(
+        destination=destination,
+        event_name="Lead",
+        event_id="newsletter-2026-12-06-0000000000001001",
+        status=EventStatus.FAILED,
+        next_attempt_at=None,
+        diagnostics=[
+            {
+                "code": "meta_rejected",
+                "field": "event_source_url",
+                "severity": "error",
+                "message": "event_source_url (http:// or https://) is required for website events.",
+                "fix": "Send the page's full address, https:// and all.",
+                "meta_code": 100,
+                "meta_subcode": None,
+            }
+        ],
+    )
+    counters.add_refused_call(
+        destination.pk,
+        IngestRefusal.ORIGIN_NOT_ALLOWED,
+        origin="https://checkout.acme-shoes-spring-sale-landing-pages.example.com",
+    )
+    channel = NotificationChannel.objects.create(
+        tenant=destination.tenant,
+        kind="webhook",
+        name="Acme operations webhook",
+        target="https://hooks.example.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        alert_kinds=["health", "traffic_dropped", "failure_rate"],
+    )
+    run = ImportRun.objects.create(
+        destination=destination,
+        created_by=admin,
+        file_name="store-sales-2026-12-06-all-stores-including-outlets.csv",
+        file_size=1000,
+        bytes_read=1000,
+        rows_read=100,
+        stored=99,
+        status=ImportStatus.RUNNING,
+    )
+    run.finish(
+        {"rows_read": 100, "stored": 99, "duplicates": 0, "rejected": 1, "suppressed": 0},
+        [
+            {
+                "line": 42,
+                "reason": "The event time 2026-13-45 is not a date in the format chosen.",
+                "columns": {"order_id": "STORE-0042-2026-12-06-0000000000000042"},
+            }
+        ],
+    )
+    invitation, secret = invitations.invite(
+        destination.tenant, "someone.with.a.long.address@agency.example.com", "editor", actor=admin
+    )
+    log_in(page, live_server, admin)
+
+    base = f"{live_server.url}/capi"
+    d = f"{base}/d/{destination.code}"
+    pages = {
+        "the exclusions page": f"{base}/t/acme/exclusions/",
+        "the digest page": f"{base}/digest/",
+        "the digest's unsubscribe page": f"{base}/digest/unsubscribe/"
+        f"{digest.unsubscribe_token(admin)}/",
+        "the channel's edit page": f"{base}/t/acme/alerts/{channel.code}/edit/",
+        "the delete page": f"{d}/delete/",
+        "the event's own address": f"{d}/events/{event.pk}/",
+        "the import page": f"{d}/import/",
+        "a finished import": f"{d}/import/{run.code}/",
+        "the destination page with a refused call": f"{d}/",
+    }
+    for what, url in pages.items():
+        response = page.goto(url)
+        assert response is not None, what
+        assert response.ok, (what, response.status)
+        assert_no_sideways_scroll(page, what)
+    expect(page.get_by_test_id("refused-call")).to_be_visible()
+
+    # Importing a file: the mapping page, then the preview of its first rows.
+    sales = tmp_path / "store-sales.csv"
+    sales.write_bytes(csv_bytes(GOOD.encode() + BAD_THEN_GOOD))
+    page.goto(f"{d}/import/")
+    page.get_by_test_id("import-file").set_input_files(str(sales))
+    page.get_by_test_id("import-upload").click()
+    expect(page.get_by_test_id("map-event_time")).to_have_value("Date")
+    assert_no_sideways_scroll(page, "the import's mapping page")
+    page.get_by_test_id("import-preview").click()
+    expect(page.get_by_test_id("import-preview-row")).to_have_count(5)
+    assert_no_sideways_scroll(page, "the import's preview")
+    page.goto(f"{d}/")
+
+    # Redeliver's warning (Meta refused the event for its data).
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("redeliver-failed").click()
+    expect(page.get_by_test_id("redeliver-warning")).to_be_visible()
+    assert_no_sideways_scroll(page, "Redeliver's warning")
+
+    # The invited person's pages, in a browser of their own: the link, then the same link expired.
+    link = f"{base}/invitation/{invitation.code}/{secret}/"
+    context = browser.new_context(viewport=PHONE)
+    try:
+        invited = context.new_page()
+        invited.goto(link)
+        expect(invited.get_by_test_id("create-account-form")).to_be_visible()
+        assert_no_sideways_scroll(invited, "the invitation page")
+        invitations.revoke(invitation, actor=admin)
+        invited.reload()
+        expect(invited.get_by_test_id("invitation-unusable")).to_be_visible()
+        assert_no_sideways_scroll(invited, "a revoked invitation's page")
+    finally:
+        context.close()

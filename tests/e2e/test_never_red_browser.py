@@ -10,7 +10,7 @@ Here tasks go to django-q2's database broker instead of running inside the reque
 is the worker: it runs the queued health check *before* the queued dispatch, the order that
 made the false red card. The page records every state its health card takes (a MutationObserver
 installed before any page script runs); the card must say "Checking…", then Healthy, and never
-Unhealthy on the way.
+Unhealthy on the way; the deliveries beside it must follow with the verdict, not 30 s later.
 """
 
 from __future__ import annotations
@@ -127,8 +127,14 @@ def test_enable_after_a_day_off_turns_the_card_green_and_never_red(
         tasks.HEALTH_CHECK_TASK,
         tasks.DISPATCH_TASK,
     ]
+    delivery_card = page.get_by_test_id("delivery-card")
+    expect(delivery_card.get_by_test_id("waiting")).to_have_text("3 events waiting")
     see_the_card_refresh(page)
     expect(health_card).to_have_attribute("data-health", Health.HEALTHY)
+    # The deliveries beside it follow at once, not at their next 30-second refresh: never a
+    # green card beside "3 events waiting" for events delivered that second.
+    expect(delivery_card.get_by_test_id("waiting")).to_have_count(0)
+    expect(delivery_card.get_by_test_id("attempt-row")).to_have_count(1)
     # Red while sending was off; from the click on, never again.
     assert states_seen(page) == [Health.UNHEALTHY, "checking", Health.HEALTHY]
     assert Destination.objects.get(pk=destination.pk).health == Health.HEALTHY
@@ -166,8 +172,11 @@ def test_replace_token_after_a_revoked_one_turns_the_card_green_and_never_red(
     health_card = page.get_by_test_id("health-card")
     expect(health_card).to_have_attribute("data-health", "checking")
     assert tasks.HEALTH_CHECK_TASK in run_queued_tasks_health_check_first()
+    delivery_card = page.get_by_test_id("delivery-card")
+    expect(delivery_card.get_by_test_id("waiting")).to_have_text("3 events waiting")
     see_the_card_refresh(page)
     expect(health_card).to_have_attribute("data-health", Health.HEALTHY)
+    expect(delivery_card.get_by_test_id("waiting")).to_have_count(0)
     assert page.url.rstrip("/").endswith(f"/d/{destination.code}")
     assert states_seen(page) == ["checking", Health.HEALTHY]
     assert set(destination.events.values_list("status", flat=True)) == {EventStatus.DELIVERED}

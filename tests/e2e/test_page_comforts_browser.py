@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
+from capi_destinations import destinations, invitations
 from capi_destinations.models import Destination, Event, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import make_token
@@ -56,6 +57,61 @@ def test_times_are_shown_in_the_viewers_zone_with_utc_on_hover(
     expect(received).to_have_text("Nov 24, 07:05:09 EST")
     expect(received).to_have_attribute("title", "2026-11-24 12:05:09 UTC")
     expect(received).to_have_attribute("datetime", "2026-11-24T12:05:09Z")
+
+
+# Each column of times in a table, as the viewer reads it: its header and its first time.
+TIME_COLUMNS = """
+() => [...document.querySelectorAll("table")].flatMap(table => {
+  const headers = [...table.querySelectorAll("thead th")].map(th => th.textContent.trim());
+  const columns = new Map();
+  for (const time of table.querySelectorAll("tbody time[data-capi-time]")) {
+    const cell = time.closest("td");
+    if (!columns.has(cell.cellIndex)) {
+      columns.set(cell.cellIndex, [headers[cell.cellIndex], time.textContent.trim()]);
+    }
+  }
+  return [...columns.values()];
+})
+"""
+
+
+def test_a_column_of_times_in_the_viewers_zone_does_not_say_utc(
+    new_york_page: Page,
+    live_server: Any,
+    make_user: Callable[..., Any],
+    tenant: Tenant,
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Event],
+    use_sandbox: Sandbox,
+) -> None:
+    """The times of the tables are rewritten in the viewer's zone, each naming it ("EST"): a
+    header saying "(UTC)" above them read "Received (UTC)" over "Nov 24, 07:05:09 EST"."""
+    page = new_york_page
+    admin = make_user(tenant, Role.ADMIN, username="ada")
+    token = make_token("utc-headers")
+    use_sandbox.register_pixel(PIXEL_ID, PIXEL_NAME, [token])
+    destination = make_destination(name="Acme web shop", pixel_id=PIXEL_ID, access_token=token)
+    event = make_event(destination=destination, event_id="order-1")
+    Event.objects.filter(pk=event.pk).update(created_at=RECEIVED_AT)
+    destinations.send_test_event(destination, actor=admin, test_event_code="TEST12345")
+    admin.last_login = RECEIVED_AT
+    admin.save(update_fields=["last_login"])
+    invitations.invite(tenant, "mia@example.com", "editor", actor=admin)
+    log_in(page, live_server, admin)
+
+    seen = []
+    for url in (
+        reverse("capi_destinations:destination", kwargs={"code": destination.code}),
+        reverse("capi_destinations:event", kwargs={"code": destination.code, "event_pk": event.pk}),
+        reverse("capi_destinations:members", kwargs={"tenant_slug": tenant.slug}),
+    ):
+        page.goto(live_server.url + url)
+        expect(page.locator("time[data-capi-local]").first).to_be_attached()
+        seen += page.evaluate(TIME_COLUMNS)
+
+    assert ["Received", "Nov 24, 07:05:09 EST"] in seen
+    assert len(seen) >= 5  # attempts, event log, audit log, an event's attempts, members
+    assert [header for header, time in seen if "EST" in time and "UTC" in header] == []
 
 
 def test_copy_buttons_copy_the_exact_text_and_say_copied(

@@ -7,8 +7,11 @@ shows the log with the event open.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +77,48 @@ def test_search_then_open_an_event_and_share_its_address(
         "order-42"
     )
     other.close()
+
+
+def test_the_csv_exports_hold_exactly_the_events_the_filtered_log_shows(
+    page: Page,
+    live_server: Any,
+    make_user: Callable[..., Any],
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Any],
+    tenant: Tenant,
+) -> None:
+    """Filter the log in the browser, then download what its links give: the same rows."""
+    marketer = make_user(tenant, Role.VIEWER, username="sam")
+    shop = make_destination(name="Acme web shop")
+    make_event(destination=shop, event_id="order-40", status=EventStatus.DELIVERED)
+    make_event(destination=shop, event_id="order-41", status=EventStatus.FAILED)
+    make_event(destination=shop, event_id="order-42", status=EventStatus.FAILED)
+    make_event(destination=shop, event_id="lead-1", event_name="Lead", status=EventStatus.FAILED)
+    log_in(page, live_server, marketer)
+    page.goto(f"{live_server.url}/capi/d/{shop.code}/events/")
+    rows = page.get_by_test_id("event-row")
+    expect(rows).to_have_count(4)
+
+    filters = page.get_by_test_id("event-filters")
+    filters.locator("select[name=status]").select_option("failed")
+    expect(rows).to_have_count(3)
+    filters.locator("select[name=event_name]").select_option("Purchase")
+    expect(rows).to_have_count(2)
+    shown = sorted(rows.locator("code").all_text_contents())
+    assert shown == ["order-41", "order-42"]
+
+    with page.expect_download() as download:
+        page.get_by_test_id("export-events").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert sorted(row["event_id"] for row in exported) == shown
+    assert {row["status"] for row in exported} == {"failed"}
+
+    filters.locator("select[name=status]").select_option("")
+    expect(rows).to_have_count(3)  # every Purchase, whatever its status
+    filters.locator("input[name=q]").fill("order-40")
+    filters.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    with page.expect_download() as download:
+        page.get_by_test_id("export-events").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [row["event_id"] for row in exported] == ["order-40"]

@@ -10,6 +10,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
+from capi_destinations import problems
 from capi_destinations.models import Destination, Role, Tenant
 from capi_destinations.sandbox import Sandbox
 from tests.conftest import make_token
@@ -171,3 +172,24 @@ def test_cancel_on_the_htmx_posted_forms_is_a_plain_link(
         page.get_by_test_id("cancel").click()
         expect(page).to_have_url(f"{live_server.url}{page_url}")
         expect(page.get_by_test_id("controls")).to_be_visible()
+
+
+def test_a_token_cut_short_of_its_end_says_the_paste_looks_incomplete(
+    page: Page, live_server: Any, editor: Any, tenant: Tenant, use_sandbox: Sandbox
+) -> None:
+    """Cut to 150 characters, the token passes the format rules and Meta answers 190 "Cannot
+    parse access token": the form says the paste looks incomplete, never "revoked"."""
+    token = make_token("cut-at-150")
+    use_sandbox.register_pixel(PIXEL_ID, PIXEL_NAME, [token])
+    open_add_form(page, live_server, editor, tenant)
+    page.fill("input[name=pixel_id]", PIXEL_ID)
+    page.fill("input[name=access_token]", token[:150])
+
+    check = page.get_by_test_id("token-check")
+    expect(check).to_have_attribute("data-state", "error")
+    expect(check).to_contain_text(problems.TOKEN_INCOMPLETE.reason)
+    expect(check).to_contain_text(problems.TOKEN_INCOMPLETE.fix)
+    expect(check).not_to_contain_text("revoked")
+
+    page.fill("input[name=access_token]", token)
+    expect(check).to_have_attribute("data-state", "ok")

@@ -15,6 +15,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from capi_destinations import clock, graph_versions, health
 from capi_destinations.conf import app_settings
+from capi_destinations.management.commands._selection import (
+    add_destination_option,
+    require_destinations,
+)
 from capi_destinations.models import Destination, Health, HealthCheck, Tenant
 
 COLUMNS = ("Tenant", "Destination", "Pixel", "Status", "Reason")
@@ -27,14 +31,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--destination",
-            type=int,
-            action="append",
-            dest="destination_ids",
-            metavar="ID",
-            help="Check only this destination (its numeric id); repeat for several.",
-        )
+        add_destination_option(parser, "Check")
         parser.add_argument(
             "--tenant", metavar="SLUG", help="Check only the destinations of this tenant."
         )
@@ -44,13 +41,7 @@ class Command(BaseCommand):
     ) -> None:
         if tenant is not None and not Tenant.objects.filter(slug=tenant).exists():
             raise CommandError(f"No tenant with slug {tenant!r}.")
-        if destination_ids:
-            found = set(
-                Destination.objects.filter(pk__in=destination_ids).values_list("pk", flat=True)
-            )
-            missing = sorted(set(destination_ids) - found)
-            if missing:
-                raise CommandError(f"No destination with id {', '.join(map(str, missing))}.")
+        require_destinations(destination_ids)
 
         checks = health.check_all_destinations(destination_ids=destination_ids, tenant_slug=tenant)
         if not checks:

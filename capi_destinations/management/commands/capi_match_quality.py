@@ -12,6 +12,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from capi_destinations import match_quality
+from capi_destinations.management.commands._selection import (
+    add_destination_option,
+    require_destinations,
+)
 
 
 class Command(BaseCommand):
@@ -21,16 +25,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--destination",
-            type=int,
-            action="append",
-            dest="destination_ids",
-            metavar="ID",
-            help="Fetch only this destination (its numeric id); repeat for several.",
-        )
+        add_destination_option(parser, "Fetch")
 
     def handle(self, *args: Any, destination_ids: list[int] | None, **options: Any) -> None:
+        require_destinations(destination_ids)
         counts = match_quality.fetch_all_match_quality(destination_ids=destination_ids)
         self.stdout.write(
             f"Meta's match quality: {counts['available']} fetched, "

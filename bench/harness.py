@@ -441,6 +441,12 @@ def backend_cpu_seconds() -> float:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (pid,) = cursor.fetchone()
+    return process_cpu_seconds(pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user plus system, every thread) process ``pid`` has used; 0 when its
+    ``/proc`` entry is not readable (another host, another user)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:

@@ -16,14 +16,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench.harness import REPO, bench_environment
+from bench.harness import REPO, bench_environment, process_cpu_seconds
 
 
 class SandboxProcess:
-    """A running sandbox process: its ``url`` and its control API."""
+    """A running sandbox process: its ``url``, its control API and the CPU it has used."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pid: int = 0) -> None:
         self.url = url
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the sandbox process has used so far (0 if it cannot be read)."""
+        return process_cpu_seconds(self.pid) if self.pid else 0.0
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -72,7 +77,7 @@ def sandbox_process(database: str = "sqlite", **faults: Any) -> Iterator[Sandbox
         stderr=subprocess.PIPE,
         text=True,
     )
-    sandbox = SandboxProcess(f"http://127.0.0.1:{port}")
+    sandbox = SandboxProcess(f"http://127.0.0.1:{port}", process.pid)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -5,8 +5,8 @@ subscribes to its kind, and queues a delivery once the transaction commits (the 
 schedule picks up what the queue loses). :func:`deliver_due` claims due deliveries one by one
 under a lease (a compare-and-set on the status, so two workers never send one alert), sends
 outside any transaction (:mod:`capi_destinations.alert_transport` for Slack and webhooks,
-Django's ``send_mail`` for email) and records every attempt. A delivery that fails is retried
-with exponential backoff (``ALERT_RETRY_BASE_SECONDS`` doubling up to
+Django's mail connection for email, one message per address) and records every attempt. A
+delivery that fails is retried with exponential backoff (``ALERT_RETRY_BASE_SECONDS`` doubling up to
 ``ALERT_RETRY_MAX_SECONDS``) until ``ALERT_RETRY_FOR_SECONDS`` after the alert: then it is failed
 and its channel marked failing. Alerts wait while a channel is down; they are never dropped
 before that bound.
@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
@@ -331,8 +331,11 @@ def _take_back_settling_health_alerts(destination: Destination) -> set[int]:
 def _send_email(channel: NotificationChannel, payload: dict[str, Any]) -> alert_transport.Answer:
     subject, text = email_message(payload)
     started = time.monotonic()
+    # One message per address, over one connection: a channel may list an agency's people and
+    # its client's, who must not see each other's addresses.
+    messages = [EmailMessage(subject, text, None, [address]) for address in channel.email_addresses]
     try:
-        send_mail(subject, text, None, channel.email_addresses)
+        get_connection().send_messages(messages)
     except Exception as error:  # any mail backend, any failure
         raise alert_transport.TransportError(
             f"The mail server refused it ({type(error).__name__})."

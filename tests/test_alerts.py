@@ -438,16 +438,21 @@ def test_a_slack_alert_is_a_readable_message_with_a_button_to_the_page(
 
 
 @pytest.mark.usefixtures("loopback_allowed")
-def test_an_email_channel_sends_one_message_per_alert_to_its_addresses(
+def test_an_email_channel_sends_each_address_its_own_message_per_alert(
     destination: Destination, django_capture_on_commit_callbacks: Any
 ) -> None:
     make_channel(destination.tenant, "ops@agency.example, client@shop.example", kind="email")
     raise_traffic_alert(destination, django_capture_on_commit_callbacks)
     raise_traffic_alert(destination, django_capture_on_commit_callbacks)
 
-    assert len(mail.outbox) == 2
+    # One message per address and alert: the agency's people and the client's never see each
+    # other's addresses.
+    assert [message.to for message in mail.outbox] == [
+        ["ops@agency.example"],
+        ["client@shop.example"],
+    ] * 2
+    assert not any(message.cc or message.bcc for message in mail.outbox)
     message = mail.outbox[0]
-    assert message.to == ["ops@agency.example", "client@shop.example"]
     assert message.subject == f"[Acme Shoes] {destination.name}: Traffic dropped"
     assert "Fix: Check that your site still calls track()." in message.body
     assert f"{SITE_URL}/capi/d/{destination.code}/" in message.body

@@ -52,6 +52,36 @@ def check_installed_apps(app_configs: Any = None, **kwargs: Any) -> list[checks.
     return errors
 
 
+_INGEST_MIDDLEWARE = "capi_destinations.middleware.IngestMiddleware"
+_SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
+
+
+@checks.register(checks.Tags.security)
+def check_ingest_middleware_order(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W004: ``IngestMiddleware`` above ``SecurityMiddleware`` takes the ingest URL out of it.
+
+    The ingest URL is answered by ``IngestMiddleware`` without the middleware listed after it:
+    listed first, the HTTPS redirect and HSTS header would not apply to the events a browser
+    or server sends.
+    """
+    middleware = list(settings.MIDDLEWARE)
+    if _INGEST_MIDDLEWARE not in middleware or _SECURITY_MIDDLEWARE not in middleware:
+        return []
+    if middleware.index(_INGEST_MIDDLEWARE) > middleware.index(_SECURITY_MIDDLEWARE):
+        return []
+    return [
+        checks.Warning(
+            f"'{_INGEST_MIDDLEWARE}' is listed before '{_SECURITY_MIDDLEWARE}' in MIDDLEWARE.",
+            hint="Move it right after SecurityMiddleware: the ingest URL is answered without "
+            "the middleware listed after IngestMiddleware, so from above it the HTTPS redirect "
+            "and HSTS do not apply to the events sent to it.",
+            id="capi_destinations.W004",
+        )
+    ]
+
+
 @checks.register(checks.Tags.security, deploy=False)
 def check_fernet_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Tokens are encrypted with FERNET_KEYS; falling back to SECRET_KEY is for development only."""

@@ -195,3 +195,24 @@ def test_the_readme_snippet_passes(settings) -> None:
     namespace: dict[str, Any] = {}
     exec(SNIPPET, namespace)  # noqa: S102  (our own constant)
     assert broker_messages(settings, namespace["Q_CLUSTER"]) == []
+
+
+def test_ingest_middleware_above_security_middleware_is_warned_about(settings: Any) -> None:
+    from django.core import checks
+
+    def warnings() -> list[str]:
+        return [
+            message.id
+            for message in checks.run_checks(databases=[])
+            if message.id == "capi_destinations.W004"
+        ]
+
+    security = "django.middleware.security.SecurityMiddleware"
+    ingest = "capi_destinations.middleware.IngestMiddleware"
+    others = [name for name in settings.MIDDLEWARE if name not in (security, ingest)]
+    settings.MIDDLEWARE = [security, ingest, *others]
+    assert warnings() == []
+    settings.MIDDLEWARE = [ingest, security, *others]
+    assert warnings() == ["capi_destinations.W004"]
+    settings.MIDDLEWARE = [security, *others]
+    assert warnings() == []

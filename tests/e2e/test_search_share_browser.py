@@ -122,3 +122,39 @@ def test_the_csv_exports_hold_exactly_the_events_the_filtered_log_shows(
         page.get_by_test_id("export-events").click()
     exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
     assert [row["event_id"] for row in exported] == ["order-40"]
+
+
+def test_what_is_typed_while_a_filter_answer_is_on_its_way_is_kept(
+    page: Page,
+    live_server: Any,
+    make_user: Callable[..., Any],
+    make_destination: Callable[..., Destination],
+    make_event: Callable[..., Any],
+    tenant: Tenant,
+) -> None:
+    """The filters swap only the results: an answer that arrives while the person is typing
+    never puts the form back as it was when the request left."""
+    marketer = make_user(tenant, Role.VIEWER, username="sam")
+    shop = make_destination(name="Acme web shop")
+    make_event(destination=shop, event_id="order-40", status=EventStatus.DELIVERED)
+    make_event(destination=shop, event_id="order-41", status=EventStatus.FAILED)
+    log_in(page, live_server, marketer)
+    page.goto(f"{live_server.url}/capi/d/{shop.code}/events/")
+    rows = page.get_by_test_id("event-row")
+    expect(rows).to_have_count(2)
+
+    failed_only = re.compile(r".*/events/\?.*status=failed.*")
+    held: list[Any] = []
+    page.route(failed_only, lambda route: held.append(route))
+    filters = page.get_by_test_id("event-filters")
+    with page.expect_request(failed_only):
+        filters.locator("select[name=status]").select_option("failed")
+    # The answer to "failed" is held back while the person types a search.
+    filters.locator("input[name=q]").fill("order-41")
+    assert len(held) == 1
+    held[0].continue_()
+    page.unroute(failed_only)
+
+    expect(rows).to_have_count(1)
+    expect(filters.locator("input[name=q]")).to_have_value("order-41")
+    expect(filters.locator("select[name=status]")).to_have_value("failed")

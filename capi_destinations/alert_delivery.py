@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import send_mass_mail
 from django.db import connection, transaction
 from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
@@ -332,10 +332,10 @@ def _send_email(channel: NotificationChannel, payload: dict[str, Any]) -> alert_
     subject, text = email_message(payload)
     started = time.monotonic()
     # One message per address, over one connection: a channel may list an agency's people and
-    # its client's, who must not see each other's addresses.
-    messages = [EmailMessage(subject, text, None, [address]) for address in channel.email_addresses]
+    # its client's, who must not see each other's addresses. (send_mass_mail, not
+    # get_connection(), which Django 6.1 deprecates.)
     try:
-        get_connection().send_messages(messages)
+        send_mass_mail([(subject, text, None, [address]) for address in channel.email_addresses])
     except Exception as error:  # any mail backend, any failure
         raise alert_transport.TransportError(
             f"The mail server refused it ({type(error).__name__})."

@@ -83,82 +83,173 @@ def recall(
     """What to fill into each event, in one query for the batch.
 
     ``wanted`` maps an event's index to (its time, its identifiers, the keys it lacks).
+    Each event gets, per key it lacks, the most recent value seen with one of its identifiers
+    inside its window; between equals, the strongest identifier.
     """
     if not wanted:
         return {}
     window = timedelta(days=float(app_settings.CLICK_ID_FILL_DAYS))
-    digests = {digest for _, found, _ in wanted.values() for _, digest in found}
-    keys = {key for _, _, lacking in wanted.values() for key in lacking}
-    earliest = min(moment for moment, _, _ in wanted.values()) - window
-    connection = connections[router.db_for_read(ClickIdSighting)]
-    sightings: list[tuple[Any, ...]]
-    if connection.vendor == "postgresql":
-        sightings = bound_sql.fetch_all(
-            connection,
-            _recall_sql(connection),
-            [tenant_id, sorted(digests), sorted(keys), earliest],
-        )
-    else:
-        sightings = list(
-            ClickIdSighting.objects.filter(
-                tenant_id=tenant_id,
-                identifier__in=digests,
-                key__in=keys,
-                last_seen_at__gte=earliest,
-            ).values_list(*_RECALLED_FIELDS)
-        )
-    # By (key, identifier): each event looks only at its own person's sightings, so a batch
-    # costs in proportion to its size, not to its size times the sightings found.
-    by_person: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for sighting in sightings:
-        by_person.setdefault((sighting[2], sighting[0]), []).append(sighting)
-    filled: dict[int, list[Recalled]] = {}
+    # One lookup per distinct (identifier, key, moment): events of one person at one moment
+    # (a batch sent twice, an order's several events) share it.
+    lookups: dict[tuple[str, str, datetime], list[tuple[int, int]]] = {}
     for index, (moment, found, lacking) in wanted.items():
-        rank = {digest: position for position, (_, digest) in enumerate(found)}
+        for rank, (_, digest) in enumerate(found):
+            for key in lacking:
+                lookups.setdefault((digest, key, moment), []).append((index, rank))
+    connection = connections[router.db_for_read(ClickIdSighting)]
+    if connection.vendor == "postgresql":
+        best = _best_on_postgresql(connection, tenant_id, list(lookups), window)
+    else:
+        best = _best_in_python(tenant_id, list(lookups), window)
+    chosen: dict[tuple[int, str], tuple[tuple[datetime, int], _Best]] = {}
+    for lookup, sighting in zip(lookups, best, strict=True):
+        if sighting is None:
+            continue
+        key = lookup[1]
+        for index, rank in lookups[lookup]:
+            order = (sighting.last_seen_at, -rank)
+            current = chosen.get((index, key))
+            if current is None or current[0] < order:
+                chosen[(index, key)] = (order, sighting)
+    filled: dict[int, list[Recalled]] = {}
+    for index, (moment, _, lacking) in wanted.items():
         for key in lacking:
-            candidates = [
-                sighting
-                for digest in rank
-                for sighting in by_person.get((key, digest), ())
-                if moment - window <= sighting[5] and sighting[4] <= moment + _LATER_SIGHTING
-            ]
-            if not candidates:
+            if (index, key) not in chosen:
                 continue
-            # The most recent value; between equals, the strongest identifier.
-            best = max(candidates, key=lambda sighting: (sighting[5], -rank[sighting[0]]))
+            sighting = chosen[(index, key)][1]
             filled.setdefault(index, []).append(
                 Recalled(
                     key=key,
-                    value=best[3],
-                    seen_at=min(best[5], moment),
-                    matched_by=_IDENTIFIER_NAMES.get(best[1], best[1]),
+                    value=sighting.value,
+                    seen_at=min(sighting.last_seen_at, moment),
+                    matched_by=_IDENTIFIER_NAMES.get(
+                        sighting.identifier_key, sighting.identifier_key
+                    ),
                 )
             )
     return filled
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The sighting a lookup chose."""
+
+    value: str
+    identifier_key: str
+    last_seen_at: datetime
+
+
+def _qualifies(moment: datetime, window: timedelta, first: datetime, last: datetime) -> bool:
+    """Whether a sighting seen from ``first`` to ``last`` may fill an event at ``moment``."""
+    return moment - window <= last and first <= moment + _LATER_SIGHTING
+
+
+def _best_in_python(
+    tenant_id: int, lookups: list[tuple[str, str, datetime]], window: timedelta
+) -> list[_Best | None]:
+    """Each lookup's most recent qualifying sighting, chosen here (SQLite has no LATERAL)."""
+    digests = {digest for digest, _, _ in lookups}
+    keys = {key for _, key, _ in lookups}
+    earliest = min(moment for _, _, moment in lookups) - window
+    by_person: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for sighting in ClickIdSighting.objects.filter(
+        tenant_id=tenant_id, identifier__in=digests, key__in=keys, last_seen_at__gte=earliest
+    ).values_list("identifier", "key", "value", "identifier_key", "first_seen_at", "last_seen_at"):
+        by_person.setdefault((sighting[0], sighting[1]), []).append(sighting)
+    best: list[_Best | None] = []
+    for digest, key, moment in lookups:
+        candidates = [
+            sighting
+            for sighting in by_person.get((digest, key), ())
+            if _qualifies(moment, window, sighting[4], sighting[5])
+        ]
+        if not candidates:
+            best.append(None)
+            continue
+        top = max(candidates, key=lambda sighting: sighting[5])
+        best.append(_Best(value=top[2], identifier_key=top[3], last_seen_at=top[5]))
+    return best
+
+
+def _best_on_postgresql(
+    connection: BaseDatabaseWrapper,
+    tenant_id: int,
+    lookups: list[tuple[str, str, datetime]],
+    window: timedelta,
+) -> list[_Best | None]:
+    """Each lookup's most recent qualifying sighting, chosen by PostgreSQL.
+
+    One statement: the lookups as arrays, each answered by an index scan that stops at its
+    first qualifying row. Its cost follows the batch, not how many sightings a person has
+    gathered (a shared or placeholder email can gather thousands).
+    """
+    rows = bound_sql.fetch_all(
+        connection,
+        _recall_sql(connection),
+        [
+            list(range(len(lookups))),
+            [digest for digest, _, _ in lookups],
+            [key for _, key, _ in lookups],
+            [moment for _, _, moment in lookups],
+            tenant_id,
+            window,
+            _LATER_SIGHTING,
+        ],
+    )
+    best: list[_Best | None] = [None] * len(lookups)
+    for slot, value, identifier_key, last_seen_at in rows:
+        best[slot] = _Best(value=value, identifier_key=identifier_key, last_seen_at=last_seen_at)
+    return best
 
 
 def _field(name: str) -> Field[Any, Any]:
     return cast("Field[Any, Any]", ClickIdSighting._meta.get_field(name))
 
 
-_RECALLED_FIELDS = ("identifier", "identifier_key", "key", "value", "first_seen_at", "last_seen_at")
 _RECALL_SQL: dict[str, str] = {}
 
 
 def _recall_sql(connection: BaseDatabaseWrapper) -> str:
-    """``recall``'s SELECT on PostgreSQL: the digests as ONE array parameter, not thousands."""
+    """``recall``'s SELECT on PostgreSQL: the lookups as arrays, one LATERAL row each.
+
+    Each lookup compares ``identifier`` and ``key`` with scalars, so the planner puts both in
+    the index condition of ``capi_click_sighting_recall`` whatever the table's statistics (an
+    ``= ANY(array)`` here was planned, on a table not analyzed yet, as a scan of the client's
+    whole key range per row).
+    """
     sql = _RECALL_SQL.get(connection.alias)
     if sql is None:
         quote = connection.ops.quote_name
-        meta = ClickIdSighting._meta
-        column = {name: quote(_field(name).column) for name in (*_RECALLED_FIELDS, "tenant")}
+        column = {
+            name: quote(_field(name).column)
+            for name in (
+                "tenant",
+                "identifier",
+                "identifier_key",
+                "key",
+                "value",
+                "first_seen_at",
+                "last_seen_at",
+            )
+        }
         # Only the model's own table and column names are formatted in; values are parameters.
-        sql = _RECALL_SQL[connection.alias] = (
-            f"SELECT {', '.join(column[name] for name in _RECALLED_FIELDS)} "  # noqa: S608
-            f"FROM {quote(meta.db_table)} WHERE {column['tenant']} = %s "
-            f"AND {column['identifier']} = ANY(%s) AND {column['key']} = ANY(%s) "
-            f"AND {column['last_seen_at']} >= %s"
-        )
+        sql = _RECALL_SQL[connection.alias] = (  # noqa: S608
+            "SELECT lookup.slot, best.value, best.identifier_key, best.last_seen_at "
+            "FROM unnest(%s::integer[], %s::text[], %s::text[], %s::timestamptz[]) "
+            "AS lookup(slot, identifier, key, moment), "
+            "LATERAL (SELECT sighting.{value} AS value, "
+            "sighting.{identifier_key} AS identifier_key, "
+            "sighting.{last_seen_at} AS last_seen_at "
+            "FROM {table} AS sighting "
+            "WHERE sighting.{tenant} = %s::bigint AND sighting.{identifier} = lookup.identifier "
+            "AND sighting.{key} = lookup.key "
+            "AND sighting.{last_seen_at} >= lookup.moment - %s::interval "
+            "AND sighting.{first_seen_at} <= lookup.moment + %s::interval "
+            # The index's own order, so that the scan stops at the first row. Between sightings
+            # seen at the same microsecond, either is right.
+            "ORDER BY sighting.{last_seen_at} DESC "
+            "LIMIT 1) AS best"
+        ).format(table=quote(ClickIdSighting._meta.db_table), **column)
     return sql
 
 

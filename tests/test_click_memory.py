@@ -14,10 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 
 import capi_destinations
-from capi_destinations import retention, track
+from capi_destinations import click_memory, retention, track
 from capi_destinations.models import ClickIdSighting, Destination, Event, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -343,3 +345,145 @@ def test_a_batch_fills_each_event_from_its_own_persons_sightings(
 
     filled = [result.event.payload["user_data"].get("fbp") for result in results]
     assert filled == [None, "fb.1.1732449500000.1098765431", "fb.1.1732449500000.1098765430"]
+
+
+# --- recall's rules, on the choice itself (both databases) -----------------------------------
+
+PERSON = hashlib.sha256(b"jane.doe@example.com").hexdigest()
+CUSTOMER = hashlib.sha256(b"customer-42").hexdigest()
+
+
+def sight(tenant_id: int, identifier: str, key: str, value: str, first: Any, last: Any) -> None:
+    ClickIdSighting.objects.create(
+        tenant_id=tenant_id,
+        identifier=identifier,
+        identifier_key="external_id" if identifier == CUSTOMER else "em",
+        key=key,
+        value=value,
+        first_seen_at=first,
+        last_seen_at=last,
+        ad_storage="granted",
+    )
+
+
+def test_recall_takes_each_events_latest_sighting_inside_its_own_window(
+    shop: Destination, clock: Any
+) -> None:
+    now = clock.now()
+    tenant = shop.tenant_id
+    day = timedelta(days=1)
+    sight(tenant, PERSON, "fbp", "fb.1.1.old", now - 40 * day, now - 20 * day)
+    sight(tenant, PERSON, "fbp", "fb.1.1.mid", now - 10 * day, now - 5 * day)
+    sight(tenant, PERSON, "fbp", "fb.1.1.new", now - 2 * day, now - day)
+    # First seen after the later event's moment (plus the minute allowed): never a candidate
+    # for it, though it is the most recent of all.
+    sight(tenant, PERSON, "fbp", "fb.1.1.after", now + timedelta(minutes=5), now + day)
+    sight(tenant, PERSON, "fbc", "fb.1.1.IwARclick", now - 30 * day, now - 29 * day)
+    identifiers = [("em", PERSON)]
+
+    filled = click_memory.recall(
+        tenant,
+        {
+            0: (now, identifiers, ("fbc", "fbp")),
+            1: (now - 6 * day, identifiers, ("fbp",)),
+            2: (now - 3 * day, identifiers, ("fbp",)),
+            3: (now - 60 * day, identifiers, ("fbp",)),
+        },
+    )
+
+    values = {index: {item.key: item.value for item in items} for index, items in filled.items()}
+    # The fbc seen 29 days ago is outside the 7-day window; the fbp first seen after the
+    # event is not the event's; an event 60 days back has nothing seen before it.
+    assert values == {0: {"fbp": "fb.1.1.new"}, 1: {"fbp": "fb.1.1.mid"}, 2: {"fbp": "fb.1.1.mid"}}
+    assert filled[0][0].seen_at == now - day
+    assert filled[0][0].matched_by == "email"
+    # A sighting still seen after the event fills it, dated at the event, not later.
+    assert filled[1][0].seen_at == now - 6 * day
+    assert filled[2][0].seen_at == now - 5 * day
+
+
+def test_recall_prefers_the_latest_sighting_then_the_strongest_identifier(
+    shop: Destination, clock: Any
+) -> None:
+    now = clock.now()
+    tenant = shop.tenant_id
+    hour = timedelta(hours=1)
+    sight(tenant, PERSON, "fbp", "fb.1.1.by-email", now - 3 * hour, now - hour)
+    sight(tenant, CUSTOMER, "fbp", "fb.1.1.by-id", now - 3 * hour, now - hour)
+    sight(tenant, PERSON, "fbc", "fb.1.1.IwARlater", now - 3 * hour, now - hour)
+    sight(tenant, CUSTOMER, "fbc", "fb.1.1.IwARearlier", now - 3 * hour, now - 2 * hour)
+
+    filled = click_memory.recall(
+        tenant, {7: (now, [("external_id", CUSTOMER), ("em", PERSON)], ("fbc", "fbp"))}
+    )
+
+    chosen = {item.key: (item.value, item.matched_by) for item in filled[7]}
+    assert chosen == {
+        # Seen at the same moment by both: the external_id, the stronger name, wins.
+        "fbp": ("fb.1.1.by-id", "external_id"),
+        # Seen later by email than by external_id: the later one wins.
+        "fbc": ("fb.1.1.IwARlater", "email"),
+    }
+
+
+def test_recall_reads_one_sighting_per_lookup_however_many_a_person_has(
+    shop: Destination, clock: Any
+) -> None:
+    """A shared or placeholder email gathers thousands of sightings; recall must not read them.
+
+    On PostgreSQL the plan is checked on a table never analyzed (as after a deploy): each
+    lookup is an index scan that stops at its first row.
+    """
+    now = clock.now()
+    tenant = shop.tenant_id
+    ClickIdSighting.objects.bulk_create(
+        ClickIdSighting(
+            tenant_id=tenant,
+            identifier=PERSON,
+            identifier_key="em",
+            key="fbp",
+            value=f"fb.1.1.{number}",
+            first_seen_at=now - timedelta(minutes=number + 1),
+            last_seen_at=now - timedelta(minutes=number),
+            ad_storage="granted",
+        )
+        for number in range(3000)
+    )
+    wanted = {0: (now, [("em", PERSON)], ("fbc", "fbp"))}
+    plans: list[dict[str, Any]] = []
+
+    def explained(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # The statement exactly as recall sends it, parameters bound the same way, explained.
+        if connection.vendor == "postgresql" and "LATERAL" in sql:
+            cursor = context["cursor"].cursor  # the driver's own: no wrapper again
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+            (document,) = cursor.fetchone()
+            document = json.loads(document) if isinstance(document, str) else document
+            plans.append(document[0]["Plan"])
+        return execute(sql, params, many, context)
+
+    with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(explained):
+        filled = click_memory.recall(tenant, wanted)
+
+    assert [(item.key, item.value) for item in filled[0]] == [("fbp", "fb.1.1.0")]
+    assert len(queries) == 1
+    if connection.vendor != "postgresql":
+        return
+    (plan,) = plans
+    scans = [
+        node for node in _nodes(plan) if node.get("Relation Name") == ClickIdSighting._meta.db_table
+    ]
+    assert scans, plan
+    for scan in scans:
+        assert scan["Node Type"] == "Index Scan", scan
+        assert scan["Index Name"] == "capi_click_sighting_recall", scan
+        # Rows read per lookup: the one chosen, none filtered away one by one.
+        assert scan["Actual Rows"] <= 1, scan
+        assert scan.get("Rows Removed by Filter", 0) == 0, scan
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", ()):
+        found.extend(_nodes(child))
+    return found

@@ -4,9 +4,12 @@ It knows nothing of the models: it takes a URL, a body and headers, and answers 
 :class:`Answer` or raises :class:`TransportError`. A channel's URL is checked when it is saved
 and again before every send (DNS may change in between): ``https`` only unless
 ``ALERT_ALLOW_HTTP``, and never a host that resolves to a private, loopback, link-local,
-multicast or reserved address unless ``ALERT_ALLOW_PRIVATE_ADDRESSES``. Redirects are never
-followed (a 3xx is a failed attempt). Error texts name the host only: a Slack URL's path is
-itself a secret.
+multicast or reserved address unless ``ALERT_ALLOW_PRIVATE_ADDRESSES``. A host name is
+resolved once per send and the request goes to the address that was checked, named in TLS
+(SNI and certificate) and in ``Host`` as the URL names it: a name whose DNS answer changes
+between the check and the connection (DNS rebinding) cannot turn an alert into a request to
+the site's own network. Redirects are never followed (a 3xx is a failed attempt). Error texts
+name the host only: a Slack URL's path is itself a secret.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from capi_destinations.conf import app_settings
 
@@ -76,11 +81,12 @@ def _address_is_public(address: str) -> bool:
     )
 
 
-def refuse_unsafe_url(url: str) -> None:
+def refuse_unsafe_url(url: str) -> str | None:
     """Raise :class:`UnsafeURL` unless the settings allow sending to ``url``.
 
     Resolves the host name: every address it resolves to must be public (unless
-    ``ALERT_ALLOW_PRIVATE_ADDRESSES``).
+    ``ALERT_ALLOW_PRIVATE_ADDRESSES``). Returns the address to connect to, the first checked
+    one; None when the host is an IP address already.
     """
     try:
         parts = urlsplit(url)
@@ -93,16 +99,30 @@ def refuse_unsafe_url(url: str) -> None:
     host = parts.hostname
     if not host or parts.username or parts.password:
         raise UnsafeURL("The address needs a host name (and no user name or password).")
-    if app_settings.ALERT_ALLOW_PRIVATE_ADDRESSES:
-        return
     try:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
+        if app_settings.ALERT_ALLOW_PRIVATE_ADDRESSES:
+            return None  # nothing to check: connect by name, as the settings allow
         raise UnsafeURL(f"The host {host} could not be found.") from None
-    if not infos or not all(_address_is_public(str(info[4][0])) for info in infos):
+    addresses = [str(info[4][0]) for info in infos]
+    if not app_settings.ALERT_ALLOW_PRIVATE_ADDRESSES and (
+        not addresses or not all(_address_is_public(address) for address in addresses)
+    ):
         raise UnsafeURL(
             f"The host {host} resolves to a private, loopback, link-local or reserved address."
         )
+    if _is_ip_address(host) or not addresses:
+        return None
+    return addresses[0]
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -125,19 +145,23 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> Answer
     """
     host = host_of(url)
     try:
-        refuse_unsafe_url(url)
+        address = refuse_unsafe_url(url)
     except UnsafeURL as error:
         raise TransportError(f"Not sent: {error}") from None
     timeout = (float(app_settings.ALERT_CONNECT_TIMEOUT), float(app_settings.ALERT_READ_TIMEOUT))
     started = time.monotonic()
     try:
-        response = requests.post(
-            url,
-            data=body,
-            headers={"Content-Type": "application/json", **(headers or {})},
-            timeout=timeout,
-            allow_redirects=False,
-        )
+        with requests.Session() as session:
+            if address is not None:
+                url, pinned_headers = _pin(session, url, address)
+                headers = {**(headers or {}), **pinned_headers}
+            response = session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", **(headers or {})},
+                timeout=timeout,
+                allow_redirects=False,
+            )
     except requests.RequestException as exc:
         raise TransportError(
             _describe(exc, host, timeout), duration_ms=_elapsed_ms(started)
@@ -150,6 +174,32 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> Answer
         _elapsed_ms(started),
         ok=200 <= response.status_code < 300,
     )
+
+
+class _NamedHostAdapter(HTTPAdapter):
+    """Connects wherever the URL says (the checked address) and speaks TLS to ``host``: the
+    name sent in SNI and checked against the certificate is the channel's, not the address."""
+
+    def __init__(self, host: str) -> None:
+        self._host = host
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(server_hostname=self._host, assert_hostname=self._host)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _pin(session: requests.Session, url: str, address: str) -> tuple[str, dict[str, str]]:
+    """``url`` with its host replaced by ``address``, and the ``Host`` header that names it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    named = host.encode("idna").decode("ascii")
+    literal = f"[{address}]" if ":" in address else address
+    port = f":{parts.port}" if parts.port else ""
+    if parts.scheme == "https":
+        session.mount("https://", _NamedHostAdapter(named))
+    pinned = urlunsplit((parts.scheme, literal + port, parts.path, parts.query, ""))
+    return pinned, {"Host": named + port}
 
 
 def _describe(exc: requests.RequestException, host: str, timeout: tuple[float, float]) -> str:

@@ -553,6 +553,78 @@ def test_an_unsafe_url_is_refused_again_when_sending(
     assert AlertDelivery.objects.get(channel=channel).status == AlertDeliveryStatus.PENDING
 
 
+# --- DNS rebinding: the request goes to the address that was checked --------------------------
+
+
+class FakeDNS:
+    """Answers for made-up host names, in turn (the last one repeats); every other name and
+    every IP address goes to the machine's own resolver. Stands in for a DNS server whose
+    answer changes between two lookups, which no test can make a real one do."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.answers: dict[str, list[str]] = {}
+        self.asked: list[str] = []
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            answers = self.answers.get(host)
+            if not answers:
+                return real(host, port, *args, **kwargs)
+            self.asked.append(host)
+            address = answers.pop(0) if len(answers) > 1 else answers[0]
+            return real(address, port, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+    return FakeDNS(monkeypatch)
+
+
+def test_a_name_that_resolves_elsewhere_after_the_check_is_not_followed(
+    receiver: Receiver, fake_dns: FakeDNS, settings: Any
+) -> None:
+    # Public when checked, the site's own loopback a moment later (DNS rebinding).
+    settings.CAPI_DESTINATIONS = {"ALERT_ALLOW_HTTP": True, "ALERT_CONNECT_TIMEOUT": 0.5}
+    port = receiver.url.split(":")[2].split("/")[0]
+    fake_dns.answers["rebind.example"] = ["93.184.215.14", "127.0.0.1"]
+
+    with pytest.raises(alert_transport.TransportError) as raised:
+        alert_transport.post(f"http://rebind.example:{port}/hooks/T0SECRETPATH", b"{}")
+
+    # Connected to the address checked (unreachable here), never to the loopback receiver.
+    assert receiver.requests == []
+    assert fake_dns.asked == ["rebind.example"]
+    assert "rebind.example" in raised.value.message
+    assert "SECRETPATH" not in raised.value.message
+
+
+def test_the_checked_address_is_spoken_to_by_the_channels_name_over_tls(
+    make_tls_receiver: Callable[[str], tuple[Receiver, Path]],
+    fake_dns: FakeDNS,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.CAPI_DESTINATIONS = LOOPBACK_ALLOWED
+    receiver, certificate = make_tls_receiver("hooks.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+    port = receiver.url.split(":")[2].split("/")[0]
+    fake_dns.answers["hooks.example"] = ["127.0.0.1"]
+    fake_dns.answers["other.example"] = ["127.0.0.1"]
+
+    answer = alert_transport.post(f"https://hooks.example:{port}/hooks/T0", b'{"a": 1}')
+
+    # SNI and the certificate check name the channel's host; so does Host.
+    assert answer.ok
+    assert [request.headers["Host"] for request in receiver.requests] == [f"hooks.example:{port}"]
+    assert fake_dns.asked == ["hooks.example"]
+    # The same address under a name the certificate does not hold: refused, nothing sent.
+    with pytest.raises(alert_transport.TransportError):
+        alert_transport.post(f"https://other.example:{port}/hooks/T0", b"{}")
+    assert len(receiver.requests) == 1
+
+
 # --- secrets ------------------------------------------------------------------------------------
 
 

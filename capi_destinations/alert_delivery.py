@@ -444,11 +444,24 @@ def _due(now: datetime) -> Q:
 
 
 def deliver_due(*, limit: int = 200) -> int:
-    """Send every due delivery once (each claimed under a lease); returns how many were tried."""
+    """Send every due delivery once (each claimed under a lease); returns how many were tried.
+
+    A channel switched off keeps its alerts waiting, as a channel that is down does, until
+    ``ALERT_RETRY_FOR_SECONDS`` after each alert: then it is failed unsent (switched on again
+    days later, a channel gets no stale alerts). Waiting alerts of switched-off channels are
+    not claimed, so however many there are, they never hold back other channels' alerts.
+    """
     now = clock.now()
+    deadline = now - timedelta(seconds=float(app_settings.ALERT_RETRY_FOR_SECONDS))
     with _database_turn():
+        AlertDelivery.objects.filter(
+            status=AlertDeliveryStatus.PENDING,
+            is_test=False,
+            channel__enabled=False,
+            created_at__lte=deadline,
+        ).update(status=AlertDeliveryStatus.FAILED, next_attempt_at=None)
         due_ids = list(
-            AlertDelivery.objects.filter(_due(now), is_test=False)
+            AlertDelivery.objects.filter(_due(now), is_test=False, channel__enabled=True)
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
@@ -459,7 +472,7 @@ def deliver_due(*, limit: int = 200) -> int:
             continue  # another worker took it
         delivery, lease = claim
         if not delivery.channel.enabled:
-            # A channel switched off keeps its alerts waiting, as a channel that is down does.
+            # Switched off since the list was read: back to waiting.
             with _database_turn():
                 AlertDelivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
                     status=AlertDeliveryStatus.PENDING, lease_token=None, lease_expires_at=None

@@ -910,6 +910,53 @@ def test_a_disabled_channel_keeps_its_alerts_waiting(
     assert len(receiver.requests) == 1
 
 
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_switched_off_channels_alerts_fail_unsent_past_the_retry_bound(
+    destination: Destination, receiver: Receiver, clock: Any
+) -> None:
+    channel, _ = make_channel(destination.tenant, receiver.url)
+    stale = AlertDelivery.objects.create(
+        channel=channel, kind="health", payload={"kind": "health"}, next_attempt_at=clock.now()
+    )
+    alerts.update_channel(channel, enabled=False)
+    clock.advance(timedelta(seconds=float(app_settings.ALERT_RETRY_FOR_SECONDS) + 1))
+    recent = AlertDelivery.objects.create(
+        channel=channel, kind="health", payload={"kind": "health"}, next_attempt_at=clock.now()
+    )
+
+    assert run_delivery() == 0
+    stale.refresh_from_db()
+    assert (stale.status, stale.attempts) == (AlertDeliveryStatus.FAILED, 0)
+    alerts.update_channel(channel, enabled=True)
+    assert run_delivery() == 1
+    # Switched on again: the alert still inside its bound goes out, the stale one never.
+    assert len(receiver.requests) == 1
+    recent.refresh_from_db()
+    assert recent.status == AlertDeliveryStatus.SENT
+
+
+@pytest.mark.usefixtures("loopback_allowed")
+def test_a_switched_off_channels_waiting_alerts_never_hold_back_anothers(
+    destination: Destination, make_receiver: Callable[[], Receiver], clock: Any
+) -> None:
+    off_receiver, on_receiver = make_receiver(), make_receiver()
+    off, _ = make_channel(destination.tenant, off_receiver.url)
+    on, _ = make_channel(destination.tenant, on_receiver.url)
+    for _ in range(3):  # due first, and more of them than one run takes
+        AlertDelivery.objects.create(
+            channel=off, kind="health", payload={}, next_attempt_at=clock.now()
+        )
+    alerts.update_channel(off, enabled=False)
+    clock.advance(timedelta(minutes=1))
+    AlertDelivery.objects.create(
+        channel=on, kind="health", payload={"kind": "health"}, next_attempt_at=clock.now()
+    )
+
+    assert alert_delivery.deliver_due(limit=2) == 1
+
+    assert (len(off_receiver.requests), len(on_receiver.requests)) == (0, 1)
+
+
 def test_old_sent_and_failed_alerts_are_purged_and_waiting_ones_kept(
     tenant: Tenant, clock: Any, settings: Any
 ) -> None:

@@ -6,7 +6,9 @@ health checks older than the retention period go; failed events stay as long as 
 take them (someone may fix and redeliver them), and go once its longest window has closed on
 them; each destination keeps its latest health check and latest status change however old
 (:func:`purge_old_checks`). Alerts sent or failed go with their attempts; waiting ones stay.
-Finished CSV import runs go too, except each destination's latest (its mapping is remembered).
+Finished CSV import runs go too, except each destination's latest (its mapping is remembered),
+and invitations (each holds an email address): used or revoked ones once closed that long ago,
+pending ones once expired that long ago.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from capi_destinations.models import (
     HealthCheck,
     ImportRun,
     ImportStatus,
+    Invitation,
+    InvitationState,
 )
 
 logger = logging.getLogger("capi_destinations.tasks")
@@ -68,6 +72,13 @@ def purge_old_records() -> dict[str, int]:
         )
     )
     purged["import_runs"] = purge_old_import_runs(cutoff)
+    expired_before = cutoff - timedelta(seconds=float(app_settings.INVITATION_MAX_AGE))
+    purged["invitations"] = _delete_in_chunks(
+        Invitation.objects.filter(
+            Q(state__in=(InvitationState.ACCEPTED, InvitationState.REVOKED), closed_at__lt=cutoff)
+            | Q(state=InvitationState.PENDING, sent_at__lt=expired_before)
+        )
+    )
     logger.info("Purged records older than %s: %s", cutoff, purged)
     return purged
 

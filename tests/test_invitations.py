@@ -17,7 +17,8 @@ from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from capi_destinations import invitations
+from capi_destinations import invitations, retention
+from capi_destinations.conf import app_settings
 from capi_destinations.models import (
     AuditAction,
     AuditEntry,
@@ -574,3 +575,31 @@ def test_a_taken_login_name_is_refused_and_nothing_is_created(
         page, {"username": "nina", "password1": PASSWORD, "password2": PASSWORD}
     )
     assert response.status_code == 302
+
+
+def test_retention_purges_closed_and_long_expired_invitations(
+    owner: Any, tenant: Tenant, clock: Any
+) -> None:
+    """An invitation holds an email address: it goes once nobody can need it any more."""
+    used, _ = invitations.invite(tenant, "used@example.com", Role.EDITOR, actor=owner)
+    revoked, _ = invitations.invite(tenant, "revoked@example.com", Role.EDITOR, actor=owner)
+    expired, _ = invitations.invite(tenant, "expired@example.com", Role.EDITOR, actor=owner)
+    invitations.revoke(revoked, actor=owner)
+    Invitation.objects.filter(pk=used.pk).update(
+        state=InvitationState.ACCEPTED, closed_at=clock.now()
+    )
+    days = int(app_settings.RETENTION_DAYS)
+    clock.advance(timedelta(days=days + 1))
+    fresh, _ = invitations.invite(tenant, "fresh@example.com", Role.EDITOR, actor=owner)
+
+    purged = retention.purge_old_records()
+
+    # The expired one stays listed (to resend) until it has been expired that long too.
+    assert purged["invitations"] == 2
+    assert set(Invitation.objects.values_list("email", flat=True)) == {
+        "expired@example.com",
+        "fresh@example.com",
+    }
+    clock.advance(timedelta(seconds=float(app_settings.INVITATION_MAX_AGE)))
+    assert retention.purge_old_records()["invitations"] == 1
+    assert list(Invitation.objects.values_list("pk", flat=True)) == [fresh.pk]

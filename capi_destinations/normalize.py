@@ -224,7 +224,12 @@ def _possible_international(digits: str) -> bool:
     national = digits[len(calling_code) :]
     if len(national) not in lengths or not national.strip("0"):
         return False
-    return prefix is None or prefix.match(national) is None
+    if prefix is None:
+        return True
+    stripped = prefix.match(national)
+    # A match of nothing strips nothing and transforms nothing (libphonenumber keeps the
+    # number as it is): Argentina's prefix pattern is all optional, so it always matches.
+    return stripped is None or (stripped.end() == 0 and stripped.lastindex is None)
 
 
 def _phone(text: str, country: str | None) -> tuple[str | None, str | None]:

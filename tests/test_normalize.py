@@ -177,6 +177,43 @@ def test_any_plus_number_is_judged_like_libphonenumber(digits: str) -> None:
     assert normalize_field("ph", "+" + digits) == _libphonenumber_e164("+" + digits)
 
 
+def _national_prefixes_matching_nothing() -> list[str]:
+    from capi_destinations import normalize
+
+    codes = []
+    for code in sorted(normalize._CALLING_CODES, key=int):
+        prefix, _ = normalize._calling_code_rules(code)
+        if prefix is not None and prefix.match("") is not None:
+            codes.append(code)
+    return codes
+
+
+def test_argentine_mobile_numbers_take_the_fast_path() -> None:
+    from capi_destinations import normalize
+
+    # Argentina's national prefix pattern is all optional: it matches every number, by
+    # matching nothing, and libphonenumber then keeps the number as it is.
+    assert _national_prefixes_matching_nothing() == ["54"]
+    assert normalize._possible_international("5491123456990")
+    assert normalize._fast_phone("+54 9 11 2345-6990") == sha("5491123456990")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.sampled_from(_national_prefixes_matching_nothing()),
+    national=st.from_regex(r"[0-9]{6,13}", fullmatch=True),
+)
+def test_a_number_whose_prefix_pattern_matches_nothing_is_judged_like_libphonenumber(
+    code: str, national: str
+) -> None:
+    from capi_destinations import normalize
+
+    digits = code + national
+    if normalize._possible_international(digits):
+        assert _libphonenumber_e164("+" + digits) == digits
+    assert normalize_field("ph", "+" + digits) == _libphonenumber_e164("+" + digits)
+
+
 @pytest.mark.parametrize(
     ("text", "country", "expected"),
     [

@@ -209,6 +209,27 @@ def _calling_code_rules(calling_code: str) -> tuple[re.Pattern[str] | None, froz
     return (re.compile(prefix) if prefix else None), frozenset(lengths)
 
 
+# Per first three digits of an international number: (length of its calling code, lengths of
+# fully possible national numbers, the national prefix when it is plain digits, else its
+# pattern). Filled as numbers come, so that only the metadata of the countries seen is loaded.
+_PhoneRules = tuple[int, frozenset[int], str | None, re.Pattern[str] | None]
+_PHONE_RULES: dict[str, _PhoneRules] = {}
+
+
+def _phone_rules(first_digits: str) -> _PhoneRules:
+    calling_code = _CALLING_CODE_OF_FIRST_DIGITS.get(first_digits)
+    if calling_code is None:
+        rules: _PhoneRules = (0, frozenset(), None, None)  # no number is possible
+    else:
+        prefix, lengths = _calling_code_rules(calling_code)
+        if prefix is not None and prefix.pattern.isdigit():
+            rules = (len(calling_code), lengths, prefix.pattern, None)
+        else:
+            rules = (len(calling_code), lengths, None, prefix)
+    _PHONE_RULES[first_digits] = rules
+    return rules
+
+
 def _possible_international(digits: str) -> bool:
     """Whether ``+digits`` is certainly a fully possible number, without a full parse.
 
@@ -217,13 +238,15 @@ def _possible_international(digits: str) -> bool:
     other case returns False and goes through ``phonenumbers.parse``, which decides. Parsing
     is ~20x slower and would otherwise dominate the cost of a record.
     """
-    calling_code = _CALLING_CODE_OF_FIRST_DIGITS.get(digits[:3])
-    if calling_code is None:
-        return False  # also every number starting with 0: no calling code does
-    prefix, lengths = _calling_code_rules(calling_code)
-    national = digits[len(calling_code) :]
+    first_digits = digits[:3]
+    rules = _PHONE_RULES.get(first_digits) or _phone_rules(first_digits)
+    size, lengths, plain_prefix, prefix = rules
+    national = digits[size:]
+    # No calling code (every number starting with 0, for one) has no possible length.
     if len(national) not in lengths or not national.strip("0"):
         return False
+    if plain_prefix is not None:
+        return not national.startswith(plain_prefix)  # what the pattern's match would say
     if prefix is None:
         return True
     stripped = prefix.match(national)

@@ -177,6 +177,21 @@ def test_any_plus_number_is_judged_like_libphonenumber(digits: str) -> None:
     assert normalize_field("ph", "+" + digits) == _libphonenumber_e164("+" + digits)
 
 
+@pytest.mark.parametrize("region", sorted(phonenumbers.SUPPORTED_REGIONS))
+def test_numbers_of_every_region_with_and_without_a_national_prefix_match_libphonenumber(
+    region: str,
+) -> None:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    example = phonenumbers.example_number(region)
+    assert metadata is not None
+    if example is None:
+        return  # a region without numbers of its own (a shared calling code)
+    code, national = example.country_code, phonenumbers.national_significant_number(example)
+    prefix = metadata.national_prefix or ""
+    for text in (f"+{code}{national}", f"+{code}{prefix}{national}", f"+{code}0{national}"):
+        assert normalize_field("ph", text) == _libphonenumber_e164(text), text
+
+
 def _national_prefixes_matching_nothing() -> list[str]:
     from capi_destinations import normalize
 

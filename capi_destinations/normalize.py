@@ -652,9 +652,12 @@ _COUNTRY_DEPENDENT_KEYS = frozenset({"ph", "st", "zp"})
 
 # How the loop treats each accepted input key: (Meta's key, kind), looked up once per key.
 _REPEATING, _UNIQUE, _COUNTRY_DEPENDENT, _CLEAR = "repeating", "unique", "country", "clear"
+_COUNTRY = "the country"
 
 
 def _kind_of(key: str) -> str:
+    if key == "country":
+        return _COUNTRY
     if key in _COUNTRY_DEPENDENT_KEYS:
         return _COUNTRY_DEPENDENT
     if key in _REPEATING_KEYS:
@@ -801,6 +804,28 @@ def _fast_path(key: str) -> Callable[[str], str | None] | None:
     return _fast_clear(key)
 
 
+@lru_cache(maxsize=4096)  # countries repeat from event to event, and are not contact data
+def _clean_country(value: str) -> tuple[str | None, str] | None:
+    """(the context country it names, digest) of a clean country text; None if not clean."""
+    digest, problem = _digest("country", value, None)
+    if digest is None or problem is not None:
+        return None
+    return _country_of_text(value), digest
+
+
+def _clean_digest_in_country(key: str) -> Callable[[str, str | None], str | None]:
+    # One bounded cache per key, as for the other repeating keys, and per context country.
+    @lru_cache(maxsize=4096)
+    def clean_digest(value: str, country: str | None) -> str | None:
+        digest, problem = _digest(key, value, country)
+        return digest if problem is None else None
+
+    return clean_digest
+
+
+#: The cached fast path of the repeating keys read with the context country (state, postal
+#: code): the digest of a clean text value in a context country, else None.
+_FAST_PATHS_IN_COUNTRY = {key: _clean_digest_in_country(key) for key in ("st", "zp")}
 _FAST_PATHS = {key: _fast_path(key) for key in (*HASHED_KEYS, *CLEAR_KEYS, *BUSINESS_ACCOUNT_KEYS)}
 _KEY_PLANS: dict[str, tuple[str, str, Callable[[str], str | None] | None]] = {
     name: (key, _kind_of(key), _FAST_PATHS[key]) for name, key in _KEY_LOOKUP.items()
@@ -904,10 +929,13 @@ def _normalize_user_data(
     country_dependent: list[tuple[str, Any]] = []
     phone_deferred = False
     for raw_key, raw_value in user_data.items():
-        plan = _KEY_PLANS.get(raw_key) or _alias_plan(raw_key, found)
-        if plan is None:
-            continue
-        key, kind, fast = plan
+        try:
+            key, kind, fast = _KEY_PLANS[raw_key]
+        except KeyError:
+            plan = _alias_plan(raw_key, found)
+            if plan is None:
+                continue
+            key, kind, fast = plan
         # A deferred phone must stay ahead of a later one, so the fast path waits behind it.
         if fast is not None and key not in result and not (phone_deferred and key == "ph"):
             if type(raw_value) is str:
@@ -922,17 +950,34 @@ def _normalize_user_data(
             country_dependent.append((key, raw_value))
         elif kind is _CLEAR:
             _add_clear(key, raw_value, result, found)
-        else:
-            if key == "country" and event_country is None:
+        elif kind is _COUNTRY:
+            if type(raw_value) is str and key not in result:
+                clean = _clean_country(raw_value)
+                if clean is not None:
+                    result[key] = [clean[1]]
+                    if event_country is None:
+                        event_country = clean[0]
+                    continue
+            if event_country is None:
                 event_country = _event_country(raw_value)
+            _add_hashed(key, _cached_digest, raw_value, None, result, found)
+        else:
             digest_of = _cached_digest if kind is _REPEATING else _digest
             _add_hashed(key, digest_of, raw_value, None, result, found)
 
-    context_country = _context_country(event_country, default_country)
+    if event_country is None and default_country is not None:
+        event_country = _context_country(event_country, default_country)
     for key, raw_value in country_dependent:
-        digest_of = _digest if key == "ph" else _cached_digest
-        _add_hashed(key, digest_of, raw_value, context_country, result, found)
-    return result, found, context_country
+        if key == "ph":
+            _add_hashed(key, _digest, raw_value, event_country, result, found)
+            continue
+        if type(raw_value) is str and key not in result:
+            digest = _FAST_PATHS_IN_COUNTRY[key](raw_value, event_country)
+            if digest is not None:
+                result[key] = [digest]
+                continue
+        _add_hashed(key, _cached_digest, raw_value, event_country, result, found)
+    return result, found, event_country
 
 
 _KeyPlan = tuple[str, str, Callable[[str], str | None] | None]

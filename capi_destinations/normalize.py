@@ -19,10 +19,9 @@ import socket
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 import pycountry
@@ -59,17 +58,26 @@ _KEY_LOOKUP: dict[str, str] = {
 _CLEAR_KEYS_NEVER_HEX = frozenset({"client_ip_address", "client_user_agent", "fbc", "fbp"})
 
 
-@dataclass(frozen=True)
-class NormalizedUserData:
+class NormalizedUserData(NamedTuple):
     """Meta-ready ``user_data`` plus one diagnostic per value that was dropped or doubtful.
 
     ``country`` is the context country (ISO alpha-2, lowercase) that phone numbers, states and
     postal codes were read with: the event's own ``country`` if usable, else the default.
+
+    A named tuple, immutable like the frozen dataclass it was: one is built per event, and a
+    frozen dataclass's ``__init__`` cost as much as normalizing two keys.
     """
 
     user_data: dict[str, Any]
     diagnostics: list[Diagnostic]
     country: str | None = None
+
+
+# tuple.__new__ builds the named tuple without the Python-level __new__ NamedTuple generates.
+_new_report: Callable[
+    [type[NormalizedUserData], tuple[dict[str, Any], list[Diagnostic], str | None]],
+    NormalizedUserData,
+] = tuple.__new__
 
 
 class _Dropped(Exception):
@@ -904,8 +912,7 @@ def normalize_user_data_report(
     The context country is the event's own ``country`` key when it can be read, else
     ``country=`` (for example the destination's default country).
     """
-    result, found, context_country = _normalize_user_data(user_data, country)
-    return NormalizedUserData(user_data=result, diagnostics=found, country=context_country)
+    return _normalize_user_data(user_data, country)
 
 
 # --- the loop behind both public functions ----------------------------------------------------
@@ -915,7 +922,7 @@ _SEQUENCES = (list, tuple)
 
 def _normalize_user_data(
     user_data: Mapping[str, Any], default_country: str | None
-) -> tuple[dict[str, Any], list[Diagnostic], str | None]:
+) -> NormalizedUserData:
     # This runs for every event, so the common shape (one string per key) takes a short path,
     # written out here; everything else goes through the helpers below.
     found: list[Diagnostic] = []
@@ -923,7 +930,7 @@ def _normalize_user_data(
     # isinstance() against the Mapping ABC is slow; a plain dict is by far the usual input.
     if type(user_data) is not dict and not isinstance(user_data, Mapping):
         found.append(_problem("user_data", "invalid_user_data", type_name=_type_name(user_data)))
-        return result, found, None
+        return _new_report(NormalizedUserData, (result, found, None))
 
     event_country: str | None = None
     country_dependent: list[tuple[str, Any]] = []
@@ -977,7 +984,7 @@ def _normalize_user_data(
                 result[key] = [digest]
                 continue
         _add_hashed(key, _cached_digest, raw_value, event_country, result, found)
-    return result, found, event_country
+    return _new_report(NormalizedUserData, (result, found, event_country))
 
 
 _KeyPlan = tuple[str, str, Callable[[str], str | None] | None]

@@ -371,25 +371,33 @@ _DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # (the Unix time the cached year ends, the current UTC year as 4 digits): the year is read per
 # date of birth, and asking the clock for a calendar date costs more than the rest of the check.
 _year_now: list[Any] = [0.0, "0000"]
+_time = time.time
 
 
-def _current_year_text() -> str:
-    if time.time() >= _year_now[0]:
-        year = time.gmtime().tm_year
-        _year_now[:] = [calendar.timegm((year + 1, 1, 1, 0, 0, 0)), f"{year:04d}"]
-    return str(_year_now[1])
+def _read_the_year() -> None:
+    year = time.gmtime().tm_year
+    _year_now[:] = [calendar.timegm((year + 1, 1, 1, 0, 0, 0)), f"{year:04d}"]
+
+
+#: Every MMDD of a leap year: a real date is one of these, and 0229 only in a leap year.
+_MONTH_DAYS = frozenset(
+    f"{month:02d}{day:02d}"
+    for month in range(1, 13)
+    for day in range(1, calendar.monthrange(2000, month)[1] + 1)
+)
 
 
 def _is_real_yyyymmdd(text: str) -> bool:
     """Whether 8 ASCII digits are a real date ``YYYYMMDD`` between 1900 and this year.
 
-    Compared as text: digits of a fixed width order the same way as their numbers.
+    The year is compared as text: digits of a fixed width order the same way as their numbers.
     """
-    year, month, day = text[:4], text[4:6], text[6:]
-    if not ("1900" <= year <= _current_year_text() and "01" <= month <= "12" and day >= "01"):
-        return False
-    # Every month has 28 days; only the last few need the calendar.
-    return day <= "28" or int(day) <= calendar.monthrange(int(year), int(month))[1]
+    if _time() >= _year_now[0]:
+        _read_the_year()
+    year, month_day = text[:4], text[4:]
+    if "1900" <= year <= _year_now[1] and month_day in _MONTH_DAYS:
+        return month_day != "0229" or calendar.isleap(int(year))
+    return False
 
 
 def _date_of_birth(text: str, country: str | None) -> str:

@@ -728,6 +728,26 @@ def test_a_phone_left_to_the_general_path_keeps_its_place_before_a_later_one() -
     assert user_data["ph"] == [sha("33612345678"), sha("33612345679")]
 
 
+@pytest.mark.parametrize(
+    ("text", "real"),
+    [
+        ("20000229", True),  # divisible by 400: a leap year
+        ("19000229", False),  # divisible by 100 only: not one
+        ("20240229", True),
+        ("20230229", False),
+        ("19990431", False),
+        ("19991231", True),
+        ("19000101", True),
+        ("18991231", False),
+        ("19990001", False),
+        ("19991300", False),
+    ],
+)
+def test_yyyymmdd_edges_of_the_calendar(text: str, real: bool) -> None:
+    assert normalize_field("db", text) == (text if real else None)
+    assert (normalize_user_data({"db": text}).get("db") == [sha(text)]) is real
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     text=st.one_of(

@@ -1002,6 +1002,9 @@ def _context_country(event_country: str | None, default_country: str | None) -> 
     """The country phones, states and postal codes are read with: the event's, else the
     default."""
     if event_country is None and default_country is not None:
+        # The destination's default country comes with every event that names none: cached.
+        if type(default_country) is str:
+            return _country_of_text(default_country)
         return normalize_country(default_country)
     return event_country
 

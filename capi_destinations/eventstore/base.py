@@ -321,8 +321,8 @@ class EventStore(ABC):
 
     def _execute_bound(self, sql: str, params: Sequence[Any]) -> None:
         """``_execute`` for a statement run on every request: bound by the server where it
-        can, so PostgreSQL prepares it once per connection (see ``bound_sql``)."""
-        bound_sql.execute(self.connection, sql, params)
+        can, and prepared once per connection where the site allows it (see ``bound_sql``)."""
+        bound_sql.execute(self.connection, sql, params, prepare=True)
 
 
 def dumps(value: Any) -> str:

@@ -57,6 +57,10 @@ def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool) -> Any:
     # The driver Django's backend loaded (psycopg 3, or psycopg2, which binds on the client
     # only): psycopg is an extra of the app's, never imported here.
     database: Any = getattr(connection, "Database", None)
+    # As Django's own cursor() does: the first statement of a request checks the reused
+    # connection (CONN_HEALTH_CHECKS) and replaces one the server dropped. Skipped, the ingest
+    # endpoint (all of whose statements come here) answered 500 on a dropped connection.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
     client_cursor = getattr(database, "ClientCursor", None)

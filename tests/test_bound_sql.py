@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test import Client
@@ -154,3 +155,31 @@ def test_an_ingest_request_prepares_its_lookup_and_insert_but_not_the_recall(
     assert any(f'INSERT INTO "{event_table}"' in sql for sql in statements)
     assert not any(sql.startswith("SELECT") and sighting_table in sql for sql in statements)
     assert Event.objects.filter(event_id__startswith="prepared-").count() == 6
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_server_dropped_is_replaced_before_the_first_statement() -> None:
+    # CONN_HEALTH_CHECKS: the ingest endpoint's statements all come here, so here is where a
+    # request's first statement must check the connection it reuses, as Django's cursor() does.
+    connection.ensure_connection()
+    enabled = connection.health_check_enabled
+    connection.health_check_enabled = True
+    try:
+        (old_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+        database = connection.settings_dict
+        with psycopg.connect(
+            host=database["HOST"] or "127.0.0.1",
+            port=database["PORT"] or 5432,
+            user=database["USER"] or "postgres",
+            dbname=database["NAME"],
+            autocommit=True,
+        ) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [old_pid])
+        connection.health_check_done = False  # a new request (close_old_connections)
+
+        (new_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+    finally:
+        connection.health_check_enabled = enabled
+
+    assert new_pid != old_pid

@@ -393,9 +393,10 @@ def run(mode: str, database: str) -> Result:
     cores = os.cpu_count() or 1
     result.notes.append(
         f"CPU per single-event request: {single_cpu['site']:.2f} ms in the site's gunicorn "
-        f"workers, {single_cpu['postgresql']:.2f} ms in PostgreSQL (of which "
-        f"{single_cpu['postgresql_own']:.2f} ms in the backends of the bench's database; the "
-        f"rest is the server's own processes, and other work when the machine is shared), "
+        f"workers, {single_cpu['postgresql']:.2f} ms in PostgreSQL's processes on the machine "
+        f"({single_cpu['postgresql_own']:.2f} ms in the backends of the bench's database: the "
+        f"machine-wide figure has other work in it on a shared machine, and loses a process "
+        f"that exits), "
         f"{single_cpu['wrk']:.2f} ms in wrk; {cores} cores at {cpu_per_request:.2f} ms a "
         f"request serve at most "
         f"{cores * 1000 / cpu_per_request:,.0f} req/s, whatever the concurrency (a request "

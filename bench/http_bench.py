@@ -155,20 +155,46 @@ class CpuMeter:
     """CPU seconds spent by the site's gunicorn processes, PostgreSQL's processes and wrk.
 
     Tells what one request costs the machine, whatever else shares it: the two cores divided by
-    that cost is the most requests per second this machine could serve.
+    that cost is the most requests per second this machine could serve. PostgreSQL is counted
+    twice: every ``postgres`` process of the machine (``postgresql``), and only the backends
+    connected to the benchmark's own database (``postgresql_own``), which is what the site's
+    requests cost when other work shares the server.
     """
 
     def __init__(self, gunicorn_pid: int) -> None:
         self.gunicorn_pid = gunicorn_pid
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> dict[str, Any]:
         site = [self.gunicorn_pid, *_processes(parent=self.gunicorn_pid)]
         children = os.times()  # wrk runs as this process's child
         return {
             "site": sum(_cpu_seconds(pid) for pid in site),
             "postgresql": sum(_cpu_seconds(pid) for pid in _processes(name="postgres")),
             "wrk": children.children_user + children.children_system,
+            "backends": {pid: _cpu_seconds(pid) for pid in _own_backends()},
         }
+
+    @staticmethod
+    def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """CPU seconds per part between two samples."""
+        spent = {part: after[part] - before[part] for part in ("site", "postgresql", "wrk")}
+        # A backend that started in between counts from zero; one that ended is not seen.
+        spent["postgresql_own"] = sum(
+            cpu - before["backends"].get(pid, 0.0) for pid, cpu in after["backends"].items()
+        )
+        return spent
+
+
+def _own_backends() -> list[int]:
+    """Pids of the PostgreSQL backends connected to this benchmark's database (but ours)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return [pid for (pid,) in cursor.fetchall()]
 
 
 @contextmanager
@@ -314,8 +340,8 @@ def run(mode: str, database: str) -> Result:
         ceiling = _wrk(port, phase="ceiling", seconds=seconds, **ceiling_common)
         after = meter.sample()
         cpu_ms["ceiling"] = {
-            part: round((after[part] - before[part]) * 1000 / max(1, ceiling["requests"]), 3)
-            for part in after
+            part: round(seconds * 1000 / max(1, ceiling["requests"]), 3)
+            for part, seconds in meter.spent(before, after).items()
         }
         for name, phase in phases.items():
             common = {
@@ -330,7 +356,8 @@ def run(mode: str, database: str) -> Result:
             after = meter.sample()
             requests = max(1, measured[name]["requests"])
             cpu_ms[name] = {
-                part: round((after[part] - before[part]) * 1000 / requests, 3) for part in after
+                part: round(seconds * 1000 / requests, 3)
+                for part, seconds in meter.spent(before, after).items()
             }
         # Requests still in flight when wrk stopped finish before the server is stopped.
 
@@ -362,12 +389,16 @@ def run(mode: str, database: str) -> Result:
         },
     )
     single_cpu = cpu_ms["single"]
-    cpu_per_request = sum(single_cpu.values())
+    cpu_per_request = single_cpu["site"] + single_cpu["postgresql"] + single_cpu["wrk"]
     cores = os.cpu_count() or 1
     result.notes.append(
         f"CPU per single-event request: {single_cpu['site']:.2f} ms in the site's gunicorn "
-        f"workers, {single_cpu['postgresql']:.2f} ms in PostgreSQL, {single_cpu['wrk']:.2f} ms in "
-        f"wrk; {cores} cores at {cpu_per_request:.2f} ms a request serve at most "
+        f"workers, {single_cpu['postgresql']:.2f} ms in PostgreSQL's processes on the machine "
+        f"({single_cpu['postgresql_own']:.2f} ms in the backends of the bench's database: the "
+        f"machine-wide figure has other work in it on a shared machine, and loses a process "
+        f"that exits), "
+        f"{single_cpu['wrk']:.2f} ms in wrk; {cores} cores at {cpu_per_request:.2f} ms a "
+        f"request serve at most "
         f"{cores * 1000 / cpu_per_request:,.0f} req/s, whatever the concurrency (a request "
         f"that does nothing costs the site {cpu_ms['ceiling']['site']:.2f} ms)"
     )
@@ -375,7 +406,8 @@ def run(mode: str, database: str) -> Result:
         f"ceiling on this machine: the same gunicorn workers answer a request that does "
         f"nothing (the demo site's root redirect, full middleware, no database) at "
         f"{ceiling_rps:,.0f} req/s (p99 {ceiling['latency_p99_us'] / 1000:.1f} ms); a single-"
-        f"event request reaches {single_rps / ceiling_rps:.0%} of it"
+        # A machine loaded by others can leave the ceiling's phase without one answer.
+        f"event request reaches {single_rps / ceiling_rps if ceiling_rps else 0:.0%} of it"
     )
     for name, numbers in measured.items():
         errors = sum(numbers[key] for key in _ERROR_KEYS)

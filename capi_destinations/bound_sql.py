@@ -4,12 +4,21 @@ Django's psycopg 3 backend binds parameters on the client unless the site sets
 ``OPTIONS["server_side_binding"]``: every value is escaped and written into the SQL text. For
 the app's bulk statements, which carry a chunk of hundreds of rows as ONE JSON parameter, that
 escaping costs more Python time than preparing the rows, and PostgreSQL must parse a literal
-of hundreds of kilobytes; bound as a parameter it is read as it is, and a statement run again
-on the same connection is prepared once (psycopg's ``prepare_threshold``, which a site behind a
-transaction-pooling proxy sets to ``None``). So those statements run here on a server-binding
-cursor of the same connection (the same transaction), through Django's cursor wrapper (errors
-wrapped, queries counted and logged as any other). Anywhere else (SQLite, psycopg 2, a site that
-binds on the server already) they run on Django's ordinary cursor.
+of hundreds of kilobytes; bound as a parameter it is read as it is. So those statements run
+here on a server-binding cursor of the same connection (the same transaction), through Django's
+cursor wrapper (errors wrapped, queries counted and logged as any other). Anywhere else (SQLite,
+psycopg 2, a site that binds on the server already) they run on Django's ordinary cursor.
+
+**Prepared statements.** Django opens psycopg connections with ``prepare_threshold=None``
+(nothing is ever prepared, so that transaction-pooling proxies keep working), so PostgreSQL
+parses and plans every statement again on every run: for the ingest endpoint's INSERT that
+planning costs more than the insert. A statement passed with ``prepare=True`` is prepared on
+its first run on a connection and reused after, but only where the site allows prepared
+statements: ``DATABASES[...]["OPTIONS"]["prepare_threshold"]`` set to a number (README →
+"Running in production"). Only statements whose generic plan is as good as a custom one ask
+for it (a key lookup, an INSERT of rows given as one parameter); every other statement here
+is never prepared, whatever the threshold, since a generic plan can be far worse (the click
+memory's recall with one, for instance, reads the whole sightings index by time).
 """
 
 from __future__ import annotations
@@ -23,32 +32,44 @@ __all__ = ["execute", "fetch_all"]
 
 
 def fetch_all(
-    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, prepare: bool = False
 ) -> list[tuple[Any, ...]]:
-    """Run ``sql`` with ``params`` bound by the server where it can; every row it returns."""
-    with _cursor(connection) as cursor:
+    """Run ``sql`` with ``params`` bound by the server where it can; every row it returns.
+
+    ``prepare``: prepared once per connection where the site allows it (see the module).
+    """
+    with _cursor(connection, prepare=prepare) as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())
 
 
-def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> None:
-    """Run ``sql`` with ``params`` bound by the server where it can."""
-    with _cursor(connection) as cursor:
+def execute(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, prepare: bool = False
+) -> None:
+    """Run ``sql`` with ``params`` bound by the server where it can (``prepare``: as above)."""
+    with _cursor(connection, prepare=prepare) as cursor:
         cursor.execute(sql, params)
 
 
-def _cursor(connection: BaseDatabaseWrapper) -> Any:
+def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool) -> Any:
     if connection.vendor != "postgresql":
         return connection.cursor()
     # The driver Django's backend loaded (psycopg 3, or psycopg2, which binds on the client
     # only): psycopg is an extra of the app's, never imported here.
     database: Any = getattr(connection, "Database", None)
+    # As Django's own cursor() does: the first statement of a request checks the reused
+    # connection (CONN_HEALTH_CHECKS) and replaces one the server dropped. Skipped, the ingest
+    # endpoint (all of whose statements come here) answered 500 on a dropped connection.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
     client_cursor = getattr(database, "ClientCursor", None)
     if client_cursor is None or not issubclass(raw.cursor_factory, client_cursor):
         return connection.cursor()
-    cursor = database.Cursor(raw)
+    # Django's cursor wrapper passes no keyword on to psycopg's execute(): the cursor's class
+    # says whether the statement is prepared. Prepared only where the site allows it (a
+    # threshold in its OPTIONS); never otherwise, whatever psycopg's threshold would do.
+    cursor = _cursor_class(database.Cursor, prepare and raw.prepare_threshold is not None)(raw)
     # As Django's own cursors: timestamps read in the connection's time zone.
     from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped]
         register_tzloader,
@@ -60,3 +81,24 @@ def _cursor(connection: BaseDatabaseWrapper) -> Any:
         register_tzloader(timezone, cursor)
     # Django's wrapper (the debug one when queries are recorded), as connection.cursor() gives.
     return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]  # not in the stubs
+
+
+_CURSOR_CLASSES: dict[tuple[type, bool], type] = {}
+
+
+def _cursor_class(base: type, prepare: bool) -> type:
+    """psycopg's server-binding cursor whose ``execute`` prepares always or never."""
+    found = _CURSOR_CLASSES.get((base, prepare))
+    if found is None:
+
+        def execute(
+            self: Any, query: Any, params: Any = None, *, binary: bool | None = None, **_: Any
+        ) -> Any:
+            return base.execute(self, query, params, prepare=prepare, binary=binary)  # type: ignore[attr-defined]
+
+        found = _CURSOR_CLASSES[(base, prepare)] = type(
+            f"{base.__name__}Prepared" if prepare else f"{base.__name__}Unprepared",
+            (base,),
+            {"execute": execute, "__slots__": ()},
+        )
+    return found

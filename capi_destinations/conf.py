@@ -141,6 +141,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a process remembers a destination found by its ingest key, sparing the database a
     # query per request; a changed key or origin list takes at most this long to apply.
     "INGEST_KEY_CACHE_SECONDS": 5,
+    # PostgreSQL: whether each ingest's hourly counts wait for the disk as events do. Off, a
+    # database crash may lose the last moment's counts (never an event), and concurrent requests
+    # of one destination stop queueing behind each other's flush of the same counter row.
+    "HOURLY_COUNTS_WAIT_FOR_DISK": True,
     # --- First-party click IDs (capi_destinations.middleware.ClickIdMiddleware) ----------------
     # Domain the _fbc/_fbp cookies are set on (".example.com" shares them with the Pixel and
     # every subdomain); None sets them for the request's host only.

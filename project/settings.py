@@ -107,6 +107,16 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # saves that round trip where connections are never dropped behind our back (README →
 # "Running in production").
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django opens psycopg connections with nothing prepared; with a threshold, the app's
+    # statements that ask for it (the ingest key lookup, the event INSERT, the counters) are
+    # prepared once per connection and PostgreSQL stops planning them on every request.
+    # PREPARE_THRESHOLD=none turns it off behind a proxy that pools connections by transaction
+    # without prepared statements (README → "Running in production").
+    _prepare = env.str("PREPARE_THRESHOLD", default="5").strip().lower()
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if _prepare in ("", "none") else int(_prepare)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the worker and the demo write at once: wait for the lock instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from capi_destinations import bound_sql
+from capi_destinations.models import ClickIdSighting, Destination, Event
+from tests.conftest import FROZEN_AT
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +51,135 @@ def test_timestamps_are_read_in_the_connections_time_zone() -> None:
     if connection.vendor == "postgresql":
         assert moment.utcoffset().total_seconds() == 0
         assert moment.hour == 10
+
+
+# --- prepared statements (PostgreSQL) ----------------------------------------------------------
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+@pytest.fixture
+def prepare_threshold() -> Iterator[Callable[[int | None], None]]:
+    """Set the connection's psycopg ``prepare_threshold`` as the site's OPTIONS would."""
+    connection.ensure_connection()
+    raw = connection.connection
+    before = raw.prepare_threshold
+
+    def set_threshold(value: int | None) -> None:
+        raw.prepare_threshold = value
+
+    yield set_threshold
+    raw.prepare_threshold = before
+
+
+@postgresql_only
+def test_a_statement_that_asks_is_prepared_on_its_first_run_where_the_site_allows_it(
+    prepare_threshold: Callable[[int | None], None],
+) -> None:
+    prepare_threshold(5)
+
+    assert bound_sql.fetch_all(connection, "SELECT %s::int + 100", [1], prepare=True) == [(101,)]
+
+    assert "SELECT $1::int + 100" in prepared_statements()
+
+
+@postgresql_only
+def test_a_statement_that_does_not_ask_is_never_prepared_whatever_the_threshold(
+    prepare_threshold: Callable[[int | None], None],
+) -> None:
+    # psycopg would prepare it after five runs; its generic plan may be far worse (the recall).
+    prepare_threshold(1)
+
+    for _ in range(10):
+        bound_sql.fetch_all(connection, "SELECT %s::int + 200", [1])
+
+    assert "SELECT $1::int + 200" not in prepared_statements()
+
+
+@postgresql_only
+def test_nothing_is_prepared_where_the_site_leaves_djangos_default(
+    prepare_threshold: Callable[[int | None], None],
+) -> None:
+    # Django's default (None): a proxy pooling by transaction may not know prepared statements.
+    prepare_threshold(None)
+
+    for _ in range(10):
+        bound_sql.fetch_all(connection, "SELECT %s::int + 300", [1], prepare=True)
+
+    assert "SELECT $1::int + 300" not in prepared_statements()
+
+
+@postgresql_only
+def test_an_ingest_request_prepares_its_lookup_and_insert_but_not_the_recall(
+    client: Client,
+    clock: Any,
+    make_destination: Callable[..., Destination],
+    prepare_threshold: Callable[[int | None], None],
+) -> None:
+    prepare_threshold(5)
+    destination = make_destination()
+    secret = destination.set_ingest_secret()
+    destination.save()
+    url = reverse("capi_destinations:ingest_events", args=[destination.ingest_key])
+    event = {
+        "event_name": "Purchase",
+        "event_time": int(FROZEN_AT.timestamp()) - 60,
+        "event_id": "prepared-1",
+        "action_source": "website",
+        "user_data": {"email": "jane@example.com", "fbp": "fb.1.1700000000000.123456789"},
+    }
+
+    # Six requests: psycopg's own threshold (five runs) would have prepared the recall too.
+    for number in range(6):
+        response = client.post(
+            url,
+            data=json.dumps({**event, "event_id": f"prepared-{number}"}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        )
+        assert response.status_code == 202
+
+    statements = prepared_statements()
+    destination_table = Destination._meta.db_table
+    event_table = Event._meta.db_table
+    sighting_table = ClickIdSighting._meta.db_table
+    assert any(f'FROM "{destination_table}"' in sql for sql in statements)
+    assert any(f'INSERT INTO "{event_table}"' in sql for sql in statements)
+    assert not any(sql.startswith("SELECT") and sighting_table in sql for sql in statements)
+    assert Event.objects.filter(event_id__startswith="prepared-").count() == 6
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_server_dropped_is_replaced_before_the_first_statement() -> None:
+    # CONN_HEALTH_CHECKS: the ingest endpoint's statements all come here, so here is where a
+    # request's first statement must check the connection it reuses, as Django's cursor() does.
+    connection.ensure_connection()
+    enabled = connection.health_check_enabled
+    connection.health_check_enabled = True
+    try:
+        (old_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+        database = connection.settings_dict
+        with psycopg.connect(
+            host=database["HOST"] or "127.0.0.1",
+            port=database["PORT"] or 5432,
+            user=database["USER"] or "postgres",
+            dbname=database["NAME"],
+            autocommit=True,
+        ) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [old_pid])
+        connection.health_check_done = False  # a new request (close_old_connections)
+
+        (new_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+    finally:
+        connection.health_check_enabled = enabled
+
+    assert new_pid != old_pid

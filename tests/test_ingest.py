@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_init, pre_init
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -956,8 +956,70 @@ def test_on_postgresql_an_event_costs_the_recall_and_one_insert(
 
     assert result.status == "stored"
     # The click memory's recall (the event lacks fbc), then one INSERT that queues the event,
-    # remembers its fbp and adds it to the hourly counters.
+    # remembers its fbp and adds it to the hourly counters, committed durably as one.
     assert len(queries) == 2
+    assert HourlyOutcomes._meta.db_table in queries.captured_queries[1]["sql"]
+    assert not any("synchronous_commit" in query["sql"] for query in queries.captured_queries)
     assert ClickIdSighting.objects.filter(key="fbp", value="fb.1.1700000000000.42").count() == 2
     assert HourlyOutcomes.objects.get(destination=destination).recorded == 1
     assert QueuedEvent.objects.filter(event_id=result.event.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
+def test_counts_not_waiting_for_the_disk_are_a_statement_of_their_own_after_commit(
+    transactional_db: None, make_destination: Callable[..., Destination], settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {"HOURLY_COUNTS_WAIT_FOR_DISK": False}
+    destination = make_destination()
+    event = purchase("one-statement")
+    event["user_data"]["fbp"] = "fb.1.1700000000000.42"
+
+    with CaptureQueriesContext(connection) as queries:
+        result = track(destination, event)
+
+    assert result.status == "stored"
+    # The recall, the INSERT (queue and fbp, durable), then, committed apart without waiting
+    # for the flush, the count: the hour's counter row is every request's, and must not stay
+    # locked while a commit of the events waits for the disk.
+    assert len(queries) == 3
+    insert, count = queries.captured_queries[1]["sql"], queries.captured_queries[2]["sql"]
+    assert HourlyOutcomes._meta.db_table not in insert
+    assert "synchronous_commit" not in insert
+    assert HourlyOutcomes._meta.db_table in count
+    assert "'synchronous_commit', 'off'" in count
+    assert HourlyOutcomes.objects.get(destination=destination).recorded == 1
+    assert QueuedEvent.objects.filter(event_id=result.event.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
+def test_counts_added_in_a_callers_transaction_commit_with_it_durably(
+    transactional_db: None, make_destination: Callable[..., Destination], settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {"HOURLY_COUNTS_WAIT_FOR_DISK": False}
+    destination = make_destination()
+
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        counters.add(destination.pk, delivered=2)
+
+    # Dispatch's outcomes and their counts commit together, waiting for the flush as usual.
+    assert not any("synchronous_commit" in query["sql"] for query in queries.captured_queries)
+    assert HourlyOutcomes.objects.get(destination=destination).delivered == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit settings")
+def test_a_count_in_autocommit_leaves_the_next_statements_commit_durable(
+    transactional_db: None, make_destination: Callable[..., Destination], settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {"HOURLY_COUNTS_WAIT_FOR_DISK": False}
+    destination = make_destination()
+
+    counters.add(destination.pk, recorded=1)
+
+    # set_config(..., true) held for the count's own transaction only.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+    assert HourlyOutcomes.objects.get(destination=destination).recorded == 1

@@ -109,8 +109,8 @@ class EventStore(ABC):
         (SQL and its parameters) run in the same statement, so it takes effect exactly when the
         rows do; with ``count_hour``, the rows inserted are added to their destination's
         ``HourlyOutcomes`` of that hour (recorded, rejected, suppressed, match quality) in the
-        same statement too, as ``counters.add`` would (for a caller in autocommit: the counter
-        row's lock is held no longer than the statement).
+        same statement too, as ``counters.add`` would (the counter row then stays locked until
+        the rows' commit is on disk, so ``ingest`` does not use it: see ``ingest._count_hour``).
         """
 
     @abstractmethod
@@ -321,8 +321,8 @@ class EventStore(ABC):
 
     def _execute_bound(self, sql: str, params: Sequence[Any]) -> None:
         """``_execute`` for a statement run on every request: bound by the server where it
-        can, so PostgreSQL prepares it once per connection (see ``bound_sql``)."""
-        bound_sql.execute(self.connection, sql, params)
+        can, and prepared once per connection where the site allows it (see ``bound_sql``)."""
+        bound_sql.execute(self.connection, sql, params, prepare=True)
 
 
 def dumps(value: Any) -> str:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from capi_destinations import bound_sql
+from capi_destinations.conf import app_settings
 from capi_destinations.eventstore.base import (
     INSERT_FIELDS,
     PENDING,
@@ -29,6 +30,8 @@ __all__ = ["PostgreSQLEventStore"]
 
 # The INSERT statement per database alias, built once (the columns never change at run time).
 _INSERT_SQL: dict[tuple[str, str, bool], str] = {}
+# add_counts's UPSERT in autocommit, per (alias, counted columns).
+_UNFLUSHED_COUNTS_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
 # (column, attname) of every inserted column but the payload, whose JSON text is ready-made.
 _RECORD_COLUMNS = [(f.column, f.attname) for f in INSERT_FIELDS if f.attname != "payload"]
 _PAYLOAD_COLUMN = Event._meta.get_field("payload").column
@@ -78,7 +81,9 @@ class PostgreSQLEventStore(EventStore):
                     EventStatus.SUPPRESSED.value,
                 ]
             )
-        return self._fetch(sql, params)
+        # Prepared where the site allows it (bound_sql): planning this statement costs
+        # PostgreSQL more than inserting one event, and its generic plan is the custom one.
+        return bound_sql.fetch_all(self.connection, sql, params, prepare=True)
 
     def _count_sql(self) -> str:
         """``counters.add`` of the rows of ``inserted`` (all of one destination), if any."""
@@ -102,6 +107,46 @@ class PostgreSQLEventStore(EventStore):
             "count(*) FILTER (WHERE status = %s), count(*), "
             "coalesce(sum(match_quality), 0), count(match_quality) FROM inserted "
             f"HAVING count(*) > 0 ON CONFLICT ({key}) DO UPDATE SET {added}"
+        )
+
+    def add_counts(self, destination_id: int, hour: datetime, counts: dict[str, float]) -> None:
+        """As the base UPSERT; with ``HOURLY_COUNTS_WAIT_FOR_DISK`` off (the default is on),
+        in autocommit, its commit does not wait for the WAL flush.
+
+        Every ingest request of a destination adds to the same row of the hour. Committed the
+        usual way, each holds that row's lock until its commit is on disk, so concurrent
+        requests are served one flush after another. A count is not an event: a server crash
+        may lose the last fraction of a second of counts (``counters.rebuild`` recounts them),
+        never an event, which was committed durably before. Inside a caller's transaction
+        (dispatch's outcomes) nothing changes: the counts commit with it, durably.
+        """
+        connection = self.connection
+        if (
+            app_settings.HOURLY_COUNTS_WAIT_FOR_DISK
+            or connection.in_atomic_block
+            or not connection.get_autocommit()
+        ):
+            super().add_counts(destination_id, hour, counts)
+            return
+        names = tuple(counts)
+        sql = _UNFLUSHED_COUNTS_SQL.get((self.alias, names))
+        if sql is None:
+            quote, table = self.quote, self.quote(HourlyOutcomes._meta.db_table)
+            added = ", ".join(
+                f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}" for name in names
+            )
+            key = f"{quote('destination_id')}, {quote('hour')}"
+            # set_config(..., true) holds for this statement's own transaction only; the
+            # subquery makes sure it runs (an unreferenced CTE would not).
+            sql = _UNFLUSHED_COUNTS_SQL[(self.alias, names)] = (
+                f"INSERT INTO {table} ({key}, {', '.join(quote(name) for name in names)}) "  # noqa: S608
+                f"SELECT %s, %s{', %s' * len(names)} FROM (SELECT set_config("
+                "'synchronous_commit', 'off', true)) AS unflushed "
+                f"ON CONFLICT ({key}) DO UPDATE SET {added}"
+            )
+        hour_value = connection.ops.adapt_datetimefield_value(hour)
+        bound_sql.execute(
+            connection, sql, [destination_id, hour_value, *counts.values()], prepare=True
         )
 
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:

@@ -115,9 +115,9 @@ def _current_version(ingest_key: str) -> tuple[Any, ...] | None:
             f"SELECT {columns} FROM {quote(Destination._meta.db_table)} "  # noqa: S608
             f"WHERE {quote(Destination._meta.get_field('ingest_key').column)} = %s"
         )
-    # Bound by the server: the statement is the same on every request, so PostgreSQL prepares
-    # it once per connection instead of parsing and planning it each time.
-    rows = bound_sql.fetch_all(connection, sql, [ingest_key])
+    # Bound by the server and, where the site allows it, prepared: the statement is the same on
+    # every request, so PostgreSQL plans it once per connection instead of on each request.
+    rows = bound_sql.fetch_all(connection, sql, [ingest_key], prepare=True)
     return tuple(rows[0]) if rows else None
 
 

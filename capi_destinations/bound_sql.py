@@ -14,12 +14,13 @@ binds on the server already) they run on Django's ordinary cursor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["execute", "fetch_all"]
+__all__ = ["execute", "fetch_all", "fetch_all_started"]
 
 
 def fetch_all(
@@ -29,6 +30,41 @@ def fetch_all(
     with _cursor(connection) as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())
+
+
+def fetch_all_started(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
+) -> Callable[[], list[tuple[Any, ...]]]:
+    """Start ``fetch_all`` and return at once; the function returned waits for its rows.
+
+    The statement runs in a thread of its own on the SAME connection (so in the same
+    transaction, in order), while this one goes on with Python work: the driver waits for the
+    server without holding the GIL. Until the function returned has been called, the caller
+    must send nothing else on ``connection`` (the driver's lock would serialize it, in no
+    given order). An error of the statement is raised by that function.
+    """
+    cursor = _cursor(connection)  # made here: Django's connection belongs to this thread
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            cursor.execute(sql, params)
+            outcome.append(list(cursor.fetchall()))
+        except BaseException as error:  # handed to the waiting thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="capi-destinations-statement", daemon=True)
+    worker.start()
+
+    def rows() -> list[tuple[Any, ...]]:
+        worker.join()
+        cursor.close()
+        (result,) = outcome
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return rows
 
 
 def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> None:

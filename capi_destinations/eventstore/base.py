@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Protocol
@@ -112,6 +112,23 @@ class EventStore(ABC):
         same statement too, as ``counters.add`` would (for a caller in autocommit: the counter
         row's lock is held no longer than the statement).
         """
+
+    #: Whether ``insert_started`` returns before the database has run the INSERT (PostgreSQL),
+    #: so the caller can prepare the next chunk meanwhile.
+    overlaps = False
+
+    def insert_started(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> Callable[[], list[tuple[int, str, str]]]:
+        """``insert``, started; the function returned waits for it and returns its rows (or
+        raises its error). Nothing else may be sent on the connection before that function
+        is called. Here the INSERT runs at once (see ``overlaps``)."""
+        rows = self.insert(chunk, along=along, count_hour=count_hour)
+        return lambda: rows
 
     @abstractmethod
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:

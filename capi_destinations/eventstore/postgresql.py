@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,8 @@ class PostgreSQLEventStore(EventStore):
 
     combines_statements = True
 
+    overlaps = True
+
     def insert(
         self,
         chunk: Sequence[Candidate],
@@ -46,6 +48,27 @@ class PostgreSQLEventStore(EventStore):
         along: tuple[str, Sequence[Any]] | None = None,
         count_hour: datetime | None = None,
     ) -> list[tuple[int, str, str]]:
+        return self._fetch(*self._insert_statement(chunk, along, count_hour))
+
+    def insert_started(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> Callable[[], list[tuple[int, str, str]]]:
+        # The parameter is built here (Python: it would only compete for the GIL in the
+        # thread); the thread sends it and waits for PostgreSQL without holding the GIL.
+        sql, params = self._insert_statement(chunk, along, count_hour)
+        return bound_sql.fetch_all_started(self.connection, sql, params)
+
+    def _insert_statement(
+        self,
+        chunk: Sequence[Candidate],
+        along: tuple[str, Sequence[Any]] | None,
+        count_hour: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        """The INSERT of ``insert`` and its parameters."""
         counted = count_hour is not None
         key = (self.alias, along[0] if along is not None else "", counted)
         sql = _INSERT_SQL.get(key)
@@ -78,7 +101,7 @@ class PostgreSQLEventStore(EventStore):
                     EventStatus.SUPPRESSED.value,
                 ]
             )
-        return self._fetch(sql, params)
+        return sql, params
 
     def _count_sql(self) -> str:
         """``counters.add`` of the rows of ``inserted`` (all of one destination), if any."""

@@ -14,7 +14,6 @@ tells the delivery side that pending events are waiting.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import uuid
@@ -45,6 +44,7 @@ from capi_destinations import (
 )
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
+from capi_destinations.eventstore.base import json_writer
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
 from capi_destinations.models import (
     Destination,
@@ -1025,10 +1025,8 @@ def _rejection_reason(found: list[Diagnostic]) -> str:
 # --- canonical JSON -----------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+#: Canonical JSON: sorted keys, no spaces (what the content hash is taken over).
+_dumps = json_writer(canonical=True)
 
 
 def _canonical_payload(
@@ -1041,18 +1039,18 @@ def _canonical_payload(
     retry of the same call hashes the same and only a real difference (another value, another
     customer) counts as a reused event_id.
     """
+    encoded: bytes | None
     try:
         text = _dumps(payload)
-        text.encode("utf-8")
+        encoded = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         payload = _json_safe(payload)
-        text = _dumps(payload)
+        text, encoded = _dumps(payload), None
     else:
         # NUL is valid JSON but PostgreSQL's jsonb refuses it.
         if "\\u0000" in text:
             payload = _json_safe(payload)
-            text = _dumps(payload)
-    hashed = text
+            text, encoded = _dumps(payload), None
     if without_time or without_user_data:
         fingerprint = dict(payload)
         if without_time:
@@ -1062,8 +1060,10 @@ def _canonical_payload(
             for key in without_user_data:
                 user_data.pop(key, None)
             fingerprint["user_data"] = user_data
-        hashed = _dumps(fingerprint)
-    return payload, text, hashlib.sha256(hashed.encode("utf-8")).hexdigest()
+        encoded = _dumps(fingerprint).encode("utf-8")
+    elif encoded is None:
+        encoded = text.encode("utf-8")
+    return payload, text, hashlib.sha256(encoded).hexdigest()
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:

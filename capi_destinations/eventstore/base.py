@@ -344,16 +344,17 @@ class EventStore(ABC):
         bound_sql.execute(self.connection, sql, params)
 
 
-def json_writer(*, canonical: bool) -> Callable[[Any], str]:
+def json_writer(*, canonical: bool, compact: bool = False) -> Callable[[Any], str]:
     """``json.dumps(value, ensure_ascii=False, allow_nan=False)`` (with ``canonical``: sorted
-    keys, no spaces), the same text, made by one encoder built once.
+    keys and no spaces; with ``compact``: no spaces), the same text, made by one encoder built
+    once.
 
     ``json.dumps`` with any argument of its own builds a ``JSONEncoder`` and a C encoder on
     every call: half the cost of encoding an event's small record. Without the C encoder
     (another Python), ``json.dumps`` itself. No check for circular containers: one ends in
     ``RecursionError``, as nesting too deep does (``ValueError`` with the check).
     """
-    separators = (",", ":") if canonical else (", ", ": ")
+    separators = (",", ":") if canonical or compact else (", ", ": ")
     make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if make_encoder is None:  # pragma: no cover  # CPython has it
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.views.decorators.debug import sensitive_variables
 
 __all__ = ["execute", "fetch_all", "fetch_all_started"]
 
@@ -46,6 +47,9 @@ def fetch_all_started(
     cursor = _cursor(connection)  # made here: Django's connection belongs to this thread
     outcome: list[Any] = []
 
+    # The thread's frames have no caller of ours: an error report of an exception raised in
+    # them hides their variables (the rows: IP addresses, click IDs) only by this decorator.
+    @sensitive_variables()
     def run() -> None:
         try:
             cursor.execute(sql, params)

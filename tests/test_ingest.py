@@ -16,6 +16,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models.signals import post_init, pre_init
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
+from django.views.debug import ExceptionReporter
 
 from capi_destinations import counters, track, track_many
 from capi_destinations.diagnostics import Diagnostic
@@ -984,6 +985,10 @@ def _varied_batch(prefix: str, count: int) -> list[dict[str, Any]]:
     return events
 
 
+# What Django's error reports show instead of a hidden variable.
+HIDDEN = "********************"
+
+
 def _inserts(queries: CaptureQueriesContext) -> int:
     return sum(
         bool(re.search(rf'\bINTO "{Event._meta.db_table}" ', query["sql"])) for query in queries
@@ -1082,8 +1087,21 @@ def test_a_piece_the_database_refuses_raises_and_the_pieces_before_it_stay_store
             "FOR EACH ROW EXECUTE FUNCTION refuse_order_600()"
         )
     try:
-        with pytest.raises(DatabaseError, match="refused order-600"):
+        with pytest.raises(DatabaseError, match="refused order-600") as refused:
             track_many(destination, _varied_batch("order", 1000))
+        # Raised in the thread that waited for the INSERT: its frames (the rows as the
+        # statement's parameter) are hidden from an error report as the caller's are.
+        report = ExceptionReporter(None, refused.type, refused.value, refused.tb)
+        in_thread = [
+            frame
+            for frame in report.get_traceback_frames()
+            if frame["filename"].endswith("bound_sql.py") and frame["function"] == "run"
+        ]
+        assert in_thread
+        assert all(value == HIDDEN for frame in in_thread for _name, value in frame["vars"])
+        html = report.get_traceback_html()
+        assert "203.0.113.7" not in html  # the events' client_ip_address
+        assert "fb.1.1700000000000" not in html  # their fbp
         # The pieces before the refused one (250 events each) were committed, as the chunks
         # before a failing INSERT always were; nothing after it was sent.
         assert Event.objects.filter(destination=destination).count() == 500

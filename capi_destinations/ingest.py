@@ -188,9 +188,11 @@ def track_many(
     place (same row id, the ``replaced_rejected`` note). Storing takes one INSERT per chunk of
     up to 500 events (plus one SELECT and one UPDATE when there are duplicates or rejected
     originals to replace); on PostgreSQL in autocommit that INSERT also remembers the click IDs
-    and adds the rows to the hourly counters. Once that is
-    committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
-    is sent when events are waiting.
+    and adds the rows to the hourly counters, and a batch of more than 250 events with distinct
+    keys is stored in pieces of 250, each INSERT running while the next piece is prepared
+    (``_track_in_pieces``: a refused piece raises, the pieces before it stay stored). Once that
+    is committed (at once in autocommit, else with the caller's transaction),
+    ``events_recorded`` is sent when events are waiting.
 
     An event without ``fbc`` or ``fbp`` that names a person this client's events carried them
     with before (external_id, email or phone; within ``CLICK_ID_FILL_DAYS``) gets the most

@@ -23,12 +23,14 @@ memory's recall with one, for instance, reads the whole sightings index by time)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.views.decorators.debug import sensitive_variables
 
-__all__ = ["execute", "fetch_all"]
+__all__ = ["execute", "fetch_all", "fetch_all_started"]
 
 
 def fetch_all(
@@ -49,6 +51,45 @@ def execute(
     """Run ``sql`` with ``params`` bound by the server where it can (``prepare``: as above)."""
     with _cursor(connection, prepare=prepare) as cursor:
         cursor.execute(sql, params)
+
+
+def fetch_all_started(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, prepare: bool = False
+) -> Callable[[], list[tuple[Any, ...]]]:
+    """Start ``fetch_all`` and return at once; the function returned waits for its rows.
+
+    The statement runs in a thread of its own on the SAME connection (so in the same
+    transaction, in order), while this one goes on with Python work: the driver waits for the
+    server without holding the GIL. Until the function returned has been called, the caller
+    must send nothing else on ``connection`` (the driver's lock would serialize it, in no
+    given order). An error of the statement is raised by that function.
+    """
+    # Made here: Django's connection belongs to this thread.
+    cursor = _cursor(connection, prepare=prepare)
+    outcome: list[Any] = []
+
+    # The thread's frames have no caller of ours: an error report of an exception raised in
+    # them hides their variables (the rows: IP addresses, click IDs) only by this decorator.
+    @sensitive_variables()
+    def run() -> None:
+        try:
+            cursor.execute(sql, params)
+            outcome.append(list(cursor.fetchall()))
+        except BaseException as error:  # handed to the waiting thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="capi-destinations-statement", daemon=True)
+    worker.start()
+
+    def rows() -> list[tuple[Any, ...]]:
+        worker.join()
+        cursor.close()
+        (result,) = outcome
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return rows
 
 
 def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool) -> Any:

@@ -14,11 +14,11 @@ tells the delivery side that pending events are waiting.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -44,6 +44,7 @@ from capi_destinations import (
 )
 from capi_destinations.conf import app_settings
 from capi_destinations.eventstore import EventStore
+from capi_destinations.eventstore.base import json_writer
 from capi_destinations.findings import ERROR, INFO, WARNING, Diagnostic, has_errors, severity_rank
 from capi_destinations.models import (
     Destination,
@@ -186,10 +187,12 @@ def track_many(
     original (never sent): a copy that differs from it, or now passes the checks, replaces it in
     place (same row id, the ``replaced_rejected`` note). Storing takes one INSERT per chunk of
     up to 500 events (plus one SELECT and one UPDATE when there are duplicates or rejected
-    originals to replace); on PostgreSQL in autocommit that INSERT also remembers the click IDs.
-    The rows are added to the hourly counters after commit. Once that is
-    committed (at once in autocommit, else with the caller's transaction), ``events_recorded``
-    is sent when events are waiting.
+    originals to replace); on PostgreSQL in autocommit that INSERT also remembers the click IDs
+    and adds the rows to the hourly counters, and a batch of more than 250 events with distinct
+    keys is stored in pieces of 250, each INSERT running while the next piece is prepared
+    (``_track_in_pieces``: a refused piece raises, the pieces before it stay stored). Once that
+    is committed (at once in autocommit, else with the caller's transaction),
+    ``events_recorded`` is sent when events are waiting.
 
     An event without ``fbc`` or ``fbp`` that names a person this client's events carried them
     with before (external_id, email or phone; within ``CLICK_ID_FILL_DAYS``) gets the most
@@ -200,27 +203,34 @@ def track_many(
     if context.routing.exclude_staff:
         # Only then: reading request.user loads the session (and makes the answer vary on it).
         context.staff_request = _is_staff_request(request)
-    prepared = [_prepare(event, index, context) for index, event in enumerate(events)]
-    if not prepared:
+    raw_events = list(events)
+    if not raw_events:
         return []
-    _fill_remembered_click_ids(prepared, context)
     database = router.db_for_write(Event)
     store = eventstore.store_for(database)
-    sightings = _click_id_sightings(prepared, context)
-    # Where the database allows it (PostgreSQL), the sightings are remembered by the statement
-    # that inserts the events: one round trip fewer, and written exactly when the events are.
-    along = (
-        click_memory.remember_statement(database, destination.tenant_id, sightings)
-        if sightings and store.combines_statements
-        else None
-    )
     # No transaction of our own: every statement is safe alone (the insert is idempotent, the
     # diagnostic append guarded), and BEGIN/COMMIT round trips would cost a single-event request
     # more than the insert. Inside the caller's transaction the events commit with it.
+    if len(raw_events) > _PIECE and store.overlaps and _keys_distinct(raw_events):
+        count_hour = _count_hour(store)
+        if count_hour is not None:
+            results, pending = _track_in_pieces(raw_events, context, store, count_hour)
+            _announce(destination, pending, database)
+            return results
+    prepared = [_prepare(event, index, context) for index, event in enumerate(raw_events)]
+    _fill_remembered_click_ids(prepared, context)
+    sightings = _click_id_sightings(prepared, context)
+    along = _remembered_along(sightings, store, context)
     with store.writing():
         results, pending = _store(prepared, store, along)
     if sightings and along is None:
         click_memory.remember(destination.tenant_id, sightings)
+    _announce(destination, pending, database)
+    return results
+
+
+def _announce(destination: Destination, pending: int, database: str) -> None:
+    """Send ``events_recorded`` once the events are committed, if any is waiting."""
     if pending:
         destination_id = destination.pk
         transaction.on_commit(
@@ -229,7 +239,103 @@ def track_many(
             ),
             using=database,
         )
-    return results
+
+
+def _remembered_along(
+    sightings: list[click_memory.Sighting], store: EventStore, context: _Context
+) -> tuple[str, list[Any]] | None:
+    """The click-memory UPSERT to run inside the event INSERT, where the database allows it
+    (PostgreSQL): one round trip fewer, and written exactly when the events are. None when the
+    caller must remember the sightings apart (or there are none)."""
+    if not sightings or not store.combines_statements:
+        return None
+    return click_memory.remember_statement(store.alias, context.destination.tenant_id, sightings)
+
+
+# --- a large batch in pieces, the INSERT of one overlapping the preparation of the next ------
+
+#: Events per piece of a batch stored in pieces (``_track_in_pieces``).
+_PIECE = 250
+
+
+def _track_in_pieces(
+    raw_events: list[Any], context: _Context, store: EventStore, count_hour: datetime
+) -> tuple[list[TrackResult], int]:
+    """``track_many``'s work for a large batch in autocommit on PostgreSQL, piece by piece:
+    while PostgreSQL inserts one piece, this process prepares the next (a thread waits for the
+    INSERT on the same connection, without the GIL), so the two CPUs work at once.
+
+    The same statements as one piece at a time would send, each its own transaction as in
+    autocommit anyway: each piece's recall (before its events are final), its INSERT (with
+    the hourly counters; the last one also remembers every piece's click IDs, so no piece
+    fills from another of the same call, as in one batch). Only called when no two events
+    share a key (``_keys_distinct``): then no event of one piece is a duplicate of another's,
+    and the results are those of storing the batch at once. Each statement takes its rows in
+    key order, so concurrent calls cannot deadlock. On an error the pieces already inserted
+    stay stored, as the chunks before a failing INSERT always did; the call raises.
+    """
+    results: list[TrackResult] = []
+    pending = 0
+    sightings: list[click_memory.Sighting] = []
+    finish: Callable[[], tuple[list[TrackResult], int]] | None = None
+    starts = range(0, len(raw_events), _PIECE)
+    try:
+        for start in starts:
+            piece = raw_events[start : start + _PIECE]
+            prepared = [_prepare(event, start + n, context) for n, event in enumerate(piece)]
+            if finish is not None:
+                finishing, finish = finish, None
+                done, waiting = finishing()
+                results.extend(done)
+                pending += waiting
+            _fill_remembered_click_ids(prepared, context)
+            sightings.extend(_click_id_sightings(prepared, context))
+            last = start == starts[-1]
+            along = _remembered_along(sightings, store, context) if last else None
+            finish = _store_started(prepared, store, along, count_hour, background=True)
+    except BaseException:
+        if finish is not None:
+            # The INSERT in flight ends before the error goes up (the connection is ours
+            # again); the first error is the one raised.
+            with suppress(Exception):
+                finish()
+        raise
+    assert finish is not None
+    done, waiting = finish()
+    results.extend(done)
+    pending += waiting
+    if sightings and _remembered_along(sightings, store, context) is None:
+        click_memory.remember(context.destination.tenant_id, sightings)
+    return results, pending
+
+
+def _keys_distinct(raw_events: list[Any]) -> bool:
+    """Whether no two of the events will be stored under the same (event_name, event_id).
+
+    As ``_cleaned_event`` and ``_storable_key`` make the key; an event whose id will be
+    generated is unique.
+    """
+    seen: set[tuple[str, str]] = set()
+    for raw in raw_events:
+        if not isinstance(raw, Mapping):
+            continue
+        raw_id = raw.get("event_id")
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            event_id = str(raw_id)
+        elif isinstance(raw_id, str) and raw_id.strip():
+            event_id = _storable_text(raw_id)
+            if not event_id.strip():
+                return False  # a case for the general path (made of NULs, say)
+        else:
+            continue
+        if len(event_id) > _EVENT_ID_MAX:
+            continue
+        name = raw.get("event_name")
+        key = (_storable_text(name)[:_EVENT_NAME_MAX] if isinstance(name, str) else "", event_id)
+        if key in seen:
+            return False
+        seen.add(key)
+    return True
 
 
 # --- preparing one event ------------------------------------------------------------------
@@ -921,10 +1027,8 @@ def _rejection_reason(found: list[Diagnostic]) -> str:
 # --- canonical JSON -----------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+#: Canonical JSON: sorted keys, no spaces (what the content hash is taken over).
+_dumps = json_writer(canonical=True)
 
 
 def _canonical_payload(
@@ -937,18 +1041,18 @@ def _canonical_payload(
     retry of the same call hashes the same and only a real difference (another value, another
     customer) counts as a reused event_id.
     """
+    encoded: bytes | None
     try:
         text = _dumps(payload)
-        text.encode("utf-8")
+        encoded = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         payload = _json_safe(payload)
-        text = _dumps(payload)
+        text, encoded = _dumps(payload), None
     else:
         # NUL is valid JSON but PostgreSQL's jsonb refuses it.
         if "\\u0000" in text:
             payload = _json_safe(payload)
-            text = _dumps(payload)
-    hashed = text
+            text, encoded = _dumps(payload), None
     if without_time or without_user_data:
         fingerprint = dict(payload)
         if without_time:
@@ -958,8 +1062,10 @@ def _canonical_payload(
             for key in without_user_data:
                 user_data.pop(key, None)
             fingerprint["user_data"] = user_data
-        hashed = _dumps(fingerprint)
-    return payload, text, hashlib.sha256(hashed.encode("utf-8")).hexdigest()
+        encoded = _dumps(fingerprint).encode("utf-8")
+    elif encoded is None:
+        encoded = text.encode("utf-8")
+    return payload, text, hashlib.sha256(encoded).hexdigest()
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
@@ -1018,6 +1124,20 @@ def _store(
 
     ``along`` (see ``EventStore.insert``) goes with the last chunk's INSERT.
     """
+    return _store_started(prepared, store, along, _count_hour(store), background=False)()
+
+
+def _store_started(
+    prepared: list[_Prepared],
+    store: EventStore,
+    along: tuple[str, list[Any]] | None,
+    count_hour: datetime | None,
+    *,
+    background: bool,
+) -> Callable[[], tuple[list[TrackResult], int]]:
+    """``_store``, returning once the last chunk's INSERT is started (``insert_started``: in
+    the ``background`` where the store can) or, without ``background``, done; the function
+    returned finishes it. Nothing else may be sent on the connection before."""
     reused = _event_id_reused()
     reused_dict = _stored_diagnostic(reused)
     # Duplicates inside the batch never reach the database: they point at the event kept.
@@ -1028,25 +1148,38 @@ def _store(
             if reused_dict not in first.row.diagnostics:
                 first.row.diagnostics.append(reused_dict)
     kept = plan.to_insert()
-    count_hour = _count_hour(store)
-    chunks = list(_chunks(kept, store.chunk_size()))
-    for number, chunk in enumerate(chunks, start=1):
-        _store_chunk(chunk, store, along if number == len(chunks) else None, count_hour)
-    _note_reused_originals(kept, plan.later, reused, reused_dict, store)
+    *chunks, last = _chunks(kept, store.chunk_size())
+    for chunk in chunks:
+        _store_chunk(chunk, store, None, count_hour)
+    if background:
+        inserted = store.insert_started(last, along=along, count_hour=count_hour)
+    else:
+        # A thread per statement would cost a small call (one event) more than it overlaps.
+        rows = store.insert(last, along=along, count_hour=count_hour)
+        inserted = lambda: rows  # noqa: E731
 
-    results: list[TrackResult | None] = [None] * len(prepared)
-    pending = _kept_results(kept, results)
-    _superseded_results(plan, results, store)
-    for item, first in plan.later:
-        original = first.row if first.inserted else first.original
-        assert original is not None
-        results[item.index] = TrackResult(DUPLICATE, original, item.diagnostics, item.index)
-    # What the INSERT did not count itself (all of it on SQLite or in a caller's transaction;
-    # on PostgreSQL in autocommit, only rejected originals replaced in place).
-    uncounted = [item.row for item in kept if item.inserted and not item.counted]
-    if uncounted:
-        _count_recorded(uncounted, store.alias)
-    return [result for result in results if result is not None], pending
+    def finish() -> tuple[list[TrackResult], int]:
+        _store_chunk(last, store, along, count_hour, inserted=inserted())
+        _note_reused_originals(kept, plan.later, reused, reused_dict, store)
+        # Indexed by position in ``prepared`` (a piece's indexes start further on).
+        first_index = prepared[0].index
+        results: list[TrackResult | None] = [None] * len(prepared)
+        pending = _kept_results(kept, results, first_index)
+        _superseded_results(plan, results, store, first_index)
+        for item, first in plan.later:
+            original = first.row if first.inserted else first.original
+            assert original is not None
+            results[item.index - first_index] = TrackResult(
+                DUPLICATE, original, item.diagnostics, item.index
+            )
+        # What the INSERT did not count itself (all of it on SQLite or in a caller's
+        # transaction; on PostgreSQL in autocommit, only rejected originals replaced in place).
+        uncounted = [item.row for item in kept if item.inserted and not item.counted]
+        if uncounted:
+            _count_recorded(uncounted, store.alias)
+        return [result for result in results if result is not None], pending
+
+    return finish
 
 
 def _count_hour(store: EventStore) -> datetime | None:
@@ -1079,9 +1212,16 @@ def _store_chunk(
     store: EventStore,
     along: tuple[str, list[Any]] | None = None,
     count_hour: datetime | None = None,
+    *,
+    inserted: list[tuple[int, str, str]] | None = None,
 ) -> None:
-    """Insert the chunk, find the originals of what was already there, replace rejected ones."""
-    _insert_chunk(chunk, store, along, count_hour)
+    """Insert the chunk, find the originals of what was already there, replace rejected ones.
+
+    ``inserted``: the rows of the chunk's INSERT, when it was already run (``insert_started``).
+    """
+    if inserted is None:
+        inserted = store.insert(chunk, along=along, count_hour=count_hour)
+    _mark_chunk(chunk, inserted, store, count_hour)
     missing = _attach_originals([item for item in chunk if not item.inserted], store)
     if missing:
         # The row that blocked ours was deleted before we could read it: insert again.
@@ -1114,39 +1254,48 @@ def _note_reused_originals(
             original.updated_at = now
 
 
-def _kept_results(kept: list[_Prepared], results: list[TrackResult | None]) -> int:
-    """Fill in the results of the kept events; how many of those inserted are pending."""
+def _kept_results(
+    kept: list[_Prepared], results: list[TrackResult | None], first_index: int = 0
+) -> int:
+    """Fill in the results of the kept events (``results[0]`` is the event of index
+    ``first_index``); how many of those inserted are pending."""
     pending = 0
     for item in kept:
         if item.inserted:
             status = item.row.status
-            results[item.index] = TrackResult(
+            results[item.index - first_index] = TrackResult(
                 _RESULT_FOR_STATUS[status], item.row, item.diagnostics, item.index
             )
             pending += status == EventStatus.PENDING
         else:
             assert item.original is not None
-            results[item.index] = TrackResult(
+            results[item.index - first_index] = TrackResult(
                 DUPLICATE, item.original, item.diagnostics, item.index
             )
     return pending
 
 
 def _superseded_results(
-    plan: eventstore.BatchPlan[_Prepared], results: list[TrackResult | None], store: EventStore
+    plan: eventstore.BatchPlan[_Prepared],
+    results: list[TrackResult | None],
+    store: EventStore,
+    first_index: int = 0,
 ) -> None:
-    """Fill in the results of the rejected events a later copy in the batch replaced."""
+    """Fill in the results of the rejected events a later copy in the batch replaced (as
+    ``_kept_results``)."""
     for item in plan.superseded:
         kept = plan.kept[item.key]
         if kept.inserted:
             # Stored, then replaced by the copy after it: the caller sees what a call of its own
             # would have shown, the rejected row (whose id the correction now holds).
             _mark_inserted(item, kept.row.pk, store.alias)
-            results[item.index] = TrackResult(REJECTED, item.row, item.diagnostics, item.index)
+            results[item.index - first_index] = TrackResult(
+                REJECTED, item.row, item.diagnostics, item.index
+            )
         else:
             assert kept.original is not None
             item.original = kept.original
-            results[item.index] = TrackResult(
+            results[item.index - first_index] = TrackResult(
                 DUPLICATE, kept.original, item.diagnostics, item.index
             )
 
@@ -1201,8 +1350,18 @@ def _insert_chunk(
     count_hour: datetime | None = None,
 ) -> None:
     """INSERT the chunk in one statement, skipping rows whose key exists; mark the ones in."""
+    _mark_chunk(chunk, store.insert(chunk, along=along, count_hour=count_hour), store, count_hour)
+
+
+def _mark_chunk(
+    chunk: list[_Prepared],
+    inserted: list[tuple[int, str, str]],
+    store: EventStore,
+    count_hour: datetime | None,
+) -> None:
+    """Mark the chunk's events its INSERT really inserted (the rows it returned)."""
     by_key = {item.key: item for item in chunk}
-    for pk, event_name, event_id in store.insert(chunk, along=along, count_hour=count_hour):
+    for pk, event_name, event_id in inserted:
         item = by_key[(event_name, event_id)]
         _mark_inserted(item, pk, store.alias)
         item.counted = count_hour is not None

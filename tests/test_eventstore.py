@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -176,3 +177,30 @@ def test_originals_are_read_by_key(
     found = store.originals(destination.pk, [("Purchase", "x"), ("Purchase", "y")])
 
     assert found == {("Purchase", "x"): first}
+
+
+_JSON_SAMPLES: list[Any] = [
+    {"b": 1, "a": [1.5, 1e-07, 1e16, -0.0, 10**30, True, None], "é": 'Zoë \u2028 " \\ \n'},
+    {"nested": {"z": {"y": [{"x": "\x00"}]}}, "int": 7, "float": 49.9},
+    ["plain", 3, 2.5e-10, {"k": "v"}],
+    "a string alone: ünïcode",
+    42,
+    None,
+]
+
+
+@pytest.mark.parametrize("canonical", [True, False])
+def test_the_json_writer_writes_what_json_dumps_writes(canonical: bool) -> None:
+    write = eventstore.base.json_writer(canonical=canonical)
+    options: dict[str, Any] = {"sort_keys": True, "separators": (",", ":")} if canonical else {}
+
+    for value in _JSON_SAMPLES:
+        assert write(value) == json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write({"value": float("nan")})
+    with pytest.raises(TypeError, match="Decimal is not JSON serializable"):
+        write({"value": Decimal("1.5")})
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(RecursionError):
+        write(looped)

@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models.signals import post_init, pre_init
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
+from django.views.debug import ExceptionReporter
 
 from capi_destinations import counters, track, track_many
 from capi_destinations.diagnostics import Diagnostic
@@ -29,6 +30,7 @@ from capi_destinations.models import (
     HourlyOutcomes,
     MissingConsent,
     QueuedEvent,
+    Tenant,
 )
 from capi_destinations.signals import events_recorded
 from tests.conftest import FROZEN_AT, close_thread_connection
@@ -1023,3 +1025,155 @@ def test_a_count_in_autocommit_leaves_the_next_statements_commit_durable(
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
     assert HourlyOutcomes.objects.get(destination=destination).recorded == 1
+
+
+# --- a large batch in pieces: PostgreSQL inserts one while the next is prepared --------------
+
+
+def _varied_batch(prefix: str, count: int) -> list[dict[str, Any]]:
+    """Stored, rejected and suppressed events; people who come back (their click IDs are
+    remembered), events without fbp that name them (filled from what an earlier call saw)."""
+    events = []
+    for n in range(count):
+        event = purchase(f"{prefix}-{n}")
+        event["user_data"]["email"] = f"person{n % 97}@example.com"
+        if n % 3:
+            event["user_data"]["fbp"] = f"fb.1.1700000000000.{n}"
+        if n % 50 == 7:
+            event["custom_data"] = {"value": 49.9}  # no currency: rejected
+        if n % 50 == 9:
+            event["consent"] = {"ad_storage": "denied", "ad_user_data": "denied"}
+        events.append(event)
+    return events
+
+
+# What Django's error reports show instead of a hidden variable.
+HIDDEN = "********************"
+
+
+def _inserts(queries: CaptureQueriesContext) -> int:
+    return sum(
+        bool(re.search(rf'\bINTO "{Event._meta.db_table}" ', query["sql"])) for query in queries
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only overlaps")
+def test_a_large_batch_in_autocommit_is_stored_in_pieces_with_the_results_of_one_batch(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    other_tenant = Tenant.objects.create(name="Other client", slug="other-client")
+    consent = {
+        "consent_policy": ConsentPolicy.REQUIRE_CONSENT,
+        "missing_consent": MissingConsent.GRANTED,
+    }
+    in_pieces = make_destination(**consent)
+    at_once = make_destination(tenant=other_tenant, **consent)
+    # Both clients saw these people before, with click IDs: later events lacking them are filled.
+    track_many(in_pieces, _varied_batch("before", 120))
+    with transaction.atomic():
+        track_many(at_once, _varied_batch("before", 120))
+
+    with CaptureQueriesContext(connection) as queries:
+        pieces = track_many(in_pieces, _varied_batch("order", 1000))
+    # In a transaction the batch is stored as one (two INSERTs of 500, after one recall).
+    with transaction.atomic(), CaptureQueriesContext(connection) as one_batch:
+        whole = track_many(at_once, _varied_batch("order", 1000))
+
+    assert _inserts(one_batch) == 2
+    assert _inserts(queries) == 4  # pieces of 250, each its own INSERT
+    assert [r.index for r in pieces] == list(range(1000))
+    assert [
+        (r.status, r.event.event_id, codes(r.diagnostics), r.event.payload_hash) for r in pieces
+    ] == [(r.status, r.event.event_id, codes(r.diagnostics), r.event.payload_hash) for r in whole]
+    assert {r.status for r in pieces} == {"stored", "rejected", "suppressed"}
+    assert any("click_id_filled" in codes(r.diagnostics) for r in pieces)
+    stored = {row.event_id: row for row in Event.objects.filter(destination=in_pieces)}
+    assert len(stored) == 1120
+    assert all(stored[r.event.event_id].pk == r.event.pk for r in pieces)
+    for name in ("recorded", "rejected", "suppressed", "quality_events"):
+        assert sum(
+            HourlyOutcomes.objects.filter(destination=in_pieces).values_list(name, flat=True)
+        ) == sum(HourlyOutcomes.objects.filter(destination=at_once).values_list(name, flat=True))
+    assert (
+        QueuedEvent.objects.filter(destination=in_pieces).count()
+        == Event.objects.filter(destination=in_pieces, status=EventStatus.PENDING).count()
+    )
+    remembered = set(
+        ClickIdSighting.objects.filter(tenant=in_pieces.tenant).values_list(
+            "identifier", "key", "value"
+        )
+    )
+    assert remembered == set(
+        ClickIdSighting.objects.filter(tenant=other_tenant).values_list(
+            "identifier", "key", "value"
+        )
+    )
+
+    again = track_many(in_pieces, _varied_batch("order", 1000))
+    assert {r.status for r in again} == {"duplicate"}
+    assert Event.objects.filter(destination=in_pieces).count() == 1120
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only overlaps")
+def test_a_large_batch_repeating_a_key_is_stored_as_one_batch(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination()
+    events = _varied_batch("order", 1000)
+    # Made alike only once NUL characters are taken out: the same stored key.
+    events[900]["event_id"] = "order-\x0012"
+
+    with CaptureQueriesContext(connection) as queries:
+        results = track_many(destination, events)
+
+    assert _inserts(queries) == 2
+    assert results[900].status == "duplicate"
+    assert results[900].event.pk == results[12].event.pk
+    assert Event.objects.filter(destination=destination).count() == 999
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only overlaps")
+def test_a_piece_the_database_refuses_raises_and_the_pieces_before_it_stay_stored(
+    transactional_db: None, make_destination: Callable[..., Destination]
+) -> None:
+    destination = make_destination()
+    table = Event._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_order_600() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.event_id = 'order-600' THEN RAISE EXCEPTION 'refused order-600'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            f'CREATE TRIGGER refuse_order_600 BEFORE INSERT ON "{table}" '
+            "FOR EACH ROW EXECUTE FUNCTION refuse_order_600()"
+        )
+    try:
+        with pytest.raises(DatabaseError, match="refused order-600") as refused:
+            track_many(destination, _varied_batch("order", 1000))
+        # Raised in the thread that waited for the INSERT: its frames (the rows as the
+        # statement's parameter) are hidden from an error report as the caller's are.
+        report = ExceptionReporter(None, refused.type, refused.value, refused.tb)
+        in_thread = [
+            frame
+            for frame in report.get_traceback_frames()
+            if frame["filename"].endswith("bound_sql.py") and frame["function"] == "run"
+        ]
+        assert in_thread
+        assert all(value == HIDDEN for frame in in_thread for _name, value in frame["vars"])
+        html = report.get_traceback_html()
+        assert "203.0.113.7" not in html  # the events' client_ip_address
+        assert "fb.1.1700000000000" not in html  # their fbp
+        # The pieces before the refused one (250 events each) were committed, as the chunks
+        # before a failing INSERT always were; nothing after it was sent.
+        assert Event.objects.filter(destination=destination).count() == 500
+        assert not Event.objects.filter(event_id="order-500").exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP TRIGGER refuse_order_600 ON "{table}"')
+            cursor.execute("DROP FUNCTION refuse_order_600()")
+
+    # The connection is usable, and the same call again stores the rest, once.
+    results = track_many(destination, _varied_batch("order", 1000))
+    assert sum(r.status == "duplicate" for r in results) == 500
+    assert Event.objects.filter(destination=destination).count() == 1000

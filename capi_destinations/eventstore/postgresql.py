@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+
+from django.db.models import DateTimeField
 
 from capi_destinations import bound_sql
 from capi_destinations.conf import app_settings
@@ -22,7 +24,7 @@ from capi_destinations.eventstore.base import (
     REPLACED_FIELDS,
     Candidate,
     EventStore,
-    dumps,
+    json_writer,
 )
 from capi_destinations.models import Event, EventStatus, HourlyOutcomes
 
@@ -32,15 +34,27 @@ __all__ = ["PostgreSQLEventStore"]
 _INSERT_SQL: dict[tuple[str, str, bool], str] = {}
 # add_counts's UPSERT in autocommit, per (alias, counted columns).
 _UNFLUSHED_COUNTS_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
-# (column, attname) of every inserted column but the payload, whose JSON text is ready-made.
-_RECORD_COLUMNS = [(f.column, f.attname) for f in INSERT_FIELDS if f.attname != "payload"]
-_PAYLOAD_COLUMN = Event._meta.get_field("payload").column
+# A row travels as a JSON object whose keys are short names of the columns ("c0", "c1", …, in
+# INSERT_FIELDS' order), not the columns' own: the keys are most of the text of a row but its
+# payload, which Python encodes and PostgreSQL parses for every row.
+_RECORD_KEYS = {f.attname: f"c{number}" for number, f in enumerate(INSERT_FIELDS)}
+# (key, attname, whether it holds a time) of every inserted column but the payload, whose JSON
+# text is ready-made.
+_RECORD_COLUMNS = [
+    (_RECORD_KEYS[f.attname], f.attname, isinstance(f, DateTimeField))
+    for f in INSERT_FIELDS
+    if f.attname != "payload"
+]
+_PAYLOAD_KEY = _RECORD_KEYS["payload"]
+_write_record = json_writer(canonical=False, compact=True)
 
 
 class PostgreSQLEventStore(EventStore):
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` and ``UPDATE … FROM`` over jsonb records."""
 
     combines_statements = True
+
+    overlaps = True
 
     def insert(
         self,
@@ -49,6 +63,30 @@ class PostgreSQLEventStore(EventStore):
         along: tuple[str, Sequence[Any]] | None = None,
         count_hour: datetime | None = None,
     ) -> list[tuple[int, str, str]]:
+        # Prepared where the site allows it (bound_sql): planning this statement costs
+        # PostgreSQL more than inserting one event, and its generic plan is the custom one.
+        sql, params = self._insert_statement(chunk, along, count_hour)
+        return bound_sql.fetch_all(self.connection, sql, params, prepare=True)
+
+    def insert_started(
+        self,
+        chunk: Sequence[Candidate],
+        *,
+        along: tuple[str, Sequence[Any]] | None = None,
+        count_hour: datetime | None = None,
+    ) -> Callable[[], list[tuple[int, str, str]]]:
+        # The parameter is built here (Python: it would only compete for the GIL in the
+        # thread); the thread sends it and waits for PostgreSQL without holding the GIL.
+        sql, params = self._insert_statement(chunk, along, count_hour)
+        return bound_sql.fetch_all_started(self.connection, sql, params, prepare=True)
+
+    def _insert_statement(
+        self,
+        chunk: Sequence[Candidate],
+        along: tuple[str, Sequence[Any]] | None,
+        count_hour: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        """The INSERT of ``insert`` and its parameters."""
         counted = count_hour is not None
         key = (self.alias, along[0] if along is not None else "", counted)
         sql = _INSERT_SQL.get(key)
@@ -60,8 +98,8 @@ class PostgreSQLEventStore(EventStore):
                 extra += f", counted AS ({self._count_sql()})"
             sql = _INSERT_SQL[key] = (
                 f"WITH inserted AS (INSERT INTO {self.table} ({self._columns()}) "  # noqa: S608
-                f"SELECT {self._columns()} FROM jsonb_to_recordset(%s::jsonb) "
-                f"AS chunk({self._column_types()}) ON CONFLICT DO NOTHING "
+                f"SELECT {', '.join(_RECORD_KEYS.values())} FROM jsonb_to_recordset(%s::jsonb) "
+                f"AS chunk({self._record_types()}) ON CONFLICT DO NOTHING "
                 "RETURNING id, event_name, event_id, destination_id, status, created_at, "
                 f"match_quality), queued AS ({self._enqueue_sql('inserted')}){extra} "
                 "SELECT id, event_name, event_id FROM inserted"
@@ -81,9 +119,7 @@ class PostgreSQLEventStore(EventStore):
                     EventStatus.SUPPRESSED.value,
                 ]
             )
-        # Prepared where the site allows it (bound_sql): planning this statement costs
-        # PostgreSQL more than inserting one event, and its generic plan is the custom one.
-        return bound_sql.fetch_all(self.connection, sql, params, prepare=True)
+        return sql, params
 
     def _count_sql(self) -> str:
         """``counters.add`` of the rows of ``inserted`` (all of one destination), if any."""
@@ -152,13 +188,13 @@ class PostgreSQLEventStore(EventStore):
     def replace_rejected(self, replacements: Sequence[tuple[int, Candidate]]) -> set[int]:
         quote = self.quote
         assignments = ", ".join(
-            f"{quote(f.column)} = incoming.{quote(f.column)}" for f in REPLACED_FIELDS
+            f"{quote(f.column)} = incoming.{_RECORD_KEYS[f.attname]}" for f in REPLACED_FIELDS
         )
         id_type = Event._meta.pk.rel_db_type(self.connection)  # type: ignore[attr-defined]  # not in the stubs
         sql = (
             f"WITH replaced AS (UPDATE {self.table} AS stored SET {assignments} "  # noqa: S608
             f"FROM jsonb_to_recordset(%s::jsonb) AS incoming(id {id_type}, "
-            f"{self._column_types()}) "
+            f"{self._record_types()}) "
             "WHERE stored.id = incoming.id AND stored.status = %s "
             "RETURNING stored.id, stored.destination_id, stored.status, stored.created_at), "
             f"queued AS ({self._enqueue_sql('replaced')}) SELECT id FROM replaced"
@@ -216,9 +252,10 @@ class PostgreSQLEventStore(EventStore):
     def _columns(self) -> str:
         return ", ".join(self.quote(model_field.column) for model_field in INSERT_FIELDS)
 
-    def _column_types(self) -> str:
+    def _record_types(self) -> str:
+        """The record's keys (``_RECORD_KEYS``) with their columns' types."""
         return ", ".join(
-            f"{self.quote(model_field.column)} {model_field.db_type(self.connection)}"
+            f"{_RECORD_KEYS[model_field.attname]} {model_field.db_type(self.connection)}"
             for model_field in INSERT_FIELDS
         )
 
@@ -229,16 +266,14 @@ def _json_record(candidate: Candidate, iso_times: dict[datetime, str]) -> str:
     # getattr.
     values = candidate.row.__dict__
     record: dict[str, Any] = {}
-    for column, attname in _RECORD_COLUMNS:
+    for key, attname, is_time in _RECORD_COLUMNS:
         value = values[attname]
-        if isinstance(value, datetime):
+        if is_time and value is not None:
             text = iso_times.get(value)
             if text is None:
                 text = iso_times[value] = value.isoformat()
             value = text
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
-        record[column] = value
-    text = dumps(record)
+        record[key] = value
+    text = _write_record(record)
     # The payload's JSON text already exists (it was hashed): splice it in, not encode again.
-    return f'{text[:-1]},"{_PAYLOAD_COLUMN}":{candidate.payload_json}}}'
+    return f'{text[:-1]},"{_PAYLOAD_KEY}":{candidate.payload_json}}}'

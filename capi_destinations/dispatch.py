@@ -65,6 +65,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -440,7 +441,25 @@ def dispatch_pending(
 
 
 class _Dispatcher:
-    """The state of one pass: the report, the lease in hand, destinations already loaded."""
+    """The state of one pass: the report, the lease in hand, destinations already loaded.
+
+    Requests still go out one at a time, each only after the previous one's answer, but the
+    database work around them is pipelined: while a request is on the wire (the interpreter
+    lock is released on the socket), the worker records the previous accepted request and,
+    when this request is its claim's only one, claims the next batch. What that changes, and
+    why every guarantee still holds:
+
+    - an accepted request's outcome is written while the next request is in flight (or before
+      anything else reads or writes the destination's delivery state: an error answer, lone
+      refusals, a canary's verdict, the end of the pass). A worker that dies in between leaves
+      both requests' events leased; the lease runs out and they are sent again with the same
+      ``event_id`` s, which Meta deduplicates, as for a worker that dies after one request;
+    - a claim made ahead (``_prefetched``) is leased like any other; if a destination it holds
+      is stopped by the answer that came back meanwhile (a rate limit, a refused token), its
+      events are given back unsent, as the events of a stopped destination are within a claim.
+      An empty claim made ahead ends the pass only when that answer was an acceptance (nothing
+      of ours became due meanwhile); otherwise the worker claims again.
+    """
 
     def __init__(self, destination_id: int | None, *, max_batches: int | None) -> None:
         self.only = destination_id
@@ -453,6 +472,16 @@ class _Dispatcher:
         self._accepted: set[int] = set()
         # True while a canary is sent: its attempts say so.
         self._sending_canary = False
+        self._batches = 0
+        # The thread a request waits for its answer in (one request at a time; the thread
+        # starts with the first request and ends with the pass).
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capi-dispatch")
+        # The writing of the last accepted request's outcome, run while the next one is sent.
+        self._deferred: Callable[[], None] | None = None
+        # The next claim, made while the current claim's only request was on the wire; with
+        # the destinations stopped since it was made (their events go back unsent).
+        self._prefetched: tuple[Claim, dict[int, Destination]] | None = None
+        self._stopped_since_prefetch: set[int] = set()
 
     def run(self) -> DispatchReport:
         now = clock.now()
@@ -461,19 +490,67 @@ class _Dispatcher:
             # Before expiring anything as blocked: a block whose token was replaced is no block.
             release_outlived_blocks(only=self.only)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
-        self._send_canaries()
-        batches = 0
-        while self.max_batches is None or batches < self.max_batches:
-            destinations = self._load_sendable()
-            if not destinations:
-                break
-            claim = claim_due_events(list(destinations))
-            if not claim.events:
-                break
-            batches += 1
-            self.report.claimed += len(claim.events)
-            self._deliver(claim, destinations)
+        with self._sender:
+            try:
+                self._send_canaries()
+                while True:
+                    if self._prefetched is not None:
+                        (claim, destinations), self._prefetched = self._prefetched, None
+                        stopped = self._stopped_since_prefetch
+                    else:
+                        claimed = self._claim_next()
+                        if claimed is None:
+                            break
+                        claim, destinations = claimed
+                        stopped = set()
+                    if not claim.events:
+                        break
+                    self.report.claimed += len(claim.events)
+                    self._deliver(claim, destinations, stopped)
+                self._flush_deferred()
+            finally:
+                # A claim made ahead and never delivered (an error on the way out) would wait
+                # for its lease to run out: give it back now if the database still answers.
+                self._give_back_prefetched()
         return self.report
+
+    def _claim_next(self) -> tuple[Claim, dict[int, Destination]] | None:
+        """Claim the next batch of due events, unless the pass's budget of claims is spent or
+        no destination may send."""
+        if self.max_batches is not None and self._batches >= self.max_batches:
+            return None
+        destinations = self._load_sendable()
+        if not destinations:
+            return None
+        claim = claim_due_events(list(destinations))
+        if claim.events:
+            self._batches += 1
+        return claim, destinations
+
+    def _give_back_prefetched(self) -> None:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None or not prefetched[0].events:
+            return
+        claim = prefetched[0]
+        try:
+            with _step():
+                _queue().requeue_owned([e.pk for e in claim.events], claim.lease_token, clock.now())
+        except Exception:
+            # Already failing (the database, most likely): the lease running out gives them back.
+            logger.warning(
+                "Could not give back %d claimed events", len(claim.events), exc_info=True
+            )
+
+    def _stop(self, destination_id: int) -> None:
+        """No more requests of this destination in this pass (paused, blocked)."""
+        self._stopped.add(destination_id)
+        self._stopped_since_prefetch.add(destination_id)
+
+    def _flush_deferred(self) -> None:
+        """Write the last accepted request's outcome now, if it is still to be written."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
 
     def _load_sendable(self) -> dict[int, Destination]:
         with _database_turn():
@@ -488,8 +565,11 @@ class _Dispatcher:
                     self._destinations[destination.pk] = (destination.updated_at, destination)
         return {pk: self._destinations[pk][1] for pk in versions if pk in self._destinations}
 
-    def _deliver(self, claim: Claim, destinations: dict[int, Destination]) -> None:
-        self._stopped = set()
+    def _deliver(
+        self, claim: Claim, destinations: dict[int, Destination], stopped: set[int]
+    ) -> None:
+        # ``stopped``: destinations stopped since the claim was made (a claim made ahead).
+        self._stopped = set(stopped)
         now = clock.now()
         groups: dict[int, list[ClaimedEvent]] = defaultdict(list)
         too_old: dict[int, list[int]] = defaultdict(list)
@@ -511,6 +591,8 @@ class _Dispatcher:
             # event's own fault from a refusal of every request.
             waiting = list(_split_by_size(events))
             waiting.reverse()
+            # The claim's only request: the next claim is made while it is on the wire.
+            claim_ahead = len(groups) == 1 and len(waiting) == 1
             while waiting:
                 batch = waiting.pop()
                 if destination_id in self._stopped:
@@ -524,7 +606,8 @@ class _Dispatcher:
                 # Lone refusals awaiting a verdict stay under this worker's lease too.
                 held = [refusal.batch for refusal in isolation.lone]
                 self._extend_lease_if_needed(claim, [*waiting, *held], batch)
-                halves = self._send(destination, batch, claim, isolation)
+                halves = self._send(destination, batch, claim, isolation, claim_ahead=claim_ahead)
+                claim_ahead = False
                 waiting.extend(reversed(halves))
             self._settle_lone_refusals(destination, claim, isolation)
 
@@ -548,21 +631,29 @@ class _Dispatcher:
         batch: list[ClaimedEvent],
         claim: Claim,
         isolation: _Isolation,
+        *,
+        claim_ahead: bool = False,
     ) -> list[list[ClaimedEvent]]:
-        """Send one request; returns the halves to send next when Meta refused it as invalid."""
+        """Send one request; returns the halves to send next when Meta refused it as invalid.
+
+        While it is on the wire: the previous accepted request's outcome is written and, with
+        ``claim_ahead``, the next batch is claimed (see the class).
+        """
         pks = [event.pk for event in batch]
         started_at = clock.now()
         started = time.perf_counter()
         test_event_code = destination.test_event_code
         self.report.requests += 1
+        answer = self._request(destination, batch, test_event_code)
+        self._flush_deferred()
+        if claim_ahead:
+            self._prefetched = self._claim_next()
+            self._stopped_since_prefetch = set()
         try:
-            result = graph.send_events(
-                destination,
-                [event.payload_json for event in batch],
-                test_event_code=test_event_code or None,
-            )
+            result = answer.result()
         except graph.GraphError as error:
             duration_ms = _elapsed_ms(started)
+            self._forget_empty_prefetch()
             return self._on_error(
                 destination, batch, claim, error, started_at, duration_ms, isolation
             )
@@ -570,6 +661,7 @@ class _Dispatcher:
             # A bug or an unforeseen failure must not leave the batch leased until expiry, nor
             # crash the worker: treat it as Meta's "unknown" and retry on the schedule.
             logger.exception("Sending %d events to destination %s failed", len(pks), destination.pk)
+            self._forget_empty_prefetch()
             unknown = graph.GraphError(
                 f"{type(error).__name__} while sending: {error}",
                 info=graph.ErrorInfo(graph.UNKNOWN, "Sending failed unexpectedly.", ""),
@@ -592,15 +684,22 @@ class _Dispatcher:
                     destination, pks, claim, result, reason, started_at, test_event_code, now
                 )
 
-        # Meta has the events now: losing this write to a dropped database connection would
-        # send them a second time when the lease ends, so it gets one more try on a new one.
-        self.report.delivered += _write_surviving_reconnect(record_delivery)
-        # Outside the transaction and at most about once a second: workers delivering for the
-        # same destination must not queue up behind each other's lock on its row.
-        with _database_turn():
-            Destination.objects.filter(pk=destination.pk).filter(
-                Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
-            ).update(last_delivered_at=now)
+        def record() -> None:
+            # Meta has the events now: losing this write to a dropped database connection
+            # would send them a second time when the lease ends, so it gets one more try on a
+            # new one.
+            self.report.delivered += _write_surviving_reconnect(record_delivery)
+            # Outside the transaction and at most about once a second: workers delivering for
+            # the same destination must not queue up behind each other's lock on its row.
+            with _database_turn():
+                Destination.objects.filter(pk=destination.pk).filter(
+                    Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
+                ).update(last_delivered_at=now)
+
+        # Written while the next request is on the wire; a canary's verdict reads it at once.
+        self._deferred = record
+        if self._sending_canary:
+            self._flush_deferred()
         if mismatch:
             logger.warning(
                 "Destination %s: Meta received %d of %d events (fbtrace_id %s)",
@@ -615,6 +714,24 @@ class _Dispatcher:
         self._accepted.add(destination.pk)
         self._fail_lone_refusals(destination, claim, isolation)
         return []
+
+    def _request(
+        self, destination: Destination, batch: list[ClaimedEvent], test_event_code: str
+    ) -> Future[graph.SendResult]:
+        """Put the request on the wire in the sender thread; its answer is the future's."""
+        return self._sender.submit(
+            graph.send_events,
+            destination,
+            [event.payload_json for event in batch],
+            test_event_code=test_event_code or None,
+        )
+
+    def _forget_empty_prefetch(self) -> None:
+        # Meta refused the request that was on the wire while the next claim was made: what
+        # comes of that (a token replaced meanwhile, events given back) may be due again, so
+        # an empty claim made before it does not end the pass.
+        if self._prefetched is not None and not self._prefetched[0].events:
+            self._prefetched = None
 
     def _record_delivery(
         self,
@@ -663,6 +780,9 @@ class _Dispatcher:
         duration_ms: int,
         isolation: _Isolation,
     ) -> list[list[ClaimedEvent]]:
+        # What follows reads and writes the destination's delivery state (its attempts among
+        # them): the previous accepted request is recorded first.
+        self._flush_deferred()
         pks = [event.pk for event in batch]
         record = {
             "started_at": started_at,
@@ -732,6 +852,7 @@ class _Dispatcher:
         """
         if not isolation.lone:
             return
+        self._flush_deferred()
         if destination.pk in self._stopped:
             # Blocked or paused meanwhile for another reason: they wait with the others.
             refusals, isolation.lone = isolation.lone, []
@@ -757,6 +878,8 @@ class _Dispatcher:
         self, destination: Destination, claim: Claim, isolation: _Isolation
     ) -> None:
         """Fail each lone event Meta refused, with Meta's message (its own fault)."""
+        if isolation.lone:
+            self._flush_deferred()
         refusals, isolation.lone = isolation.lone, []
         for refusal in refusals:
             pks = [event.pk for event in refusal.batch]
@@ -792,7 +915,7 @@ class _Dispatcher:
         refusal = refusals[-1].error
         now = clock.now()
         reason = REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             blocked = delivery_state.write_block(destination, reason, BlockKind.EVERY_REQUEST, now)
             for held in refusals:
@@ -905,7 +1028,7 @@ class _Dispatcher:
         reason = f"Rate limited by Meta until {paused_until:%Y-%m-%d %H:%M:%S} UTC: " + (
             describe_error(error)
         )
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             delivery_state.pause(destination, paused_until, reason)
             self.report.held += _hold(
@@ -926,7 +1049,7 @@ class _Dispatcher:
     ) -> None:
         now = clock.now()
         reason = describe_error(error)
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             blocked = delivery_state.write_block(destination, reason, BlockKind.TOKEN, now)
             self.report.held += _hold(

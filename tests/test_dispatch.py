@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from importlib import import_module
@@ -205,6 +206,63 @@ def test_queries_per_1000_event_batch_are_constant(env: Sandbox, destination: De
     # About ten statements (plus savepoints inside the test transaction), whatever the size.
     assert per_batch <= 15
     assert statuses() == {EventStatus.DELIVERED: 3000}
+
+
+def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_the_wire(
+    env: Sandbox, destination: Destination
+) -> None:
+    # Two claims of one request each. While the first request is on the wire the worker
+    # claims the second batch; while the second is, it records the first. Meta (the sandbox)
+    # holds each answer until the worker has run that statement: a worker that claimed or
+    # recorded only after the answer would leave it waiting, and the test would fail.
+    add_events(destination, 1500, prefix="p")
+    claimed, recorded = threading.Event(), threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if "SET lease_token = %s, due_at" in sql or 'SET "lease_token" = %s' in sql:
+            claimed.set()
+        if sql.startswith("DELETE FROM") and "queuedevent" in sql:
+            recorded.set()
+        return result
+
+    def hold_the_answer(method: str, path: str) -> None:
+        if not seen:
+            seen.append(("claimed", claimed.wait(timeout=30)))
+        else:
+            seen.append(("recorded", recorded.wait(timeout=30)))
+
+    env.app.before_answer = hold_the_answer
+    with connection.execute_wrapper(watch):
+        report = dispatch.dispatch_pending()
+
+    assert seen == [("claimed", True), ("recorded", True)]
+    assert (report.requests, report.delivered) == (2, 1500)
+    assert statuses() == {EventStatus.DELIVERED: 1500}
+    assert QueuedEvent.objects.count() == 0
+
+
+def test_a_claim_made_ahead_for_a_destination_paused_meanwhile_goes_back_unsent(
+    env: Sandbox, destination: Destination
+) -> None:
+    # The second batch is claimed while the first request is on the wire; Meta answers it
+    # with a rate limit, so the second batch goes back to the queue unsent, attempts unspent.
+    add_events(destination, 1500, prefix="r")
+    env.set_faults(rate_limit_every=1)
+
+    report = dispatch.dispatch_pending()
+
+    assert report.requests == 1
+    assert (report.claimed, report.held, report.delivered) == (1500, 1500, 0)
+    assert QueuedEvent.objects.filter(lease_token__isnull=True).count() == 1500
+    assert set(Event.objects.values_list("attempts", flat=True)) == {0}
+    env.set_faults(rate_limit_every=0)
+    app_clock.advance(timedelta(minutes=2))
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.DELIVERED: 1500}
+    received = [event["event_id"] for event in env.events(pixel_id=destination.pixel_id)]
+    assert len(received) == len(set(received)) == 1500
 
 
 def test_an_event_lists_its_failed_attempts_and_the_delivering_one(

@@ -216,28 +216,31 @@ def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_th
     # holds each answer until the worker has run that statement: a worker that claimed or
     # recorded only after the answer would leave it waiting, and the test would fail.
     add_events(destination, 1500, prefix="p")
-    claimed, recorded = threading.Event(), threading.Event()
+    done = {"claims": 0, "records": 0}
+    changed = threading.Condition()
     seen: list[tuple[str, bool]] = []
 
     def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
-        if "SET lease_token = %s, due_at" in sql or 'SET "lease_token" = %s' in sql:
-            claimed.set()
-        if sql.startswith("DELETE FROM") and "queuedevent" in sql:
-            recorded.set()
+        claim = "SET lease_token = %s, due_at" in sql
+        record = sql.startswith("DELETE FROM") and "queuedevent" in sql
+        if claim or record:
+            with changed:
+                done["claims" if claim else "records"] += 1
+                changed.notify_all()
         return result
 
     def hold_the_answer(method: str, path: str) -> None:
-        if not seen:
-            seen.append(("claimed", claimed.wait(timeout=30)))
-        else:
-            seen.append(("recorded", recorded.wait(timeout=30)))
+        # The first request waits for the second claim, the second for the first record.
+        name, count = ("claims", 2) if not seen else ("records", 1)
+        with changed:
+            seen.append((name, changed.wait_for(lambda: done[name] >= count, timeout=30)))
 
     env.app.before_answer = hold_the_answer
     with connection.execute_wrapper(watch):
         report = dispatch.dispatch_pending()
 
-    assert seen == [("claimed", True), ("recorded", True)]
+    assert seen == [("claims", True), ("records", True)]
     assert (report.requests, report.delivered) == (2, 1500)
     assert statuses() == {EventStatus.DELIVERED: 1500}
     assert QueuedEvent.objects.count() == 0

@@ -759,13 +759,8 @@ class _Dispatcher:
             messages=list(result.messages),
             canary=self._sending_canary,
         )
-        delivered = _leave_queue(pks, claim.lease_token).update(
-            status=EventStatus.DELIVERED,
-            status_reason=reason,
-            delivered_at=now,
-            delivered_by_id=attempt.pk,
-            attempts=F("attempts") + 1,
-            updated_at=now,
+        delivered = _queue().deliver(
+            pks, claim.lease_token, attempt_id=attempt.pk, reason=reason, now=now
         )
         counters.add(destination.pk, delivered=delivered, at=now)
         return delivered

@@ -223,7 +223,7 @@ def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_th
     def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
         claim = "SET lease_token = %s, due_at" in sql
-        record = sql.startswith("DELETE FROM") and "queuedevent" in sql
+        record = "DELETE FROM" in sql and "queuedevent" in sql
         if claim or record:
             with changed:
                 done["claims" if claim else "records"] += 1

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import AutoField
+from django.db.models import AutoField, F
 
 from capi_destinations import bound_sql
 from capi_destinations.models import Event, EventStatus, HourlyOutcomes, QueuedEvent, RefusedCalls
@@ -253,6 +253,32 @@ class EventStore(ABC):
         no worker holds); returns the event ids really taken out, whose outcome the caller
         then writes in the same transaction."""
         return self._queue_write("DELETE FROM {queue}", [], ids, lease_token)
+
+    def deliver(
+        self,
+        ids: Sequence[int],
+        lease_token: uuid.UUID,
+        *,
+        attempt_id: int,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        """Take the events among ``ids`` still held under ``lease_token`` out of the queue and
+        mark them delivered by the attempt ``attempt_id`` (one more attempt each), inside the
+        caller's transaction; returns how many."""
+        left = self.leave_queue(ids, lease_token)
+        return (
+            Event.objects.using(self.alias)
+            .filter(pk__in=left)
+            .update(
+                status=EventStatus.DELIVERED,
+                status_reason=reason,
+                delivered_at=now,
+                delivered_by_id=attempt_id,
+                attempts=F("attempts") + 1,
+                updated_at=now,
+            )
+        )
 
     def requeue_owned(
         self, ids: Sequence[int], lease_token: uuid.UUID, due_at: datetime

@@ -190,7 +190,7 @@ class PostgreSQLEventStore(EventStore):
         if sql is None:
             sql = _DELIVER_SQL[self.alias] = (
                 f"WITH left_queue AS (DELETE FROM {self.queue_table} "  # noqa: S608
-                "WHERE event_id = ANY(%s) AND lease_token = %s RETURNING event_id), "
+                "WHERE event_id = ANY(%s::bigint[]) AND lease_token = %s RETURNING event_id), "
                 f"delivered AS (UPDATE {self.table} AS event SET status = %s, "
                 "status_reason = %s, delivered_at = %s, delivered_by_id = %s, "
                 "attempts = event.attempts + 1, updated_at = %s FROM left_queue "
@@ -199,7 +199,7 @@ class PostgreSQLEventStore(EventStore):
         ((count,),) = self._fetch(
             sql,
             [
-                [int(pk) for pk in ids],
+                _bigint_array(ids),
                 lease_token,
                 EventStatus.DELIVERED.value,
                 reason,
@@ -212,7 +212,7 @@ class PostgreSQLEventStore(EventStore):
 
     def _id_in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
         # One array parameter: a thousand placeholders cost more to send and to parse.
-        return f"{column} = ANY(%s)", [[int(pk) for pk in ids]]
+        return f"{column} = ANY(%s::bigint[])", [_bigint_array(ids)]
 
     def _columns(self) -> str:
         return ", ".join(self.quote(model_field.column) for model_field in INSERT_FIELDS)
@@ -222,6 +222,12 @@ class PostgreSQLEventStore(EventStore):
             f"{self.quote(model_field.column)} {model_field.db_type(self.connection)}"
             for model_field in INSERT_FIELDS
         )
+
+
+def _bigint_array(ids: Sequence[int]) -> str:
+    """Ids as one array literal in a text parameter: the driver's adapter of a Python list
+    checks and converts each item in Python, a thousand times per delivery."""
+    return "{" + ",".join(str(int(pk)) for pk in ids) + "}"
 
 
 def _json_record(candidate: Candidate, iso_times: dict[datetime, str]) -> str:

@@ -345,7 +345,7 @@ def claim_due_events(
     destinations instead cut a claim into as many small requests as there were destinations,
     when their events arrive interleaved: 20 events per request over 50 destinations, at a
     quarter of the throughput; docs/BENCHMARKS.md.) The claim writes only the events'
-    ``QueuedEvent`` rows (token, and ``due_at`` moved to the lease's end), never the wide event
+    ``QueuedEvent`` rows (token and the lease's end, unindexed), never the wide event
     row. On PostgreSQL the candidate entries are locked with ``SKIP LOCKED``, so concurrent
     workers take different events; everywhere, the claim is a conditional UPDATE (still due),
     so even without row locks (SQLite) no event is claimed twice. Only events whose UPDATE
@@ -375,14 +375,14 @@ def release_expired_leases(*, now: datetime | None = None) -> int:
     Meta keeps one of them.
     """
     now = now or clock.now()
-    # A lease that ran out is due already (its entry's due_at is the lease's end): this only
+    # An entry whose lease ran out is due already (a claim looks at the lease's end): this only
     # says so on the event and counts it; a claim may take the event first, which is as good.
-    returned = QueuedEvent.objects.filter(lease_token__isnull=False, due_at__lt=now)
+    returned = QueuedEvent.objects.filter(lease_token__isnull=False, lease_expires_at__lt=now)
     with _step():
         Event.objects.filter(pk__in=Subquery(returned.values("pk"))).update(
             status_reason=LEASE_RETURNED_REASON, updated_at=now
         )
-        return returned.update(lease_token=None)
+        return returned.update(lease_token=None, lease_expires_at=None)
 
 
 def expire_unsendable_events(*, now: datetime | None = None, only: int | None = None) -> int:
@@ -1116,7 +1116,7 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     )
     newest = (
         QueuedEvent.objects.filter(
-            Q(lease_token__isnull=True) | Q(due_at__lte=now),
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now),
             destination_id=destination_id,
             event__event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
         )
@@ -1125,8 +1125,8 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     )
     with _step():
         claimed = QueuedEvent.objects.filter(
-            Q(lease_token__isnull=True) | Q(due_at__lte=now), pk__in=Subquery(newest)
-        ).update(lease_token=claim.lease_token, due_at=claim.lease_expires_at)
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now), pk__in=Subquery(newest)
+        ).update(lease_token=claim.lease_token, lease_expires_at=claim.lease_expires_at)
     if not claimed:
         return claim
     rows = _owned_events(claim.lease_token).values_list(

@@ -222,7 +222,7 @@ def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_th
 
     def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
-        claim = "SET lease_token = %s, due_at" in sql
+        claim = "SET lease_token = %s, lease_expires_at" in sql
         record = "DELETE FROM" in sql and "queuedevent" in sql
         if claim or record:
             with changed:
@@ -833,8 +833,8 @@ def test_a_half_refused_for_another_reason_is_bisected(
 # --- the delivery's UPDATE is a HOT update on PostgreSQL (docs/BENCHMARKS.md, issue 21) -------
 
 
-def _hot_updates_of_the_event_table() -> tuple[int, int]:
-    """(updates, HOT updates) of the event table so far: the shared statistics plus this
+def _hot_updates(table: str = Event._meta.db_table) -> tuple[int, int]:
+    """(updates, HOT updates) of ``table`` so far: the shared statistics plus this
     backend's not yet flushed ones, read in one statement so a flush cannot fall between."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
@@ -843,7 +843,7 @@ def _hot_updates_of_the_event_table() -> tuple[int, int]:
             "shared.n_tup_hot_upd + pending.n_tup_hot_upd FROM pg_stat_user_tables AS shared "
             "JOIN pg_stat_xact_user_tables AS pending USING (relid) "
             "WHERE shared.relid = %s::regclass",
-            [Event._meta.db_table],
+            [table],
         )
         updates, hot = cursor.fetchone()
     return int(updates), int(hot)
@@ -867,11 +867,39 @@ def test_the_delivery_updates_each_event_row_in_place_on_postgresql(
     assert f"fillfactor={fillfactor}" in (options or [])
     count = 400  # rows of several pages, delivered in one request
     add_events(destination, count)
-    updates_before, hot_before = _hot_updates_of_the_event_table()
+    updates_before, hot_before = _hot_updates()
 
     report = dispatch.dispatch_pending()
 
     assert report.delivered == count
-    updates, hot = _hot_updates_of_the_event_table()
+    updates, hot = _hot_updates()
     assert updates - updates_before >= count
     assert hot - hot_before >= count
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="HOT updates and fillfactor are PostgreSQL's"
+)
+def test_the_claim_updates_each_queue_entry_in_place_on_postgresql(
+    env: Sandbox, destination: Destination
+) -> None:
+    # The claim writes only the lease (lease_token, lease_expires_at), which no index holds,
+    # and the queue's fillfactor leaves room on each page: every claimed entry's UPDATE is HOT.
+    # A claim that moved due_at (indexed), or a full page, fails this.
+    queue = QueuedEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [queue])
+        (options,) = cursor.fetchone()
+    migration = import_module("capi_destinations.migrations.0002_event_fillfactor")
+    fillfactor = migration.QUEUE_FILLFACTOR
+    assert f"fillfactor={fillfactor}" in (options or [])
+    count = 400
+    add_events(destination, count)
+    updates_before, hot_before = _hot_updates(queue)
+
+    claim = dispatch.claim_due_events([destination.pk])
+
+    assert len(claim.events) == count
+    updates, hot = _hot_updates(queue)
+    assert updates - updates_before == count
+    assert hot - hot_before == count

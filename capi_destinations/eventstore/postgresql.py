@@ -152,21 +152,22 @@ class PostgreSQLEventStore(EventStore):
         lease_expires_at: datetime,
     ) -> list[tuple[Any, ...]]:
         # One statement: choose (skipping entries other workers are claiming), lease, and read
-        # the events' payloads. Its commit does not wait for the WAL flush: a claim lost in a
+        # the events' payloads. It writes only unindexed columns: a HOT update (see
+        # QueuedEvent). Its commit does not wait for the WAL flush: a claim lost in a
         # server crash leaves its events due, as if never claimed (an outcome's commit is
         # durable as usual).
         due, params = self._due_sql(destination_ids, " FOR UPDATE SKIP LOCKED")
         queue = self.queue_table
         sql = (
             f"WITH due AS ({due}), claimed AS (UPDATE {queue} SET lease_token = %s, "  # noqa: S608
-            f"due_at = %s FROM due WHERE {queue}.event_id = due.event_id RETURNING "
+            f"lease_expires_at = %s FROM due WHERE {queue}.event_id = due.event_id RETURNING "
             f"{queue}.event_id) SELECT event.id, event.destination_id, "
             "(extract(epoch FROM event.event_time) * 1000000)::bigint, "
             "event.attempts, event.payload::text, event.action_source FROM claimed "
             f"JOIN {self.table} AS event ON event.id = claimed.event_id"
         )
         self._execute("SET LOCAL synchronous_commit TO OFF", [])
-        rows = self._fetch(sql, [*params, now, now, limit, lease_token, lease_expires_at])
+        rows = self._fetch(sql, [*params, now, now, now, now, limit, lease_token, lease_expires_at])
         # event_time travels as microseconds since the epoch: parsing a thousand timestamps
         # from text (and setting their time zone) cost the worker more than this addition.
         return [

@@ -454,11 +454,11 @@ class _Dispatcher:
       refusals, a canary's verdict, the end of the pass). A worker that dies in between leaves
       both requests' events leased; the lease runs out and they are sent again with the same
       ``event_id`` s, which Meta deduplicates, as for a worker that dies after one request;
-    - a claim made ahead (``_prefetched``) is leased like any other; if a destination it holds
-      is stopped by the answer that came back meanwhile (a rate limit, a refused token), its
-      events are given back unsent, as the events of a stopped destination are within a claim.
-      An empty claim made ahead ends the pass only when that answer was an acceptance (nothing
-      of ours became due meanwhile); otherwise the worker claims again.
+    - a claim made ahead (``_prefetched``) is leased like any other, and never holds the
+      destination on the wire (whose events could come back to the queue meanwhile, if the
+      lease ran out, and be claimed again by the worker sending them); if a destination it
+      holds is stopped meanwhile anyway, its events are given back unsent, as the events of a
+      stopped destination are within a claim. An empty claim made ahead is forgotten.
     """
 
     def __init__(self, destination_id: int | None, *, max_batches: int | None) -> None:
@@ -498,6 +498,9 @@ class _Dispatcher:
                         (claim, destinations), self._prefetched = self._prefetched, None
                         stopped = self._stopped_since_prefetch
                     else:
+                        # Nothing was claimed ahead: the last outcome first (it survives a lost
+                        # connection, which the claim would not).
+                        self._flush_deferred()
                         claimed = self._claim_next()
                         if claimed is None:
                             break
@@ -514,12 +517,36 @@ class _Dispatcher:
                 self._give_back_prefetched()
         return self.report
 
-    def _claim_next(self) -> tuple[Claim, dict[int, Destination]] | None:
-        """Claim the next batch of due events, unless the pass's budget of claims is spent or
-        no destination may send."""
+    def _claim_ahead(self, on_the_wire: int) -> None:
+        """Claim the next batch while a request of ``on_the_wire`` is in flight.
+
+        Never of that destination: its events on the wire could come back to the queue
+        meanwhile (a lease that ran out) and be claimed again by the worker sending them. An
+        empty claim is forgotten (that destination may have more), and so is a lost database
+        connection: the next claim is then made after the answer, on a new one.
+        """
+        self._stopped_since_prefetch = set()
+        try:
+            claimed = self._claim_next(excluding=on_the_wire)
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                raise
+            logger.warning("Lost the database connection while claiming ahead; claiming later")
+            connection.close()
+            return
+        if claimed is not None and claimed[0].events:
+            self._prefetched = claimed
+
+    def _claim_next(
+        self, *, excluding: int | None = None
+    ) -> tuple[Claim, dict[int, Destination]] | None:
+        """Claim the next batch of due events (of any sendable destination but ``excluding``),
+        unless the pass's budget of claims is spent or no destination may send."""
         if self.max_batches is not None and self._batches >= self.max_batches:
             return None
         destinations = self._load_sendable()
+        if excluding is not None:
+            destinations.pop(excluding, None)
         if not destinations:
             return None
         claim = claim_due_events(list(destinations))
@@ -647,8 +674,7 @@ class _Dispatcher:
         answer = self._request(destination, batch, test_event_code)
         self._flush_deferred()
         if claim_ahead:
-            self._prefetched = self._claim_next()
-            self._stopped_since_prefetch = set()
+            self._claim_ahead(destination.pk)
         try:
             result = answer.result()
         except graph.GraphError as error:

@@ -209,13 +209,14 @@ def test_queries_per_1000_event_batch_are_constant(env: Sandbox, destination: De
 
 
 def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_the_wire(
-    env: Sandbox, destination: Destination
+    env: Sandbox, make_destination: Callable[..., Destination]
 ) -> None:
-    # Two claims of one request each. While the first request is on the wire the worker
-    # claims the second batch; while the second is, it records the first. Meta (the sandbox)
-    # holds each answer until the worker has run that statement: a worker that claimed or
-    # recorded only after the answer would leave it waiting, and the test would fail.
-    add_events(destination, 1500, prefix="p")
+    # Two claims of one request each (two destinations). While the first request is on the
+    # wire the worker claims the second batch; while the second is, it records the first. Meta
+    # (the sandbox) holds each answer until the worker has run that statement: a worker that
+    # claimed or recorded only after the answer would leave it waiting, and the test would fail.
+    add_events(make_destination(), 1000, prefix="p")
+    add_events(make_destination(), 500, prefix="q")
     done = {"claims": 0, "records": 0}
     changed = threading.Condition()
     seen: list[tuple[str, bool]] = []
@@ -246,18 +247,19 @@ def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_th
     assert QueuedEvent.objects.count() == 0
 
 
-def test_a_claim_made_ahead_for_a_destination_paused_meanwhile_goes_back_unsent(
+def test_nothing_of_the_destination_on_the_wire_is_claimed_ahead(
     env: Sandbox, destination: Destination
 ) -> None:
-    # The second batch is claimed while the first request is on the wire; Meta answers it
-    # with a rate limit, so the second batch goes back to the queue unsent, attempts unspent.
+    # Its events on the wire could come back to the queue meanwhile (a lease that ran out) and
+    # be claimed again by the worker sending them: the claim made ahead skips the destination.
+    # Meta rate-limits the first request, so nothing more of it is claimed in this pass.
     add_events(destination, 1500, prefix="r")
     env.set_faults(rate_limit_every=1)
 
     report = dispatch.dispatch_pending()
 
     assert report.requests == 1
-    assert (report.claimed, report.held, report.delivered) == (1500, 1500, 0)
+    assert (report.claimed, report.held, report.delivered) == (1000, 1000, 0)
     assert QueuedEvent.objects.filter(lease_token__isnull=True).count() == 1500
     assert set(Event.objects.values_list("attempts", flat=True)) == {0}
     env.set_faults(rate_limit_every=0)

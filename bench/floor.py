@@ -407,8 +407,9 @@ def run_ingest(
 def claim_sql() -> str:
     """``PostgreSQLEventStore.claim``: the destination whose oldest due entry is the oldest,
     then its due entries oldest first, both skipping entries other workers hold; the lease
-    written in the queue entry only, the payloads read by a join."""
-    due = "due_at <= %(now)s"
+    written in the queue entry's unindexed lease columns only (a HOT update), the payloads read
+    by a join."""
+    due = "due_at <= %(now)s AND (lease_expires_at IS NULL OR lease_expires_at <= %(now)s)"
     first = (
         f"SELECT destination_id FROM {QUEUE} WHERE destination_id = ANY(%(dests)s) AND {due}"  # noqa: S608
         " ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -416,7 +417,8 @@ def claim_sql() -> str:
     return (
         f"WITH due AS (SELECT event_id FROM {QUEUE} WHERE destination_id = ({first})"  # noqa: S608
         f" AND {due} ORDER BY due_at LIMIT %(lim)s FOR UPDATE SKIP LOCKED),"
-        f" claimed AS (UPDATE {QUEUE} SET lease_token = %(tok)s, due_at = %(exp)s FROM due"
+        f" claimed AS (UPDATE {QUEUE} SET lease_token = %(tok)s, lease_expires_at = %(exp)s"
+        " FROM due"
         f" WHERE {QUEUE}.event_id = due.event_id RETURNING {QUEUE}.event_id)"
         " SELECT e.id, e.destination_id, e.event_time, e.attempts, e.payload::text,"
         f" e.action_source FROM claimed JOIN {EV} e ON e.id = claimed.event_id"

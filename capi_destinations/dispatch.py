@@ -65,6 +65,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -344,7 +345,7 @@ def claim_due_events(
     destinations instead cut a claim into as many small requests as there were destinations,
     when their events arrive interleaved: 20 events per request over 50 destinations, at a
     quarter of the throughput; docs/BENCHMARKS.md.) The claim writes only the events'
-    ``QueuedEvent`` rows (token, and ``due_at`` moved to the lease's end), never the wide event
+    ``QueuedEvent`` rows (token and the lease's end, unindexed), never the wide event
     row. On PostgreSQL the candidate entries are locked with ``SKIP LOCKED``, so concurrent
     workers take different events; everywhere, the claim is a conditional UPDATE (still due),
     so even without row locks (SQLite) no event is claimed twice. Only events whose UPDATE
@@ -374,14 +375,14 @@ def release_expired_leases(*, now: datetime | None = None) -> int:
     Meta keeps one of them.
     """
     now = now or clock.now()
-    # A lease that ran out is due already (its entry's due_at is the lease's end): this only
+    # An entry whose lease ran out is due already (a claim looks at the lease's end): this only
     # says so on the event and counts it; a claim may take the event first, which is as good.
-    returned = QueuedEvent.objects.filter(lease_token__isnull=False, due_at__lt=now)
+    returned = QueuedEvent.objects.filter(lease_token__isnull=False, lease_expires_at__lt=now)
     with _step():
         Event.objects.filter(pk__in=Subquery(returned.values("pk"))).update(
             status_reason=LEASE_RETURNED_REASON, updated_at=now
         )
-        return returned.update(lease_token=None)
+        return returned.update(lease_token=None, lease_expires_at=None)
 
 
 def expire_unsendable_events(*, now: datetime | None = None, only: int | None = None) -> int:
@@ -440,7 +441,25 @@ def dispatch_pending(
 
 
 class _Dispatcher:
-    """The state of one pass: the report, the lease in hand, destinations already loaded."""
+    """The state of one pass: the report, the lease in hand, destinations already loaded.
+
+    Requests still go out one at a time, each only after the previous one's answer, but the
+    database work around them is pipelined: while a request is on the wire (the interpreter
+    lock is released on the socket), the worker records the previous accepted request and,
+    when this request is its claim's only one, claims the next batch. What that changes, and
+    why every guarantee still holds:
+
+    - an accepted request's outcome is written while the next request is in flight (or before
+      anything else reads or writes the destination's delivery state: an error answer, lone
+      refusals, a canary's verdict, the end of the pass). A worker that dies in between leaves
+      both requests' events leased; the lease runs out and they are sent again with the same
+      ``event_id`` s, which Meta deduplicates, as for a worker that dies after one request;
+    - a claim made ahead (``_prefetched``) is leased like any other, and never holds the
+      destination on the wire (whose events could come back to the queue meanwhile, if the
+      lease ran out, and be claimed again by the worker sending them); if a destination it
+      holds is stopped meanwhile anyway, its events are given back unsent, as the events of a
+      stopped destination are within a claim. An empty claim made ahead is forgotten.
+    """
 
     def __init__(self, destination_id: int | None, *, max_batches: int | None) -> None:
         self.only = destination_id
@@ -453,6 +472,16 @@ class _Dispatcher:
         self._accepted: set[int] = set()
         # True while a canary is sent: its attempts say so.
         self._sending_canary = False
+        self._batches = 0
+        # The thread a request waits for its answer in (one request at a time; the thread
+        # starts with the first request and ends with the pass).
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capi-dispatch")
+        # The writing of the last accepted request's outcome, run while the next one is sent.
+        self._deferred: Callable[[], None] | None = None
+        # The next claim, made while the current claim's only request was on the wire; with
+        # the destinations stopped since it was made (their events go back unsent).
+        self._prefetched: tuple[Claim, dict[int, Destination]] | None = None
+        self._stopped_since_prefetch: set[int] = set()
 
     def run(self) -> DispatchReport:
         now = clock.now()
@@ -461,19 +490,94 @@ class _Dispatcher:
             # Before expiring anything as blocked: a block whose token was replaced is no block.
             release_outlived_blocks(only=self.only)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
-        self._send_canaries()
-        batches = 0
-        while self.max_batches is None or batches < self.max_batches:
-            destinations = self._load_sendable()
-            if not destinations:
-                break
-            claim = claim_due_events(list(destinations))
-            if not claim.events:
-                break
-            batches += 1
-            self.report.claimed += len(claim.events)
-            self._deliver(claim, destinations)
+        with self._sender:
+            try:
+                self._send_canaries()
+                while True:
+                    if self._prefetched is not None:
+                        (claim, destinations), self._prefetched = self._prefetched, None
+                        stopped = self._stopped_since_prefetch
+                    else:
+                        # Nothing was claimed ahead: the last outcome first (it survives a lost
+                        # connection, which the claim would not).
+                        self._flush_deferred()
+                        claimed = self._claim_next()
+                        if claimed is None:
+                            break
+                        claim, destinations = claimed
+                        stopped = set()
+                    if not claim.events:
+                        break
+                    self.report.claimed += len(claim.events)
+                    self._deliver(claim, destinations, stopped)
+                self._flush_deferred()
+            finally:
+                # A claim made ahead and never delivered (an error on the way out) would wait
+                # for its lease to run out: give it back now if the database still answers.
+                self._give_back_prefetched()
         return self.report
+
+    def _claim_ahead(self, on_the_wire: int) -> None:
+        """Claim the next batch while a request of ``on_the_wire`` is in flight.
+
+        Never of that destination: its events on the wire could come back to the queue
+        meanwhile (a lease that ran out) and be claimed again by the worker sending them. An
+        empty claim is forgotten (that destination may have more), and so is a lost database
+        connection: the next claim is then made after the answer, on a new one.
+        """
+        self._stopped_since_prefetch = set()
+        try:
+            claimed = self._claim_next(excluding=on_the_wire)
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                raise
+            logger.warning("Lost the database connection while claiming ahead; claiming later")
+            connection.close()
+            return
+        if claimed is not None and claimed[0].events:
+            self._prefetched = claimed
+
+    def _claim_next(
+        self, *, excluding: int | None = None
+    ) -> tuple[Claim, dict[int, Destination]] | None:
+        """Claim the next batch of due events (of any sendable destination but ``excluding``),
+        unless the pass's budget of claims is spent or no destination may send."""
+        if self.max_batches is not None and self._batches >= self.max_batches:
+            return None
+        destinations = self._load_sendable()
+        if excluding is not None:
+            destinations.pop(excluding, None)
+        if not destinations:
+            return None
+        claim = claim_due_events(list(destinations))
+        if claim.events:
+            self._batches += 1
+        return claim, destinations
+
+    def _give_back_prefetched(self) -> None:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None or not prefetched[0].events:
+            return
+        claim = prefetched[0]
+        try:
+            with _step():
+                _queue().requeue_owned([e.pk for e in claim.events], claim.lease_token, clock.now())
+        except Exception:
+            # Already failing (the database, most likely): the lease running out gives them back.
+            logger.warning(
+                "Could not give back %d claimed events", len(claim.events), exc_info=True
+            )
+
+    def _stop(self, destination_id: int) -> None:
+        """No more requests of this destination in this pass (paused, blocked)."""
+        self._stopped.add(destination_id)
+        self._stopped_since_prefetch.add(destination_id)
+
+    def _flush_deferred(self) -> None:
+        """Write the last accepted request's outcome now, if it is still to be written."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
 
     def _load_sendable(self) -> dict[int, Destination]:
         with _database_turn():
@@ -488,8 +592,11 @@ class _Dispatcher:
                     self._destinations[destination.pk] = (destination.updated_at, destination)
         return {pk: self._destinations[pk][1] for pk in versions if pk in self._destinations}
 
-    def _deliver(self, claim: Claim, destinations: dict[int, Destination]) -> None:
-        self._stopped = set()
+    def _deliver(
+        self, claim: Claim, destinations: dict[int, Destination], stopped: set[int]
+    ) -> None:
+        # ``stopped``: destinations stopped since the claim was made (a claim made ahead).
+        self._stopped = set(stopped)
         now = clock.now()
         groups: dict[int, list[ClaimedEvent]] = defaultdict(list)
         too_old: dict[int, list[int]] = defaultdict(list)
@@ -511,6 +618,8 @@ class _Dispatcher:
             # event's own fault from a refusal of every request.
             waiting = list(_split_by_size(events))
             waiting.reverse()
+            # The claim's only request: the next claim is made while it is on the wire.
+            claim_ahead = len(groups) == 1 and len(waiting) == 1
             while waiting:
                 batch = waiting.pop()
                 if destination_id in self._stopped:
@@ -524,7 +633,8 @@ class _Dispatcher:
                 # Lone refusals awaiting a verdict stay under this worker's lease too.
                 held = [refusal.batch for refusal in isolation.lone]
                 self._extend_lease_if_needed(claim, [*waiting, *held], batch)
-                halves = self._send(destination, batch, claim, isolation)
+                halves = self._send(destination, batch, claim, isolation, claim_ahead=claim_ahead)
+                claim_ahead = False
                 waiting.extend(reversed(halves))
             self._settle_lone_refusals(destination, claim, isolation)
 
@@ -548,21 +658,28 @@ class _Dispatcher:
         batch: list[ClaimedEvent],
         claim: Claim,
         isolation: _Isolation,
+        *,
+        claim_ahead: bool = False,
     ) -> list[list[ClaimedEvent]]:
-        """Send one request; returns the halves to send next when Meta refused it as invalid."""
+        """Send one request; returns the halves to send next when Meta refused it as invalid.
+
+        While it is on the wire: the previous accepted request's outcome is written and, with
+        ``claim_ahead``, the next batch is claimed (see the class).
+        """
         pks = [event.pk for event in batch]
         started_at = clock.now()
         started = time.perf_counter()
         test_event_code = destination.test_event_code
         self.report.requests += 1
+        answer = self._request(destination, batch, test_event_code)
+        self._flush_deferred()
+        if claim_ahead:
+            self._claim_ahead(destination.pk)
         try:
-            result = graph.send_events(
-                destination,
-                [event.payload_json for event in batch],
-                test_event_code=test_event_code or None,
-            )
+            result = answer.result()
         except graph.GraphError as error:
             duration_ms = _elapsed_ms(started)
+            self._forget_empty_prefetch()
             return self._on_error(
                 destination, batch, claim, error, started_at, duration_ms, isolation
             )
@@ -570,6 +687,7 @@ class _Dispatcher:
             # A bug or an unforeseen failure must not leave the batch leased until expiry, nor
             # crash the worker: treat it as Meta's "unknown" and retry on the schedule.
             logger.exception("Sending %d events to destination %s failed", len(pks), destination.pk)
+            self._forget_empty_prefetch()
             unknown = graph.GraphError(
                 f"{type(error).__name__} while sending: {error}",
                 info=graph.ErrorInfo(graph.UNKNOWN, "Sending failed unexpectedly.", ""),
@@ -592,15 +710,22 @@ class _Dispatcher:
                     destination, pks, claim, result, reason, started_at, test_event_code, now
                 )
 
-        # Meta has the events now: losing this write to a dropped database connection would
-        # send them a second time when the lease ends, so it gets one more try on a new one.
-        self.report.delivered += _write_surviving_reconnect(record_delivery)
-        # Outside the transaction and at most about once a second: workers delivering for the
-        # same destination must not queue up behind each other's lock on its row.
-        with _database_turn():
-            Destination.objects.filter(pk=destination.pk).filter(
-                Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
-            ).update(last_delivered_at=now)
+        def record() -> None:
+            # Meta has the events now: losing this write to a dropped database connection
+            # would send them a second time when the lease ends, so it gets one more try on a
+            # new one.
+            self.report.delivered += _write_surviving_reconnect(record_delivery)
+            # Outside the transaction and at most about once a second: workers delivering for
+            # the same destination must not queue up behind each other's lock on its row.
+            with _database_turn():
+                Destination.objects.filter(pk=destination.pk).filter(
+                    Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
+                ).update(last_delivered_at=now)
+
+        # Written while the next request is on the wire; a canary's verdict reads it at once.
+        self._deferred = record
+        if self._sending_canary:
+            self._flush_deferred()
         if mismatch:
             logger.warning(
                 "Destination %s: Meta received %d of %d events (fbtrace_id %s)",
@@ -615,6 +740,24 @@ class _Dispatcher:
         self._accepted.add(destination.pk)
         self._fail_lone_refusals(destination, claim, isolation)
         return []
+
+    def _request(
+        self, destination: Destination, batch: list[ClaimedEvent], test_event_code: str
+    ) -> Future[graph.SendResult]:
+        """Put the request on the wire in the sender thread; its answer is the future's."""
+        return self._sender.submit(
+            graph.send_events,
+            destination,
+            [event.payload_json for event in batch],
+            test_event_code=test_event_code or None,
+        )
+
+    def _forget_empty_prefetch(self) -> None:
+        # Meta refused the request that was on the wire while the next claim was made: what
+        # comes of that (a token replaced meanwhile, events given back) may be due again, so
+        # an empty claim made before it does not end the pass.
+        if self._prefetched is not None and not self._prefetched[0].events:
+            self._prefetched = None
 
     def _record_delivery(
         self,
@@ -642,13 +785,8 @@ class _Dispatcher:
             messages=list(result.messages),
             canary=self._sending_canary,
         )
-        delivered = _leave_queue(pks, claim.lease_token).update(
-            status=EventStatus.DELIVERED,
-            status_reason=reason,
-            delivered_at=now,
-            delivered_by_id=attempt.pk,
-            attempts=F("attempts") + 1,
-            updated_at=now,
+        delivered = _queue().deliver(
+            pks, claim.lease_token, attempt_id=attempt.pk, reason=reason, now=now
         )
         counters.add(destination.pk, delivered=delivered, at=now)
         return delivered
@@ -663,6 +801,9 @@ class _Dispatcher:
         duration_ms: int,
         isolation: _Isolation,
     ) -> list[list[ClaimedEvent]]:
+        # What follows reads and writes the destination's delivery state (its attempts among
+        # them): the previous accepted request is recorded first.
+        self._flush_deferred()
         pks = [event.pk for event in batch]
         record = {
             "started_at": started_at,
@@ -732,6 +873,7 @@ class _Dispatcher:
         """
         if not isolation.lone:
             return
+        self._flush_deferred()
         if destination.pk in self._stopped:
             # Blocked or paused meanwhile for another reason: they wait with the others.
             refusals, isolation.lone = isolation.lone, []
@@ -757,6 +899,8 @@ class _Dispatcher:
         self, destination: Destination, claim: Claim, isolation: _Isolation
     ) -> None:
         """Fail each lone event Meta refused, with Meta's message (its own fault)."""
+        if isolation.lone:
+            self._flush_deferred()
         refusals, isolation.lone = isolation.lone, []
         for refusal in refusals:
             pks = [event.pk for event in refusal.batch]
@@ -792,7 +936,7 @@ class _Dispatcher:
         refusal = refusals[-1].error
         now = clock.now()
         reason = REFUSED_WHATEVER_THE_EVENTS + describe_error(refusal)
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             blocked = delivery_state.write_block(destination, reason, BlockKind.EVERY_REQUEST, now)
             for held in refusals:
@@ -905,7 +1049,7 @@ class _Dispatcher:
         reason = f"Rate limited by Meta until {paused_until:%Y-%m-%d %H:%M:%S} UTC: " + (
             describe_error(error)
         )
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             delivery_state.pause(destination, paused_until, reason)
             self.report.held += _hold(
@@ -926,7 +1070,7 @@ class _Dispatcher:
     ) -> None:
         now = clock.now()
         reason = describe_error(error)
-        self._stopped.add(destination.pk)
+        self._stop(destination.pk)
         with _step():
             blocked = delivery_state.write_block(destination, reason, BlockKind.TOKEN, now)
             self.report.held += _hold(
@@ -998,7 +1142,7 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     )
     newest = (
         QueuedEvent.objects.filter(
-            Q(lease_token__isnull=True) | Q(due_at__lte=now),
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now),
             destination_id=destination_id,
             event__event_time__gt=now - MAX_EVENT_AGE + SEND_WINDOW_MARGIN,
         )
@@ -1007,8 +1151,8 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
     )
     with _step():
         claimed = QueuedEvent.objects.filter(
-            Q(lease_token__isnull=True) | Q(due_at__lte=now), pk__in=Subquery(newest)
-        ).update(lease_token=claim.lease_token, due_at=claim.lease_expires_at)
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now), pk__in=Subquery(newest)
+        ).update(lease_token=claim.lease_token, lease_expires_at=claim.lease_expires_at)
     if not claimed:
         return claim
     rows = _owned_events(claim.lease_token).values_list(

@@ -390,13 +390,13 @@ def collect_delivery_facts(
         since = max(oldest, resumed.get(destination_id) or oldest)
         if since <= overdue_before:
             facts[destination_id].overdue_since = since
-    # A worker's lease that ran out long ago (its entry is due from the lease's end).
+    # A worker's lease that ran out long ago.
     stalled = (
         QueuedEvent.objects.filter(
-            destination_id__in=ids, lease_token__isnull=False, due_at__lte=overdue_before
+            destination_id__in=ids, lease_token__isnull=False, lease_expires_at__lte=overdue_before
         )
         .values("destination_id")
-        .annotate(oldest=Min("due_at"))
+        .annotate(oldest=Min("lease_expires_at"))
         .values_list("destination_id", "oldest")
     )
     for destination_id, oldest in stalled:

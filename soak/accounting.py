@@ -57,7 +57,7 @@ def event_books(destination_ids: list[int], *, now: datetime | None = None) -> B
     by_status = dict(events.values_list("status").annotate(count=Count("pk")).order_by())
     queue = QueuedEvent.objects.filter(destination_id__in=destination_ids)
     leased = queue.filter(lease_token__isnull=False)
-    dead_count = leased.filter(due_at__lte=now).count()
+    dead_count = leased.filter(lease_expires_at__lte=now).count()
     books = Books(
         ingested=events.count(),
         by_status=by_status,

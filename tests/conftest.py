@@ -177,15 +177,18 @@ def queue_events(
     *,
     due_at: datetime | None = None,
     lease_token: uuid.UUID | None = None,
+    lease_expires_at: datetime | None = None,
 ) -> None:
     """Put pending events made without ``track()`` (``bulk_create``) in the delivery queue,
-    due at ``due_at`` (now by default), as ingest does."""
+    due at ``due_at`` (now by default), as ingest does; held by a worker with a
+    ``lease_token`` until ``lease_expires_at``."""
     QueuedEvent.objects.bulk_create(
         QueuedEvent(
             event_id=event.pk,
             destination_id=event.destination_id,
             due_at=due_at or app_clock.now(),
             lease_token=lease_token,
+            lease_expires_at=lease_expires_at,
         )
         for event in events
     )
@@ -223,8 +226,9 @@ def make_event(db: None, destination: Destination) -> Callable[..., Event]:
             leased = lease_expires_at is not None
             queue_events(
                 [event],
-                due_at=lease_expires_at if leased else due_at or app_clock.now(),
+                due_at=due_at or app_clock.now(),
                 lease_token=uuid.uuid4() if leased else None,
+                lease_expires_at=lease_expires_at,
             )
         # An event made with an outcome reached it now, as the code that gives outcomes counts.
         for outcome, statuses in counters.STATUSES_OF_OUTCOME.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from importlib import import_module
@@ -205,6 +206,68 @@ def test_queries_per_1000_event_batch_are_constant(env: Sandbox, destination: De
     # About ten statements (plus savepoints inside the test transaction), whatever the size.
     assert per_batch <= 15
     assert statuses() == {EventStatus.DELIVERED: 3000}
+
+
+def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_the_wire(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    # Two claims of one request each (two destinations). While the first request is on the
+    # wire the worker claims the second batch; while the second is, it records the first. Meta
+    # (the sandbox) holds each answer until the worker has run that statement: a worker that
+    # claimed or recorded only after the answer would leave it waiting, and the test would fail.
+    add_events(make_destination(), 1000, prefix="p")
+    add_events(make_destination(), 500, prefix="q")
+    done = {"claims": 0, "records": 0}
+    changed = threading.Condition()
+    seen: list[tuple[str, bool]] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        claim = "SET lease_token = %s, lease_expires_at" in sql
+        record = "DELETE FROM" in sql and "queuedevent" in sql
+        if claim or record:
+            with changed:
+                done["claims" if claim else "records"] += 1
+                changed.notify_all()
+        return result
+
+    def hold_the_answer(method: str, path: str) -> None:
+        # The first request waits for the second claim, the second for the first record.
+        name, count = ("claims", 2) if not seen else ("records", 1)
+        with changed:
+            seen.append((name, changed.wait_for(lambda: done[name] >= count, timeout=30)))
+
+    env.app.before_answer = hold_the_answer
+    with connection.execute_wrapper(watch):
+        report = dispatch.dispatch_pending()
+
+    assert seen == [("claims", True), ("records", True)]
+    assert (report.requests, report.delivered) == (2, 1500)
+    assert statuses() == {EventStatus.DELIVERED: 1500}
+    assert QueuedEvent.objects.count() == 0
+
+
+def test_nothing_of_the_destination_on_the_wire_is_claimed_ahead(
+    env: Sandbox, destination: Destination
+) -> None:
+    # Its events on the wire could come back to the queue meanwhile (a lease that ran out) and
+    # be claimed again by the worker sending them: the claim made ahead skips the destination.
+    # Meta rate-limits the first request, so nothing more of it is claimed in this pass.
+    add_events(destination, 1500, prefix="r")
+    env.set_faults(rate_limit_every=1)
+
+    report = dispatch.dispatch_pending()
+
+    assert report.requests == 1
+    assert (report.claimed, report.held, report.delivered) == (1000, 1000, 0)
+    assert QueuedEvent.objects.filter(lease_token__isnull=True).count() == 1500
+    assert set(Event.objects.values_list("attempts", flat=True)) == {0}
+    env.set_faults(rate_limit_every=0)
+    app_clock.advance(timedelta(minutes=2))
+    dispatch.dispatch_pending()
+    assert statuses() == {EventStatus.DELIVERED: 1500}
+    received = [event["event_id"] for event in env.events(pixel_id=destination.pixel_id)]
+    assert len(received) == len(set(received)) == 1500
 
 
 def test_an_event_lists_its_failed_attempts_and_the_delivering_one(
@@ -772,8 +835,8 @@ def test_a_half_refused_for_another_reason_is_bisected(
 # --- the delivery's UPDATE is a HOT update on PostgreSQL (docs/BENCHMARKS.md, issue 21) -------
 
 
-def _hot_updates_of_the_event_table() -> tuple[int, int]:
-    """(updates, HOT updates) of the event table so far: the shared statistics plus this
+def _hot_updates(table: str = Event._meta.db_table) -> tuple[int, int]:
+    """(updates, HOT updates) of ``table`` so far: the shared statistics plus this
     backend's not yet flushed ones, read in one statement so a flush cannot fall between."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
@@ -782,7 +845,7 @@ def _hot_updates_of_the_event_table() -> tuple[int, int]:
             "shared.n_tup_hot_upd + pending.n_tup_hot_upd FROM pg_stat_user_tables AS shared "
             "JOIN pg_stat_xact_user_tables AS pending USING (relid) "
             "WHERE shared.relid = %s::regclass",
-            [Event._meta.db_table],
+            [table],
         )
         updates, hot = cursor.fetchone()
     return int(updates), int(hot)
@@ -806,11 +869,39 @@ def test_the_delivery_updates_each_event_row_in_place_on_postgresql(
     assert f"fillfactor={fillfactor}" in (options or [])
     count = 400  # rows of several pages, delivered in one request
     add_events(destination, count)
-    updates_before, hot_before = _hot_updates_of_the_event_table()
+    updates_before, hot_before = _hot_updates()
 
     report = dispatch.dispatch_pending()
 
     assert report.delivered == count
-    updates, hot = _hot_updates_of_the_event_table()
+    updates, hot = _hot_updates()
     assert updates - updates_before >= count
     assert hot - hot_before >= count
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="HOT updates and fillfactor are PostgreSQL's"
+)
+def test_the_claim_updates_each_queue_entry_in_place_on_postgresql(
+    env: Sandbox, destination: Destination
+) -> None:
+    # The claim writes only the lease (lease_token, lease_expires_at), which no index holds,
+    # and the queue's fillfactor leaves room on each page: every claimed entry's UPDATE is HOT.
+    # A claim that moved due_at (indexed), or a full page, fails this.
+    queue = QueuedEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [queue])
+        (options,) = cursor.fetchone()
+    migration = import_module("capi_destinations.migrations.0002_event_fillfactor")
+    fillfactor = migration.QUEUE_FILLFACTOR
+    assert f"fillfactor={fillfactor}" in (options or [])
+    count = 400
+    add_events(destination, count)
+    updates_before, hot_before = _hot_updates(queue)
+
+    claim = dispatch.claim_due_events([destination.pk])
+
+    assert len(claim.events) == count
+    updates, hot = _hot_updates(queue)
+    assert updates - updates_before == count
+    assert hot - hot_before == count

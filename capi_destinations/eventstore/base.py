@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import AutoField
+from django.db.models import AutoField, F
 
 from capi_destinations import bound_sql
 from capi_destinations.models import Event, EventStatus, HourlyOutcomes, QueuedEvent, RefusedCalls
@@ -243,15 +243,19 @@ class EventStore(ABC):
 
     def _due_sql(self, destination_ids: Sequence[int], lock: str) -> tuple[str, list[Any]]:
         """SELECT the ids of the due queue entries a claim takes (see :meth:`claim`); its
-        parameters after ``destination_ids``: now, now, limit."""
+        parameters after ``destination_ids``: now, now, now, now, limit."""
         condition, params = self._id_in("destination_id", destination_ids)
         queue = self.queue_table
         sql = (
             f"SELECT event_id FROM {queue} WHERE destination_id = ("  # noqa: S608
             f"SELECT destination_id FROM {queue} WHERE {condition} AND due_at <= %s "
-            f"ORDER BY due_at LIMIT 1{lock}) AND due_at <= %s ORDER BY due_at LIMIT %s{lock}"
+            f"AND {self.NOT_LEASED} ORDER BY due_at LIMIT 1{lock}) AND due_at <= %s "
+            f"AND {self.NOT_LEASED} ORDER BY due_at LIMIT %s{lock}"
         )
         return sql, params
+
+    #: A queue entry no worker holds now (no lease, or one that ran out); parameter: now.
+    NOT_LEASED = "(lease_expires_at IS NULL OR lease_expires_at <= %s)"
 
     def enqueue(self, ids: Sequence[int], due_at: datetime) -> None:
         """Put the ``pending`` events among ``ids`` in the queue, due at ``due_at`` (those
@@ -273,13 +277,39 @@ class EventStore(ABC):
         then writes in the same transaction."""
         return self._queue_write("DELETE FROM {queue}", [], ids, lease_token)
 
+    def deliver(
+        self,
+        ids: Sequence[int],
+        lease_token: uuid.UUID,
+        *,
+        attempt_id: int,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        """Take the events among ``ids`` still held under ``lease_token`` out of the queue and
+        mark them delivered by the attempt ``attempt_id`` (one more attempt each), inside the
+        caller's transaction; returns how many."""
+        left = self.leave_queue(ids, lease_token)
+        return (
+            Event.objects.using(self.alias)
+            .filter(pk__in=left)
+            .update(
+                status=EventStatus.DELIVERED,
+                status_reason=reason,
+                delivered_at=now,
+                delivered_by_id=attempt_id,
+                attempts=F("attempts") + 1,
+                updated_at=now,
+            )
+        )
+
     def requeue_owned(
         self, ids: Sequence[int], lease_token: uuid.UUID, due_at: datetime
     ) -> list[int]:
         """Give back the lease on ``ids`` (those still held under ``lease_token``), due at
         ``due_at``; returns the event ids given back."""
         return self._queue_write(
-            "UPDATE {queue} SET lease_token = NULL, due_at = %s",
+            "UPDATE {queue} SET lease_token = NULL, lease_expires_at = NULL, due_at = %s",
             [self._time(due_at)],
             ids,
             lease_token,
@@ -290,7 +320,10 @@ class EventStore(ABC):
     ) -> None:
         """Move the end of the lease on ``ids`` still held under ``lease_token``."""
         self._queue_write(
-            "UPDATE {queue} SET due_at = %s", [self._time(lease_expires_at)], ids, lease_token
+            "UPDATE {queue} SET lease_expires_at = %s",
+            [self._time(lease_expires_at)],
+            ids,
+            lease_token,
         )
 
     def _queue_write(

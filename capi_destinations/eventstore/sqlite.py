@@ -120,8 +120,8 @@ class SQLiteEventStore(EventStore):
         # One UPDATE: it takes the write lock before it reads (no lock upgrade on SQLite).
         due, params = self._due_sql(destination_ids, "")
         sql = (
-            f"UPDATE {self.queue_table} SET lease_token = %s, due_at = %s "  # noqa: S608
-            f"WHERE event_id IN ({due}) AND due_at <= %s"
+            f"UPDATE {self.queue_table} SET lease_token = %s, lease_expires_at = %s "  # noqa: S608
+            f"WHERE event_id IN ({due}) AND due_at <= %s AND {self.NOT_LEASED}"
         )
         adapt = self._time
         self._execute(
@@ -132,7 +132,10 @@ class SQLiteEventStore(EventStore):
                 *params,
                 adapt(now),
                 adapt(now),
+                adapt(now),
+                adapt(now),
                 limit,
+                adapt(now),
                 adapt(now),
             ],
         )

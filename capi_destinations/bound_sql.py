@@ -24,13 +24,13 @@ memory's recall with one, for instance, reads the whole sightings index by time)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.views.decorators.debug import sensitive_variables
 
-__all__ = ["execute", "fetch_all", "fetch_all_started"]
+__all__ = ["execute", "fetch_all", "fetch_all_started", "text_array"]
 
 
 def fetch_all(
@@ -90,6 +90,23 @@ def fetch_all_started(
         return result
 
     return rows
+
+
+def text_array(texts: Iterable[str]) -> str:
+    """Texts as one PostgreSQL array literal, to bind as ONE text parameter cast to an array
+    type that reads its items from text (``text[]``, ``timestamptz[]``).
+
+    psycopg's adapter of a Python list checks and converts every item in Python: for the click
+    memory's thousands of lookups per batch that cost more than the statement itself.
+    """
+    return "{" + ",".join(map(_array_item, texts)) + "}"
+
+
+def _array_item(text: str) -> str:
+    # Always quoted: an unquoted item is read as NULL when it spells NULL, and trimmed.
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool) -> Any:

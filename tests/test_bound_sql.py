@@ -53,6 +53,35 @@ def test_timestamps_are_read_in_the_connections_time_zone() -> None:
         assert moment.hour == 10
 
 
+# --- array literals -------------------------------------------------------------------------------
+
+_AWKWARD_TEXTS = [
+    "plain",
+    "NULL",
+    "",
+    "  spaced  ",
+    'a "quoted" one',
+    "back\\slash\\",
+    "comma, {brace} and }",
+    "ünïcødé ✓",
+]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="array literals are PostgreSQL's")
+def test_a_text_array_literal_reads_back_as_the_same_texts_in_order() -> None:
+    rows = bound_sql.fetch_all(
+        connection,
+        "SELECT item, position FROM unnest(%s::text[]) WITH ORDINALITY AS t(item, position)",
+        [bound_sql.text_array(_AWKWARD_TEXTS)],
+    )
+
+    assert rows == [(text, position) for position, text in enumerate(_AWKWARD_TEXTS, start=1)]
+
+
+def test_an_empty_text_array_literal_is_an_empty_array() -> None:
+    assert bound_sql.text_array([]) == "{}"
+
+
 # --- prepared statements (PostgreSQL) ----------------------------------------------------------
 
 postgresql_only = pytest.mark.skipif(

@@ -267,23 +267,71 @@ def remember(tenant_id: int, sightings: Iterable[Sighting]) -> None:
         sql, params = _remember_on_postgresql(connection, tenant_id, latest.values())
         bound_sql.execute(connection, sql, params)
         return
-    ClickIdSighting.objects.bulk_create(
-        [
-            ClickIdSighting(
-                tenant_id=tenant_id,
-                identifier=sighting.identifier,
-                identifier_key=sighting.identifier_key,
-                key=sighting.key,
-                value=sighting.value,
-                first_seen_at=sighting.seen_at,
-                last_seen_at=sighting.seen_at,
-                ad_storage=sighting.ad_storage,
-            )
-            for sighting in latest.values()
-        ],
-        update_conflicts=True,
-        unique_fields=["tenant", "identifier", "key", "value"],
-        update_fields=["last_seen_at", "ad_storage"],
+    rows = list(latest.values())
+    # SQLite: the same UPSERT with the rows as VALUES, in chunks its variable limit allows.
+    for start in range(0, len(rows), _SQLITE_ROWS):
+        chunk = rows[start : start + _SQLITE_ROWS]
+        sql, params = _remember_with_values(connection, tenant_id, chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+# Rows per UPSERT on SQLite: 8 parameters each, under SQLite's default limit of 32,766.
+_SQLITE_ROWS = 500
+
+
+def _remember_with_values(
+    connection: BaseDatabaseWrapper, tenant_id: int, rows: list[Sighting]
+) -> tuple[str, list[Any]]:
+    """``remember``'s UPSERT with the rows as VALUES (SQLite)."""
+    quote = connection.ops.quote_name
+    names = ("tenant", *_SIGHTING_COLUMNS, "first_seen_at", "last_seen_at")
+    columns = ", ".join(quote(_field(name).column) for name in names)
+    values = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
+    params: list[Any] = []
+    for sighting in rows:
+        seen_at = connection.ops.adapt_datetimefield_value(sighting.seen_at)
+        params += [tenant_id, *(getattr(sighting, name) for name in _SIGHTING_COLUMNS)]
+        params += [seen_at, seen_at]
+    # Only the model's own table and column names are formatted in; values are parameters.
+    sql = (
+        f"INSERT INTO {quote(ClickIdSighting._meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES {values} {_seen_again_clause(connection, 'max', 'min')}"
+    )
+    return sql, params
+
+
+def _seen_again_clause(connection: BaseDatabaseWrapper, greatest: str, least: str) -> str:
+    """What a sighting already remembered becomes when it is seen again.
+
+    Its span only widens: an event sent late (an import, a retried webhook) carrying a click
+    seen since must not move the last sighting back (the click would drop out of the window
+    for every later event), and one sent early moves the first sighting back. The consent
+    state is the latest sighting's. A sighting that changes nothing is not written again (a
+    batch sent twice, an order's several events at one moment).
+    """
+    quote = connection.ops.quote_name
+    table = quote(ClickIdSighting._meta.db_table)
+    tenant, identifier, key, value, first, last, ad_storage = (
+        quote(_field(name).column)
+        for name in (
+            "tenant",
+            "identifier",
+            "key",
+            "value",
+            "first_seen_at",
+            "last_seen_at",
+            "ad_storage",
+        )
+    )
+    return (
+        f"ON CONFLICT ({tenant}, {identifier}, {key}, {value}) DO UPDATE SET "
+        f"{last} = {greatest}({table}.{last}, EXCLUDED.{last}), "
+        f"{first} = {least}({table}.{first}, EXCLUDED.{first}), "
+        f"{ad_storage} = CASE WHEN EXCLUDED.{last} >= {table}.{last} "
+        f"THEN EXCLUDED.{ad_storage} ELSE {table}.{ad_storage} END "
+        f"WHERE EXCLUDED.{last} > {table}.{last} OR EXCLUDED.{first} < {table}.{first} "
+        f"OR (EXCLUDED.{last} = {table}.{last} AND EXCLUDED.{ad_storage} <> {table}.{ad_storage})"
     )
 
 
@@ -341,14 +389,12 @@ def _remember_on_postgresql(
         )
         listed = ", ".join(column[name] for name in _SIGHTING_COLUMNS)
         arrays = ", ".join("%s::text[]" for _ in _SIGHTING_COLUMNS)
-        unique = ", ".join((tenant, column["identifier"], column["key"], column["value"]))
         # Only the model's own table and column names are formatted in; values are parameters.
         sql = _REMEMBER_SQL[connection.alias] = (
             f"INSERT INTO {quote(meta.db_table)} ({tenant}, {listed}, {first}, {last}) "  # noqa: S608
             f"SELECT %s, {listed}, seen_at, seen_at "
             f"FROM unnest({arrays}, %s::timestamptz[]) AS sighting({listed}, seen_at) "
-            f"ON CONFLICT ({unique}) DO UPDATE SET {last} = EXCLUDED.{last}, "
-            f"{column['ad_storage']} = EXCLUDED.{column['ad_storage']}"
+            f"{_seen_again_clause(connection, 'GREATEST', 'LEAST')}"
         )
     rows = list(sightings)
     # A batch's sightings mostly share a handful of moments: each written once.

@@ -303,6 +303,59 @@ def test_a_click_seen_again_moves_its_last_sighting_and_keeps_its_first(
         assert row.ad_storage == "granted"
 
 
+def test_a_click_in_an_event_sent_late_widens_the_span_and_never_moves_it_back(
+    shop: Destination, clock: Any
+) -> None:
+    checkout = browser_checkout(shop)
+    clock.advance(timedelta(hours=2))
+    # An import of last week's orders: the same person and click, three days before the checkout.
+    track(
+        shop,
+        {
+            "event_name": "Purchase",
+            "event_id": "imported-order",
+            "event_time": int((checkout.event_time - timedelta(days=3)).timestamp()),
+            "action_source": "website",
+            "event_source_url": "https://shop.example/thanks",
+            "user_data": {"email": EMAIL, "fbc": FBC, "client_user_agent": "Mozilla/5.0"},
+            "consent": {"ad_storage": "granted"},
+            "custom_data": {"value": 10, "currency": "EUR"},
+        },
+    )
+
+    row = ClickIdSighting.objects.get(key="fbc")
+    assert row.last_seen_at == checkout.event_time
+    assert row.first_seen_at == checkout.event_time - timedelta(days=3)
+    # The consent state stays the latest sighting's (the checkout's, given by default).
+    assert row.ad_storage == "default"
+
+
+def test_a_batch_sent_again_rewrites_no_sighting(shop: Destination) -> None:
+    browser_checkout(shop)
+    before = {
+        row.pk: (row.first_seen_at, row.last_seen_at) for row in ClickIdSighting.objects.all()
+    }
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+                [ClickIdSighting._meta.db_table],
+            )
+            (updates_before,) = cursor.fetchone()
+
+    browser_checkout(shop)  # the same request again: a duplicate, its sightings unchanged
+
+    after = {row.pk: (row.first_seen_at, row.last_seen_at) for row in ClickIdSighting.objects.all()}
+    assert after == before
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+                [ClickIdSighting._meta.db_table],
+            )
+            assert cursor.fetchone() == (updates_before,)
+
+
 def test_a_batch_fills_each_event_from_its_own_persons_sightings(
     shop: Destination, clock: Any
 ) -> None:

@@ -68,14 +68,19 @@ _AWKWARD_TEXTS = [
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="array literals are PostgreSQL's")
-def test_a_text_array_literal_reads_back_as_the_same_texts_in_order() -> None:
+@pytest.mark.parametrize(
+    "texts",
+    [_AWKWARD_TEXTS, ["a" * 64, "NULL", "fbc", "fb.1.1732449600000.IwAR2xYz_AbC-123dEf"], ["x"]],
+    ids=["awkward", "plain", "one"],
+)
+def test_a_text_array_literal_reads_back_as_the_same_texts_in_order(texts: list[str]) -> None:
     rows = bound_sql.fetch_all(
         connection,
         "SELECT item, position FROM unnest(%s::text[]) WITH ORDINALITY AS t(item, position)",
-        [bound_sql.text_array(_AWKWARD_TEXTS)],
+        [bound_sql.text_array(texts)],
     )
 
-    assert rows == [(text, position) for position, text in enumerate(_AWKWARD_TEXTS, start=1)]
+    assert rows == [(text, position) for position, text in enumerate(texts, start=1)]
 
 
 def test_an_empty_text_array_literal_is_an_empty_array() -> None:

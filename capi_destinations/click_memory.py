@@ -13,7 +13,6 @@ allows it are filled.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -37,8 +36,7 @@ _VALUES_PER_KEY = 3
 _IDENTIFIER_NAMES = {"external_id": "external_id", "em": "email", "ph": "phone"}
 
 
-@dataclass(frozen=True)
-class Recalled:
+class Recalled(NamedTuple):
     """A remembered value to fill into one event's ``key``."""
 
     key: str
@@ -47,8 +45,7 @@ class Recalled:
     matched_by: str  # "external_id", "email" or "phone"
 
 
-@dataclass(frozen=True)
-class Sighting:
+class Sighting(NamedTuple):
     """An ``fbc``/``fbp`` an event carried, with one identifier of the person."""
 
     identifier: str

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -217,3 +217,81 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_first_statement(
         connection.health_check_enabled = enabled
 
     assert new_pid != old_pid
+
+
+def _terminate(backend_pid: int) -> None:
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"] or "127.0.0.1",
+        port=database["PORT"] or 5432,
+        user=database["USER"] or "postgres",
+        dbname=database["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [backend_pid])
+
+
+@pytest.fixture
+def health_checks_on() -> Iterator[None]:
+    connection.ensure_connection()
+    enabled = connection.health_check_enabled
+    connection.health_check_enabled = True
+    try:
+        yield
+    finally:
+        connection.health_check_enabled = enabled
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_first_statement_on_a_dropped_connection_is_run_again_on_a_new_one(
+    health_checks_on: None,
+) -> None:
+    (old_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+    _terminate(old_pid)
+    connection.health_check_done = False  # a new request (close_old_connections)
+
+    rows = bound_sql.fetch_all(connection, "SELECT pg_backend_pid(), %s", [7], read_only=True)
+
+    ((new_pid, seven),) = rows
+    assert new_pid != old_pid
+    assert seven == 7
+    assert connection.health_check_done
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_first_statement_is_the_requests_health_check(
+    health_checks_on: None, tmp_path: Any
+) -> None:
+    bound_sql.fetch_all(connection, "SELECT 2", [])
+    connection.health_check_done = False  # a new request
+    trace = tmp_path / "protocol.trace"
+    raw = connection.connection
+    with trace.open("w") as handle:
+        raw.pgconn.trace(handle.fileno())
+        try:
+            bound_sql.fetch_all(connection, "SELECT %s::integer + 40", [2], read_only=True)
+            bound_sql.fetch_all(connection, "SELECT 3", [])
+        finally:
+            raw.pgconn.untrace()
+
+    sent = [line for line in trace.read_text().splitlines() if "\tF\t" in line or "F " in line]
+    assert any("+ 40" in line for line in sent)
+    assert any("SELECT 3" in line for line in sent)
+    # No health-check statement of Django's: the connection was checked by the statement itself.
+    assert not any('"SELECT 1"' in line for line in sent)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_statements_own_error_is_raised_on_a_sound_connection(
+    health_checks_on: None,
+) -> None:
+    (pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
+    connection.health_check_done = False
+
+    with pytest.raises(DatabaseError):
+        bound_sql.fetch_all(connection, "SELECT * FROM no_such_table_anywhere", [], read_only=True)
+
+    assert bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0] == (pid,)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
@@ -115,6 +116,37 @@ def test_a_server_call_with_the_secret_records_one_event(caller: Caller) -> None
         }
     ]
     assert row.status == EventStatus.PENDING
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a server to drop the connection")
+@pytest.mark.django_db(transaction=True)
+def test_a_request_on_a_connection_the_server_dropped_is_recorded(caller: Caller) -> None:
+    # CONN_HEALTH_CHECKS on: the request's first statement (the key lookup) checks the reused
+    # connection itself, and runs again on a new one when the server has dropped it.
+    enabled = connection.health_check_enabled
+    connection.health_check_enabled = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (old_pid,) = cursor.fetchone()
+        database = connection.settings_dict
+        with psycopg.connect(
+            host=database["HOST"] or "127.0.0.1",
+            port=database["PORT"] or 5432,
+            user=database["USER"] or "postgres",
+            dbname=database["NAME"],
+            autocommit=True,
+        ) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [old_pid])
+        # What close_old_connections does when a request starts (the test client skips it).
+        connection.health_check_done = False
+
+        response = caller.server(event())
+    finally:
+        connection.health_check_enabled = enabled
+
+    assert response.status_code == 202
+    assert Event.objects.get().event_id == "order-1"
 
 
 def test_a_data_list_or_a_bare_list_records_each_event(caller: Caller) -> None:

@@ -116,8 +116,10 @@ def _current_version(ingest_key: str) -> tuple[Any, ...] | None:
             f"WHERE {quote(Destination._meta.get_field('ingest_key').column)} = %s"
         )
     # Bound by the server and, where the site allows it, prepared: the statement is the same on
-    # every request, so PostgreSQL plans it once per connection instead of on each request.
-    rows = bound_sql.fetch_all(connection, sql, [ingest_key], prepare=True)
+    # every request, so PostgreSQL plans it once per connection instead of on each request. The
+    # request's first statement: it checks the reused connection itself (read_only), so the
+    # request spends no round trip on Django's health check.
+    rows = bound_sql.fetch_all(connection, sql, [ingest_key], prepare=True, read_only=True)
     return tuple(rows[0]) if rows else None
 
 

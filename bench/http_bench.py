@@ -402,6 +402,17 @@ def run(mode: str, database: str) -> Result:
         f"{cores * 1000 / cpu_per_request:,.0f} req/s, whatever the concurrency (a request "
         f"that does nothing costs the site {cpu_ms['ceiling']['site']:.2f} ms)"
     )
+    batch_cpu = cpu_ms["batch"]
+    batch_us = {
+        part: batch_cpu[part] * 1000 / BATCH_SIZE for part in ("site", "postgresql_own", "wrk")
+    }
+    batch_per_event = sum(batch_us.values())
+    result.notes.append(
+        f"CPU per event in batches of {BATCH_SIZE}: {batch_us['site']:.0f} µs in the site's "
+        f"gunicorn workers, {batch_us['postgresql_own']:.0f} µs in the bench database's "
+        f"backends, {batch_us['wrk']:.0f} µs in wrk; {cores} cores at {batch_per_event:.0f} µs "
+        f"an event record at most {cores * 1e6 / batch_per_event:,.0f} events/s"
+    )
     result.notes.append(
         f"ceiling on this machine: the same gunicorn workers answer a request that does "
         f"nothing (the demo site's root redirect, full middleware, no database) at "

@@ -16,9 +16,10 @@ planning costs more than the insert. A statement passed with ``prepare=True`` is
 its first run on a connection and reused after, but only where the site allows prepared
 statements: ``DATABASES[...]["OPTIONS"]["prepare_threshold"]`` set to a number (README →
 "Running in production"). Only statements whose generic plan is as good as a custom one ask
-for it (a key lookup, an INSERT of rows given as one parameter); every other statement here
-is never prepared, whatever the threshold, since a generic plan can be far worse (the click
-memory's recall with one, for instance, reads the whole sightings index by time).
+for it (a key lookup, an INSERT of rows given as one parameter, the click memory's recall,
+whose lookups come from its array so that every plan uses the same index); every other
+statement here is never prepared, whatever the threshold, since a generic plan can be far
+worse.
 """
 
 from __future__ import annotations

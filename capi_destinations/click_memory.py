@@ -183,6 +183,8 @@ def _best_on_postgresql(
     for _, _, moment in lookups:
         if moment not in moments:
             moments[moment] = moment.isoformat()
+    # Prepared where the site allows it: every lookup's identifier and key come from the
+    # arrays, so the generic plan is the custom one (tests/test_click_memory.py checks both).
     rows = bound_sql.fetch_all(
         connection,
         _recall_sql(connection),
@@ -194,6 +196,7 @@ def _best_on_postgresql(
             window,
             _LATER_SIGHTING,
         ],
+        prepare=True,
     )
     best: list[_Best | None] = [None] * len(lookups)
     for slot, value, identifier_key, last_seen_at in rows:

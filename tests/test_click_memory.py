@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test import RequestFactory
@@ -515,24 +517,51 @@ def test_recall_reads_one_sighting_per_lookup_however_many_a_person_has(
             plans.append(document[0]["Plan"])
         return execute(sql, params, many, context)
 
+    def explained_generic(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # The recall is prepared where the site allows it: its generic plan, explained too.
+        if connection.vendor == "postgresql" and "LATERAL" in sql:
+            numbered = iter(range(1, 100))
+            prepared = re.sub("%s", lambda _: f"${next(numbered)}", sql)
+            with psycopg.ClientCursor(connection.connection) as cursor:
+                cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                cursor.execute(f"PREPARE recall_generic AS {prepared}")
+                arguments = ", ".join(["%s"] * len(params))
+                cursor.execute(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE recall_generic({arguments})", params
+                )
+                (document,) = cursor.fetchone()
+                cursor.execute("DEALLOCATE recall_generic")
+            plans.append(document[0]["Plan"])
+        return execute(sql, params, many, context)
+
     with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(explained):
         filled = click_memory.recall(tenant, wanted)
+    with connection.execute_wrapper(explained_generic):
+        click_memory.recall(tenant, wanted)
 
     assert [(item.key, item.value) for item in filled[0]] == [("fbp", "fb.1.1.0")]
     assert len(queries) == 1
     if connection.vendor != "postgresql":
         return
-    (plan,) = plans
-    scans = [
-        node for node in _nodes(plan) if node.get("Relation Name") == ClickIdSighting._meta.db_table
-    ]
-    assert scans, plan
-    for scan in scans:
-        assert scan["Node Type"] == "Index Scan", scan
-        assert scan["Index Name"] == "capi_click_sighting_recall", scan
-        # Rows read per lookup: the one chosen, none filtered away one by one.
-        assert scan["Actual Rows"] <= 1, scan
-        assert scan.get("Rows Removed by Filter", 0) == 0, scan
+    assert len(plans) == 2  # the custom plan, then the generic one
+    custom_condition, generic_condition = (
+        next(node["Index Cond"] for node in _nodes(plan) if "Index Cond" in node) for plan in plans
+    )
+    assert "$" not in custom_condition
+    assert "$" in generic_condition  # planned without the parameters' values
+    for plan in plans:
+        scans = [
+            node
+            for node in _nodes(plan)
+            if node.get("Relation Name") == ClickIdSighting._meta.db_table
+        ]
+        assert scans, plan
+        for scan in scans:
+            assert scan["Node Type"] == "Index Scan", scan
+            assert scan["Index Name"] == "capi_click_sighting_recall", scan
+            # Rows read per lookup: the one chosen, none filtered away one by one.
+            assert scan["Actual Rows"] <= 1, scan
+            assert scan.get("Rows Removed by Filter", 0) == 0, scan
 
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

@@ -809,6 +809,8 @@ def _click_id_sightings(
     prepared: list[_Prepared], context: _Context
 ) -> list[click_memory.Sighting]:
     """The fbc/fbp each event carried with the person it names, to remember."""
+    if not app_settings.CLICK_ID_FILL_DAYS:
+        return []  # the click memory is off: nothing is kept for a filling that never happens
     destination = context.destination
     sightings: list[click_memory.Sighting] = []
     for item in prepared:

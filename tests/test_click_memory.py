@@ -170,6 +170,20 @@ def test_a_click_seen_longer_ago_than_the_window_is_not_filled(
     assert webhook_purchase(shop, event_id="order-2").event.payload["user_data"]["fbc"] == FBC
 
 
+def test_with_the_click_memory_off_nothing_is_remembered_or_filled(
+    shop: Destination, settings: Any
+) -> None:
+    settings.CAPI_DESTINATIONS = {"CLICK_ID_FILL_DAYS": 0}
+
+    browser_checkout(shop)
+    result = webhook_purchase(shop)
+
+    # Not filled, and nothing about the person kept for a filling that never happens.
+    assert not ClickIdSighting.objects.exists()
+    assert notes(result) == []
+    assert "fbc" not in result.event.payload["user_data"]
+
+
 def test_another_clients_sightings_never_fill_an_event(
     shop: Destination, other_tenant: Tenant, make_destination: Callable[..., Destination]
 ) -> None:

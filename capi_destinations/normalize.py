@@ -104,7 +104,7 @@ def _fastest_sha256() -> Callable[[bytes], Any]:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        return module.sha256  # type: ignore[no-any-return]
+        return module.sha256
     return hashlib.sha256
 
 

@@ -106,13 +106,19 @@ def evaluate_consent(
     signal missing from a state. Raises ValueError for an unknown policy or default, which
     are configuration errors, never event data.
     """
-    chosen = ConsentPolicy(policy)
+    # This runs for every event: the policy by a dict look-up rather than the enum's call,
+    # the Mapping ABC only for what is not a plain dict, constant verdicts shared (frozen).
+    chosen = (type(policy) is str and _POLICY_OF_VALUE.get(policy)) or ConsentPolicy(policy)
     if missing_consent not in (GRANTED, DENIED):
         raise ValueError(f"missing_consent must be 'granted' or 'denied', not {missing_consent!r}")
-    state = consent if isinstance(consent, Mapping) else None
+    state = (
+        consent
+        if consent is not None and (type(consent) is dict or isinstance(consent, Mapping))
+        else None
+    )
 
     if chosen is ConsentPolicy.SEND_ALWAYS:
-        return ConsentVerdict(send=True, reason="sent: the destination sends every event")
+        return _SENT_ALWAYS
 
     if chosen is ConsentPolicy.LIMITED_DATA_USE:
         return ConsentVerdict(
@@ -124,15 +130,7 @@ def evaluate_consent(
         )
 
     if state is None:
-        if missing_consent == DENIED:
-            return ConsentVerdict(
-                send=False,
-                reason="suppressed: no consent state, and the destination treats that as denied",
-            )
-        return ConsentVerdict(
-            send=True,
-            reason="sent: no consent state, and the destination treats that as granted",
-        )
+        return _NO_STATE_DENIED if missing_consent == DENIED else _NO_STATE_GRANTED
 
     # Read through _parse_signal so an unparsed state ("DENIED", false) is understood too.
     signals = {signal: _parse_signal(state.get(signal)) for signal in _REQUIRED_SIGNALS}
@@ -145,6 +143,16 @@ def evaluate_consent(
             send=False, reason=f"suppressed: {' and '.join(refused)} denied{note}"
         )
     return ConsentVerdict(send=True, reason=f"sent: ad_storage and ad_user_data granted{note}")
+
+
+_POLICY_OF_VALUE: dict[str, ConsentPolicy] = {policy.value: policy for policy in ConsentPolicy}
+_SENT_ALWAYS = ConsentVerdict(send=True, reason="sent: the destination sends every event")
+_NO_STATE_DENIED = ConsentVerdict(
+    send=False, reason="suppressed: no consent state, and the destination treats that as denied"
+)
+_NO_STATE_GRANTED = ConsentVerdict(
+    send=True, reason="sent: no consent state, and the destination treats that as granted"
+)
 
 
 def allows_ad_storage(consent: Mapping[str, Any] | None, *, missing_consent: str) -> bool:
@@ -286,6 +294,12 @@ def check_data_processing_options(event: Mapping[str, Any]) -> list[Diagnostic]:
     without LDU means nothing and is left out (``dpo_location_without_ldu``).
     """
     options = event.get("data_processing_options")
+    if (
+        options is None
+        and event.get("data_processing_options_country") is None
+        and event.get("data_processing_options_state") is None
+    ):
+        return []  # the usual event: none of the three fields, nothing to say
     if options is not None and not (
         isinstance(options, list | tuple) and all(option == "LDU" for option in options)
     ):

@@ -94,6 +94,8 @@ ACTION_SOURCES: tuple[str, ...] = (
 )
 
 
+_ACTION_SOURCE_SET = frozenset(ACTION_SOURCES)
+
 #: Meta's baseline rule: an event whose customer-information keys all fall inside one of
 #: these sets is rejected as having too little to match on.
 WEAK_KEY_SETS: tuple[frozenset[str], ...] = (
@@ -102,6 +104,9 @@ WEAK_KEY_SETS: tuple[frozenset[str], ...] = (
     frozenset({"fn", "ge"}),
     frozenset({"ln", "ge"}),
 )
+# Customer-information keys in no weak set: an event with one of them is never matched on too
+# little, whatever else it has.
+_BEYOND_WEAK_KEYS = CUSTOMER_INFO_KEY_SET.difference(*WEAK_KEY_SETS)
 
 #: Meta rejects a request holding any event older than this.
 MAX_EVENT_AGE = timedelta(days=7)
@@ -280,9 +285,20 @@ def match_quality_score(user_data: Mapping[str, Any]) -> float:
 
     Spares building the ``present``/``missing`` lists for every recorded event.
     """
-    if not isinstance(user_data, Mapping):
+    if type(user_data) is not dict and not isinstance(user_data, Mapping):
         return 0.0
-    found = [key for key, value in user_data.items() if key in _ALL_WEIGHTS and _filled(value)]
+    # _filled's two common cases written out (a list whose first digest is there, a clear
+    # text): this runs for every recorded event, for each of its keys.
+    found = [
+        key
+        for key, value in user_data.items()
+        if key in _ALL_WEIGHTS
+        and (
+            (type(value) is list and value and type(value[0]) is str and value[0])
+            or (type(value) is str and value)
+            or _filled(value)
+        )
+    ]
     return _match_quality_of(frozenset(found))[0]
 
 
@@ -304,9 +320,13 @@ def _match_quality_of(keys: frozenset[str]) -> tuple[float, tuple[str, ...], tup
 
 
 def _filled(value: Any) -> bool:
-    # Normalized user data holds a list whose first digest is there: decide that at once.
-    if type(value) is list and value and type(value[0]) is str and value[0]:
-        return True
+    # Normalized user data holds a list whose first digest is there, or a clear text: decide
+    # those at once.
+    if type(value) is list:
+        if value and type(value[0]) is str and value[0]:
+            return True
+    elif type(value) is str:
+        return value != ""
     return _has_value(value)
 
 
@@ -335,6 +355,8 @@ def parse_event_time(value: Any) -> datetime | None:
 
 
 def _event_time_seconds(value: Any) -> int | None:
+    if type(value) is int:
+        return value  # Unix seconds, the usual case
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -381,7 +403,8 @@ def diagnose(
     user_data pass the result instead of normalizing twice. Never raises: junk of any shape
     yields diagnostics.
     """
-    if not isinstance(event, Mapping):
+    # isinstance() against the Mapping ABC is slow; a plain dict is by far the usual event.
+    if type(event) is not dict and not isinstance(event, Mapping):
         return [
             _error(
                 "invalid_event",
@@ -411,7 +434,8 @@ def diagnose(
     _check_other_keys(event, found)
     _check_request_fields(event, action_source, found)
 
-    return by_severity(found)
+    # Most events have no finding or one: already in order.
+    return by_severity(found) if len(found) > 1 else found
 
 
 # --- building diagnostics ----------------------------------------------------------------------
@@ -539,6 +563,10 @@ def _check_event_time(
     found: list[Diagnostic],
     action_source: Any = None,
 ) -> None:
+    if type(value) is int and 0 <= value < _MILLISECONDS_THRESHOLD:
+        # Unix seconds, as nearly every event sends them: none of the type checks below apply.
+        _check_event_age(value, now, found, action_source)
+        return
     if not present or value is None or value == "":
         found.append(
             _error(
@@ -588,6 +616,13 @@ def _check_event_time(
             )
         )
         return
+    _check_event_age(seconds, now, found, action_source)
+
+
+def _check_event_age(
+    seconds: int, now: datetime, found: list[Diagnostic], action_source: Any
+) -> None:
+    """Too old, in the future, or later than Meta asks: an event_time read as Unix seconds."""
     age = now - datetime.fromtimestamp(max(seconds, 0), tz=UTC)
     window = max_event_age(action_source)
     if age > window:
@@ -639,6 +674,8 @@ def _duration(delta: timedelta) -> str:
 
 
 def _check_event_id(value: Any, found: list[Diagnostic]) -> None:
+    if type(value) is str and value and not value[0].isspace():
+        return  # text that is not blank: the usual case
     if value is None or (isinstance(value, str) and not value.strip()):
         found.append(
             _warning(
@@ -664,6 +701,8 @@ def _check_event_id(value: Any, found: list[Diagnostic]) -> None:
 
 
 def _check_action_source(value: Any, found: list[Diagnostic]) -> str | None:
+    if type(value) is str and value in _ACTION_SOURCE_SET:
+        return value  # the usual case, before building any message
     valid = ", ".join(ACTION_SOURCES)
     if value is None or value == "":
         found.append(
@@ -699,6 +738,8 @@ def _check_event_source_url(
     event: Mapping[str, Any], action_source: str | None, found: list[Diagnostic]
 ) -> None:
     url = event.get("event_source_url")
+    if type(url) is str and url.startswith(("https://", "http://")):
+        return  # what the check below accepts, without copying the URL twice
     if url is None or url == "":
         if action_source == "website":
             found.append(
@@ -730,7 +771,7 @@ def _check_user_data(
     found: list[Diagnostic],
 ) -> dict[str, Any] | None:
     raw = event.get("user_data")
-    if raw is not None and not isinstance(raw, Mapping):
+    if raw is not None and type(raw) is not dict and not isinstance(raw, Mapping):
         found.append(
             _error(
                 "invalid_user_data",
@@ -747,6 +788,8 @@ def _check_user_data(
     found.extend(report.diagnostics)
     user_data = report.user_data
     keys = CUSTOMER_INFO_KEY_SET.intersection(user_data)
+    if not keys.isdisjoint(_BEYOND_WEAK_KEYS):
+        return user_data  # a key outside every weak set: no weak set can hold the others
     if not keys:
         found.append(
             _error(
@@ -822,6 +865,8 @@ def _check_messaging(
     that the event is refused without them.
     """
     channel = event.get("messaging_channel")
+    if channel is None and action_source != "business_messaging":
+        return  # the usual event: not a chat, no channel
     channels = ", ".join(MESSAGING_CHANNELS)
     if channel is not None and channel not in MESSAGING_CHANNELS:
         suggestion = channel.strip().lower() if isinstance(channel, str) else None
@@ -867,7 +912,12 @@ def _check_messaging(
 
 def _check_custom_data(value: Any, event_name: str | None, found: list[Diagnostic]) -> None:
     is_purchase = event_name == "Purchase"
-    if value is not None and not isinstance(value, Mapping):
+    if value is None:
+        if is_purchase:  # only the Purchase's own requirements can be missing
+            _check_value({}, is_purchase, found)
+            _check_currency({}, is_purchase, found)
+        return
+    if type(value) is not dict and not isinstance(value, Mapping):
         found.append(
             _error(
                 "invalid_custom_data",
@@ -1116,6 +1166,10 @@ def _number_out_of_range(value: Any) -> bool:
     a time Meta can take. NaN is not counted here: it is not a number at all, and the checks
     of each field already say so.
     """
+    if value is None:
+        return False  # an absent field, the usual case
+    if type(value) is float:
+        return math.isinf(value)
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -1202,21 +1256,34 @@ def _check_request_fields(
     A field that only adds detail is left out (its code is in ``DROPPED_FIELD_CODES``); one
     the event cannot be sent without is an error.
     """
+    _check_segmentation("customer_segmentation", event.get("customer_segmentation"), found)
     custom_data = event.get("custom_data")
-    custom: Mapping[str, Any] = custom_data if isinstance(custom_data, Mapping) else {}
-    for field, value in (
-        ("customer_segmentation", event.get("customer_segmentation")),
-        ("custom_data.customer_segmentation", custom.get("customer_segmentation")),
-    ):
-        if value is not None and not _one_of(value, CUSTOMER_SEGMENTATIONS):
-            found.append(
-                _dropped(
-                    "invalid_customer_segmentation",
-                    field,
-                    f"customer_segmentation {_shown(value, 40)!r} is not one Meta documents",
-                    f"Send one of: {', '.join(sorted(CUSTOMER_SEGMENTATIONS))}.",
-                )
+    # Most events have no custom_data (or a plain dict): skip its checks, and the Mapping ABC.
+    if custom_data is not None and (type(custom_data) is dict or isinstance(custom_data, Mapping)):
+        _check_custom_request_fields(custom_data, found)
+    _check_original_event_data(event.get("original_event_data"), found)
+    _check_store_data(event.get("store_data"), action_source, found)
+    if action_source == "app" and event.get("app_data") is not None:
+        _check_app_data(event["app_data"], found)
+
+
+def _check_segmentation(field: str, value: Any, found: list[Diagnostic]) -> None:
+    if value is not None and not _one_of(value, CUSTOMER_SEGMENTATIONS):
+        found.append(
+            _dropped(
+                "invalid_customer_segmentation",
+                field,
+                f"customer_segmentation {_shown(value, 40)!r} is not one Meta documents",
+                f"Send one of: {', '.join(sorted(CUSTOMER_SEGMENTATIONS))}.",
             )
+        )
+
+
+def _check_custom_request_fields(custom: Mapping[str, Any], found: list[Diagnostic]) -> None:
+    """The request-failing values of a custom_data that is an object with keys."""
+    _check_segmentation(
+        "custom_data.customer_segmentation", custom.get("customer_segmentation"), found
+    )
     content_type = custom.get("content_type")
     if content_type is not None and not _one_of(content_type, CONTENT_TYPES):
         found.append(
@@ -1247,10 +1314,6 @@ def _check_request_fields(
                 "Send predicted_ltv as a plain number, e.g. 250.0.",
             )
         )
-    _check_original_event_data(event.get("original_event_data"), found)
-    _check_store_data(event.get("store_data"), action_source, found)
-    if action_source == "app" and event.get("app_data") is not None:
-        _check_app_data(event["app_data"], found)
 
 
 def _one_of(value: Any, allowed: frozenset[str]) -> bool:

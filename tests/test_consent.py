@@ -259,3 +259,17 @@ def test_garbage_never_raises_and_gives_a_verdict(
     assert all(d.severity in (WARNING, INFO) for d in found)
     assert isinstance(verdict.send, bool)
     assert verdict.reason.startswith(("sent", "suppressed"))
+
+
+def test_a_policy_is_read_from_its_value_or_its_member_and_nothing_else() -> None:
+    from capi_destinations.consent import ConsentPolicy
+
+    by_value = evaluate_consent(None, policy="require_consent", missing_consent="denied")
+    by_member = evaluate_consent(
+        None, policy=ConsentPolicy.REQUIRE_CONSENT, missing_consent="denied"
+    )
+    assert by_value == by_member
+    assert not by_value.send
+    for wrong in ("REQUIRE_CONSENT", "", ["require_consent"]):
+        with pytest.raises(ValueError, match="is not a valid ConsentPolicy"):
+            evaluate_consent(None, policy=wrong)  # type: ignore[arg-type]

@@ -845,3 +845,58 @@ def test_scores_have_one_decimal() -> None:
     score = match_quality(normalized(em="a@b.co", zp="94025")).score
 
     assert score == round(score, 1)
+
+
+# --- the usual event's shortcuts give the same findings as the full checks -------------------
+
+
+@pytest.mark.parametrize(
+    ("event_id", "expected"),
+    [
+        ("order-1", []),
+        (" order-1", []),  # text around spaces is an id: only blank text is missing
+        ("\u2003", [("missing_event_id", "event_id", WARNING)]),
+        ("", [("missing_event_id", "event_id", WARNING)]),
+    ],
+)
+def test_an_event_id_is_missing_only_when_blank(
+    event_id: str, expected: list[tuple[str, str, str]]
+) -> None:
+    assert codes(diagnose(good_event(event_id=event_id), now=NOW)) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["https://shop.example.com/", "http://shop.example.com/", "  HTTPS://Shop.example.com/"]
+)
+def test_a_web_address_in_any_case_or_padding_is_a_source_url(url: str) -> None:
+    assert diagnose(good_event(event_source_url=url), now=NOW) == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "code"),
+    [
+        (0, "event_time_too_old"),
+        (-1, "event_time_too_old"),
+        (100_000_000_000 - 1, "event_time_in_future"),
+        (100_000_000_000, "event_time_in_milliseconds"),
+    ],
+)
+def test_whole_seconds_at_the_edges_of_the_shortcut(seconds: int, code: str) -> None:
+    assert [d.code for d in diagnose(good_event(event_time=seconds), now=NOW)] == [code]
+
+
+def test_a_purchase_without_custom_data_needs_its_value_and_currency() -> None:
+    found = diagnose(good_event(custom_data=None), now=NOW)
+    assert codes(found) == [
+        ("missing_value", "custom_data.value", ERROR),
+        ("missing_currency", "custom_data.currency", ERROR),
+    ]
+    assert diagnose(good_event(event_name="Lead", custom_data=None), now=NOW) == []
+
+
+def test_a_strong_key_among_weak_ones_is_enough() -> None:
+    weak = {"ct": "paris", "zp": "75001", "ge": "f", "client_user_agent": "Mozilla/5.0"}
+    assert [d.code for d in diagnose(good_event(user_data=weak), now=NOW)] == [
+        "insufficient_customer_information"
+    ]
+    assert diagnose(good_event(user_data={**weak, "external_id": "c-1"}), now=NOW) == []

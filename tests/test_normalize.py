@@ -768,3 +768,22 @@ def test_a_yyyymmdd_birth_date_is_kept_only_when_it_is_a_real_date_in_range(text
     if valid:
         assert born is not None
         assert normalize_field("db", born.strftime("%Y-%m-%d")) == text
+
+
+def test_the_sha256_used_gives_hashlibs_digests() -> None:
+    # normalize hashes with CPython's own SHA-256 when it has one (no OpenSSL set-up per call).
+    from capi_destinations import normalize
+
+    for text in ("", "jane@example.com", "é" * 100, "x" * 1000):
+        data = text.encode()
+        assert normalize._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_without_cpythons_own_sha256_hashlibs_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capi_destinations import normalize
+
+    # A None entry in sys.modules makes the import fail, as on an interpreter built without
+    # its own hashes.
+    monkeypatch.setitem(sys.modules, "_sha2", None)
+    monkeypatch.setitem(sys.modules, "_sha256", None)
+    assert normalize._fastest_sha256() is hashlib.sha256

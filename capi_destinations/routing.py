@@ -133,7 +133,9 @@ class Routing:
         if self.event_filter == EventFilter.DENY and event_name in self.event_names:
             return f"suppressed: this destination does not send {event_name} events"
         custom_data = payload.get("custom_data")
-        custom_data = custom_data if isinstance(custom_data, Mapping) else {}
+        custom_data = (
+            custom_data if type(custom_data) is dict or isinstance(custom_data, Mapping) else {}
+        )
         if self.minimum_purchase_value is not None and event_name == "Purchase":
             value = _number(custom_data.get("value"))
             if value is not None and value < self.minimum_purchase_value:

@@ -219,6 +219,7 @@ def track_many(
             return results
     prepared = [_prepare(event, index, context) for index, event in enumerate(raw_events)]
     _fill_remembered_click_ids(prepared, context)
+    _finish(prepared)
     sightings = _click_id_sightings(prepared, context)
     along = _remembered_along(sightings, store, context)
     with store.writing():
@@ -289,6 +290,7 @@ def _track_in_pieces(
                 results.extend(done)
                 pending += waiting
             _fill_remembered_click_ids(prepared, context)
+            _finish(prepared)
             sightings.extend(_click_id_sightings(prepared, context))
             last = start == starts[-1]
             along = _remembered_along(sightings, store, context) if last else None
@@ -420,6 +422,8 @@ class _Prepared:
     filled: tuple[str, ...] = ()
     # Added to the hourly counters by the INSERT itself (see _count_hour).
     counted: bool = False
+    # Whether the event's user_data is scored for match quality (it was an object).
+    scored: bool = False
     # The person's (key, digest) in the user_data, once read (click_memory.identifiers).
     identifiers: list[tuple[str, str]] | None = None
     original: Event | None = field(default=None, repr=False)
@@ -507,11 +511,6 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
     )
     status, reason = _status(found, verdict, suppression)
 
-    payload, payload_json, payload_hash = _canonical_payload(
-        payload,
-        without_time=time_was_filled,
-        without_user_data=("fbc",) if fbc_was_built else (),
-    )
     action_source = event.get("action_source")
     columns = {
         "id": None,
@@ -522,16 +521,15 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         "action_source": _storable_text(action_source)[:_ACTION_SOURCE_MAX]
         if isinstance(action_source, str)
         else "",
+        # Made canonical, hashed and scored by _finish(), once the click memory has filled it.
         "payload": payload,
-        "payload_hash": payload_hash,
+        "payload_hash": "",
         "consent": _json_safe(consent_state) if consent_state is not None else None,
         "status": status,
         "status_reason": _storable_text(reason),
         "attempts": 0,
         "diagnostics": [_stored_diagnostic(finding) for finding in found],
-        "match_quality": diagnostics.match_quality_score(report.user_data)
-        if report is not None
-        else 0.0,
+        "match_quality": 0.0,
         "delivered_at": None,
         "delivered_by_id": None,
         "created_at": context.now,
@@ -545,10 +543,24 @@ def _prepare_event(raw: Any, index: int, context: _Context) -> _Prepared:
         row=row,
         diagnostics=found,
         key=(event_name, event_id),
-        payload_json=payload_json,
         without_time=time_was_filled,
         without_fbc=bool(fbc_was_built),
+        scored=report is not None,
     )
+
+
+def _finish(prepared: list[_Prepared]) -> None:
+    """Each event's payload made canonical and hashed, and its match quality: done once the
+    click memory has filled what it fills (``_fill_remembered_click_ids``), so only once."""
+    for item in prepared:
+        row = item.row
+        if item.scored:
+            row.match_quality = diagnostics.match_quality_score(row.payload["user_data"])
+        row.payload, item.payload_json, row.payload_hash = _canonical_payload(
+            row.payload,
+            without_time=item.without_time,
+            without_user_data=(*(("fbc",) if item.without_fbc else ()), *item.filled),
+        )
 
 
 def _cleaned_event(raw: Any, context: _Context) -> tuple[dict[str, Any], bool]:
@@ -744,10 +756,11 @@ def _keeps_given_fbc(user_data: dict[str, Any], given: set[str | None], fbclid: 
 def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> None:
     """Fill the fbc/fbp an event lacks from click_memory (one query for the batch).
 
-    Runs on the prepared events: their user_data is normalized, so the person's identifiers
-    are the digests sent to Meta. Filling never changes a verdict (an event naming a person
-    already has a strong key); it adds the ``click_id_filled`` note and raises the match
-    quality. The content hash leaves filled values out, as it does an fbc built from fbclid.
+    Runs on the prepared events before ``_finish``: their user_data is normalized, so the
+    person's identifiers are the digests sent to Meta. Filling never changes a verdict (an
+    event naming a person already has a strong key); it adds the ``click_id_filled`` note and
+    raises the match quality. The content hash leaves filled values out, as it does an fbc
+    built from fbclid.
     """
     destination = context.destination
     if not app_settings.CLICK_ID_FILL_DAYS:
@@ -779,12 +792,7 @@ def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> 
             item.diagnostics.append(note)
             row.diagnostics.append(_stored_diagnostic(note))
         item.filled = tuple(remembered.key for remembered in filled)
-        row.match_quality = diagnostics.match_quality_score(user_data)
-        row.payload, item.payload_json, row.payload_hash = _canonical_payload(
-            {**row.payload, "user_data": user_data},
-            without_time=item.without_time,
-            without_user_data=(*(("fbc",) if item.without_fbc else ()), *item.filled),
-        )
+        row.payload = {**row.payload, "user_data": user_data}
 
 
 def _allows_ad_storage(state: Any, destination: Destination) -> bool:

@@ -22,7 +22,9 @@ Ingest (``--ingest-rows`` more rows, in the app's 500-row chunks, one commit per
   schema: the textbook form, the baseline the others are read against.
 - A-d: COPY of the same rows: the floor, below which no INSERT form can go.
 - A-app: the app's real form (``PostgreSQLEventStore.insert``): the whole chunk as one jsonb
-  parameter unpacked by ``jsonb_to_recordset``; how close the app is to A-d.
+  parameter unpacked by ``jsonb_to_recordset``, its records keyed ``c0``, ``c1``, … as the
+  app's; how close the app is to A-d. Only the event rows: what the app's statement also
+  carries (queue entries, click IDs, counters) is measured by ``python -m bench.ingest_statement``.
 - A-c: A-a with the payload column as text instead of jsonb: what parsing and storing the
   payload as jsonb costs.
 
@@ -343,8 +345,15 @@ def preload(conn: psycopg.Connection, rows: int, types: dict[str, str], v: Varia
 # ----------------------------------------------------------------------------- ingest
 
 
+def _record_keys(types: dict[str, str]) -> dict[str, str]:
+    """Each column's key in a record, as the app's (``c0``, ``c1``, … in table order, which is
+    ``eventstore.base.INSERT_FIELDS``' order): the keys are text PostgreSQL parses per row."""
+    return {column: f"c{number}" for number, column in enumerate(types)}
+
+
 def _recordset_param(rows: list[dict[str, object]], types: dict[str, str]) -> str:
     # As eventstore.postgresql._json_record: JSON columns nested, times in ISO, the payload spliced.
+    keys = _record_keys(types)
     records = []
     for row in rows:
         record = {}
@@ -355,9 +364,9 @@ def _recordset_param(rows: list[dict[str, object]], types: dict[str, str]) -> st
                 value = value.isoformat()
             elif types[column] == "jsonb" and value is not None:
                 value = json.loads(value)
-            record[column] = value
-        text = json.dumps(record)
-        records.append(f'{text[:-1]},"payload":{row["payload"]}}}')
+            record[keys[column]] = value
+        text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        records.append(f'{text[:-1]},"{keys["payload"]}":{row["payload"]}}}')
     return f"[{','.join(records)}]"
 
 
@@ -386,9 +395,10 @@ def run_ingest(
                 )
                 params = [row[c] for row in rows for c in types]
             else:  # recordset: PostgreSQLEventStore.insert
-                chunk = ", ".join(f"{c} {t}" for c, t in types.items())
+                keys = _record_keys(types)
+                chunk = ", ".join(f"{keys[c]} {t}" for c, t in types.items())
                 sql = (
-                    f"INSERT INTO {EV} ({columns}) SELECT {columns}"  # noqa: S608
+                    f"INSERT INTO {EV} ({columns}) SELECT {', '.join(keys.values())}"  # noqa: S608
                     f" FROM jsonb_to_recordset(%s::jsonb) AS chunk({chunk})"
                     " ON CONFLICT DO NOTHING RETURNING id, event_name, event_id"
                 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.db import DatabaseError
@@ -103,8 +104,9 @@ def fetch_all_started(
     must send nothing else on ``connection`` (the driver's lock would serialize it, in no
     given order). An error of the statement is raised by that function.
     """
-    # Made here: Django's connection belongs to this thread.
-    cursor = _cursor(connection, prepare=prepare)
+    # Made here: Django's connection belongs to this thread. A cursor of its own, not the
+    # connection's reused one (``_cursor``): it is closed when the rows are in.
+    cursor = _new_cursor(connection, prepare=prepare)
     outcome: list[Any] = []
 
     # The thread's frames have no caller of ours: an error report of an exception raised in
@@ -153,9 +155,42 @@ def _array_item(text: str) -> str:
     return f'"{text}"'
 
 
-def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool, check: bool = True) -> Any:
-    if connection.vendor != "postgresql":
+def _cursor(
+    connection: BaseDatabaseWrapper, *, prepare: bool, check: bool = True
+) -> AbstractContextManager[Any]:
+    """A cursor for one statement, as a context manager.
+
+    On a psycopg 3 connection, the connection's own server-binding cursor, reused from one
+    statement to the next (``_reused_cursor``) and never closed here: making one costs about
+    as much Python as a small statement's round trip, and the ingest endpoint sends three of
+    them a request. Elsewhere Django's ordinary cursor, closed after the statement.
+    """
+    server_binding = _server_binding(connection, check=check)
+    if server_binding is None:
         return connection.cursor()
+    database, raw = server_binding
+    cursor = _reused_cursor(connection, database, raw, prepare)
+    # Django's wrapper (the debug one when queries are recorded), as connection.cursor() gives,
+    # made for each statement: whether queries are recorded can change between two.
+    return nullcontext(connection._prepare_cursor(cursor))  # type: ignore[attr-defined]  # not in the stubs
+
+
+def _new_cursor(connection: BaseDatabaseWrapper, *, prepare: bool) -> Any:
+    """A cursor of its own for one statement (the caller closes it), as ``_cursor``'s."""
+    server_binding = _server_binding(connection, check=True)
+    if server_binding is None:
+        return connection.cursor()
+    database, raw = server_binding
+    return connection._prepare_cursor(  # type: ignore[attr-defined]  # not in the stubs
+        _server_cursor(connection, database, raw, prepare)
+    )
+
+
+def _server_binding(connection: BaseDatabaseWrapper, *, check: bool) -> tuple[Any, Any] | None:
+    """(the psycopg module, the open psycopg 3 connection) where the app's statements are
+    bound by the server; None where Django's ordinary cursor runs them."""
+    if connection.vendor != "postgresql":
+        return None
     # The driver Django's backend loaded (psycopg 3, or psycopg2, which binds on the client
     # only): psycopg is an extra of the app's, never imported here.
     database: Any = getattr(connection, "Database", None)
@@ -168,7 +203,33 @@ def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool, check: bool = Tru
     raw = connection.connection
     client_cursor = getattr(database, "ClientCursor", None)
     if client_cursor is None or not issubclass(raw.cursor_factory, client_cursor):
-        return connection.cursor()
+        return None
+    return database, raw
+
+
+# Where a Django connection keeps its reused cursors: (the psycopg connection they belong to,
+# {prepare: cursor}). A new psycopg connection (after a close) gets new cursors.
+_REUSED_CURSORS = "_capi_destinations_cursors"
+
+
+def _reused_cursor(connection: BaseDatabaseWrapper, database: Any, raw: Any, prepare: bool) -> Any:
+    """The connection's server-binding cursor that prepares (or never prepares), made once.
+
+    Django's connection belongs to one thread, so its cursor is never used by two at once
+    (``fetch_all_started``'s thread gets a cursor of its own).
+    """
+    reused = connection.__dict__.get(_REUSED_CURSORS)
+    if reused is None or reused[0] is not raw:
+        reused = connection.__dict__[_REUSED_CURSORS] = (raw, {})
+    cursors: dict[bool, Any] = reused[1]
+    cursor = cursors.get(prepare)
+    if cursor is None or cursor.closed:
+        cursor = cursors[prepare] = _server_cursor(connection, database, raw, prepare)
+    return cursor
+
+
+def _server_cursor(connection: BaseDatabaseWrapper, database: Any, raw: Any, prepare: bool) -> Any:
+    """A new psycopg server-binding cursor of ``raw``, reading timestamps as Django's do."""
     # Django's cursor wrapper passes no keyword on to psycopg's execute(): the cursor's class
     # says whether the statement is prepared. Prepared only where the site allows it (a
     # threshold in its OPTIONS); never otherwise, whatever psycopg's threshold would do.
@@ -182,8 +243,7 @@ def _cursor(connection: BaseDatabaseWrapper, *, prepare: bool, check: bool = Tru
     loader = raw.adapters.get_loader(raw.adapters.types["timestamptz"].oid, database.pq.Format.TEXT)
     if loader is None or timezone != getattr(loader, "timezone", None):
         register_tzloader(timezone, cursor)
-    # Django's wrapper (the debug one when queries are recorded), as connection.cursor() gives.
-    return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]  # not in the stubs
+    return cursor
 
 
 _CURSOR_CLASSES: dict[tuple[type, bool], type] = {}

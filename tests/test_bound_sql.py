@@ -53,6 +53,23 @@ def test_timestamps_are_read_in_the_connections_time_zone() -> None:
         assert moment.hour == 10
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="psycopg's cursors")
+def test_the_connections_cursor_is_reused_and_statements_are_still_recorded() -> None:
+    bound_sql.fetch_all(connection, "SELECT %s", [1])
+    with CaptureQueriesContext(connection) as queries:
+        rows = bound_sql.fetch_all(connection, "SELECT %s + 1", [1])
+    bound_sql.fetch_all(connection, "SELECT %s + 2", [1])
+
+    assert rows == [(2,)]
+    # Recorded as any other query, although the cursor was made before recording began.
+    assert [query["sql"] for query in queries.captured_queries] == ["SELECT $1 + 1"]
+    with bound_sql._cursor(connection, prepare=False) as first:
+        pass
+    with bound_sql._cursor(connection, prepare=False) as second:
+        pass
+    assert first.cursor is second.cursor  # the driver's cursor, made once per connection
+
+
 # --- array literals -------------------------------------------------------------------------------
 
 _AWKWARD_TEXTS = [

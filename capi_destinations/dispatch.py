@@ -311,6 +311,17 @@ def _step() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _claim_step(store: eventstore.EventStore) -> Iterator[None]:
+    """The claim's transaction: its own statement's where it is one statement (PostgreSQL),
+    else a short transaction (``_step``)."""
+    if store.claims_in_one_statement and connection.get_autocommit():
+        yield
+        return
+    with _step():
+        yield
+
+
 def _queue() -> eventstore.EventStore:
     """The store of the database the dispatcher works on (its queue statements)."""
     return eventstore.store_on(connection)
@@ -359,8 +370,9 @@ def claim_due_events(
     )
     if not destination_ids:
         return claim
-    with _step():
-        rows = _queue().claim(
+    store = _queue()
+    with _claim_step(store):
+        rows = store.claim(
             sorted(destination_ids), limit, now, claim.lease_token, claim.lease_expires_at
         )
     claim.events = [ClaimedEvent(*row) for row in rows]

@@ -301,6 +301,38 @@ def test_on_postgresql_an_outcome_is_written_on_another_connection_during_the_ne
     assert DeliveryAttempt.objects.filter(outcome=AttemptOutcome.DELIVERED).count() == 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_claim_is_one_statement_committed_on_its_own(
+    clock: Any, destination: Destination
+) -> None:
+    # No BEGIN, SET LOCAL and COMMIT round trips around it: the statement sets its commit's
+    # durability itself, and runs in autocommit.
+    if connection.vendor != "postgresql":
+        pytest.skip("one statement on PostgreSQL only")
+    add_events(destination, 3)
+
+    with CaptureQueriesContext(connection) as captured:
+        claim = dispatch.claim_due_events([destination.pk])
+
+    assert len(claim.events) == 3
+    assert len(captured.captured_queries) == 1
+    assert "set_config('synchronous_commit', 'off', true)" in captured[0]["sql"]
+    assert connection.get_autocommit()
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"] or "127.0.0.1",
+        port=database["PORT"] or 5432,
+        user=database["USER"] or "postgres",
+        dbname=database["NAME"],
+    ) as other:
+        # Committed: another session sees the lease.
+        (leased,) = other.execute(
+            f"SELECT count(*) FROM {QueuedEvent._meta.db_table} WHERE lease_token = %s",  # noqa: S608
+            [claim.lease_token],
+        ).fetchone()
+    assert leased == 3
+
+
 def test_nothing_of_the_destination_on_the_wire_is_claimed_ahead(
     env: Sandbox, destination: Destination
 ) -> None:

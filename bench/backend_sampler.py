@@ -1,10 +1,11 @@
 """CPU of every PostgreSQL backend serving one database, including those that close meanwhile.
 
 ``python -m bench.backend_sampler URL`` samples ``/proc/<pid>/stat`` of each backend of the
-database at ``URL`` (but its own) every few milliseconds until its standard input closes, then
-prints the CPU seconds they used in between as JSON. A worker that opens a connection of its own
-for a while (dispatch's recorder thread) is counted too: the last sample before the connection
-closed misses at most one interval of it. Run by :class:`bench.harness.BackendsCpu`.
+database at ``URL`` (but its own) every few milliseconds until its standard input closes; for
+each line it reads, it prints the CPU seconds they used since it started, as JSON. A worker
+that opens a connection of its own for a while (dispatch's recorder thread) is counted too:
+the last sample before the connection closed misses at most one interval of it. Run by
+:class:`bench.harness.BackendsCpu`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main(url: str) -> None:
         own_pid = sampler.info.backend_pid
         first: dict[int, float] = {}
         last: dict[int, float] = {}
+        lock = threading.Lock()
         finished = threading.Event()
 
         def discover(*, at_start: bool) -> None:
@@ -47,20 +49,27 @@ def main(url: str) -> None:
                 if seconds:  # 0: the backend has exited; its last reading stands
                     last[pid] = seconds
 
+        def answer() -> None:
+            # Each line read is a request for the CPU used so far; end of input stops.
+            for _line in sys.stdin:
+                with lock:
+                    discover(at_start=False)
+                    read_cpu()
+                    used = sum(last[pid] - first[pid] for pid in last)
+                print(json.dumps({"seconds": used}), flush=True)
+            finished.set()
+
         discover(at_start=True)
         read_cpu()
-        threading.Thread(target=lambda: (sys.stdin.read(), finished.set()), daemon=True).start()
+        threading.Thread(target=answer, daemon=True).start()
         print("ready", flush=True)
         ticks = 0
         while not finished.wait(INTERVAL_SECONDS):
             ticks += 1
-            if ticks % DISCOVERY_EVERY == 0:
-                discover(at_start=False)
-            read_cpu()
-        discover(at_start=False)
-        read_cpu()
-    used = sum(last[pid] - first[pid] for pid in last)
-    print(json.dumps({"seconds": used}), flush=True)
+            with lock:
+                if ticks % DISCOVERY_EVERY == 0:
+                    discover(at_start=False)
+                read_cpu()
 
 
 if __name__ == "__main__":

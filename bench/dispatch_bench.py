@@ -179,13 +179,10 @@ def run(mode: str, database: str) -> Result:
         sandbox_cpu: list[float] = []
 
         def ours_round(round_number: int) -> int:
-            # Every backend of the database: the worker's connection and its recorder's.
-            backends = BackendsCpu()
-            if database == "postgresql":
-                backends.start()
+            server_started = backends.seconds()
             sandbox_started = sandbox.cpu_seconds()
             report = dispatch.dispatch_pending(max_batches=claims_per_round)
-            server_cpu.append(backends.stop() if database == "postgresql" else 0.0)
+            server_cpu.append(backends.seconds() - server_started)
             sandbox_cpu.append(sandbox.cpu_seconds() - sandbox_started)
             reports.append(report.to_dict())
             return report.delivered
@@ -193,10 +190,17 @@ def run(mode: str, database: str) -> Result:
         def naive_round(round_number: int) -> int:
             return _naive_round(sender, [d.pk for d in naive], naive_per_round)
 
-        timings = alternate(
-            {"dispatch_pending": ours_round, "SDK execute() per event": naive_round},
-            rounds=rounds,
-        )
+        # Every backend of the database: the worker's connection and its recorder's.
+        backends = BackendsCpu()
+        if database == "postgresql":
+            backends.start()
+        try:
+            timings = alternate(
+                {"dispatch_pending": ours_round, "SDK execute() per event": naive_round},
+                rounds=rounds,
+            )
+        finally:
+            backends.stop()
         vacuum_seconds, vacuum_cpu = _vacuum_after_dispatch(database)
         # Whatever the rounds left (a round stops at its claim count) goes out now, untimed.
         leftover = dispatch.dispatch_pending()

@@ -504,6 +504,8 @@ class _Dispatcher:
             if _may_record_on_another_connection()
             else None
         )
+        # Whether it got work (and so a thread and a connection to close).
+        self._recorder_started = False
         # The next claim, made while the current claim's only request was on the wire; with
         # the destinations stopped since it was made (their events go back unsent).
         self._prefetched: tuple[Claim, dict[int, Destination]] | None = None
@@ -611,9 +613,21 @@ class _Dispatcher:
             try:
                 yield
             finally:
-                # An outcome still being written when the pass failed is waited for (Meta
-                # has those events) by the executor's shutdown, before its connection closes.
-                recorder.submit(_close_thread_connections)
+                self._wait_for_recorder_after_failure()
+                if self._recorder_started:
+                    recorder.submit(_close_thread_connections)
+
+    def _wait_for_recorder_after_failure(self) -> None:
+        # The pass failed with an outcome still being written: Meta has those events, so it is
+        # waited for, and a failure of it is logged (nobody else would see it; the events
+        # stay leased and go out again after the lease, as for a worker that died).
+        deferred, self._deferred = self._deferred, None
+        if not isinstance(deferred, Future):
+            return
+        try:
+            self.report.delivered += deferred.result()
+        except Exception:
+            logger.exception("Could not record an accepted request's outcome")
 
     def _flush_deferred(self) -> None:
         """Write the last accepted request's outcome now, or wait until the recorder has."""
@@ -632,7 +646,11 @@ class _Dispatcher:
         """Have an accepted request's outcome written while the next request is sent."""
         # One outcome at a time, in order: the previous one has had a whole request's time.
         self._flush_deferred()
-        self._deferred = record if self._recorder is None else self._recorder.submit(record)
+        if self._recorder is None:
+            self._deferred = record
+            return
+        self._recorder_started = True
+        self._deferred = self._recorder.submit(record)
 
     def _load_sendable(self) -> dict[int, Destination]:
         with _database_turn():

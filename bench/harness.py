@@ -444,6 +444,50 @@ def backend_cpu_seconds() -> float:
     return process_cpu_seconds(pid)
 
 
+class BackendsCpu:
+    """CPU seconds of every PostgreSQL backend of the benchmark's database since ``start``,
+    those the worker opens and closes meanwhile included (``bench.backend_sampler``, a process
+    of its own, so that its sampling is not counted on the worker's clock). Started once,
+    before the timed rounds (a process start is not cheap); ``seconds`` is a pipe round trip.
+
+    ``backend_cpu_seconds`` reads the worker's own connection only; dispatch also writes on a
+    second connection (its recorder thread), closed at the end of each pass.
+    """
+
+    def __init__(self) -> None:
+        self._sampler: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self._sampler = subprocess.Popen(
+            [sys.executable, "-m", "bench.backend_sampler", postgres_url()],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._sampler.stdout is not None
+        self._sampler.stdout.readline()  # "ready": the first sample is taken
+
+    def seconds(self) -> float:
+        """CPU seconds used since ``start`` (0 when not started: SQLite)."""
+        sampler = self._sampler
+        if sampler is None:
+            return 0.0
+        assert sampler.stdin is not None
+        assert sampler.stdout is not None
+        sampler.stdin.write("\n")
+        sampler.stdin.flush()
+        return float(json.loads(sampler.stdout.readline())["seconds"])
+
+    def stop(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is None:
+            return
+        assert sampler.stdin is not None
+        sampler.stdin.close()
+        sampler.wait(timeout=30)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds (user plus system, every thread) process ``pid`` has used; 0 when its
     ``/proc`` entry is not readable (another host, another user)."""

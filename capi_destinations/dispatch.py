@@ -72,7 +72,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography.fernet import InvalidToken
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Case, F, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 
@@ -311,6 +311,17 @@ def _step() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _claim_step(store: eventstore.EventStore) -> Iterator[None]:
+    """The claim's transaction: its own statement's where it is one statement (PostgreSQL),
+    else a short transaction (``_step``)."""
+    if store.claims_in_one_statement and connection.get_autocommit():
+        yield
+        return
+    with _step():
+        yield
+
+
 def _queue() -> eventstore.EventStore:
     """The store of the database the dispatcher works on (its queue statements)."""
     return eventstore.store_on(connection)
@@ -359,8 +370,9 @@ def claim_due_events(
     )
     if not destination_ids:
         return claim
-    with _step():
-        rows = _queue().claim(
+    store = _queue()
+    with _claim_step(store):
+        rows = store.claim(
             sorted(destination_ids), limit, now, claim.lease_token, claim.lease_expires_at
         )
     claim.events = [ClaimedEvent(*row) for row in rows]
@@ -444,14 +456,20 @@ class _Dispatcher:
     """The state of one pass: the report, the lease in hand, destinations already loaded.
 
     Requests still go out one at a time, each only after the previous one's answer, but the
-    database work around them is pipelined: while a request is on the wire (the interpreter
-    lock is released on the socket), the worker records the previous accepted request and,
-    when this request is its claim's only one, claims the next batch. What that changes, and
-    why every guarantee still holds:
+    database work around them is pipelined: while a request is on the wire (in the sender
+    thread; the interpreter lock is released on the socket), the previous accepted request is
+    recorded and, when this request is its claim's only one, the next batch is claimed. On
+    PostgreSQL outside a transaction the recording is the recorder thread's, on a connection
+    of its own, so the claim does not wait for it (nor for its durable commit); elsewhere the
+    worker's thread records before it claims. What that changes, and why every guarantee still
+    holds:
 
-    - an accepted request's outcome is written while the next request is in flight (or before
-      anything else reads or writes the destination's delivery state: an error answer, lone
-      refusals, a canary's verdict, the end of the pass). A worker that dies in between leaves
+    - an accepted request's outcome is written while the next request is in flight, one
+      outcome at a time and in order, and always before anything else reads or writes the
+      destination's delivery state (an error answer, lone refusals, a canary's verdict) and
+      before the end of the pass (``_flush_deferred`` waits for the recorder). It is submitted
+      only once Meta's answer is in: an event is never marked delivered before Meta accepted
+      it. A worker that dies in between leaves
       both requests' events leased; the lease runs out and they are sent again with the same
       ``event_id`` s, which Meta deduplicates, as for a worker that dies after one request;
     - a claim made ahead (``_prefetched``) is leased like any other, and never holds the
@@ -476,8 +494,18 @@ class _Dispatcher:
         # The thread a request waits for its answer in (one request at a time; the thread
         # starts with the first request and ends with the pass).
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capi-dispatch")
-        # The writing of the last accepted request's outcome, run while the next one is sent.
-        self._deferred: Callable[[], None] | None = None
+        # The writing of the last accepted request's outcome: running in the recorder thread
+        # (a Future), or, without one, a function run while the next request is sent.
+        self._deferred: Future[int] | Callable[[], int] | None = None
+        # On PostgreSQL outside a transaction, outcomes are written by a thread of the pass on
+        # a database connection of its own, at the same time as the next claim on this one.
+        self._recorder = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="capi-record")
+            if _may_record_on_another_connection()
+            else None
+        )
+        # Whether it got work (and so a thread and a connection to close).
+        self._recorder_started = False
         # The next claim, made while the current claim's only request was on the wire; with
         # the destinations stopped since it was made (their events go back unsent).
         self._prefetched: tuple[Claim, dict[int, Destination]] | None = None
@@ -490,7 +518,7 @@ class _Dispatcher:
             # Before expiring anything as blocked: a block whose token was replaced is no block.
             release_outlived_blocks(only=self.only)
             self.report.expired += expire_unsendable_events(now=now, only=self.only)
-        with self._sender:
+        with self._sender, self._recording_thread():
             try:
                 self._send_canaries()
                 while True:
@@ -499,9 +527,10 @@ class _Dispatcher:
                         stopped = self._stopped_since_prefetch
                     else:
                         # Nothing was claimed ahead: the last outcome first (it survives a lost
-                        # connection, which the claim would not).
+                        # connection). With a recorder the outcome went on its own connection, so
+                        # the claim is the first to find this one lost: it reconnects too.
                         self._flush_deferred()
-                        claimed = self._claim_next()
+                        claimed = _surviving_reconnect(self._claim_next, "claiming")
                         if claimed is None:
                             break
                         claim, destinations = claimed
@@ -573,11 +602,55 @@ class _Dispatcher:
         self._stopped.add(destination_id)
         self._stopped_since_prefetch.add(destination_id)
 
-    def _flush_deferred(self) -> None:
-        """Write the last accepted request's outcome now, if it is still to be written."""
+    @contextmanager
+    def _recording_thread(self) -> Iterator[None]:
+        """The recorder thread, if any, for the pass: its connection is closed at the end."""
+        recorder = self._recorder
+        if recorder is None:
+            yield
+            return
+        with recorder:
+            try:
+                yield
+            finally:
+                self._wait_for_recorder_after_failure()
+                if self._recorder_started:
+                    recorder.submit(_close_thread_connections)
+
+    def _wait_for_recorder_after_failure(self) -> None:
+        # The pass failed with an outcome still being written: Meta has those events, so it is
+        # waited for, and a failure of it is logged (nobody else would see it; the events
+        # stay leased and go out again after the lease, as for a worker that died).
         deferred, self._deferred = self._deferred, None
-        if deferred is not None:
-            deferred()
+        if not isinstance(deferred, Future):
+            return
+        try:
+            self.report.delivered += deferred.result()
+        except Exception:
+            logger.exception("Could not record an accepted request's outcome")
+
+    def _flush_deferred(self) -> None:
+        """Write the last accepted request's outcome now, or wait until the recorder has."""
+        deferred, self._deferred = self._deferred, None
+        if isinstance(deferred, Future):
+            self.report.delivered += deferred.result()
+        elif deferred is not None:
+            self.report.delivered += deferred()
+
+    def _start_deferred(self) -> None:
+        """While a request is on the wire: write the last outcome unless the recorder is."""
+        if not isinstance(self._deferred, Future):
+            self._flush_deferred()
+
+    def _defer(self, record: Callable[[], int]) -> None:
+        """Have an accepted request's outcome written while the next request is sent."""
+        # One outcome at a time, in order: the previous one has had a whole request's time.
+        self._flush_deferred()
+        if self._recorder is None:
+            self._deferred = record
+            return
+        self._recorder_started = True
+        self._deferred = self._recorder.submit(record)
 
     def _load_sendable(self) -> dict[int, Destination]:
         with _database_turn():
@@ -672,7 +745,7 @@ class _Dispatcher:
         test_event_code = destination.test_event_code
         self.report.requests += 1
         answer = self._request(destination, batch, test_event_code)
-        self._flush_deferred()
+        self._start_deferred()
         if claim_ahead:
             self._claim_ahead(destination.pk)
         try:
@@ -703,27 +776,37 @@ class _Dispatcher:
             else ""
         )
         now = clock.now()
+        canary = self._sending_canary
 
         def record_delivery() -> int:
             with _step():
-                return self._record_delivery(
-                    destination, pks, claim, result, reason, started_at, test_event_code, now
+                return _record_delivery(
+                    destination,
+                    pks,
+                    claim,
+                    result,
+                    reason,
+                    started_at,
+                    test_event_code,
+                    now,
+                    canary=canary,
                 )
 
-        def record() -> None:
+        def record() -> int:
             # Meta has the events now: losing this write to a dropped database connection
             # would send them a second time when the lease ends, so it gets one more try on a
             # new one.
-            self.report.delivered += _write_surviving_reconnect(record_delivery)
+            delivered = _surviving_reconnect(record_delivery)
             # Outside the transaction and at most about once a second: workers delivering for
             # the same destination must not queue up behind each other's lock on its row.
             with _database_turn():
                 Destination.objects.filter(pk=destination.pk).filter(
                     Q(last_delivered_at__isnull=True) | Q(last_delivered_at__lt=now - _A_SECOND)
                 ).update(last_delivered_at=now)
+            return delivered
 
         # Written while the next request is on the wire; a canary's verdict reads it at once.
-        self._deferred = record
+        self._defer(record)
         if self._sending_canary:
             self._flush_deferred()
         if mismatch:
@@ -758,38 +841,6 @@ class _Dispatcher:
         # an empty claim made before it does not end the pass.
         if self._prefetched is not None and not self._prefetched[0].events:
             self._prefetched = None
-
-    def _record_delivery(
-        self,
-        destination: Destination,
-        pks: list[int],
-        claim: Claim,
-        result: graph.SendResult,
-        reason: str,
-        started_at: datetime,
-        test_event_code: str,
-        now: datetime,
-    ) -> int:
-        """Record the accepted request and mark its events delivered by it."""
-        attempt = _record_attempt(
-            destination,
-            pks,
-            AttemptOutcome.DELIVERED,
-            link=False,  # the events point at the attempt instead: no row per event
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            test_event_code=test_event_code,
-            http_status=result.http_status,
-            events_received=result.events_received,
-            fbtrace_id=result.fbtrace_id[:100],
-            messages=list(result.messages),
-            canary=self._sending_canary,
-        )
-        delivered = _queue().deliver(
-            pks, claim.lease_token, attempt_id=attempt.pk, reason=reason, now=now
-        )
-        counters.add(destination.pk, delivered=delivered, at=now)
-        return delivered
 
     def _on_error(
         self,
@@ -1171,20 +1222,75 @@ def claim_canary(destination_id: int, *, now: datetime | None = None) -> Claim:
 # --- outcomes --------------------------------------------------------------------------------
 
 
-def _write_surviving_reconnect(write: Callable[[], T]) -> T:
-    """Run a short write; if the database connection was lost, run it once more on a new one.
+def _record_delivery(
+    destination: Destination,
+    pks: list[int],
+    claim: Claim,
+    result: graph.SendResult,
+    reason: str,
+    started_at: datetime,
+    test_event_code: str,
+    now: datetime,
+    *,
+    canary: bool,
+) -> int:
+    """Record the accepted request and mark its events delivered by it."""
+    attempt = _record_attempt(
+        destination,
+        pks,
+        AttemptOutcome.DELIVERED,
+        link=False,  # the events point at the attempt instead: no row per event
+        started_at=started_at,
+        duration_ms=result.duration_ms,
+        test_event_code=test_event_code,
+        http_status=result.http_status,
+        events_received=result.events_received,
+        fbtrace_id=result.fbtrace_id[:100],
+        messages=list(result.messages),
+        canary=canary,
+    )
+    delivered = _queue().deliver(
+        pks, claim.lease_token, attempt_id=attempt.pk, reason=reason, now=now
+    )
+    counters.add(destination.pk, delivered=delivered, at=now)
+    return delivered
 
-    The write is a whole transaction (``_step``), so after a failure nothing of it was kept and
-    running it again is safe. Inside an outer transaction (tests) there is nothing to reconnect.
+
+def _may_record_on_another_connection() -> bool:
+    """Whether outcomes may be written on a connection other than the claim's.
+
+    PostgreSQL only (SQLite has one writer anyway), and only when this connection commits each
+    step: inside a caller's transaction (tests) the claims are not committed, and another
+    connection would not see them.
+    """
+    return (
+        connection.vendor == "postgresql"
+        and connection.get_autocommit()
+        and not connection.in_atomic_block
+    )
+
+
+def _close_thread_connections() -> None:
+    """The last task of the recorder thread: close the connection it opened."""
+    connections.close_all()
+
+
+def _surviving_reconnect(step: Callable[[], T], doing: str = "recording an outcome") -> T:
+    """Run a short step; if the database connection was lost, run it once more on a new one.
+
+    The step is a whole transaction (``_step``), so after a failure nothing of it was kept and
+    running it again is safe (a claim whose commit was lost with the connection leaves its
+    events leased until the lease runs out, then they are due again). Inside an outer
+    transaction (tests) there is nothing to reconnect.
     """
     try:
-        return write()
+        return step()
     except (OperationalError, InterfaceError):
         if connection.in_atomic_block:
             raise
-        logger.warning("Lost the database connection while recording an outcome; retrying once")
+        logger.warning("Lost the database connection while %s; retrying once", doing)
         connection.close()
-        return write()
+        return step()
 
 
 def _owned_events(lease_token: uuid.UUID, pks: Sequence[int] | None = None) -> QuerySet[Event]:

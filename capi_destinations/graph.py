@@ -442,8 +442,24 @@ def close_session() -> None:
         _session_pid = None
 
 
+# The proxies of each origin (scheme://host:port) the session reaches, read from the environment
+# once per session (see _new_session).
+_proxies_of_origin: dict[str, dict[str, str]] = {}
+
+
 def _new_session() -> requests.Session:
     session = requests.Session()
+    # The environment is read once, here, not on every request: requests' trust_env looks up
+    # the proxy variables (HTTPS_PROXY, NO_PROXY, …), a CA bundle and ~/.netrc for each call,
+    # system calls that give up the interpreter lock; the dispatcher's sender thread then waited
+    # to get it back before its request went out (milliseconds per request, docs/BENCHMARKS.md).
+    # Proxies and the CA bundle keep working (``_proxies_for``); ~/.netrc is not read: Graph
+    # requests carry their token, and netrc credentials would replace a GET's Authorization.
+    session.trust_env = False
+    session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
+    _proxies_of_origin.clear()
     # Graph answers need no cookies, and a shared jar would carry one client's into another's.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
@@ -703,8 +719,14 @@ def _request(
     started = time.perf_counter()
     error: GraphError | None = None
     try:
-        response = get_session().request(
-            method, url, timeout=timeout, allow_redirects=False, **kwargs
+        session = get_session()
+        response = session.request(
+            method,
+            url,
+            timeout=timeout,
+            allow_redirects=False,
+            proxies=_proxies_for(url),
+            **kwargs,
         )
     except requests.RequestException as exc:
         error = _network_error(exc, secrets, _elapsed_ms(started), timeout)
@@ -714,6 +736,17 @@ def _request(
         logger.warning("Graph API %s failed: %s", method, error)
         raise error
     return response, _elapsed_ms(started)
+
+
+def _proxies_for(url: str) -> dict[str, str]:
+    """The environment's proxies for ``url`` (none where NO_PROXY exempts its host), as
+    requests' trust_env finds them, read once per origin and session."""
+    scheme, _, rest = url.partition("://")
+    origin = f"{scheme}://{rest.split('/', 1)[0]}"
+    proxies = _proxies_of_origin.get(origin)
+    if proxies is None:
+        proxies = _proxies_of_origin[origin] = requests.utils.get_environ_proxies(origin)
+    return proxies
 
 
 def _elapsed_ms(started: float) -> int:

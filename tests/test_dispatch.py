@@ -9,6 +9,7 @@ from datetime import timedelta
 from importlib import import_module
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -245,6 +246,91 @@ def test_the_next_claim_and_the_last_record_are_written_while_a_request_is_on_th
     assert (report.requests, report.delivered) == (2, 1500)
     assert statuses() == {EventStatus.DELIVERED: 1500}
     assert QueuedEvent.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_an_outcome_is_written_on_another_connection_during_the_next_claim(
+    env: Sandbox, make_destination: Callable[..., Destination]
+) -> None:
+    # Three claims of one request each. The first request's outcome is written by the
+    # recorder thread on a connection of its own, while the worker's thread claims the third
+    # batch. Another session locks the attempts table, so that outcome cannot be written until
+    # the third claim is done: a worker writing outcomes on its own connection (between
+    # sending and claiming) would wait for the lock, and the lock would only go on the timeout.
+    if connection.vendor != "postgresql":
+        pytest.skip("outcomes go to another connection on PostgreSQL only")
+    for prefix in "abc":
+        add_events(make_destination(), 300, prefix=prefix)
+    claims = 0
+    third_claim = threading.Event()
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal claims
+        result = execute(sql, params, many, context)
+        if "SET lease_token = %s, lease_expires_at" in sql:
+            claims += 1
+            if claims == 3:
+                third_claim.set()
+        return result
+
+    attempts = DeliveryAttempt._meta.db_table
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"] or "127.0.0.1",
+        port=database["PORT"] or 5432,
+        user=database["USER"] or "postgres",
+        dbname=database["NAME"],
+    ) as other:
+        other.execute(f"LOCK TABLE {attempts} IN EXCLUSIVE MODE")
+        released_by_claim: list[bool] = []
+
+        def release() -> None:
+            released_by_claim.append(third_claim.wait(timeout=15))
+            other.commit()
+
+        releaser = threading.Thread(target=release)
+        releaser.start()
+        with connection.execute_wrapper(watch):
+            report = dispatch.dispatch_pending()
+        releaser.join(timeout=30)
+
+    assert released_by_claim == [True]
+    assert (report.requests, report.delivered) == (3, 900)
+    assert statuses() == {EventStatus.DELIVERED: 900}
+    assert QueuedEvent.objects.count() == 0
+    assert DeliveryAttempt.objects.filter(outcome=AttemptOutcome.DELIVERED).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_claim_is_one_statement_committed_on_its_own(
+    clock: Any, destination: Destination
+) -> None:
+    # No BEGIN, SET LOCAL and COMMIT round trips around it: the statement sets its commit's
+    # durability itself, and runs in autocommit.
+    if connection.vendor != "postgresql":
+        pytest.skip("one statement on PostgreSQL only")
+    add_events(destination, 3)
+
+    with CaptureQueriesContext(connection) as captured:
+        claim = dispatch.claim_due_events([destination.pk])
+
+    assert len(claim.events) == 3
+    assert len(captured.captured_queries) == 1
+    assert "set_config('synchronous_commit', 'off', true)" in captured[0]["sql"]
+    assert connection.get_autocommit()
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"] or "127.0.0.1",
+        port=database["PORT"] or 5432,
+        user=database["USER"] or "postgres",
+        dbname=database["NAME"],
+    ) as other:
+        # Committed: another session sees the lease.
+        (leased,) = other.execute(
+            f"SELECT count(*) FROM {QueuedEvent._meta.db_table} WHERE lease_token = %s",  # noqa: S608
+            [claim.lease_token],
+        ).fetchone()
+    assert leased == 3
 
 
 def test_nothing_of_the_destination_on_the_wire_is_claimed_ahead(

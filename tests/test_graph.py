@@ -101,6 +101,36 @@ def test_send_events_returns_metas_answer(graph_settings, destination):
     ]
 
 
+def test_the_environment_s_proxy_settings_are_read_once_per_session(
+    graph_settings, destination, monkeypatch
+):
+    # A proxy nobody listens on: a request that goes through it fails to connect.
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    graph.close_session()
+    try:
+        with pytest.raises(GraphError) as raised:
+            send_events(destination, [server_event(graph_settings)])
+        assert raised.value.category == graph_errors.TRANSIENT
+        assert graph_settings.events() == []
+
+        # NO_PROXY exempts the sandbox's host, as requests' trust_env did.
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        graph.close_session()
+        assert send_events(destination, [server_event(graph_settings)]).events_received == 1
+
+        # Read when the session was made, not on each request (the dispatcher's sender thread
+        # gave up the interpreter lock for each lookup).
+        monkeypatch.delenv("NO_PROXY")
+        monkeypatch.delenv("no_proxy")
+        assert send_events(destination, [server_event(graph_settings, 2)]).events_received == 1
+    finally:
+        graph.close_session()
+
+
 def test_send_events_posts_one_compact_json_body_with_the_token_in_it(graph_settings, destination):
     send_events(destination, [server_event(graph_settings)])
 

@@ -223,6 +223,10 @@ class EventStore(ABC):
 
     # --- the delivery queue (QueuedEvent) -----------------------------------------------------
 
+    #: The claim is one statement (its commit's durability set inside it): outside a
+    #: transaction it runs in autocommit, without a BEGIN and a COMMIT of its own to wait for.
+    claims_in_one_statement = False
+
     @abstractmethod
     def claim(
         self,
@@ -234,7 +238,8 @@ class EventStore(ABC):
     ) -> list[tuple[Any, ...]]:
         """Lease up to ``limit`` due events of one of ``destination_ids`` (the one whose oldest
         due event is the oldest, its events oldest first) under ``lease_token`` until
-        ``lease_expires_at``, inside the caller's transaction.
+        ``lease_expires_at``, inside the caller's transaction (or, where
+        ``claims_in_one_statement``, in autocommit).
 
         Returns (id, destination_id, event_time, attempts, payload JSON text, action_source)
         of each event really leased: the lease is a conditional write of the queue entry

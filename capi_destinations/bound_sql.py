@@ -222,9 +222,11 @@ def _reused_cursor(connection: BaseDatabaseWrapper, database: Any, raw: Any, pre
     if reused is None or reused[0] is not raw:
         reused = connection.__dict__[_REUSED_CURSORS] = (raw, {})
     cursors: dict[bool, Any] = reused[1]
-    cursor = cursors.get(prepare)
+    # Keyed by what the cursor does, read now: the site's threshold decides it.
+    prepares = prepare and raw.prepare_threshold is not None
+    cursor = cursors.get(prepares)
     if cursor is None or cursor.closed:
-        cursor = cursors[prepare] = _server_cursor(connection, database, raw, prepare)
+        cursor = cursors[prepares] = _server_cursor(connection, database, raw, prepares)
     return cursor
 
 

@@ -156,6 +156,21 @@ def test_a_statement_that_does_not_ask_is_never_prepared_whatever_the_threshold(
 
 
 @postgresql_only
+def test_a_threshold_set_after_a_statement_ran_applies_to_the_next_one(
+    prepare_threshold: Callable[[int | None], None],
+) -> None:
+    # The connection's cursor is reused: made while nothing was prepared, it must not keep
+    # statements unprepared once the connection allows them.
+    prepare_threshold(None)
+    bound_sql.fetch_all(connection, "SELECT %s::int + 400", [1], prepare=True)
+    prepare_threshold(5)
+
+    bound_sql.fetch_all(connection, "SELECT %s::int + 400", [1], prepare=True)
+
+    assert "SELECT $1::int + 400" in prepared_statements()
+
+
+@postgresql_only
 def test_nothing_is_prepared_where_the_site_leaves_djangos_default(
     prepare_threshold: Callable[[int | None], None],
 ) -> None:

@@ -28,6 +28,7 @@ from bench.harness import (
     Result,
     bench_environment,
     machine_info,
+    migrate,
     postgres_url,
     postgres_version,
     recreate_postgres_database,
@@ -86,17 +87,7 @@ def _prepare_database(database: str) -> str | None:
         path = sqlite_path()
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-    completed = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=REPO,
-        env=bench_environment(database),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        return "migrate failed: " + completed.stderr.strip()[-2000:]
-    return None
+    return migrate(database)
 
 
 def _run_child(row: Row, database: str, mode: str) -> Result:

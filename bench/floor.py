@@ -47,7 +47,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -56,13 +55,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from bench.harness import (
-    REPO,
-    bench_environment,
-    machine_info,
-    postgres_version,
-    recreate_postgres_database,
-)
+from bench.harness import fresh_postgres_database, machine_info
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_floor"
 EV = "capi_destinations_event"
@@ -229,19 +222,7 @@ PRELOAD = {
 
 def create_database(url: str) -> None:
     """A new database with the app's current schema: Django's migrate, as the benchmarks do."""
-    if postgres_version(url) is None:
-        sys.exit(f"PostgreSQL is not reachable at {url} (set BENCH_FLOOR_POSTGRES_URL)")
-    recreate_postgres_database(url)
-    completed = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=REPO,
-        env=bench_environment("postgresql", DATABASE_URL=url),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        sys.exit("migrate failed:\n" + completed.stderr[-3000:])
+    fresh_postgres_database(url, setting="BENCH_FLOOR_POSTGRES_URL")
 
 
 def event_columns(conn: psycopg.Connection) -> dict[str, str]:

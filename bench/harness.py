@@ -347,6 +347,34 @@ def recreate_postgres_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(identifier))
 
 
+def migrate(database: str, **extra: str) -> str | None:
+    """Django's migrate on the benchmark's ``database`` (``extra``: environment, such as another
+    ``DATABASE_URL``), in a process of its own; why it failed, or None."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "--verbosity", "0"],
+        cwd=REPO,
+        env=bench_environment(database, **extra),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        return "migrate failed: " + completed.stderr.strip()[-2000:]
+    return None
+
+
+def fresh_postgres_database(url: str, *, setting: str) -> None:
+    """Drop, create and migrate the PostgreSQL database at ``url`` for a tool run on its own
+    (``bench.floor``, ``bench.ingest_statement``); exits saying why when it cannot, naming the
+    environment ``setting`` that chooses the database."""
+    if postgres_version(url) is None:
+        sys.exit(f"PostgreSQL is not reachable at {url} (set {setting})")
+    recreate_postgres_database(url)
+    problem = migrate("postgresql", DATABASE_URL=url)
+    if problem is not None:
+        sys.exit(problem)
+
+
 def run_in_fresh_process(module: str, database: str, *args: str) -> dict[str, Any]:
     """Run ``python -m <module> <args>`` on ``database`` and return the JSON its last line prints.
 

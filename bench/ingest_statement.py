@@ -31,18 +31,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.harness import (
-    REPO,
-    bench_environment,
-    database_url,
-    postgres_version,
-    recreate_postgres_database,
-)
+from bench.harness import bench_environment, database_url, fresh_postgres_database
 
 PIECE = 250
 _SIGHTINGS = "capi_destinations_clickidsighting"
@@ -51,19 +44,7 @@ _SNAPSHOT = "bench_sightings_before_the_piece"
 
 def _prepare_database() -> str:
     url = os.environ.get("BENCH_POSTGRES_URL") or database_url("postgresql")
-    if postgres_version(url) is None:
-        sys.exit(f"PostgreSQL is not reachable at {url} (set BENCH_POSTGRES_URL)")
-    recreate_postgres_database(url)
-    completed = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "--noinput", "--verbosity", "0"],
-        cwd=REPO,
-        env=bench_environment("postgresql", DATABASE_URL=url),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        sys.exit("migrate failed:\n" + completed.stderr[-3000:])
+    fresh_postgres_database(url, setting="BENCH_POSTGRES_URL")
     os.environ.update(bench_environment("postgresql", DATABASE_URL=url))
     return url
 

@@ -50,6 +50,28 @@ def close_thread_connection() -> None:
     connection.close()
 
 
+def other_session(*, autocommit: bool = False) -> Any:
+    """A psycopg connection of its own to the test database (PostgreSQL): another session, to
+    hold a lock, to see only what is committed, or to end this one's backend."""
+    import psycopg  # only the PostgreSQL tests call this
+
+    database = connection.settings_dict
+    return psycopg.connect(
+        host=database["HOST"] or "127.0.0.1",
+        port=database["PORT"] or 5432,
+        user=database["USER"] or "postgres",
+        dbname=database["NAME"],
+        autocommit=autocommit,
+    )
+
+
+def terminate_backend(pid: int) -> None:
+    """End PostgreSQL backend ``pid`` as the server does when it drops a connection, and wait
+    (up to 5 s) until it is gone."""
+    with other_session(autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
 def make_token(seed: str = "token") -> str:
     """A well-formed fake CAPI token (EAA + letters and digits, 190 characters)."""
     body = ""

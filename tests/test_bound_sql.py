@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import DatabaseError, connection
 from django.test import Client
@@ -15,7 +14,7 @@ from django.urls import reverse
 
 from capi_destinations import bound_sql
 from capi_destinations.models import ClickIdSighting, Destination, Event
-from tests.conftest import FROZEN_AT
+from tests.conftest import FROZEN_AT, terminate_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -242,15 +241,7 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_first_statement(
     connection.health_check_enabled = True
     try:
         (old_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
-        database = connection.settings_dict
-        with psycopg.connect(
-            host=database["HOST"] or "127.0.0.1",
-            port=database["PORT"] or 5432,
-            user=database["USER"] or "postgres",
-            dbname=database["NAME"],
-            autocommit=True,
-        ) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [old_pid])
+        terminate_backend(old_pid)
         connection.health_check_done = False  # a new request (close_old_connections)
 
         (new_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
@@ -258,18 +249,6 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_first_statement(
         connection.health_check_enabled = enabled
 
     assert new_pid != old_pid
-
-
-def _terminate(backend_pid: int) -> None:
-    database = connection.settings_dict
-    with psycopg.connect(
-        host=database["HOST"] or "127.0.0.1",
-        port=database["PORT"] or 5432,
-        user=database["USER"] or "postgres",
-        dbname=database["NAME"],
-        autocommit=True,
-    ) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [backend_pid])
 
 
 @pytest.fixture
@@ -289,7 +268,7 @@ def test_a_read_only_first_statement_on_a_dropped_connection_is_run_again_on_a_n
     health_checks_on: None,
 ) -> None:
     (old_pid,) = bound_sql.fetch_all(connection, "SELECT pg_backend_pid()", [])[0]
-    _terminate(old_pid)
+    terminate_backend(old_pid)
     connection.health_check_done = False  # a new request (close_old_connections)
 
     rows = bound_sql.fetch_all(connection, "SELECT pg_backend_pid(), %s", [7], read_only=True)

@@ -9,7 +9,6 @@ from datetime import timedelta
 from importlib import import_module
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -29,7 +28,7 @@ from capi_destinations.models import (
     QueuedEvent,
 )
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import make_token, queue_events, server_event
+from tests.conftest import make_token, other_session, queue_events, server_event
 
 pytestmark = pytest.mark.django_db
 
@@ -274,13 +273,7 @@ def test_on_postgresql_an_outcome_is_written_on_another_connection_during_the_ne
         return result
 
     attempts = DeliveryAttempt._meta.db_table
-    database = connection.settings_dict
-    with psycopg.connect(
-        host=database["HOST"] or "127.0.0.1",
-        port=database["PORT"] or 5432,
-        user=database["USER"] or "postgres",
-        dbname=database["NAME"],
-    ) as other:
+    with other_session() as other:
         other.execute(f"LOCK TABLE {attempts} IN EXCLUSIVE MODE")
         released_by_claim: list[bool] = []
 
@@ -318,13 +311,7 @@ def test_on_postgresql_a_claim_is_one_statement_committed_on_its_own(
     assert len(captured.captured_queries) == 1
     assert "set_config('synchronous_commit', 'off', true)" in captured[0]["sql"]
     assert connection.get_autocommit()
-    database = connection.settings_dict
-    with psycopg.connect(
-        host=database["HOST"] or "127.0.0.1",
-        port=database["PORT"] or 5432,
-        user=database["USER"] or "postgres",
-        dbname=database["NAME"],
-    ) as other:
+    with other_session() as other:
         # Committed: another session sees the lease.
         (leased,) = other.execute(
             f"SELECT count(*) FROM {QueuedEvent._meta.db_table} WHERE lease_token = %s",  # noqa: S608

@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -28,7 +27,12 @@ from capi_destinations import clock as app_clock
 from capi_destinations import dispatch
 from capi_destinations.models import Destination, Event, EventStatus, QueuedEvent
 from capi_destinations.sandbox import Sandbox
-from tests.conftest import close_thread_connection, queue_events, server_event
+from tests.conftest import (
+    close_thread_connection,
+    queue_events,
+    server_event,
+    terminate_backend,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = {"failure_rate": 0.1, "drop_rate": 0.05, "rate_limit_every": 9, "latency_ms": 5, "seed": 7}
@@ -331,8 +335,7 @@ if connection.vendor == "postgresql":
             # can record that.
             if method == "POST":
                 use_sandbox.app.before_answer = None
-                with psycopg.connect(**_superuser_dsn()) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)", [worker_pid])
+                terminate_backend(worker_pid)
 
         use_sandbox.app.before_answer = cut_the_worker_s_connection
 
@@ -344,13 +347,3 @@ if connection.vendor == "postgresql":
         assert dispatch.dispatch_pending().claimed == 0
         received = [record["event_id"] for record in use_sandbox.events()]
         assert len(received) == len(set(received)) == 20
-
-    def _superuser_dsn() -> dict[str, Any]:
-        database = connection.settings_dict
-        return {
-            "host": database["HOST"] or "127.0.0.1",
-            "port": database["PORT"] or 5432,
-            "user": database["USER"] or "postgres",
-            "dbname": database["NAME"],
-            "autocommit": True,
-        }

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from capi_destinations import destinations
 from capi_destinations.models import Destination, Event, EventStatus
 from capi_destinations.views.ingest import forget_destinations
-from tests.conftest import FROZEN_AT
+from tests.conftest import FROZEN_AT, terminate_backend
 
 pytestmark = pytest.mark.usefixtures("clock")
 
@@ -129,15 +128,7 @@ def test_a_request_on_a_connection_the_server_dropped_is_recorded(caller: Caller
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             (old_pid,) = cursor.fetchone()
-        database = connection.settings_dict
-        with psycopg.connect(
-            host=database["HOST"] or "127.0.0.1",
-            port=database["PORT"] or 5432,
-            user=database["USER"] or "postgres",
-            dbname=database["NAME"],
-            autocommit=True,
-        ) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [old_pid])
+        terminate_backend(old_pid)
         # What close_old_connections does when a request starts (the test client skips it).
         connection.health_check_done = False
 

@@ -12,7 +12,7 @@ allows it are filled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -82,8 +82,24 @@ def recall(
     Each event gets, per key it lacks, the most recent value seen with one of its identifiers
     inside its window; between equals, the strongest identifier.
     """
+    return recall_started(tenant_id, wanted, background=False)()
+
+
+def recall_started(
+    tenant_id: int,
+    wanted: Mapping[int, tuple[datetime, list[tuple[str, str]], tuple[str, ...]]],
+    *,
+    background: bool = True,
+) -> Callable[[], dict[int, list[Recalled]]]:
+    """``recall``, returning once its query is started; the function returned waits for it.
+
+    On PostgreSQL, with ``background``, the query runs in a thread on the connection
+    (``bound_sql.fetch_all_started``) while the caller goes on with Python work; until the
+    function returned has been called, the caller must send nothing else on that connection.
+    Elsewhere the query runs here and the function only hands its answer over.
+    """
     if not wanted:
-        return {}
+        return dict
     window = timedelta(days=float(app_settings.CLICK_ID_FILL_DAYS))
     # One lookup per distinct (identifier, key, moment): events of one person at one moment
     # (a batch sent twice, an order's several events) share it.
@@ -94,9 +110,19 @@ def recall(
                 lookups.setdefault((digest, key, moment), []).append((index, rank))
     connection = connections[router.db_for_read(ClickIdSighting)]
     if connection.vendor == "postgresql":
-        best = _best_on_postgresql(connection, tenant_id, list(lookups), window)
+        best = _best_on_postgresql(connection, tenant_id, list(lookups), window, background)
     else:
-        best = _best_in_python(tenant_id, list(lookups), window)
+        answer = _best_in_python(tenant_id, list(lookups), window)
+        best = lambda: answer  # noqa: E731
+    return lambda: _filled(wanted, lookups, best())
+
+
+def _filled(
+    wanted: Mapping[int, tuple[datetime, list[tuple[str, str]], tuple[str, ...]]],
+    lookups: dict[tuple[str, str, datetime], list[tuple[int, int]]],
+    best: list[_Best | None],
+) -> dict[int, list[Recalled]]:
+    """Per event, what to fill, from each lookup's best sighting (``best``, in lookup order)."""
     chosen: dict[tuple[int, str], tuple[tuple[datetime, int], _Best]] = {}
     for lookup, sighting in zip(lookups, best, strict=True):
         if sighting is None:
@@ -171,8 +197,10 @@ def _best_on_postgresql(
     tenant_id: int,
     lookups: list[tuple[str, str, datetime]],
     window: timedelta,
-) -> list[_Best | None]:
-    """Each lookup's most recent qualifying sighting, chosen by PostgreSQL.
+    background: bool,
+) -> Callable[[], list[_Best | None]]:
+    """Each lookup's most recent qualifying sighting, chosen by PostgreSQL (the function
+    returned waits for them; the query runs in the ``background`` as ``recall_started`` says).
 
     One statement: the lookups as arrays, each answered by an index scan that stops at its
     first qualifying row. Its cost follows the batch, not how many sightings a person has
@@ -185,22 +213,27 @@ def _best_on_postgresql(
             moments[moment] = moment.isoformat()
     # Prepared where the site allows it: every lookup's identifier and key come from the
     # arrays, so the generic plan is the custom one (tests/test_click_memory.py checks both).
-    rows = bound_sql.fetch_all(
-        connection,
-        _recall_sql(connection),
-        [
-            bound_sql.text_array([digest for digest, _, _ in lookups]),
-            bound_sql.text_array([key for _, key, _ in lookups]),
-            bound_sql.text_array([moments[moment] for _, _, moment in lookups]),
-            tenant_id,
-            window,
-            _LATER_SIGHTING,
-        ],
-        prepare=True,
-    )
-    best: list[_Best | None] = [None] * len(lookups)
-    for slot, value, identifier_key, last_seen_at in rows:
-        best[slot - 1] = _Best(value, identifier_key, last_seen_at)
+    sql = _recall_sql(connection)
+    params = [
+        bound_sql.text_array([digest for digest, _, _ in lookups]),
+        bound_sql.text_array([key for _, key, _ in lookups]),
+        bound_sql.text_array([moments[moment] for _, _, moment in lookups]),
+        tenant_id,
+        window,
+        _LATER_SIGHTING,
+    ]
+    if background:
+        rows_of = bound_sql.fetch_all_started(connection, sql, params, prepare=True)
+    else:
+        rows = bound_sql.fetch_all(connection, sql, params, prepare=True)
+        rows_of = lambda: rows  # noqa: E731
+
+    def best() -> list[_Best | None]:
+        chosen: list[_Best | None] = [None] * len(lookups)
+        for slot, value, identifier_key, last_seen_at in rows_of():
+            chosen[slot - 1] = _Best(value, identifier_key, last_seen_at)
+        return chosen
+
     return best
 
 

@@ -189,8 +189,9 @@ def track_many(
     up to 500 events (plus one SELECT and one UPDATE when there are duplicates or rejected
     originals to replace); on PostgreSQL in autocommit that INSERT also remembers the click IDs
     and adds the rows to the hourly counters, and a batch of more than 250 events with distinct
-    keys is stored in pieces of 250, each INSERT running while the next piece is prepared
-    (``_track_in_pieces``: a refused piece raises, the pieces before it stay stored). Once that
+    keys is stored in pieces of 250, PostgreSQL running one piece's statements while the next
+    piece is prepared (``_track_in_pieces``: a refused piece raises, the pieces before it stay
+    stored). Once that
     is committed (at once in autocommit, else with the caller's transaction),
     ``events_recorded`` is sent when events are waiting.
 
@@ -262,52 +263,75 @@ _PIECE = 250
 def _track_in_pieces(
     raw_events: list[Any], context: _Context, store: EventStore, count_hour: datetime
 ) -> tuple[list[TrackResult], int]:
-    """``track_many``'s work for a large batch in autocommit on PostgreSQL, piece by piece:
-    while PostgreSQL inserts one piece, this process prepares the next (a thread waits for the
-    INSERT on the same connection, without the GIL), so the two CPUs work at once.
+    """``track_many``'s work for a large batch in autocommit on PostgreSQL, in pieces, so that
+    this process and PostgreSQL work at once: each statement runs in a thread on the same
+    connection (the driver waits for the server without the GIL) while this thread goes on.
 
-    The same statements as one piece at a time would send, each its own transaction as in
-    autocommit anyway: each piece's recall (before its events are final), its INSERT (with
-    the hourly counters; the last one also remembers every piece's click IDs, so no piece
-    fills from another of the same call, as in one batch). Only called when no two events
-    share a key (``_keys_distinct``): then no event of one piece is a duplicate of another's,
-    and the results are those of storing the batch at once. Each statement takes its rows in
-    key order, so concurrent calls cannot deadlock. On an error the pieces already inserted
-    stay stored, as the chunks before a failing INSERT always did; the call raises.
+    1. Each piece is prepared (normalized, diagnosed, encoded) while PostgreSQL runs the click
+       memory's recall for the piece before.
+    2. Each piece is filled from its recall and made final while PostgreSQL inserts the piece
+       before, with the hourly counters and that piece's click IDs to remember.
+
+    Every recall has run before any piece's click IDs are remembered, so no event fills from
+    another of the same call, as in one batch. Only called when no two events share a key
+    (``_keys_distinct``): then no event of one piece is a duplicate of another's, and the
+    results are those of storing the batch at once (a test compares them event by event). Each
+    statement is its own transaction, as in autocommit anyway, and takes its rows in key order,
+    so concurrent calls cannot deadlock. On an error the pieces already inserted stay stored,
+    with their click IDs, as the chunks before a failing INSERT always did; the call raises.
     """
+    pieces: list[list[_Prepared]] = []
+    recalled: list[dict[int, list[click_memory.Recalled]]] = []
+    # The one statement in flight on the connection: a recall, or a piece's INSERT.
+    recall: Callable[[], dict[int, list[click_memory.Recalled]]] | None = None
+    finish: Callable[[], tuple[list[TrackResult], int]] | None = None
     results: list[TrackResult] = []
     pending = 0
-    sightings: list[click_memory.Sighting] = []
-    finish: Callable[[], tuple[list[TrackResult], int]] | None = None
-    starts = range(0, len(raw_events), _PIECE)
+    apart: list[click_memory.Sighting] = []  # where the INSERT cannot remember them itself
     try:
-        for start in starts:
+        for start in range(0, len(raw_events), _PIECE):
             piece = raw_events[start : start + _PIECE]
-            prepared = [_prepare(event, start + n, context) for n, event in enumerate(piece)]
+            pieces.append([_prepare(event, start + n, context) for n, event in enumerate(piece)])
+            if recall is not None:
+                waiting, recall = recall, None
+                recalled.append(waiting())
+            recall = _recall_started(pieces[-1], context, background=True)
+        for number, prepared in enumerate(pieces):
+            if number == len(recalled):  # a call of one piece: its recall is in flight
+                assert recall is not None
+                waiting, recall = recall, None
+                recalled.append(waiting())
+            _fill_click_ids(prepared, recalled[number])
+            _finish(prepared)
+            sightings = _click_id_sightings(prepared, context)
+            along = _remembered_along(sightings, store, context)
+            if along is None:
+                apart.extend(sightings)
+            if recall is not None:
+                # The last recall ran while the first piece was made final; it is answered
+                # before the first click ID is remembered.
+                waiting, recall = recall, None
+                recalled.append(waiting())
             if finish is not None:
                 finishing, finish = finish, None
-                done, waiting = finishing()
+                done, waiting_events = finishing()
                 results.extend(done)
-                pending += waiting
-            _fill_remembered_click_ids(prepared, context)
-            _finish(prepared)
-            sightings.extend(_click_id_sightings(prepared, context))
-            last = start == starts[-1]
-            along = _remembered_along(sightings, store, context) if last else None
+                pending += waiting_events
             finish = _store_started(prepared, store, along, count_hour, background=True)
     except BaseException:
-        if finish is not None:
-            # The INSERT in flight ends before the error goes up (the connection is ours
-            # again); the first error is the one raised.
-            with suppress(Exception):
-                finish()
+        # The statement in flight ends before the error goes up (the connection is ours
+        # again); the first error is the one raised.
+        for in_flight in (recall, finish):
+            if in_flight is not None:
+                with suppress(Exception):
+                    in_flight()
         raise
     assert finish is not None
-    done, waiting = finish()
+    done, waiting_events = finish()
     results.extend(done)
-    pending += waiting
-    if sightings and _remembered_along(sightings, store, context) is None:
-        click_memory.remember(context.destination.tenant_id, sightings)
+    pending += waiting_events
+    if apart:
+        click_memory.remember(context.destination.tenant_id, apart)
     return results, pending
 
 
@@ -762,9 +786,17 @@ def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> 
     raises the match quality. The content hash leaves filled values out, as it does an fbc
     built from fbclid.
     """
+    _fill_click_ids(prepared, _recall_started(prepared, context, background=False)())
+
+
+def _recall_started(
+    prepared: list[_Prepared], context: _Context, *, background: bool
+) -> Callable[[], dict[int, list[click_memory.Recalled]]]:
+    """The click memory's recall for the events that lack a click ID and name a person
+    (``click_memory.recall_started``); the function returned waits for what to fill."""
     destination = context.destination
     if not app_settings.CLICK_ID_FILL_DAYS:
-        return
+        return dict
     wanted = {}
     for item in prepared:
         row = item.row
@@ -777,9 +809,15 @@ def _fill_remembered_click_ids(prepared: list[_Prepared], context: _Context) -> 
         found = item.identifiers = click_memory.identifiers(user_data)
         if found:
             wanted[item.index] = (min(row.event_time, context.now), found, lacking)
-    if not wanted:
+    return click_memory.recall_started(destination.tenant_id, wanted, background=background)
+
+
+def _fill_click_ids(
+    prepared: list[_Prepared], recalled: dict[int, list[click_memory.Recalled]]
+) -> None:
+    """Fill into each event what the click memory recalled for it, with a note saying so."""
+    if not recalled:
         return
-    recalled = click_memory.recall(destination.tenant_id, wanted)
     for item in prepared:
         filled = recalled.get(item.index)
         if not filled:

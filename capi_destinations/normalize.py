@@ -20,13 +20,14 @@ import socket
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 import phonenumbers
 import pycountry
 
+from capi_destinations import clock
 from capi_destinations.findings import INFO, WARNING, Diagnostic
 from capi_destinations.user_data_keys import (
     ALIASES,
@@ -386,15 +387,23 @@ _DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-# (the Unix time the cached year ends, the current UTC year as 4 digits): the year is read per
-# date of birth, and asking the clock for a calendar date costs more than the rest of the check.
-_year_now: list[Any] = [0.0, "0000"]
-_time = time.time
+# (the Unix time the cached year starts, the time it ends, that UTC year as 4 digits): the
+# year is read per date of birth, from the app's clock (tests hold and move it), and building
+# a calendar date from it costs more than the rest of the check.
+_cached_year: tuple[float, float, str] = (0.0, 0.0, "0000")
 
 
-def _read_the_year() -> None:
-    year = time.gmtime().tm_year
-    _year_now[:] = [calendar.timegm((year + 1, 1, 1, 0, 0, 0)), f"{year:04d}"]
+def _this_year() -> str:
+    """The clock's current UTC year, as 4 digits."""
+    global _cached_year
+    start, end, year_text = _cached_year
+    moment = clock.timestamp()
+    if not start <= moment < end:
+        year = time.gmtime(moment).tm_year
+        year_text = f"{year:04d}"
+        start = calendar.timegm((year, 1, 1, 0, 0, 0))
+        _cached_year = (start, calendar.timegm((year + 1, 1, 1, 0, 0, 0)), year_text)
+    return year_text
 
 
 #: Every MMDD of a leap year: a real date is one of these, and 0229 only in a leap year.
@@ -410,10 +419,8 @@ def _is_real_yyyymmdd(text: str) -> bool:
 
     The year is compared as text: digits of a fixed width order the same way as their numbers.
     """
-    if _time() >= _year_now[0]:
-        _read_the_year()
     year, month_day = text[:4], text[4:]
-    if "1900" <= year <= _year_now[1] and month_day in _MONTH_DAYS:
+    if "1900" <= year <= _this_year() and month_day in _MONTH_DAYS:
         return month_day != "0229" or calendar.isleap(int(year))
     return False
 
@@ -436,7 +443,7 @@ def _date_of_birth(text: str, country: str | None) -> str:
         except ValueError:
             break
         # Meta accepts years 1900..this year; the exact day of "today" does not matter here.
-        if not 1900 <= born.year <= datetime.now(UTC).year:
+        if not 1900 <= born.year <= int(_this_year()):
             break
         return f"{born.year:04d}{born.month:02d}{born.day:02d}"
     raise _Dropped("invalid_date_of_birth")

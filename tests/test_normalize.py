@@ -787,3 +787,19 @@ def test_without_cpythons_own_sha256_hashlibs_is_used(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "_sha2", None)
     monkeypatch.setitem(sys.modules, "_sha256", None)
     assert normalize._fastest_sha256() is hashlib.sha256
+
+
+@pytest.mark.parametrize("written", ["20290615", "15 June 2029"])
+def test_a_birth_year_is_judged_by_the_apps_clock(written: str, clock: Any) -> None:
+    """Meta takes birth years up to this year: "this year" is the app clock's, which tests and
+    the demo hold and move, in both directions."""
+    clock.freeze(datetime(2030, 1, 1, tzinfo=UTC))
+    assert normalize_user_data({"db": written}).get("db") == [sha("20290615")]
+
+    clock.freeze(datetime(2028, 12, 31, 23, 59, tzinfo=UTC))
+    report = normalize_user_data_report({"db": written})
+    assert "db" not in report.user_data
+    assert [finding.code for finding in report.diagnostics] == ["invalid_date_of_birth"]
+
+    clock.freeze(datetime(2029, 1, 1, tzinfo=UTC))  # the first second of the year
+    assert normalize_user_data({"db": written}).get("db") == [sha("20290615")]

@@ -167,6 +167,12 @@ def allows_ad_storage(consent: Mapping[str, Any] | None, *, missing_consent: str
     return (given or missing_consent) == GRANTED
 
 
+def refuses_ad_storage(consent: Mapping[str, Any] | None) -> bool:
+    """Whether a consent state itself says no to ad storage (not only lacks a yes)."""
+    given = _parse_signal(consent.get("ad_storage")) if isinstance(consent, Mapping) else None
+    return given == DENIED
+
+
 def _context_note(state: Mapping[str, Any], missing: list[str], missing_consent: str) -> str:
     parts = [
         f"{key} {state[key]}" for key in ("source", "region") if isinstance(state.get(key), str)

@@ -15,7 +15,10 @@ one visitor's cookies, which a shared cache must not hand to the next visitor.
 
 Nothing is set or renewed when the visitor's consent refuses ad storage: the consent state comes
 from ``CLICK_ID_CONSENT`` (a function of the request), and ``CLICK_ID_MISSING_CONSENT`` decides
-when it is unknown.
+when it is unknown. When that state refuses ad storage outright, cookies set before (while the
+visitor still agreed) are taken out of the request, so no event of it carries them, and the
+response expires them (any method). An unknown state removes nothing: the consent platform may
+keep a yes where the server cannot read it.
 """
 
 from __future__ import annotations
@@ -54,7 +57,16 @@ class ClickIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.method not in _SAFE_METHODS or not _ad_storage_allowed(request):
+        safe = request.method in _SAFE_METHODS
+        carried = [name for name in _CLICK_ID_COOKIES if name in request.COOKIES]
+        if not safe and not carried:
+            return self.get_response(request)
+        state = _consent_state(request)
+        if carried and consent.refuses_ad_storage(state):
+            return self._forgotten(request, carried)
+        if not safe or not consent.allows_ad_storage(
+            state, missing_consent=app_settings.CLICK_ID_MISSING_CONSENT
+        ):
             return self.get_response(request)
         cookies = _cookies_to_keep(request)
         # The view reads the values of this very visit (track(..., request=request)).
@@ -77,12 +89,28 @@ class ClickIdMiddleware:
             patch_vary_headers(response, ("Cookie",))
         return response
 
+    def _forgotten(self, request: HttpRequest, carried: list[str]) -> HttpResponseBase:
+        """The response to a request whose visitor refused ad storage after the click-ID
+        cookies were set: the view does not see them, and the browser is told to drop them."""
+        for name in carried:
+            del request.COOKIES[name]
+        response = self.get_response(request)
+        for name in carried:
+            response.delete_cookie(name, domain=app_settings.CLICK_ID_COOKIE_DOMAIN, samesite="Lax")
+        # Cookies removed for one visitor: a shared cache must not hand that to another.
+        patch_cache_control(response, private=True)
+        patch_vary_headers(response, ("Cookie",))
+        return response
 
-def _ad_storage_allowed(request: HttpRequest) -> bool:
-    state: Any = None
+
+_CLICK_ID_COOKIES = (click_ids.FBC_COOKIE, click_ids.FBP_COOKIE)
+
+
+def _consent_state(request: HttpRequest) -> Any:
+    """The visitor's consent state from the site's ``CLICK_ID_CONSENT`` function, or None."""
     if app_settings.CLICK_ID_CONSENT:
-        state = import_string(app_settings.CLICK_ID_CONSENT)(request)
-    return consent.allows_ad_storage(state, missing_consent=app_settings.CLICK_ID_MISSING_CONSENT)
+        return import_string(app_settings.CLICK_ID_CONSENT)(request)
+    return None
 
 
 def _cookies_to_keep(request: HttpRequest) -> dict[str, str]:

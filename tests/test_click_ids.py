@@ -171,6 +171,58 @@ def test_refused_ad_storage_sets_no_cookie_and_the_event_gets_none(
     assert "fbc" not in Event.objects.get().payload["user_data"]
 
 
+def expired_cookies(response: Any) -> dict[str, Any]:
+    return {
+        name: morsel
+        for name, morsel in response.cookies.items()
+        if not morsel.value and morsel["max-age"] == 0
+    }
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_ad_storage_refused_later_removes_the_cookies_set_before(
+    site: Client, settings: Any, method: str
+) -> None:
+    """A visitor who accepted, got the cookies, then refused: from that request on, no event
+    carries them and the browser is told to drop them."""
+    settings.CAPI_DESTINATIONS = {
+        "CLICK_ID_CONSENT": "tests.test_click_ids.consent_from_cookie",
+        "CLICK_ID_COOKIE_DOMAIN": ".shop.example",
+    }
+    site.cookies["consent"] = "granted"
+    given = set_cookies(site.get(f"/landing/?fbclid={FBCLID}"))
+    assert {"_fbc", "_fbp"} <= given.keys()
+
+    site.cookies["consent"] = "denied"
+    response = getattr(site, method)("/checkout/")
+
+    user_data = Event.objects.get().payload["user_data"]
+    assert "fbc" not in user_data
+    assert "fbp" not in user_data
+    expired = expired_cookies(response)
+    assert expired.keys() == {"_fbc", "_fbp"}
+    assert {morsel["domain"] for morsel in expired.values()} == {".shop.example"}
+    # The answer removes one visitor's cookies: no shared cache may hand it to another.
+    assert "private" in response["Cache-Control"]
+    assert "Cookie" in response["Vary"]
+    assert not set_cookies(site.get("/landing/"))  # gone, and nothing set again
+
+
+def test_unknown_consent_leaves_existing_cookies_alone(site: Client, settings: Any) -> None:
+    """Only a refusal removes cookies: a consent state the server cannot read (a platform
+    that keeps the choice in the browser) may hide a yes."""
+    settings.CAPI_DESTINATIONS = {
+        "CLICK_ID_CONSENT": "tests.test_click_ids.consent_from_cookie",
+        "CLICK_ID_MISSING_CONSENT": "denied",
+    }
+    site.cookies["_fbp"] = "fb.2.1700000000000.123456"
+
+    response = site.get("/landing/")
+
+    assert not expired_cookies(response)
+    assert not set_cookies(response)
+
+
 def test_unknown_consent_counts_as_the_setting_says(site: Client, settings: Any) -> None:
     settings.CAPI_DESTINATIONS = {
         "CLICK_ID_CONSENT": "tests.test_click_ids.consent_from_cookie",

@@ -191,9 +191,8 @@ def track_many(
     and adds the rows to the hourly counters, and a batch of more than 250 events with distinct
     keys is stored in pieces of 250, PostgreSQL running one piece's statements while the next
     piece is prepared (``_track_in_pieces``: a refused piece raises, the pieces before it stay
-    stored). Once that
-    is committed (at once in autocommit, else with the caller's transaction),
-    ``events_recorded`` is sent when events are waiting.
+    stored). Once that is committed (at once in autocommit, else with the caller's
+    transaction), ``events_recorded`` is sent when events are waiting.
 
     An event without ``fbc`` or ``fbp`` that names a person this client's events carried them
     with before (external_id, email or phone; within ``CLICK_ID_FILL_DAYS``) gets the most
@@ -296,11 +295,9 @@ def _track_in_pieces(
                 waiting, recall = recall, None
                 recalled.append(waiting())
             recall = _recall_started(pieces[-1], context, background=True)
+        # More than one piece (a batch of more than _PIECE): every recall but the last is
+        # answered by now; the last one is waited for below, before the first INSERT.
         for number, prepared in enumerate(pieces):
-            if number == len(recalled):  # a call of one piece: its recall is in flight
-                assert recall is not None
-                waiting, recall = recall, None
-                recalled.append(waiting())
             _fill_click_ids(prepared, recalled[number])
             _finish(prepared)
             sightings = _click_id_sightings(prepared, context)
